@@ -1,0 +1,1 @@
+"""horsies: a PostgreSQL-backed task queue."""
