@@ -1,0 +1,1 @@
+"""Task definition, sending, results retrieval, lifecycle states and retry policy."""
