@@ -1,1 +1,68 @@
-"""horsies: a PostgreSQL-backed task queue."""
+"""horsies: a PostgreSQL-backed background task queue and workflow engine.
+
+Everything a producer needs is importable from here: the app object and its configuration, task
+results and errors, retry policies and task statuses. Workers come with the ``horsies-worker``
+package (``horsies worker`` on the command line, :func:`run_worker` from Python).
+
+Importing this package installs an exception hook that prints an uncaught ``HorsiesError`` in a
+readable, Rust-compiler-like form (see ``HORSIES_PLAIN_ERRORS`` to turn it off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from horsies.app import Horsies
+from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RecoveryConfig
+from horsies.errors import (
+    ErrorCode,
+    MultipleValidationErrors,
+    ValidationReport,
+    WorkflowValidationError,
+    install_exception_hook,
+)
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.tasks.retry import RetryPolicy
+from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
+
+__all__ = [
+    "TASK_TERMINAL_STATES",
+    "AppConfig",
+    "CustomQueueConfig",
+    "ErrorCode",
+    "Horsies",
+    "LibraryErrorCode",
+    "MultipleValidationErrors",
+    "PostgresConfig",
+    "QueueMode",
+    "RecoveryConfig",
+    "RetryPolicy",
+    "TaskError",
+    "TaskResult",
+    "TaskStatus",
+    "ValidationReport",
+    "WorkflowValidationError",
+    "run_worker",
+]
+
+__version__ = "0.1.0"
+
+
+def run_worker(app_or_locator: Horsies | str, /, **options: Any) -> None:
+    """Run a worker in this process until SIGTERM/SIGINT.
+
+    Takes the app (or a locator such as ``"myapp.tasks:app"``) and the options of the
+    ``horsies worker`` command (``processes=4``, ``max_claim_batch=2``, ...). Prefer the
+    ``horsies worker`` command in production; use this to embed a worker in your own launcher.
+    Needs the ``horsies-worker`` package.
+    """
+    try:
+        from horsies_worker import run_worker as worker_entry
+    except ImportError as exc:  # pragma: no cover - depends on what is installed
+        raise ImportError(
+            "run_worker needs the worker package: pip install horsies-worker", name="horsies_worker"
+        ) from exc
+    worker_entry(app_or_locator, **options)
+
+
+install_exception_hook()

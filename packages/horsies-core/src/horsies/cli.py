@@ -1,0 +1,294 @@
+"""The `horsies` command line (console script `horsies`, also `python -m horsies`).
+
+Core provides `horsies check`; other packages add sub-commands through the entry-point group
+`horsies.commands` (horsies-worker registers `worker`, horsies-scheduler `scheduler`). A known
+sub-command whose package is not installed still shows in `--help` and says what to install.
+
+Every failure caused by the command line or the located app is printed as a rendered `HorsiesError`
+on stderr and exits with status 1, without a Python traceback (set `HORSIES_VERBOSE=1` to see one
+for unexpected import failures).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any, NoReturn
+
+import click
+
+from horsies.db_command import db_command
+from horsies.demo import demo_command
+from horsies.errors import (
+    ConfigurationError,
+    ErrorCode,
+    HorsiesError,
+    SourceLocation,
+    ValidationReport,
+    colors_enabled,
+)
+from horsies.locator import AppLocation, locate_app, sends_suppressed_by_env
+from horsies.logs import configure_logging
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOG_LEVELS",
+    "PLUGIN_PACKAGES",
+    "check_command",
+    "discover_app",
+    "exit_with_error",
+    "main",
+    "render_error",
+]
+
+ENTRY_POINT_GROUP = "horsies.commands"
+"""Entry-point group through which packages contribute `horsies` sub-commands."""
+
+PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
+    "worker": ("horsies-worker", "Run a worker that executes tasks."),
+    "scheduler": ("horsies-scheduler", "Run the scheduler that enqueues recurring tasks."),
+}
+"""Sub-commands provided by other distributions: name -> (distribution, short help)."""
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_TRUTHY = frozenset({"1", "true", "yes"})
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+
+
+def render_error(error: HorsiesError) -> None:
+    """Print `error` Rust-style on stderr (colours per `HORSIES_FORCE_COLOR` / `NO_COLOR` / TTY)."""
+    click.echo(error.format_rust_style(use_colors=colors_enabled(sys.stderr)), err=True)
+
+
+def exit_with_error(error: HorsiesError, code: int = 1) -> NoReturn:
+    """Print `error` on stderr and exit with `code` (used by all sub-commands for user errors)."""
+    render_error(error)
+    sys.exit(code)
+
+
+def _user_frame(exc: BaseException) -> SourceLocation | None:
+    """Innermost traceback frame in user code (not importlib, horsies or site-packages)."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        filename = frame.filename
+        if filename.startswith("<") or "site-packages" in filename:
+            continue
+        if os.path.realpath(filename).startswith(_PACKAGE_DIR):
+            continue
+        return SourceLocation(filename, frame.lineno or 1)
+    return None
+
+
+def _discovery_error(locator: str, exc: BaseException) -> HorsiesError:
+    if isinstance(exc, FileNotFoundError | AttributeError | TypeError) and _user_frame(exc) is None:
+        # Raised by the locator itself (bad file, attribute or type), not by the user's module.
+        error = ConfigurationError(
+            f"cannot load app from '{locator}'", code=ErrorCode.CLI_INVALID_ARGS
+        ).with_note(str(exc))
+        error.location = None
+        return error.with_help(
+            "pass an app locator such as myapp.instance:app or path/to/app.py:app"
+        )
+    error = ConfigurationError(
+        f"failed to import app module '{locator}'", code=ErrorCode.CLI_INVALID_ARGS
+    ).with_note(f"{type(exc).__name__}: {exc}")
+    error.location = _user_frame(exc)
+    if os.environ.get("HORSIES_VERBOSE", "").strip().lower() in _TRUTHY:
+        error = error.with_note("".join(traceback.format_exception(exc)).rstrip())
+    else:
+        error = error.with_help("set HORSIES_VERBOSE=1 to see the full traceback")
+    return error
+
+
+def discover_app(locator: str | None, *, allow_factory: bool = False) -> AppLocation:
+    """Locate the app for a CLI command; every failure becomes a `HorsiesError` (E206).
+
+    Sub-commands of other packages (worker, scheduler) use it so all commands report discovery
+    problems the same way. The import runs with sends suppressed (decision D35).
+
+    Raises:
+        HorsiesError: missing or invalid locator, module not importable, app not found, or any error
+            raised while importing the user's module (rendered with its source location).
+    """
+    if not locator or not locator.strip():
+        error = ConfigurationError("missing module argument", code=ErrorCode.CLI_INVALID_ARGS)
+        error.location = None
+        raise error.with_help(
+            "pass the app locator: horsies <command> myapp.instance:app\n"
+            "(or -m myapp.instance:app, or a file path such as path/to/app.py:app)"
+        )
+    try:
+        return locate_app(locator, allow_factory=allow_factory)
+    except HorsiesError:
+        raise
+    except Exception as exc:
+        raise _discovery_error(locator, exc) from exc
+
+
+def _missing_plugin_command(name: str, distribution: str, short_help: str) -> click.Command:
+    def callback(**_: Any) -> None:
+        error = ConfigurationError(
+            f"`horsies {name}` is provided by the {distribution} package, which is not installed",
+            code=ErrorCode.CLI_INVALID_ARGS,
+        )
+        error.location = None
+        exit_with_error(error.with_help(f"pip install {distribution}"))
+
+    return click.Command(
+        name,
+        callback=callback,
+        help=f"{short_help}\n\nNot installed: pip install {distribution}",
+        short_help=f"{short_help} [not installed]",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
+def _broken_plugin_command(
+    name: str, entry_point: metadata.EntryPoint, exc: Exception
+) -> click.Command:
+    def callback(**_: Any) -> None:
+        error = ConfigurationError(
+            f"cannot load the `horsies {name}` command", code=ErrorCode.CLI_INVALID_ARGS
+        ).with_note(f"entry point {entry_point.value}: {type(exc).__name__}: {exc}")
+        error.location = None
+        exit_with_error(error.with_help("reinstall the package that provides it"))
+
+    return click.Command(
+        name,
+        callback=callback,
+        short_help=f"(failed to load: {type(exc).__name__})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
+class HorsiesGroup(click.Group):
+    """Click group that adds plugin sub-commands and renders errors as `HorsiesError`s."""
+
+    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in, installed plugin and known-but-missing plugin commands, sorted."""
+        names = set(super().list_commands(ctx)) | set(self._entry_points()) | set(PLUGIN_PACKAGES)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, else the plugin registered under `cmd_name`, else a placeholder."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        entry_point = self._entry_points().get(cmd_name)
+        if entry_point is not None:
+            try:
+                loaded = entry_point.load()
+            except Exception as exc:
+                return _broken_plugin_command(cmd_name, entry_point, exc)
+            if isinstance(loaded, click.Command):
+                return loaded
+            return _broken_plugin_command(
+                cmd_name, entry_point, TypeError(f"{loaded!r} is not a click command")
+            )
+        known = PLUGIN_PACKAGES.get(cmd_name)
+        if known is not None:
+            return _missing_plugin_command(cmd_name, *known)
+        return None
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the CLI; user errors are rendered on stderr and exit with status 1 (no traceback)."""
+        try:
+            returned = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except HorsiesError as error:
+            render_error(error)
+            code = 1
+        except click.UsageError as exc:
+            render_error(_usage_error(exc))
+            code = 1
+        except click.ClickException as exc:
+            error = ConfigurationError(exc.format_message(), code=ErrorCode.CLI_INVALID_ARGS)
+            error.location = None
+            render_error(error)
+            code = 1
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Aborted!", err=True)
+            code = 1
+        else:
+            code = returned if isinstance(returned, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _usage_error(exc: click.UsageError) -> HorsiesError:
+    error = ConfigurationError(exc.format_message(), code=ErrorCode.CLI_INVALID_ARGS)
+    error.location = None
+    ctx = exc.ctx
+    if ctx is not None:
+        error = error.with_note(ctx.get_usage())
+        error = error.with_help(f"run '{ctx.command_path} --help' for the options")
+    return error
+
+
+@click.group(cls=HorsiesGroup, invoke_without_command=True)
+@click.version_option(package_name="horsies-core", prog_name="horsies")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """horsies: PostgreSQL-backed task queue and workflow engine."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@main.command("check")
+@click.argument("module", required=False)
+@click.option(
+    "-m", "--module", "module_option", metavar="LOCATOR", help="App locator (wins over MODULE)."
+)
+@click.option("--live", is_flag=True, help="Also check database connectivity (SELECT 1).")
+@click.option(
+    "--loglevel",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Log level of the horsies loggers.",
+)
+def check_command(module: str | None, module_option: str | None, live: bool, loglevel: str) -> None:
+    """Validate an app without starting anything.
+
+    MODULE is an app locator: myapp.instance:app, myapp.instance, path/to/app.py:app or
+    path/to/app.py. Imports the app and its task modules with sends suppressed, reports every
+    problem found and exits with status 1 if there is any (0 otherwise). Creates no schema.
+    """
+    configure_logging(loglevel.upper())
+    location = discover_app(module_option or module)
+    app = location.app
+    with sends_suppressed_by_env():
+        errors = app.check(live=live)
+    if errors:
+        report = ValidationReport("check")
+        for error in errors:
+            report.add(error)
+        click.echo(report.format_rust_style(use_colors=colors_enabled(sys.stderr)), err=True)
+        sys.exit(1)
+    click.echo("ok: all validations passed")
+    click.echo(f"  {len(app.list_tasks())} task(s) registered")
+
+
+main.add_command(db_command)
+main.add_command(demo_command)

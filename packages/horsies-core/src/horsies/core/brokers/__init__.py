@@ -1,0 +1,1 @@
+"""Compatibility re-exports of the broker (decision D43)."""

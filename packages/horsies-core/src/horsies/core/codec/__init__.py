@@ -1,0 +1,1 @@
+"""Compatibility re-exports of the JSON codec (decision D43)."""

@@ -1,0 +1,1 @@
+"""Compatibility re-exports of the configuration models (decision D43)."""

@@ -1,0 +1,7 @@
+"""Compatibility path `horsies.core.models.queues` (D43); prefer `from horsies import ...`."""
+
+from __future__ import annotations
+
+from horsies.config import CustomQueueConfig, QueueMode
+
+__all__ = ["CustomQueueConfig", "QueueMode"]

