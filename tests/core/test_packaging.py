@@ -26,6 +26,9 @@ ALLOWED_THIRD_PARTY = {
     },
     "horsies_worker": {"horsies", "psutil", "psycopg", "click", "pydantic"},
 }
+# D19: `from horsies import run_worker` imports the worker lazily and explains what to install when
+# it is missing. That one optional import is the only exception to "core imports no sibling".
+LAZY_OPTIONAL_IMPORTS = {"horsies": {"horsies_worker"}}
 
 
 def _top_level_imports(source_root: Path) -> set[str]:
@@ -50,7 +53,14 @@ def _top_level_imports(source_root: Path) -> set[str]:
 def test_package_imports_only_its_declared_dependencies(package: str, source_root: Path) -> None:
     imported = _top_level_imports(source_root) - {package}
     third_party = {name for name in imported if name not in sys.stdlib_module_names}
-    assert third_party <= ALLOWED_THIRD_PARTY[package], third_party - ALLOWED_THIRD_PARTY[package]
+    allowed = ALLOWED_THIRD_PARTY[package] | LAZY_OPTIONAL_IMPORTS.get(package, set())
+    assert third_party <= allowed, third_party - allowed
+
+
+def test_core_imports_the_worker_only_lazily() -> None:
+    """Importing horsies (and its CLI) must not import the worker package."""
+    code = "import sys, horsies, horsies.cli; assert 'horsies_worker' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,386 @@
+"""Children: the worker's persistent child processes, seen from the main process.
+
+Each :class:`ChildProcess` is a ``multiprocessing`` "spawn" process running
+:func:`horsies_worker.executor.child_main`, connected by one duplex pipe. The main process never
+blocks on a child: the pipe and the process sentinel are registered with the event loop
+(``loop.add_reader``), so a result or a death is seen the moment it happens.
+:class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one
+(D34).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from horsies.logs import get_logger
+
+from horsies_worker.executor import ChildInit, child_main, child_spawn_environment
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import SpawnProcess
+
+    from horsies.broker.types import ClaimedTask
+
+logger = get_logger("worker")
+
+_RESPAWN_BACKOFF_MIN_S = 0.5
+_RESPAWN_BACKOFF_MAX_S = 30.0
+
+
+class ChildStartError(RuntimeError):
+    """A child process failed to initialise (import error in the app or a task module, …)."""
+
+
+class ChildState(Enum):
+    """Lifecycle of one child process."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DEAD = "dead"
+
+
+@dataclass(slots=True)
+class Assignment:
+    """A task given to a child: reserved before ``start_tasks``, ``sent`` once it is on the pipe."""
+
+    task: ClaimedTask
+    sent: bool = False
+    started_monotonic: float = 0.0
+
+
+ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
+"""Called with (child, assignment, result_json, ok) when a child returns a result."""
+ExitCallback = Callable[["ChildProcess", "Assignment | None", "int | None"], None]
+"""Called with (child, assignment it was running or None, exit code) when a child dies."""
+
+
+class ChildProcess:
+    """One persistent child process and its pipe.
+
+    Ownership: all attributes are written on the event-loop thread only (reader callbacks run
+    there).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        init: ChildInit,
+        *,
+        on_result: ResultCallback,
+        on_exit: ExitCallback,
+    ) -> None:
+        self.index = index
+        self._init = init
+        self._on_result = on_result
+        self._on_exit = on_exit
+        self.state = ChildState.STARTING
+        self.assignment: Assignment | None = None
+        self.exitcode: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: Connection | None = None
+        self._process: SpawnProcess | None = None
+        self._ready: asyncio.Future[int] | None = None
+        self._expect_exit = False
+        self._pid = 0
+
+    # -- properties --------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (0 before it was started)."""
+        return self._pid
+
+    @property
+    def idle(self) -> bool:
+        """True when the child is ready and has no task assigned."""
+        return self.state is ChildState.READY and self.assignment is None
+
+    @property
+    def alive(self) -> bool:
+        """True until the child's death has been observed."""
+        return self.state is not ChildState.DEAD
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Future[int]:
+        """Spawn the process and return a future resolved with its pid once it reports readiness.
+
+        The future fails with :class:`ChildStartError` if the child reports an initialisation
+        error or dies before becoming ready.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=child_main,
+            args=(child_conn, self._init),
+            name=f"horsies-child-{self.index}",
+            daemon=False,
+        )
+        self._ready = loop.create_future()
+        with child_spawn_environment():
+            process.start()
+        self._pid = process.pid or 0
+        # Our copy of the child's end must go, so the parent sees EOF when the child dies.
+        child_conn.close()
+        self._conn = parent_conn
+        self._process = process
+        loop.add_reader(parent_conn.fileno(), self._on_readable)
+        loop.add_reader(process.sentinel, self._on_sentinel)
+        return self._ready
+
+    def send_task(self, assignment: Assignment) -> bool:
+        """Put ``assignment`` on the child's pipe; False if the child is gone."""
+        if self._conn is None or self.state is not ChildState.READY:
+            return False
+        task = assignment.task
+        try:
+            self._conn.send(("run", task.id, task.task_name, task.args, task.kwargs))
+        except (OSError, ValueError):
+            return False
+        assignment.sent = True
+        assignment.started_monotonic = time.monotonic()
+        return True
+
+    def request_stop(self) -> None:
+        """Ask an idle child to exit after its current message (graceful)."""
+        self._expect_exit = True
+        if self._conn is not None and self.state is not ChildState.DEAD:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(("stop",))
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the child (it will be reported through the exit callback)."""
+        self._expect_exit = True
+        if self._process is not None and self.state is not ChildState.DEAD:
+            with contextlib.suppress(Exception):
+                self._process.terminate()
+
+    def kill(self) -> None:
+        """Send SIGKILL to the child."""
+        self._expect_exit = True
+        if self._process is not None and self.state is not ChildState.DEAD:
+            with contextlib.suppress(Exception):
+                self._process.kill()
+
+    @property
+    def expected_exit(self) -> bool:
+        """True if the worker asked this child to stop (stop, terminate or kill)."""
+        return self._expect_exit
+
+    # -- event-loop callbacks ----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                message: tuple[Any, ...] = conn.recv()
+                self._handle_message(message)
+        except (EOFError, OSError):
+            # The child is gone; stop watching the pipe (EOF stays readable). The sentinel
+            # callback reports the death.
+            self._remove_pipe_reader()
+
+    def _handle_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self.state = ChildState.READY
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(int(message[1]))
+        elif kind == "init_error":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(ChildStartError(str(message[1])))
+        elif kind == "result":
+            _, task_id, result_json, ok = message
+            assignment = self.assignment
+            if assignment is None or assignment.task.id != task_id:
+                logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
+                return
+            self.assignment = None
+            self._on_result(self, assignment, str(result_json), bool(ok))
+
+    def _remove_pipe_reader(self) -> None:
+        if self._loop is not None and self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._conn.fileno())
+
+    def _on_sentinel(self) -> None:
+        # Deliver anything the child wrote before dying (a result that raced its exit).
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._on_readable()
+        loop = self._loop
+        if loop is not None and self._process is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self._process.sentinel)
+        self._remove_pipe_reader()
+        if self._process is not None:
+            self._process.join(timeout=1.0)
+            self.exitcode = self._process.exitcode
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        if self._process is not None:
+            with contextlib.suppress(Exception):
+                self._process.close()
+        self.state = ChildState.DEAD
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                ChildStartError(f"child process exited with code {self.exitcode} before ready")
+            )
+        assignment = self.assignment
+        self.assignment = None
+        self._on_exit(self, assignment, self.exitcode)
+
+
+class ChildPool:
+    """Keeps ``size`` persistent children running and replaces dead ones.
+
+    ``on_result`` and ``on_exit`` are forwarded from the children; ``on_ready`` is called whenever a
+    (re)spawned child becomes ready, so the worker can dispatch to it.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        init: ChildInit,
+        *,
+        on_result: ResultCallback,
+        on_exit: ExitCallback,
+        on_ready: Callable[[ChildProcess], None],
+    ) -> None:
+        self.size = size
+        self._init = init
+        self._on_result = on_result
+        self._on_exit = on_exit
+        self._on_ready = on_ready
+        self.children: list[ChildProcess] = []
+        self._closed = False
+        self._respawn = True
+        self._respawn_tasks: set[asyncio.Task[None]] = set()
+        self._backoff = _RESPAWN_BACKOFF_MIN_S
+
+    def _new_child(self, index: int) -> ChildProcess:
+        return ChildProcess(index, self._init, on_result=self._on_result, on_exit=self._child_exit)
+
+    async def start(self) -> None:
+        """Start all children in parallel and wait until each reports readiness.
+
+        Raises :class:`ChildStartError` (after stopping the others) if any child fails to start.
+        The caller bounds the wait (start-up timeout).
+        """
+        self.children = [self._new_child(i) for i in range(self.size)]
+        futures = [child.start() for child in self.children]
+        try:
+            await asyncio.gather(*futures)
+        except BaseException:
+            for child in self.children:
+                child.kill()
+            for fut in futures:
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+            raise
+        for child in self.children:
+            logger.debug("child_ready: index=%s pid=%s", child.index, child.pid)
+
+    def idle_children(self) -> list[ChildProcess]:
+        """Children ready for a task right now."""
+        return [c for c in self.children if c.idle]
+
+    def busy_count(self) -> int:
+        """Children with an assignment (reserved or running)."""
+        return sum(1 for c in self.children if c.assignment is not None)
+
+    def assignments(self) -> list[tuple[ChildProcess, Assignment]]:
+        """Current (child, assignment) pairs, reserved ones included."""
+        return [(c, c.assignment) for c in self.children if c.assignment is not None]
+
+    def _child_exit(
+        self, child: ChildProcess, assignment: Assignment | None, exitcode: int | None
+    ) -> None:
+        self._on_exit(child, assignment, exitcode)
+        if not self._closed and self._respawn:
+            task = asyncio.get_running_loop().create_task(self._respawn_child(child.index))
+            self._respawn_tasks.add(task)
+            task.add_done_callback(self._respawn_tasks.discard)
+
+    def stop_respawning(self) -> None:
+        """Do not replace children that die from now on (the worker is shutting down)."""
+        self._respawn = False
+
+    async def _respawn_child(self, index: int) -> None:
+        """Replace the dead child at ``index``; retries with backoff if the new child fails."""
+        while not self._closed and self._respawn:
+            child = self._new_child(index)
+            self.children[index] = child
+            try:
+                pid = await asyncio.wait_for(child.start(), timeout=60.0)
+            except (ChildStartError, TimeoutError) as exc:
+                child.kill()
+                logger.error("child_respawn_failed: index=%s error=%s", index, exc)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, _RESPAWN_BACKOFF_MAX_S)
+                continue
+            if self._closed:
+                child.request_stop()
+                return
+            self._backoff = _RESPAWN_BACKOFF_MIN_S
+            logger.info("child_respawned: index=%s pid=%s", index, pid)
+            self._on_ready(child)
+            return
+
+    async def wait_until_idle(self, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
+        """Wait until no child has a sent assignment, at most ``timeout`` seconds.
+
+        Returns True when idle; False on timeout or when ``interrupt`` is set.
+        """
+        deadline = time.monotonic() + timeout
+        while any(c.assignment is not None and c.assignment.sent for c in self.children):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (interrupt is not None and interrupt.is_set()):
+                return False
+            await asyncio.sleep(min(0.05, remaining))
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop every child: busy ones are terminated, idle ones asked to exit; bounded wait.
+
+        Children still running a task are reported through ``on_exit`` with their assignment, so
+        the worker can record the outcome.
+        """
+        self._closed = True
+        for task in list(self._respawn_tasks):
+            task.cancel()
+        for task in list(self._respawn_tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        for child in self.children:
+            busy = child.assignment is not None and child.assignment.sent
+            if busy or child.state is ChildState.STARTING:
+                child.terminate()
+            else:
+                child.request_stop()
+        deadline = time.monotonic() + timeout
+        while any(c.alive for c in self.children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for child in self.children:
+            if child.alive:
+                child.kill()
+        deadline = time.monotonic() + 2.0
+        while any(c.alive for c in self.children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for child in self.children:
+            if child.alive:
+                # Never observed dead (should not happen after SIGKILL); do not wait forever.
+                logger.warning("child_not_reaped: pid=%s", child.pid)

@@ -1,0 +1,119 @@
+"""``horsies worker``: the click command contributed to the ``horsies`` CLI (entry point group
+``horsies.commands``, name ``worker``). Exit codes follow 04 §1.2: 0 after a clean stop
+(SIGTERM/SIGINT/Ctrl+C), 1 for discovery, configuration, start-up or run-time failures.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+from horsies.logs import configure_logging, get_logger
+
+from horsies_worker.config import LOG_LEVELS, default_processes
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+logger = get_logger("worker")
+
+
+def print_banner(app: Horsies) -> None:
+    """Print the start-up banner (06 §5) to stdout."""
+    from horsies.banner import render_banner
+
+    click.echo(render_banner(app, role="worker"))
+
+
+def _report_error(exc: BaseException) -> None:
+    from horsies.errors import HorsiesError
+
+    if isinstance(exc, HorsiesError):
+        click.echo(exc.format_rust_style(), err=True)
+    else:
+        logger.error("%s: %s", type(exc).__name__, exc)
+
+
+@click.command("worker")
+@click.argument("module", required=False)
+@click.option(
+    "-m",
+    "--module",
+    "module_option",
+    metavar="LOCATOR",
+    help="App locator (wins over the positional argument).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=default_processes,
+    show_default="CPU count",
+    help="Number of child processes (= concurrent executions on this worker).",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level of all horsies loggers.",
+)
+@click.option(
+    "--max-claim-batch",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Most tasks claimed per queue in one claim pass.",
+)
+@click.option(
+    "--max-claim-per-worker",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Cap on this worker's claimed-not-yet-running tasks; 0 = auto.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to let running tasks finish after SIGTERM/SIGINT before terminating them.",
+)
+def worker_command(
+    *,
+    module: str | None,
+    module_option: str | None,
+    processes: int,
+    loglevel: str,
+    max_claim_batch: int,
+    max_claim_per_worker: int,
+    shutdown_timeout: float,
+) -> None:
+    """Run a worker: claim tasks of every configured queue and execute them in child processes.
+
+    MODULE is the app locator: 'pkg.module:app', 'pkg.module', 'path/to/app.py:app' or
+    'path/to/app.py'.
+    """
+    from horsies_worker.worker import run_worker
+
+    locator = module_option or module
+    if not locator:
+        raise click.UsageError("missing app locator: pass MODULE or -m/--module")
+    configure_logging(loglevel.upper())
+    try:
+        run_worker(
+            locator,
+            processes=processes,
+            loglevel=loglevel.upper(),
+            max_claim_batch=max_claim_batch,
+            max_claim_per_worker=max_claim_per_worker,
+            shutdown_timeout_s=shutdown_timeout,
+            configure_logs=False,
+            banner=print_banner,
+        )
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except Exception as exc:
+        _report_error(exc)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,216 @@
+"""Completer: turns finished executions into outcomes and persists them in batches (04 §8).
+
+Results arrive from children one by one; the completer decides retry or final status for each
+(:func:`build_outcome`, using ``decide_retry``) and writes everything that accumulated while the
+previous write was in flight with one ``broker.finish_tasks`` call. It keeps running during graceful
+shutdown until its queue is drained (bounded), so results of tasks that finish while the worker is
+stopping are still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from horsies.broker.types import TaskOutcome
+from horsies.codec import task_result_from_json
+from horsies.logs import get_logger
+from horsies.results import LibraryErrorCode
+from horsies.tasks.retry import TaskOptions, decide_retry
+
+from horsies_worker.executor import error_result_json
+
+if TYPE_CHECKING:
+    from horsies.broker import PostgresBroker
+    from horsies.broker.types import ClaimedTask
+
+logger = get_logger("worker")
+
+MAX_BATCH = 500
+_BACKOFF_MIN_S = 0.2
+_BACKOFF_MAX_S = 5.0
+
+
+def retry_delay_for(
+    task: ClaimedTask, result_json: str, *, rng: random.Random | None = None
+) -> int | None:
+    """Return the retry delay in seconds for a failed execution of ``task``, or None (final).
+
+    Decodes the err result and applies 02 §8 / D9 / D10 through ``decide_retry`` with the row's
+    ``retry_count``, ``max_retries`` and ``task_options``. Undecodable results or options are never
+    retried.
+    """
+    try:
+        result: Any = task_result_from_json(result_json)
+        options = TaskOptions.from_json(task.task_options)
+    except Exception as exc:
+        logger.warning("retry_decision_failed: task=%s error=%s", task.id, exc)
+        return None
+    if not result.is_err():
+        return None
+    return decide_retry(
+        result,
+        retry_count=task.retry_count,
+        max_retries=task.max_retries,
+        options=options,
+        rng=rng,
+    )
+
+
+def build_outcome(
+    task: ClaimedTask,
+    result_json: str,
+    ok: bool,
+    *,
+    failed_reason: str | None = None,
+    rng: random.Random | None = None,
+) -> TaskOutcome:
+    """Build the outcome of one execution: COMPLETED for ok, retry (PENDING + delay) or FAILED."""
+    if ok:
+        return TaskOutcome(
+            task_id=task.id,
+            result_json=result_json,
+            ok=True,
+            retry_delay_s=None,
+            retry_count=task.retry_count,
+        )
+    delay = retry_delay_for(task, result_json, rng=rng)
+    return TaskOutcome(
+        task_id=task.id,
+        result_json=result_json,
+        ok=False,
+        retry_delay_s=float(delay) if delay is not None else None,
+        failed_reason=failed_reason if delay is None else None,
+        retry_count=task.retry_count,
+    )
+
+
+def crashed_result_json(
+    *,
+    task: ClaimedTask,
+    worker_id: str,
+    hostname: str,
+    child_pid: int,
+    exitcode: int | None,
+    reason: str,
+    started_at: datetime | None = None,
+) -> str:
+    """Encode the ``WORKER_CRASHED`` result of a task whose child process died (D34)."""
+    signum = -exitcode if exitcode is not None and exitcode < 0 else None
+    data: dict[str, Any] = {
+        "task_id": task.id,
+        "task_name": task.task_name,
+        "worker_id": worker_id,
+        "worker_hostname": hostname,
+        "worker_pid": child_pid,
+        "exit_code": exitcode,
+        "signal": signum,
+        "reason": reason,
+        "started_at": started_at.isoformat() if started_at is not None else None,
+        "detected_at": datetime.now(UTC).isoformat(),
+    }
+    return error_result_json(LibraryErrorCode.WORKER_CRASHED, reason, data)
+
+
+class Completer:
+    """Batches outcomes into ``broker.finish_tasks`` calls.
+
+    ``submit`` is called from the event loop (never blocks); ``run`` is the writer coroutine;
+    ``on_flushed(outcomes, finished_ids)`` is called after every successful write so the worker can
+    schedule retry wake-ups and re-claim. Ownership: ``_queue`` is appended by ``submit`` and
+    drained by ``run``, both on the loop thread.
+    """
+
+    def __init__(
+        self,
+        broker: PostgresBroker,
+        worker_id: str,
+        *,
+        on_flushed: Callable[[Sequence[TaskOutcome], set[str]], None] | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._broker = broker
+        self._worker_id = worker_id
+        self._on_flushed = on_flushed
+        self._max_batch = max_batch
+        self._queue: deque[TaskOutcome] = deque()
+        self._has_items = asyncio.Event()
+        self._closing = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        """Outcomes not yet written (queued or in the write in progress)."""
+        return len(self._queue) + self._in_flight
+
+    def submit(self, outcome: TaskOutcome) -> None:
+        """Queue one outcome for the next batch."""
+        self._queue.append(outcome)
+        self._idle.clear()
+        self._has_items.set()
+
+    async def run(self) -> None:
+        """Write batches until :meth:`close` is called and the queue is empty."""
+        backoff = _BACKOFF_MIN_S
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._idle.set()
+                self._has_items.clear()
+                await self._has_items.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            self._in_flight = len(batch)
+            try:
+                finished = await self._broker.finish_tasks(batch, worker_id=self._worker_id)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
+                self._in_flight = 0
+                raise
+            except Exception as exc:
+                self._queue.extendleft(reversed(batch))
+                self._in_flight = 0
+                logger.error(
+                    "finish_tasks_failed: %s outcome(s) kept for retry in %.1fs: %s",
+                    len(batch),
+                    backoff,
+                    exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_MIN_S
+            self._in_flight = 0
+            lost = len(batch) - len(finished)
+            if lost:
+                logger.warning(
+                    "task_finish_lost: %s of %s result(s) not written (no longer RUNNING here)",
+                    lost,
+                    len(batch),
+                )
+            if self._on_flushed is not None:
+                try:
+                    self._on_flushed(batch, finished)
+                except Exception:
+                    logger.exception("on_flushed callback failed")
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until every submitted outcome is written; False on timeout."""
+        if not self._queue and self._in_flight == 0:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return not self._queue and self._in_flight == 0
+
+    def close(self) -> None:
+        """Let :meth:`run` return once the queue is drained."""
+        self._closing = True
+        self._has_items.set()

@@ -1,0 +1,82 @@
+"""Heartbeat: one ``write_heartbeats`` call per interval for every task this worker holds (04 §9).
+
+Claimer beats cover tasks in CLAIMED (held locally, not yet started); runner beats cover tasks
+running in children, with sender ``<worker id>:<child pid>``. Both are written by the main
+process, so a child never touches the database for bookkeeping; a dead child is detected through its
+process sentinel,
+and heartbeats only matter when the whole worker is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from horsies.logs import get_logger
+
+if TYPE_CHECKING:
+    from horsies.broker import PostgresBroker
+
+logger = get_logger("worker")
+
+HeartbeatSource = Callable[[], tuple[Sequence[str], Sequence[tuple[str, int]]]]
+"""Returns (claimed task ids, (running task id, child pid) pairs) at the moment of the beat."""
+
+
+class Heartbeater:
+    """Writes claimer and runner heartbeats, each at its own interval, in one statement."""
+
+    def __init__(
+        self,
+        broker: PostgresBroker,
+        *,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        claimer_interval_s: float,
+        runner_interval_s: float,
+        source: HeartbeatSource,
+    ) -> None:
+        self._broker = broker
+        self._worker_id = worker_id
+        self._hostname = hostname
+        self._pid = pid
+        self._claimer_interval = claimer_interval_s
+        self._runner_interval = runner_interval_s
+        self._source = source
+
+    async def beat(self, *, claimer: bool = True, runner: bool = True) -> None:
+        """Write one heartbeat statement now for the selected roles (nothing if no tasks)."""
+        claimed, running = self._source()
+        claimed_ids = list(claimed) if claimer else []
+        running_pairs = list(running) if runner else []
+        if not claimed_ids and not running_pairs:
+            return
+        await self._broker.write_heartbeats(
+            self._worker_id, self._hostname, self._pid, claimed_ids, running_pairs
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat immediately, then on every due interval until ``stop`` is set; errors are logged."""
+        now = time.monotonic()
+        next_claimer = now
+        next_runner = now
+        while not stop.is_set():
+            now = time.monotonic()
+            claimer_due = now >= next_claimer
+            runner_due = now >= next_runner
+            if claimer_due or runner_due:
+                try:
+                    await self.beat(claimer=claimer_due, runner=runner_due)
+                except Exception as exc:
+                    logger.error("heartbeat_failed: %s", exc)
+                if claimer_due:
+                    next_claimer = now + self._claimer_interval
+                if runner_due:
+                    next_runner = now + self._runner_interval
+            timeout = max(0.0, min(next_claimer, next_runner) - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout)

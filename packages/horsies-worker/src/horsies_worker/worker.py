@@ -1,0 +1,712 @@
+"""The worker main process: an asyncio loop that claims, dispatches, completes and maintains.
+
+Follow one task through it: a NOTIFY (or the poll timer, D33, or a freed child) wakes the claim
+loop → :class:`~horsies_worker.claimer.Claimer` claims up to the free local budget → the tasks
+that have an idle child are started in one ``broker.start_tasks`` call and written to the
+children's pipes → a child returns the encoded result → :class:`~horsies_worker.completer.Completer`
+decides retry or
+final status and writes the batch → the freed child wakes the claim loop again.
+
+Beside that loop run the heartbeat writer, the reaper and the worker-state snapshots. A child that
+dies is noticed through its sentinel at once (D34). SIGTERM/SIGINT start a graceful shutdown
+(04 §12, improved): no new claims, unstarted claims released to PENDING, running tasks finish within
+the
+shutdown timeout and their results are still written, then the children stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from horsies.broker.types import TaskOutcome
+from horsies.logs import configure_logging, get_logger
+
+from horsies_worker.children import Assignment, ChildPool, ChildProcess
+from horsies_worker.claimer import Claimer
+from horsies_worker.completer import Completer, build_outcome, crashed_result_json
+from horsies_worker.config import WorkerConfig
+from horsies_worker.executor import ChildInit
+from horsies_worker.heartbeat import Heartbeater
+from horsies_worker.reaper import Reaper
+from horsies_worker.snapshots import SnapshotWriter
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+    from horsies.broker import PostgresBroker
+    from horsies.broker.listener import NotificationListener, Subscription
+    from horsies.broker.types import ClaimedTask
+
+logger = get_logger("worker")
+
+_NOTIFY_CHANNEL_NEW = "task_new"
+_COMPLETER_DRAIN_TIMEOUT_S = 15.0
+_RETRY_WAKE_SLACK_S = 0.05
+_CLAIM_ERROR_BACKOFF_MAX_S = 5.0
+
+
+class Worker:
+    """One worker instance: owns the children, the claim loop and the maintenance loops.
+
+    Prefer :func:`run_worker` (or ``horsies worker``), which locates the app, builds the
+    :class:`~horsies_worker.config.WorkerConfig` and runs this; use the class directly when
+    embedding a worker in your own event loop (``await Worker(app, config).run()``, stop it with
+    :meth:`request_stop`).
+
+    Ownership: every mutable attribute is read and written on the event-loop thread only (except
+    ``_notify_scheduled``, see ``_subscribe``); signal handlers and
+    :meth:`request_stop_threadsafe` hop onto the loop first.
+    """
+
+    def __init__(
+        self,
+        app: Horsies,
+        config: WorkerConfig,
+        *,
+        broker: PostgresBroker | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.broker: PostgresBroker = broker if broker is not None else app.get_broker()
+        self.worker_id = str(uuid.uuid4())
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = datetime.now(UTC)
+        self._install_signal_handlers = install_signal_handlers
+        self._claimer = Claimer(self.broker, self.worker_id, config)
+        # Claimed here but not yet handed to a child (soft-cap prefetch, or waiting for a child).
+        self._pending: deque[ClaimedTask] = deque()
+        self._pool: ChildPool | None = None
+        self._completer: Completer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
+        self._maintenance_stop: asyncio.Event | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._completer_task: asyncio.Task[None] | None = None
+        self._listener: NotificationListener | None = None
+        self._subscriptions: list[Subscription] = []
+        self._remove_reconnect_callback: Callable[[], None] | None = None
+        self._shutting_down = False
+        # Written by the listener thread and the loop; see _subscribe.
+        self._notify_scheduled = False
+        # Finished rows free cluster-wide capacity only when a cluster-wide cap applies.
+        self._cluster_capped = config.cluster_wide_cap is not None or any(
+            q.max_concurrency is not None for q in config.queues
+        )
+        self._stop_requested_early = False
+        self.ready: asyncio.Event | None = None
+        """Set once start-up has finished (children ready, listening); for embedding and tests."""
+
+    # -- public control ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown; a second call stops waiting for running tasks.
+
+        Must be called on the worker's event loop (signal handlers are); from another thread use
+        :meth:`request_stop_threadsafe`.
+        """
+        if self._stop is None or self._wake is None or self._force is None:
+            self._stop_requested_early = True
+            return
+        if not self._stop.is_set():
+            logger.info(
+                "Stop requested: no new claims; waiting up to %ss for running tasks",
+                self.config.shutdown_timeout_s,
+            )
+            self._stop.set()
+            self._wake.set()
+        elif not self._force.is_set():
+            logger.warning("Second stop request: terminating running tasks now")
+            self._force.set()
+
+    def request_stop_threadsafe(self) -> None:
+        """Like :meth:`request_stop`, callable from any thread."""
+        loop = self._loop
+        if loop is None:
+            self._stop_requested_early = True
+            return
+        loop.call_soon_threadsafe(self.request_stop)
+
+    # -- counts (for heartbeats, snapshots and the budget) -----------------------------------------
+
+    def _assignments(self) -> list[tuple[ChildProcess, Assignment]]:
+        return self._pool.assignments() if self._pool is not None else []
+
+    def running_count(self) -> int:
+        """Tasks handed to children and not finished yet."""
+        return sum(1 for _, a in self._assignments() if a.sent)
+
+    def claimed_count(self) -> int:
+        """Tasks this worker holds in CLAIMED: waiting locally or being started."""
+        return len(self._pending) + sum(1 for _, a in self._assignments() if not a.sent)
+
+    def _heartbeat_source(self) -> tuple[list[str], list[tuple[str, int]]]:
+        claimed = [t.id for t in self._pending]
+        running: list[tuple[str, int]] = []
+        for child, assignment in self._assignments():
+            if assignment.sent:
+                running.append((assignment.task.id, child.pid))
+            else:
+                claimed.append(assignment.task.id)
+        return claimed, running
+
+    def _counts(self) -> tuple[int, int]:
+        return self.running_count(), self.claimed_count()
+
+    # -- main entry --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, serve until a stop is requested, then shut down gracefully.
+
+        Raises ``RuntimeError("Worker startup timeout…")`` when start-up takes longer than
+        ``config.startup_timeout_s``, and whatever start-up failure occurred (schema, children).
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._maintenance_stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        if self._stop_requested_early:
+            self._stop.set()
+        installed = self._add_signal_handlers(loop) if self._install_signal_handlers else []
+        try:
+            await self.broker.ensure_schema_initialized()
+            try:
+                await asyncio.wait_for(self._start(), timeout=self.config.startup_timeout_s)
+            except TimeoutError as exc:
+                raise RuntimeError(
+                    f"Worker startup timeout: not ready within {self.config.startup_timeout_s:g}s"
+                ) from exc
+            self.ready.set()
+            logger.info(
+                "Worker %s ready: pid=%s processes=%s queues=%s",
+                self.worker_id,
+                self.pid,
+                self.config.processes,
+                ", ".join(self.config.queue_names),
+            )
+            await self._serve()
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                for signum in installed:
+                    with contextlib.suppress(Exception):
+                        loop.remove_signal_handler(signum)
+
+    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self.request_stop)
+            except (NotImplementedError, RuntimeError, ValueError):
+                # Not the main thread, or a platform without loop signal handlers.
+                continue
+            installed.append(signum)
+        return installed
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._completer = Completer(self.broker, self.worker_id, on_flushed=self._on_flushed)
+        self._completer_task = asyncio.create_task(self._completer.run(), name="horsies-completer")
+        init = ChildInit(
+            locator=cfg.locator,
+            loglevel=cfg.loglevel,
+            task_modules=list(cfg.task_modules),
+            sys_path_roots=list(cfg.sys_path_roots),
+            parent_pid=self.pid,
+            suppress_env=os.environ.get("TASKLIB_SUPPRESS_SENDS"),
+        )
+        self._pool = ChildPool(
+            cfg.processes,
+            init,
+            on_result=self._on_child_result,
+            on_exit=self._on_child_exit,
+            on_ready=self._on_child_ready,
+        )
+        await self._pool.start()
+        await self._subscribe()
+        logger.info(
+            "Concurrency config: processes=%s, cluster_wide_cap=%s, max_claim_per_worker=%s, "
+            "max_claim_batch=%s",
+            cfg.processes,
+            cfg.cluster_wide_cap if cfg.cluster_wide_cap is not None else "unlimited",
+            cfg.max_claim_per_worker,
+            cfg.max_claim_batch,
+        )
+        stop = self._maintenance_stop
+        assert stop is not None
+        recovery = cfg.recovery
+        heartbeater = Heartbeater(
+            self.broker,
+            worker_id=self.worker_id,
+            hostname=self.hostname,
+            pid=self.pid,
+            claimer_interval_s=recovery.claimer_heartbeat_interval_ms / 1000.0,
+            runner_interval_s=recovery.runner_heartbeat_interval_ms / 1000.0,
+            source=self._heartbeat_source,
+        )
+        snapshots = SnapshotWriter(
+            self.broker,
+            cfg,
+            worker_id=self.worker_id,
+            hostname=self.hostname,
+            started_at=self.started_at,
+            counts=self._counts,
+        )
+        reaper = Reaper(self.broker, recovery)
+        self._background = [
+            asyncio.create_task(heartbeater.run(stop), name="horsies-heartbeat"),
+            asyncio.create_task(snapshots.run(stop), name="horsies-snapshots"),
+            asyncio.create_task(reaper.run(stop), name="horsies-reaper"),
+        ]
+
+    async def _subscribe(self) -> None:
+        """LISTEN on ``task_new`` and each served queue's channel through the shared listener."""
+        from horsies.broker.listener import acquire_listener
+
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+
+        def wake_from_loop() -> None:
+            self._notify_scheduled = False
+            wake.set()
+
+        def on_notify(channel: str = "", payload: str = "") -> None:
+            # Runs on the listener thread: only hop onto the loop, once per burst (every insert
+            # notifies two channels we listen on). A racy read only costs one extra hop.
+            del channel, payload
+            if not self._notify_scheduled:
+                self._notify_scheduled = True
+                loop.call_soon_threadsafe(wake_from_loop)
+
+        listener = acquire_listener(self.broker.config.conninfo)
+        self._listener = listener
+        channels = [_NOTIFY_CHANNEL_NEW, *(f"task_queue_{q}" for q in self.config.queue_names)]
+        for channel in channels:
+            subscription = await asyncio.to_thread(listener.subscribe, channel, on_notify)
+            self._subscriptions.append(subscription)
+        # Notifications sent while the listener was reconnecting are lost: claim again.
+        self._remove_reconnect_callback = listener.add_reconnect_callback(on_notify)
+
+    async def _unsubscribe(self) -> None:
+        from horsies.broker.listener import release_listener
+
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(subscription.close)
+        if self._remove_reconnect_callback is not None:
+            self._remove_reconnect_callback()
+            self._remove_reconnect_callback = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(release_listener, listener)
+
+    # -- claim loop --------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        wake, stop = self._wake, self._stop
+        assert wake is not None
+        assert stop is not None
+        backoff = 0.0
+        wake.set()  # first pass at once
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.config.poll_interval_s)
+            wake.clear()
+            if stop.is_set():
+                break
+            try:
+                await self._claim_and_dispatch()
+                backoff = 0.0
+            except Exception as exc:
+                backoff = min(max(backoff * 2, 0.2), _CLAIM_ERROR_BACKOFF_MAX_S)
+                logger.error("claim_pass_failed: %s (next try in %.1fs)", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+
+    async def _claim_and_dispatch(self) -> None:
+        """One pass: hand waiting tasks to idle children, claim the free budget, dispatch again."""
+        await self._dispatch()
+        stop, wake = self._stop, self._wake
+        assert stop is not None
+        assert wake is not None
+        if stop.is_set():
+            return
+        budget = self._claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+        if budget <= 0:
+            return
+        claimed = await self._claimer.claim(budget)
+        if not claimed:
+            return
+        logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
+        self._pending.extend(claimed)
+        await self._dispatch()
+        # A full batch may mean more work is waiting (max_claim_batch, several queues): go again.
+        if self._claimer.budget(running=self.running_count(), claimed=self.claimed_count()) > 0:
+            wake.set()
+
+    async def _dispatch(self) -> None:
+        """Start as many waiting tasks as there are idle children, in one ``start_tasks`` call."""
+        pool = self._pool
+        if pool is None or not self._pending:
+            return
+        pairs: list[tuple[ChildProcess, Assignment]] = []
+        for child in pool.idle_children():
+            if not self._pending:
+                break
+            assignment = Assignment(task=self._pending.popleft())
+            child.assignment = assignment  # reserve synchronously: no other pass can take it
+            pairs.append((child, assignment))
+        if not pairs:
+            return
+        try:
+            started = await self.broker.start_tasks(
+                self.worker_id, self.hostname, [(a.task.id, c.pid) for c, a in pairs]
+            )
+        except BaseException:
+            for child, assignment in reversed(pairs):
+                if child.assignment is assignment:
+                    child.assignment = None
+                self._pending.appendleft(assignment.task)
+            raise
+        for child, assignment in pairs:
+            task = assignment.task
+            if task.id not in started:
+                # Lease expired and another worker took it, or it was requeued: not ours any more.
+                logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
+                if child.assignment is assignment:
+                    child.assignment = None
+                continue
+            if child.assignment is assignment and child.send_task(assignment):
+                logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                continue
+            # The child died between reservation and hand-over; the row is RUNNING with its pid.
+            if child.assignment is assignment:
+                child.assignment = None
+            reason = f"Worker child process {child.pid} died before the task was handed over"
+            self._submit_crash(task, child.pid, child.exitcode, reason)
+        if self._pending and pool.idle_children():
+            assert self._wake is not None
+            self._wake.set()
+
+    # -- child callbacks (event-loop thread) -------------------------------------------------------
+
+    def _on_child_result(
+        self, child: ChildProcess, assignment: Assignment, result_json: str, ok: bool
+    ) -> None:
+        task = assignment.task
+        completer = self._completer
+        assert completer is not None
+        try:
+            outcome = build_outcome(task, result_json, ok)
+        except Exception as exc:  # defensive: never lose the slot over a bad result
+            logger.exception("outcome_failed: %s: %s", task.id, exc)
+            outcome = TaskOutcome(
+                task_id=task.id,
+                result_json=result_json,
+                ok=ok,
+                retry_delay_s=None,
+                retry_count=task.retry_count,
+            )
+        completer.submit(outcome)
+        if ok:
+            logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)
+        elif outcome.retry_delay_s is not None:
+            logger.info(
+                "task_retry_scheduled: %s (%s) attempt %s in %ss",
+                task.id,
+                task.task_name,
+                task.retry_count + 1,
+                outcome.retry_delay_s,
+            )
+        else:
+            logger.info("task_failed: %s (%s)", task.id, task.task_name)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _on_child_exit(
+        self, child: ChildProcess, assignment: Assignment | None, exitcode: int | None
+    ) -> None:
+        if assignment is not None and assignment.sent:
+            if self._shutting_down and child.expected_exit:
+                reason = (
+                    f"Worker child process {child.pid} terminated at shutdown: the task was still "
+                    f"running after the shutdown timeout ({self.config.shutdown_timeout_s:g}s)"
+                )
+            else:
+                reason = (
+                    f"Worker child process {child.pid} died while running the task "
+                    f"(exit code {exitcode})"
+                )
+            task = assignment.task
+            logger.error("task_crashed: %s (%s): %s", task.id, task.task_name, reason)
+            self._submit_crash(assignment.task, child.pid, exitcode, reason)
+        if not child.expected_exit:
+            logger.warning(
+                "child_died: index=%s pid=%s exit_code=%s; starting a replacement",
+                child.index,
+                child.pid,
+                exitcode,
+            )
+
+    def _on_child_ready(self, child: ChildProcess) -> None:
+        del child
+        if self._wake is not None:
+            self._wake.set()
+
+    def _submit_crash(
+        self, task: ClaimedTask, child_pid: int, exitcode: int | None, reason: str
+    ) -> None:
+        completer = self._completer
+        assert completer is not None
+        result_json = crashed_result_json(
+            task=task,
+            worker_id=self.worker_id,
+            hostname=self.hostname,
+            child_pid=child_pid,
+            exitcode=exitcode,
+            reason=reason,
+        )
+        completer.submit(build_outcome(task, result_json, False, failed_reason=reason))
+
+    def _on_flushed(self, outcomes: Sequence[TaskOutcome], finished: set[str]) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        for outcome in outcomes:
+            if outcome.retry_delay_s is not None and outcome.task_id in finished:
+                # Local wake-up when the retry becomes due; the poll covers other workers (D33).
+                loop.call_later(outcome.retry_delay_s + _RETRY_WAKE_SLACK_S, wake.set)
+        if self._cluster_capped:
+            # Finished rows free cluster-wide capacity (queue caps): claim again.
+            wake.set()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._shutting_down = True
+        if self._pool is not None:
+            self._pool.stop_respawning()
+        if self._stop is not None:
+            self._stop.set()
+        await self._unsubscribe()
+        # Unstarted claims go back at once instead of waiting for a reaper.
+        if self._pending:
+            ids = [t.id for t in self._pending]
+            self._pending.clear()
+            try:
+                released = await self.broker.release_claimed(self.worker_id, ids)
+                logger.info("Released %s unstarted claimed task(s) to PENDING", released)
+            except Exception as exc:
+                logger.error("release_claimed_failed: %s (a reaper will requeue them)", exc)
+        pool = self._pool
+        if pool is not None:
+            running = self.running_count()
+            if running:
+                logger.info(
+                    "Waiting up to %ss for %s running task(s)",
+                    self.config.shutdown_timeout_s,
+                    running,
+                )
+            done = await pool.wait_until_idle(self.config.shutdown_timeout_s, self._force)
+            if not done:
+                logger.warning(
+                    "Terminating %s task(s) still running at shutdown", self.running_count()
+                )
+            await pool.close()
+        completer, completer_task = self._completer, self._completer_task
+        if completer is not None and completer_task is not None:
+            completer.close()
+            try:
+                await asyncio.wait_for(completer_task, _COMPLETER_DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                logger.error(
+                    "Could not write %s result(s) before exiting (a reaper will recover them)",
+                    completer.pending,
+                )
+            except Exception as exc:
+                logger.error("completer_failed: %s", exc)
+        if self._maintenance_stop is not None:
+            self._maintenance_stop.set()
+        for task in self._background:
+            try:
+                await asyncio.wait_for(task, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception as exc:
+                logger.error("background_loop_failed: %s", exc)
+        self._background = []
+        with contextlib.suppress(Exception):
+            await self.broker.close_async()
+        logger.info("Worker %s stopped", self.worker_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Programmatic entry point
+
+
+def locator_for_app(app: Horsies) -> tuple[str, list[str]]:
+    """Find a canonical locator for an app object, so children can import it again.
+
+    Looks for a module-level variable holding ``app`` in the loaded modules, preferring importable
+    modules over ``__main__`` (which is located by its real file path). Returns
+    ``(locator, sys_path_roots)``.
+
+    Raises:
+        ConfigurationError: E207 when no module-level variable holds the app (for example an app
+            built inside a function); pass a locator string instead.
+    """
+    from horsies.errors import ConfigurationError, ErrorCode
+
+    fallback: tuple[str, list[str]] | None = None
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("horsies.", "horsies_worker.")) and not name.startswith(
+            "horsies._dynamic."
+        ):
+            continue
+        try:
+            items = list(vars(module).items())
+        except TypeError:
+            continue
+        for attr, value in items:
+            if value is not app or attr.startswith("__"):
+                continue
+            file = getattr(module, "__file__", None)
+            if name in ("__main__", "__mp_main__") or name.startswith("horsies._dynamic."):
+                if file and fallback is None:
+                    real = os.path.realpath(file)
+                    fallback = (f"{real}:{attr}", [os.path.dirname(real)])
+                continue
+            return f"{name}:{attr}", []
+    if fallback is not None:
+        return fallback
+    raise ConfigurationError(
+        "cannot find a module-level variable holding this app",
+        code=ErrorCode.WORKER_INVALID_LOCATOR,
+    ).with_help(
+        "worker children import the app again; define it at module level or pass a locator "
+        "such as 'myapp.instance:app' to run_worker()"
+    )
+
+
+def import_task_modules_suppressed(app: Horsies, modules: list[str]) -> None:
+    """Import ``modules`` in this process with every send suppressed (D35)."""
+    from horsies.locator import sends_suppressed_by_env
+
+    if not modules:
+        return
+    with sends_suppressed_by_env():
+        app.import_task_modules(modules)
+
+
+def prepare_worker(
+    app_or_locator: Horsies | str,
+    *,
+    processes: int | None = None,
+    loglevel: str = "INFO",
+    max_claim_batch: int = 2,
+    max_claim_per_worker: int = 0,
+    shutdown_timeout_s: float = 30.0,
+    poll_interval_s: float = 1.0,
+    startup_timeout_s: float | None = None,
+) -> tuple[Horsies, WorkerConfig]:
+    """Locate the app (sends suppressed), build the worker configuration, import the task modules.
+
+    Steps 2-4 of 04 §2 without the banner; raises what the locator or the imports raise.
+    """
+    from horsies.locator import locate_app
+
+    if isinstance(app_or_locator, str):
+        location = locate_app(app_or_locator)
+        app = location.app
+        locator = location.canonical_locator
+        roots = list(location.sys_path_roots)
+    else:
+        app = app_or_locator
+        locator, roots = locator_for_app(app)
+    app.set_role("worker")
+    options: dict[str, Any] = {}
+    if startup_timeout_s is not None:
+        options["startup_timeout_s"] = startup_timeout_s
+    config = WorkerConfig.from_app(
+        app,
+        locator=locator,
+        sys_path_roots=roots,
+        processes=processes,
+        loglevel=loglevel,
+        max_claim_batch=max_claim_batch,
+        max_claim_per_worker=max_claim_per_worker,
+        shutdown_timeout_s=shutdown_timeout_s,
+        poll_interval_s=poll_interval_s,
+        **options,
+    )
+    if os.environ.get("HORSIES_DEBUG_IMPORTS") == "1":
+        logger.info(
+            "debug_imports: locator=%s sys_path_roots=%s task_modules=%s",
+            config.locator,
+            config.sys_path_roots,
+            config.task_modules,
+        )
+    import_task_modules_suppressed(app, config.task_modules)
+    return app, config
+
+
+def run_worker(
+    app_or_locator: Horsies | str,
+    *,
+    processes: int | None = None,
+    loglevel: str = "INFO",
+    max_claim_batch: int = 2,
+    max_claim_per_worker: int = 0,
+    shutdown_timeout_s: float = 30.0,
+    poll_interval_s: float = 1.0,
+    install_signal_handlers: bool = True,
+    configure_logs: bool = True,
+    banner: Callable[[Horsies], None] | None = None,
+) -> None:
+    """Run a worker in this process until SIGTERM/SIGINT, then shut down gracefully and return.
+
+    ``app_or_locator`` is a :class:`~horsies.app.Horsies` defined at module level, or a locator
+    string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; 04 §1.1). The options mirror
+    ``horsies worker``; ``processes`` defaults to the CPU count (D32). Prefer the CLI for
+    deployments; use this from a script (guard it with ``if __name__ == "__main__":`` — children are
+    spawned and
+    re-import the main module) or a process manager that wants a Python entry point.
+
+    Raises the locator's errors, ``ValueError`` for invalid options, and ``RuntimeError`` for a
+    start-up failure (children could not start, start-up timeout).
+    """
+    if configure_logs:
+        configure_logging(loglevel)
+    logger.info("Starting horsies worker")
+    app, config = prepare_worker(
+        app_or_locator,
+        processes=processes,
+        loglevel=loglevel,
+        max_claim_batch=max_claim_batch,
+        max_claim_per_worker=max_claim_per_worker,
+        shutdown_timeout_s=shutdown_timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+    if banner is not None:
+        banner(app)
+    worker = Worker(app, config, install_signal_handlers=install_signal_handlers)
+    asyncio.run(worker.run())

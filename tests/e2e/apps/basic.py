@@ -1,0 +1,75 @@
+"""DEFAULT-mode app: results, failures, retries, schedule, serialization errors, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from horsies.app import Horsies
+from horsies.config import AppConfig, PostgresConfig
+from horsies.results import TaskError, TaskResult
+from horsies.tasks.retry import RetryPolicy
+
+ENV_URL = "HORSIES_E2E_DATABASE_URL"
+_UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
+
+
+def _attempts(path: str) -> list[float]:
+    """Record this attempt's start time in ``path`` and return all attempt times so far."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{time.time()}\n")
+    with open(path, encoding="utf-8") as fh:
+        return [float(line) for line in fh if line.strip()]
+
+
+def create_app(database_url: str) -> Horsies:
+    """Build the app and register its tasks (same names in the worker and the test process)."""
+    app = Horsies(AppConfig(broker=PostgresConfig(database_url=database_url)))
+
+    @app.task("e2e.add")
+    def add(a: int, b: int) -> TaskResult[int, TaskError]:
+        return TaskResult(ok=a + b)
+
+    @app.task("e2e.fail")
+    def fail(message: str) -> TaskResult[int, TaskError]:
+        raise ValueError(message)
+
+    @app.task("e2e.stamp")
+    def stamp() -> TaskResult[float, TaskError]:
+        return TaskResult(ok=time.time())
+
+    @app.task("e2e.sleep")
+    def sleep(seconds: float) -> TaskResult[float, TaskError]:
+        time.sleep(seconds)
+        return TaskResult(ok=seconds)
+
+    @app.task("e2e.unserializable")
+    def unserializable() -> TaskResult[object, TaskError]:
+        return TaskResult(ok={1, 2, 3})
+
+    @app.task(
+        "e2e.flaky",
+        retry_policy=RetryPolicy.fixed([1, 1], jitter=False),
+        auto_retry_for=["FLAKY"],
+    )
+    def flaky(path: str, succeed_on: int) -> TaskResult[list[float], TaskError]:
+        times = _attempts(path)
+        if len(times) < succeed_on:
+            return TaskResult(err=TaskError(error_code="FLAKY", message=f"attempt {len(times)}"))
+        return TaskResult(ok=times)
+
+    @app.task(
+        "e2e.crash_once",
+        retry_policy=RetryPolicy.fixed([1], jitter=False),
+        auto_retry_for=["WORKER_CRASHED"],
+    )
+    def crash_once(path: str) -> TaskResult[str, TaskError]:
+        if len(_attempts(path)) == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return TaskResult(ok="survived")
+
+    return app
+
+
+app = create_app(os.environ.get(ENV_URL, _UNUSED_URL))

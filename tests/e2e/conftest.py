@@ -1,0 +1,184 @@
+"""Helpers for end-to-end tests: real ``horsies worker`` subprocesses against a test database.
+
+Workers run as ``[sys.executable, "-m", "horsies", "worker", "tests.e2e.apps.<module>:app", ...]``
+with ``cwd`` at the repository root and the database URL in ``HORSIES_E2E_DATABASE_URL``. Their
+output goes to a log file (never a pipe that could fill up). Every wait is bounded; teardown
+stops only the processes started here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from horsies.config import PostgresConfig
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_URL = "HORSIES_E2E_DATABASE_URL"
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, message: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """One ``horsies worker`` subprocess started by a test."""
+
+    def __init__(
+        self,
+        app_module: str,
+        database_url: str,
+        log_path: Path,
+        args: list[str],
+        command: list[str] | None = None,
+    ) -> None:
+        self.log_path = log_path
+        env = {**os.environ, ENV_URL: database_url, "PYTHONUNBUFFERED": "1"}
+        env.pop("TASKLIB_SUPPRESS_SENDS", None)
+        if command is None:
+            command = [
+                sys.executable,
+                "-m",
+                "horsies",
+                "worker",
+                f"tests.e2e.apps.{app_module}:app",
+                *args,
+            ]
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            if not self.alive:
+                raise AssertionError(
+                    f"worker exited with {self.proc.returncode} before ready:\n{self.output()}"
+                )
+            return " ready: " in self.output()
+
+        try:
+            wait_until(ready, timeout, "worker ready")
+        except AssertionError:
+            print(self.output())
+            raise
+
+    def send_signal(self, signum: int) -> None:
+        if self.alive:
+            self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(self.output())
+            raise
+
+    def reap(self) -> None:
+        """Stop the process if it still runs (SIGTERM, then SIGKILL) and close the log."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture(scope="module")
+def start_worker(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartWorker]:
+    """Factory: ``start_worker("basic", "--processes", "2")`` starts a worker, waits until ready."""
+    started: list[WorkerProcess] = []
+    log_dir = tmp_path_factory.mktemp("worker-logs")
+
+    def start(
+        app_module: str, *args: str, ready: bool = True, command: list[str] | None = None
+    ) -> WorkerProcess:
+        """Start ``horsies worker tests.e2e.apps.<app_module>:app *args`` (or ``command``)."""
+        worker = WorkerProcess(
+            app_module,
+            database_url,
+            log_dir / f"worker-{len(started)}.log",
+            list(args),
+            command=command,
+        )
+        started.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.reap()
+
+
+class Db:
+    """Direct reads and test-only writes on the tasks table (the worker itself never runs SQL)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conninfo = PostgresConfig(database_url=database_url).conninfo
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            return cursor.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(sql, params)  # type: ignore[arg-type]
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        rows = self.query("SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))
+        assert rows, f"task {task_id} not found"
+        return rows[0]
+
+    def status(self, task_id: str) -> str:
+        return str(self.task(task_id)["status"])
+
+    def wait_status(self, task_id: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            row = self.task(task_id)
+            return row if row["status"] == status else None
+
+        return wait_until(check, timeout, f"task {task_id} to be {status}")
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Db:
+    return Db(database_url)

@@ -1,0 +1,70 @@
+"""Graceful shutdown on SIGTERM/SIGINT (spec 04 §1.2, §12, improved per plan.md).
+
+Running tasks finish and their results are written, unstarted claims go back to PENDING at once,
+tasks still running after --shutdown-timeout are terminated as WORKER_CRASHED, and the exit code
+is 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from apps.recovery import create_app
+from conftest import Db, StartWorker
+from horsies.app import Horsies
+from horsies.codec import task_result_from_json
+from horsies.results import LibraryErrorCode
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def app(database_url: str) -> Iterator[Horsies]:
+    producer = create_app(database_url)
+    producer.get_broker().ensure_schema_initialized_sync()
+    yield producer
+    producer.get_broker().close()
+
+
+def test_sigterm_finishes_running_task_and_releases_claims(
+    start_worker: StartWorker, app: Horsies, db: Db
+) -> None:
+    worker = start_worker("recovery", "--processes", "1", "--shutdown-timeout", "30")
+    running = app.tasks["rec.sleep"].send(2)
+    db.wait_status(running.task_id, "RUNNING")
+    prefetched = [app.tasks["rec.add"].send(i, i) for i in range(2)]
+    for handle in prefetched:
+        db.wait_status(handle.task_id, "CLAIMED")
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait_exit(30) == 0
+
+    row = db.task(running.task_id)
+    assert row["status"] == "COMPLETED"
+    assert task_result_from_json(row["result"]).unwrap() == 2
+    for handle in prefetched:
+        released = db.task(handle.task_id)
+        assert released["status"] == "PENDING"
+        assert released["claimed_by_worker_id"] is None
+    assert "Released 2 unstarted claimed task(s)" in worker.output()
+
+
+def test_task_outliving_the_shutdown_timeout_is_terminated(
+    start_worker: StartWorker, app: Horsies, db: Db
+) -> None:
+    # SIGINT behaves like SIGTERM. The tasks left PENDING by the previous test run first.
+    worker = start_worker("recovery", "--processes", "1", "--shutdown-timeout", "1")
+    running = app.tasks["rec.sleep"].send(60)
+    db.wait_status(running.task_id, "RUNNING", timeout=30)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait_exit(30) == 0
+    assert time.monotonic() - started < 15
+    row = db.task(running.task_id)
+    assert row["status"] == "FAILED"
+    error = task_result_from_json(row["result"]).unwrap_err()
+    assert error.error_code == LibraryErrorCode.WORKER_CRASHED
+    assert "shutdown" in row["failed_reason"]

@@ -1,0 +1,133 @@
+"""Persistent child processes seen from the main process (spec 04 §3, D34), without a database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from horsies.broker.types import ClaimedTask
+from horsies.codec import task_result_from_json
+from horsies_worker.children import Assignment, ChildPool, ChildProcess, ChildStartError
+from horsies_worker.executor import ChildInit
+
+APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
+
+
+def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
+    return ClaimedTask(
+        id=task_id,
+        task_name=name,
+        queue_name="default",
+        priority=100,
+        args=args,
+        kwargs="{}",
+        retry_count=0,
+        max_retries=0,
+        task_options=None,
+        sent_at=datetime.now(UTC),
+    )
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str, bool]] = []
+        self.exits: list[tuple[int, str | None, int | None]] = []
+        self.ready: list[int] = []
+
+    def on_result(self, child: ChildProcess, a: Assignment, result_json: str, ok: bool) -> None:
+        self.results.append((a.task.id, result_json, ok))
+
+    def on_exit(self, child: ChildProcess, a: Assignment | None, exitcode: int | None) -> None:
+        self.exits.append((child.pid, a.task.id if a is not None else None, exitcode))
+
+    def on_ready(self, child: ChildProcess) -> None:
+        self.ready.append(child.pid)
+
+
+@pytest.mark.timeout(90)
+async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() -> None:
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    pool = ChildPool(2, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    await asyncio.wait_for(pool.start(), 60)
+    try:
+        idle = pool.idle_children()
+        assert len(idle) == 2
+        pids = {c.pid for c in idle}
+
+        # Each child runs a task; results come back through the callback without blocking.
+        for index, child in enumerate(idle):
+            assignment = Assignment(task=claimed(f"t{index}", "add", f"[{index}, 10]"))
+            child.assignment = assignment
+            assert child.send_task(assignment)
+        await wait_until(lambda: len(rec.results) == 2)
+        values = {task_id: task_result_from_json(text).unwrap() for task_id, text, _ in rec.results}
+        assert values == {"t0": 10, "t1": 11}
+        assert len(pool.idle_children()) == 2
+
+        # A child that dies mid-task is reported at once with its assignment and exit code...
+        victim = pool.idle_children()[0]
+        victim_pid = victim.pid
+        doomed = Assignment(task=claimed("crash", "hard_exit", "[3]"))
+        victim.assignment = doomed
+        assert victim.send_task(doomed)
+        await wait_until(lambda: len(rec.exits) == 1)
+        assert rec.exits[0] == (victim_pid, "crash", 3)
+
+        # ... and replaced by a fresh child that serves the next task.
+        await wait_until(lambda: len(rec.ready) == 1, timeout=60)
+        await wait_until(lambda: len(pool.idle_children()) == 2)
+        new_pids = {c.pid for c in pool.children}
+        assert victim_pid not in new_pids
+        assert len(new_pids & pids) == 1
+        replacement = next(c for c in pool.children if c.pid not in pids)
+        follow_up = Assignment(task=claimed("after", "pid"))
+        replacement.assignment = follow_up
+        assert replacement.send_task(follow_up)
+        await wait_until(lambda: len(rec.results) == 3)
+        assert task_result_from_json(rec.results[2][1]).unwrap() == replacement.pid
+    finally:
+        await pool.close(timeout=5)
+    assert all(not c.alive for c in pool.children)
+
+
+@pytest.mark.timeout(90)
+async def test_close_terminates_busy_children_and_reports_their_tasks() -> None:
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    await asyncio.wait_for(pool.start(), 60)
+    child = pool.idle_children()[0]
+    long_task = Assignment(task=claimed("long", "sleep", "[60]"))
+    child.assignment = long_task
+    assert child.send_task(long_task)
+    assert not await pool.wait_until_idle(0.2)
+    started = time.monotonic()
+    await pool.close(timeout=5)
+    assert time.monotonic() - started < 10
+    assert [(task_id, code is not None and code < 0) for _, task_id, code in rec.exits] == [
+        ("long", True)
+    ]
+    assert rec.ready == []  # no respawn after close
+
+
+@pytest.mark.timeout(90)
+async def test_child_start_failure_is_reported() -> None:
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:no_such_app", loglevel="WARNING", parent_pid=os.getpid())
+    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    with pytest.raises(ChildStartError, match="no_such_app"):
+        await asyncio.wait_for(pool.start(), 60)
+    await pool.close(timeout=5)
