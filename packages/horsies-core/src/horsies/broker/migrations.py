@@ -1,0 +1,104 @@
+"""Versioned schema migrations, safe when many processes start at once.
+
+Fast path: one read of ``horsies_schema_version``; when it already holds the latest version nothing
+is locked. Otherwise each pending migration runs in its own transaction that first takes
+``pg_advisory_xact_lock(SCHEMA_LOCK_KEY)``, re-reads the version under the lock (another process may
+have applied it meanwhile), applies the migration's SQL and records it. Ten processes racing on a
+fresh database therefore apply every migration exactly once and all return when the schema is
+current.
+
+Use :func:`apply_migrations_sync` / :func:`apply_migrations_async` on a connection you hold
+(autocommit mode), or let ``PostgresBroker`` do it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from horsies.broker.ops import SCHEMA_LOCK_KEY, Op, Query
+from horsies.broker.pools import AsyncConn, SyncConn, run_op_async, run_op_sync
+from horsies.broker.sql.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION_CREATE,
+    SCHEMA_VERSION_EXISTS,
+    SCHEMA_VERSION_INSERT,
+    SCHEMA_VERSION_LOCK,
+    SCHEMA_VERSION_SELECT,
+    Migration,
+)
+from horsies.logs import get_logger
+
+__all__ = [
+    "LATEST_VERSION",
+    "apply_migrations_async",
+    "apply_migrations_sync",
+    "migrate_step_op",
+    "next_migration",
+    "schema_version_op",
+]
+
+_log = get_logger("broker")
+
+LATEST_VERSION: Final = MIGRATIONS[-1].version
+
+
+def next_migration(
+    current: int, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> Migration | None:
+    """The first migration newer than ``current`` (None when the schema is up to date or newer)."""
+    return next((m for m in migrations if m.version > current), None)
+
+
+def schema_version_op() -> Op[int]:
+    """Applied schema version without locking (0 when no version table exists yet)."""
+    exists = yield Query(SCHEMA_VERSION_EXISTS)
+    if not exists.rows[0][0]:
+        return 0
+    res = yield Query(SCHEMA_VERSION_SELECT)
+    return int(res.rows[0][0])
+
+
+def migrate_step_op(migrations: tuple[Migration, ...] = MIGRATIONS) -> Op[int | None]:
+    """Apply the next pending migration under the schema lock (run in a transaction).
+
+    Returns the version applied, or None when nothing was pending.
+    """
+    yield Query(SCHEMA_VERSION_LOCK, {"key": SCHEMA_LOCK_KEY})
+    yield Query(SCHEMA_VERSION_CREATE, rows="none", prepare=False)
+    res = yield Query(SCHEMA_VERSION_SELECT)
+    pending = next_migration(int(res.rows[0][0]), migrations)
+    if pending is None:
+        return None
+    # Several statements in one simple-protocol call (no parameters, never prepared).
+    yield Query(pending.sql, rows="none", prepare=False)
+    yield Query(
+        SCHEMA_VERSION_INSERT,
+        {"version": pending.version, "description": pending.description},
+        rows="none",
+    )
+    _log.info("schema migration %d applied: %s", pending.version, pending.description)
+    return pending.version
+
+
+def apply_migrations_sync(conn: SyncConn) -> int:
+    """Bring the schema up to date on an autocommit sync connection; returns the schema version."""
+    current = run_op_sync(conn, schema_version_op())
+    if current >= LATEST_VERSION:
+        return current
+    while True:
+        with conn.transaction():
+            applied = run_op_sync(conn, migrate_step_op())
+        if applied is None:
+            return run_op_sync(conn, schema_version_op())
+
+
+async def apply_migrations_async(conn: AsyncConn) -> int:
+    """Async twin of :func:`apply_migrations_sync`."""
+    current = await run_op_async(conn, schema_version_op())
+    if current >= LATEST_VERSION:
+        return current
+    while True:
+        async with conn.transaction():
+            applied = await run_op_async(conn, migrate_step_op())
+        if applied is None:
+            return await run_op_async(conn, schema_version_op())

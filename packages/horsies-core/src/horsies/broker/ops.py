@@ -1,0 +1,675 @@
+"""Sans-IO broker operations: every decision of the broker, none of its I/O.
+
+An operation is a generator that yields :class:`Query` steps and receives a :class:`QueryResult` for
+each (``Op[T] = Generator[Query, QueryResult, T]``); its return value is the method's result. The
+same operation runs on a sync connection (``pools.run_op_sync``) and on an async one
+(``pools.run_op_async``), so the sync and async broker APIs share one implementation and cannot
+drift. Parameter building and row interpretation are plain functions here too, unit-testable without
+a database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal, LiteralString, TypeAlias, TypeVar
+
+from horsies.broker.claims import needs_cluster_counts, plan_claims
+from horsies.broker.sql import heartbeats as hb_sql
+from horsies.broker.sql import monitoring as mon_sql
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.types import (
+    ClaimedTask,
+    ClaimRequest,
+    EnqueueRequest,
+    InFlight,
+    ReapReport,
+    TaskOutcome,
+    WorkerStateRow,
+)
+from horsies.codec import (
+    args_to_json,
+    dumps_json,
+    kwargs_to_json,
+    task_result_from_json,
+    task_result_to_json,
+)
+from horsies.config import RecoveryConfig
+from horsies.logs import get_logger
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+
+__all__ = [
+    "CLAIM_LOCK_KEY",
+    "REAPER_LOCK_KEY",
+    "SCHEMA_LOCK_KEY",
+    "Op",
+    "Query",
+    "QueryResult",
+    "advisory_key",
+]
+
+_log = get_logger("broker")
+T = TypeVar("T")
+
+RowKind = Literal["tuple", "dict", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement to execute: SQL constant, named parameters, and how to return rows."""
+
+    sql: LiteralString
+    params: Mapping[str, Any] | None = None
+    rows: RowKind = "tuple"
+    prepare: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Rows (tuples or dicts, per ``Query.rows``) and the server's row count of one statement."""
+
+    rows: list[Any]
+    rowcount: int
+
+
+Op: TypeAlias = Generator[Query, QueryResult, T]
+
+
+def advisory_key(name: str) -> int:
+    """Advisory lock key: the first 8 bytes (big-endian, signed) of SHA-256 of ``name``.
+
+    Keys are constants, not derived from the database URL as in the reference (06 §8): advisory
+    locks are per database already, and two spellings of the same URL must share the lock.
+    """
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+SCHEMA_LOCK_KEY: Final = advisory_key("horsies-schema")
+CLAIM_LOCK_KEY: Final = advisory_key("horsies-global")
+REAPER_LOCK_KEY: Final = advisory_key("horsies-reaper")
+
+STALE_RUNNING_BATCH: Final = 500
+"""Stale RUNNING rows handled per statement (keeps reaper transactions short)."""
+
+
+def run_query(query: Query) -> Op[QueryResult]:
+    """The trivial operation: one statement, its result."""
+    result = yield query
+    return result
+
+
+# -- enqueue ---------------------------------------------------------------------------------------
+
+
+def _check_priority(priority: int) -> None:
+    if not 1 <= priority <= 100:
+        raise ValueError(f"priority must be between 1 and 100, got {priority}")
+
+
+def enqueue_params(
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    queue_name: str,
+    *,
+    priority: int,
+    sent_at: datetime | None,
+    good_until: datetime | None,
+    task_options: str | None,
+    max_retries: int,
+    task_id: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError before I/O)."""
+    _check_priority(priority)
+    task_id = task_id or str(uuid.uuid4())
+    return task_id, {
+        "id": task_id,
+        "task_name": task_name,
+        "queue_name": queue_name,
+        "priority": priority,
+        "args": args_to_json(tuple(args)) if args else None,
+        "kwargs": kwargs_to_json(kwargs) if kwargs else None,
+        "sent_at": sent_at,
+        "good_until": good_until,
+        "max_retries": max_retries,
+        "task_options": task_options,
+    }
+
+
+def enqueue_many_params(requests: Sequence[EnqueueRequest]) -> tuple[list[str], dict[str, Any]]:
+    """(task ids, TASK_INSERT_MANY array parameters) for a batch, in request order."""
+    ids: list[str] = []
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "ids",
+            "task_names",
+            "queue_names",
+            "priorities",
+            "args",
+            "kwargs",
+            "sent_ats",
+            "good_untils",
+            "max_retries",
+            "task_options",
+        )
+    }
+    for req in requests:
+        task_id, p = enqueue_params(
+            req.task_name,
+            req.args,
+            req.kwargs,
+            req.queue_name,
+            priority=req.priority,
+            sent_at=req.sent_at,
+            good_until=req.good_until,
+            task_options=req.task_options,
+            max_retries=req.max_retries,
+            task_id=req.task_id,
+        )
+        ids.append(task_id)
+        columns["ids"].append(task_id)
+        columns["task_names"].append(p["task_name"])
+        columns["queue_names"].append(p["queue_name"])
+        columns["priorities"].append(p["priority"])
+        columns["args"].append(p["args"])
+        columns["kwargs"].append(p["kwargs"])
+        columns["sent_ats"].append(p["sent_at"])
+        columns["good_untils"].append(p["good_until"])
+        columns["max_retries"].append(p["max_retries"])
+        columns["task_options"].append(p["task_options"])
+    return ids, dict(columns)
+
+
+# -- result retrieval (02 §5) ----------------------------------------------------------------------
+
+FALLBACK_POLL_S: Final = 5.0
+"""Longest wait between two re-reads of a task row while waiting for its result."""
+
+
+def not_found(task_id: str) -> TaskResult[Any, TaskError]:
+    """TASK_NOT_FOUND result."""
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.TASK_NOT_FOUND,
+            message=f"Task {task_id} not found in database",
+            data={"task_id": task_id},
+        )
+    )
+
+
+def cancelled(task_id: str) -> TaskResult[Any, TaskError]:
+    """TASK_CANCELLED result."""
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.TASK_CANCELLED,
+            message=f"Task {task_id} was cancelled before completion",
+            data={"task_id": task_id},
+        )
+    )
+
+
+def wait_timeout(task_id: str, timeout_ms: int | None) -> TaskResult[Any, TaskError]:
+    """WAIT_TIMEOUT result after the caller's deadline."""
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.WAIT_TIMEOUT,
+            message=(
+                f"Timed out waiting for task {task_id} after {timeout_ms}ms. "
+                "Task may still be running."
+            ),
+            data={"task_id": task_id, "timeout_ms": timeout_ms},
+        )
+    )
+
+
+def broker_error(
+    task_id: str, timeout_ms: int | None, exc: BaseException
+) -> TaskResult[Any, TaskError]:
+    """BROKER_ERROR result carrying the exception."""
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.BROKER_ERROR,
+            message="Broker error while retrieving task result",
+            data={"task_id": task_id, "timeout_ms": timeout_ms},
+            exception=exc,
+        )
+    )
+
+
+def _decode_stored(
+    task_id: str, status: str, result: str | None, failed_reason: str | None
+) -> TaskResult[Any, TaskError]:
+    if result is not None:
+        return task_result_from_json(result)
+    # A finished row without a result was written outside the worker (user SQL, recovery).
+    if status == "FAILED":
+        return TaskResult(
+            err=TaskError(
+                error_code=LibraryErrorCode.WORKER_CRASHED,
+                message=failed_reason or f"Task {task_id} failed without a stored result",
+                data={"task_id": task_id},
+            )
+        )
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.RESULT_NOT_AVAILABLE,
+            message="Result not available - task may not have been executed",
+            data={"task_id": task_id},
+        )
+    )
+
+
+def result_from_row(task_id: str, row: Sequence[Any] | None) -> TaskResult[Any, TaskError] | None:
+    """Interpret a TASK_GET_RESULT row (02 §5 step 2): a final result, or None to keep waiting."""
+    if row is None:
+        return not_found(task_id)
+    status, result, failed_reason = row[0], row[1], row[2]
+    if status in ("COMPLETED", "FAILED"):
+        return _decode_stored(task_id, status, result, failed_reason)
+    if status == "CANCELLED":
+        return cancelled(task_id)
+    return None
+
+
+def result_after_notification(
+    task_id: str, row: Sequence[Any] | None, timeout_ms: int | None
+) -> TaskResult[Any, TaskError]:
+    """02 §5 step 5: the row re-read after its task_done notification (never None)."""
+    final = result_from_row(task_id, row)
+    if final is not None:
+        return final
+    status = row[0] if row is not None else "UNKNOWN"
+    return TaskResult(
+        err=TaskError(
+            error_code=LibraryErrorCode.WAIT_TIMEOUT,
+            message=(
+                f"Task {task_id} was notified as finished but its status is {status}. "
+                "Task may still be running."
+            ),
+            data={"task_id": task_id, "timeout_ms": timeout_ms},
+        )
+    )
+
+
+def get_result_query(task_id: str) -> Query:
+    """The read of one task's status and result."""
+    return Query(task_sql.TASK_GET_RESULT, {"id": task_id})
+
+
+class WaitPlan:
+    """Deadline bookkeeping of one result wait (02 §5): ``timeout_ms`` None or <= 0 = forever."""
+
+    def __init__(self, timeout_ms: int | None, now: float) -> None:
+        self.timeout_ms = timeout_ms
+        self.deadline = (
+            now + timeout_ms / 1000 if timeout_ms is not None and timeout_ms > 0 else None
+        )
+
+    def next_wait(self, now: float) -> float | None:
+        """Seconds to wait before the next re-read, or None when the deadline has passed."""
+        if self.deadline is None:
+            return FALLBACK_POLL_S
+        remaining = self.deadline - now
+        if remaining <= 0:
+            return None
+        return min(FALLBACK_POLL_S, remaining)
+
+
+# -- claiming --------------------------------------------------------------------------------------
+
+
+def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
+    """One claim pass (in a transaction): lock + count if a cluster cap applies, plan, claim."""
+    in_flight: dict[str, InFlight] = {}
+    if request.local_budget <= 0:
+        return []
+    if needs_cluster_counts(request):
+        yield Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
+        counts = yield Query(task_sql.TASK_COUNT_IN_FLIGHT)
+        in_flight = {q: InFlight(running=r, claimed=c) for q, r, c in counts.rows}
+    plan = plan_claims(request, in_flight)
+    lease_ms = request.claim_lease_ms if request.soft_cap else None
+    remaining = plan.total
+    claimed: list[ClaimedTask] = []
+    for queue_name, limit in plan.queue_limits:
+        if remaining <= 0:
+            break
+        n = min(limit, remaining)
+        if n <= 0:
+            continue
+        res = yield Query(
+            task_sql.TASK_CLAIM_AVAILABLE,
+            {"queue_name": queue_name, "limit": n, "worker_id": worker_id, "lease_ms": lease_ms},
+        )
+        rows = sorted(
+            (ClaimedTask(*r) for r in res.rows), key=lambda t: (t.priority, t.sent_at, t.id)
+        )
+        claimed.extend(rows)
+        remaining -= len(rows)
+    return claimed
+
+
+# -- execution -------------------------------------------------------------------------------------
+
+
+def start_op(worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]) -> Op[set[str]]:
+    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started."""
+    if not starts:
+        return set()
+    res = yield Query(
+        task_sql.TASK_START_IF_CLAIMED_MANY,
+        {
+            "ids": [task_id for task_id, _ in starts],
+            "pids": [pid for _, pid in starts],
+            "hostname": hostname,
+            "worker_id": worker_id,
+        },
+    )
+    started = {r[0] for r in res.rows}
+    _log_lost(
+        "task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker"
+    )
+    return started
+
+
+def _log_lost(action: str, requested: Iterable[str], done: set[str], why: str) -> None:
+    lost = [t for t in requested if t not in done]
+    if lost:
+        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, ", ".join(lost[:20]))
+
+
+def finish_op(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Op[set[str]]:
+    """Finalise a batch (in a transaction): COMPLETED/FAILED rows and retries, then one wake-up."""
+    finals = [o for o in outcomes if o.retry_delay_s is None]
+    retries = [o for o in outcomes if o.retry_delay_s is not None]
+    done: set[str] = set()
+    if finals:
+        res = yield Query(
+            task_sql.TASK_FINISH_IF_RUNNING_MANY,
+            {
+                "ids": [o.task_id for o in finals],
+                "results": [o.result_json for o in finals],
+                "oks": [o.ok for o in finals],
+                "failed_reasons": [o.failed_reason for o in finals],
+                "retry_counts": [o.retry_count for o in finals],
+                "worker_id": worker_id,
+            },
+        )
+        done.update(r[0] for r in res.rows)
+    if retries:
+        res = yield Query(
+            task_sql.TASK_RETRY_IF_RUNNING_MANY,
+            {
+                "ids": [o.task_id for o in retries],
+                "delays": [max(0.0, float(o.retry_delay_s or 0.0)) for o in retries],
+                "failed_reasons": [o.failed_reason for o in retries],
+                "retry_counts": [o.retry_count for o in retries],
+                "worker_id": worker_id,
+            },
+        )
+        done.update(r[0] for r in res.rows)
+    if outcomes:
+        _log_lost(
+            "task_finish_lost",
+            (o.task_id for o in outcomes),
+            done,
+            "no longer RUNNING for this worker",
+        )
+        if done:
+            # Capacity freed: wake workers held back by cluster caps.
+            yield Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "capacity"})
+    return done
+
+
+def release_op(worker_id: str, task_ids: Sequence[str]) -> Op[int]:
+    """CLAIMED (owned) -> PENDING; returns the number released."""
+    if not task_ids:
+        return 0
+    res = yield Query(
+        task_sql.TASK_RELEASE_CLAIMED_MANY, {"ids": list(task_ids), "worker_id": worker_id}
+    )
+    if res.rows:
+        # Released tasks are claimable again: wake the workers.
+        yield Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "released"})
+    return len(res.rows)
+
+
+def heartbeat_query(
+    worker_id: str,
+    hostname: str,
+    pid: int,
+    claimed_ids: Sequence[str],
+    running: Sequence[tuple[str, int]],
+) -> Query | None:
+    """HEARTBEAT_INSERT_MANY for a worker's CLAIMED (claimer) and RUNNING (runner) tasks; None if
+    none."""
+    if not claimed_ids and not running:
+        return None
+    return Query(
+        hb_sql.HEARTBEAT_INSERT_MANY,
+        {
+            "hostname": hostname,
+            "task_ids": [*claimed_ids, *(t for t, _ in running)],
+            "sender_ids": [worker_id] * len(claimed_ids) + [f"{worker_id}:{p}" for _, p in running],
+            "roles": ["claimer"] * len(claimed_ids) + ["runner"] * len(running),
+            "pids": [pid] * len(claimed_ids) + [p for _, p in running],
+        },
+        rows="none",
+    )
+
+
+def worker_state_query(state: WorkerStateRow) -> Query:
+    """WORKER_STATE_INSERT for one snapshot."""
+
+    def js(value: Mapping[str, Any] | None) -> str | None:
+        return None if value is None else dumps_json(dict(value))
+
+    return Query(
+        hb_sql.WORKER_STATE_INSERT,
+        {
+            "worker_id": state.worker_id,
+            "hostname": state.hostname,
+            "pid": state.pid,
+            "processes": state.processes,
+            "max_claim_batch": state.max_claim_batch,
+            "max_claim_per_worker": state.max_claim_per_worker,
+            "cluster_wide_cap": state.cluster_wide_cap,
+            "queues": list(state.queues),
+            "queue_priorities": js(state.queue_priorities),
+            "queue_max_concurrency": js(state.queue_max_concurrency),
+            "recovery_config": js(state.recovery_config),
+            "tasks_running": state.tasks_running,
+            "tasks_claimed": state.tasks_claimed,
+            "memory_usage_mb": state.memory_usage_mb,
+            "memory_percent": state.memory_percent,
+            "cpu_percent": state.cpu_percent,
+            "worker_started_at": state.worker_started_at,
+        },
+        rows="none",
+    )
+
+
+# -- recovery (04 §10, D10) ------------------------------------------------------------------------
+
+
+def requeue_stale_claimed_op(threshold_ms: int) -> Op[int]:
+    """Stale CLAIMED -> PENDING (04 §10 step 1); returns the number requeued."""
+    res = yield Query(task_sql.TASK_REQUEUE_STALE_CLAIMED, {"threshold_ms": threshold_ms})
+    if res.rows:
+        _log.warning(
+            "task_requeued_stale_claim: %d task(s) whose claimer stopped heartbeating went back to "
+            "PENDING: %s",
+            len(res.rows),
+            ", ".join(r[0] for r in res.rows[:20]),
+        )
+        yield Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "requeued"})
+    return len(res.rows)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def worker_crashed_result(
+    threshold_ms: int,
+    *,
+    worker_pid: int | None,
+    worker_hostname: str | None,
+    worker_id: str | None,
+    started_at: datetime | None,
+    last_heartbeat: datetime | None,
+    detected_at: datetime,
+) -> tuple[TaskResult[Any, TaskError], str]:
+    """(WORKER_CRASHED result, failed_reason) for a task whose runner went silent (04 §10)."""
+    seconds = f"{threshold_ms / 1000:g}s"
+    reason = f"Worker process crashed (no runner heartbeat for {threshold_ms}ms = {seconds})"
+    error = TaskError(
+        error_code=LibraryErrorCode.WORKER_CRASHED,
+        message=reason,
+        data={
+            "stale_threshold_ms": threshold_ms,
+            "stale_threshold_seconds": threshold_ms / 1000,
+            "worker_pid": worker_pid,
+            "worker_hostname": worker_hostname,
+            "worker_id": worker_id,
+            "started_at": _iso(started_at),
+            "last_heartbeat": _iso(last_heartbeat),
+            "detected_at": _iso(detected_at),
+        },
+    )
+    return TaskResult(err=error), reason
+
+
+def _retry_delay(
+    result: TaskResult[Any, TaskError], retry_count: int, max_retries: int, options_json: str | None
+) -> float | None:
+    from horsies.tasks.retry import TaskOptions, decide_retry
+
+    try:
+        options = TaskOptions.from_json(options_json)
+    except Exception:
+        _log.warning("unreadable task_options %r: not retrying", options_json)
+        return None
+    delay = decide_retry(result, retry_count=retry_count, max_retries=max_retries, options=options)
+    return None if delay is None else float(delay)
+
+
+def fail_stale_running_op(
+    threshold_ms: int, *, allow_retry: bool, max_batches: int | None
+) -> Op[tuple[int, int]]:
+    """Stale RUNNING -> FAILED with WORKER_CRASHED, or -> PENDING for a retry when the task's
+    auto_retry_for lists WORKER_CRASHED and retries remain (D10; only with ``allow_retry``).
+
+    Run in a transaction. Returns (failed, retried). ``max_batches`` bounds the work of one call.
+    """
+    failed = retried = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
+        res = yield Query(
+            task_sql.TASK_GET_STALE_RUNNING,
+            {"threshold_ms": threshold_ms, "limit": STALE_RUNNING_BATCH},
+        )
+        if not res.rows:
+            break
+        outcomes: list[TaskOutcome] = []
+        for row in res.rows:
+            (
+                task_id,
+                task_name,
+                _queue,
+                worker_pid,
+                worker_hostname,
+                worker_id,
+                started_at,
+                last_heartbeat,
+                retry_count,
+                max_retries,
+                task_options,
+                detected_at,
+            ) = row
+            result, reason = worker_crashed_result(
+                threshold_ms,
+                worker_pid=worker_pid,
+                worker_hostname=worker_hostname,
+                worker_id=worker_id,
+                started_at=started_at,
+                last_heartbeat=last_heartbeat,
+                detected_at=detected_at,
+            )
+            delay = (
+                _retry_delay(result, retry_count, max_retries, task_options)
+                if allow_retry
+                else None
+            )
+            outcomes.append(
+                TaskOutcome(
+                    task_id=task_id,
+                    result_json=task_result_to_json(result),
+                    ok=False,
+                    retry_delay_s=delay,
+                    failed_reason=reason,
+                    retry_count=retry_count,
+                )
+            )
+            _log.warning(
+                "task_worker_crashed: task %s (%s) on %s pid %s: %s%s",
+                task_id,
+                task_name,
+                worker_hostname,
+                worker_pid,
+                reason,
+                f"; retrying in {delay:g}s" if delay is not None else "",
+            )
+        done = yield from finish_op(outcomes, worker_id=None)
+        retried += sum(1 for o in outcomes if o.retry_delay_s is not None and o.task_id in done)
+        failed += sum(1 for o in outcomes if o.retry_delay_s is None and o.task_id in done)
+        if len(res.rows) < STALE_RUNNING_BATCH:
+            break
+    return failed, retried
+
+
+def reap_op(recovery: RecoveryConfig) -> Op[ReapReport]:
+    """One reaper pass (run in a transaction); does nothing when another reaper holds the lock."""
+    res = yield Query(task_sql.TASK_REAPER_TRY_LOCK, {"key": REAPER_LOCK_KEY})
+    if not res.rows or not res.rows[0][0]:
+        return ReapReport(ran=False)
+    requeued = failed = retried = 0
+    if recovery.auto_requeue_stale_claimed:
+        requeued = yield from requeue_stale_claimed_op(recovery.claimed_stale_threshold_ms)
+    if recovery.auto_fail_stale_running:
+        failed, retried = yield from fail_stale_running_op(
+            recovery.running_stale_threshold_ms, allow_retry=True, max_batches=4
+        )
+    return ReapReport(requeued=requeued, failed=failed, retried=retried)
+
+
+# -- monitoring ------------------------------------------------------------------------------------
+
+
+def dict_rows(
+    sql: LiteralString, params: Mapping[str, Any] | None = None
+) -> Op[list[dict[str, Any]]]:
+    """A read-only statement whose rows come back as dicts."""
+    res = yield Query(sql, params, rows="dict")
+    return list(res.rows)
+
+
+def get_task_op(task_id: str) -> Op[dict[str, Any] | None]:
+    """The row of one task as a dict, or None."""
+    res = yield Query(task_sql.TASK_GET, {"id": task_id}, rows="dict")
+    return dict(res.rows[0]) if res.rows else None
+
+
+def stale_tasks_op(stale_threshold_minutes: int) -> Op[list[dict[str, Any]]]:
+    """get_stale_tasks rows (06 §1)."""
+    return dict_rows(mon_sql.MONITOR_STALE_TASKS, {"threshold_minutes": stale_threshold_minutes})
+
+
+def notify_query(channel: str, payload: str) -> Query:
+    """pg_notify(channel, payload)."""
+    return Query(task_sql.NOTIFY, {"channel": channel, "payload": payload})

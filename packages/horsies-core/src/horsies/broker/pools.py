@@ -1,0 +1,369 @@
+"""Connection pools and the two thin executors that run sans-IO operations on them.
+
+An operation (see ``horsies.broker.ops``) is a generator that yields
+:class:`~horsies.broker.ops.Query` steps and receives their
+:class:`~horsies.broker.ops.QueryResult`; it holds every decision, so the only code that exists
+twice is the loop below that feeds it: :func:`run_op_sync` on a sync connection and
+:func:`run_op_async` on an async one. No event loop is ever created for a sync call.
+
+Pools (D1): ``min_size = pool_size``, ``max_size = pool_size + max_overflow``, ``timeout =
+pool_timeout``, ``max_lifetime = pool_recycle``. Connections are in autocommit mode, so a single
+statement costs one round trip; multi-statement operations open an explicit transaction.
+``pool_pre_ping`` checks a connection on checkout when it has been idle for more than a second (a
+round trip on every checkout would halve the single-enqueue rate, and a connection that was just
+used is known to be alive).
+
+The sync pool belongs to the broker; async pools are bound to an event loop, so there is one per
+running loop. Each async pool closes itself when its loop shuts down (``asyncio.run``,
+``asyncio.Runner`` and pytest-asyncio all finalise async generators before closing the loop; we use
+one as a shutdown hook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Generator
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from horsies.broker.ops import Op, Query, QueryResult
+from horsies.config import PostgresConfig
+from horsies.logs import get_logger
+
+__all__ = ["AsyncPools", "SyncPool", "run_op_async", "run_op_sync"]
+
+_log = get_logger("broker")
+T = TypeVar("T")
+
+_PRE_PING_IDLE_S: Final = 1.0
+_CLOSE_TIMEOUT_S: Final = 5.0
+
+SyncConn = psycopg.Connection[tuple[Any, ...]]
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def _pool_kwargs(config: PostgresConfig) -> dict[str, Any]:
+    return {
+        "min_size": config.pool_size,
+        "max_size": max(1, config.pool_size + config.max_overflow),
+        "timeout": float(config.pool_timeout),
+        "max_lifetime": float(config.pool_recycle),
+        "kwargs": {"autocommit": True, "application_name": "horsies"},
+    }
+
+
+# -- executors -------------------------------------------------------------------------------------
+
+
+def _echo(query: Query) -> None:
+    _log.debug("SQL: %s | params: %r", " ".join(query.sql.split()), query.params)
+
+
+def run_op_sync(conn: SyncConn, op: Op[T], *, echo: bool = False) -> T:
+    """Drive ``op`` to completion on a sync connection (the caller owns transactions)."""
+    try:
+        query = next(op)
+        while True:
+            if echo:
+                _echo(query)
+            if query.rows == "dict":
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(query.sql, query.params, prepare=query.prepare)
+                    result = QueryResult(cur.fetchall() if cur.description else [], cur.rowcount)
+            else:
+                cur = conn.execute(query.sql, query.params, prepare=query.prepare)
+                rows: list[Any] = (
+                    cur.fetchall() if cur.description and query.rows == "tuple" else []
+                )
+                result = QueryResult(rows, cur.rowcount)
+            query = op.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        op.close()
+
+
+async def run_op_async(conn: AsyncConn, op: Op[T], *, echo: bool = False) -> T:
+    """Drive ``op`` to completion on an async connection (the caller owns transactions)."""
+    try:
+        query = next(op)
+        while True:
+            if echo:
+                _echo(query)
+            if query.rows == "dict":
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(query.sql, query.params, prepare=query.prepare)
+                    rows_d = await cur.fetchall() if cur.description else []
+                    result = QueryResult(rows_d, cur.rowcount)
+            else:
+                cur = await conn.execute(query.sql, query.params, prepare=query.prepare)
+                rows: list[Any] = (
+                    await cur.fetchall() if cur.description and query.rows == "tuple" else []
+                )
+                result = QueryResult(rows, cur.rowcount)
+            query = op.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        op.close()
+
+
+# -- pre-ping --------------------------------------------------------------------------------------
+
+
+class _IdleTracker:
+    """Remembers when each pooled connection was last returned, to pre-ping only idle ones."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+    def mark(self, conn: object) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def needs_ping(self, conn: object) -> bool:
+        returned = self._returned.get(conn)
+        return returned is None or time.monotonic() - returned > _PRE_PING_IDLE_S
+
+
+# -- sync pool -------------------------------------------------------------------------------------
+
+
+class SyncPool:
+    """The broker's sync connection pool, opened on first use (re-created after ``fork``)."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[SyncConn] | None = None
+        self._pid = os.getpid()
+        self._idle = _IdleTracker()
+        self._closed = False
+
+    def _check(self, conn: SyncConn) -> None:
+        if conn.broken or conn.closed:
+            raise psycopg.OperationalError("connection is closed")
+        if self._idle.needs_ping(conn):
+            conn.execute("")
+
+    def _get_pool(self) -> ConnectionPool[SyncConn]:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the broker is closed")
+            if self._pid != os.getpid():
+                # Inherited through fork: the pool's threads do not exist here, and closing its
+                # connections would terminate the parent's sessions. Abandon it.
+                self._pool = None
+                self._pid = os.getpid()
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._config.conninfo,
+                    connection_class=psycopg.Connection,
+                    check=self._check if self._config.pool_pre_ping else None,
+                    open=False,
+                    name="horsies-sync",
+                    **_pool_kwargs(self._config),
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Generator[SyncConn]:
+        """Borrow a connection (autocommit) for the duration of the block."""
+        with self._get_pool().connection() as conn:
+            try:
+                yield conn
+            finally:
+                # Not a pool `reset` callback: that would return every connection through a worker
+                # thread, which costs more than the query.
+                self._idle.mark(conn)
+
+    def close(self) -> None:
+        """Close the pool and its connections (idempotent)."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close(timeout=_CLOSE_TIMEOUT_S)
+
+
+# -- async pools -----------------------------------------------------------------------------------
+
+
+class _LoopPool:
+    """An async pool bound to one event loop, the connections it opened, and the async generator
+    that closes it at loop shutdown."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pool: AsyncConnectionPool[AsyncConn] | None = None
+        self.closer: AsyncGenerator[None, None] | None = None
+        # Every connection the pool opened (pool `configure` hook), so that they can be closed even
+        # when the pool's own close() cannot finish (see _close_at_loop_shutdown).
+        self.conns: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
+
+    async def track(self, conn: AsyncConn) -> None:
+        self.conns.add(conn)
+
+    async def close(self) -> None:
+        """Close the pool, then any connection it left open."""
+        try:
+            if self.pool is not None:
+                await self.pool.close(timeout=_CLOSE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # At loop shutdown asyncio.run has already cancelled the pool's worker tasks, and
+            # pool.close() re-raises their cancellation before closing its idle connections.
+            # Propagate only a cancellation aimed at us.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                await self._close_connections()
+                raise
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in list(self.conns):
+            if not conn.closed:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+
+async def _close_at_loop_shutdown(entry: _LoopPool) -> AsyncGenerator[None, None]:
+    # Suspended after its first step; the loop's shutdown_asyncgens() (asyncio.run, Runner,
+    # pytest-asyncio) or our own close runs the finally, inside the loop, before it closes.
+    try:
+        yield
+    finally:
+        await entry.close()
+
+
+class AsyncPools:
+    """One AsyncConnectionPool per running event loop, each opened on first use in that loop."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        # Ownership: mutated under _lock by any thread; each pool is only used from its own loop.
+        self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
+        self._pid = os.getpid()
+        self._idle = _IdleTracker()
+        self._closed = False
+
+    async def _check(self, conn: AsyncConn) -> None:
+        if conn.broken or conn.closed:
+            raise psycopg.OperationalError("connection is closed")
+        if self._idle.needs_ping(conn):
+            await conn.execute("")
+
+    async def _get_pool(self) -> AsyncConnectionPool[AsyncConn]:
+        loop = asyncio.get_running_loop()
+        entry = self._pools.get(loop)
+        if entry is not None and entry.pool is not None and self._pid == os.getpid():
+            return entry.pool
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the broker is closed")
+            if self._pid != os.getpid():
+                self._pools.clear()
+                self._pid = os.getpid()
+            for dead in [lp for lp in self._pools if lp.is_closed()]:
+                # Closed without finalising async generators: the pool cannot be awaited any more;
+                # dropping it lets its connections be closed by garbage collection.
+                del self._pools[dead]
+            entry = self._pools.get(loop)
+            if entry is None:
+                entry = _LoopPool(loop)
+                entry.pool = AsyncConnectionPool(
+                    self._config.conninfo,
+                    connection_class=psycopg.AsyncConnection,
+                    check=self._check if self._config.pool_pre_ping else None,
+                    configure=entry.track,
+                    open=False,
+                    name="horsies-async",
+                    **_pool_kwargs(self._config),
+                )
+                self._pools[loop] = entry
+                created = True
+            else:
+                created = False
+        pool = entry.pool
+        assert pool is not None
+        if created:
+            await pool.open(wait=False)
+            closer = _close_at_loop_shutdown(entry)
+            await anext(closer)
+            entry.closer = closer
+        return pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncGenerator[AsyncConn]:
+        """Borrow a connection (autocommit) of the current loop's pool for the duration of the
+        block."""
+        pool = await self._get_pool()
+        async with pool.connection() as conn:
+            try:
+                yield conn
+            finally:
+                self._idle.mark(conn)
+
+    async def close_current(self) -> None:
+        """Close the current loop's pool (call from that loop)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._pools.pop(loop, None)
+        if entry is not None:
+            await _close_entry(entry)
+
+    def close_all(self, *, wait_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Close every pool from synchronous code: pools of loops running in other threads are
+        closed in their loop; pools of stopped loops are closed here; pools of closed loops are
+        dropped."""
+        with self._lock:
+            self._closed = True
+            entries = list(self._pools.values())
+            self._pools.clear()
+        if self._pid != os.getpid():
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for entry in entries:
+            loop = entry.loop
+            if loop.is_closed():
+                continue
+            if loop.is_running():
+                if loop is current:
+                    # Called synchronously from inside this loop: schedule, cannot wait.
+                    task = loop.create_task(_close_entry(entry))
+                    _background.add(task)
+                    task.add_done_callback(_background.discard)
+                    continue
+                future = asyncio.run_coroutine_threadsafe(_close_entry(entry), loop)
+                with contextlib.suppress(Exception):
+                    future.result(wait_s)
+            else:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(_close_entry(entry))
+
+
+_background: set[asyncio.Task[None]] = set()  # keeps fire-and-forget close tasks referenced
+
+
+async def _close_entry(entry: _LoopPool) -> None:
+    closer, entry.closer = entry.closer, None
+    if closer is not None:
+        await closer.aclose()
+    else:
+        await entry.close()

@@ -1,0 +1,547 @@
+"""`PostgresBroker`: every database interaction of horsies, sync and async.
+
+Producers use ``enqueue``/``enqueue_many`` and ``get_result`` (and their ``*_async`` twins);
+operators use the monitoring methods; the worker uses the batched lifecycle methods
+(``claim_tasks``, ``start_tasks``, ``finish_tasks``, ``release_claimed``, ``write_heartbeats``,
+``insert_worker_state``, ``reap``) and never writes SQL itself.
+
+Each method builds a sans-IO operation (``horsies.broker.ops``) and hands it to one of two thin
+executors: the sync connection pool or the current event loop's async pool. Driver errors become
+:class:`~horsies.broker.errors.BrokerError` here, with the password masked. The schema is migrated
+on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from horsies.broker import ops
+from horsies.broker.errors import translate_error
+from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
+from horsies.broker.migrations import apply_migrations_async, apply_migrations_sync
+from horsies.broker.pools import AsyncPools, SyncPool, run_op_async, run_op_sync
+from horsies.broker.sql import monitoring as mon_sql
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.types import (
+    ClaimedTask,
+    ClaimRequest,
+    EnqueueRequest,
+    ReapReport,
+    TaskOutcome,
+    WorkerStateRow,
+)
+from horsies.broker.waiters import AsyncWaiter, ResultWaiters, SyncWaiter
+from horsies.config import PostgresConfig, RecoveryConfig
+from horsies.logs import get_logger
+from horsies.results import TaskError, TaskResult
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+__all__ = ["PostgresBroker"]
+
+_log = get_logger("broker")
+
+
+class PostgresBroker:
+    """The PostgreSQL broker of one app (obtain it with ``app.broker`` / ``app.get_broker()``).
+
+    Construction does no I/O; pools and the notification listener open on first use. Sync methods
+    (``enqueue``, ``get_result``, ``*_sync``) may be called from any thread, also from inside a
+    running event loop (they block it: prefer the async twins there). Async methods use a pool bound
+    to the running loop. Call :meth:`close` (or ``await`` :meth:`close_async`) when done.
+    """
+
+    def __init__(self, config: PostgresConfig, *, app: Horsies | None = None) -> None:
+        self._config = config
+        self._app = app
+        self._sync_pool = SyncPool(config)
+        self._async_pools = AsyncPools(config)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._listener_lock = threading.Lock()
+        self._listener: NotificationListener | None = None
+        self._waiters = ResultWaiters(self._get_listener)
+        self._closed = False
+
+    # -- properties --------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> PostgresConfig:
+        """The `PostgresConfig` this broker connects with."""
+        return self._config
+
+    @property
+    def app(self) -> Horsies | None:
+        """The owning app (needed by workflow features that re-import definitions); may be None."""
+        return self._app
+
+    @app.setter
+    def app(self, value: Horsies | None) -> None:
+        self._app = value
+
+    @property
+    def listener(self) -> NotificationListener:
+        """The process's shared LISTEN connection for this database (started on first access)."""
+        return self._get_listener()
+
+    def _get_listener(self) -> NotificationListener:
+        with self._listener_lock:
+            if self._closed:
+                raise RuntimeError("the broker is closed")
+            if self._listener is None:
+                self._listener = acquire_listener(self._config.conninfo)
+            return self._listener
+
+    def __repr__(self) -> str:
+        return f"PostgresBroker({self._config.masked_url})"
+
+    # -- executors ---------------------------------------------------------------------------------
+
+    def _run_sync(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T:
+        try:
+            self._ensure_schema_sync()
+            with self._sync_pool.connection() as conn:
+                if transaction:
+                    with conn.transaction():
+                        return run_op_sync(conn, op, echo=self._config.echo)
+                return run_op_sync(conn, op, echo=self._config.echo)
+        except psycopg.Error as exc:
+            raise translate_error(exc, action) from exc
+        finally:
+            op.close()
+
+    async def _run_async(
+        self, op: ops.Op[ops.T], *, action: str, transaction: bool = False
+    ) -> ops.T:
+        try:
+            await self._ensure_schema_async()
+            async with self._async_pools.connection() as conn:
+                if transaction:
+                    async with conn.transaction():
+                        return await run_op_async(conn, op, echo=self._config.echo)
+                return await run_op_async(conn, op, echo=self._config.echo)
+        except psycopg.Error as exc:
+            raise translate_error(exc, action) from exc
+        finally:
+            op.close()
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def _ensure_schema_sync(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._sync_pool.connection() as conn:
+                apply_migrations_sync(conn)
+            self._schema_ready = True
+
+    async def _ensure_schema_async(self) -> None:
+        if self._schema_ready:
+            return
+        # Concurrent first calls may both migrate: harmless, the advisory lock serialises them.
+        async with self._async_pools.connection() as conn:
+            await apply_migrations_async(conn)
+        self._schema_ready = True
+
+    def ensure_schema_initialized_sync(self) -> None:
+        """Create or upgrade the schema now (otherwise done on first use). Idempotent,
+        concurrency-safe."""
+        try:
+            self._ensure_schema_sync()
+        except psycopg.Error as exc:
+            raise translate_error(exc, "schema initialisation") from exc
+
+    async def ensure_schema_initialized(self) -> None:
+        """Async twin of :meth:`ensure_schema_initialized_sync`."""
+        try:
+            await self._ensure_schema_async()
+        except psycopg.Error as exc:
+            raise translate_error(exc, "schema initialisation") from exc
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        sent_at: datetime | None = None,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+        task_id: str | None = None,
+    ) -> str:
+        """Insert one PENDING task and return its id (one INSERT; the trigger wakes the workers).
+
+        Low level: no queue validation (use ``task.send()``). ``sent_at`` None means now; a future
+        ``sent_at`` delays claiming. Raises SerializationError for arguments the codec cannot encode
+        (before touching the database) and BrokerError for database failures.
+        """
+        task_id, params = ops.enqueue_params(
+            task_name,
+            args,
+            kwargs,
+            queue_name,
+            priority=priority,
+            sent_at=sent_at,
+            good_until=good_until,
+            task_options=task_options,
+            max_retries=max_retries,
+            task_id=task_id,
+        )
+        self._run_sync(
+            ops.run_query(ops.Query(task_sql.TASK_INSERT, params, rows="none")), action="enqueue"
+        )
+        return task_id
+
+    async def enqueue_async(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        sent_at: datetime | None = None,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+        task_id: str | None = None,
+    ) -> str:
+        """Async twin of :meth:`enqueue`."""
+        task_id, params = ops.enqueue_params(
+            task_name,
+            args,
+            kwargs,
+            queue_name,
+            priority=priority,
+            sent_at=sent_at,
+            good_until=good_until,
+            task_options=task_options,
+            max_retries=max_retries,
+            task_id=task_id,
+        )
+        await self._run_async(
+            ops.run_query(ops.Query(task_sql.TASK_INSERT, params, rows="none")), action="enqueue"
+        )
+        return task_id
+
+    def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> list[str]:
+        """Insert a batch of PENDING tasks in one statement; returns their ids in request order.
+
+        Prefer it over a loop of :meth:`enqueue` for more than a handful of tasks. Tasks of the
+        batch without ``sent_at`` are claimed in request order (within a priority). All or nothing.
+        """
+        if not requests:
+            return []
+        ids, params = ops.enqueue_many_params(requests)
+        self._run_sync(
+            ops.run_query(ops.Query(task_sql.TASK_INSERT_MANY, params, rows="none")),
+            action="enqueue_many",
+        )
+        return ids
+
+    async def enqueue_many_async(self, requests: Sequence[EnqueueRequest]) -> list[str]:
+        """Async twin of :meth:`enqueue_many`."""
+        if not requests:
+            return []
+        ids, params = ops.enqueue_many_params(requests)
+        await self._run_async(
+            ops.run_query(ops.Query(task_sql.TASK_INSERT_MANY, params, rows="none")),
+            action="enqueue_many",
+        )
+        return ids
+
+    # -- results (02 §5) ---------------------------------------------------------------------------
+
+    def _read_result_sync(self, task_id: str) -> Sequence[Any] | None:
+        res = self._run_sync(ops.run_query(ops.get_result_query(task_id)), action="get_result")
+        return res.rows[0] if res.rows else None
+
+    async def _read_result_async(self, task_id: str) -> Sequence[Any] | None:
+        res = await self._run_async(
+            ops.run_query(ops.get_result_query(task_id)), action="get_result"
+        )
+        return res.rows[0] if res.rows else None
+
+    def get_result(self, task_id: str, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
+        """Wait for a task's result and return it; never raises (02 §5).
+
+        ``timeout_ms`` None or 0 waits forever; on timeout the result is err WAIT_TIMEOUT. Other
+        outcomes: the task's own result, TASK_NOT_FOUND, TASK_CANCELLED, BROKER_ERROR. Woken by the
+        task's ``task_done`` notification; re-reads at least every 5 s as a fallback. Does not hold
+        a pooled connection while waiting.
+        """
+        try:
+            plan = ops.WaitPlan(timeout_ms, time.monotonic())
+            final = ops.result_from_row(task_id, self._read_result_sync(task_id))
+            if final is not None:
+                return final
+            waiter = SyncWaiter(task_id)
+            self._waiters.register(waiter)
+            try:
+                self._waiters.wait_listening()
+                while True:
+                    final = ops.result_from_row(task_id, self._read_result_sync(task_id))
+                    if final is not None:
+                        return final
+                    wait_s = plan.next_wait(time.monotonic())
+                    if wait_s is None:
+                        return ops.wait_timeout(task_id, timeout_ms)
+                    if waiter.wait(wait_s) == "notified":
+                        row = self._read_result_sync(task_id)
+                        return ops.result_after_notification(task_id, row, timeout_ms)
+            finally:
+                self._waiters.unregister(waiter)
+        except Exception as exc:
+            return ops.broker_error(task_id, timeout_ms, exc)
+
+    async def get_result_async(
+        self, task_id: str, timeout_ms: int | None = None
+    ) -> TaskResult[Any, TaskError]:
+        """Async twin of :meth:`get_result` (only ``asyncio.CancelledError`` propagates)."""
+        try:
+            plan = ops.WaitPlan(timeout_ms, time.monotonic())
+            final = ops.result_from_row(task_id, await self._read_result_async(task_id))
+            if final is not None:
+                return final
+            waiter = AsyncWaiter(task_id)
+            self._waiters.register(waiter)
+            try:
+                await self._waiters.wait_listening_async()
+                while True:
+                    final = ops.result_from_row(task_id, await self._read_result_async(task_id))
+                    if final is not None:
+                        return final
+                    wait_s = plan.next_wait(time.monotonic())
+                    if wait_s is None:
+                        return ops.wait_timeout(task_id, timeout_ms)
+                    if await waiter.wait(wait_s) == "notified":
+                        row = await self._read_result_async(task_id)
+                        return ops.result_after_notification(task_id, row, timeout_ms)
+            finally:
+                self._waiters.unregister(waiter)
+        except Exception as exc:
+            return ops.broker_error(task_id, timeout_ms, exc)
+
+    # -- monitoring (06 §1, D39) -------------------------------------------------------------------
+
+    async def get_stale_tasks(self, stale_threshold_minutes: int = 2) -> list[dict[str, Any]]:
+        """RUNNING tasks whose latest runner heartbeat (or start) is older than N minutes."""
+        return await self._run_async(
+            ops.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks"
+        )
+
+    def get_stale_tasks_sync(self, stale_threshold_minutes: int = 2) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_stale_tasks`."""
+        return self._run_sync(ops.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks")
+
+    async def get_worker_stats(self) -> list[dict[str, Any]]:
+        """RUNNING tasks per executing child process (hostname, pid, name), busiest first."""
+        return await self._run_async(
+            ops.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
+        )
+
+    def get_worker_stats_sync(self) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_worker_stats`."""
+        return self._run_sync(
+            ops.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
+        )
+
+    async def get_expired_tasks(self) -> list[dict[str, Any]]:
+        """PENDING tasks past their ``good_until`` (they will never be claimed)."""
+        return await self._run_async(
+            ops.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
+        )
+
+    def get_expired_tasks_sync(self) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_expired_tasks`."""
+        return self._run_sync(
+            ops.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
+        )
+
+    async def get_queue_stats(self) -> list[dict[str, Any]]:
+        """Per queue: pending, claimed, running, completed, failed, cancelled counts and
+        oldest_pending_at."""
+        return await self._run_async(
+            ops.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats"
+        )
+
+    def get_queue_stats_sync(self) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_queue_stats`."""
+        return self._run_sync(ops.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats")
+
+    async def get_worker_states(self, max_age_s: float = 30) -> list[dict[str, Any]]:
+        """The latest snapshot (``horsies_worker_states`` row) of every worker seen in the last
+        max_age_s."""
+        return await self._run_async(
+            ops.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
+            action="get_worker_states",
+        )
+
+    def get_worker_states_sync(self, max_age_s: float = 30) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_worker_states`."""
+        return self._run_sync(
+            ops.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
+            action="get_worker_states",
+        )
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """The ``horsies_tasks`` row of a task as a dict, or None."""
+        return await self._run_async(ops.get_task_op(task_id), action="get_task")
+
+    def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
+        """Sync twin of :meth:`get_task`."""
+        return self._run_sync(ops.get_task_op(task_id), action="get_task")
+
+    async def mark_stale_tasks_as_failed(self, stale_threshold_ms: int = 300_000) -> int:
+        """Fail every RUNNING task without a runner heartbeat for ``stale_threshold_ms``
+        (WORKER_CRASHED, as the reaper does but without retrying: an explicit operator action).
+        Returns rows failed."""
+        failed, _ = await self._run_async(
+            ops.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
+            action="mark_stale_tasks_as_failed",
+            transaction=True,
+        )
+        return failed
+
+    def mark_stale_tasks_as_failed_sync(self, stale_threshold_ms: int = 300_000) -> int:
+        """Sync twin of :meth:`mark_stale_tasks_as_failed`."""
+        failed, _ = self._run_sync(
+            ops.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
+            action="mark_stale_tasks_as_failed",
+            transaction=True,
+        )
+        return failed
+
+    async def requeue_stale_claimed(self, stale_threshold_ms: int = 120_000) -> int:
+        """Return CLAIMED tasks whose claimer stopped heartbeating to PENDING; returns rows
+        requeued."""
+        return await self._run_async(
+            ops.requeue_stale_claimed_op(stale_threshold_ms),
+            action="requeue_stale_claimed",
+            transaction=True,
+        )
+
+    def requeue_stale_claimed_sync(self, stale_threshold_ms: int = 120_000) -> int:
+        """Sync twin of :meth:`requeue_stale_claimed`."""
+        return self._run_sync(
+            ops.requeue_stale_claimed_op(stale_threshold_ms),
+            action="requeue_stale_claimed",
+            transaction=True,
+        )
+
+    # -- worker-facing -----------------------------------------------------------------------------
+
+    async def claim_tasks(self, worker_id: str, request: ClaimRequest) -> list[ClaimedTask]:
+        """One claim pass in one transaction (04 §5, D31); returns the rows now CLAIMED by
+        ``worker_id``, most urgent queue first. Takes the cluster claim lock only when a
+        cluster-wide cap applies."""
+        if request.local_budget <= 0 or not request.queues:
+            return []
+        return await self._run_async(
+            ops.claim_op(worker_id, request), action="claim_tasks", transaction=True
+        )
+
+    async def start_tasks(
+        self, worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]
+    ) -> set[str]:
+        """CLAIMED -> RUNNING for (task id, child pid) pairs still owned by ``worker_id`` with a
+        valid lease, in one statement; returns the ids actually started (the others were lost)."""
+        if not starts:
+            return set()
+        return await self._run_async(
+            ops.start_op(worker_id, hostname, starts), action="start_tasks"
+        )
+
+    async def finish_tasks(
+        self, outcomes: Sequence[TaskOutcome], *, worker_id: str | None
+    ) -> set[str]:
+        """Persist a batch of outcomes in one transaction: COMPLETED/FAILED, or back to PENDING for
+        a retry; only rows still RUNNING (for ``worker_id`` when given) change. Returns the ids
+        updated."""
+        if not outcomes:
+            return set()
+        return await self._run_async(
+            ops.finish_op(outcomes, worker_id), action="finish_tasks", transaction=True
+        )
+
+    async def release_claimed(self, worker_id: str, task_ids: Sequence[str]) -> int:
+        """Give unstarted claims back (CLAIMED by ``worker_id`` -> PENDING); returns how many."""
+        if not task_ids:
+            return 0
+        return await self._run_async(
+            ops.release_op(worker_id, task_ids), action="release_claimed", transaction=True
+        )
+
+    async def write_heartbeats(
+        self,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        claimed_ids: Sequence[str],
+        running: Sequence[tuple[str, int]],
+    ) -> None:
+        """One INSERT of 'claimer' rows (CLAIMED tasks) and 'runner' rows ((task id, child pid)
+        pairs)."""
+        query = ops.heartbeat_query(worker_id, hostname, pid, claimed_ids, running)
+        if query is not None:
+            await self._run_async(ops.run_query(query), action="write_heartbeats")
+
+    async def insert_worker_state(self, state: WorkerStateRow) -> None:
+        """Insert one worker snapshot into ``horsies_worker_states``."""
+        await self._run_async(
+            ops.run_query(ops.worker_state_query(state)), action="insert_worker_state"
+        )
+
+    async def reap(self, recovery: RecoveryConfig) -> ReapReport:
+        """One recovery pass (04 §10, D10), by at most one process of the cluster at a time: stale
+        CLAIMED -> PENDING; stale RUNNING -> FAILED with WORKER_CRASHED, or retried when the task
+        lists WORKER_CRASHED in auto_retry_for and has retries left."""
+        return await self._run_async(ops.reap_op(recovery), action="reap", transaction=True)
+
+    def reap_sync(self, recovery: RecoveryConfig) -> ReapReport:
+        """Sync twin of :meth:`reap`."""
+        return self._run_sync(ops.reap_op(recovery), action="reap", transaction=True)
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Send a notification (e.g. a delayed ``retry:<id>`` wake-up on ``task_queue_<q>``)."""
+        await self._run_async(ops.run_query(ops.notify_query(channel, payload)), action="notify")
+
+    def notify_sync(self, channel: str, payload: str = "") -> None:
+        """Sync twin of :meth:`notify`."""
+        self._run_sync(ops.run_query(ops.notify_query(channel, payload)), action="notify")
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def _close_common(self) -> None:
+        self._waiters.close()
+        with self._listener_lock:
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            release_listener(listener)
+        self._sync_pool.close()
+
+    def close(self) -> None:
+        """Close the pools and release the listener (idempotent); async code: prefer close_async."""
+        self._close_common()
+        self._async_pools.close_all()
+
+    async def close_async(self) -> None:
+        """Close the current loop's pool, the sync pool and release the listener. Idempotent."""
+        await self._async_pools.close_current()
+        self._close_common()
+        self._async_pools.close_all()

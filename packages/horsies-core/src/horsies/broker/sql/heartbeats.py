@@ -1,0 +1,28 @@
+"""SQL of worker liveness: task heartbeats and worker state snapshots (spec 04 §9, §11)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# One row per (task, role) of a worker in one statement: 'claimer' rows for its CLAIMED tasks,
+# 'runner' rows for its RUNNING tasks (sender '<worker id>:<child pid>').
+HEARTBEAT_INSERT_MANY: Final = """
+INSERT INTO horsies_heartbeats (task_id, sender_id, role, sent_at, hostname, pid)
+SELECT h.task_id, h.sender_id, h.role, now(), %(hostname)s, h.pid
+FROM unnest(%(task_ids)s::text[], %(sender_ids)s::text[], %(roles)s::text[], %(pids)s::int[])
+    AS h(task_id, sender_id, role, pid)
+"""
+
+# One worker state snapshot (snapshot_at = now()).
+WORKER_STATE_INSERT: Final = """
+INSERT INTO horsies_worker_states (
+    worker_id, snapshot_at, hostname, pid, processes, max_claim_batch, max_claim_per_worker,
+    cluster_wide_cap, queues, queue_priorities, queue_max_concurrency, recovery_config,
+    tasks_running, tasks_claimed, memory_usage_mb, memory_percent, cpu_percent, worker_started_at)
+VALUES (
+    %(worker_id)s, now(), %(hostname)s, %(pid)s, %(processes)s, %(max_claim_batch)s,
+    %(max_claim_per_worker)s, %(cluster_wide_cap)s, %(queues)s::varchar[],
+    %(queue_priorities)s::jsonb, %(queue_max_concurrency)s::jsonb, %(recovery_config)s::jsonb,
+    %(tasks_running)s, %(tasks_claimed)s, %(memory_usage_mb)s, %(memory_percent)s, %(cpu_percent)s,
+    %(worker_started_at)s)
+"""

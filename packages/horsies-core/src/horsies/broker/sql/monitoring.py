@@ -1,0 +1,67 @@
+"""Read-only SQL of the monitoring methods (spec 06 §1, D39). Rows are returned as dicts."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# RUNNING tasks whose latest runner heartbeat (or started_at) is older than N minutes.
+MONITOR_STALE_TASKS: Final = """
+SELECT t.id, t.worker_hostname, t.worker_pid, t.worker_process_name, hb.last_heartbeat,
+       t.started_at, t.task_name
+FROM horsies_tasks AS t
+LEFT JOIN LATERAL (
+    SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h
+    WHERE h.task_id = t.id AND h.role = 'runner'
+) AS hb ON true
+WHERE t.status = 'RUNNING'
+  AND t.started_at IS NOT NULL
+  AND GREATEST(t.started_at, hb.last_heartbeat)
+      < now() - %(threshold_minutes)s::int * interval '1 minute'
+ORDER BY hb.last_heartbeat ASC NULLS FIRST, t.started_at, t.id
+"""
+
+# RUNNING tasks per executing child process, busiest first.
+MONITOR_WORKER_STATS: Final = """
+SELECT t.worker_hostname, t.worker_pid, t.worker_process_name,
+       count(*) AS active_tasks,
+       min(t.started_at) AS oldest_task_start,
+       max(hb.last_heartbeat) AS latest_heartbeat
+FROM horsies_tasks AS t
+LEFT JOIN LATERAL (
+    SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h
+    WHERE h.task_id = t.id AND h.role = 'runner'
+) AS hb ON true
+WHERE t.status = 'RUNNING' AND t.worker_hostname IS NOT NULL
+GROUP BY t.worker_hostname, t.worker_pid, t.worker_process_name
+ORDER BY active_tasks DESC, t.worker_hostname, t.worker_pid
+"""
+
+# PENDING tasks past their good_until (never claimable again), oldest deadline first.
+MONITOR_EXPIRED_TASKS: Final = """
+SELECT id, task_name, queue_name, priority, sent_at, good_until, now() - good_until AS expired_for
+FROM horsies_tasks WHERE status = 'PENDING' AND good_until IS NOT NULL AND good_until < now()
+ORDER BY good_until, id
+"""
+
+# Task counts per queue and status, with the oldest PENDING sent_at.
+MONITOR_QUEUE_STATS: Final = """
+SELECT queue_name,
+       count(*) FILTER (WHERE status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE status = 'CLAIMED') AS claimed,
+       count(*) FILTER (WHERE status = 'RUNNING') AS running,
+       count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
+       min(sent_at) FILTER (WHERE status = 'PENDING') AS oldest_pending_at
+FROM horsies_tasks
+GROUP BY queue_name
+ORDER BY queue_name
+"""
+
+# Latest snapshot of every worker that reported within the last N seconds.
+MONITOR_WORKER_STATES: Final = """
+SELECT DISTINCT ON (worker_id) *
+FROM horsies_worker_states
+WHERE snapshot_at > now() - %(max_age_s)s::float8 * interval '1 second'
+ORDER BY worker_id, snapshot_at DESC
+"""

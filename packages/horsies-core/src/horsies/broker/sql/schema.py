@@ -1,0 +1,327 @@
+"""Schema migrations (applied in order by ``horsies.broker.migrations``) and the version-table
+statements.
+
+Each migration is ``(version, description, sql)``; the SQL of one migration runs in one transaction
+under the schema advisory lock, so it may hold several statements. Migrations are append-only: never
+edit a released one, add a new version instead, and never DROP user data.
+
+Table and column names follow spec 06 §6 (user SQL and the docs' maintenance queries keep working).
+Indexes are chosen for the hot paths and kept small with partial predicates, because every status
+transition rewrites every index of ``horsies_tasks``:
+
+- ``ix_horsies_tasks_claim``: the claim scan (queue, priority, FIFO) over PENDING/CLAIMED rows only;
+- ``ix_horsies_tasks_in_flight``: CLAIMED/RUNNING rows (cluster caps, per-worker counts, the
+  reaper);
+- ``ix_horsies_tasks_good_until`` / ``_next_retry_at`` / ``_claim_expires_at``: partial on NOT NULL,
+  so they cost nothing for tasks that do not use the feature.
+
+NOTIFY (spec 06 §7): a statement-level INSERT trigger sends one ``task_new`` and one
+``task_queue_<q>`` notification per queue and statement (payload: a task id of that queue), so a
+bulk insert of 10 000 rows does not flood every listener; a row-level UPDATE trigger, filtered by a
+WHEN clause so that claim/start updates never enter PL/pgSQL, sends ``task_done`` with the task id
+when a task becomes COMPLETED/FAILED.
+"""
+
+from __future__ import annotations
+
+from typing import Final, LiteralString, NamedTuple
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION_CREATE",
+    "SCHEMA_VERSION_EXISTS",
+    "SCHEMA_VERSION_INSERT",
+    "SCHEMA_VERSION_LOCK",
+    "SCHEMA_VERSION_SELECT",
+    "Migration",
+]
+
+
+class Migration(NamedTuple):
+    """One schema step: applied once, in version order, recorded in ``horsies_schema_version``."""
+
+    version: int
+    description: str
+    sql: LiteralString
+
+
+_V1_TASKS: Final = """
+CREATE TABLE IF NOT EXISTS horsies_tasks (
+    id                   VARCHAR(36)  PRIMARY KEY,
+    task_name            VARCHAR(255) NOT NULL,
+    queue_name           VARCHAR(100) NOT NULL,
+    priority             INTEGER      NOT NULL DEFAULT 100,
+    args                 TEXT,
+    kwargs               TEXT,
+    status               VARCHAR(9)   NOT NULL DEFAULT 'PENDING',
+    sent_at              TIMESTAMPTZ,
+    claimed_at           TIMESTAMPTZ,
+    started_at           TIMESTAMPTZ,
+    completed_at         TIMESTAMPTZ,
+    failed_at            TIMESTAMPTZ,
+    result               TEXT,
+    failed_reason        TEXT,
+    claimed              BOOLEAN      NOT NULL DEFAULT false,
+    claimed_by_worker_id VARCHAR(255),
+    claim_expires_at     TIMESTAMPTZ,
+    good_until           TIMESTAMPTZ,
+    retry_count          INTEGER      NOT NULL DEFAULT 0,
+    max_retries          INTEGER      NOT NULL DEFAULT 0,
+    next_retry_at        TIMESTAMPTZ,
+    task_options         TEXT,
+    worker_pid           INTEGER,
+    worker_hostname      VARCHAR(255),
+    worker_process_name  VARCHAR(255),
+    created_at           TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    updated_at           TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    CONSTRAINT ck_horsies_tasks_status CHECK (
+        status IN ('PENDING', 'CLAIMED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED',
+        'REQUEUED')),
+    CONSTRAINT ck_horsies_tasks_priority CHECK (priority BETWEEN 1 AND 100),
+    CONSTRAINT ck_horsies_tasks_retries CHECK (retry_count >= 0 AND max_retries >= 0),
+    CONSTRAINT ck_horsies_tasks_claimed_has_owner CHECK (
+        status <> 'CLAIMED' OR (claimed_at IS NOT NULL AND claimed_by_worker_id IS NOT NULL)),
+    CONSTRAINT ck_horsies_tasks_running_has_start CHECK (status <> 'RUNNING' OR started_at IS NOT
+    NULL), CONSTRAINT ck_horsies_tasks_completed_has_time CHECK (status <> 'COMPLETED' OR
+    completed_at IS NOT NULL), CONSTRAINT ck_horsies_tasks_failed_has_time CHECK (status <> 'FAILED'
+    OR failed_at IS NOT NULL)
+);
+
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_claim
+    ON horsies_tasks (queue_name, priority, sent_at, id)
+    WHERE status IN ('PENDING', 'CLAIMED');
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_in_flight
+    ON horsies_tasks (status, queue_name, claimed_by_worker_id)
+    WHERE status IN ('CLAIMED', 'RUNNING');
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_good_until
+    ON horsies_tasks (good_until) WHERE good_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_next_retry_at
+    ON horsies_tasks (next_retry_at) WHERE next_retry_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_claim_expires_at
+    ON horsies_tasks (claim_expires_at) WHERE claim_expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS horsies_heartbeats (
+    id        BIGSERIAL    PRIMARY KEY,
+    task_id   VARCHAR(36)  NOT NULL,
+    sender_id VARCHAR(255) NOT NULL,
+    role      VARCHAR(20)  NOT NULL,
+    sent_at   TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    hostname  VARCHAR(255),
+    pid       INTEGER,
+    CONSTRAINT ck_horsies_heartbeats_role CHECK (role IN ('claimer', 'runner'))
+);
+CREATE INDEX IF NOT EXISTS ix_horsies_heartbeats_task_role_sent
+    ON horsies_heartbeats (task_id, role, sent_at DESC);
+
+CREATE TABLE IF NOT EXISTS horsies_worker_states (
+    id                    BIGSERIAL    PRIMARY KEY,
+    worker_id             VARCHAR(255) NOT NULL,
+    snapshot_at           TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    hostname              VARCHAR(255) NOT NULL,
+    pid                   INTEGER      NOT NULL,
+    processes             INTEGER      NOT NULL,
+    max_claim_batch       INTEGER      NOT NULL,
+    max_claim_per_worker  INTEGER      NOT NULL,
+    cluster_wide_cap      INTEGER,
+    queues                VARCHAR[]    NOT NULL,
+    queue_priorities      JSONB,
+    queue_max_concurrency JSONB,
+    recovery_config       JSONB,
+    tasks_running         INTEGER      NOT NULL,
+    tasks_claimed         INTEGER      NOT NULL,
+    memory_usage_mb       DOUBLE PRECISION,
+    memory_percent        DOUBLE PRECISION,
+    cpu_percent           DOUBLE PRECISION,
+    worker_started_at     TIMESTAMPTZ  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_horsies_worker_states_worker_snapshot
+    ON horsies_worker_states (worker_id, snapshot_at DESC);
+CREATE INDEX IF NOT EXISTS ix_horsies_worker_states_snapshot_at
+    ON horsies_worker_states (snapshot_at);
+
+CREATE TABLE IF NOT EXISTS horsies_schedule_state (
+    schedule_name VARCHAR(255) PRIMARY KEY,
+    last_run_at   TIMESTAMPTZ,
+    next_run_at   TIMESTAMPTZ,
+    last_task_id  VARCHAR(36),
+    run_count     INTEGER     NOT NULL DEFAULT 0,
+    config_hash   VARCHAR(64),
+    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ix_horsies_schedule_state_next_run_at
+    ON horsies_schedule_state (next_run_at);
+"""
+
+_V1_WORKFLOWS: Final = """
+CREATE TABLE IF NOT EXISTS horsies_workflows (
+    id                    VARCHAR(36)  PRIMARY KEY,
+    name                  VARCHAR(255) NOT NULL,
+    status                VARCHAR(50)  NOT NULL,
+    on_error              VARCHAR(50)  NOT NULL,
+    output_task_index     INTEGER,
+    success_policy        JSONB,
+    result                TEXT,
+    error                 TEXT,
+    workflow_def_module   VARCHAR(512),
+    workflow_def_qualname VARCHAR(512),
+    parent_workflow_id    VARCHAR(36) REFERENCES horsies_workflows (id) ON DELETE CASCADE,
+    parent_task_index     INTEGER,
+    depth                 INTEGER      NOT NULL DEFAULT 0,
+    root_workflow_id      VARCHAR(36),
+    created_at            TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    started_at            TIMESTAMPTZ,
+    completed_at          TIMESTAMPTZ,
+    updated_at            TIMESTAMPTZ  NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflows_status ON horsies_workflows (status);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflows_parent_workflow_id
+    ON horsies_workflows (parent_workflow_id);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflows_root_workflow_id
+    ON horsies_workflows (root_workflow_id);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflows_updated_at ON horsies_workflows (updated_at);
+
+CREATE TABLE IF NOT EXISTS horsies_workflow_tasks (
+    id                      VARCHAR(36)  PRIMARY KEY,
+    workflow_id             VARCHAR(36)  NOT NULL
+                            REFERENCES horsies_workflows (id) ON DELETE CASCADE,
+    task_index              INTEGER      NOT NULL,
+    node_id                 VARCHAR(128),
+    task_name               VARCHAR(255) NOT NULL,
+    task_args               TEXT,
+    task_kwargs             TEXT,
+    queue_name              VARCHAR(100) NOT NULL DEFAULT 'default',
+    priority                INTEGER      NOT NULL DEFAULT 100,
+    dependencies            INTEGER[]    NOT NULL DEFAULT '{}',
+    args_from               JSONB,
+    workflow_ctx_from       VARCHAR(128)[],
+    allow_failed_deps       BOOLEAN      NOT NULL DEFAULT false,
+    join_type               VARCHAR(10)  NOT NULL DEFAULT 'all',
+    min_success             INTEGER,
+    task_options            TEXT,
+    status                  VARCHAR(50)  NOT NULL,
+    task_id                 VARCHAR(36),
+    is_subworkflow          BOOLEAN      NOT NULL DEFAULT false,
+    sub_workflow_id         VARCHAR(36) REFERENCES horsies_workflows (id) ON DELETE SET NULL,
+    sub_workflow_name       VARCHAR(255),
+    sub_workflow_module     VARCHAR(512),
+    sub_workflow_qualname   VARCHAR(512),
+    sub_workflow_retry_mode VARCHAR(50),
+    sub_workflow_summary    TEXT,
+    result                  TEXT,
+    error                   TEXT,
+    created_at              TIMESTAMPTZ  NOT NULL DEFAULT now(),
+    started_at              TIMESTAMPTZ,
+    completed_at            TIMESTAMPTZ,
+    CONSTRAINT uq_horsies_workflow_task_index UNIQUE (workflow_id, task_index)
+);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflow_tasks_workflow_id
+    ON horsies_workflow_tasks (workflow_id);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflow_tasks_node_id ON horsies_workflow_tasks (node_id);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflow_tasks_status ON horsies_workflow_tasks (status);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflow_tasks_task_id ON horsies_workflow_tasks (task_id);
+CREATE INDEX IF NOT EXISTS ix_horsies_workflow_tasks_sub_workflow_id
+    ON horsies_workflow_tasks (sub_workflow_id);
+CREATE INDEX IF NOT EXISTS idx_horsies_workflow_tasks_deps
+    ON horsies_workflow_tasks USING GIN (dependencies);
+"""
+
+_V1_TRIGGERS: Final = """
+CREATE OR REPLACE FUNCTION horsies_notify_task_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Row-level: also usable as a FOR EACH ROW INSERT trigger (reference behaviour).
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status = 'PENDING' THEN
+            PERFORM pg_notify('task_new', NEW.id);
+            PERFORM pg_notify('task_queue_' || NEW.queue_name, NEW.id);
+        END IF;
+    ELSIF NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('COMPLETED', 'FAILED') THEN
+        PERFORM pg_notify('task_done', NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION horsies_notify_tasks_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    q RECORD;
+BEGIN
+    -- Statement-level: one wake-up per queue and statement, whatever the number of rows.
+    FOR q IN
+        SELECT queue_name, min(id) AS id FROM horsies_inserted_tasks
+        WHERE status = 'PENDING' GROUP BY queue_name
+    LOOP
+        PERFORM pg_notify('task_new', q.id);
+        PERFORM pg_notify('task_queue_' || q.queue_name, q.id);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS horsies_task_notify_trigger ON horsies_tasks;
+CREATE TRIGGER horsies_task_notify_trigger
+    AFTER UPDATE OF status ON horsies_tasks
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('COMPLETED', 'FAILED'))
+    EXECUTE FUNCTION horsies_notify_task_changes();
+
+DROP TRIGGER IF EXISTS horsies_task_insert_notify_trigger ON horsies_tasks;
+CREATE TRIGGER horsies_task_insert_notify_trigger
+    AFTER INSERT ON horsies_tasks
+    REFERENCING NEW TABLE AS horsies_inserted_tasks
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION horsies_notify_tasks_inserted();
+
+CREATE OR REPLACE FUNCTION horsies_notify_workflow_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status
+       AND NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PAUSED') THEN
+        PERFORM pg_notify('workflow_done', NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS horsies_workflow_notify_trigger ON horsies_workflows;
+CREATE TRIGGER horsies_workflow_notify_trigger
+    AFTER UPDATE OF status ON horsies_workflows
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status)
+    EXECUTE FUNCTION horsies_notify_workflow_changes();
+"""
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "tables, indexes, constraints and NOTIFY triggers",
+        _V1_TASKS + _V1_WORKFLOWS + _V1_TRIGGERS,
+    ),
+)
+"""All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
+
+# -- version table --------------------------------------------------------------------------------
+
+# Does the version table exist? (fast path of ensure_schema: no lock when already current)
+SCHEMA_VERSION_EXISTS: Final = "SELECT to_regclass('horsies_schema_version') IS NOT NULL"
+
+# Create the version table (run under the schema lock).
+SCHEMA_VERSION_CREATE: Final = """
+CREATE TABLE IF NOT EXISTS horsies_schema_version (
+    version     INTEGER     PRIMARY KEY,
+    description TEXT        NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+# Highest applied migration version (0 when none).
+SCHEMA_VERSION_SELECT: Final = "SELECT COALESCE(max(version), 0) FROM horsies_schema_version"
+
+# Record an applied migration.
+SCHEMA_VERSION_INSERT: Final = """
+INSERT INTO horsies_schema_version (version, description) VALUES (%(version)s, %(description)s)
+"""
+
+# Serialise schema changes across processes (transaction-scoped; key fixed in broker.migrations).
+SCHEMA_VERSION_LOCK: Final = "SELECT pg_advisory_xact_lock(%(key)s)"

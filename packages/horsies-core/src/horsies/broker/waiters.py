@@ -1,0 +1,166 @@
+"""Routing of ``task_done`` notifications to the result waiters of one broker.
+
+One subscription on the shared listener serves every waiting ``get_result`` call: the payload (a
+task id) is looked up in a dict, so a notification costs O(1) however many calls are waiting. After
+a listener reconnect every waiter is poked to re-read its row, because notifications sent while the
+connection was down are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Final, Literal
+
+from horsies.broker.listener import NotificationListener, Subscription
+
+__all__ = ["AsyncWaiter", "ResultWaiters", "SyncWaiter", "WakeReason"]
+
+TASK_DONE_CHANNEL: Final = "task_done"
+_SUBSCRIBE_WAIT_S: Final = 10.0
+
+WakeReason = Literal["notified", "poked", "timeout"]
+
+
+class SyncWaiter:
+    """A blocking waiter for one task id (used by the sync ``get_result``)."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self._event = threading.Event()
+        self._notified = False
+
+    def notify(self) -> None:
+        """Called on the listener thread: the task finished."""
+        self._notified = True
+        self._event.set()
+
+    def poke(self) -> None:
+        """Called on the listener thread after a reconnect: re-read the row."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> WakeReason:
+        """Block until notified/poked or ``timeout`` seconds pass."""
+        woke = self._event.wait(timeout)
+        self._event.clear()
+        if self._notified:
+            return "notified"
+        return "poked" if woke else "timeout"
+
+
+class AsyncWaiter:
+    """An awaitable waiter for one task id, bound to the running event loop."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._notified = False
+
+    def _set(self) -> None:
+        self._event.set()
+
+    def _wake_from_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._set)
+
+    def notify(self) -> None:
+        """Called on the listener thread: the task finished."""
+        self._notified = True
+        self._wake_from_thread()
+
+    def poke(self) -> None:
+        """Called on the listener thread after a reconnect: re-read the row."""
+        self._wake_from_thread()
+
+    async def wait(self, timeout: float) -> WakeReason:
+        """Wait until notified/poked or ``timeout`` seconds pass."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races with
+        # the event being set, and get_result_async must always propagate cancellation.
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+            woke = True
+        except TimeoutError:
+            woke = False
+        self._event.clear()
+        if self._notified:
+            return "notified"
+        return "poked" if woke else "timeout"
+
+
+_Waiter = SyncWaiter | AsyncWaiter
+
+
+class ResultWaiters:
+    """The waiters of one broker, keyed by task id, fed by one ``task_done`` subscription."""
+
+    def __init__(self, get_listener: Callable[[], NotificationListener]) -> None:
+        self._get_listener = get_listener
+        # Ownership: _waiters is written by caller threads (register/unregister) and read by the
+        # listener thread (dispatch); always under _lock.
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._subscription: Subscription | None = None
+        self._remove_reconnect: Callable[[], None] | None = None
+
+    def _subscribe(self) -> Subscription:
+        with self._lock:
+            sub = self._subscription
+            if sub is not None:
+                return sub
+            listener = self._get_listener()
+            sub = listener.subscribe(TASK_DONE_CHANNEL, self._on_notify, wait_s=None)
+            self._remove_reconnect = listener.add_reconnect_callback(self._on_reconnect)
+            self._subscription = sub
+            return sub
+
+    def register(self, waiter: _Waiter) -> None:
+        """Start routing notifications for ``waiter.task_id`` to ``waiter`` (LISTEN may still be
+        pending; use :meth:`wait_listening` before the re-read that closes the race)."""
+        self._subscribe()
+        with self._lock:
+            self._waiters.setdefault(waiter.task_id, []).append(waiter)
+
+    def wait_listening(self) -> None:
+        """Block (bounded) until LISTEN task_done is active."""
+        self._subscribe().wait_active(_SUBSCRIBE_WAIT_S)
+
+    async def wait_listening_async(self) -> None:
+        """Wait (bounded, without blocking the loop) until LISTEN task_done is active."""
+        await self._subscribe().wait_active_async(_SUBSCRIBE_WAIT_S)
+
+    def unregister(self, waiter: _Waiter) -> None:
+        """Stop routing notifications to ``waiter``."""
+        with self._lock:
+            waiters = self._waiters.get(waiter.task_id)
+            if waiters is None:
+                return
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[waiter.task_id]
+
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(payload, ()))
+        for waiter in waiters:
+            waiter.notify()
+
+    def _on_reconnect(self) -> None:
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+        for waiter in waiters:
+            waiter.poke()
+
+    def close(self) -> None:
+        """Drop the subscription (the listener itself is released by the broker)."""
+        with self._lock:
+            sub, self._subscription = self._subscription, None
+            remove, self._remove_reconnect = self._remove_reconnect, None
+        if remove is not None:
+            remove()
+        if sub is not None:
+            sub.close()

@@ -1,0 +1,165 @@
+"""Shared fixtures: one PostgreSQL server per test session, a fresh database per test module.
+
+The server is an embedded PostgreSQL (``horsies.embedded``) in a temporary directory, unless
+``HORSIES_TEST_DATABASE_URL`` names an existing server (its database is used only to run
+``CREATE DATABASE``). At session start a template database is created and migrated once; every test
+module then gets its own database copied from the template (``CREATE DATABASE ... TEMPLATE``, fast),
+dropped at the end of the module.
+
+Fixtures:
+- ``pg_cluster`` (session): the server; ``pg_cluster.url_for(db)``, ``pg_cluster.conninfo_for(db)``.
+- ``database_url`` (module): ``postgresql+psycopg://`` URL of the module's fresh, migrated database.
+- ``database_conninfo`` (module): the same database as a plain libpq URL, for psycopg.
+- ``clean_db`` (function): empties every horsies table of the module database before the test.
+- ``broker`` (function): a ``PostgresBroker`` on the module database, closed after the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from horsies.broker import PostgresBroker
+    from horsies.embedded import EmbeddedServer
+
+_SERVER_START_TIMEOUT_S = 60.0
+_HORSIES_TABLES = (
+    "horsies_tasks",
+    "horsies_heartbeats",
+    "horsies_worker_states",
+    "horsies_schedule_state",
+    "horsies_workflow_tasks",
+    "horsies_workflows",
+)
+
+
+@dataclass
+class PgCluster:
+    """The session's PostgreSQL server and its migrated template database."""
+
+    base_url: str  # postgresql+psycopg:// URL of the admin database
+    template: str
+    server: EmbeddedServer | None = None
+
+    def url_for(self, database: str) -> str:
+        """``postgresql+psycopg://`` URL of ``database`` on this server."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(scheme="postgresql+psycopg", path="/" + database))
+
+    def conninfo_for(self, database: str) -> str:
+        """Plain libpq URL of ``database`` on this server."""
+        return self.url_for(database).replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def admin_conninfo(self) -> str:
+        """libpq URL of the admin database (the one CREATE/DROP DATABASE run in)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def _admin(cluster: PgCluster) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(cluster.admin_conninfo, autocommit=True, connect_timeout=10)
+
+
+def _drop_database(cluster: PgCluster, name: str) -> None:
+    with _admin(cluster) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """Start (or connect to) the session's PostgreSQL and build the migrated template database."""
+    from horsies.broker.migrations import apply_migrations_sync
+
+    server: EmbeddedServer | None = None
+    env_url = os.environ.get("HORSIES_TEST_DATABASE_URL")
+    if env_url:
+        base_url = env_url
+    else:
+        from horsies.embedded import reap_orphans, start_embedded
+
+        reap_orphans()  # servers of earlier runs that were killed before their cleanup
+        server = start_embedded(persistent=False, timeout_s=_SERVER_START_TIMEOUT_S)
+        base_url = server.url
+    template = f"horsies_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    cluster = PgCluster(base_url=base_url, template=template, server=server)
+    try:
+        with _admin(cluster) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+        with psycopg.connect(cluster.conninfo_for(template), autocommit=True) as conn:
+            apply_migrations_sync(conn)
+        yield cluster
+    finally:
+        try:
+            _drop_database(cluster, template)
+        finally:
+            if server is not None:
+                server.stop()
+
+
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def database_name(pg_cluster: PgCluster) -> Iterator[str]:
+    """Name of the module's fresh database (a copy of the migrated template)."""
+    name = f"horsies_t{next(_db_counter)}_{os.getpid()}"
+    with _admin(pg_cluster) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(pg_cluster.template)
+            )
+        )
+    try:
+        yield name
+    finally:
+        _drop_database(pg_cluster, name)
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_cluster: PgCluster, database_name: str) -> str:
+    """``postgresql+psycopg://`` URL of the module's fresh, migrated database."""
+    return pg_cluster.url_for(database_name)
+
+
+@pytest.fixture(scope="module")
+def database_conninfo(pg_cluster: PgCluster, database_name: str) -> str:
+    """Plain libpq URL (``postgresql://``) of the module's database, for direct psycopg use."""
+    return pg_cluster.conninfo_for(database_name)
+
+
+@pytest.fixture
+def clean_db(database_conninfo: str) -> str:
+    """Empty every horsies table of the module's database; returns its libpq URL."""
+    with psycopg.connect(database_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in _HORSIES_TABLES)
+            )
+        )
+    return database_conninfo
+
+
+@pytest.fixture
+def broker(database_url: str) -> Iterator[PostgresBroker]:
+    """A ``PostgresBroker`` on the module's database (small pool), closed after the test."""
+    from horsies.broker import PostgresBroker
+    from horsies.config import PostgresConfig
+
+    b = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=1, max_overflow=8))
+    try:
+        yield b
+    finally:
+        b.close()
