@@ -12,10 +12,9 @@ from pathlib import Path
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
+from horsies.demo import DATABASE_URL_ENV
 from horsies.results import TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy
-
-DATABASE_URL_ENV = "HORSIES_DEMO_DATABASE_URL"
 
 app = Horsies(
     AppConfig(

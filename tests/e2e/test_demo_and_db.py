@@ -1,0 +1,92 @@
+"""The zero-setup commands `horsies demo` and `horsies db start|url|stop`, as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from horsies.config import PostgresConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _horsies(
+    *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "horsies", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(240)
+def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
+    completed = _horsies("demo", "--tasks", "300", "--processes", "2", timeout=220)
+    output = completed.stdout
+    assert completed.returncode == 0, output + completed.stderr
+    assert "300/300 done" in output
+    assert "error_code=UNHANDLED_EXCEPTION" in output
+    assert "ZeroDivisionError: division by zero" in output
+    assert "result after 1 retry: 'fetched on the second attempt'" in output
+    assert re.search(r"executed\s+[\d,]+ tasks/s \(2 processes\)", output)
+    assert re.search(r"bulk enqueue\s+[\d,]+ tasks/s", output)
+
+    worker_pid = int(re.search(r"worker running \(pid (\d+)\)", output).group(1))
+    data_dir = Path(re.search(r"embedded, (\S+)\)", output).group(1))
+    assert not _pid_alive(worker_pid), "the demo's worker is still running"
+    assert not data_dir.exists(), "the demo's PostgreSQL data directory was not removed"
+
+
+@pytest.mark.timeout(180)
+def test_db_start_url_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "db"
+    started = _horsies("db", "start", "--data-dir", str(data_dir), timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.strip()
+        assert url.startswith("postgresql+psycopg://")
+
+        shown = _horsies("db", "url", "--data-dir", str(data_dir), timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == url
+
+        with psycopg.connect(PostgresConfig(database_url=url).conninfo, connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # A second start reuses the running server instead of failing.
+        again = _horsies("db", "start", "--data-dir", str(data_dir), timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == url
+    finally:
+        stopped = _horsies("db", "stop", "--data-dir", str(data_dir), timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == "stopped"
+
+    after = _horsies("db", "url", "--data-dir", str(data_dir), timeout=30)
+    assert after.returncode == 1
+    assert "no server is running" in after.stderr
+    assert (data_dir / "pgdata" / "PG_VERSION").exists(), "stop must keep the data"
+
+
+def test_db_commands_are_listed_in_help() -> None:
+    completed = _horsies("--help", timeout=30)
+    assert completed.returncode == 0
+    for command in ("check", "db", "demo", "worker"):
+        assert re.search(rf"^\s+{command}\s", completed.stdout, re.MULTILINE), command
