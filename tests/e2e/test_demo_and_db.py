@@ -28,6 +28,12 @@ def _horsies(
     )
 
 
+def _first_group(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not found in:\n{text}"
+    return match.group(1)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -48,8 +54,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert re.search(r"executed\s+[\d,]+ tasks/s \(2 processes\)", output)
     assert re.search(r"bulk enqueue\s+[\d,]+ tasks/s", output)
 
-    worker_pid = int(re.search(r"worker running \(pid (\d+)\)", output).group(1))
-    data_dir = Path(re.search(r"embedded, (\S+)\)", output).group(1))
+    worker_pid = int(_first_group(r"worker running \(pid (\d+)\)", output))
+    data_dir = Path(_first_group(r"embedded, (\S+)\)", output))
     assert not _pid_alive(worker_pid), "the demo's worker is still running"
     assert not data_dir.exists(), "the demo's PostgreSQL data directory was not removed"
 
