@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from horsies.errors import (
 )
 from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import TaskError, TaskResult
+from import_sandbox import restored_imports, write
 
 URL = "postgresql+psycopg://alice:s3cret-pw@localhost:1/nowhere"
 
@@ -50,20 +50,9 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Horsies:
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A temporary directory importable as a source root; sys.path/sys.modules restored after."""
-    saved_path = list(sys.path)
-    saved_modules = set(sys.modules)
-    monkeypatch.chdir(tmp_path)
-    sys.path.insert(0, str(tmp_path))
-    yield tmp_path
-    sys.path[:] = saved_path
-    for name in set(sys.modules) - saved_modules:
-        del sys.modules[name]
-
-
-def write(path: Path, source: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(source))
-    return path
+    with restored_imports(tmp_path, monkeypatch):
+        sys.path.insert(0, str(tmp_path))
+        yield tmp_path
 
 
 # -- construction ---------------------------------------------------------------------------------

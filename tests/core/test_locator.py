@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from horsies.locator import (
     module_name_for_path,
     sends_suppressed_by_env,
 )
+from import_sandbox import restored_imports, write
 
 APP_SOURCE = """
 from horsies.app import Horsies
@@ -36,20 +36,9 @@ def ping() -> TaskResult[str, TaskError]:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh project directory as cwd; sys.path and sys.modules are restored afterwards."""
-    saved_path = list(sys.path)
-    saved_modules = set(sys.modules)
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(SUPPRESS_SENDS_ENV, raising=False)
-    yield tmp_path
-    sys.path[:] = saved_path
-    for name in set(sys.modules) - saved_modules:
-        del sys.modules[name]
-
-
-def write(path: Path, source: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(source))
-    return path
+    with restored_imports(tmp_path, monkeypatch):
+        yield tmp_path
 
 
 def make_package(root: Path, dotted: str, source: str) -> None:

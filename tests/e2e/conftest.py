@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from horsies.config import PostgresConfig
 from psycopg.rows import dict_row
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
@@ -146,6 +149,23 @@ def start_worker(
     yield start
     for worker in started:
         worker.reap()
+
+
+def producer_app(create_app: Callable[[str], Horsies]) -> Any:
+    """A module-scoped ``app`` fixture: ``app = producer_app(create_app)`` in a test module.
+
+    The test process's app from ``create_app(database_url)``, with the schema created before any
+    worker starts; its broker is closed after the module.
+    """
+
+    @pytest.fixture(scope="module")
+    def app(database_url: str) -> Iterator[Horsies]:
+        producer = create_app(database_url)
+        producer.get_broker().ensure_schema_initialized_sync()
+        yield producer
+        producer.get_broker().close()
+
+    return app
 
 
 class Db:

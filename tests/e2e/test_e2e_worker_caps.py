@@ -7,11 +7,11 @@ maximum overlap can never exceed a cap the database enforces.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from apps.caps import CLUSTER_CAP, LIMITED_MAX, create_app
-from conftest import StartWorker
+from conftest import StartWorker, producer_app
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -27,12 +27,7 @@ def max_overlap(spans: Sequence[Sequence[float]]) -> int:
     return best
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = create_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
+app = producer_app(create_app)
 
 
 def test_two_workers_respect_queue_and_cluster_caps(

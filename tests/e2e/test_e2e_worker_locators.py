@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
 
 import pytest
 from apps.throughput import create_app
-from conftest import StartWorker
+from conftest import StartWorker, producer_app
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -25,12 +24,7 @@ LOCATORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = create_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
+app = producer_app(create_app)
 
 
 def test_each_locator_form_serves_tasks(start_worker: StartWorker, app: Horsies) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
 import psutil
 import pytest
 from apps.recovery import create_app
-from conftest import Db, StartWorker, wait_until
+from conftest import Db, StartWorker, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode
@@ -21,12 +20,7 @@ from horsies.results import LibraryErrorCode
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = create_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
+app = producer_app(create_app)
 
 
 def test_reaper_of_another_worker_recovers_a_killed_worker(

@@ -135,9 +135,10 @@ def _exception_names(tp: type[BaseException]) -> list[str]:
     return [cls.__name__ for cls in tp.__mro__ if cls is not object]
 
 
-def _safe_str(value: object) -> str:
+def _printable(value: object, render: Callable[[object], str] = repr) -> str:
+    """`render(value)` (`repr` or `str`), or a placeholder when that raises."""
     try:
-        return str(value)
+        return render(value)
     except Exception:
         return f"<unprintable {type(value).__name__}>"
 
@@ -146,33 +147,26 @@ def _format_traceback(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(exc))
     except Exception:
-        return f"{type(exc).__name__}: {_safe_str(exc)}\n"
+        return f"{type(exc).__name__}: {_printable(exc, str)}\n"
 
 
 def _encode_exception(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
-        "message": _safe_str(exc),
+        "message": _printable(exc, str),
         "traceback": _format_traceback(exc),
         "bases": _exception_names(type(exc)),
     }
-
-
-def _safe_repr(value: object) -> str:
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _lenient(value: object) -> _Json:
     # Error payloads only: a value the tagged encoding refuses is stored in plain JSON form
     # (sets as lists, bytes as str, unknown objects as their repr).
     try:
-        tree = to_jsonable_python(value, fallback=_safe_repr)
+        tree = to_jsonable_python(value, fallback=_printable)
         orjson.dumps(tree)  # must be writable too (e.g. no int beyond 64 bits)
     except Exception:
-        return _safe_repr(value)
+        return _printable(value)
     return tree
 
 
@@ -328,7 +322,7 @@ class _Encoder:
         try:
             return _encode_lenient(value)
         except Exception:
-            return _safe_repr(value)
+            return _printable(value)
 
     def _make_task_error_handler(self, tp: type[TaskError]) -> _Handler:
         base = _TASK_ERROR_BASE_FIELDS
@@ -356,7 +350,7 @@ class _Encoder:
                 elif isinstance(exc, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
                     out["exception"] = payload(exc)
                 else:  # only reachable through model_construct / assignment without validation
-                    out["exception"] = {"type": type(exc).__name__, "message": _safe_str(exc)}
+                    out["exception"] = {"type": type(exc).__name__, "message": _printable(exc, str)}
             if location is not None:
                 out["module"], out["qualname"] = location
                 out["fields"] = {name: payload(getattr(value, name)) for name in extra_fields}
@@ -483,6 +477,17 @@ _encode_dump: Final = _DUMP_ENCODER.encode
 _encode_lenient: Final = _LENIENT_ENCODER.encode
 
 
+_TOO_DEEP: Final = "Cannot serialize value: nesting too deep or circular"
+
+
+def _encode_checked(value: Any, encode: _Handler = _encode_dump) -> Any:
+    """`encode(value)` (by default the flavour written as JSON text), too-deep nesting refused."""
+    try:
+        return encode(value)
+    except RecursionError as exc:
+        raise SerializationError(_TOO_DEEP) from exc
+
+
 def to_jsonable(value: Any) -> Any:
     """Return the JSON-compatible tree for `value` (tagged objects for rich types).
 
@@ -490,10 +495,7 @@ def to_jsonable(value: Any) -> Any:
     already plain JSON may be returned as the same objects (not copied). Use `dumps_json` when you
     want the text.
     """
-    try:
-        return _encode_tree(value)
-    except RecursionError as exc:
-        raise SerializationError("Cannot serialize value: nesting too deep or circular") from exc
+    return _encode_checked(value, _encode_tree)
 
 
 def _dumps_tree(tree: Any) -> str:
@@ -510,16 +512,7 @@ def _dumps_tree(tree: Any) -> str:
         try:
             return json.dumps(tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except RecursionError as fallback_exc:
-            raise SerializationError(
-                "Cannot serialize value: nesting too deep or circular"
-            ) from fallback_exc
-
-
-def _encode_for_dump(value: Any) -> Any:
-    try:
-        return _encode_dump(value)
-    except RecursionError as exc:
-        raise SerializationError("Cannot serialize value: nesting too deep or circular") from exc
+            raise SerializationError(_TOO_DEEP) from fallback_exc
 
 
 def dumps_json(value: Any) -> str:
@@ -527,7 +520,7 @@ def dumps_json(value: Any) -> str:
 
     Raises `SerializationError` for unsupported values and `ValueError` for NaN / infinity.
     """
-    return _dumps_tree(_encode_for_dump(value))
+    return _dumps_tree(_encode_checked(value))
 
 
 def _all_scalars(values: Iterable[Any]) -> bool:
@@ -559,7 +552,7 @@ def args_to_json(args: Sequence[Any]) -> str:
             return text
     if isinstance(args, (str, bytes, bytearray)):
         raise SerializationError(f"args must be a sequence, got {_type_label(tp)}")
-    return _dumps_tree(_encode_for_dump(args if tp is tuple or tp is list else tuple(args)))
+    return _dumps_tree(_encode_checked(args if tp is tuple or tp is list else tuple(args)))
 
 
 def kwargs_to_json(kwargs: Mapping[str, Any]) -> str:
@@ -570,7 +563,7 @@ def kwargs_to_json(kwargs: Mapping[str, Any]) -> str:
         text = _dumps_scalars(kwargs)
         if text is not None:
             return text
-    return _dumps_tree(_encode_for_dump(kwargs if is_dict else dict(kwargs)))
+    return _dumps_tree(_encode_checked(kwargs if is_dict else dict(kwargs)))
 
 
 def task_result_to_json(result: TaskResult[Any, Any]) -> str:
@@ -585,7 +578,7 @@ def task_result_to_json(result: TaskResult[Any, Any]) -> str:
         text = _dumps_scalars({TASK_RESULT_TAG: True, "ok": result.ok, "err": None})
         if text is not None:
             return text
-    return _dumps_tree(_encode_for_dump(result))
+    return _dumps_tree(_encode_checked(result))
 
 
 # ---------------------------------------------------------------------------------------------

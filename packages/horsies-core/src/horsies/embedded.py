@@ -389,92 +389,79 @@ def start_embedded(
     log = data_dir / "postgres.log"
     run_as = _run_as()
 
-    running = _read_postmaster(pgdata)
-    if running is not None:
-        server = EmbeddedServer(
-            data_dir=data_dir,
-            socket_dir=running[1],
-            persistent=persistent,
-            pid=running[0],
-            started_in_s=time.monotonic() - t0,
-            _owns_data_dir=owns,
-            run_as=run_as,
-        )
+    info = _read_postmaster(pgdata)
+    if info is None:  # not running: initialise if needed, then start
+        if run_as.user is not None:
+            _ensure_binaries_usable(bin_dir)
+            _ensure_traversable(data_dir)
+            _chown(data_dir, run_as)
+
+        if not (pgdata / "PG_VERSION").exists():
+            if pgdata.exists():
+                shutil.rmtree(pgdata)  # a half-initialised cluster from an interrupted initdb
+            _run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    _DB_SUPERUSER,
+                    *(["--no-sync"] if not persistent else []),
+                ],
+                run_as=run_as,
+                timeout=timeout_s,
+            )
+            with (pgdata / "postgresql.conf").open("a") as conf:
+                conf.write("\n# horsies: per-start settings\ninclude_if_exists = 'horsies.conf'\n")
+
+        socket_dir = _socket_dir_for(data_dir)
+        if socket_dir != data_dir:
+            socket_dir.mkdir(mode=0o700, exist_ok=True)
+            _chown(socket_dir, run_as)
+        settings = dict(_COMMON_SETTINGS)
         if not persistent:
-            _register_ephemeral(server)
-        return server
+            settings.update(_EPHEMERAL_SETTINGS)
+        settings.update(extra_settings or {})
+        settings["unix_socket_directories"] = _quote_conf(str(socket_dir))
+        conf_path = pgdata / "horsies.conf"
+        conf_path.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        _chown(conf_path, run_as)
+        if log.exists():
+            log.unlink()
+        log.touch()
+        _chown(log, run_as)
 
-    if run_as.user is not None:
-        _ensure_binaries_usable(bin_dir)
-        _ensure_traversable(data_dir)
-        _chown(data_dir, run_as)
-
-    if not (pgdata / "PG_VERSION").exists():
-        if pgdata.exists():
-            shutil.rmtree(pgdata)  # a half-initialised cluster from an interrupted initdb
-        _run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(pgdata),
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-U",
-                _DB_SUPERUSER,
-                *(["--no-sync"] if not persistent else []),
-            ],
-            run_as=run_as,
-            timeout=timeout_s,
-        )
-        with (pgdata / "postgresql.conf").open("a") as conf:
-            conf.write("\n# horsies: per-start settings\ninclude_if_exists = 'horsies.conf'\n")
-
-    socket_dir = _socket_dir_for(data_dir)
-    if socket_dir != data_dir:
-        socket_dir.mkdir(mode=0o700, exist_ok=True)
-        _chown(socket_dir, run_as)
-    settings = dict(_COMMON_SETTINGS)
-    if not persistent:
-        settings.update(_EPHEMERAL_SETTINGS)
-    settings.update(extra_settings or {})
-    settings["unix_socket_directories"] = _quote_conf(str(socket_dir))
-    conf_path = pgdata / "horsies.conf"
-    conf_path.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    _chown(conf_path, run_as)
-    if log.exists():
-        log.unlink()
-    log.touch()
-    _chown(log, run_as)
-
-    remaining = max(5.0, timeout_s - (time.monotonic() - t0))
-    try:
-        _run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                str(int(remaining)),
-                "start",
-            ],
-            run_as=run_as,
-            timeout=remaining + 5,
-            log=log,
-        )
-        info = _read_postmaster(pgdata)
-        if info is None:
-            raise EmbeddedPostgresError(f"server in {pgdata} did not stay up{_log_tail(log)}")
-    except BaseException:
-        # Never leave a half-started server behind (it would outlive us).
-        with contextlib.suppress(Exception):
-            _pg_ctl_stop(pgdata, run_as, timeout_s=10)
-        if owns:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        raise
+        remaining = max(5.0, timeout_s - (time.monotonic() - t0))
+        try:
+            _run(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(int(remaining)),
+                    "start",
+                ],
+                run_as=run_as,
+                timeout=remaining + 5,
+                log=log,
+            )
+            info = _read_postmaster(pgdata)
+            if info is None:
+                raise EmbeddedPostgresError(f"server in {pgdata} did not stay up{_log_tail(log)}")
+        except BaseException:
+            # Never leave a half-started server behind (it would outlive us).
+            with contextlib.suppress(Exception):
+                _pg_ctl_stop(pgdata, run_as, timeout_s=10)
+            if owns:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            raise
     server = EmbeddedServer(
         data_dir=data_dir,
         socket_dir=info[1],

@@ -431,60 +431,53 @@ class RegistryError(HorsiesError):
 
 
 @dataclass(eq=False, init=False)
-class NotRegistered(RegistryError, KeyError):
+class _TaskNameError(RegistryError):
+    """A registry error about one task name; `message` defaults to `_default_message`."""
+
+    task_name: str
+    _code: ClassVar[ErrorCode]
+    _default_message: ClassVar[str]  # formatted with the task name
+
+    def __init__(
+        self,
+        task_name: str,
+        message: str | None = None,
+        *,
+        location: SourceLocation | None = None,
+        notes: list[str] | None = None,
+        help_text: str | None = None,
+    ) -> None:
+        self.task_name = task_name
+        HorsiesError.__init__(
+            self,
+            message if message is not None else self._default_message.format(task_name),
+            code=self._code,
+            location=location,
+            notes=list(notes) if notes is not None else [],
+            help_text=help_text,
+        )
+
+
+class NotRegistered(_TaskNameError, KeyError):
     """No task with this name is registered (E300).
 
     Also a `KeyError` (``args[0]`` is the task name), so `app.tasks` behaves like a mapping:
     ``name in app.tasks`` and ``app.tasks.get(name)`` work for unknown names.
     """
 
-    task_name: str
+    _code = ErrorCode.TASK_NOT_REGISTERED
+    _default_message = "task '{}' not registered"
 
-    def __init__(
-        self,
-        task_name: str,
-        message: str | None = None,
-        *,
-        location: SourceLocation | None = None,
-        notes: list[str] | None = None,
-        help_text: str | None = None,
-    ) -> None:
-        HorsiesError.__init__(
-            self,
-            message if message is not None else f"task '{task_name}' not registered",
-            code=ErrorCode.TASK_NOT_REGISTERED,
-            location=location,
-            notes=list(notes) if notes is not None else [],
-            help_text=help_text,
-        )
-        self.task_name = task_name
-        self.args = (task_name,)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.args = (self.task_name,)
 
 
-@dataclass(eq=False, init=False)
-class DuplicateTaskNameError(RegistryError):
+class DuplicateTaskNameError(_TaskNameError):
     """A task name is already registered by a different function (E301)."""
 
-    task_name: str
-
-    def __init__(
-        self,
-        task_name: str,
-        message: str | None = None,
-        *,
-        location: SourceLocation | None = None,
-        notes: list[str] | None = None,
-        help_text: str | None = None,
-    ) -> None:
-        HorsiesError.__init__(
-            self,
-            message if message is not None else f"duplicate task name '{task_name}'",
-            code=ErrorCode.TASK_DUPLICATE_NAME,
-            location=location,
-            notes=list(notes) if notes is not None else [],
-            help_text=help_text,
-        )
-        self.task_name = task_name
+    _code = ErrorCode.TASK_DUPLICATE_NAME
+    _default_message = "duplicate task name '{}'"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ queue re-validation and the broker call.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.errors import PydanticUserError
@@ -30,6 +31,7 @@ from horsies.tasks.handle import TaskHandle
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker.postgres import PostgresBroker
     from horsies.broker.types import EnqueueRequest
     from horsies.tasks.retry import TaskOptions
 
@@ -57,6 +59,7 @@ ERROR_TASK_ID = "<error>"
 _logger = get_logger("tasks")
 _NO_ADAPTER: Any = object()
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+_Action = Literal["send", "schedule"]
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:
@@ -136,6 +139,11 @@ def _error_handle(
         exception=exc,
     )
     return TaskHandle(ERROR_TASK_ID, result=TaskResult(err=error))
+
+
+def _fields(request: EnqueueRequest) -> dict[str, Any]:
+    """`request` as the keyword arguments of `PostgresBroker.enqueue` / `enqueue_async`."""
+    return {field.name: getattr(request, field.name) for field in dataclasses.fields(request)}
 
 
 class TaskFunction(Generic[P, T]):
@@ -260,7 +268,7 @@ class TaskFunction(Generic[P, T]):
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def _suppressed_handle(self, action: str) -> TaskHandle[T]:
+    def _suppressed_handle(self, action: _Action) -> TaskHandle[T]:
         _logger.warning(
             "Task %s suppressed during module import/discovery: %s", action, self.task_name
         )
@@ -271,11 +279,53 @@ class TaskFunction(Generic[P, T]):
         )
         return TaskHandle(SUPPRESSED_TASK_ID, result=TaskResult(err=error))
 
-    def _resolve_queue(self) -> tuple[str, int] | TaskHandle[T]:
+    def _prepare(
+        self,
+        action: _Action,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+        delay_seconds: object = None,
+    ) -> tuple[PostgresBroker, list[EnqueueRequest]] | list[TaskHandle[T]]:
+        """Steps 1-3 of 02 §4 short of the insert: the broker and one request per call, or the
+        handles to return instead (suppressed sends, a queue error, a failure building the rows).
+        """
+        if self.app.are_sends_suppressed():
+            return [self._suppressed_handle(action) for _ in calls]
         try:
-            return self.app.resolve_queue(self.task_queue_name)
+            queue_name, priority = self.app.resolve_queue(self.task_queue_name)
         except Exception as exc:
-            return _error_handle(self, f"Task execution error for {self.__name__}", exc)
+            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
+            return [handle for _ in calls]
+        if not calls:
+            return []
+        try:
+            from horsies.broker.types import EnqueueRequest
+
+            sent_at = None
+            if action == "schedule":
+                sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
+            requests = [
+                EnqueueRequest(
+                    task_name=self.task_name,
+                    args=tuple(call_args),
+                    kwargs=dict(call_kwargs) or None,
+                    queue_name=queue_name,
+                    priority=priority,
+                    sent_at=sent_at,
+                    good_until=self.task_good_until,
+                    task_options=self.task_options_json,
+                    max_retries=self.task_max_retries,
+                )
+                for call_args, call_kwargs in calls
+            ]
+            return self.app.get_broker(), requests
+        except Exception as exc:
+            return self._failed(action, exc, len(calls))
+
+    def _failed(self, action: _Action, exc: Exception, count: int = 1) -> list[TaskHandle[T]]:
+        """The `"<error>"` handles of `count` calls whose rows could not be written."""
+        verb = "schedule" if action == "schedule" else "enqueue"
+        handle = _error_handle(self, f"Failed to {verb} task {self.__name__}", exc)
+        return [handle for _ in range(count)]
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Enqueue the task for a worker and return its handle at once.
@@ -285,53 +335,7 @@ class TaskFunction(Generic[P, T]):
         an `"<error>"` handle (err `UNHANDLED_EXCEPTION`) and writes nothing. Use `send_async`
         inside async code.
         """
-        app = self.app
-        if app.are_sends_suppressed():
-            return self._suppressed_handle("send")
-        resolved = self._resolve_queue()
-        if isinstance(resolved, TaskHandle):
-            return resolved
-        queue_name, priority = resolved
-        try:
-            broker = app.get_broker()
-            task_id = broker.enqueue(
-                self.task_name,
-                args,
-                kwargs or None,
-                queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return _error_handle(self, f"Failed to enqueue task {self.__name__}", exc)
-        return TaskHandle(task_id, broker=broker)
-
-    async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
-        """Async twin of `send`: same rules; the insert runs on the broker's async pool."""
-        app = self.app
-        if app.are_sends_suppressed():
-            return self._suppressed_handle("send")
-        resolved = self._resolve_queue()
-        if isinstance(resolved, TaskHandle):
-            return resolved
-        queue_name, priority = resolved
-        try:
-            broker = app.get_broker()
-            task_id = await broker.enqueue_async(
-                self.task_name,
-                args,
-                kwargs or None,
-                queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return _error_handle(self, f"Failed to enqueue task {self.__name__}", exc)
-        return TaskHandle(task_id, broker=broker)
+        return self._send_one("send", args, kwargs)
 
     def schedule(self, delay_seconds: float, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Enqueue the task so that it becomes claimable after `delay_seconds` seconds (D7).
@@ -339,52 +343,36 @@ class TaskFunction(Generic[P, T]):
         Same rules as `send`; failures are reported as `Failed to schedule task …` on an
         `"<error>"` handle.
         """
-        app = self.app
-        if app.are_sends_suppressed():
-            return self._suppressed_handle("schedule")
-        resolved = self._resolve_queue()
-        if isinstance(resolved, TaskHandle):
-            return resolved
-        queue_name, priority = resolved
+        return self._send_one("schedule", args, kwargs, delay_seconds)
+
+    def _send_one(
+        self,
+        action: _Action,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        delay_seconds: object = None,
+    ) -> TaskHandle[T]:
+        prepared = self._prepare(action, [(args, kwargs)], delay_seconds)
+        if isinstance(prepared, list):
+            return prepared[0]
+        broker, (request,) = prepared
         try:
-            delay = _check_delay(delay_seconds)
-            broker = app.get_broker()
-            task_id = broker.enqueue(
-                self.task_name,
-                args,
-                kwargs or None,
-                queue_name,
-                priority=priority,
-                sent_at=datetime.now(UTC) + timedelta(seconds=delay),
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
+            task_id = broker.enqueue(**_fields(request))
         except Exception as exc:
-            return _error_handle(self, f"Failed to schedule task {self.__name__}", exc)
+            return self._failed(action, exc)[0]
         return TaskHandle(task_id, broker=broker)
 
-    def _many_requests(
-        self,
-        calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
-        queue_name: str,
-        priority: int,
-    ) -> list[EnqueueRequest]:
-        from horsies.broker.types import EnqueueRequest
-
-        return [
-            EnqueueRequest(
-                task_name=self.task_name,
-                args=tuple(call_args),
-                kwargs=dict(call_kwargs) or None,
-                queue_name=queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-            for call_args, call_kwargs in calls
-        ]
+    async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
+        """Async twin of `send`: same rules; the insert runs on the broker's async pool."""
+        prepared = self._prepare("send", [(args, kwargs)])
+        if isinstance(prepared, list):
+            return prepared[0]
+        broker, (request,) = prepared
+        try:
+            task_id = await broker.enqueue_async(**_fields(request))
+        except Exception as exc:
+            return self._failed("send", exc)[0]
+        return TaskHandle(task_id, broker=broker)
 
     def send_many(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
@@ -396,44 +384,28 @@ class TaskFunction(Generic[P, T]):
         is written and every handle is an `"<error>"` handle. Prefer it over a loop of `send()` for
         large fan-outs.
         """
-        call_list = list(calls)
-        app = self.app
-        if app.are_sends_suppressed():
-            return [self._suppressed_handle("send") for _ in call_list]
-        resolved = self._resolve_queue()
-        if isinstance(resolved, TaskHandle):
-            return [resolved for _ in call_list]
-        if not call_list:
-            return []
+        prepared = self._prepare("send", list(calls))
+        if isinstance(prepared, list):
+            return prepared
+        broker, requests = prepared
         try:
-            requests = self._many_requests(call_list, *resolved)
-            broker = app.get_broker()
             task_ids = broker.enqueue_many(requests)
         except Exception as exc:
-            handle = _error_handle(self, f"Failed to enqueue task {self.__name__}", exc)
-            return [handle for _ in call_list]
+            return self._failed("send", exc, len(requests))
         return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
 
     async def send_many_async(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[TaskHandle[T]]:
         """Async twin of `send_many` (same all-or-nothing rule)."""
-        call_list = list(calls)
-        app = self.app
-        if app.are_sends_suppressed():
-            return [self._suppressed_handle("send") for _ in call_list]
-        resolved = self._resolve_queue()
-        if isinstance(resolved, TaskHandle):
-            return [resolved for _ in call_list]
-        if not call_list:
-            return []
+        prepared = self._prepare("send", list(calls))
+        if isinstance(prepared, list):
+            return prepared
+        broker, requests = prepared
         try:
-            requests = self._many_requests(call_list, *resolved)
-            broker = app.get_broker()
             task_ids = await broker.enqueue_many_async(requests)
         except Exception as exc:
-            handle = _error_handle(self, f"Failed to enqueue task {self.__name__}", exc)
-            return [handle for _ in call_list]
+            return self._failed("send", exc, len(requests))
         return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
 
 

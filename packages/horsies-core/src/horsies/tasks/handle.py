@@ -29,19 +29,6 @@ def _is_final(result: TaskResult[Any, TaskError]) -> bool:
     return code is None or str(code) not in _TRANSIENT_CODES
 
 
-def _broker_error(
-    task_id: str, timeout_ms: int | None, exc: BaseException
-) -> TaskResult[Any, TaskError]:
-    return TaskResult(
-        err=TaskError(
-            error_code=LibraryErrorCode.BROKER_ERROR,
-            message="Broker error while retrieving task result",
-            data={"task_id": task_id, "timeout_ms": timeout_ms},
-            exception=exc,
-        )
-    )
-
-
 class TaskHandle(Generic[T]):
     """A reference to one enqueued task; `get()` waits for its `TaskResult`.
 
@@ -83,10 +70,21 @@ class TaskHandle(Generic[T]):
             )
         )
 
+    def _cached_or_broker(self) -> TaskResult[T, TaskError] | PostgresBroker:
+        """The cached (or not-available) result, else the broker to ask."""
+        if self._result is not None:
+            return self._result
+        return self._not_available() if self._broker is None else self._broker
+
     def _remember(self, result: TaskResult[Any, TaskError]) -> TaskResult[T, TaskError]:
         if _is_final(result):
             self._result = result
         return result
+
+    def _broker_error(self, timeout_ms: int | None, exc: Exception) -> TaskResult[T, TaskError]:
+        from horsies.broker.ops import broker_error
+
+        return broker_error(self.task_id, timeout_ms, exc)
 
     def get(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
         """Block until the task finishes (or `timeout_ms` elapses) and return its result.
@@ -94,16 +92,13 @@ class TaskHandle(Generic[T]):
         `timeout_ms=None` or `0` waits forever. A timeout returns err `WAIT_TIMEOUT`; the task may
         still finish later and a new `get()` will see it.
         """
-        cached = self._result
-        if cached is not None:
-            return cached
-        broker = self._broker
-        if broker is None:
-            return self._not_available()
+        broker = self._cached_or_broker()
+        if isinstance(broker, TaskResult):
+            return broker
         try:
             result = broker.get_result(self.task_id, timeout_ms)
         except Exception as exc:
-            return _broker_error(self.task_id, timeout_ms, exc)
+            return self._broker_error(timeout_ms, exc)
         return self._remember(result)
 
     async def get_async(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
@@ -111,14 +106,11 @@ class TaskHandle(Generic[T]):
 
         Only `asyncio.CancelledError` propagates.
         """
-        cached = self._result
-        if cached is not None:
-            return cached
-        broker = self._broker
-        if broker is None:
-            return self._not_available()
+        broker = self._cached_or_broker()
+        if isinstance(broker, TaskResult):
+            return broker
         try:
             result = await broker.get_result_async(self.task_id, timeout_ms)
         except Exception as exc:
-            return _broker_error(self.task_id, timeout_ms, exc)
+            return self._broker_error(timeout_ms, exc)
         return self._remember(result)
