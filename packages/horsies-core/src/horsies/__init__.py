@@ -1,8 +1,9 @@
 """horsies: a PostgreSQL-backed background task queue and workflow engine.
 
 Everything a producer needs is importable from here: the app object and its configuration, task
-results and errors, retry policies and task statuses. Workers come with the ``horsies-worker``
-package (``horsies worker`` on the command line, :func:`run_worker` from Python).
+results and errors, retry policies and task statuses, and the schedule models that configure
+``horsies scheduler``. Workers come with the ``horsies-worker`` package (``horsies worker`` on the
+command line, :func:`run_worker` from Python).
 
 Importing this package installs an exception hook that prints an uncaught ``HorsiesError`` in a
 readable, Rust-compiler-like form (see ``HORSIES_PLAIN_ERRORS`` to turn it off).
@@ -22,25 +23,47 @@ from horsies.errors import (
     install_exception_hook,
 )
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.schedules import (
+    CronSchedule,
+    DailySchedule,
+    HourlySchedule,
+    IntervalSchedule,
+    MonthlySchedule,
+    ScheduleConfig,
+    SchedulePattern,
+    TaskSchedule,
+    Weekday,
+    WeeklySchedule,
+)
 from horsies.tasks.retry import RetryPolicy
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 
 __all__ = [
     "TASK_TERMINAL_STATES",
     "AppConfig",
+    "CronSchedule",
     "CustomQueueConfig",
+    "DailySchedule",
     "ErrorCode",
     "Horsies",
+    "HourlySchedule",
+    "IntervalSchedule",
     "LibraryErrorCode",
+    "MonthlySchedule",
     "MultipleValidationErrors",
     "PostgresConfig",
     "QueueMode",
     "RecoveryConfig",
     "RetryPolicy",
+    "ScheduleConfig",
+    "SchedulePattern",
     "TaskError",
     "TaskResult",
+    "TaskSchedule",
     "TaskStatus",
     "ValidationReport",
+    "Weekday",
+    "WeeklySchedule",
     "WorkflowValidationError",
     "run_worker",
 ]

@@ -16,21 +16,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Any, Final, Self
+from typing import Any, Final, LiteralString, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from horsies.errors import (
-    ConfigurationError,
-    ErrorCode,
-    HorsiesError,
-    MultipleValidationErrors,
-    collected_error,
-    raise_collected,
-)
+from horsies._config_model import ConfigModel, duplicate_names
+from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
+from horsies.schedules import ScheduleConfig
 
 __all__ = [
     "DEFAULT_QUEUE_NAME",
@@ -43,6 +38,7 @@ __all__ = [
     "QueueMode",
     "RecoveryConfig",
     "mask_database_url",
+    "mask_validation_error",
 ]
 
 DEFAULT_QUEUE_NAME: Final = "default"
@@ -62,98 +58,180 @@ _EXAMPLE_URL: Final = "postgresql+psycopg://user:password@localhost:5432/dbname"
 
 _MASK: Final = "***"
 _SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCHEME_ANYWHERE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_END_CHARS: Final = frozenset(" \t\r\n\"'<>")
 # `password=...` in key/value conninfo strings and in URL query strings.
 _PASSWORD_PARAM_RE: Final = re.compile(
     r"(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
 )
 
 
+def _credential_ends(text: str, start: int, end: int) -> tuple[int, int]:
+    """Where the user-info part of the URL `text[start:end]` (after ``scheme://``) ends.
+
+    Returns two indexes of the ``@`` closing it, -1 for none: libpq's reading (the first ``@``
+    before any ``/``; ``?`` and ``#`` belong to the password) and the loose reading (the last ``@``
+    before any ``?``/``#``, as if a raw ``@`` or ``/`` were part of the password). They differ when
+    the user name or password holds a raw ``@`` or ``/``.
+    """
+    libpq_at = -1
+    for index in range(start, end):
+        char = text[index]
+        if char == "@":
+            libpq_at = index
+            break
+        if char == "/":
+            break
+    stop = end
+    for marker in ("?", "#"):
+        found = text.find(marker, start, end)
+        if found != -1:
+            stop = min(stop, found)
+    return libpq_at, text.rfind("@", start, stop)
+
+
+def _url_end(text: str, start: int) -> int:
+    """End of a URL found inside a message: the first whitespace or quote after `start`."""
+    for index in range(start, len(text)):
+        if text[index] in _URL_END_CHARS:
+            return index
+    return len(text)
+
+
 def mask_database_url(url: str) -> str:
     """Return `url` with any password replaced by ``***``; safe to log or print.
 
-    Works on any ``scheme://user:password@host/...`` URL (the password may contain unescaped
-    ``@`` or ``/``) and on ``password=...`` parameters, both in URL query strings and in libpq
-    key/value connection strings (``host=db password=secret``).
+    Works on any ``scheme://user:password@host/...`` URL, also one quoted inside a message (an
+    error text), whatever the password holds: everything libpq would read as the password is
+    hidden, and so is a raw ``@`` or ``/`` that was meant to be part of it. Also masks
+    ``password=...`` parameters, both in URL query strings and in libpq key/value connection
+    strings (``host=db password=secret``).
     """
-    masked = url
-    scheme = _SCHEME_RE.match(masked)
-    if scheme is not None:
+    pieces: list[str] = []
+    done = 0
+    for scheme in _SCHEME_ANYWHERE_RE.finditer(url):
         start = scheme.end()
-        # The user-info part ends at the last "@" before any query/fragment, so a raw "@" or "/"
-        # inside the password cannot make part of it leak.
-        end = len(masked)
-        for marker in ("?", "#"):
-            index = masked.find(marker, start)
-            if index != -1:
-                end = min(end, index)
-        at = masked.rfind("@", start, end)
-        if at != -1:
-            userinfo = masked[start:at]
-            user, sep, password = userinfo.partition(":")
-            if sep and password:
-                masked = f"{masked[:start]}{user}:{_MASK}{masked[at:]}"
-    return _PASSWORD_PARAM_RE.sub(lambda m: m.group("key") + _MASK, masked)
+        if scheme.start() < done:
+            continue  # "://" inside a part already masked
+        end = len(url) if scheme.start() == 0 else _url_end(url, start)
+        at = max(_credential_ends(url, start, end))
+        if at == -1:
+            continue
+        user, sep, password = url[start:at].partition(":")
+        if sep and password:
+            pieces.append(f"{url[done:start]}{user}:{_MASK}")
+            done = at
+    pieces.append(url[done:])
+    return _PASSWORD_PARAM_RE.sub(lambda m: m.group("key") + _MASK, "".join(pieces))
 
 
-def _wrapped_library_error(detail: ErrorDetails) -> HorsiesError | None:
-    error = detail.get("ctx", {}).get("error")
-    return error if isinstance(error, HorsiesError) else None
+def _url_password(url: str) -> str | None:
+    """The raw password of a ``scheme://user:password@host/...`` URL, if it has one."""
+    scheme = _SCHEME_RE.match(url)
+    if scheme is None:
+        return None
+    at = max(_credential_ends(url, scheme.end(), len(url)))
+    if at == -1:
+        return None
+    _, sep, password = url[scheme.end() : at].partition(":")
+    return password if sep and password else None
 
 
-def _reraise_library_errors(exc: ValidationError, phase_name: str) -> None:
-    """Turn a pydantic ValidationError that only wraps our errors back into those errors.
+def _mask_input(value: Any) -> Any:
+    """`value` (an input shown by a pydantic error) with every URL password masked."""
+    if isinstance(value, str):
+        return mask_database_url(value)
+    if isinstance(value, Mapping):
+        mapping = cast("Mapping[Any, Any]", value)
+        return {key: _mask_input(item) for key, item in mapping.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_input(item) for item in cast("Iterable[Any]", value)]
+    return value
 
-    pydantic wraps every `ValueError` raised by a validator, and `ConfigurationError` is a
-    `ValueError` (D2). When each wrapped item is one of our errors, re-raise them as they were
-    (one → itself, several → MultipleConfigurationErrors); when any item is a plain field/range
-    violation, return and let the caller re-raise pydantic's error unchanged.
+
+def mask_validation_error(exc: ValidationError) -> ValidationError | None:
+    """A copy of `exc` whose displayed inputs have their URL passwords masked, or None if `exc`
+    shows no password.
+
+    pydantic prints the offending input of each error (``input_value=...``): a URL given where
+    a `PostgresConfig` was expected, or a mapping holding one, would print the password.
     """
-    found: list[HorsiesError] = []
-    for detail in exc.errors():
-        error = _wrapped_library_error(detail)
-        if error is None:
-            return
-        members = error.errors if isinstance(error, MultipleValidationErrors) else [error]
-        for member in members:
-            if not any(member is seen for seen in found):
-                found.append(member)
-    collected = collected_error(found, phase_name)
-    if collected is not None:
-        # "from None": the pydantic wrapper is an implementation detail, not part of the story.
-        raise collected from None
+    details = exc.errors(include_url=False)
+    masked = [_mask_input(detail["input"]) for detail in details]
+    if all(new == detail["input"] for new, detail in zip(masked, details, strict=True)):
+        return None
+    known: list[InitErrorDetails] = []
+    custom: list[InitErrorDetails] = []
+    for detail, value in zip(details, masked, strict=True):
+        item = InitErrorDetails(type=detail["type"], loc=detail["loc"], input=value)
+        if "ctx" in detail:
+            item["ctx"] = detail["ctx"]
+        known.append(item)
+        # Fallback: the rendered message as it was (no context, so nothing is re-formatted).
+        custom.append(
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    cast(LiteralString, detail["type"]), cast(LiteralString, detail["msg"])
+                ),
+                loc=detail["loc"],
+                input=value,
+            )
+        )
+    try:
+        return ValidationError.from_exception_data(exc.title, known)
+    except Exception:
+        return ValidationError.from_exception_data(exc.title, custom)
 
 
-class _ConfigModel(BaseModel):
-    """Base of the config models: unknown fields are refused and our errors come out unwrapped."""
+_URL_ENCODING_HELP: Final = (
+    "percent-encode special characters of the user name and password\n"
+    "('%' as %25, ' ' as %20, '@' as %40, ':' as %3A, '/' as %2F),\n"
+    "and use only libpq connection parameters in the query string"
+)
 
-    model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, /, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            _reraise_library_errors(exc, type(self).__name__)
-            raise
+def _check_libpq_syntax(url: str) -> None:
+    """Refuse (E203) a URL that libpq cannot parse, showing libpq's complaint password-masked.
 
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
-        """Validate a mapping or object; library rule violations raise `ConfigurationError`."""
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as exc:
-            _reraise_library_errors(exc, cls.__name__)
-            raise
-
-    @classmethod
-    def model_validate_json(
-        cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any
-    ) -> Self:
-        """Validate JSON text; library rule violations raise `ConfigurationError`."""
-        try:
-            return super().model_validate_json(json_data, *args, **kwargs)
-        except ValidationError as exc:
-            _reraise_library_errors(exc, cls.__name__)
-            raise
+    libpq quotes the offending part of a URL in its message (for a badly escaped password, the
+    password itself), so such a URL must never reach a connection attempt whose error is logged.
+    """
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # pragma: no cover - psycopg without libpq: refused at connect time
+        return
+    scheme = _SCHEME_RE.match(url)
+    conninfo = f"postgresql://{url[scheme.end() :]}" if scheme is not None else url
+    try:
+        conninfo_to_dict(conninfo)
+    except Exception as exc:
+        complaint = str(exc).strip() or type(exc).__name__
+        password = _url_password(url)
+        if password:
+            complaint = complaint.replace(password, _MASK)
+        error = ConfigurationError(
+            "invalid database URL",
+            code=ErrorCode.BROKER_INVALID_URL,
+            notes=[
+                f"libpq: {mask_database_url(complaint)}",
+                f"database_url: {mask_database_url(url)}",
+            ],
+            help_text=_URL_ENCODING_HELP,
+        )
+        raise error from None
+    libpq_at, loose_at = _credential_ends(url, scheme.end() if scheme is not None else 0, len(url))
+    if loose_at > libpq_at:
+        # libpq would cut the user name or password at a raw "@" or "/": it would connect with
+        # part of the password and show the rest as a host or database name in its errors.
+        raise ConfigurationError(
+            "invalid database URL",
+            code=ErrorCode.BROKER_INVALID_URL,
+            notes=[
+                "the user name or password contains a raw '@' or '/'",
+                f"database_url: {mask_database_url(url)}",
+            ],
+            help_text=_URL_ENCODING_HELP,
+        )
 
 
 class QueueMode(Enum):
@@ -167,7 +245,7 @@ class QueueMode(Enum):
     DEFAULT = "default"
 
 
-class CustomQueueConfig(_ConfigModel):
+class CustomQueueConfig(ConfigModel):
     """One named queue of CUSTOM mode.
 
     `priority` 1 (most urgent) to 100. `max_concurrency` is a cluster-wide cap on the queue's
@@ -202,7 +280,7 @@ class CustomQueueConfig(_ConfigModel):
         raise error
 
 
-class PostgresConfig(_ConfigModel):
+class PostgresConfig(ConfigModel):
     """Connection settings of the PostgreSQL broker.
 
     `database_url` accepts ``postgresql+psycopg://``, ``postgresql://`` and ``postgres://``.
@@ -225,6 +303,7 @@ class PostgresConfig(_ConfigModel):
         match = _SCHEME_RE.match(value)
         scheme = match.group(1) if match is not None else None
         if scheme is not None and scheme.lower() in _ACCEPTED_SCHEMES:
+            _check_libpq_syntax(value)
             return value
         error = ConfigurationError(
             "invalid database URL scheme",
@@ -254,6 +333,11 @@ class PostgresConfig(_ConfigModel):
         """`database_url` with the password replaced by ``***`` (for logs and banners)."""
         return mask_database_url(self.database_url)
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() of this config, and of an AppConfig holding it, show the masked URL.
+        for name, value in super().__repr_args__():
+            yield name, (self.masked_url if name == "database_url" else value)
+
 
 def _stale_threshold_error(
     threshold_field: str, threshold: int, interval_field: str, interval: int, role: str
@@ -273,7 +357,7 @@ def _stale_threshold_error(
     )
 
 
-class RecoveryConfig(_ConfigModel):
+class RecoveryConfig(ConfigModel):
     """When and how stuck tasks are recovered (all durations in milliseconds).
 
     A CLAIMED task whose claimer heartbeat is older than `claimed_stale_threshold_ms` goes back to
@@ -325,23 +409,14 @@ def _config_error(
     )
 
 
-def _duplicates(names: Sequence[str]) -> list[str]:
-    seen: set[str] = set()
-    repeated: list[str] = []
-    for name in names:
-        if name in seen and name not in repeated:
-            repeated.append(name)
-        seen.add(name)
-    return repeated
-
-
-class AppConfig(_ConfigModel):
+class AppConfig(ConfigModel):
     """Configuration of a `Horsies` application.
 
     DEFAULT mode (the default) uses the single queue ``default``; CUSTOM mode uses `custom_queues`.
     `cluster_wide_cap` limits in-flight tasks across all workers (hard-cap mode only).
     `prefetch_buffer` > 0 switches to soft-cap mode, where workers may claim ahead of free capacity
-    and such claims expire after `claim_lease_ms`.
+    and such claims expire after `claim_lease_ms`. `schedule` configures ``horsies scheduler``
+    (producers and workers ignore it).
     """
 
     queue_mode: QueueMode = QueueMode.DEFAULT
@@ -351,6 +426,7 @@ class AppConfig(_ConfigModel):
     prefetch_buffer: int = 0
     claim_lease_ms: int | None = None
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    schedule: ScheduleConfig | None = None
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
@@ -385,7 +461,7 @@ class AppConfig(_ConfigModel):
                 )
             )
         if self.queue_mode is QueueMode.CUSTOM and queues:
-            repeated = _duplicates([queue.name for queue in queues])
+            repeated = duplicate_names([queue.name for queue in queues])
             if repeated:
                 errors.append(
                     _config_error(
@@ -550,6 +626,9 @@ class AppConfig(_ConfigModel):
         lines.extend(
             f"    {name}: {getattr(self.recovery, name)}" for name in RecoveryConfig.model_fields
         )
+        if self.schedule is not None:
+            lines.append("  schedule:")
+            lines.extend(f"    {line}" for line in self.schedule.describe_lines())
         return "\n".join(lines)
 
     def log_config(self, logger: logging.Logger | None = None) -> None:

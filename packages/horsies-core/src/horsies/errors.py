@@ -375,6 +375,13 @@ class HorsiesError(Exception):
         return (_restore_error, (type(self), self.args, self.__dict__.copy()))
 
 
+def _mask_passwords(source: str) -> str:
+    """A quoted source line with database passwords masked (a URL literal in the user's code)."""
+    from horsies.config import mask_database_url  # config.py imports this module
+
+    return mask_database_url(source)
+
+
 def _render(error: HorsiesError, c: _Palette) -> str:
     lines: list[str] = [""]
     head = f"error[{error.code.value}]" if error.code is not None else "error"
@@ -387,6 +394,8 @@ def _render(error: HorsiesError, c: _Palette) -> str:
         )
         lines.append(f"  {c.blue('-->')} {c.cyan(shown.format_short())}")
         source = location.get_source_line()
+        if source is not None:
+            source = _mask_passwords(source)
         if source is not None and source.strip():
             number = str(location.line)
             gutter = "   " + " " * len(number) + c.blue("|")

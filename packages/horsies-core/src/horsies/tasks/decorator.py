@@ -125,7 +125,16 @@ def exception_text(exc: BaseException) -> str:
     """
     if isinstance(exc, HorsiesError):
         return "; ".join([exc.message, *exc.notes])
-    return str(exc)
+    return _safe_text(exc, str)
+
+
+def _safe_text(value: object, render: Callable[[object], str] = repr) -> str:
+    """`render(value)`, or a placeholder when that raises: building an error result must not fail
+    because of the very object it reports (an exception whose `__str__` raises, say)."""
+    try:
+        return render(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _error_handle(
@@ -248,16 +257,17 @@ class TaskFunction(Generic[P, T]):
         self, variant: str, value: object, expected: Any, exc: ValidationError
     ) -> TaskResult[Any, Any]:
         expected_name = _type_name(expected)
+        actual = _safe_text(value)
         error = TaskError(
             error_code=LibraryErrorCode.RETURN_TYPE_MISMATCH,
             message=(
-                f"Task {self.__name__} returned TaskResult({variant}={value!r}) "
+                f"Task {self.__name__} returned TaskResult({variant}={actual}) "
                 f"but expected type {expected_name}"
             ),
             data={
                 "variant": variant,
                 "expected_type": expected_name,
-                "actual_value": repr(value),
+                "actual_value": actual,
                 "validation_errors": exc.errors(
                     include_url=False, include_context=False, include_input=False
                 ),

@@ -1,0 +1,29 @@
+"""Compatibility path `horsies.core.models.schedule` (D43); prefer `from horsies import ...`."""
+
+from __future__ import annotations
+
+from horsies.schedules import (
+    CronSchedule,
+    DailySchedule,
+    HourlySchedule,
+    IntervalSchedule,
+    MonthlySchedule,
+    ScheduleConfig,
+    SchedulePattern,
+    TaskSchedule,
+    Weekday,
+    WeeklySchedule,
+)
+
+__all__ = [
+    "CronSchedule",
+    "DailySchedule",
+    "HourlySchedule",
+    "IntervalSchedule",
+    "MonthlySchedule",
+    "ScheduleConfig",
+    "SchedulePattern",
+    "TaskSchedule",
+    "Weekday",
+    "WeeklySchedule",
+]

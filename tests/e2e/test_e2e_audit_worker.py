@@ -1,0 +1,225 @@
+"""Audit: one ``horsies worker`` (2 children) against bad input, odd names and a dead child.
+
+Spec: 02 §4 (names are data), 04 §7 (corrupt rows fail one task), D34 (a fresh child replaces a
+dead one), D35 (every import the worker does — app module and task modules, in the main process
+and in each child — runs with sends suppressed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psutil
+import pytest
+from apps.audit_app import IMPORT_SEND_TASK, ODD_NAME, create_app
+from conftest import Db, StartWorker, WorkerProcess, wait_until
+from horsies.app import Horsies
+from horsies.codec import task_result_from_json
+from horsies.results import LibraryErrorCode
+from horsies.tasks.handle import TaskHandle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+GET_MS = 20_000
+PROCESSES = 2
+ODD_VALUES: list[Any] = [
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "semi;colon -- comment",
+    "$$ %s %(id)s {}",
+    "nul\x00byte",
+    "ünïcødé ✓",
+    {"key'; DROP TABLE horsies_tasks; --": [1, None]},
+]
+
+
+@pytest.fixture(scope="module")
+def app(database_url: str) -> Iterator[Horsies]:
+    producer = create_app(database_url)
+    producer.get_broker().ensure_schema_initialized_sync()
+    yield producer
+    producer.get_broker().close()
+
+
+@pytest.fixture(scope="module")
+def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
+    del app  # schema first
+    return start_worker("audit_app", "--processes", str(PROCESSES))
+
+
+def error_of(result: Any) -> Any:
+    assert result.is_err(), result
+    return result.unwrap_err()
+
+
+def spawn_children(worker: WorkerProcess) -> list[int]:
+    """Pids of the worker's task children (not multiprocessing's helper processes)."""
+    pids: list[int] = []
+    for child in psutil.Process(worker.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+def park(
+    db: Db, app: Horsies, task_name: str, call_args: tuple[Any, ...], fields: dict[str, str]
+) -> str:
+    """Enqueue `task_name` an hour ahead, overwrite columns with raw values, then make it due."""
+    task = app.tasks[task_name]
+    task_id = app.get_broker().enqueue(
+        task_name,
+        args=call_args,
+        sent_at=datetime.now(UTC) + timedelta(hours=1),
+        task_options=task.task_options_json,
+        max_retries=task.task_max_retries,
+    )
+    for column, value in fields.items():
+        assert column in ("args", "kwargs", "task_options")
+        db.execute(f"UPDATE horsies_tasks SET {column} = %s WHERE id = %s", (value, task_id))
+    db.execute("UPDATE horsies_tasks SET sent_at = now() WHERE id = %s", (task_id,))
+    return task_id
+
+
+# -- D35 ------------------------------------------------------------------------------------------
+
+
+def test_every_import_of_the_worker_suppresses_module_level_sends(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    # The worker is ready: its main process and both children have imported both modules.
+    markers = re.findall(r"audit-import-send:(\w+):(\S+):(\d+)", worker.output())
+    for module in ("app", "tasks"):
+        pids = {pid for name, _, pid in markers if name == module}
+        assert len(pids) >= 1 + PROCESSES, (module, markers)  # main process + every child
+    assert {task_id for _, task_id, _ in markers} == {"<suppressed>"}
+    assert db.query("SELECT id FROM horsies_tasks WHERE task_name = %s", (IMPORT_SEND_TASK,)) == []
+    # The discovered task module really is loaded in the children.
+    task_id = app.get_broker().enqueue("audit.from_tasks_module")
+    row = db.wait_status(task_id, "COMPLETED")
+    assert task_result_from_json(row["result"]).unwrap() == "discovered"
+
+
+def test_default_task_name_is_computed_the_same_way_in_the_children(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    # D4: "<module>.<qualname>". This process imports the app module as "apps.audit_app", the
+    # worker (and so each child, through the canonical locator) as "tests.e2e.apps.audit_app".
+    (local,) = [name for name in app.list_tasks() if name.endswith(".bare")]
+    assert local == "apps.audit_app.create_app.<locals>.bare"
+    task_id = app.get_broker().enqueue(f"tests.e2e.{local}")
+    row = db.wait_status(task_id, "COMPLETED")
+    assert task_result_from_json(row["result"]).unwrap() == "bare"
+
+
+# -- names and values are data (02 §4) ------------------------------------------------------------
+
+
+def test_task_named_like_sql_injection_runs_and_round_trips_its_arguments(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    handle = app.tasks[ODD_NAME].send(*ODD_VALUES, **{"quote'key": "x';--"})
+    assert handle.get(timeout_ms=GET_MS).unwrap() == [*ODD_VALUES, {"quote'key": "x';--"}]
+    row = db.task(handle.task_id)
+    assert row["task_name"] == ODD_NAME
+    assert row["status"] == "COMPLETED"
+    assert worker.alive
+
+
+# -- bad input fails one task, never the worker (04 §7-8) ------------------------------------------
+
+
+def test_unserializable_result_fails_the_task_and_the_worker_keeps_serving(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    handle = app.tasks["audit.unserializable"].send()
+    error = error_of(handle.get(timeout_ms=GET_MS))
+    assert error.error_code == LibraryErrorCode.WORKER_SERIALIZATION_ERROR
+    assert "set" in error.message
+    row = db.task(handle.task_id)
+    assert row["status"] == "FAILED"
+    assert row["failed_at"] is not None
+    assert worker.alive
+    assert app.tasks["audit.span"].send(0).get(timeout_ms=GET_MS).is_ok()
+
+
+@pytest.mark.parametrize(
+    ("task_name", "args", "fields", "code"),
+    [
+        (ODD_NAME, (0,), {"kwargs": '{"value": '}, LibraryErrorCode.WORKER_SERIALIZATION_ERROR),
+        (ODD_NAME, (0,), {"kwargs": "[1, 2]"}, LibraryErrorCode.WORKER_SERIALIZATION_ERROR),
+        (ODD_NAME, (0,), {"args": '"not an array"'}, LibraryErrorCode.WORKER_SERIALIZATION_ERROR),
+        # audit.fail retries UNHANDLED_EXCEPTION once; with unreadable options the failure is
+        # final instead (no retry), and never a crash.
+        ("audit.fail", (), {"task_options": "{not json"}, LibraryErrorCode.UNHANDLED_EXCEPTION),
+    ],
+    ids=["malformed-kwargs", "kwargs-not-object", "args-not-array", "malformed-options"],
+)
+def test_corrupt_row_fails_that_task_only(
+    worker: WorkerProcess,
+    app: Horsies,
+    db: Db,
+    task_name: str,
+    args: tuple[Any, ...],
+    fields: dict[str, str],
+    code: LibraryErrorCode,
+) -> None:
+    task_id = park(db, app, task_name, args, fields)
+    row = db.wait_status(task_id, "FAILED")
+    assert error_of(task_result_from_json(row["result"])).error_code == code
+    assert row["retry_count"] == 0
+    # get() on the failed row answers with the stored error, it never raises.
+    stored = TaskHandle[Any](task_id, broker=app.get_broker()).get(timeout_ms=GET_MS)
+    assert error_of(stored).error_code == code
+    assert worker.alive
+    assert app.tasks[ODD_NAME].send(1).get(timeout_ms=GET_MS).unwrap() == [1, {}]
+
+
+def test_the_same_failure_with_readable_options_is_retried(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    # Control for the malformed-options case above: there, only the corruption stops the retry.
+    handle = app.tasks["audit.fail"].send()
+    assert error_of(handle.get(timeout_ms=GET_MS)).error_code == (
+        LibraryErrorCode.UNHANDLED_EXCEPTION
+    )
+    row = db.task(handle.task_id)
+    assert (row["status"], row["retry_count"]) == ("FAILED", 1)
+    assert worker.alive
+
+
+# -- D34: a dead child is replaced by a fresh one --------------------------------------------------
+
+
+def test_killed_child_is_replaced_and_both_children_serve_again(
+    worker: WorkerProcess, app: Horsies, db: Db
+) -> None:
+    handle = app.tasks["audit.span"].send(60)
+    child_pid = int(db.wait_status(handle.task_id, "RUNNING")["worker_pid"])
+    assert child_pid in spawn_children(worker)
+    os.kill(child_pid, signal.SIGKILL)
+    error = error_of(handle.get(timeout_ms=GET_MS))
+    assert error.error_code == LibraryErrorCode.WORKER_CRASHED
+
+    def replaced() -> list[int] | None:
+        pids = spawn_children(worker)
+        return pids if len(pids) == PROCESSES and child_pid not in pids else None
+
+    children = wait_until(replaced, 30, "a replacement child")
+    # Two tasks sent together overlap in time on two different live children.
+    spans = [
+        h.get(timeout_ms=GET_MS).unwrap()
+        for h in app.tasks["audit.span"].send_many([((1.0,), {}), ((1.0,), {})])
+    ]
+    pids = {int(span[2]) for span in spans}
+    assert pids == set(children)
+    assert max(span[0] for span in spans) < min(span[1] for span in spans)
+    assert worker.alive
