@@ -26,11 +26,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from psycopg import sql
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.embedded import EmbeddedServer
+
+# The machine is shared and noisy: a slow example is not a failure. Every test still has a timeout.
+settings.register_profile(
+    "horsies", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("horsies")
 
 _SERVER_START_TIMEOUT_S = 60.0
 _HORSIES_TABLES = (
