@@ -85,15 +85,6 @@ def test_worker_bad_arguments_are_rendered_errors(args: list[str], header: str) 
     assert_rendered(run_horsies("worker", *args), header)
 
 
-_LOCATOR_BUG = (
-    "horsies-worker calls horsies.locator.locate_app directly, so its FileNotFoundError / "
-    "AttributeError / TypeError and exceptions raised by the user's module are only logged "
-    "('[worker] [ERROR] AttributeError: ...' on stdout) instead of being rendered as E206 "
-    "HorsiesErrors the way horsies.cli.discover_app renders them for `horsies check`"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_LOCATOR_BUG)
 @pytest.mark.parametrize(
     ("locator", "header"),
     [

@@ -94,12 +94,17 @@ def worker_command(
     MODULE is the app locator: 'pkg.module:app', 'pkg.module', 'path/to/app.py:app' or
     'path/to/app.py'.
     """
+    from horsies.cli import discover_app
+
     from horsies_worker.worker import run_worker
 
     locator = module_option or module
     if not locator:
         raise click.UsageError("missing app locator: pass MODULE or -m/--module")
     configure_logging(loglevel.upper())
+    # Locate the app the way `horsies check` does, so a bad locator is rendered as the same E206
+    # error with its help line; run_worker then finds the already imported modules.
+    discover_app(locator)
     try:
         run_worker(
             locator,
