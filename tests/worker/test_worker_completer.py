@@ -127,7 +127,11 @@ class FakeBroker:
         self.gate.set()
 
     async def finish_tasks(
-        self, outcomes: Sequence[TaskOutcome], *, worker_id: str | None
+        self,
+        outcomes: Sequence[TaskOutcome],
+        *,
+        worker_id: str | None,
+        notify_capacity: bool = True,
     ) -> set[str]:
         await self.gate.wait()
         if self.failures:
@@ -185,3 +189,32 @@ async def test_close_drains_the_queue_first() -> None:
     await asyncio.wait_for(completer.run(), 5)
     assert broker.batches == [["a", "b"], ["c", "d"], ["e"]]
     assert completer.pending == 0
+
+
+def test_a_caller_can_take_write_and_settle_or_restore_batches() -> None:
+    flushed: list[tuple[list[str], set[str]]] = []
+    completer = Completer(
+        FakeBroker(),  # type: ignore[arg-type]
+        "w",
+        max_batch=2,
+        on_flushed=lambda outcomes, finished: flushed.append(
+            ([o.task_id for o in outcomes], finished)
+        ),
+    )
+    for name in "abc":
+        completer.submit(outcome(name))
+    first = completer.take()
+    assert [o.task_id for o in first] == ["a", "b"]
+    assert completer.pending_ids() == ["a", "b", "c"]  # in flight first, then queued
+    assert completer.pending == 3
+    completer.restore(first)  # the write failed: written first next time
+    assert completer.pending_ids() == ["a", "b", "c"]
+    again = completer.take()
+    assert [o.task_id for o in again] == ["a", "b"]
+    completer.settle(again, {"a"})  # "b" lost its race
+    assert flushed == [(["a", "b"], {"a"})]
+    assert completer.pending_ids() == ["c"]
+    last = completer.take()
+    completer.settle(last, {"c"})
+    assert completer.pending == 0
+    assert completer.take() == []

@@ -67,3 +67,11 @@ def sleep(seconds: float) -> TaskResult[float, TaskError]:
 @app.task("hard_exit")
 def hard_exit(code: int) -> TaskResult[int, TaskError]:
     os._exit(code)
+
+
+@app.task("record")
+def record(path: str, marker: str) -> TaskResult[str, TaskError]:
+    """Append ``marker`` to ``path``: tests count executions with it."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(marker + "\n")
+    return TaskResult(ok=marker)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,8 +144,11 @@ class ChildProcess:
         if self._conn is None or self.state is not ChildState.READY:
             return False
         task = assignment.task
+        message = ("run", task.id, task.task_name, task.args, task.kwargs)
         try:
-            self._conn.send(("run", task.id, task.task_name, task.args, task.kwargs))
+            # pickle.dumps + send_bytes is what Connection.send does, minus building a
+            # ForkingPickler (with its reducer table) per message; recv() reads it the same way.
+            self._conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             return False
         assignment.sent = True
@@ -180,6 +184,23 @@ class ChildProcess:
     # -- event-loop callbacks ----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        # One message per callback: the pipe is readable, so a message (or EOF) is waiting, and the
+        # loop's level-triggered reader calls us again while more are buffered. Connection.poll()
+        # before each recv() would cost a select() (and a new selector object) per message.
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            message: tuple[Any, ...] = conn.recv()
+        except (EOFError, OSError):
+            # The child is gone; stop watching the pipe (EOF stays readable). The sentinel
+            # callback reports the death.
+            self._remove_pipe_reader()
+            return
+        self._handle_message(message)
+
+    def _drain_pipe(self) -> None:
+        """Handle every message already in the pipe (called once the child has exited)."""
         conn = self._conn
         if conn is None:
             return
@@ -188,9 +209,7 @@ class ChildProcess:
                 message: tuple[Any, ...] = conn.recv()
                 self._handle_message(message)
         except (EOFError, OSError):
-            # The child is gone; stop watching the pipe (EOF stays readable). The sentinel
-            # callback reports the death.
-            self._remove_pipe_reader()
+            pass
 
     def _handle_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -219,7 +238,7 @@ class ChildProcess:
         # Deliver anything the child wrote before dying (a result that raced its exit).
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                self._on_readable()
+                self._drain_pipe()
         loop = self._loop
         if loop is not None and self._process is not None:
             with contextlib.suppress(Exception):

@@ -84,12 +84,10 @@ class Claimer:
             claimed=claimed,
         )
 
-    async def claim(self, budget: int) -> list[ClaimedTask]:
-        """Claim up to ``budget`` tasks across the served queues in one broker transaction."""
-        if budget <= 0:
-            return []
+    def request(self, budget: int) -> ClaimRequest:
+        """The claim request for ``budget`` tasks across the served queues."""
         cfg = self._config
-        request = ClaimRequest(
+        return ClaimRequest(
             queues=self._queues,
             local_budget=budget,
             max_claim_batch=cfg.max_claim_batch,
@@ -97,4 +95,9 @@ class Claimer:
             soft_cap=cfg.soft_cap,
             claim_lease_ms=cfg.claim_lease_ms if cfg.soft_cap else None,
         )
-        return await self._broker.claim_tasks(self._worker_id, request)
+
+    async def claim(self, budget: int) -> list[ClaimedTask]:
+        """Claim up to ``budget`` tasks across the served queues in one broker transaction."""
+        if budget <= 0:
+            return []
+        return await self._broker.claim_tasks(self._worker_id, self.request(budget))

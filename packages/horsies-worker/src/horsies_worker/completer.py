@@ -1,10 +1,16 @@
 """Completer: turns finished executions into outcomes and persists them in batches (04 §8).
 
 Results arrive from children one by one; the completer decides retry or final status for each
-(:func:`build_outcome`, using ``decide_retry``) and writes everything that accumulated while the
-previous write was in flight with one ``broker.finish_tasks`` call. It keeps running during graceful
-shutdown until its queue is drained (bounded), so results of tasks that finish while the worker is
-stopping are still written.
+(:func:`build_outcome`, using ``decide_retry``) and queues the outcome. Queued outcomes are written
+in batches in one of two ways:
+
+- the worker's claim loop takes them (:meth:`Completer.take`) and writes them in the same round
+  trip as its next claim (``broker.finish_and_start_tasks``), then reports back with
+  :meth:`Completer.settle` or :meth:`Completer.restore`: the hot path of hard-cap mode;
+- :meth:`Completer.run` writes everything that accumulated while the previous write was in flight
+  with one ``broker.finish_tasks`` call: used when claims need a CLAIMED phase, and during graceful
+  shutdown until the queue is drained (bounded), so results of tasks that finish while the worker
+  is stopping are still written.
 """
 
 from __future__ import annotations
@@ -118,12 +124,16 @@ def crashed_result_json(
 
 
 class Completer:
-    """Batches outcomes into ``broker.finish_tasks`` calls.
+    """Queues outcomes and hands them out in batches for writing.
 
-    ``submit`` is called from the event loop (never blocks); ``run`` is the writer coroutine;
-    ``on_flushed(outcomes, finished_ids)`` is called after every successful write so the worker can
-    schedule retry wake-ups and re-claim. Ownership: ``_queue`` is appended by ``submit`` and
-    drained by ``run``, both on the loop thread.
+    ``submit`` is called from the event loop (never blocks). A batch is written either by
+    :meth:`run` (the writer coroutine, ``broker.finish_tasks``) or by a caller that takes it with
+    :meth:`take` and reports the write with :meth:`settle` (written) or :meth:`restore` (failed:
+    the batch goes back to the front of the queue). ``on_flushed(outcomes, finished_ids)`` is
+    called after every successful write so the worker can schedule retry wake-ups and re-claim.
+
+    Ownership: ``_queue`` and ``_in_flight`` are changed by ``submit``/``take``/``settle``/
+    ``restore``, all on the loop thread; several batches may be in flight at once.
     """
 
     def __init__(
@@ -133,22 +143,28 @@ class Completer:
         *,
         on_flushed: Callable[[Sequence[TaskOutcome], set[str]], None] | None = None,
         max_batch: int = MAX_BATCH,
+        notify_capacity: bool = True,
     ) -> None:
         self._broker = broker
         self._worker_id = worker_id
         self._on_flushed = on_flushed
         self._max_batch = max_batch
+        self._notify_capacity = notify_capacity
         self._queue: deque[TaskOutcome] = deque()
+        self._in_flight: list[TaskOutcome] = []
         self._has_items = asyncio.Event()
         self._closing = False
-        self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
     def pending(self) -> int:
-        """Outcomes not yet written (queued or in the write in progress)."""
-        return len(self._queue) + self._in_flight
+        """Outcomes not yet written (queued or in a write in progress)."""
+        return len(self._queue) + len(self._in_flight)
+
+    def pending_ids(self) -> list[str]:
+        """Task ids of every outcome not yet written (queued or in a write in progress)."""
+        return [o.task_id for o in self._in_flight] + [o.task_id for o in self._queue]
 
     def submit(self, outcome: TaskOutcome) -> None:
         """Queue one outcome for the next batch."""
@@ -156,28 +172,81 @@ class Completer:
         self._idle.clear()
         self._has_items.set()
 
+    def take(self) -> list[TaskOutcome]:
+        """Remove up to ``max_batch`` queued outcomes for writing (empty list: nothing queued).
+
+        The caller must report the write with :meth:`settle` or :meth:`restore`.
+        """
+        queue = self._queue
+        if not queue:
+            return []
+        if len(queue) <= self._max_batch:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(self._max_batch)]
+        self._in_flight.extend(batch)
+        return batch
+
+    def _release(self, batch: Sequence[TaskOutcome]) -> None:
+        if len(batch) == len(self._in_flight):
+            self._in_flight.clear()
+        else:
+            taken = {id(o) for o in batch}
+            self._in_flight = [o for o in self._in_flight if id(o) not in taken]
+
+    def settle(self, batch: Sequence[TaskOutcome], finished: set[str]) -> None:
+        """Report a taken batch as written; ``finished`` are the ids that changed a row."""
+        if not batch:
+            return
+        self._release(batch)
+        lost = len(batch) - len(finished)
+        if lost:
+            logger.warning(
+                "task_finish_lost: %s of %s result(s) not written (no longer RUNNING here)",
+                lost,
+                len(batch),
+            )
+        if not self._queue and not self._in_flight:
+            self._idle.set()
+            if self._closing:
+                self._has_items.set()  # let a closing run() see that nothing is left
+        if self._on_flushed is not None:
+            try:
+                self._on_flushed(batch, finished)
+            except Exception:
+                logger.exception("on_flushed callback failed")
+
+    def restore(self, batch: Sequence[TaskOutcome]) -> None:
+        """Give a taken batch back after a failed write: it is written first next time."""
+        if not batch:
+            return
+        self._release(batch)
+        self._queue.extendleft(reversed(batch))
+        self._has_items.set()
+
     async def run(self) -> None:
         """Write batches until :meth:`close` is called and the queue is empty."""
         backoff = _BACKOFF_MIN_S
         while True:
             if not self._queue:
-                if self._closing:
+                if self._closing and not self._in_flight:
                     return
-                self._idle.set()
+                if not self._in_flight:
+                    self._idle.set()
                 self._has_items.clear()
                 await self._has_items.wait()
                 continue
-            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
-            self._in_flight = len(batch)
+            batch = self.take()
             try:
-                finished = await self._broker.finish_tasks(batch, worker_id=self._worker_id)
+                finished = await self._broker.finish_tasks(
+                    batch, worker_id=self._worker_id, notify_capacity=self._notify_capacity
+                )
             except asyncio.CancelledError:
-                self._queue.extendleft(reversed(batch))
-                self._in_flight = 0
+                self.restore(batch)
                 raise
             except Exception as exc:
-                self._queue.extendleft(reversed(batch))
-                self._in_flight = 0
+                self.restore(batch)
                 logger.error(
                     "finish_tasks_failed: %s outcome(s) kept for retry in %.1fs: %s",
                     len(batch),
@@ -188,27 +257,15 @@ class Completer:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             backoff = _BACKOFF_MIN_S
-            self._in_flight = 0
-            lost = len(batch) - len(finished)
-            if lost:
-                logger.warning(
-                    "task_finish_lost: %s of %s result(s) not written (no longer RUNNING here)",
-                    lost,
-                    len(batch),
-                )
-            if self._on_flushed is not None:
-                try:
-                    self._on_flushed(batch, finished)
-                except Exception:
-                    logger.exception("on_flushed callback failed")
+            self.settle(batch, finished)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted outcome is written; False on timeout."""
-        if not self._queue and self._in_flight == 0:
+        if not self._queue and not self._in_flight:
             return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
-        return not self._queue and self._in_flight == 0
+        return not self._queue and not self._in_flight
 
     def close(self) -> None:
         """Let :meth:`run` return once the queue is drained."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -308,7 +309,9 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         _, task_id, task_name, args_json, kwargs_json = message
         result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json)
         try:
-            conn.send(("result", task_id, result_json, ok))
+            # As Connection.send, without a new ForkingPickler per message (see children.py).
+            message = ("result", task_id, result_json, ok)
+            conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             break
     with contextlib.suppress(Exception):

@@ -1,11 +1,16 @@
 """The worker main process: an asyncio loop that claims, dispatches, completes and maintains.
 
 Follow one task through it: a NOTIFY (or the poll timer, D33, or a freed child) wakes the claim
-loop → :class:`~horsies_worker.claimer.Claimer` claims up to the free local budget → the tasks
-that have an idle child are started in one ``broker.start_tasks`` call and written to the
-children's pipes → a child returns the encoded result → :class:`~horsies_worker.completer.Completer`
-decides retry or
-final status and writes the batch → the freed child wakes the claim loop again.
+loop → in hard-cap mode without cluster-wide caps, one ``broker.finish_and_start_tasks`` round trip
+writes the outcomes collected so far and moves up to one task per idle child from PENDING straight
+to RUNNING for that child (:meth:`Worker._exchange`) → the tasks are written to the children's pipes
+→ a child returns the encoded result → :class:`~horsies_worker.completer.Completer` decides retry
+or final status and queues the outcome → the freed child wakes the claim loop, whose next round trip
+writes the outcome and starts the next task. Soft-cap (prefetch) mode and cluster-wide caps keep a
+CLAIMED phase: :class:`~horsies_worker.claimer.Claimer` claims up to the free local budget (under
+the cluster claim lock when a cap applies), the tasks that have an idle child are started in one
+``broker.start_tasks`` call, and the completer writes outcomes on its own
+(:meth:`Worker._claim_and_dispatch`).
 
 Beside that loop run the heartbeat writer, the reaper and the worker-state snapshots. A child that
 dies is noticed through its sentinel at once (D34). SIGTERM/SIGINT start a graceful shutdown
@@ -22,6 +27,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -44,7 +50,7 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker import PostgresBroker
     from horsies.broker.listener import NotificationListener, Subscription
-    from horsies.broker.types import ClaimedTask
+    from horsies.broker.types import ClaimedTask, StartedTask
 
 logger = get_logger("worker")
 
@@ -52,6 +58,10 @@ _NOTIFY_CHANNEL_NEW = "task_new"
 _COMPLETER_DRAIN_TIMEOUT_S = 15.0
 _RETRY_WAKE_SLACK_S = 0.05
 _CLAIM_ERROR_BACKOFF_MAX_S = 5.0
+# Tasks that usually run longer than this are never held back to share a round trip (_linger).
+_LINGER_MAX_S = 0.002
+# Weight of the newest execution time in the running average that _linger consults.
+_RUNTIME_EWMA_WEIGHT = 0.2
 
 
 class Worker:
@@ -105,6 +115,14 @@ class Worker:
         self._cluster_capped = config.cluster_wide_cap is not None or any(
             q.max_concurrency is not None for q in config.queues
         )
+        # Claims go PENDING -> RUNNING in one step (no CLAIMED phase) unless a lease (soft cap) or
+        # a cluster-wide count under the claim lock needs it.
+        self._direct_start = not config.soft_cap and not self._cluster_capped
+        # Set when a claim+start round trip failed: it may have committed without its reply, so
+        # the next one also sends this worker's untracked RUNNING rows back to PENDING.
+        self._reconcile_needed = False
+        # Running average of task execution times (send to result), for _linger.
+        self._runtime_ewma: float | None = None
         self._stop_requested_early = False
         self.ready: asyncio.Event | None = None
         """Set once start-up has finished (children ready, listening); for embedding and tests."""
@@ -221,8 +239,16 @@ class Worker:
 
     async def _start(self) -> None:
         cfg = self.config
-        self._completer = Completer(self.broker, self.worker_id, on_flushed=self._on_flushed)
-        self._completer_task = asyncio.create_task(self._completer.run(), name="horsies-completer")
+        self._completer = Completer(
+            self.broker,
+            self.worker_id,
+            on_flushed=self._on_flushed,
+            notify_capacity=self._cluster_capped,
+        )
+        if not self._direct_start:
+            # With direct starts the claim loop writes outcomes in its own round trips; the
+            # completer's writer only runs during shutdown (see _shutdown).
+            self._completer_task = self._start_completer()
         init = ChildInit(
             locator=cfg.locator,
             loglevel=cfg.loglevel,
@@ -321,26 +347,151 @@ class Worker:
 
     # -- claim loop --------------------------------------------------------------------------------
 
+    def _start_completer(self) -> asyncio.Task[None]:
+        completer = self._completer
+        assert completer is not None
+        return asyncio.create_task(completer.run(), name="horsies-completer")
+
     async def _serve(self) -> None:
         wake, stop = self._wake, self._stop
         assert wake is not None
         assert stop is not None
         backoff = 0.0
+        poll = self.config.poll_interval_s
         wake.set()  # first pass at once
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.config.poll_interval_s)
+            if not wake.is_set():
+                # asyncio.timeout, not wait_for: no extra task per wake-up on the hot path.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll):
+                        await wake.wait()
             wake.clear()
             if stop.is_set():
                 break
             try:
-                await self._claim_and_dispatch()
+                if self._direct_start:
+                    await self._linger()
+                    await self._exchange()
+                else:
+                    await self._claim_and_dispatch()
                 backoff = 0.0
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.2), _CLAIM_ERROR_BACKOFF_MAX_S)
                 logger.error("claim_pass_failed: %s (next try in %.1fs)", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
+
+    async def _linger(self) -> None:
+        """Before writing results, give children whose task started a moment ago the chance to
+        finish too, so that one round trip serves them all.
+
+        Only when tasks are short (recent execution times below ``_LINGER_MAX_S``): then the
+        database round trip and the main loop cost more than the tasks, and serving two children
+        per exchange instead of one nearly halves both per task, while a child waits at most about
+        two task durations. Longer tasks never wait: each result is written at once.
+        """
+        wake, stop, completer = self._wake, self._stop, self._completer
+        assert wake is not None
+        assert stop is not None
+        assert completer is not None
+        typical = self._runtime_ewma
+        if not completer.pending or typical is None or typical > _LINGER_MAX_S:
+            return
+        window = min(_LINGER_MAX_S, 2 * typical)
+        while not stop.is_set():
+            now = time.monotonic()
+            young = [
+                a.started_monotonic
+                for _, a in self._assignments()
+                if a.sent and now - a.started_monotonic < window
+            ]
+            if not young:
+                return
+            # A result (or any other wake-up) ends the wait early; then look again.
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(young) + window - now):
+                    await wake.wait()
+
+    def _tracked_task_ids(self) -> list[str]:
+        """Every task this worker still holds: on a child, waiting locally, or with an unwritten
+        outcome."""
+        completer = self._completer
+        ids = [a.task.id for _, a in self._assignments()]
+        ids += [t.id for t in self._pending]
+        if completer is not None:
+            ids += completer.pending_ids()
+        return ids
+
+    async def _exchange(self) -> None:
+        """One hot-path pass: write the queued outcomes and start a task on every idle child, in
+        one ``finish_and_start_tasks`` round trip (hard-cap mode without cluster-wide caps)."""
+        pool, completer, stop, wake = self._pool, self._completer, self._stop, self._wake
+        assert pool is not None
+        assert completer is not None
+        assert stop is not None
+        assert wake is not None
+        idle: list[ChildProcess] = []
+        if not stop.is_set():
+            budget = self._claimer.budget(
+                running=self.running_count(), claimed=self.claimed_count()
+            )
+            idle = pool.idle_children()[: max(0, budget)]
+        batch = completer.take()
+        keep = self._tracked_task_ids() if self._reconcile_needed else None
+        if not idle and not batch and keep is None:
+            return
+        try:
+            exchange = await self.broker.finish_and_start_tasks(
+                self.worker_id,
+                self.hostname,
+                outcomes=batch,
+                request=self._claimer.request(len(idle)) if idle else None,
+                pids=[child.pid for child in idle],
+                notify_capacity=False,  # nobody waits for capacity without cluster-wide caps
+                keep_running_ids=keep,
+            )
+        except BaseException:
+            completer.restore(batch)
+            if idle:
+                self._reconcile_needed = True
+            raise
+        if keep is not None:
+            self._reconcile_needed = False
+        completer.settle(batch, exchange.finished)
+        if exchange.started:
+            logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))
+            self._hand_over(idle, exchange.started)
+        if exchange.full and pool.idle_children():
+            wake.set()  # the per-queue batch left children idle while tasks may be waiting
+        if completer.pending:
+            wake.set()  # more than one batch of outcomes was queued
+
+    def _hand_over(self, idle: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
+        """Put each task just started for a child pid on that child's pipe."""
+        by_pid = {child.pid: child for child in idle}
+        for item in started:
+            task = item.task
+            child = by_pid.get(item.pid)
+            if child is not None and child.idle:
+                assignment = Assignment(task=task)
+                child.assignment = assignment
+                if child.send_task(assignment):
+                    logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                    continue
+                child.assignment = None
+            # The child died during the round trip, so the task never reached it: its row is
+            # RUNNING with the dead pid and tracked by nobody. The next exchange sends it back to
+            # PENDING (user code never started, so running it again is safe).
+            logger.warning(
+                "task_handover_failed: %s (%s): child %s is gone; requeueing",
+                task.id,
+                task.task_name,
+                item.pid,
+            )
+            self._reconcile_needed = True
+            assert self._wake is not None
+            self._wake.set()
 
     async def _claim_and_dispatch(self) -> None:
         """One pass: hand waiting tasks to idle children, claim the free budget, dispatch again."""
@@ -415,6 +566,11 @@ class Worker:
         task = assignment.task
         completer = self._completer
         assert completer is not None
+        runtime = time.monotonic() - assignment.started_monotonic
+        ewma = self._runtime_ewma
+        self._runtime_ewma = (
+            runtime if ewma is None else ewma + _RUNTIME_EWMA_WEIGHT * (runtime - ewma)
+        )
         try:
             outcome = build_outcome(task, result_json, ok)
         except Exception as exc:  # defensive: never lose the slot over a bad result
@@ -503,6 +659,10 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self._shutting_down = True
+        if self._completer is not None and self._completer_task is None:
+            # Direct-start mode: the claim loop no longer writes outcomes; results of tasks that
+            # finish from now on are written by the completer's own writer.
+            self._completer_task = self._start_completer()
         if self._pool is not None:
             self._pool.stop_respawning()
         if self._stop is not None:
@@ -544,6 +704,11 @@ class Worker:
                 )
             except Exception as exc:
                 logger.error("completer_failed: %s", exc)
+        if self._reconcile_needed and completer is not None:
+            try:
+                await self.broker.requeue_untracked_running(self.worker_id, completer.pending_ids())
+            except Exception as exc:
+                logger.error("requeue_untracked_failed: %s (a reaper will recover such tasks)", exc)
         if self._maintenance_stop is not None:
             self._maintenance_stop.set()
         for task in self._background:

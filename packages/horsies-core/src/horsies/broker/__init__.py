@@ -15,6 +15,8 @@ from horsies.broker.types import (
     InFlight,
     QueueClaimSpec,
     ReapReport,
+    StartedTask,
+    TaskExchange,
     TaskOutcome,
     WorkerStateRow,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "PostgresBroker",
     "QueueClaimSpec",
     "ReapReport",
+    "StartedTask",
+    "TaskExchange",
     "TaskOutcome",
     "WorkerStateRow",
 ]

@@ -1,7 +1,9 @@
 """Sans-IO broker operations: every decision of the broker, none of its I/O.
 
 An operation is a generator that yields :class:`Query` steps and receives a :class:`QueryResult` for
-each (``Op[T] = Generator[Query, QueryResult, T]``); its return value is the method's result. The
+each (``Op[T] = Generator[Query | Pipeline, QueryResult, T]``); its return value is the method's
+result. A :class:`Pipeline` step sends several independent statements in one round trip (psycopg
+pipeline mode) and gets one result per statement back in ``QueryResult.parts``. The
 same operation runs on a sync connection (``pools.run_op_sync``) and on an async one
 (``pools.run_op_async``), so the sync and async broker APIs share one implementation and cannot
 drift. Parameter building and row interpretation are plain functions here too, unit-testable without
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, LiteralString, TypeAlias, TypeVar
 
+import orjson
+
 from horsies.broker.claims import needs_cluster_counts, plan_claims
 from horsies.broker.sql import heartbeats as hb_sql
 from horsies.broker.sql import monitoring as mon_sql
@@ -27,6 +31,8 @@ from horsies.broker.types import (
     EnqueueRequest,
     InFlight,
     ReapReport,
+    StartedTask,
+    TaskExchange,
     TaskOutcome,
     WorkerStateRow,
 )
@@ -46,6 +52,7 @@ __all__ = [
     "REAPER_LOCK_KEY",
     "SCHEMA_LOCK_KEY",
     "Op",
+    "Pipeline",
     "Query",
     "QueryResult",
     "advisory_key",
@@ -68,14 +75,28 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Statements sent together in one round trip, in order.
+
+    Outside an explicit transaction they run in one implicit transaction: all commit or none does
+    (an error skips the rest). Only for statements whose parameters do not depend on each other's
+    results.
+    """
+
+    queries: tuple[Query, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueryResult:
-    """Rows (tuples or dicts, per ``Query.rows``) and the server's row count of one statement."""
+    """Rows (tuples or dicts, per ``Query.rows``) and the server's row count of one statement; for a
+    :class:`Pipeline` step, one result per statement in ``parts`` (``rows`` empty)."""
 
     rows: list[Any]
     rowcount: int
+    parts: tuple[QueryResult, ...] = ()
 
 
-Op: TypeAlias = Generator[Query, QueryResult, T]
+Op: TypeAlias = Generator[Query | Pipeline, QueryResult, T]
 
 
 def advisory_key(name: str) -> int:
@@ -99,6 +120,15 @@ def run_query(query: Query) -> Op[QueryResult]:
     """The trivial operation: one statement, its result."""
     result = yield query
     return result
+
+
+def _together(queries: Sequence[Query]) -> Op[tuple[QueryResult, ...]]:
+    """Run ``queries`` in one round trip: a plain step for one, a :class:`Pipeline` for several."""
+    if len(queries) == 1:
+        res = yield queries[0]
+        return (res,)
+    res = yield Pipeline(tuple(queries))
+    return res.parts
 
 
 # -- enqueue ---------------------------------------------------------------------------------------
@@ -319,6 +349,70 @@ class WaitPlan:
         return min(FALLBACK_POLL_S, remaining)
 
 
+# -- finishing -------------------------------------------------------------------------------------
+
+
+_CAPACITY_NOTIFY: Final = Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "capacity"})
+"""Wakes workers held back by a cluster-wide cap (``cluster_wide_cap``, queue ``max_concurrency``)
+after rows left RUNNING. Only they need it: without such a cap no worker's claim budget depends on
+another worker's tasks, so finishing workers skip it (``notify_capacity=False``); a wake-up sent
+when every outcome lost its race is harmless."""
+
+
+def finish_query(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Query:
+    """TASK_FINISH_IF_RUNNING_MANY for a batch: final outcomes and retries in one statement."""
+    rows = [
+        {
+            "id": o.task_id,
+            "result": o.result_json,
+            "ok": o.ok,
+            "failed_reason": o.failed_reason,
+            "retry_count": o.retry_count,
+            "delay_s": None if o.retry_delay_s is None else max(0.0, float(o.retry_delay_s)),
+        }
+        for o in outcomes
+    ]
+    return Query(
+        task_sql.TASK_FINISH_IF_RUNNING_MANY,
+        {
+            "outcomes": orjson.dumps(rows).decode(),
+            "ids": [o.task_id for o in outcomes],
+            "worker_id": worker_id,
+        },
+    )
+
+
+def _log_lost(action: str, requested: Iterable[str], done: set[str], why: str) -> None:
+    lost = [t for t in requested if t not in done]
+    if lost:
+        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, ", ".join(lost[:20]))
+
+
+def _finished(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
+    done = {r[0] for r in res.rows}
+    _log_lost(
+        "task_finish_lost",
+        (o.task_id for o in outcomes),
+        done,
+        "no longer RUNNING for this worker",
+    )
+    return done
+
+
+def finish_op(
+    outcomes: Sequence[TaskOutcome], worker_id: str | None, *, notify_capacity: bool = True
+) -> Op[set[str]]:
+    """Finalise a batch in one statement (COMPLETED/FAILED rows and retries) plus, when
+    ``notify_capacity``, one capacity wake-up in the same round trip; returns the ids written."""
+    if not outcomes:
+        return set()
+    queries = [finish_query(outcomes, worker_id)]
+    if notify_capacity:
+        queries.append(_CAPACITY_NOTIFY)
+    parts = yield from _together(queries)
+    return _finished(outcomes, parts[0])
+
+
 # -- claiming --------------------------------------------------------------------------------------
 
 
@@ -328,8 +422,13 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
     if request.local_budget <= 0:
         return []
     if needs_cluster_counts(request):
-        yield Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
-        counts = yield Query(task_sql.TASK_COUNT_IN_FLIGHT)
+        # One round trip for both: the count runs after the lock is granted.
+        _, counts = yield from _together(
+            (
+                Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY}),
+                Query(task_sql.TASK_COUNT_IN_FLIGHT),
+            )
+        )
         in_flight = {q: InFlight(running=r, claimed=c) for q, r, c in counts.rows}
     plan = plan_claims(request, in_flight)
     lease_ms = request.claim_lease_ms if request.soft_cap else None
@@ -353,6 +452,146 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
     return claimed
 
 
+_PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
+
+
+def can_start_directly(request: ClaimRequest) -> bool:
+    """True when claims may go PENDING -> RUNNING in one statement (TASK_CLAIM_AND_START_AVAILABLE).
+
+    That needs hard-cap mode (soft-cap prefetch holds CLAIMED rows with a lease) and no cluster-wide
+    limit (those count in-flight rows under the claim advisory lock, in a transaction, and keep
+    the CLAIMED phase).
+    """
+    return not request.soft_cap and not needs_cluster_counts(request)
+
+
+def _direct_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, int]]:
+    """(queue, ceiling) pairs of a direct claim for ``slots`` idle children, in claim order."""
+    plan = plan_claims(request, {})
+    total = min(plan.total, slots)
+    return [(q, min(limit, total)) for q, limit in plan.queue_limits if min(limit, total) > 0]
+
+
+def exchange_needs_transaction(request: ClaimRequest | None, slots: int) -> bool:
+    """True when the claim part of :func:`exchange_op` may take more than one statement (several
+    queues), so the exchange must run in an explicit transaction to stay all-or-nothing."""
+    return request is not None and slots > 0 and len(_direct_claim_limits(request, slots)) > 1
+
+
+def _claim_and_start_query(
+    worker_id: str, hostname: str, queue_name: str, pids: Sequence[int]
+) -> Query:
+    return Query(
+        task_sql.TASK_CLAIM_AND_START_AVAILABLE,
+        {
+            "queue_name": queue_name,
+            "pids": list(pids),
+            "worker_id": worker_id,
+            "hostname": hostname,
+        },
+    )
+
+
+def _started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
+    started = [StartedTask(ClaimedTask(*r[:10]), int(r[10])) for r in rows]
+    started.sort(key=lambda s: (s.task.priority, s.task.sent_at, s.task.id))
+    return started
+
+
+def exchange_op(
+    worker_id: str,
+    hostname: str,
+    *,
+    outcomes: Sequence[TaskOutcome],
+    request: ClaimRequest | None,
+    pids: Sequence[int],
+    notify_capacity: bool,
+    keep_running_ids: Sequence[str] | None,
+) -> Op[TaskExchange]:
+    """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
+    task per child pid in ``pids`` (hard-cap mode without cluster-wide caps, see
+    :func:`can_start_directly`).
+
+    The statements go out as one pipeline, so without an explicit transaction they commit together
+    or not at all: a failure leaves every outcome unwritten and nothing claimed, and the caller
+    simply tries again. With several queues the later claims depend on how many rows the earlier
+    ones got (one statement each), so the caller runs the op in a transaction then
+    (:func:`exchange_needs_transaction`).
+
+    ``keep_running_ids`` (after a failed exchange whose claims may have committed without the
+    reply arriving) also sends this worker's RUNNING rows that are not in the list back to
+    PENDING: no child ever got them.
+    """
+    if request is not None and not can_start_directly(request):
+        raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
+    # Generic plans: see TASK_PLANS_GENERIC_IN_TRANSACTION (every statement below keeps its index
+    # plan). The setting ends with the exchange's (implicit or explicit) transaction.
+    first: list[Query] = [_PLANS_GENERIC]
+    if outcomes:
+        first.append(finish_query(outcomes, worker_id))
+        if notify_capacity:
+            first.append(_CAPACITY_NOTIFY)
+    reconcile_at = -1
+    if keep_running_ids is not None:
+        reconcile_at = len(first)
+        # The outcomes' rows are never untracked, whatever the caller passed.
+        keep = [*keep_running_ids, *(o.task_id for o in outcomes)]
+        first.append(
+            Query(
+                task_sql.TASK_REQUEUE_UNTRACKED_RUNNING, {"worker_id": worker_id, "keep_ids": keep}
+            )
+        )
+        first.append(Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "requeued"}))
+    limits = _direct_claim_limits(request, len(pids)) if request is not None else []
+    claim_at = -1
+    asked = 0
+    if limits:
+        claim_at = len(first)
+        queue_name, asked = limits[0]
+        first.append(_claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
+    if len(first) == 1:
+        return TaskExchange()
+    parts = yield from _together(first)
+    finished = _finished(outcomes, parts[1]) if outcomes else set[str]()
+    requeued: list[str] = []
+    if reconcile_at >= 0:
+        requeued = [r[0] for r in parts[reconcile_at].rows]
+        if requeued:
+            _log.warning(
+                "task_requeued_untracked: %d task(s) started by a claim whose reply was lost went "
+                "back to PENDING: %s",
+                len(requeued),
+                ", ".join(requeued[:20]),
+            )
+    started: list[StartedTask] = _started_rows(parts[claim_at].rows) if claim_at >= 0 else []
+    for queue_name, limit in limits[1:]:
+        free = list(pids[len(started) :])
+        n = min(limit, len(free))
+        if n <= 0:
+            break
+        asked += n
+        res = yield _claim_and_start_query(worker_id, hostname, queue_name, free[:n])
+        started.extend(_started_rows(res.rows))
+    return TaskExchange(
+        finished=finished, started=started, requeued=requeued, full=0 < asked == len(started)
+    )
+
+
+def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]) -> Op[list[str]]:
+    """This worker's RUNNING rows not in ``keep_running_ids`` -> PENDING (see :func:`exchange_op`);
+    returns their ids."""
+    exchange = yield from exchange_op(
+        worker_id,
+        "",
+        outcomes=(),
+        request=None,
+        pids=(),
+        notify_capacity=False,
+        keep_running_ids=keep_running_ids,
+    )
+    return exchange.requeued
+
+
 # -- execution -------------------------------------------------------------------------------------
 
 
@@ -374,55 +613,6 @@ def start_op(worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]) -
         "task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker"
     )
     return started
-
-
-def _log_lost(action: str, requested: Iterable[str], done: set[str], why: str) -> None:
-    lost = [t for t in requested if t not in done]
-    if lost:
-        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, ", ".join(lost[:20]))
-
-
-def finish_op(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Op[set[str]]:
-    """Finalise a batch (in a transaction): COMPLETED/FAILED rows and retries, then one wake-up."""
-    finals = [o for o in outcomes if o.retry_delay_s is None]
-    retries = [o for o in outcomes if o.retry_delay_s is not None]
-    done: set[str] = set()
-    if finals:
-        res = yield Query(
-            task_sql.TASK_FINISH_IF_RUNNING_MANY,
-            {
-                "ids": [o.task_id for o in finals],
-                "results": [o.result_json for o in finals],
-                "oks": [o.ok for o in finals],
-                "failed_reasons": [o.failed_reason for o in finals],
-                "retry_counts": [o.retry_count for o in finals],
-                "worker_id": worker_id,
-            },
-        )
-        done.update(r[0] for r in res.rows)
-    if retries:
-        res = yield Query(
-            task_sql.TASK_RETRY_IF_RUNNING_MANY,
-            {
-                "ids": [o.task_id for o in retries],
-                "delays": [max(0.0, float(o.retry_delay_s or 0.0)) for o in retries],
-                "failed_reasons": [o.failed_reason for o in retries],
-                "retry_counts": [o.retry_count for o in retries],
-                "worker_id": worker_id,
-            },
-        )
-        done.update(r[0] for r in res.rows)
-    if outcomes:
-        _log_lost(
-            "task_finish_lost",
-            (o.task_id for o in outcomes),
-            done,
-            "no longer RUNNING for this worker",
-        )
-        if done:
-            # Capacity freed: wake workers held back by cluster caps.
-            yield Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "capacity"})
-    return done
 
 
 def release_op(worker_id: str, task_ids: Sequence[str]) -> Op[int]:

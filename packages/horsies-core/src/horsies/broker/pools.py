@@ -8,7 +8,9 @@ twice is the loop below that feeds it: :func:`run_op_sync` on a sync connection 
 
 Pools (D1): ``min_size = pool_size``, ``max_size = pool_size + max_overflow``, ``timeout =
 pool_timeout``, ``max_lifetime = pool_recycle``. Connections are in autocommit mode, so a single
-statement costs one round trip; multi-statement operations open an explicit transaction.
+statement costs one round trip; a :class:`~horsies.broker.ops.Pipeline` step sends several
+statements in one round trip (pipeline mode; one implicit transaction); operations whose later
+statements depend on earlier results open an explicit transaction.
 ``pool_pre_ping`` checks a connection on checkout when it has been idle for more than a second (a
 round trip on every checkout would halve the single-enqueue rate, and a connection that was just
 used is known to be alive).
@@ -31,10 +33,11 @@ from collections.abc import AsyncGenerator, Generator
 from typing import Any, Final, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from horsies.broker.ops import Op, Query, QueryResult
+from horsies.broker.ops import Op, Pipeline, Query, QueryResult
 from horsies.config import PostgresConfig
 from horsies.logs import get_logger
 
@@ -44,16 +47,20 @@ _log = get_logger("broker")
 T = TypeVar("T")
 
 _PRE_PING_IDLE_S: Final = 1.0
+# Pipeline mode needs libpq >= 14 (the binary wheels ship one). With an older system libpq a
+# Pipeline step runs its statements one by one in a transaction: same all-or-nothing, more round
+# trips.
+_PIPELINE_SUPPORTED: Final = psycopg.Pipeline.is_supported()
 _CLOSE_TIMEOUT_S: Final = 5.0
 
 SyncConn = psycopg.Connection[tuple[Any, ...]]
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
-def _pool_kwargs(config: PostgresConfig) -> dict[str, Any]:
+def _pool_kwargs(config: PostgresConfig, size: int | None = None) -> dict[str, Any]:
     return {
-        "min_size": config.pool_size,
-        "max_size": max(1, config.pool_size + config.max_overflow),
+        "min_size": config.pool_size if size is None else 1,
+        "max_size": max(1, config.pool_size + config.max_overflow if size is None else size),
         "timeout": float(config.pool_timeout),
         "max_lifetime": float(config.pool_recycle),
         "kwargs": {"autocommit": True, "application_name": "horsies"},
@@ -67,24 +74,87 @@ def _echo(query: Query) -> None:
     _log.debug("SQL: %s | params: %r", " ".join(query.sql.split()), query.params)
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], query: Query) -> bool:
+    # The result status, not ``cur.description``: that builds a Column object per field on every
+    # call, a measurable cost on the worker's hot path.
+    res = cur.pgresult
+    return query.rows != "none" and res is not None and res.status == pq.ExecStatus.TUPLES_OK
+
+
+def _result_sync(cur: psycopg.Cursor[Any], query: Query) -> QueryResult:
+    rows: list[Any] = cur.fetchall() if _has_rows(cur, query) else []
+    return QueryResult(rows, cur.rowcount)
+
+
+async def _result_async(cur: psycopg.AsyncCursor[Any], query: Query) -> QueryResult:
+    rows: list[Any] = await cur.fetchall() if _has_rows(cur, query) else []
+    return QueryResult(rows, cur.rowcount)
+
+
+def _cursor_sync(conn: SyncConn, query: Query) -> psycopg.Cursor[Any]:
+    return conn.cursor(row_factory=dict_row) if query.rows == "dict" else conn.cursor()
+
+
+def _cursor_async(conn: AsyncConn, query: Query) -> psycopg.AsyncCursor[Any]:
+    return conn.cursor(row_factory=dict_row) if query.rows == "dict" else conn.cursor()
+
+
+def _run_step_sync(conn: SyncConn, step: Query | Pipeline, echo: bool) -> QueryResult:
+    queries = step.queries if isinstance(step, Pipeline) else (step,)
+    if echo:
+        for query in queries:
+            _echo(query)
+    if isinstance(step, Query):
+        with _cursor_sync(conn, step) as cur:
+            cur.execute(step.sql, step.params, prepare=step.prepare)
+            return _result_sync(cur, step)
+    cursors: list[psycopg.Cursor[Any]] = []
+    try:
+        # Leaving the block sends one Sync and collects every result: a single round trip.
+        with conn.pipeline() if _PIPELINE_SUPPORTED else conn.transaction():
+            for query in queries:
+                cur = _cursor_sync(conn, query)
+                cursors.append(cur)
+                cur.execute(query.sql, query.params, prepare=query.prepare)
+        parts = tuple(_result_sync(cur, q) for cur, q in zip(cursors, queries, strict=True))
+    finally:
+        for cur in cursors:
+            cur.close()
+    return QueryResult([], -1, parts)
+
+
+async def _run_step_async(conn: AsyncConn, step: Query | Pipeline, echo: bool) -> QueryResult:
+    queries = step.queries if isinstance(step, Pipeline) else (step,)
+    if echo:
+        for query in queries:
+            _echo(query)
+    if isinstance(step, Query):
+        async with _cursor_async(conn, step) as cur:
+            await cur.execute(step.sql, step.params, prepare=step.prepare)
+            return await _result_async(cur, step)
+    cursors: list[psycopg.AsyncCursor[Any]] = []
+    try:
+        # Leaving the block sends one Sync and collects every result: a single round trip.
+        async with conn.pipeline() if _PIPELINE_SUPPORTED else conn.transaction():
+            for query in queries:
+                cur = _cursor_async(conn, query)
+                cursors.append(cur)
+                await cur.execute(query.sql, query.params, prepare=query.prepare)
+        parts = tuple(
+            [await _result_async(cur, q) for cur, q in zip(cursors, queries, strict=True)]
+        )
+    finally:
+        for cur in cursors:
+            await cur.close()
+    return QueryResult([], -1, parts)
+
+
 def run_op_sync(conn: SyncConn, op: Op[T], *, echo: bool = False) -> T:
     """Drive ``op`` to completion on a sync connection (the caller owns transactions)."""
     try:
-        query = next(op)
+        step = next(op)
         while True:
-            if echo:
-                _echo(query)
-            if query.rows == "dict":
-                with conn.cursor(row_factory=dict_row) as cur:
-                    cur.execute(query.sql, query.params, prepare=query.prepare)
-                    result = QueryResult(cur.fetchall() if cur.description else [], cur.rowcount)
-            else:
-                cur = conn.execute(query.sql, query.params, prepare=query.prepare)
-                rows: list[Any] = (
-                    cur.fetchall() if cur.description and query.rows == "tuple" else []
-                )
-                result = QueryResult(rows, cur.rowcount)
-            query = op.send(result)
+            step = op.send(_run_step_sync(conn, step, echo))
     except StopIteration as stop:
         value: T = stop.value
         return value
@@ -95,22 +165,9 @@ def run_op_sync(conn: SyncConn, op: Op[T], *, echo: bool = False) -> T:
 async def run_op_async(conn: AsyncConn, op: Op[T], *, echo: bool = False) -> T:
     """Drive ``op`` to completion on an async connection (the caller owns transactions)."""
     try:
-        query = next(op)
+        step = next(op)
         while True:
-            if echo:
-                _echo(query)
-            if query.rows == "dict":
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(query.sql, query.params, prepare=query.prepare)
-                    rows_d = await cur.fetchall() if cur.description else []
-                    result = QueryResult(rows_d, cur.rowcount)
-            else:
-                cur = await conn.execute(query.sql, query.params, prepare=query.prepare)
-                rows: list[Any] = (
-                    await cur.fetchall() if cur.description and query.rows == "tuple" else []
-                )
-                result = QueryResult(rows, cur.rowcount)
-            query = op.send(result)
+            step = op.send(await _run_step_async(conn, step, echo))
     except StopIteration as stop:
         value: T = stop.value
         return value
@@ -249,10 +306,20 @@ async def _close_at_loop_shutdown(entry: _LoopPool) -> AsyncGenerator[None, None
 
 
 class AsyncPools:
-    """One AsyncConnectionPool per running event loop, each opened on first use in that loop."""
+    """One AsyncConnectionPool per running event loop, each opened on first use in that loop.
 
-    def __init__(self, config: PostgresConfig) -> None:
+    ``size`` None sizes the pools from the config; a number makes small pools that open one
+    connection at first use and at most ``size``: for a sequential hot path, where reusing the same
+    connection (and so the same server process, with its caches warm) beats psycopg-pool's
+    round-robin over many idle connections.
+    """
+
+    def __init__(
+        self, config: PostgresConfig, *, name: str = "horsies-async", size: int | None = None
+    ) -> None:
         self._config = config
+        self._name = name
+        self._size = size
         self._lock = threading.Lock()
         # Ownership: mutated under _lock by any thread; each pool is only used from its own loop.
         self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
@@ -290,8 +357,8 @@ class AsyncPools:
                     check=self._check if self._config.pool_pre_ping else None,
                     configure=entry.track,
                     open=False,
-                    name="horsies-async",
-                    **_pool_kwargs(self._config),
+                    name=self._name,
+                    **_pool_kwargs(self._config, self._size),
                 )
                 self._pools[loop] = entry
                 created = True

@@ -18,6 +18,8 @@ __all__ = [
     "InFlight",
     "QueueClaimSpec",
     "ReapReport",
+    "StartedTask",
+    "TaskExchange",
     "TaskOutcome",
     "WorkerStateRow",
 ]
@@ -97,6 +99,30 @@ class ClaimedTask:
     max_retries: int
     task_options: str | None
     sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTask:
+    """A task this worker just moved from PENDING straight to RUNNING for the child ``pid``."""
+
+    task: ClaimedTask
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExchange:
+    """What one `PostgresBroker.finish_and_start_tasks` round trip did.
+
+    ``finished``: ids of the outcomes written (the others lost a race and changed nothing);
+    ``started``: tasks now RUNNING for the given child pids, most urgent first; ``requeued``: ids of
+    untracked RUNNING rows of this worker sent back to PENDING (only when asked to reconcile);
+    ``full``: every claim got as many rows as it asked for, so more tasks may be waiting.
+    """
+
+    finished: set[str] = field(default_factory=set[str])
+    started: list[StartedTask] = field(default_factory=list[StartedTask])
+    requeued: list[str] = field(default_factory=list[str])
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)

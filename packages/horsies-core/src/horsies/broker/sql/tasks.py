@@ -1,4 +1,5 @@
-"""SQL of the task lifecycle: insert, read, claim, start, finish, retry, release, reap, notify.
+"""SQL of the task lifecycle: insert, read, claim (+ start), start, finish/retry, release, reap,
+notify.
 
 Names read noun, verb, precondition (``TASK_FINISH_IF_RUNNING_MANY``); the precondition is in the
 WHERE clause, so a late result, a reaper and a second worker can never overwrite each other: callers
@@ -99,9 +100,62 @@ RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry
           t.max_retries, t.task_options, t.sent_at
 """
 
+# Claim and start in one step (hard-cap mode without cluster-wide caps): lock up to one claimable
+# task of one queue per idle child, most urgent then oldest first, skipping rows another pass has
+# locked, and move them PENDING -> RUNNING at once, the n-th task to the n-th pid of %(pids)s. No
+# CLAIMED phase: the worker sends each row to its child as soon as the statement returns.
+TASK_CLAIM_AND_START_AVAILABLE: Final = """
+WITH candidates AS (
+    SELECT id, priority, sent_at
+    FROM horsies_tasks
+    WHERE queue_name = %(queue_name)s
+      AND status IN ('PENDING', 'CLAIMED')
+      AND (status = 'PENDING' OR (claim_expires_at IS NOT NULL AND claim_expires_at < now()))
+      AND sent_at <= now() AND (next_retry_at IS NULL OR next_retry_at <= now())
+      AND (good_until IS NULL OR good_until > now())
+    ORDER BY priority, sent_at, id
+    LIMIT cardinality(%(pids)s::int[])
+    FOR UPDATE SKIP LOCKED
+),
+numbered AS (
+    SELECT id, row_number() OVER (ORDER BY priority, sent_at, id) AS n FROM candidates
+),
+assigned AS (
+    SELECT c.id, p.pid
+    FROM numbered AS c
+    JOIN unnest(%(pids)s::int[]) WITH ORDINALITY AS p(pid, n) ON p.n = c.n
+)
+UPDATE horsies_tasks AS t
+SET status = 'RUNNING',
+    claimed = false,
+    claimed_at = now(),
+    claimed_by_worker_id = %(worker_id)s,
+    claim_expires_at = NULL,
+    started_at = now(),
+    worker_pid = a.pid,
+    worker_hostname = %(hostname)s,
+    worker_process_name = 'worker-' || a.pid,
+    updated_at = now()
+FROM assigned AS a
+WHERE t.id = a.id
+RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
+          t.max_retries, t.task_options, t.sent_at, a.pid
+"""
+
+# For the rest of the current transaction, run prepared statements with their generic plan.
+# PostgreSQL's automatic choice keeps re-planning the claim statement on every execution (it cannot
+# cost a generic `LIMIT $n`, so the generic plan never looks cheaper), and planning it costs about
+# twice its execution. Only sent before statements whose generic plans stay on their indexes:
+# TASK_CLAIM_AND_START_AVAILABLE (claim index, in order), TASK_FINISH_IF_RUNNING_MANY (primary
+# key), TASK_REQUEUE_UNTRACKED_RUNNING (in-flight index).
+TASK_PLANS_GENERIC_IN_TRANSACTION: Final = """
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
+"""
+
 # -- executing -------------------------------------------------------------------------------------
 
-# CLAIMED -> RUNNING for (id, child pid) pairs still owned by this worker with an unexpired lease.
+# CLAIMED -> RUNNING for (id, child pid) pairs still owned by this worker with an unexpired lease
+# (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY).
 TASK_START_IF_CLAIMED_MANY: Final = """
 UPDATE horsies_tasks AS t
 SET status = 'RUNNING',
@@ -114,49 +168,43 @@ SET status = 'RUNNING',
     updated_at = now()
 FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
 WHERE t.id = s.id
+  AND t.id = ANY(%(ids)s::text[])
   AND t.status = 'CLAIMED'
   AND t.claimed_by_worker_id = %(worker_id)s
   AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now())
 RETURNING t.id
 """
 
-# RUNNING -> COMPLETED/FAILED with the stored result (owner and attempt checked when given).
+# RUNNING -> COMPLETED/FAILED with the stored result, or RUNNING -> PENDING for another attempt
+# when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored):
+# every outcome of a batch in one statement (owner and attempt checked when given). Outcomes come
+# as one JSON array of {id, result, ok, failed_reason, retry_count, delay_s} objects (far cheaper
+# to send than six parallel arrays); the redundant `t.id = ANY(ids)` keeps even a generic plan on
+# the primary key instead of a scan of every RUNNING row.
 TASK_FINISH_IF_RUNNING_MANY: Final = """
 UPDATE horsies_tasks AS t
-SET status = CASE WHEN o.ok THEN 'COMPLETED' ELSE 'FAILED' END,
-    result = o.result,
-    completed_at = CASE WHEN o.ok THEN now() END,
-    failed_at = CASE WHEN o.ok THEN NULL ELSE now() END,
+SET status = CASE WHEN o.retry THEN 'PENDING' WHEN o.ok THEN 'COMPLETED' ELSE 'FAILED' END,
+    result = CASE WHEN o.retry THEN NULL ELSE o.result END,
+    completed_at = CASE WHEN o.retry THEN t.completed_at WHEN o.ok THEN now() END,
+    failed_at = CASE WHEN o.retry THEN t.failed_at WHEN o.ok THEN NULL ELSE now() END,
     failed_reason = o.failed_reason,
+    retry_count = t.retry_count + CASE WHEN o.retry THEN 1 ELSE 0 END,
+    next_retry_at = CASE WHEN o.retry THEN o.due_at ELSE t.next_retry_at END,
+    sent_at = CASE WHEN o.retry THEN o.due_at ELSE t.sent_at END,
     claimed = false,
+    claimed_at = CASE WHEN o.retry THEN NULL ELSE t.claimed_at END,
+    claimed_by_worker_id = CASE WHEN o.retry THEN NULL ELSE t.claimed_by_worker_id END,
     claim_expires_at = NULL,
     updated_at = now()
-FROM unnest(%(ids)s::text[], %(results)s::text[], %(oks)s::bool[], %(failed_reasons)s::text[],
-            %(retry_counts)s::int[]) AS o(id, result, ok, failed_reason, retry_count)
+FROM (
+    SELECT u.id, u.result, u.ok, u.failed_reason, u.retry_count,
+           u.delay_s IS NOT NULL AS retry,
+           now() + greatest(u.delay_s, 0) * interval '1 second' AS due_at
+    FROM json_to_recordset(%(outcomes)s::json)
+        AS u(id text, result text, ok bool, failed_reason text, retry_count int, delay_s float8)
+) AS o
 WHERE t.id = o.id
-  AND t.status = 'RUNNING'
-  AND (%(worker_id)s::text IS NULL OR t.claimed_by_worker_id = %(worker_id)s::text)
-  AND (o.retry_count IS NULL OR t.retry_count = o.retry_count)
-RETURNING t.id
-"""
-
-# RUNNING -> PENDING for another attempt after a delay (retry_count + 1; result not stored).
-TASK_RETRY_IF_RUNNING_MANY: Final = """
-UPDATE horsies_tasks AS t
-SET status = 'PENDING',
-    retry_count = t.retry_count + 1,
-    next_retry_at = now() + o.delay_s * interval '1 second',
-    sent_at = now() + o.delay_s * interval '1 second',
-    failed_reason = o.failed_reason,
-    result = NULL,
-    claimed = false,
-    claimed_at = NULL,
-    claimed_by_worker_id = NULL,
-    claim_expires_at = NULL,
-    updated_at = now()
-FROM unnest(%(ids)s::text[], %(delays)s::float8[], %(failed_reasons)s::text[],
-            %(retry_counts)s::int[]) AS o(id, delay_s, failed_reason, retry_count)
-WHERE t.id = o.id
+  AND t.id = ANY(%(ids)s::text[])
   AND t.status = 'RUNNING'
   AND (%(worker_id)s::text IS NULL OR t.claimed_by_worker_id = %(worker_id)s::text)
   AND (o.retry_count IS NULL OR t.retry_count = o.retry_count)
@@ -175,6 +223,28 @@ SET status = 'PENDING',
 WHERE id = ANY(%(ids)s::text[])
   AND status = 'CLAIMED'
   AND claimed_by_worker_id = %(worker_id)s
+RETURNING id
+"""
+
+# RUNNING (owned by this worker) -> PENDING for rows the worker is not running: started by a claim
+# whose reply was lost (connection dropped after the commit) or whose child died before the
+# hand-over, so no child ever ran them (not an attempt: retry_count stays). Only the owning worker
+# may run this, passing every task it still runs or has an unwritten outcome for.
+TASK_REQUEUE_UNTRACKED_RUNNING: Final = """
+UPDATE horsies_tasks
+SET status = 'PENDING',
+    claimed = false,
+    claimed_at = NULL,
+    claimed_by_worker_id = NULL,
+    started_at = NULL,
+    worker_pid = NULL,
+    worker_hostname = NULL,
+    worker_process_name = NULL,
+    claim_expires_at = NULL,
+    updated_at = now()
+WHERE status = 'RUNNING'
+  AND claimed_by_worker_id = %(worker_id)s
+  AND id <> ALL(%(keep_ids)s::text[])
 RETURNING id
 """
 

@@ -1,0 +1,123 @@
+"""The worker's hot path (hard-cap mode, no cluster-wide caps) in a real in-process ``Worker`` with
+its children, against PostgreSQL: outcomes and claims share round trips, there is no CLAIMED phase,
+and a claim whose reply was lost after its commit is requeued and still runs exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
+from horsies.broker.types import TaskExchange
+from horsies.config import PostgresConfig
+from horsies_worker.config import WorkerConfig
+from horsies_worker.worker import Worker
+from worker_test_app import app
+
+APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
+
+
+class RecordingBroker(PostgresBroker):
+    """A real broker that records the worker's calls and can lose one exchange reply."""
+
+    def __init__(self, config: PostgresConfig, *, lose_first_start: bool = False) -> None:
+        super().__init__(config)
+        self.lose_first_start = lose_first_start
+        self.lost: list[str] = []
+        self.exchanges: list[tuple[int, int, Sequence[str] | None]] = []
+        self.other_calls: list[str] = []
+
+    async def finish_and_start_tasks(
+        self, worker_id: str, hostname: str, **kwargs: Any
+    ) -> TaskExchange:
+        outcomes: Sequence[TaskOutcome] = kwargs.get("outcomes", ())
+        pids: Sequence[int] = kwargs.get("pids", ())
+        self.exchanges.append((len(outcomes), len(pids), kwargs.get("keep_running_ids")))
+        exchange = await super().finish_and_start_tasks(worker_id, hostname, **kwargs)
+        if self.lose_first_start and exchange.started and not self.lost:
+            # Committed on the server, but the reply never arrives.
+            self.lost = [s.task.id for s in exchange.started]
+            raise BrokerError("finish_and_start_tasks failed: connection lost")
+        return exchange
+
+    async def claim_tasks(self, *args: Any, **kwargs: Any) -> list[ClaimedTask]:
+        self.other_calls.append("claim_tasks")
+        return await super().claim_tasks(*args, **kwargs)
+
+    async def start_tasks(self, *args: Any, **kwargs: Any) -> set[str]:
+        self.other_calls.append("start_tasks")
+        return await super().start_tasks(*args, **kwargs)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def completed(conninfo: str) -> int:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM horsies_tasks WHERE status = 'COMPLETED'")
+        return int((row.fetchone() or (0,))[0])
+
+
+async def run_worker_until(
+    broker: PostgresBroker, processes: int, condition: Callable[[], bool]
+) -> None:
+    config = WorkerConfig(
+        locator=f"{APP_FILE}:app", processes=processes, loglevel="WARNING", poll_interval_s=0.2
+    )
+    worker = Worker(app, config, broker=broker, install_signal_handlers=False)
+    run = asyncio.create_task(worker.run())
+    try:
+        await wait_until(condition)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(run, 60)
+
+
+@pytest.mark.timeout(120)
+async def test_outcomes_and_starts_share_round_trips_without_a_claimed_phase(
+    database_url: str, clean_db: str, tmp_path: Path
+) -> None:
+    broker = RecordingBroker(PostgresConfig(database_url=database_url))
+    log = tmp_path / "runs.log"
+    await broker.enqueue_many_async(
+        [EnqueueRequest("record", (str(log), f"t{i}")) for i in range(60)]
+    )
+    await run_worker_until(broker, 2, lambda: completed(clean_db) == 60)
+    assert sorted(log.read_text().split()) == sorted(f"t{i}" for i in range(60))
+    assert broker.other_calls == []  # never CLAIMED, never started separately
+    # Most round trips wrote results and started the next tasks at once.
+    both = [e for e in broker.exchanges if e[0] and e[1]]
+    assert len(both) >= 20
+    assert all(keep is None for _, _, keep in broker.exchanges)
+
+
+@pytest.mark.timeout(120)
+async def test_a_claim_whose_reply_was_lost_is_requeued_and_runs_once(
+    database_url: str, clean_db: str, tmp_path: Path
+) -> None:
+    broker = RecordingBroker(PostgresConfig(database_url=database_url), lose_first_start=True)
+    log = tmp_path / "runs.log"
+    task_id = await broker.enqueue_async("record", (str(log), "only"))
+    await run_worker_until(broker, 1, lambda: completed(clean_db) == 1)
+    assert broker.lost == [task_id]
+    assert log.read_text().split() == ["only"]  # ran exactly once
+    # The next exchange after the failure reconciled (nothing else was tracked).
+    keeps = [keep for _, _, keep in broker.exchanges if keep is not None]
+    assert keeps[:1] == [[]]
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT status, retry_count, result IS NOT NULL FROM horsies_tasks WHERE id = %s",
+            (task_id,),
+        ).fetchone()
+    assert row == ("COMPLETED", 0, True)
