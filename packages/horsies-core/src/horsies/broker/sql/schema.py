@@ -81,10 +81,12 @@ CREATE TABLE IF NOT EXISTS horsies_tasks (
     CONSTRAINT ck_horsies_tasks_retries CHECK (retry_count >= 0 AND max_retries >= 0),
     CONSTRAINT ck_horsies_tasks_claimed_has_owner CHECK (
         status <> 'CLAIMED' OR (claimed_at IS NOT NULL AND claimed_by_worker_id IS NOT NULL)),
-    CONSTRAINT ck_horsies_tasks_running_has_start CHECK (status <> 'RUNNING' OR started_at IS NOT
-    NULL), CONSTRAINT ck_horsies_tasks_completed_has_time CHECK (status <> 'COMPLETED' OR
-    completed_at IS NOT NULL), CONSTRAINT ck_horsies_tasks_failed_has_time CHECK (status <> 'FAILED'
-    OR failed_at IS NOT NULL)
+    CONSTRAINT ck_horsies_tasks_running_has_start CHECK (
+        status <> 'RUNNING' OR started_at IS NOT NULL),
+    CONSTRAINT ck_horsies_tasks_completed_has_time CHECK (
+        status <> 'COMPLETED' OR completed_at IS NOT NULL),
+    CONSTRAINT ck_horsies_tasks_failed_has_time CHECK (
+        status <> 'FAILED' OR failed_at IS NOT NULL)
 );
 
 CREATE INDEX IF NOT EXISTS ix_horsies_tasks_claim
