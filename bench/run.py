@@ -26,13 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 import psutil
 import psycopg
@@ -46,7 +46,6 @@ DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal
 DATABASE_NAME = "horsies_bench"
 
 _WORKER_START_TIMEOUT_S = 90.0
-_WORKER_STOP_TIMEOUT_S = 30.0
 _RESULT_TIMEOUT_MS = 30_000
 _POLL_S = 0.05
 # The drain is timed from the rows, not by this poll: poll gently, it competes with the worker.
@@ -150,26 +149,6 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 # -- processes -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _worker_process(url: str, processes: int, log: TextIO) -> Generator[subprocess.Popen[bytes]]:
-    """A ``horsies worker`` subprocess on the bench app; SIGTERM (then SIGKILL) on exit."""
-    env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-    env.pop("TASKLIB_SUPPRESS_SENDS", None)
-    command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
-    command += ["--processes", str(processes), "--loglevel", "WARNING"]
-    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield worker
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=_WORKER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=10)
-
-
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     del frame
     # Turn SIGTERM into an exception so the ExitStack stops the worker and the server.
@@ -271,6 +250,7 @@ def run(
     sizes: Sizes, *, processes: int, quick: bool, echo: Callable[[str], None]
 ) -> dict[str, Any]:
     """Run every measurement and return the JSON document (figures keyed by name)."""
+    from horsies.demo import worker_subprocess
     from horsies.embedded import start_embedded
 
     figures: dict[str, Figure] = {}
@@ -309,7 +289,9 @@ def run(
 
         log_path = scratch / "worker.log"
         log = stack.enter_context(log_path.open("w"))
-        worker = stack.enter_context(_worker_process(url, processes, log))
+        env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+        env.pop("TASKLIB_SUPPRESS_SENDS", None)
+        worker = stack.enter_context(worker_subprocess(APP_LOCATOR, processes, env, log, cwd=ROOT))
 
         def worker_ready() -> bool:
             if worker.poll() is not None:

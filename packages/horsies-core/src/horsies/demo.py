@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +88,16 @@ def _progress_line(done: int, total: int, failed: int, elapsed_s: float, width: 
 
 
 @contextmanager
-def _worker_process(processes: int, url: str, log: TextIO) -> Generator[subprocess.Popen[bytes]]:
-    env = {**os.environ, DATABASE_URL_ENV: url}
-    command = [sys.executable, "-m", "horsies", "worker", "horsies.demo_app:app"]
+def worker_subprocess(
+    locator: str, processes: int, env: Mapping[str, str], log: TextIO, cwd: Path | None = None
+) -> Generator[subprocess.Popen[bytes]]:
+    """A ``horsies worker`` subprocess logging to ``log``; SIGTERM then SIGKILL when the block ends.
+
+    Used by the demo and the benchmark suite, which both drive a real worker process.
+    """
+    command = [sys.executable, "-m", "horsies", "worker", locator]
     command += ["--processes", str(processes), "--loglevel", "WARNING"]
-    worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
     try:
         yield worker
     finally:
@@ -140,7 +145,8 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
 
         log_path = scratch / "worker.log"
         log = stack.enter_context(log_path.open("w"))
-        worker = stack.enter_context(_worker_process(processes, server.url, log))
+        env = {**os.environ, DATABASE_URL_ENV: server.url}
+        worker = stack.enter_context(worker_subprocess("horsies.demo_app:app", processes, env, log))
 
         def worker_is_up() -> bool:
             if worker.poll() is not None:
