@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString
+from typing import Any
 
-import psycopg
 import pytest
+from db_rows import sql
 from horsies.app import Horsies
 from horsies.broker import ClaimRequest, PostgresBroker, QueueClaimSpec
 from horsies.codec import SerializationError, args_from_json, task_result_to_json
@@ -25,7 +25,6 @@ from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMo
 from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
-from psycopg.rows import dict_row
 
 ODD_NAME = 'audit.it\'s; DROP TABLE horsies_tasks; --"x" $$ %s %(id)s'
 ODD_VALUES: list[Any] = [
@@ -39,15 +38,6 @@ ODD_VALUES: list[Any] = [
     {"key'; DROP TABLE horsies_tasks; --": ["v", 1, None]},
 ]
 ODD_QUEUE = "Mixed.Case-1"
-
-
-def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[str, Any]]:
-    with (
-        psycopg.connect(conninfo, autocommit=True) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        cur.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def finish_with(conninfo: str, task_id: str, result_text: str, status: str = "COMPLETED") -> None:

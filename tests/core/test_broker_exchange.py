@@ -12,6 +12,7 @@ from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from db_rows import row, sql
 from horsies.broker import (
     ClaimRequest,
     EnqueueRequest,
@@ -26,24 +27,10 @@ from horsies.broker.sql import tasks as task_sql
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import TaskError, TaskResult
-from psycopg.rows import dict_row
 
 W1, W2 = "worker-one", "worker-two"
 OK_JSON = task_result_to_json(TaskResult(ok=1))
 ERR_JSON = task_result_to_json(TaskResult(err=TaskError(error_code="BOOM", message="x")))
-
-
-def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[str, Any]]:
-    with (
-        psycopg.connect(conninfo, autocommit=True) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        cur.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-
-def row(conninfo: str, task_id: str) -> dict[str, Any]:
-    return sql(conninfo, "SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))[0]
 
 
 def req(budget: int, queues: list[QueueClaimSpec] | None = None, **kw: Any) -> ClaimRequest:

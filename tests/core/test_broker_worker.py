@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString
+from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from db_rows import row, sql
 from horsies.broker import (
     ClaimedTask,
     ClaimRequest,
@@ -25,25 +26,11 @@ from horsies.codec import task_result_from_json, task_result_to_json
 from horsies.config import PostgresConfig, RecoveryConfig
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy, TaskOptions
-from psycopg.rows import dict_row
 
 W1, W2 = "worker-one", "worker-two"
 DEFAULT_Q = [QueueClaimSpec("default")]
 OK_JSON = task_result_to_json(TaskResult(ok=1))
 ERR_JSON = task_result_to_json(TaskResult(err=TaskError(error_code="BOOM", message="x")))
-
-
-def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[str, Any]]:
-    with (
-        psycopg.connect(conninfo, autocommit=True) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        cur.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-
-def row(conninfo: str, task_id: str) -> dict[str, Any]:
-    return sql(conninfo, "SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))[0]
 
 
 def claim_req(budget: int, queues: list[QueueClaimSpec] = DEFAULT_Q, **kw: Any) -> ClaimRequest:
