@@ -72,11 +72,9 @@ WHERE status IN ('CLAIMED', 'RUNNING')
 GROUP BY queue_name
 """
 
-# Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
-# due; not expired), most urgent then oldest first, skipping rows another pass has locked.
-TASK_CLAIM_AVAILABLE: Final = """
-WITH candidates AS (
-    SELECT id
+# Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
+# lease), due, not expired. The one definition both claim statements select their candidates with.
+_CLAIMABLE_IN_QUEUE: Final = """
     FROM horsies_tasks
     WHERE queue_name = %(queue_name)s
       AND status IN ('PENDING', 'CLAIMED')
@@ -84,7 +82,21 @@ WITH candidates AS (
       AND sent_at <= now() AND (next_retry_at IS NULL OR next_retry_at <= now())
       AND (good_until IS NULL OR good_until > now())
     ORDER BY priority, sent_at, id
-    LIMIT %(limit)s
+"""
+
+# The ClaimedTask columns, in ClaimedTask field order.
+_CLAIMED_TASK_COLUMNS: Final = """
+RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
+          t.max_retries, t.task_options, t.sent_at"""
+
+# Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
+# due; not expired), most urgent then oldest first, skipping rows another pass has locked.
+TASK_CLAIM_AVAILABLE: Final = (
+    """
+WITH candidates AS (
+    SELECT id"""
+    + _CLAIMABLE_IN_QUEUE
+    + """    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE horsies_tasks AS t
@@ -95,26 +107,21 @@ SET status = 'CLAIMED',
     claim_expires_at = now() + %(lease_ms)s::int * interval '1 millisecond',
     updated_at = now()
 FROM candidates AS c
-WHERE t.id = c.id
-RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
-          t.max_retries, t.task_options, t.sent_at
-"""
+WHERE t.id = c.id"""
+    + _CLAIMED_TASK_COLUMNS
+    + "\n"
+)
 
 # Claim and start in one step (hard-cap mode without cluster-wide caps): lock up to one claimable
 # task of one queue per idle child, most urgent then oldest first, skipping rows another pass has
 # locked, and move them PENDING -> RUNNING at once, the n-th task to the n-th pid of %(pids)s. No
 # CLAIMED phase: the worker sends each row to its child as soon as the statement returns.
-TASK_CLAIM_AND_START_AVAILABLE: Final = """
+TASK_CLAIM_AND_START_AVAILABLE: Final = (
+    """
 WITH candidates AS (
-    SELECT id, priority, sent_at
-    FROM horsies_tasks
-    WHERE queue_name = %(queue_name)s
-      AND status IN ('PENDING', 'CLAIMED')
-      AND (status = 'PENDING' OR (claim_expires_at IS NOT NULL AND claim_expires_at < now()))
-      AND sent_at <= now() AND (next_retry_at IS NULL OR next_retry_at <= now())
-      AND (good_until IS NULL OR good_until > now())
-    ORDER BY priority, sent_at, id
-    LIMIT cardinality(%(pids)s::int[])
+    SELECT id, priority, sent_at"""
+    + _CLAIMABLE_IN_QUEUE
+    + """    LIMIT cardinality(%(pids)s::int[])
     FOR UPDATE SKIP LOCKED
 ),
 numbered AS (
@@ -137,10 +144,10 @@ SET status = 'RUNNING',
     worker_process_name = 'worker-' || a.pid,
     updated_at = now()
 FROM assigned AS a
-WHERE t.id = a.id
-RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
-          t.max_retries, t.task_options, t.sent_at, a.pid
-"""
+WHERE t.id = a.id"""
+    + _CLAIMED_TASK_COLUMNS
+    + ", a.pid\n"
+)
 
 # For the rest of the current transaction, run prepared statements with their generic plan.
 # PostgreSQL's automatic choice keeps re-planning the claim statement on every execution (it cannot
