@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from async_wait import wait_until
 from horsies.broker.types import ClaimedTask
 from horsies.codec import task_result_from_json
 from horsies_worker.children import Assignment, ChildPool, ChildProcess, ChildStartError
@@ -30,14 +30,6 @@ def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
         task_options=None,
         sent_at=datetime.now(UTC),
     )
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 class Recorder:

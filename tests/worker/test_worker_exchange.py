@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
 from horsies.broker.types import TaskExchange
 from horsies.config import PostgresConfig
@@ -53,14 +53,6 @@ class RecordingBroker(PostgresBroker):
     async def start_tasks(self, *args: Any, **kwargs: Any) -> set[str]:
         self.other_calls.append("start_tasks")
         return await super().start_tasks(*args, **kwargs)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def completed(conninfo: str) -> int:
