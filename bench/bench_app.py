@@ -1,4 +1,5 @@
-"""The app the benchmark's worker runs: one no-op task, so the figures measure the queue itself.
+"""The app the benchmark's worker runs: one no-op task, so the figures measure the queue itself, and
+two workflows of no-op nodes (fan-out/fan-in and a long chain) for the engine's per-node cost.
 
 The database URL comes from ``HORSIES_BENCH_DATABASE_URL``, so the benchmark process, the worker it
 starts (``horsies worker bench/bench_app.py:app``) and the worker's children build the same app.
@@ -12,6 +13,8 @@ import os
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
+from horsies.workflows.nodes import TaskNode
+from horsies.workflows.spec import WorkflowSpec
 
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"
 
@@ -28,3 +31,25 @@ app = Horsies(
 def noop() -> TaskResult[None, TaskError]:
     """Return at once: everything measured around it is queue overhead."""
     return TaskResult(ok=None)
+
+
+def _fan_out_spec() -> WorkflowSpec:
+    root = TaskNode(fn=noop, node_id="root")
+    fan = [TaskNode(fn=noop, waits_for=[root], node_id=f"fan{i}") for i in range(FAN_OUT_WIDTH)]
+    join = TaskNode(fn=noop, waits_for=fan, node_id="join")
+    return app.workflow("bench_fan_out", [root, *fan, join], output=join)
+
+
+def _chain_spec() -> WorkflowSpec:
+    nodes: list[TaskNode[None]] = [TaskNode(fn=noop, node_id="link0")]
+    for i in range(1, CHAIN_LENGTH):
+        nodes.append(TaskNode(fn=noop, waits_for=[nodes[-1]], node_id=f"link{i}"))
+    return app.workflow("bench_chain", list(nodes), output=nodes[-1])
+
+
+FAN_OUT_WIDTH = 50
+CHAIN_LENGTH = 200
+fan_out = _fan_out_spec()
+"""W4a: one root fanning out to 50 nodes that fan in to one (52 nodes)."""
+chain = _chain_spec()
+"""W4b: a chain of 200 nodes, each waiting for the previous one."""

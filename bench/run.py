@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -60,10 +60,11 @@ class Sizes:
     latency_samples: int
     drain_tasks: int
     drain_rounds: int
+    workflow_runs: int
 
 
-QUICK = Sizes(sends=300, latency_samples=100, drain_tasks=3_000, drain_rounds=2)
-FULL = Sizes(sends=2_000, latency_samples=500, drain_tasks=10_000, drain_rounds=3)
+QUICK = Sizes(sends=300, latency_samples=100, drain_tasks=3_000, drain_rounds=2, workflow_runs=3)
+FULL = Sizes(sends=2_000, latency_samples=500, drain_tasks=10_000, drain_rounds=3, workflow_runs=7)
 
 
 @dataclass
@@ -84,6 +85,10 @@ _FIGURE_ORDER = (
     "drain_rate",
     "latency_p50",
     "latency_p99",
+    "workflow_fan_out_ms",
+    "workflow_fan_out_per_node",
+    "workflow_chain_ms",
+    "workflow_chain_per_node",
     "worker_main_cpu_per_task",
     "worker_children_cpu_per_task",
     "worker_main_rss",
@@ -187,6 +192,26 @@ def measure_latency(noop: Any, n: int) -> tuple[Figure, Figure]:
     return (
         Figure("send -> result p50", _percentile(samples, 0.5), "ms", "lower", samples, note),
         Figure("send -> result p99", _percentile(samples, 0.99), "ms", "lower", [], note),
+    )
+
+
+def measure_workflow(spec: Any, nodes: int, repeats: int, label: str) -> tuple[Figure, Figure]:
+    """``start()`` then ``get()`` of a workflow of no-op nodes on an idle worker, ``repeats``
+    times: the whole run, and the run divided by its node count (the engine's per-node cost,
+    task execution included)."""
+    spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)  # warm-up
+    samples: list[float] = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)
+        samples.append((time.perf_counter() - started) * 1000)
+        if not result.is_ok():
+            raise BenchError(f"workflow {spec.name} failed: {result}")
+    median = statistics.median(samples)
+    note = f"median of {repeats} runs, {nodes} nodes"
+    return (
+        Figure(f"workflow {label}: start -> get", median, "ms", "lower", samples, note),
+        Figure(f"workflow {label}: per node", median / nodes, "ms", "lower", [], note),
     )
 
 
@@ -351,6 +376,17 @@ def run(
         figures["latency_p50"], figures["latency_p99"] = measure_latency(
             noop, sizes.latency_samples
         )
+        echo("  workflows: fan-out 1 -> 50 -> 1, chain of 200")
+        fan_nodes = bench_app.FAN_OUT_WIDTH + 2
+        figures["workflow_fan_out_ms"], figures["workflow_fan_out_per_node"] = measure_workflow(
+            bench_app.fan_out, fan_nodes, sizes.workflow_runs, f"fan-out 1->{fan_nodes - 2}->1"
+        )
+        figures["workflow_chain_ms"], figures["workflow_chain_per_node"] = measure_workflow(
+            bench_app.chain,
+            bench_app.CHAIN_LENGTH,
+            max(1, sizes.workflow_runs // 2),
+            f"chain of {bench_app.CHAIN_LENGTH}",
+        )
         rss = worker_ps.memory_info().rss / (1024 * 1024)
         children_rss = [c.memory_info().rss / (1024 * 1024) for c in worker_ps.children()]
         figures["worker_main_rss"] = Figure(
@@ -404,9 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.tasks is not None:
-        sizes = Sizes(sizes.sends, sizes.latency_samples, args.tasks, sizes.drain_rounds)
+        sizes = replace(sizes, drain_tasks=args.tasks)
     if args.rounds is not None:
-        sizes = Sizes(sizes.sends, sizes.latency_samples, sizes.drain_tasks, args.rounds)
+        sizes = replace(sizes, drain_rounds=args.rounds)
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     print(f"horsies benchmark ({'quick' if args.quick else 'full'})", flush=True)

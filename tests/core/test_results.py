@@ -29,6 +29,12 @@ ALL_CODES = [
     "UPSTREAM_SKIPPED",
     "WORKFLOW_CTX_MISSING_ID",
     "WORKFLOW_SUCCESS_CASE_NOT_MET",
+    "WORKFLOW_STOPPED",
+    "WORKFLOW_PAUSED",
+    "WORKFLOW_CANCELLED",
+    "WORKFLOW_FAILED",
+    "SUBWORKFLOW_FAILED",
+    "SUBWORKFLOW_LOAD_FAILED",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -36,7 +42,7 @@ ALL_CODES = [
 # --------------------------------------------------------------------------------------------
 
 
-def test_library_error_code_has_the_17_documented_members() -> None:
+def test_library_error_code_has_the_documented_members() -> None:
     assert [member.name for member in LibraryErrorCode] == ALL_CODES
 
 

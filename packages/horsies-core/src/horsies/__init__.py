@@ -1,9 +1,10 @@
 """horsies: a PostgreSQL-backed background task queue and workflow engine.
 
 Everything a producer needs is importable from here: the app object and its configuration, task
-results and errors, retry policies and task statuses, and the schedule models that configure
-``horsies scheduler``. Workers come with the ``horsies-worker`` package (``horsies worker`` on the
-command line, :func:`run_worker` from Python).
+results and errors, retry policies and task statuses, the schedule models that configure
+``horsies scheduler``, and the workflow API (nodes, specs, class-based definitions, handles,
+statuses and the context a workflow task receives). Workers come with the ``horsies-worker``
+package (``horsies worker`` on the command line, :func:`run_worker` from Python).
 
 Importing this package installs an exception hook that prints an uncaught ``HorsiesError`` in a
 readable, Rust-compiler-like form (see ``HORSIES_PLAIN_ERRORS`` to turn it off).
@@ -22,7 +23,7 @@ from horsies.errors import (
     WorkflowValidationError,
     install_exception_hook,
 )
-from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.results import LibraryErrorCode, SubWorkflowError, TaskError, TaskResult
 from horsies.schedules import (
     CronSchedule,
     DailySchedule,
@@ -37,9 +38,40 @@ from horsies.schedules import (
 )
 from horsies.tasks.retry import RetryPolicy
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
+from horsies.workflows.context import (
+    SubWorkflowSummary,
+    WorkflowContext,
+    WorkflowContextMissingIdError,
+    WorkflowHandleMissingIdError,
+    WorkflowMeta,
+)
+from horsies.workflows.definition import WorkflowDefinition
+from horsies.workflows.handle import WorkflowHandle, WorkflowTaskInfo
+from horsies.workflows.nodes import (
+    AnyNode,
+    NodeKey,
+    SubWorkflowNode,
+    SuccessCase,
+    SuccessPolicy,
+    TaskNode,
+    slugify,
+)
+from horsies.workflows.spec import WorkflowSpec
+from horsies.workflows.start import start_workflow, start_workflow_async
+from horsies.workflows.status import (
+    WORKFLOW_TASK_TERMINAL_STATES,
+    WORKFLOW_TERMINAL_STATES,
+    OnError,
+    SubWorkflowRetryMode,
+    WorkflowStatus,
+    WorkflowTaskStatus,
+)
 
 __all__ = [
     "TASK_TERMINAL_STATES",
+    "WORKFLOW_TASK_TERMINAL_STATES",
+    "WORKFLOW_TERMINAL_STATES",
+    "AnyNode",
     "AppConfig",
     "CronSchedule",
     "CustomQueueConfig",
@@ -51,21 +83,43 @@ __all__ = [
     "LibraryErrorCode",
     "MonthlySchedule",
     "MultipleValidationErrors",
+    "NodeKey",
+    "OnError",
     "PostgresConfig",
     "QueueMode",
     "RecoveryConfig",
     "RetryPolicy",
     "ScheduleConfig",
     "SchedulePattern",
+    "SubWorkflowError",
+    "SubWorkflowNode",
+    "SubWorkflowRetryMode",
+    "SubWorkflowSummary",
+    "SuccessCase",
+    "SuccessPolicy",
     "TaskError",
+    "TaskNode",
     "TaskResult",
     "TaskSchedule",
     "TaskStatus",
     "ValidationReport",
     "Weekday",
     "WeeklySchedule",
+    "WorkflowContext",
+    "WorkflowContextMissingIdError",
+    "WorkflowDefinition",
+    "WorkflowHandle",
+    "WorkflowHandleMissingIdError",
+    "WorkflowMeta",
+    "WorkflowSpec",
+    "WorkflowStatus",
+    "WorkflowTaskInfo",
+    "WorkflowTaskStatus",
     "WorkflowValidationError",
     "run_worker",
+    "slugify",
+    "start_workflow",
+    "start_workflow_async",
 ]
 
 __version__ = "0.1.0"

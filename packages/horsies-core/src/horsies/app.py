@@ -30,12 +30,15 @@ from horsies.locator import SUPPRESS_SENDS_ENV, is_file_locator
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.decorator import TaskFunction, define_task, exception_text, task_origin
+from horsies.workflows.status import OnError
 
 if TYPE_CHECKING:
     import logging
 
     from horsies.broker.postgres import PostgresBroker
     from horsies.tasks.retry import RetryPolicy
+    from horsies.workflows.nodes import AnyNode, SuccessPolicy
+    from horsies.workflows.spec import WorkflowSpec
 
 __all__ = ["DEFAULT_GLOB_EXCLUDES", "ROLES", "Horsies", "TaskRegistry"]
 
@@ -234,6 +237,37 @@ class Horsies:
         if registered is task_fn:
             self.logger.debug("registered task %s", task_fn.task_name)
         return registered
+
+    # -- workflows --------------------------------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str,
+        tasks: Sequence[AnyNode],
+        on_error: OnError | str = OnError.FAIL,
+        output: AnyNode | None = None,
+        success_policy: SuccessPolicy | None = None,
+    ) -> WorkflowSpec:
+        """Build a workflow spec whose nodes run on this app's queues (spec 03 §4).
+
+        Each `TaskNode` gets its queue (its own `queue`, else its task's queue, else
+        ``"default"``) and, unless it sets one, that queue's priority; the spec gets this app's
+        broker, so `spec.start()` works. Nodes without a `node_id` are named
+        ``"<slugified name>:<index>"``. `on_error` is `OnError.FAIL` (default) or `OnError.PAUSE`
+        (the strings ``"fail"`` / ``"pause"`` work too).
+
+        Raises:
+            ConfigurationError: a node's queue is not configured (E103, CUSTOM mode) or is not
+                ``"default"`` (E200, DEFAULT mode); several at once as
+                `MultipleConfigurationErrors`.
+            WorkflowValidationError: the graph is invalid (E003-E017, see `WorkflowSpec`);
+                several at once as `MultipleValidationErrors`.
+        """
+        from horsies.workflows.spec import build_workflow_spec
+
+        return build_workflow_spec(
+            self, name, tasks, on_error=on_error, output=output, success_policy=success_policy
+        )
 
     # -- task module discovery --------------------------------------------------------------------
 

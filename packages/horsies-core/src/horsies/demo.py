@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -201,6 +201,7 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
         retried = handle.get(timeout_ms=_RESULT_TIMEOUT_MS)
         row = broker.get_task_sync(handle.task_id) or {}
         echo(f"    result after {row.get('retry_count', '?')} retry: {retried.ok_value!r}")
+        _show_workflow(demo_app, echo)
 
     figures = DemoFigures(
         tasks=tasks,
@@ -218,6 +219,28 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
     echo(f"    send → result       {figures.round_trip_ms:>10.1f} ms (median of 20)")
     echo("  everything stopped; nothing was left running.")
     return figures
+
+
+def _show_workflow(demo_app: Any, echo: Callable[[str], None]) -> None:
+    """Run the demo workflow (fan-out, fan-in, one failing branch) and print its nodes."""
+    echo(
+        click.style("\n  A workflow", bold=True)
+        + ": plan -> 4 quote fetches (one fails) -> summary (allow_failed_deps)"
+    )
+    started = time.perf_counter()
+    handle = demo_app.QuotesWorkflow.build(demo_app.app).start()
+    outcome = handle.get(timeout_ms=_RESULT_TIMEOUT_MS)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    for node in handle.tasks():
+        detail = ""
+        if node.result is not None:
+            detail = (
+                f"ok={node.result.ok_value!r}"
+                if node.result.is_ok()
+                else f"err={node.result.err_value.error_code}"
+            )
+        echo(f"    {node.node_id or node.name:<16} {node.status.value:<10} {detail}")
+    echo(f"    workflow {handle.status().value} in {elapsed_ms:.0f} ms: {outcome.ok_value!r}")
 
 
 @click.command("demo")

@@ -12,7 +12,10 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["LibraryErrorCode", "TaskError", "TaskResult"]
+# context.py does not import this module at run time, so this import cannot cycle.
+from horsies.workflows.context import SubWorkflowSummary
+
+__all__ = ["LibraryErrorCode", "SubWorkflowError", "TaskError", "TaskResult"]
 
 T_co = TypeVar("T_co", covariant=True)
 E_co = TypeVar("E_co", covariant=True)
@@ -67,6 +70,18 @@ class LibraryErrorCode(StrEnum):
     """The task raised `WorkflowContextMissingIdError`."""
     WORKFLOW_SUCCESS_CASE_NOT_MET = "WORKFLOW_SUCCESS_CASE_NOT_MET"
     """The workflow's success policy was not satisfied."""
+    WORKFLOW_STOPPED = "WORKFLOW_STOPPED"
+    """The task's workflow was paused or cancelled before the task started."""
+    WORKFLOW_PAUSED = "WORKFLOW_PAUSED"
+    """`WorkflowHandle.get()` on a paused workflow."""
+    WORKFLOW_CANCELLED = "WORKFLOW_CANCELLED"
+    """The workflow was cancelled (and stored no error of its own)."""
+    WORKFLOW_FAILED = "WORKFLOW_FAILED"
+    """The workflow failed (and stored no error of its own)."""
+    SUBWORKFLOW_FAILED = "SUBWORKFLOW_FAILED"
+    """A child workflow did not complete; the error is a `SubWorkflowError`."""
+    SUBWORKFLOW_LOAD_FAILED = "SUBWORKFLOW_LOAD_FAILED"
+    """A child workflow's definition could not be found or built."""
 
 
 class TaskError(BaseModel):
@@ -117,6 +132,19 @@ class TaskError(BaseModel):
         if self.message is None:
             return code or repr(self)
         return f"{code}: {self.message}" if code else self.message
+
+
+class SubWorkflowError(TaskError):
+    """The error of a workflow node whose child workflow did not complete.
+
+    `error_code` is `SUBWORKFLOW_FAILED`; `sub_workflow_id` names the child workflow and
+    `sub_workflow_summary` says how it ended. It survives storage as a `SubWorkflowError`
+    (decision D17), so ``case SubWorkflowError(sub_workflow_summary=summary):`` works on results
+    read back from the database.
+    """
+
+    sub_workflow_id: str
+    sub_workflow_summary: SubWorkflowSummary[Any] | None = None
 
 
 def _exception_identity(value: object) -> object:

@@ -84,6 +84,7 @@ def build_outcome(
             ok=True,
             retry_delay_s=None,
             retry_count=task.retry_count,
+            workflow_id=task.workflow_id,
         )
     delay = retry_delay_for(task, result_json, rng=rng)
     return TaskOutcome(
@@ -93,6 +94,7 @@ def build_outcome(
         retry_delay_s=float(delay) if delay is not None else None,
         failed_reason=failed_reason if delay is None else None,
         retry_count=task.retry_count,
+        workflow_id=task.workflow_id,
     )
 
 

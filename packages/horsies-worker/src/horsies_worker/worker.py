@@ -581,6 +581,7 @@ class Worker:
                 ok=ok,
                 retry_delay_s=None,
                 retry_count=task.retry_count,
+                workflow_id=task.workflow_id,
             )
         completer.submit(outcome)
         if ok:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal, LiteralString, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, LiteralString, TypeAlias, TypeVar
 
 import orjson
 
@@ -46,6 +46,9 @@ from horsies.codec import (
 from horsies.config import RecoveryConfig
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
 
 __all__ = [
     "CLAIM_LOCK_KEY",
@@ -122,7 +125,7 @@ def run_query(query: Query) -> Op[QueryResult]:
     return result
 
 
-def _together(queries: Sequence[Query]) -> Op[tuple[QueryResult, ...]]:
+def together(queries: Sequence[Query]) -> Op[tuple[QueryResult, ...]]:
     """Run ``queries`` in one round trip: a plain step for one, a :class:`Pipeline` for several."""
     if len(queries) == 1:
         res = yield queries[0]
@@ -399,18 +402,42 @@ def _finished(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
     return done
 
 
+def _workflow_ids(outcomes: Sequence[TaskOutcome]) -> list[str]:
+    return sorted({o.workflow_id for o in outcomes if o.workflow_id is not None})
+
+
 def finish_op(
-    outcomes: Sequence[TaskOutcome], worker_id: str | None, *, notify_capacity: bool = True
+    outcomes: Sequence[TaskOutcome],
+    worker_id: str | None,
+    *,
+    notify_capacity: bool = True,
+    app: Horsies | None = None,
+    advance_workflows: bool = True,
 ) -> Op[set[str]]:
     """Finalise a batch in one statement (COMPLETED/FAILED rows and retries) plus, when
-    ``notify_capacity``, one capacity wake-up in the same round trip; returns the ids written."""
+    ``notify_capacity``, one capacity wake-up in the same round trip; returns the ids written.
+
+    Outcomes of workflow tasks (``workflow_id`` set) also advance their workflows in the same
+    transaction (run the op in one): the trees' root rows are locked before the finish, then the
+    engine runs (``advance_workflows=False`` leaves that to the reaper's reconciliation).
+    """
     if not outcomes:
         return set()
-    queries = [finish_query(outcomes, worker_id)]
+    from horsies.broker import workflow_ops
+
+    workflow_ids = _workflow_ids(outcomes) if advance_workflows else []
+    queries = [workflow_ops.lock_roots_query(workflow_ids)] if workflow_ids else []
+    queries.append(finish_query(outcomes, worker_id))
     if notify_capacity:
         queries.append(_CAPACITY_NOTIFY)
-    parts = yield from _together(queries)
-    return _finished(outcomes, parts[0])
+    parts = yield from together(queries)
+    finished = _finished(outcomes, parts[1 if workflow_ids else 0])
+    if workflow_ids:
+        yield from workflow_ops.advance_finished_op(
+            app,
+            [o.task_id for o in outcomes if o.workflow_id is not None and o.task_id in finished],
+        )
+    return finished
 
 
 # -- claiming --------------------------------------------------------------------------------------
@@ -423,7 +450,7 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
         return []
     if needs_cluster_counts(request):
         # One round trip for both: the count runs after the lock is granted.
-        _, counts = yield from _together(
+        _, counts = yield from together(
             (
                 Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY}),
                 Query(task_sql.TASK_COUNT_IN_FLIGHT),
@@ -472,9 +499,14 @@ def _direct_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, i
     return [(q, min(limit, total)) for q, limit in plan.queue_limits if min(limit, total) > 0]
 
 
-def exchange_needs_transaction(request: ClaimRequest | None, slots: int) -> bool:
-    """True when the claim part of :func:`exchange_op` may take more than one statement (several
-    queues), so the exchange must run in an explicit transaction to stay all-or-nothing."""
+def exchange_needs_transaction(
+    request: ClaimRequest | None, slots: int, outcomes: Sequence[TaskOutcome] = ()
+) -> bool:
+    """True when :func:`exchange_op` may take more than one statement (claims in several queues,
+    or workflow outcomes to advance), so the exchange must run in an explicit transaction to stay
+    all-or-nothing."""
+    if any(o.workflow_id is not None for o in outcomes):
+        return True
     return request is not None and slots > 0 and len(_direct_claim_limits(request, slots)) > 1
 
 
@@ -493,7 +525,7 @@ def _claim_and_start_query(
 
 
 def _started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
-    started = [StartedTask(ClaimedTask(*r[:10]), int(r[10])) for r in rows]
+    started = [StartedTask(ClaimedTask(*r[:11]), int(r[11])) for r in rows]
     started.sort(key=lambda s: (s.task.priority, s.task.sent_at, s.task.id))
     return started
 
@@ -507,6 +539,7 @@ def exchange_op(
     pids: Sequence[int],
     notify_capacity: bool,
     keep_running_ids: Sequence[str] | None,
+    app: Horsies | None = None,
 ) -> Op[TaskExchange]:
     """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
     task per child pid in ``pids`` (hard-cap mode without cluster-wide caps, see
@@ -521,12 +554,22 @@ def exchange_op(
     ``keep_running_ids`` (after a failed exchange whose claims may have committed without the
     reply arriving) also sends this worker's RUNNING rows that are not in the list back to
     PENDING: no child ever got them.
+
+    Workflow outcomes (run in a transaction, see :func:`exchange_needs_transaction`) lock their
+    trees first and advance them after the finish; the claim then comes last, so a node enqueued
+    by the advance (the next link of a chain) can be started by this very exchange.
     """
     if request is not None and not can_start_directly(request):
         raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
     # Generic plans: see TASK_PLANS_GENERIC_IN_TRANSACTION (every statement below keeps its index
     # plan). The setting ends with the exchange's (implicit or explicit) transaction.
+    from horsies.broker import workflow_ops
+
     first: list[Query] = [_PLANS_GENERIC]
+    workflow_ids = _workflow_ids(outcomes)
+    if workflow_ids:
+        first.append(workflow_ops.lock_roots_query(workflow_ids))
+    finish_at = len(first)
     if outcomes:
         first.append(finish_query(outcomes, worker_id))
         if notify_capacity:
@@ -545,14 +588,20 @@ def exchange_op(
     limits = _direct_claim_limits(request, len(pids)) if request is not None else []
     claim_at = -1
     asked = 0
-    if limits:
+    if limits and not workflow_ids:
         claim_at = len(first)
         queue_name, asked = limits[0]
         first.append(_claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
-    if len(first) == 1:
+        limits = limits[1:]
+    if len(first) == 1 and not limits:
         return TaskExchange()
-    parts = yield from _together(first)
-    finished = _finished(outcomes, parts[1]) if outcomes else set[str]()
+    parts = yield from together(first)
+    finished = _finished(outcomes, parts[finish_at]) if outcomes else set[str]()
+    if workflow_ids:
+        yield from workflow_ops.advance_finished_op(
+            app,
+            [o.task_id for o in outcomes if o.workflow_id is not None and o.task_id in finished],
+        )
     requeued: list[str] = []
     if reconcile_at >= 0:
         requeued = [r[0] for r in parts[reconcile_at].rows]
@@ -564,7 +613,7 @@ def exchange_op(
                 ", ".join(requeued[:20]),
             )
     started: list[StartedTask] = _started_rows(parts[claim_at].rows) if claim_at >= 0 else []
-    for queue_name, limit in limits[1:]:
+    for queue_name, limit in limits:
         free = list(pids[len(started) :])
         n = min(limit, len(free))
         if n <= 0:
@@ -781,6 +830,7 @@ def fail_stale_running_op(
                 max_retries,
                 task_options,
                 detected_at,
+                workflow_id,
             ) = row
             result, reason = worker_crashed_result(
                 threshold_ms,
@@ -804,6 +854,7 @@ def fail_stale_running_op(
                     retry_delay_s=delay,
                     failed_reason=reason,
                     retry_count=retry_count,
+                    workflow_id=workflow_id,
                 )
             )
             _log.warning(
@@ -815,7 +866,9 @@ def fail_stale_running_op(
                 reason,
                 f"; retrying in {delay:g}s" if delay is not None else "",
             )
-        done = yield from finish_op(outcomes, worker_id=None)
+        # Workflows learn about these through reconcile_op (same transaction), which never waits
+        # for a tree lock: this transaction already holds task rows a finishing worker may need.
+        done = yield from finish_op(outcomes, worker_id=None, advance_workflows=False)
         retried += sum(1 for o in outcomes if o.retry_delay_s is not None and o.task_id in done)
         failed += sum(1 for o in outcomes if o.retry_delay_s is None and o.task_id in done)
         if len(res.rows) < STALE_RUNNING_BATCH:
@@ -823,8 +876,14 @@ def fail_stale_running_op(
     return failed, retried
 
 
-def reap_op(recovery: RecoveryConfig) -> Op[ReapReport]:
-    """One reaper pass (run in a transaction); does nothing when another reaper holds the lock."""
+RECONCILE_MIN_AGE_MS: Final = 1_000
+"""A RUNNING workflow must have been quiet this long before the reaper re-examines it."""
+
+
+def reap_op(recovery: RecoveryConfig, app: Horsies | None = None) -> Op[ReapReport]:
+    """One reaper pass (run in a transaction); does nothing when another reaper holds the lock.
+    Ends with the workflow reconciliation (03 §16), which also carries the tasks failed here into
+    their workflows."""
     res = yield Query(task_sql.TASK_REAPER_TRY_LOCK, {"key": REAPER_LOCK_KEY})
     if not res.rows or not res.rows[0][0]:
         return ReapReport(ran=False)
@@ -835,7 +894,10 @@ def reap_op(recovery: RecoveryConfig) -> Op[ReapReport]:
         failed, retried = yield from fail_stale_running_op(
             recovery.running_stale_threshold_ms, allow_retry=True, max_batches=4
         )
-    return ReapReport(requeued=requeued, failed=failed, retried=retried)
+    from horsies.broker import workflow_ops
+
+    reconciled = yield from workflow_ops.reconcile_op(app, RECONCILE_MIN_AGE_MS)
+    return ReapReport(requeued=requeued, failed=failed, retried=retried, reconciled=reconciled)
 
 
 # -- monitoring ------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from horsies.broker import ops
+from horsies.broker import ops, workflow_ops
 from horsies.broker.errors import translate_error
 from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
 from horsies.broker.migrations import apply_migrations_async, apply_migrations_sync
@@ -38,7 +38,12 @@ from horsies.broker.types import (
     TaskOutcome,
     WorkerStateRow,
 )
-from horsies.broker.waiters import AsyncWaiter, ResultWaiters, SyncWaiter
+from horsies.broker.waiters import (
+    WORKFLOW_DONE_CHANNEL,
+    AsyncWaiter,
+    ResultWaiters,
+    SyncWaiter,
+)
 from horsies.config import PostgresConfig, RecoveryConfig
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresBroker"]
 
 _log = get_logger("broker")
+R = TypeVar("R")
 
 
 class PostgresBroker:
@@ -75,6 +81,7 @@ class PostgresBroker:
         self._listener_lock = threading.Lock()
         self._listener: NotificationListener | None = None
         self._waiters = ResultWaiters(self._get_listener)
+        self._workflow_waiters = ResultWaiters(self._get_listener, WORKFLOW_DONE_CHANNEL)
         self._closed = False
 
     # -- properties --------------------------------------------------------------------------------
@@ -284,6 +291,64 @@ class PostgresBroker:
         )
         return res.rows[0] if res.rows else None
 
+    def _wait_sync(
+        self,
+        waiters: ResultWaiters,
+        key: str,
+        read_final: Callable[[], R | None],
+        plan: ops.WaitPlan,
+        on_notified: Callable[[], R] | None = None,
+    ) -> R | None:
+        """Return ``read_final()``'s first non-None value, re-read after each notification for
+        ``key`` (or every few seconds); None at the deadline. ``on_notified`` decides the outcome
+        after a notification instead of waiting on."""
+        final = read_final()
+        if final is not None:
+            return final
+        waiter = SyncWaiter(key)
+        waiters.register(waiter)
+        try:
+            waiters.wait_listening()
+            while True:
+                final = read_final()
+                if final is not None:
+                    return final
+                wait_s = plan.next_wait(time.monotonic())
+                if wait_s is None:
+                    return None
+                if waiter.wait(wait_s) == "notified" and on_notified is not None:
+                    return on_notified()
+        finally:
+            waiters.unregister(waiter)
+
+    async def _wait_async(
+        self,
+        waiters: ResultWaiters,
+        key: str,
+        read_final: Callable[[], Awaitable[R | None]],
+        plan: ops.WaitPlan,
+        on_notified: Callable[[], Awaitable[R]] | None = None,
+    ) -> R | None:
+        """Async twin of :meth:`_wait_sync`."""
+        final = await read_final()
+        if final is not None:
+            return final
+        waiter = AsyncWaiter(key)
+        waiters.register(waiter)
+        try:
+            await waiters.wait_listening_async()
+            while True:
+                final = await read_final()
+                if final is not None:
+                    return final
+                wait_s = plan.next_wait(time.monotonic())
+                if wait_s is None:
+                    return None
+                if await waiter.wait(wait_s) == "notified" and on_notified is not None:
+                    return await on_notified()
+        finally:
+            waiters.unregister(waiter)
+
     def get_result(self, task_id: str, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
         """Wait for a task's result and return it; never raises (02 §5).
 
@@ -293,56 +358,88 @@ class PostgresBroker:
         a pooled connection while waiting.
         """
         try:
-            plan = ops.WaitPlan(timeout_ms, time.monotonic())
-            final = ops.result_from_row(task_id, self._read_result_sync(task_id))
-            if final is not None:
-                return final
-            waiter = SyncWaiter(task_id)
-            self._waiters.register(waiter)
-            try:
-                self._waiters.wait_listening()
-                while True:
-                    final = ops.result_from_row(task_id, self._read_result_sync(task_id))
-                    if final is not None:
-                        return final
-                    wait_s = plan.next_wait(time.monotonic())
-                    if wait_s is None:
-                        return ops.wait_timeout(task_id, timeout_ms)
-                    if waiter.wait(wait_s) == "notified":
-                        row = self._read_result_sync(task_id)
-                        return ops.result_after_notification(task_id, row, timeout_ms)
-            finally:
-                self._waiters.unregister(waiter)
+            final = self._wait_sync(
+                self._waiters,
+                task_id,
+                lambda: ops.result_from_row(task_id, self._read_result_sync(task_id)),
+                ops.WaitPlan(timeout_ms, time.monotonic()),
+                lambda: ops.result_after_notification(
+                    task_id, self._read_result_sync(task_id), timeout_ms
+                ),
+            )
         except Exception as exc:
             return ops.broker_error(task_id, timeout_ms, exc)
+        return final if final is not None else ops.wait_timeout(task_id, timeout_ms)
 
     async def get_result_async(
         self, task_id: str, timeout_ms: int | None = None
     ) -> TaskResult[Any, TaskError]:
         """Async twin of :meth:`get_result` (only ``asyncio.CancelledError`` propagates)."""
+
+        async def read_final() -> TaskResult[Any, TaskError] | None:
+            return ops.result_from_row(task_id, await self._read_result_async(task_id))
+
+        async def after_notification() -> TaskResult[Any, TaskError]:
+            row = await self._read_result_async(task_id)
+            return ops.result_after_notification(task_id, row, timeout_ms)
+
         try:
-            plan = ops.WaitPlan(timeout_ms, time.monotonic())
-            final = ops.result_from_row(task_id, await self._read_result_async(task_id))
-            if final is not None:
-                return final
-            waiter = AsyncWaiter(task_id)
-            self._waiters.register(waiter)
-            try:
-                await self._waiters.wait_listening_async()
-                while True:
-                    final = ops.result_from_row(task_id, await self._read_result_async(task_id))
-                    if final is not None:
-                        return final
-                    wait_s = plan.next_wait(time.monotonic())
-                    if wait_s is None:
-                        return ops.wait_timeout(task_id, timeout_ms)
-                    if await waiter.wait(wait_s) == "notified":
-                        row = await self._read_result_async(task_id)
-                        return ops.result_after_notification(task_id, row, timeout_ms)
-            finally:
-                self._waiters.unregister(waiter)
+            final = await self._wait_async(
+                self._waiters,
+                task_id,
+                read_final,
+                ops.WaitPlan(timeout_ms, time.monotonic()),
+                after_notification,
+            )
         except Exception as exc:
             return ops.broker_error(task_id, timeout_ms, exc)
+        return final if final is not None else ops.wait_timeout(task_id, timeout_ms)
+
+    # -- workflows (spec 03) -----------------------------------------------------------------------
+
+    def execute(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T:
+        """Run a sans-IO operation (``horsies.broker.ops`` / ``workflow_ops``) on the sync pool.
+
+        The extension point the workflow API uses; driver errors become ``BrokerError``.
+        """
+        return self._run_sync(op, action=action, transaction=transaction)
+
+    async def execute_async(
+        self, op: ops.Op[ops.T], *, action: str, transaction: bool = False
+    ) -> ops.T:
+        """Async twin of :meth:`execute`."""
+        return await self._run_async(op, action=action, transaction=transaction)
+
+    def wait_workflow(
+        self, workflow_id: str, timeout_ms: int | None = None
+    ) -> TaskResult[Any, TaskError]:
+        """Wait until a workflow is terminal or PAUSED and return its outcome (03 §15 ``get``);
+        raises ``ValueError`` for an unknown id."""
+        final = self._wait_sync(
+            self._workflow_waiters,
+            workflow_id,
+            lambda: self.execute(workflow_ops.outcome_op(workflow_id), action="workflow_get"),
+            ops.WaitPlan(timeout_ms, time.monotonic()),
+        )
+        return final if final is not None else workflow_ops.wait_timeout(timeout_ms)
+
+    async def wait_workflow_async(
+        self, workflow_id: str, timeout_ms: int | None = None
+    ) -> TaskResult[Any, TaskError]:
+        """Async twin of :meth:`wait_workflow`."""
+
+        async def read_final() -> TaskResult[Any, TaskError] | None:
+            return await self.execute_async(
+                workflow_ops.outcome_op(workflow_id), action="workflow_get"
+            )
+
+        final = await self._wait_async(
+            self._workflow_waiters,
+            workflow_id,
+            read_final,
+            ops.WaitPlan(timeout_ms, time.monotonic()),
+        )
+        return final if final is not None else workflow_ops.wait_timeout(timeout_ms)
 
     # -- monitoring (06 §1, D39) -------------------------------------------------------------------
 
@@ -493,8 +590,9 @@ class PostgresBroker:
         if not outcomes:
             return set()
         return await self._run_async(
-            ops.finish_op(outcomes, worker_id, notify_capacity=notify_capacity),
+            ops.finish_op(outcomes, worker_id, notify_capacity=notify_capacity, app=self._app),
             action="finish_tasks",
+            transaction=any(o.workflow_id is not None for o in outcomes),
         )
 
     async def finish_and_start_tasks(
@@ -532,10 +630,11 @@ class PostgresBroker:
                 pids=list(pids)[:slots],
                 notify_capacity=notify_capacity,
                 keep_running_ids=keep_running_ids,
+                app=self._app,
             ),
             action="finish_and_start_tasks",
             hot=True,
-            transaction=ops.exchange_needs_transaction(request, slots),
+            transaction=ops.exchange_needs_transaction(request, slots, outcomes),
         )
 
     async def requeue_untracked_running(
@@ -581,11 +680,13 @@ class PostgresBroker:
         """One recovery pass (04 §10, D10), by at most one process of the cluster at a time: stale
         CLAIMED -> PENDING; stale RUNNING -> FAILED with WORKER_CRASHED, or retried when the task
         lists WORKER_CRASHED in auto_retry_for and has retries left."""
-        return await self._run_async(ops.reap_op(recovery), action="reap", transaction=True)
+        return await self._run_async(
+            ops.reap_op(recovery, self._app), action="reap", transaction=True
+        )
 
     def reap_sync(self, recovery: RecoveryConfig) -> ReapReport:
         """Sync twin of :meth:`reap`."""
-        return self._run_sync(ops.reap_op(recovery), action="reap", transaction=True)
+        return self._run_sync(ops.reap_op(recovery, self._app), action="reap", transaction=True)
 
     async def notify(self, channel: str, payload: str = "") -> None:
         """Send a notification (e.g. a delayed ``retry:<id>`` wake-up on ``task_queue_<q>``)."""
@@ -599,6 +700,7 @@ class PostgresBroker:
 
     def _close_common(self) -> None:
         self._waiters.close()
+        self._workflow_waiters.close()
         with self._listener_lock:
             self._closed = True
             listener, self._listener = self._listener, None

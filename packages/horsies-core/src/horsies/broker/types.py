@@ -87,7 +87,7 @@ class InFlight:
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task row this worker just moved to CLAIMED; ``args``/``kwargs``/``task_options`` are raw
-    JSON text."""
+    JSON text; ``workflow_id`` is set for a workflow node's task."""
 
     id: str
     task_name: str
@@ -99,6 +99,7 @@ class ClaimedTask:
     max_retries: int
     task_options: str | None
     sent_at: datetime
+    workflow_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,8 @@ class TaskOutcome:
     ``retry_delay_s`` sends the task back to PENDING for another attempt after that delay instead
     (the result is not stored). ``retry_count``, when given, must equal the row's retry_count: it
     pins the outcome to the attempt that produced it, so a late result can never finish a later
-    attempt.
+    attempt. ``workflow_id`` (from `ClaimedTask.workflow_id`) makes the write advance that workflow
+    in the same transaction.
     """
 
     task_id: str
@@ -142,6 +144,7 @@ class TaskOutcome:
     retry_delay_s: float | None = None
     failed_reason: str | None = None
     retry_count: int | None = None
+    workflow_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +174,11 @@ class WorkerStateRow:
 @dataclass(frozen=True, slots=True)
 class ReapReport:
     """What one reaper pass did: CLAIMED rows requeued, RUNNING rows failed, RUNNING rows sent to
-    retry."""
+    retry, workflow items reconciled."""
 
     requeued: int = 0
     failed: int = 0
     retried: int = 0
+    reconciled: int = 0
     ran: bool = field(default=True)
     """False when another process held the reaper lock, so this pass did nothing."""

@@ -1,9 +1,9 @@
-"""Routing of ``task_done`` notifications to the result waiters of one broker.
+"""Routing of ``task_done`` / ``workflow_done`` notifications to the waiters of one broker.
 
-One subscription on the shared listener serves every waiting ``get_result`` call: the payload (a
-task id) is looked up in a dict, so a notification costs O(1) however many calls are waiting. After
-a listener reconnect every waiter is poked to re-read its row, because notifications sent while the
-connection was down are lost.
+One subscription per channel on the shared listener serves every waiting ``get_result`` (or
+workflow ``get``) call: the payload (a task or workflow id) is looked up in a dict, so a
+notification costs O(1) however many calls are waiting. After a listener reconnect every waiter is
+poked to re-read its row, because notifications sent while the connection was down are lost.
 """
 
 from __future__ import annotations
@@ -16,19 +16,27 @@ from typing import Final, Literal
 
 from horsies.broker.listener import NotificationListener, Subscription
 
-__all__ = ["AsyncWaiter", "ResultWaiters", "SyncWaiter", "WakeReason"]
+__all__ = [
+    "TASK_DONE_CHANNEL",
+    "WORKFLOW_DONE_CHANNEL",
+    "AsyncWaiter",
+    "ResultWaiters",
+    "SyncWaiter",
+    "WakeReason",
+]
 
 TASK_DONE_CHANNEL: Final = "task_done"
+WORKFLOW_DONE_CHANNEL: Final = "workflow_done"
 _SUBSCRIBE_WAIT_S: Final = 10.0
 
 WakeReason = Literal["notified", "poked", "timeout"]
 
 
 class SyncWaiter:
-    """A blocking waiter for one task id (used by the sync ``get_result``)."""
+    """A blocking waiter for one id (used by the sync result waits)."""
 
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._event = threading.Event()
         self._notified = False
 
@@ -51,10 +59,10 @@ class SyncWaiter:
 
 
 class AsyncWaiter:
-    """An awaitable waiter for one task id, bound to the running event loop."""
+    """An awaitable waiter for one id, bound to the running event loop."""
 
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         self._notified = False
@@ -95,10 +103,14 @@ _Waiter = SyncWaiter | AsyncWaiter
 
 
 class ResultWaiters:
-    """The waiters of one broker, keyed by task id, fed by one ``task_done`` subscription."""
+    """The waiters of one broker and channel, keyed by the notification payload (task or workflow
+    id), fed by one subscription."""
 
-    def __init__(self, get_listener: Callable[[], NotificationListener]) -> None:
+    def __init__(
+        self, get_listener: Callable[[], NotificationListener], channel: str = TASK_DONE_CHANNEL
+    ) -> None:
         self._get_listener = get_listener
+        self._channel = channel
         # Ownership: _waiters is written by caller threads (register/unregister) and read by the
         # listener thread (dispatch); always under _lock.
         self._lock = threading.Lock()
@@ -112,36 +124,36 @@ class ResultWaiters:
             if sub is not None:
                 return sub
             listener = self._get_listener()
-            sub = listener.subscribe(TASK_DONE_CHANNEL, self._on_notify, wait_s=None)
+            sub = listener.subscribe(self._channel, self._on_notify, wait_s=None)
             self._remove_reconnect = listener.add_reconnect_callback(self._on_reconnect)
             self._subscription = sub
             return sub
 
     def register(self, waiter: _Waiter) -> None:
-        """Start routing notifications for ``waiter.task_id`` to ``waiter`` (LISTEN may still be
+        """Start routing notifications for ``waiter.key`` to ``waiter`` (LISTEN may still be
         pending; use :meth:`wait_listening` before the re-read that closes the race)."""
         self._subscribe()
         with self._lock:
-            self._waiters.setdefault(waiter.task_id, []).append(waiter)
+            self._waiters.setdefault(waiter.key, []).append(waiter)
 
     def wait_listening(self) -> None:
-        """Block (bounded) until LISTEN task_done is active."""
+        """Block (bounded) until LISTEN on the channel is active."""
         self._subscribe().wait_active(_SUBSCRIBE_WAIT_S)
 
     async def wait_listening_async(self) -> None:
-        """Wait (bounded, without blocking the loop) until LISTEN task_done is active."""
+        """Wait (bounded, without blocking the loop) until LISTEN on the channel is active."""
         await self._subscribe().wait_active_async(_SUBSCRIBE_WAIT_S)
 
     def unregister(self, waiter: _Waiter) -> None:
         """Stop routing notifications to ``waiter``."""
         with self._lock:
-            waiters = self._waiters.get(waiter.task_id)
+            waiters = self._waiters.get(waiter.key)
             if waiters is None:
                 return
             with contextlib.suppress(ValueError):
                 waiters.remove(waiter)
             if not waiters:
-                del self._waiters[waiter.task_id]
+                del self._waiters[waiter.key]
 
     def _on_notify(self, _channel: str, payload: str) -> None:
         with self._lock:

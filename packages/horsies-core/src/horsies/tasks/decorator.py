@@ -28,6 +28,7 @@ from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
+from horsies.workflows.context import WorkflowContextMissingIdError
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -437,8 +438,10 @@ def run_task_function(
 
     Used by direct calls and by worker children. A returned `TaskResult` is checked against the
     declared types (`RETURN_TYPE_MISMATCH` on failure); a raised exception becomes
-    `UNHANDLED_EXCEPTION` (with the exception object and `data={"exception_type": ...}`); a return
-    value that is not a `TaskResult` becomes `TASK_EXCEPTION`. Only `KeyboardInterrupt` propagates.
+    `UNHANDLED_EXCEPTION` (with the exception object and `data={"exception_type": ...}`), except
+    `WorkflowContextMissingIdError`, which becomes `WORKFLOW_CTX_MISSING_ID` (spec 03 §10.2); a
+    return value that is not a `TaskResult` becomes `TASK_EXCEPTION`. Only `KeyboardInterrupt`
+    propagates.
     """
     fn = task_fn._original_fn  # pyright: ignore[reportPrivateUsage]
     try:
@@ -448,6 +451,15 @@ def run_task_function(
         raise
     except BaseException as exc:
         exc_type = type(exc).__name__
+        if isinstance(exc, WorkflowContextMissingIdError):
+            # A lookup by a node without an id is a workflow wiring mistake, not a task bug.
+            error = TaskError(
+                error_code=LibraryErrorCode.WORKFLOW_CTX_MISSING_ID,
+                message=f"Task {task_fn.__name__}: {exception_text(exc)}",
+                data={"exception_type": exc_type},
+                exception=exc,
+            )
+            return TaskResult(err=error)
         error = TaskError(
             error_code=LibraryErrorCode.UNHANDLED_EXCEPTION,
             message=(

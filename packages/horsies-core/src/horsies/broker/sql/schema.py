@@ -294,12 +294,25 @@ CREATE TRIGGER horsies_workflow_notify_trigger
     EXECUTE FUNCTION horsies_notify_workflow_changes();
 """
 
+# Workflow nodes' task rows name their workflow: the worker knows from the claimed row alone that
+# finishing it must advance a workflow (and which tree to lock), and cancel finds a workflow's task
+# rows without a join. Partial index: plain tasks (NULL) cost nothing. `has_conditions` lets the
+# engine skip looking up a node's Python definition when it has no run_when/skip_when.
+_V2_TASK_WORKFLOW: Final = """
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS workflow_id VARCHAR(36);
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_workflow_id
+    ON horsies_tasks (workflow_id) WHERE workflow_id IS NOT NULL;
+ALTER TABLE horsies_workflow_tasks
+    ADD COLUMN IF NOT EXISTS has_conditions BOOLEAN NOT NULL DEFAULT false;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
         "tables, indexes, constraints and NOTIFY triggers",
         _V1_TASKS + _V1_WORKFLOWS + _V1_TRIGGERS,
     ),
+    Migration(2, "workflow columns for the engine", _V2_TASK_WORKFLOW),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

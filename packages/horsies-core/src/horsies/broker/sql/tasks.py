@@ -87,7 +87,20 @@ _CLAIMABLE_IN_QUEUE: Final = """
 # The ClaimedTask columns, in ClaimedTask field order.
 _CLAIMED_TASK_COLUMNS: Final = """
 RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
-          t.max_retries, t.task_options, t.sent_at"""
+          t.max_retries, t.task_options, t.sent_at, t.workflow_id"""
+
+# Appended to a statement whose data-modifying CTE `started` returns the rows it moved to RUNNING:
+# their workflow nodes go ENQUEUED -> RUNNING in the same statement (plain tasks have no node and
+# are filtered out before the join), then the started rows are the statement's result.
+_START_WORKFLOW_NODES: Final = """
+started_nodes AS (
+    UPDATE horsies_workflow_tasks AS wt
+    SET status = 'RUNNING'
+    FROM started AS s
+    WHERE s.workflow_id IS NOT NULL AND wt.task_id = s.id AND wt.status = 'ENQUEUED'
+)
+SELECT * FROM started
+"""
 
 # Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
 # due; not expired), most urgent then oldest first, skipping rows another pass has locked.
@@ -131,22 +144,25 @@ assigned AS (
     SELECT c.id, p.pid
     FROM numbered AS c
     JOIN unnest(%(pids)s::int[]) WITH ORDINALITY AS p(pid, n) ON p.n = c.n
-)
-UPDATE horsies_tasks AS t
-SET status = 'RUNNING',
-    claimed = false,
-    claimed_at = now(),
-    claimed_by_worker_id = %(worker_id)s,
-    claim_expires_at = NULL,
-    started_at = now(),
-    worker_pid = a.pid,
-    worker_hostname = %(hostname)s,
-    worker_process_name = 'worker-' || a.pid,
-    updated_at = now()
-FROM assigned AS a
-WHERE t.id = a.id"""
+),
+started AS (
+    UPDATE horsies_tasks AS t
+    SET status = 'RUNNING',
+        claimed = false,
+        claimed_at = now(),
+        claimed_by_worker_id = %(worker_id)s,
+        claim_expires_at = NULL,
+        started_at = now(),
+        worker_pid = a.pid,
+        worker_hostname = %(hostname)s,
+        worker_process_name = 'worker-' || a.pid,
+        updated_at = now()
+    FROM assigned AS a
+    WHERE t.id = a.id"""
     + _CLAIMED_TASK_COLUMNS
-    + ", a.pid\n"
+    + """, a.pid
+),"""
+    + _START_WORKFLOW_NODES
 )
 
 # For the rest of the current transaction, run prepared statements with their generic plan.
@@ -163,24 +179,28 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
 
 # CLAIMED -> RUNNING for (id, child pid) pairs still owned by this worker with an unexpired lease
 # (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY).
-TASK_START_IF_CLAIMED_MANY: Final = """
-UPDATE horsies_tasks AS t
-SET status = 'RUNNING',
-    claimed = false,
-    claim_expires_at = NULL,
-    started_at = now(),
-    worker_pid = s.pid,
-    worker_hostname = %(hostname)s,
-    worker_process_name = 'worker-' || s.pid,
-    updated_at = now()
-FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
-WHERE t.id = s.id
-  AND t.id = ANY(%(ids)s::text[])
-  AND t.status = 'CLAIMED'
-  AND t.claimed_by_worker_id = %(worker_id)s
-  AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now())
-RETURNING t.id
-"""
+TASK_START_IF_CLAIMED_MANY: Final = (
+    """
+WITH started AS (
+    UPDATE horsies_tasks AS t
+    SET status = 'RUNNING',
+        claimed = false,
+        claim_expires_at = NULL,
+        started_at = now(),
+        worker_pid = s.pid,
+        worker_hostname = %(hostname)s,
+        worker_process_name = 'worker-' || s.pid,
+        updated_at = now()
+    FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
+    WHERE t.id = s.id
+      AND t.id = ANY(%(ids)s::text[])
+      AND t.status = 'CLAIMED'
+      AND t.claimed_by_worker_id = %(worker_id)s
+      AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now())
+    RETURNING t.id, t.workflow_id
+),"""
+    + _START_WORKFLOW_NODES
+)
 
 # RUNNING -> COMPLETED/FAILED with the stored result, or RUNNING -> PENDING for another attempt
 # when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored):
@@ -283,7 +303,7 @@ RETURNING t.id
 TASK_GET_STALE_RUNNING: Final = """
 SELECT t.id, t.task_name, t.queue_name, t.worker_pid, t.worker_hostname, t.claimed_by_worker_id,
        t.started_at, hb.last_heartbeat, t.retry_count, t.max_retries, t.task_options,
-       now() AS detected_at
+       now() AS detected_at, t.workflow_id
 FROM horsies_tasks AS t
 LEFT JOIN LATERAL (
     SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h

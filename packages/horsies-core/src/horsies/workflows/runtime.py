@@ -1,0 +1,146 @@
+"""Finding a workflow's Python objects at run time: node conditions and child definitions.
+
+The database holds everything about a workflow except its callables (``run_when``/``skip_when``) and
+child definition classes. The process advancing a workflow (a worker, or a producer calling
+``resume()``) finds them in the per-process spec registry (every spec built in this process) or, for
+class-based definitions, by importing the class recorded on the workflow row and building it
+(03 §11). Class-based definitions are therefore the portable form.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from horsies.logs import get_logger
+from horsies.results import TaskError, TaskResult
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+    from horsies.workflows.definition import WorkflowDefinition
+    from horsies.workflows.nodes import AnyNode
+    from horsies.workflows.spec import WorkflowSpec
+
+__all__ = ["condition_skips", "find_definition", "find_node", "import_object"]
+
+_log = get_logger("workflow.engine")
+_built: dict[tuple[str, str], WorkflowSpec] = {}
+_built_lock = threading.Lock()
+
+
+def import_object(module: str, qualname: str) -> object | None:
+    """``module.qualname`` (nested names allowed), or None when it cannot be imported."""
+    try:
+        obj: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj
+
+
+def _definition_class(
+    module: str | None, qualname: str | None
+) -> type[WorkflowDefinition[Any]] | None:
+    from horsies.workflows.definition import WorkflowDefinition
+
+    if not module or not qualname:
+        return None
+    obj = import_object(module, qualname)
+    if isinstance(obj, type) and issubclass(obj, WorkflowDefinition):
+        return obj  # pyright: ignore[reportUnknownVariableType]
+    return None
+
+
+def _spec_of(
+    app: Horsies | None, name: str, module: str | None, qualname: str | None
+) -> WorkflowSpec | None:
+    from horsies.workflows.spec import registered_spec
+
+    spec = registered_spec(name)
+    if spec is not None:
+        return spec
+    if app is None or not module or not qualname:
+        return None
+    key = (module, qualname)
+    with _built_lock:
+        cached = _built.get(key)
+    if cached is not None:
+        return cached
+    definition = _definition_class(module, qualname)
+    if definition is None:
+        return None
+    try:
+        spec = definition.build(app)
+    except Exception as exc:
+        _log.warning("workflow_definition_build_failed: %s.%s: %s", module, qualname, exc)
+        return None
+    with _built_lock:
+        _built[key] = spec
+    return spec
+
+
+def find_node(
+    app: Horsies | None, name: str, module: str | None, qualname: str | None, index: int
+) -> AnyNode | None:
+    """The node object at ``index`` of the workflow called ``name`` (registry first, then the
+    recorded definition class), or None."""
+    spec = _spec_of(app, name, module, qualname)
+    if spec is None or not 0 <= index < len(spec.tasks):
+        return None
+    return spec.tasks[index]
+
+
+def find_definition(
+    app: Horsies | None,
+    *,
+    name: str,
+    module: str | None,
+    qualname: str | None,
+    index: int,
+    sub_module: str | None,
+    sub_qualname: str | None,
+) -> type[WorkflowDefinition[Any]] | None:
+    """The child definition class of the sub-workflow node at ``index``: from the parent's node
+    object when it can be found, else by importing the recorded class (03 §14 step 1)."""
+    from horsies.workflows.nodes import SubWorkflowNode
+
+    node = find_node(app, name, module, qualname, index)
+    if isinstance(node, SubWorkflowNode):
+        return node.workflow_def
+    return _definition_class(sub_module, sub_qualname)
+
+
+def condition_skips(
+    node: AnyNode,
+    *,
+    workflow_id: str,
+    index: int,
+    task_name: str,
+    results: Mapping[str, TaskResult[Any, TaskError]],
+    summaries: Mapping[str, Any],
+) -> bool:
+    """Evaluate ``skip_when`` then ``run_when`` on the node's context (03 §11): True when the node
+    must be SKIPPED. A condition that raises skips the node (logged)."""
+    from horsies.workflows.context import WorkflowContext
+
+    if node.skip_when is None and node.run_when is None:
+        return False
+    ctx = WorkflowContext.from_serialized(
+        workflow_id, index, task_name, dict(results), dict(summaries)
+    )
+    try:
+        if node.skip_when is not None and node.skip_when(ctx):
+            return True
+        return node.run_when is not None and not node.run_when(ctx)
+    except Exception as exc:
+        _log.warning(
+            "workflow_condition_failed: node %s of workflow %s raised %s: %s; skipping it",
+            node.node_id,
+            workflow_id,
+            type(exc).__name__,
+            exc,
+        )
+        return True

@@ -1,0 +1,77 @@
+"""Starting a workflow: `start_workflow` and `start_workflow_async` (03 §6)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from horsies.broker import workflow_ops
+from horsies.errors import ErrorCode, WorkflowValidationError, raise_collected
+from horsies.workflows.handle import WorkflowHandle
+from horsies.workflows.nodes import SubWorkflowNode, TaskNode
+
+if TYPE_CHECKING:
+    from horsies.broker.postgres import PostgresBroker
+    from horsies.workflows.spec import WorkflowSpec
+
+__all__ = ["start_workflow", "start_workflow_async"]
+
+
+def _prepared(
+    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None
+) -> workflow_ops.StartRows:
+    errors: list[WorkflowValidationError] = []
+    if broker.app is None and any(isinstance(n, SubWorkflowNode) for n in spec.tasks):
+        errors.append(
+            WorkflowValidationError(
+                "workflow has sub-workflow nodes but the broker has no app",
+                code=ErrorCode.WORKFLOW_SUBWORKFLOW_APP_MISSING,
+            ).with_help("start it with the broker of the app (app.get_broker() / app.broker)")
+        )
+    for node in spec.tasks:
+        if not isinstance(node, TaskNode):
+            continue
+        if node.queue is None:
+            errors.append(
+                WorkflowValidationError(
+                    f"TaskNode '{node.node_id}' has no resolved queue",
+                    code=ErrorCode.WORKFLOW_UNRESOLVED_QUEUE,
+                ).with_help("build the spec with app.workflow(...) or give the node queue=...")
+            )
+        if node.priority is None:
+            errors.append(
+                WorkflowValidationError(
+                    f"TaskNode '{node.node_id}' has no resolved priority",
+                    code=ErrorCode.WORKFLOW_UNRESOLVED_PRIORITY,
+                ).with_help("build the spec with app.workflow(...) or give the node priority=...")
+            )
+    raise_collected(errors, "workflow start")
+    return workflow_ops.start_rows(spec, workflow_id or str(uuid.uuid4()))
+
+
+def start_workflow(
+    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None = None
+) -> WorkflowHandle:
+    """Start ``spec`` in one transaction: the workflow row, its node rows and its root tasks.
+
+    With ``workflow_id`` set and a workflow of that id already present, nothing changes and a
+    handle to the existing workflow is returned (idempotent start). Raises
+    `WorkflowValidationError` (E014/E015) for a TaskNode without a resolved queue or priority,
+    ``SerializationError`` for unencodable node arguments, ``BrokerError`` for database failures.
+    """
+    rows = _prepared(spec, broker, workflow_id)
+    broker.execute(
+        workflow_ops.start_op(broker.app, rows), action="workflow_start", transaction=True
+    )
+    return WorkflowHandle(rows.workflow["id"], broker)
+
+
+async def start_workflow_async(
+    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None = None
+) -> WorkflowHandle:
+    """Async twin of `start_workflow`."""
+    rows = _prepared(spec, broker, workflow_id)
+    await broker.execute_async(
+        workflow_ops.start_op(broker.app, rows), action="workflow_start", transaction=True
+    )
+    return WorkflowHandle(rows.workflow["id"], broker)
