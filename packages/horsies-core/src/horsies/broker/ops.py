@@ -49,6 +49,7 @@ from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker import workflow_ops
 
 __all__ = [
     "CLAIM_LOCK_KEY",
@@ -406,6 +407,18 @@ def _workflow_ids(outcomes: Sequence[TaskOutcome]) -> list[str]:
     return sorted({o.workflow_id for o in outcomes if o.workflow_id is not None})
 
 
+def _workflow_advance(
+    app: Horsies | None, outcomes: Sequence[TaskOutcome], workflow_ids: Sequence[str]
+) -> workflow_ops.FinishedAdvance | None:
+    """The workflow advance of a finish batch (its reads go in the finish round trip), or None."""
+    if not workflow_ids:
+        return None
+    from horsies.broker import workflow_ops
+
+    task_ids = [o.task_id for o in outcomes if o.workflow_id is not None]
+    return workflow_ops.FinishedAdvance(app, task_ids, workflow_ids)
+
+
 def finish_op(
     outcomes: Sequence[TaskOutcome],
     worker_id: str | None,
@@ -427,16 +440,18 @@ def finish_op(
 
     workflow_ids = _workflow_ids(outcomes) if advance_workflows else []
     queries = [workflow_ops.lock_roots_query(workflow_ids)] if workflow_ids else []
+    finish_at = len(queries)
     queries.append(finish_query(outcomes, worker_id))
     if notify_capacity:
         queries.append(_CAPACITY_NOTIFY)
+    advance = _workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(queries)
+    if advance is not None:
+        queries.extend(advance.queries())
     parts = yield from together(queries)
-    finished = _finished(outcomes, parts[1 if workflow_ids else 0])
-    if workflow_ids:
-        yield from workflow_ops.advance_finished_op(
-            app,
-            [o.task_id for o in outcomes if o.workflow_id is not None and o.task_id in finished],
-        )
+    finished = _finished(outcomes, parts[finish_at])
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
     return finished
 
 
@@ -593,15 +608,16 @@ def exchange_op(
         queue_name, asked = limits[0]
         first.append(_claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
         limits = limits[1:]
+    advance = _workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(first)
+    if advance is not None:
+        first.extend(advance.queries())
     if len(first) == 1 and not limits:
         return TaskExchange()
     parts = yield from together(first)
     finished = _finished(outcomes, parts[finish_at]) if outcomes else set[str]()
-    if workflow_ids:
-        yield from workflow_ops.advance_finished_op(
-            app,
-            [o.task_id for o in outcomes if o.workflow_id is not None and o.task_id in finished],
-        )
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
     requeued: list[str] = []
     if reconcile_at >= 0:
         requeued = [r[0] for r in parts[reconcile_at].rows]

@@ -13,14 +13,16 @@ other's committed writes: two dependencies finishing at once enqueue their depen
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
-from horsies.broker.ops import Op, Query, together
+from horsies.broker.ops import Op, Query, QueryResult, together
 from horsies.broker.sql import workflows as wf_sql
 from horsies.codec import (
     args_from_json,
@@ -44,8 +46,8 @@ if TYPE_CHECKING:
     from horsies.workflows.spec import WorkflowSpec
 
 __all__ = [
+    "FinishedAdvance",
     "StartRows",
-    "advance_finished_op",
     "cancel_op",
     "pause_op",
     "reconcile_op",
@@ -206,19 +208,7 @@ class _Workflow:
         )
 
     def set_status(self, index: int, status: WorkflowTaskStatus) -> None:
-        node = self.nodes[index]
-        self.nodes[index] = NodeView(
-            index=node.index,
-            node_id=node.node_id,
-            status=status,
-            dependencies=node.dependencies,
-            join=node.join,
-            min_success=node.min_success,
-            allow_failed_deps=node.allow_failed_deps,
-            ctx_from=node.ctx_from,
-            args_from=node.args_from,
-            is_subworkflow=node.is_subworkflow,
-        )
+        self.nodes[index] = replace(self.nodes[index], status=status)
 
 
 def _success_cases(text: str | None) -> tuple[tuple[int, ...], ...] | None:
@@ -280,6 +270,45 @@ def _node_views(rows: Iterable[Sequence[Any]], workflows: Mapping[str, _Workflow
                 )
             )
         wf.nodes = views
+        _remember(workflow_id, views)
+
+
+_STATUS_ROW_WIDTH: Final = 3
+_STRUCTURE_CACHE_SIZE: Final = 1024
+_structures: OrderedDict[str, tuple[NodeView, ...]] = OrderedDict()
+"""Node structure (everything but the status) of recently advanced workflows, by workflow id.
+Nodes never change after a workflow starts, so later advances of the same workflow only read the
+statuses (WF_LOAD_STATUSES). Guarded by _structures_lock (brokers may run ops on several
+threads)."""
+_structures_lock = threading.Lock()
+
+
+def _remember(workflow_id: str, views: Sequence[NodeView]) -> None:
+    with _structures_lock:
+        _structures[workflow_id] = tuple(views)
+        _structures.move_to_end(workflow_id)
+        while len(_structures) > _STRUCTURE_CACHE_SIZE:
+            _structures.popitem(last=False)
+
+
+def _apply_statuses(rows: Iterable[Sequence[Any]], workflows: Mapping[str, _Workflow]) -> None:
+    by_workflow: dict[str, list[Sequence[Any]]] = {}
+    for row in rows:
+        by_workflow.setdefault(row[0], []).append(row)
+    for workflow_id, status_rows in by_workflow.items():
+        wf = workflows.get(workflow_id)
+        with _structures_lock:
+            cached = _structures.get(workflow_id)
+        if wf is None or cached is None:
+            continue
+        views: list[NodeView] = list(cached)
+        for row in status_rows:
+            index, status = int(row[1]), str(row[2])
+            node = views[index]
+            if node.status.value != status:
+                views[index] = replace(node, status=_NODE_STATUS[status])
+        wf.nodes = views
+        _remember(workflow_id, views)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,22 +362,44 @@ class _Session:
         self.app = app
         self.workflows: dict[str, _Workflow] = {}
         self.finished_children: list[str] = []
+        self._loading: list[str] = []
 
     # -- loading ----------------------------------------------------------------------------------
 
-    def load(self, ids: Iterable[str]) -> Op[None]:
+    def load_queries(self, ids: Iterable[str]) -> list[Query]:
+        """The reads that load ``ids`` (workflow rows; node statuses when the node structure is
+        cached in this process, else the whole node rows), for :meth:`absorb`."""
         missing = sorted({i for i in ids if i not in self.workflows})
+        self._loading = missing
         if not missing:
+            return []
+        cached = [i for i in missing if i in _structures]
+        uncached = [i for i in missing if i not in _structures]
+        queries = [Query(wf_sql.WF_LOAD, {"ids": missing})]
+        if cached:
+            queries.append(Query(wf_sql.WF_LOAD_STATUSES, {"ids": cached}))
+        if uncached:
+            queries.append(Query(wf_sql.WF_LOAD_NODES, {"ids": uncached}))
+        return queries
+
+    def absorb(self, parts: Sequence[QueryResult]) -> None:
+        """Take the results of :meth:`load_queries` (in order)."""
+        if not self._loading:
             return
-        wf_res, node_res = yield from together(
-            (
-                Query(wf_sql.WF_LOAD, {"ids": missing}),
-                Query(wf_sql.WF_LOAD_NODES, {"ids": missing}),
-            )
-        )
-        loaded = {row[0]: _workflow_from_row(row) for row in wf_res.rows}
-        _node_views(node_res.rows, loaded)
+        loaded = {row[0]: _workflow_from_row(row) for row in parts[0].rows}
+        for part in parts[1:]:
+            if part.rows and len(part.rows[0]) == _STATUS_ROW_WIDTH:
+                _apply_statuses(part.rows, loaded)
+            else:
+                _node_views(part.rows, loaded)
         self.workflows.update(loaded)
+        self._loading = []
+
+    def load(self, ids: Iterable[str]) -> Op[None]:
+        queries = self.load_queries(ids)
+        if queries:
+            parts = yield from together(queries)
+            self.absorb(parts)
 
     def details(self, wf: _Workflow, indices: Iterable[int]) -> Op[dict[int, _Details]]:
         wanted = sorted(set(indices))
@@ -756,22 +807,29 @@ class _Session:
         """Record ended tasks on their nodes, apply on_error, propagate and finalize (03 §8.2)."""
         if not task_ids:
             return
-        res = yield Query(wf_sql.WF_NODES_FINISH_FROM_TASKS, {"task_ids": list(task_ids)})
+        res = yield finish_nodes_query(task_ids)
+        yield from self.load(r[0] for r in res.rows)
+        yield from self.nodes_finished(res)
+
+    def nodes_finished(self, res: QueryResult) -> Op[None]:
+        """Continue from a WF_NODES_FINISH_FROM_TASKS result, the workflows already loaded."""
         if not res.rows:
             return
-        by_workflow: dict[str, list[tuple[int, str]]] = {}
+        by_workflow: dict[str, list[tuple[int, str, str | None]]] = {}
         synthesized: list[dict[str, Any]] = []
-        for workflow_id, index, status, task_id, task_status, missing in res.rows:
-            by_workflow.setdefault(workflow_id, []).append((int(index), status))
-            if missing:
+        for workflow_id, index, status, task_id, task_status, stored in res.rows:
+            result = stored
+            if status == "FAILED" and stored is None:
+                result = _synthesized_result(task_id, task_status)
                 synthesized.append(
                     {
                         "workflow_id": workflow_id,
                         "task_index": int(index),
                         "status": status,
-                        "result": _synthesized_result(task_id, task_status),
+                        "result": result,
                     }
                 )
+            by_workflow.setdefault(workflow_id, []).append((int(index), status, result))
         if synthesized:
             yield Query(wf_sql.WF_NODES_UPDATE, {"updates": _json(synthesized)}, rows="none")
         yield from self.load(by_workflow)
@@ -780,15 +838,10 @@ class _Session:
             if wf is None:
                 continue
             ended = sorted(by_workflow[workflow_id])
-            for index, status in ended:
+            for index, status, _ in ended:
                 wf.set_status(index, _NODE_STATUS[status])
-            failed_indices = [i for i, s in ended if s == "FAILED"]
-            if failed_indices and wf.status is WorkflowStatus.RUNNING:
-                details = yield from self.details(wf, failed_indices)
-                yield from self.record_failures(
-                    wf, [(i, details[i].result) for i in failed_indices]
-                )
-            yield from self.advance(wf, [i for i, _ in ended])
+            yield from self.record_failures(wf, [(i, r) for i, s, r in ended if s == "FAILED"])
+            yield from self.advance(wf, [i for i, _, _ in ended])
         yield from self.drain()
 
 
@@ -868,11 +921,33 @@ def lock_roots_query(workflow_ids: Iterable[str], *, skip_locked: bool = False) 
     return Query(sql, {"ids": sorted(set(workflow_ids))})
 
 
-def advance_finished_op(app: Horsies | None, task_ids: Sequence[str]) -> Op[None]:
-    """After workflow tasks were finished in this transaction (their roots already locked):
-    advance their workflows (03 §8.2)."""
-    session = _Session(app)
-    yield from session.finished_tasks(task_ids)
+def finish_nodes_query(task_ids: Sequence[str]) -> Query:
+    """WF_NODES_FINISH_FROM_TASKS for these tasks (only ended tasks' nodes change)."""
+    return Query(wf_sql.WF_NODES_FINISH_FROM_TASKS, {"task_ids": list(task_ids)})
+
+
+class FinishedAdvance:
+    """Advancing the workflows of tasks finished in the current transaction (03 §8.2), with its
+    first reads folded into the caller's finish round trip.
+
+    The caller locks the roots (:func:`lock_roots_query`), sends :meth:`queries` right after the
+    finish statement in the same pipeline, then runs :meth:`run` with their results.
+    """
+
+    def __init__(
+        self, app: Horsies | None, task_ids: Sequence[str], workflow_ids: Iterable[str]
+    ) -> None:
+        self._session = _Session(app)
+        self._queries = [finish_nodes_query(task_ids), *self._session.load_queries(workflow_ids)]
+
+    def queries(self) -> list[Query]:
+        """Node update + snapshot reads, to send after the finish statement."""
+        return list(self._queries)
+
+    def run(self, parts: Sequence[QueryResult]) -> Op[None]:
+        """Continue with the results of :meth:`queries` (same order)."""
+        self._session.absorb(parts[1:])
+        yield from self._session.nodes_finished(parts[0])
 
 
 def start_op(app: Horsies | None, rows: StartRows) -> Op[bool]:

@@ -117,6 +117,13 @@ WHERE workflow_id = ANY(%(ids)s::text[])
 ORDER BY workflow_id, task_index
 """
 
+# The current node statuses of the given workflows (when their structure is cached).
+WF_LOAD_STATUSES: Final = """
+SELECT workflow_id, task_index, status
+FROM horsies_workflow_tasks
+WHERE workflow_id = ANY(%(ids)s::text[])
+"""
+
 # The heavy columns of some nodes of one workflow: what enqueuing them, evaluating their conditions,
 # or building a result needs.
 WF_LOAD_NODE_DETAILS: Final = """
@@ -130,8 +137,9 @@ WHERE workflow_id = %(workflow_id)s AND task_index = ANY(%(indices)s::int[])
 # -- advancing -------------------------------------------------------------------------------------
 
 # Record the end of finished tasks on their nodes (ENQUEUED/RUNNING -> COMPLETED/FAILED with the
-# task's stored result); returns what the engine needs, including rows whose result must be
-# synthesised (no stored result, or a CANCELLED task).
+# task's stored result); returns what the engine needs: the result of FAILED nodes (their error
+# goes to the workflow), NULL there when it must be synthesised (no stored result, or a CANCELLED
+# task).
 WF_NODES_FINISH_FROM_TASKS: Final = """
 UPDATE horsies_workflow_tasks AS wt
 SET status = CASE WHEN t.status = 'COMPLETED' AND t.result IS NOT NULL THEN 'COMPLETED'
@@ -143,7 +151,8 @@ WHERE t.id = ANY(%(task_ids)s::text[])
   AND wt.task_id = t.id
   AND t.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
   AND wt.status IN ('ENQUEUED', 'RUNNING')
-RETURNING wt.workflow_id, wt.task_index, wt.status, t.id, t.status, t.result IS NULL
+RETURNING wt.workflow_id, wt.task_index, wt.status, t.id, t.status,
+          CASE WHEN wt.status = 'FAILED' THEN t.result END
 """
 
 # Write node changes of one batch: status, and when given, task link, child link, result,
