@@ -51,6 +51,13 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert "error_code=UNHANDLED_EXCEPTION" in output
     assert "ZeroDivisionError: division by zero" in output
     assert "result after 1 retry: 'fetched on the second attempt'" in output
+    # The workflow: one failed branch, handled by the allow_failed_deps summary (spec 03, demo).
+    assert re.search(r"quote_NOSUCH\s+FAILED\s+err=UNHANDLED_EXCEPTION", output)
+    assert re.search(r"quote_ACME\s+COMPLETED", output)
+    assert re.search(
+        r"summary\s+COMPLETED\s+ok='3 quotes, total \d+ cents; failed: quote_NOSUCH'", output
+    )
+    assert re.search(r"workflow COMPLETED in \d+ ms", output)
     assert re.search(r"executed\s+[\d,]+ tasks/s \(2 processes\)", output)
     assert re.search(r"bulk enqueue\s+[\d,]+ tasks/s", output)
 

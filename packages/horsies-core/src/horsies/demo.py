@@ -2,8 +2,8 @@
 
 It starts a PostgreSQL server in a temporary directory, starts a real ``horsies worker`` process
 on the demo app (:mod:`horsies.demo_app`), sends a batch of tasks while drawing a progress bar,
-shows a failing task and a retried task, prints what it measured, and stops everything it
-started, also on Ctrl+C or an error.
+shows a failing task, a retried task and a workflow (fan-out, fan-in, one failing branch), prints
+what it measured, and stops everything it started, also on Ctrl+C or an error.
 """
 
 from __future__ import annotations
