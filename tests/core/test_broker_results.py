@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -261,3 +262,20 @@ def test_many_concurrent_waiters_each_get_their_own_result(
     results = asyncio.run(wait_all())
     thread.join(10)
     assert results == [TaskResult(ok=i) for i in range(20)]
+
+
+@pytest.mark.timeout(90)
+def test_asyncio_run_returns_when_the_loop_ends_while_the_pool_grows(database_url: str) -> None:
+    """Each ``asyncio.run`` of a burst of async calls returns (the loop's async pool is closed
+    when asyncio.run cancels the remaining tasks, even while it is still opening connections)."""
+    broker = PostgresBroker(PostgresConfig(database_url=database_url))
+    broker.ensure_schema_initialized_sync()
+
+    async def burst() -> list[dict[str, Any] | None]:
+        return await asyncio.gather(*(broker.get_task(str(uuid.uuid4())) for _ in range(12)))
+
+    try:
+        for _ in range(15):
+            assert asyncio.run(burst()) == [None] * 12
+    finally:
+        broker.close()

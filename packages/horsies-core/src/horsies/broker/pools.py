@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -267,6 +267,8 @@ class _LoopPool:
         self.loop = loop
         self.pool: AsyncConnectionPool[AsyncConn] | None = None
         self.closer: AsyncGenerator[None, None] | None = None
+        self.sentinel: asyncio.Task[None] | None = None
+        self.closing = False
         # Every connection the pool opened (pool `configure` hook), so that they can be closed even
         # when the pool's own close() cannot finish (see _close_at_loop_shutdown).
         self.conns: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
@@ -296,12 +298,30 @@ class _LoopPool:
                     await conn.close()
 
 
+async def _close_when_cancelled(entry: _LoopPool, forget: Callable[[_LoopPool], None]) -> None:
+    """Wait forever; when cancelled (``asyncio.run`` cancels every task before it finalises
+    async generators), close the pool then.
+
+    psycopg-pool's background workers treat a cancellation that lands inside a connection attempt
+    as a failed attempt and schedule another one, so they survive asyncio.run's task cancellation
+    and its wait for the cancelled tasks never ends. Closing the pool at that moment stops the
+    workers (and lets the wait end) before our async-generator closer would get its turn.
+    """
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if not entry.closing:
+            forget(entry)
+            await _close_entry(entry)
+
+
 async def _close_at_loop_shutdown(entry: _LoopPool) -> AsyncGenerator[None, None]:
     # Suspended after its first step; the loop's shutdown_asyncgens() (asyncio.run, Runner,
     # pytest-asyncio) or our own close runs the finally, inside the loop, before it closes.
     try:
         yield
     finally:
+        _begin_close(entry)
         await entry.close()
 
 
@@ -371,7 +391,15 @@ class AsyncPools:
             closer = _close_at_loop_shutdown(entry)
             await anext(closer)
             entry.closer = closer
+            entry.sentinel = loop.create_task(
+                _close_when_cancelled(entry, self._forget), name=f"{self._name}-closer"
+            )
         return pool
+
+    def _forget(self, entry: _LoopPool) -> None:
+        with self._lock:
+            if self._pools.get(entry.loop) is entry:
+                del self._pools[entry.loop]
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncGenerator[AsyncConn]:
@@ -428,7 +456,20 @@ class AsyncPools:
 _background: set[asyncio.Task[None]] = set()  # keeps fire-and-forget close tasks referenced
 
 
+def _begin_close(entry: _LoopPool) -> bool:
+    """Mark ``entry`` closing and stop its sentinel task; False if it was already closing."""
+    if entry.closing:
+        return False
+    entry.closing = True
+    sentinel, entry.sentinel = entry.sentinel, None
+    if sentinel is not None and sentinel is not asyncio.current_task():
+        sentinel.cancel()
+    return True
+
+
 async def _close_entry(entry: _LoopPool) -> None:
+    if not _begin_close(entry):
+        return
     closer, entry.closer = entry.closer, None
     if closer is not None:
         await closer.aclose()
