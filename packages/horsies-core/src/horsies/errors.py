@@ -238,9 +238,10 @@ def _library_dirs() -> tuple[str, ...]:
     # happens to live in a folder called "horsies" still gets its own frames reported.
     own = os.path.realpath(os.path.dirname(os.path.abspath(__file__))) + os.sep
     dirs = [own]
-    worker = _package_dir("horsies_worker")
-    if worker is not None:
-        dirs.append(worker)
+    for package in ("horsies_worker", "horsies_scheduler"):
+        found = _package_dir(package)
+        if found is not None:
+            dirs.append(found)
     return tuple(dirs)
 
 

@@ -1,0 +1,95 @@
+"""``horsies scheduler``: the click command contributed to the ``horsies`` CLI (entry point group
+``horsies.commands``, name ``scheduler``). Exit codes follow spec 05 §1: 0 after a stop by
+SIGTERM/SIGINT/Ctrl+C, 1 for discovery, configuration, validation and start-up failures.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+from horsies.cli import LOG_LEVELS
+from horsies.logs import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+__all__ = ["print_banner", "scheduler_command"]
+
+logger = get_logger("scheduler")
+
+
+def print_banner(app: Horsies) -> None:
+    """Print the start-up banner (06 §5) and the configured schedules to stdout."""
+    from horsies.banner import render_banner
+
+    lines = [render_banner(app, role="scheduler")]
+    config = app.config.schedule
+    if config is not None:
+        enabled = len(config.enabled_schedules())
+        lines.append("")
+        lines.append(f"[schedules] ({enabled}/{len(config.schedules)} enabled)")
+        lines.extend(f"  . {schedule.describe()}" for schedule in config.schedules)
+    click.echo("\n".join(lines))
+
+
+def _report_error(exc: BaseException) -> None:
+    from horsies.cli import render_error
+    from horsies.errors import HorsiesError
+
+    if isinstance(exc, HorsiesError):
+        render_error(exc)
+    else:
+        logger.error("Scheduler failed: %s: %s", type(exc).__name__, exc)
+
+
+@click.command("scheduler")
+@click.argument("module", required=False)
+@click.option(
+    "-m",
+    "--module",
+    "module_option",
+    metavar="LOCATOR",
+    help="App locator (wins over the positional argument).",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level of all horsies loggers.",
+)
+def scheduler_command(*, module: str | None, module_option: str | None, loglevel: str) -> None:
+    """Run the scheduler: enqueue the app's scheduled tasks when they come due.
+
+    MODULE is the app locator: 'pkg.module:app', 'pkg.module', 'path/to/app.py:app' or
+    'path/to/app.py'. The schedules come from AppConfig(schedule=ScheduleConfig(...)). Several
+    schedulers may run at once: each slot is still enqueued once. Stops on SIGTERM/SIGINT.
+    """
+    from horsies.cli import discover_app
+
+    from horsies_scheduler.service import run_scheduler
+
+    configure_logging(loglevel.upper())
+    # Locate the app the way `horsies check` does (a bad locator is the same E206 error).
+    app = discover_app(module_option or module).app
+    app.set_role("scheduler")
+    config = app.config.schedule
+    if config is None:
+        logger.error(
+            "No schedule configuration: attach one with "
+            "AppConfig(..., schedule=ScheduleConfig(schedules=[...]))"
+        )
+        sys.exit(1)
+    if not config.enabled:
+        logger.warning("Scheduling is disabled (ScheduleConfig(enabled=False)): not starting")
+        sys.exit(1)
+    try:
+        run_scheduler(app, loglevel=loglevel.upper(), configure_logs=False, banner=print_banner)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except Exception as exc:
+        _report_error(exc)
+        sys.exit(1)
+    sys.exit(0)

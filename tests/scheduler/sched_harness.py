@@ -1,0 +1,249 @@
+"""Helpers for the scheduler's tests: real ``horsies scheduler`` subprocesses and database reads.
+
+Schedulers run as ``python -m horsies scheduler tests.scheduler.sched_app:app`` with ``cwd`` at
+the repository root, the database URL in ``HORSIES_SCHED_DATABASE_URL`` and the schedule
+configuration (JSON) in ``HORSIES_SCHED_SPEC``. Their output goes to a log file (never a
+pipe that could fill up). Every wait is bounded and polls a condition; teardown stops only the
+processes started here (SIGTERM, then SIGKILL).
+
+Use from a test module (pytest puts this directory on ``sys.path``)::
+
+    @pytest.fixture
+    def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartScheduler]:
+        with scheduler_factory(database_url, tmp_path) as start:
+            yield start
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from horsies.config import PostgresConfig
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_LOCATOR = "tests.scheduler.sched_app:app"
+ENV_URL = "HORSIES_SCHED_DATABASE_URL"
+ENV_SPEC = "HORSIES_SCHED_SPEC"
+READY_MARKER = "Scheduler ready:"
+
+_RUN_LINE = re.compile(
+    r"schedule_run: '(?P<name>[^']+)' enqueued \S+ task (?P<id>\S+) .*\(slot (?P<slot>[^)]+)\)"
+)
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, message: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def interval_schedule(name: str, seconds: int = 1, **extra: Any) -> dict[str, Any]:
+    """A schedule dict running ``sched.tick`` every ``seconds``."""
+    return {
+        "name": name,
+        "task_name": "sched.tick",
+        "pattern": {"type": "interval", "seconds": seconds},
+        **extra,
+    }
+
+
+class SchedulerProcess:
+    """One ``horsies scheduler`` subprocess started by a test."""
+
+    def __init__(
+        self,
+        database_url: str,
+        spec: Mapping[str, Any],
+        log_path: Path,
+        args: list[str],
+        locator: str = APP_LOCATOR,
+    ) -> None:
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            ENV_URL: database_url,
+            ENV_SPEC: json.dumps(spec),
+            "PYTHONUNBUFFERED": "1",
+            "NO_COLOR": "1",
+        }
+        env.pop("TASKLIB_SUPPRESS_SENDS", None)
+        env.pop("HORSIES_FORCE_COLOR", None)
+        command = [sys.executable, "-m", "horsies", "scheduler", locator, *args]
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` appears in the log (fails early if the process exits first)."""
+
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if not self.alive:
+                raise AssertionError(
+                    f"scheduler exited with {self.proc.returncode} before printing {text!r}:\n"
+                    f"{self.output()}"
+                )
+            return False
+
+        try:
+            wait_until(seen, timeout, repr(text))
+        except AssertionError:
+            print(self.output())
+            raise
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_output(READY_MARKER, timeout)
+
+    def runs(self) -> dict[str, tuple[str, datetime]]:
+        """Task id -> (schedule name, slot) of every ``schedule_run`` line logged so far."""
+        return {
+            m.group("id"): (m.group("name"), datetime.fromisoformat(m.group("slot")))
+            for m in _RUN_LINE.finditer(self.output())
+        }
+
+    def send_signal(self, signum: int) -> None:
+        if self.alive:
+            self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(self.output())
+            raise
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        self.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def reap(self) -> None:
+        """Stop the process if it still runs (SIGTERM, then SIGKILL) and close the log."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+StartScheduler = Callable[..., SchedulerProcess]
+
+
+@contextlib.contextmanager
+def scheduler_factory(database_url: str, log_dir: Path) -> Iterator[StartScheduler]:
+    """Factory (as a context manager for a fixture): ``start(spec)`` starts a scheduler on
+    ``database_url`` and waits until it is ready (``ready=False`` returns at once; extra positional
+    strings are command-line options; ``database_url=`` overrides the database). Every process
+    started is reaped on exit."""
+    started: list[SchedulerProcess] = []
+
+    def start(
+        spec: Mapping[str, Any],
+        *args: str,
+        ready: bool = True,
+        locator: str = APP_LOCATOR,
+        database_url: str = database_url,
+    ) -> SchedulerProcess:
+        process = SchedulerProcess(
+            database_url,
+            spec,
+            log_dir / f"scheduler-{len(started)}.log",
+            list(args),
+            locator=locator,
+        )
+        started.append(process)
+        if ready:
+            process.wait_ready()
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.reap()
+
+
+class SchedDb:
+    """Direct reads of the tasks and schedule state tables, and test-only writes."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conninfo = PostgresConfig(database_url=database_url).conninfo
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            return cursor.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(sql, params)  # type: ignore[arg-type]
+
+    def tasks(self, task_name: str | None = None) -> list[dict[str, Any]]:
+        """Task rows (optionally of one task name) in insertion order."""
+        if task_name is None:
+            return self.query("SELECT * FROM horsies_tasks ORDER BY created_at, sent_at")
+        return self.query(
+            "SELECT * FROM horsies_tasks WHERE task_name = %s ORDER BY created_at, sent_at",
+            (task_name,),
+        )
+
+    def task_count(self) -> int:
+        return int(self.query("SELECT count(*) AS n FROM horsies_tasks")[0]["n"])
+
+    def state(self, name: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM horsies_schedule_state WHERE schedule_name = %s", (name,))
+        return rows[0] if rows else None
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {r["schedule_name"]: r for r in self.query("SELECT * FROM horsies_schedule_state")}
+
+    def set_next_run(self, name: str, seconds_from_now: float) -> datetime:
+        """Move a schedule's stored next run to ``now() + seconds_from_now`` (database clock)."""
+        rows = self.query(
+            "UPDATE horsies_schedule_state "
+            "SET next_run_at = now() + make_interval(secs => %s) "
+            "WHERE schedule_name = %s RETURNING next_run_at",
+            (seconds_from_now, name),
+        )
+        assert rows, f"no state row for {name}"
+        return rows[0]["next_run_at"]
+
+    def now(self) -> datetime:
+        return self.query("SELECT clock_timestamp() AS now")[0]["now"]
