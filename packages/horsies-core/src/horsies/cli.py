@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -37,6 +37,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "LOG_LEVELS",
     "PLUGIN_PACKAGES",
+    "app_command_options",
     "check_command",
     "discover_app",
     "exit_with_error",
@@ -54,6 +55,7 @@ PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
 """Sub-commands provided by other distributions: name -> (distribution, short help)."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _TRUTHY = frozenset({"1", "true", "yes"})
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
@@ -255,19 +257,34 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+def app_command_options(*, default_loglevel: str) -> Callable[[_F], _F]:
+    """The parameters every command that loads an app shares: ``MODULE`` (the app locator),
+    ``-m/--module LOCATOR`` (wins over ``MODULE``) and ``--loglevel``. Used by ``check`` and by the
+    plugin commands (``worker``, ``scheduler``), so they all read the same way."""
+
+    def decorate(fn: _F) -> _F:
+        fn = click.option(
+            "--loglevel",
+            default=default_loglevel,
+            show_default=True,
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            help="Log level of all horsies loggers.",
+        )(fn)
+        fn = click.option(
+            "-m",
+            "--module",
+            "module_option",
+            metavar="LOCATOR",
+            help="App locator (wins over MODULE).",
+        )(fn)
+        return click.argument("module", required=False)(fn)
+
+    return decorate
+
+
 @main.command("check")
-@click.argument("module", required=False)
-@click.option(
-    "-m", "--module", "module_option", metavar="LOCATOR", help="App locator (wins over MODULE)."
-)
+@app_command_options(default_loglevel="WARNING")
 @click.option("--live", is_flag=True, help="Also check database connectivity (SELECT 1).")
-@click.option(
-    "--loglevel",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    help="Log level of the horsies loggers.",
-)
 def check_command(module: str | None, module_option: str | None, live: bool, loglevel: str) -> None:
     """Validate an app without starting anything.
 

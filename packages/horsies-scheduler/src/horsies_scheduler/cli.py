@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from horsies.cli import LOG_LEVELS
+from horsies.cli import app_command_options
 from horsies.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -45,21 +45,7 @@ def _report_error(exc: BaseException) -> None:
 
 
 @click.command("scheduler")
-@click.argument("module", required=False)
-@click.option(
-    "-m",
-    "--module",
-    "module_option",
-    metavar="LOCATOR",
-    help="App locator (wins over the positional argument).",
-)
-@click.option(
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    help="Log level of all horsies loggers.",
-)
+@app_command_options(default_loglevel="INFO")
 def scheduler_command(*, module: str | None, module_option: str | None, loglevel: str) -> None:
     """Run the scheduler: enqueue the app's scheduled tasks when they come due.
 

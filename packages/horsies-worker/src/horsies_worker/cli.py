@@ -9,9 +9,10 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+from horsies.cli import app_command_options
 from horsies.logs import configure_logging, get_logger
 
-from horsies_worker.config import LOG_LEVELS, default_processes
+from horsies_worker.config import default_processes
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -36,27 +37,13 @@ def _report_error(exc: BaseException) -> None:
 
 
 @click.command("worker")
-@click.argument("module", required=False)
-@click.option(
-    "-m",
-    "--module",
-    "module_option",
-    metavar="LOCATOR",
-    help="App locator (wins over the positional argument).",
-)
+@app_command_options(default_loglevel="INFO")
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
     default=default_processes,
     show_default="CPU count",
     help="Number of child processes (= concurrent executions on this worker).",
-)
-@click.option(
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    help="Log level of all horsies loggers.",
 )
 @click.option(
     "--max-claim-batch",
