@@ -291,6 +291,19 @@ def _remember(workflow_id: str, views: Sequence[NodeView]) -> None:
             _structures.popitem(last=False)
 
 
+_child_specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
+"""Specs of recently started or rebuilt child workflows, by workflow id (their node objects carry
+the conditions). Bounded like _structures and guarded by the same lock."""
+
+
+def _remember_child_spec(workflow_id: str, spec: WorkflowSpec) -> None:
+    with _structures_lock:
+        _child_specs[workflow_id] = spec
+        _child_specs.move_to_end(workflow_id)
+        while len(_child_specs) > _STRUCTURE_CACHE_SIZE:
+            _child_specs.popitem(last=False)
+
+
 def _apply_statuses(rows: Iterable[Sequence[Any]], workflows: Mapping[str, _Workflow]) -> None:
     by_workflow: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
@@ -490,7 +503,7 @@ class _Session:
         for i in ready:
             node = view.nodes[i]
             detail = details[i]
-            if detail.has_conditions and self._condition_skips(wf, node, details):
+            if detail.has_conditions and (yield from self._condition_skips(wf, node, details)):
                 skipped.append(i)
                 wf.set_status(i, WorkflowTaskStatus.SKIPPED)
                 updates.append({"workflow_id": wf.id, "task_index": i, "status": "SKIPPED"})
@@ -585,13 +598,35 @@ class _Session:
                 results[wf.nodes[d].node_id] = text
         return results
 
+    def _node_object(self, wf: _Workflow, index: int) -> Op[AnyNode | None]:
+        """The Python node at ``index`` of ``wf``: for a child workflow, from its own spec (built
+        here when it started, or rebuilt with ``build_with`` and the parent node's inputs, which
+        must be deterministic, 03 §5); else from the registry or the recorded definition class."""
+        from horsies.workflows import runtime
+
+        if wf.parent_id is None or wf.parent_index is None:
+            return runtime.find_node(self.app, wf.name, wf.module, wf.qualname, index)
+        with _structures_lock:
+            spec = _child_specs.get(wf.id)
+        if spec is None:
+            yield from self.load([wf.parent_id])
+            parent = self.workflows[wf.parent_id]
+            parent_node = parent.nodes[wf.parent_index]
+            details = yield from self.details(parent, {wf.parent_index, *parent_node.dependencies})
+            built = self._child_spec(parent, parent_node, details)
+            if isinstance(built, str):
+                return None
+            spec = built[1]
+            _remember_child_spec(wf.id, spec)
+        return spec.tasks[index] if 0 <= index < len(spec.tasks) else None
+
     def _condition_skips(
         self, wf: _Workflow, node: NodeView, details: Mapping[int, _Details]
-    ) -> bool:
+    ) -> Op[bool]:
         """Evaluate skip_when then run_when (03 §11, D30); True when the node must be skipped."""
         from horsies.workflows import runtime
 
-        definition = runtime.find_node(self.app, wf.name, wf.module, wf.qualname, node.index)
+        definition = yield from self._node_object(wf, node.index)
         if definition is None:
             _log.warning(
                 "workflow_condition_not_found: node %s of workflow %s (%s) has conditions but its "
@@ -672,6 +707,7 @@ class _Session:
     def start_child(
         self, parent: _Workflow, index: int, child_id: str, spec: WorkflowSpec
     ) -> Op[None]:
+        _remember_child_spec(child_id, spec)
         rows = start_rows(
             spec,
             child_id,

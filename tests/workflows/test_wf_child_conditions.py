@@ -1,0 +1,88 @@
+"""Conditions of a parameterised child workflow are those of the child as it was built (03 §5:
+``build_with`` must be deterministic because workers rebuild it), even in a process that never built
+it and whose spec registry holds another parameterisation under the same name."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import wf_child_app as wfc
+from horsies import WorkflowHandle, WorkflowStatus, WorkflowTaskStatus, start_workflow
+from horsies.broker import PostgresBroker, workflow_ops
+from horsies.broker.types import ClaimRequest, QueueClaimSpec, TaskExchange, TaskOutcome
+from horsies.codec import task_result_to_json
+from horsies.config import PostgresConfig
+from horsies.results import TaskResult
+
+pytestmark = pytest.mark.timeout(60)
+
+_REQUEST = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=1)
+_OK = task_result_to_json(TaskResult(ok="done"))
+
+
+@pytest.fixture
+def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
+    """A broker of the test database that knows the app (needed to start child workflows)."""
+    del clean_db
+    b = PostgresBroker(PostgresConfig(database_url=database_url))
+    b.app = wfc.app
+    yield b
+    b.close()
+
+
+def _run_one(broker: PostgresBroker, outcome: TaskOutcome | None) -> TaskExchange:
+    """One worker exchange: write ``outcome`` (advancing its workflow), claim the next task."""
+
+    async def exchange() -> TaskExchange:
+        # The loop's pool closes itself when asyncio.run ends.
+        return await broker.finish_and_start_tasks(
+            "test-worker",
+            "test-host",
+            outcomes=[outcome] if outcome is not None else [],
+            request=_REQUEST,
+            pids=[1],
+        )
+
+    return asyncio.run(exchange())
+
+
+def _finish(started: TaskExchange) -> TaskOutcome:
+    task = started.started[0].task
+    return TaskOutcome(
+        task_id=task.id,
+        result_json=_OK,
+        ok=True,
+        retry_count=task.retry_count,
+        workflow_id=task.workflow_id,
+    )
+
+
+def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -> None:
+    handle = start_workflow(wfc.Parent.build(wfc.app), broker)
+    first = _run_one(broker, None)  # the child's root task, built with mode="skip"
+    assert first.started
+    assert first.started[0].task.task_name == "wfchild.step"
+
+    # Another process: nothing cached, and its registry holds a mode="run" build of the child.
+    workflow_ops._child_specs.clear()  # pyright: ignore[reportPrivateUsage]
+    wfc.Gated.build_with(wfc.app, mode="run")
+
+    after = _run_one(broker, _finish(first))
+    assert not after.started, "the skipped node must not be enqueued"
+    child_info = next(t for t in handle.tasks() if t.node_id == "child")
+    assert child_info.status is WorkflowTaskStatus.COMPLETED
+    assert handle.status() is WorkflowStatus.COMPLETED
+    rows = broker.execute(workflow_ops.nodes_op(_child_id(broker, handle)), action="test")
+    assert [(r[1], r[3]) for r in rows] == [("first", "COMPLETED"), ("second", "SKIPPED")]
+
+
+def _child_id(broker: PostgresBroker, handle: WorkflowHandle) -> str:
+    with psycopg.connect(broker.config.conninfo) as conn:
+        found = conn.execute(
+            "SELECT id FROM horsies_workflows WHERE parent_workflow_id = %s", (handle.workflow_id,)
+        ).fetchone()
+    assert found is not None
+    return str(found[0])
