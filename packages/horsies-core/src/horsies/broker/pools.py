@@ -259,6 +259,17 @@ class SyncPool:
 # -- async pools -----------------------------------------------------------------------------------
 
 
+def _tracked_connection_class(conns: weakref.WeakSet[AsyncConn]) -> type[AsyncConn]:
+    """An AsyncConnection class whose instances add themselves to ``conns`` when created."""
+
+    class TrackedConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            conns.add(self)
+
+    return TrackedConnection
+
+
 class _LoopPool:
     """An async pool bound to one event loop, the connections it opened, and the async generator
     that closes it at loop shutdown."""
@@ -269,12 +280,11 @@ class _LoopPool:
         self.closer: AsyncGenerator[None, None] | None = None
         self.sentinel: asyncio.Task[None] | None = None
         self.closing = False
-        # Every connection the pool opened (pool `configure` hook), so that they can be closed even
-        # when the pool's own close() cannot finish (see _close_at_loop_shutdown).
+        # Every connection the pool opened, registered as soon as it exists (before psycopg-pool
+        # configures or stores it), so that they can be closed even when the pool loses one: a
+        # cancellation at loop shutdown can land between its connect and its hand-over.
         self.conns: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
-
-    async def track(self, conn: AsyncConn) -> None:
-        self.conns.add(conn)
+        self.connection_class = _tracked_connection_class(self.conns)
 
     async def close(self) -> None:
         """Close the pool, then any connection it left open."""
@@ -373,9 +383,8 @@ class AsyncPools:
                 entry = _LoopPool(loop)
                 entry.pool = AsyncConnectionPool(
                     self._config.conninfo,
-                    connection_class=psycopg.AsyncConnection,
+                    connection_class=entry.connection_class,
                     check=self._check if self._config.pool_pre_ping else None,
-                    configure=entry.track,
                     open=False,
                     name=self._name,
                     **_pool_kwargs(self._config, self._size),
