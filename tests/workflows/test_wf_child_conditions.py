@@ -4,7 +4,6 @@ it and whose spec registry holds another parameterisation under the same name.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import psycopg
@@ -12,15 +11,10 @@ import pytest
 import wf_child_app as wfc
 from horsies import WorkflowHandle, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker, workflow_ops
-from horsies.broker.types import ClaimRequest, QueueClaimSpec, TaskExchange, TaskOutcome
-from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
-from horsies.results import TaskResult
+from wf_exchange import exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
-
-_REQUEST = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=1)
-_OK = task_result_to_json(TaskResult(ok="done"))
 
 
 @pytest.fixture
@@ -33,36 +27,9 @@ def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
     b.close()
 
 
-def _run_one(broker: PostgresBroker, outcome: TaskOutcome | None) -> TaskExchange:
-    """One worker exchange: write ``outcome`` (advancing its workflow), claim the next task."""
-
-    async def exchange() -> TaskExchange:
-        # The loop's pool closes itself when asyncio.run ends.
-        return await broker.finish_and_start_tasks(
-            "test-worker",
-            "test-host",
-            outcomes=[outcome] if outcome is not None else [],
-            request=_REQUEST,
-            pids=[1],
-        )
-
-    return asyncio.run(exchange())
-
-
-def _finish(started: TaskExchange) -> TaskOutcome:
-    task = started.started[0].task
-    return TaskOutcome(
-        task_id=task.id,
-        result_json=_OK,
-        ok=True,
-        retry_count=task.retry_count,
-        workflow_id=task.workflow_id,
-    )
-
-
 def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -> None:
     handle = start_workflow(wfc.Parent.build(wfc.app), broker)
-    first = _run_one(broker, None)  # the child's root task, built with mode="skip"
+    first = exchange(broker)  # the child's root task, built with mode="skip"
     assert first.started
     assert first.started[0].task.task_name == "wfchild.step"
 
@@ -70,7 +37,7 @@ def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -
     workflow_ops._child_specs.clear()  # pyright: ignore[reportPrivateUsage]
     wfc.Gated.build_with(wfc.app, mode="run")
 
-    after = _run_one(broker, _finish(first))
+    after = exchange(broker, [ok_outcome(first.started[0].task)])
     assert not after.started, "the skipped node must not be enqueued"
     child_info = next(t for t in handle.tasks() if t.node_id == "child")
     assert child_info.status is WorkflowTaskStatus.COMPLETED

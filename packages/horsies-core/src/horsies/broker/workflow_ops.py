@@ -639,15 +639,26 @@ class _Session:
         sources = node.ctx_from if node.ctx_from is not None else node.dependencies
         results: dict[str, TaskResult[Any, TaskError]] = {}
         summaries: dict[str, Any] = {}
-        for d in sources:
-            if d not in details:
-                continue
-            text = engine.dependency_result_json(wf.nodes[d], details[d].result)
-            if text is not None:
-                results[wf.nodes[d].node_id] = task_result_from_json(text)
-            summary = details[d].summary
-            if summary is not None:
-                summaries[wf.nodes[d].node_id] = rehydrate_value(loads_json(summary))
+        try:
+            for d in sources:
+                if d not in details:
+                    continue
+                text = engine.dependency_result_json(wf.nodes[d], details[d].result)
+                if text is not None:
+                    results[wf.nodes[d].node_id] = task_result_from_json(text)
+                summary = details[d].summary
+                if summary is not None:
+                    summaries[wf.nodes[d].node_id] = rehydrate_value(loads_json(summary))
+        except Exception as exc:
+            # The condition cannot see its inputs: the same as a condition that raises (03 §11).
+            _log.warning(
+                "workflow_condition_failed: inputs of node %s of workflow %s unreadable: %s; "
+                "skipping it",
+                node.node_id,
+                wf.id,
+                exc,
+            )
+            return True
         return runtime.condition_skips(
             definition,
             workflow_id=wf.id,
@@ -876,9 +887,31 @@ class _Session:
             ended = sorted(by_workflow[workflow_id])
             for index, status, _ in ended:
                 wf.set_status(index, _NODE_STATUS[status])
-            yield from self.record_failures(wf, [(i, r) for i, s, r in ended if s == "FAILED"])
-            yield from self.advance(wf, [i for i, _, _ in ended])
+            yield from self.guarded(
+                wf,
+                self.record_failures(wf, [(i, r) for i, s, r in ended if s == "FAILED"]),
+                self.advance(wf, [i for i, _, _ in ended]),
+            )
         yield from self.drain()
+
+    def guarded(self, wf: _Workflow, *steps: Op[None]) -> Op[None]:
+        """Run ``steps`` for one workflow; a Python error in them (a bug, unreadable stored data)
+        is logged and stops this workflow's advance without failing the transaction, so the
+        task results and other workflows of the batch still commit. What was written stays
+        consistent (each step writes whole decisions); the reaper's stuck-workflow pass picks the
+        workflow up again. Database errors never reach here: they end the operation."""
+        try:
+            for step in steps:
+                yield from step
+        except Exception:
+            _log.exception(
+                "workflow_advance_failed: workflow %s (%s); left for the reaper to retry",
+                wf.id,
+                wf.name,
+            )
+        finally:
+            for step in steps:
+                step.close()
 
 
 def _json(rows: object) -> str:
@@ -1087,8 +1120,9 @@ def reconcile_op(app: Horsies | None, min_age_ms: int) -> Op[int]:
     stuck_ids = [r[0] for r in stuck.rows if r[0] in usable]
     for wid in stuck_ids:
         wf = session.workflows[wid]
-        yield from session.advance(wf, (), full=True)
-        yield from session.children_ended(wf)
+        yield from session.guarded(
+            wf, session.advance(wf, (), full=True), session.children_ended(wf)
+        )
     yield from session.drain()
     if stuck_ids:
         yield Query(wf_sql.WF_TOUCH, {"ids": stuck_ids}, rows="none")

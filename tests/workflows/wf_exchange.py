@@ -1,0 +1,51 @@
+"""Drive workflow tasks through the worker's exchange without a worker process: each call writes
+outcomes (advancing their workflows, as the worker does) and claims the next tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from horsies.broker import PostgresBroker
+from horsies.broker.types import (
+    ClaimedTask,
+    ClaimRequest,
+    QueueClaimSpec,
+    TaskExchange,
+    TaskOutcome,
+)
+from horsies.codec import task_result_to_json
+from horsies.results import TaskResult
+
+_OK = task_result_to_json(TaskResult(ok="done"))
+
+
+def exchange(
+    broker: PostgresBroker, outcomes: Sequence[TaskOutcome] = (), *, slots: int = 1
+) -> TaskExchange:
+    """One ``finish_and_start_tasks`` call on a fresh event loop (its pool closes with it)."""
+    request = ClaimRequest(
+        queues=[QueueClaimSpec("default")], local_budget=slots, max_claim_batch=slots
+    )
+
+    async def run() -> TaskExchange:
+        return await broker.finish_and_start_tasks(
+            "test-worker",
+            "test-host",
+            outcomes=list(outcomes),
+            request=request,
+            pids=list(range(1, slots + 1)),
+        )
+
+    return asyncio.run(run())
+
+
+def ok_outcome(task: ClaimedTask) -> TaskOutcome:
+    """An ok outcome for a started task, as the worker builds it."""
+    return TaskOutcome(
+        task_id=task.id,
+        result_json=_OK,
+        ok=True,
+        retry_count=task.retry_count,
+        workflow_id=task.workflow_id,
+    )
