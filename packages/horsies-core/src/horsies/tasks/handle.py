@@ -101,6 +101,69 @@ class TaskHandle(Generic[T]):
             return self._broker_error(timeout_ms, exc)
         return self._remember(result)
 
+    def _actionable(self) -> PostgresBroker | None:
+        from horsies.tasks.decorator import ERROR_TASK_ID, SUPPRESSED_TASK_ID
+
+        if self._broker is None or self.task_id in (ERROR_TASK_ID, SUPPRESSED_TASK_ID):
+            return None
+        return self._broker
+
+    def cancel(self) -> bool:
+        """Cancel the task if no worker has started it (PENDING, or claimed but not running).
+
+        Returns True when it was cancelled: its `get()` then returns err `TASK_CANCELLED` and a
+        workflow node running it ends FAILED with that error. False when the task already started,
+        ended or is unknown (nothing changes). Beyond the reference, which has no cancel API.
+        """
+        broker = self._actionable()
+        if broker is None:
+            return False
+        from horsies.broker import ops
+
+        return broker.execute(
+            ops.cancel_task_op(broker.app, self.task_id), action="task_cancel", transaction=True
+        )
+
+    async def cancel_async(self) -> bool:
+        """Async twin of `cancel`."""
+        broker = self._actionable()
+        if broker is None:
+            return False
+        from horsies.broker import ops
+
+        return await broker.execute_async(
+            ops.cancel_task_op(broker.app, self.task_id), action="task_cancel", transaction=True
+        )
+
+    def retry(self) -> bool:
+        """Run an ended task again: FAILED or CANCELLED goes back to PENDING, due now, with its
+        retry count reset; the handle forgets its cached result.
+
+        Returns False (nothing changes) for a task that has not ended, completed successfully, is
+        part of a workflow (its node has ended and the workflow moved on), or is unknown.
+        """
+        broker = self._actionable()
+        if broker is None:
+            return False
+        from horsies.broker import ops
+
+        retried = broker.execute(ops.retry_task_op(self.task_id), action="task_retry")
+        if retried:
+            self._result = None
+        return retried
+
+    async def retry_async(self) -> bool:
+        """Async twin of `retry`."""
+        broker = self._actionable()
+        if broker is None:
+            return False
+        from horsies.broker import ops
+
+        retried = await broker.execute_async(ops.retry_task_op(self.task_id), action="task_retry")
+        if retried:
+            self._result = None
+        return retried
+
     async def get_async(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
         """Async twin of `get`: waits without blocking the event loop.
 

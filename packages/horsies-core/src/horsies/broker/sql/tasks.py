@@ -275,6 +275,35 @@ WHERE status = 'RUNNING'
 RETURNING id
 """
 
+# -- operator actions ------------------------------------------------------------------------------
+
+# The workflow of one task (NULL for a plain task): whose tree an action must lock first.
+TASK_GET_WORKFLOW_ID: Final = """
+SELECT workflow_id FROM horsies_tasks WHERE id = %(id)s
+"""
+
+# Cancel a task no worker has started (PENDING, or CLAIMED and not yet RUNNING).
+TASK_CANCEL_IF_NOT_STARTED: Final = """
+UPDATE horsies_tasks
+SET status = 'CANCELLED', claimed = false, claim_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND status IN ('PENDING', 'CLAIMED')
+RETURNING id
+"""
+
+# Run an ended plain task again from scratch (FAILED/CANCELLED -> PENDING, due now, retry count
+# and every trace of the previous run cleared). Workflow tasks are excluded: their node has
+# already ended and the workflow moved on.
+TASK_RETRY_IF_ENDED: Final = """
+UPDATE horsies_tasks
+SET status = 'PENDING', result = NULL, failed_reason = NULL, completed_at = NULL,
+    failed_at = NULL, claimed = false, claimed_at = NULL, claimed_by_worker_id = NULL,
+    claim_expires_at = NULL, started_at = NULL, worker_pid = NULL, worker_hostname = NULL,
+    worker_process_name = NULL, retry_count = 0, next_retry_at = NULL, sent_at = now(),
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED') AND workflow_id IS NULL
+RETURNING queue_name
+"""
+
 # -- recovery --------------------------------------------------------------------------------------
 
 # Let exactly one reaper run at a time cluster-wide (false: another process is reaping).
