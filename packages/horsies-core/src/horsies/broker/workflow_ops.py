@@ -367,8 +367,8 @@ class _Session:
     """The workflows one transaction touches, and the steps that advance them.
 
     Methods are operations (generators of queries). ``app`` is needed to evaluate conditions and
-    build child workflows; without it conditions are not evaluated (with a warning) and child
-    workflows fail to start (``SUBWORKFLOW_LOAD_FAILED``).
+    build child workflows; a session without it (an operator tool that does not import the user's
+    code) leaves such READY nodes for a worker's reaper.
     """
 
     def __init__(self, app: Horsies | None) -> None:
@@ -500,16 +500,26 @@ class _Session:
         failed: list[tuple[int, str | None]] = []
         tasks: list[dict[str, Any]] = []
         children: list[tuple[int, str, WorkflowSpec]] = []
+        app = self.app
         for i in ready:
             node = view.nodes[i]
             detail = details[i]
-            if detail.has_conditions and (yield from self._condition_skips(wf, node, details)):
+            if app is None and (detail.has_conditions or node.is_subworkflow):
+                # This process cannot run user code (no app: an operator tool such as Syce). The
+                # node stays READY for a worker's reaper, which evaluates it with the app.
+                updates.append({"workflow_id": wf.id, "task_index": i, "status": "READY"})
+                continue
+            if (
+                detail.has_conditions
+                and app is not None
+                and (yield from self._condition_skips(app, wf, node, details))
+            ):
                 skipped.append(i)
                 wf.set_status(i, WorkflowTaskStatus.SKIPPED)
                 updates.append({"workflow_id": wf.id, "task_index": i, "status": "SKIPPED"})
                 continue
-            if node.is_subworkflow:
-                child = self._child_spec(wf, node, details)
+            if node.is_subworkflow and app is not None:
+                child = self._child_spec(app, wf, node, details)
                 if isinstance(child, str):
                     failed.append((i, child))
                     wf.set_status(i, WorkflowTaskStatus.FAILED)
@@ -598,14 +608,14 @@ class _Session:
                 results[wf.nodes[d].node_id] = text
         return results
 
-    def _node_object(self, wf: _Workflow, index: int) -> Op[AnyNode | None]:
+    def _node_object(self, app: Horsies, wf: _Workflow, index: int) -> Op[AnyNode | None]:
         """The Python node at ``index`` of ``wf``: for a child workflow, from its own spec (built
         here when it started, or rebuilt with ``build_with`` and the parent node's inputs, which
         must be deterministic, 03 §5); else from the registry or the recorded definition class."""
         from horsies.workflows import runtime
 
         if wf.parent_id is None or wf.parent_index is None:
-            return runtime.find_node(self.app, wf.name, wf.module, wf.qualname, index)
+            return runtime.find_node(app, wf.name, wf.module, wf.qualname, index)
         with _structures_lock:
             spec = _child_specs.get(wf.id)
         if spec is None:
@@ -613,7 +623,7 @@ class _Session:
             parent = self.workflows[wf.parent_id]
             parent_node = parent.nodes[wf.parent_index]
             details = yield from self.details(parent, {wf.parent_index, *parent_node.dependencies})
-            built = self._child_spec(parent, parent_node, details)
+            built = self._child_spec(app, parent, parent_node, details)
             if isinstance(built, str):
                 return None
             spec = built[1]
@@ -621,12 +631,12 @@ class _Session:
         return spec.tasks[index] if 0 <= index < len(spec.tasks) else None
 
     def _condition_skips(
-        self, wf: _Workflow, node: NodeView, details: Mapping[int, _Details]
+        self, app: Horsies, wf: _Workflow, node: NodeView, details: Mapping[int, _Details]
     ) -> Op[bool]:
         """Evaluate skip_when then run_when (03 §11, D30); True when the node must be skipped."""
         from horsies.workflows import runtime
 
-        definition = yield from self._node_object(wf, node.index)
+        definition = yield from self._node_object(app, wf, node.index)
         if definition is None:
             _log.warning(
                 "workflow_condition_not_found: node %s of workflow %s (%s) has conditions but its "
@@ -669,7 +679,7 @@ class _Session:
         )
 
     def _child_spec(
-        self, wf: _Workflow, node: NodeView, details: Mapping[int, _Details]
+        self, app: Horsies, wf: _Workflow, node: NodeView, details: Mapping[int, _Details]
     ) -> tuple[None, WorkflowSpec] | str:
         """Build the child spec of a READY sub-workflow node, or the err result JSON explaining why
         it cannot be built (``SUBWORKFLOW_LOAD_FAILED``)."""
@@ -677,14 +687,8 @@ class _Session:
 
         detail = details[node.index]
         data = {"module": detail.sub_module, "qualname": detail.sub_qualname}
-        if self.app is None:
-            return _err_result_json(
-                LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
-                "Cannot start a child workflow: the broker has no app (use app.get_broker())",
-                data,
-            )
         definition = runtime.find_definition(
-            self.app,
+            app,
             name=wf.name,
             module=wf.module,
             qualname=wf.qualname,
@@ -705,7 +709,7 @@ class _Session:
                 text = engine.dependency_result_json(wf.nodes[dep], details[dep].result)
                 if text is not None:
                     kwargs[key] = task_result_from_json(text)
-            spec = definition.build_with(self.app, *args, **kwargs)
+            spec = definition.build_with(app, *args, **kwargs)
         except Exception as exc:
             return _err_result_json(
                 LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,

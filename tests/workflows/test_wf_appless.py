@@ -1,0 +1,48 @@
+"""A process without the app (an operator tool such as Syce) never runs user code: a READY node
+with conditions is left READY, and a worker's reaper (which has the app) evaluates it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import wf_child_app as wfc
+from horsies import WorkflowStatus, WorkflowTaskStatus, start_workflow
+from horsies.broker import PostgresBroker, workflow_ops
+from horsies.config import PostgresConfig
+from wf_exchange import exchange, ok_outcome
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def brokers(database_url: str, clean_db: str) -> Iterator[tuple[PostgresBroker, PostgresBroker]]:
+    """(a broker without an app, a broker of the app)."""
+    del clean_db
+    bare = PostgresBroker(PostgresConfig(database_url=database_url))
+    with_app = PostgresBroker(PostgresConfig(database_url=database_url))
+    with_app.app = wfc.app
+    yield bare, with_app
+    bare.close()
+    with_app.close()
+
+
+def test_conditions_wait_for_a_process_that_has_the_app(
+    brokers: tuple[PostgresBroker, PostgresBroker],
+) -> None:
+    bare, with_app = brokers
+    handle = start_workflow(wfc.Gated.build_with(wfc.app, mode="skip"), bare)
+    first = exchange(bare)
+    assert first.started
+
+    exchange(bare, [ok_outcome(first.started[0].task)])
+    statuses = {t.node_id: t.status for t in handle.tasks()}
+    assert statuses == {"first": WorkflowTaskStatus.COMPLETED, "second": WorkflowTaskStatus.READY}
+
+    handled = with_app.execute(
+        workflow_ops.reconcile_op(wfc.app, 0), action="test_reconcile", transaction=True
+    )
+    assert handled == 1
+    statuses = {t.node_id: t.status for t in handle.tasks()}
+    assert statuses["second"] is WorkflowTaskStatus.SKIPPED  # skip_when held (mode="skip")
+    assert handle.status() is WorkflowStatus.COMPLETED
