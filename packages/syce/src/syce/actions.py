@@ -1,0 +1,53 @@
+"""Operator actions, all through horsies-core's public API (Syce writes no SQL of its own).
+
+Workflows: pause / resume / cancel with `horsies.WorkflowHandle`. Tasks: cancel a task no worker
+has started and run an ended one again with `TaskHandle.cancel()` / `TaskHandle.retry()`. Syce
+does not import the user's app, so workflow nodes that need user code (conditions, child
+workflows) are left for a worker's reaper to evaluate.
+"""
+
+from __future__ import annotations
+
+from horsies import WorkflowHandle
+from horsies.broker import PostgresBroker
+from horsies.config import PostgresConfig
+from horsies.core.task_decorator import TaskHandle
+
+__all__ = ["Actions"]
+
+
+class Actions:
+    """Blocking operator actions (call them from a thread worker)."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self._config = config
+        self._broker: PostgresBroker | None = None
+
+    @property
+    def broker(self) -> PostgresBroker:
+        if self._broker is None:
+            self._broker = PostgresBroker(
+                self._config.model_copy(update={"pool_size": 1, "max_overflow": 1})
+            )
+        return self._broker
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
+
+    def pause_workflow(self, workflow_id: str) -> bool:
+        return WorkflowHandle(workflow_id, self.broker).pause()
+
+    def resume_workflow(self, workflow_id: str) -> bool:
+        return WorkflowHandle(workflow_id, self.broker).resume()
+
+    def cancel_workflow(self, workflow_id: str) -> bool:
+        WorkflowHandle(workflow_id, self.broker).cancel()
+        return True
+
+    def cancel_task(self, task_id: str) -> bool:
+        return TaskHandle[object](task_id, broker=self.broker).cancel()
+
+    def retry_task(self, task_id: str) -> bool:
+        return TaskHandle[object](task_id, broker=self.broker).retry()

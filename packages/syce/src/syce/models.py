@@ -1,0 +1,190 @@
+"""Immutable snapshots of what the dashboard shows; built by `syce.source`, rendered by screens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+TASK_STATUSES: Final = ("PENDING", "CLAIMED", "RUNNING", "COMPLETED", "FAILED")
+"""Statuses the Tasks tab filters on (in filter-key order p, c, u, o, f)."""
+
+WORKFLOW_STATUSES: Final = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "PAUSED", "CANCELLED")
+"""Statuses the Workflows tab filters on."""
+
+CHART_WINDOWS: Final = (
+    ("5m", timedelta(minutes=5)),
+    ("30m", timedelta(minutes=30)),
+    ("1h", timedelta(hours=1)),
+    ("6h", timedelta(hours=6)),
+    ("24h", timedelta(hours=24)),
+)
+"""Chart windows of the Workers tab, cycled with ``[`` and ``]``."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """The latest snapshot of one worker."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    processes: int
+    tasks_running: int
+    tasks_claimed: int
+    cpu_percent: float | None
+    memory_mb: float | None
+    memory_percent: float | None
+    started_at: datetime
+    snapshot_at: datetime
+    age: timedelta
+    queues: tuple[str, ...]
+
+    @property
+    def utilisation(self) -> float:
+        return self.tasks_running / self.processes if self.processes else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StaleClaim:
+    task_id: str
+    task_name: str
+    queue_name: str
+    worker_id: str | None
+    age: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardData:
+    """Everything on the Dashboard tab."""
+
+    workers: tuple[WorkerInfo, ...]
+    task_counts: dict[str, int]
+    queue_counts: tuple[tuple[str, str, int], ...]
+    workflow_counts: dict[str, int]
+    trend: tuple[float, ...]
+    stale_claims: tuple[StaleClaim, ...]
+
+    @property
+    def capacity(self) -> int:
+        return sum(w.processes for w in self.workers)
+
+    @property
+    def running(self) -> int:
+        return sum(w.tasks_running for w in self.workers)
+
+    @property
+    def utilisation(self) -> float:
+        return self.running / self.capacity if self.capacity else 0.0
+
+    @property
+    def overloaded(self) -> tuple[WorkerInfo, ...]:
+        """Workers running at full capacity with more tasks claimed and waiting."""
+        return tuple(
+            w
+            for w in self.workers
+            if w.processes and w.tasks_running >= w.processes and w.tasks_claimed > 0
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSample:
+    at: datetime
+    running: float
+    claimed: float
+    cpu: float | None
+    memory: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersData:
+    workers: tuple[WorkerInfo, ...]
+    selected: str | None
+    window: str
+    history: tuple[WorkerSample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """Task counts per status for one worker (``worker_id`` None: not claimed by any worker)."""
+
+    worker_id: str | None
+    hostname: str | None
+    counts: dict[str, int]
+
+    @property
+    def key(self) -> str:
+        """Row key: the worker id, or ``""`` for tasks no worker has claimed."""
+        return self.worker_id or ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    task_id: str
+    task_name: str
+    queue_name: str
+    status: str
+    sent_at: datetime | None
+    retry_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TasksData:
+    groups: tuple[TaskGroup, ...]
+    expanded: str | None
+    expanded_tasks: tuple[TaskSummary, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    workflow_id: str
+    name: str
+    status: str
+    total: int
+    done: int
+    updated_at: datetime
+
+    @property
+    def progress(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNode:
+    index: int
+    node_id: str | None
+    task_name: str
+    status: str
+    task_id: str | None
+    queue_name: str
+    dependencies: tuple[int, ...]
+    is_subworkflow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDetail:
+    row: dict[str, Any]
+    nodes: tuple[WorkflowNode, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAge:
+    worker_id: str
+    hostname: str
+    pid: int
+    snapshot_at: datetime
+    age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceData:
+    ages: tuple[SnapshotAge, ...]
+    dead_after_s: float
+
+    @property
+    def dead(self) -> tuple[SnapshotAge, ...]:
+        return tuple(a for a in self.ages if a.age_s > self.dead_after_s)

@@ -1,0 +1,234 @@
+"""Every SQL statement Syce runs: read-only, bounded (LIMIT), one named constant per question.
+
+Parameters use psycopg's named style. Windows are passed as ``timedelta`` values (adapted to
+``interval``).
+
+Index use: ``horsies_tasks`` has partial indexes for the live statuses only
+(``ix_horsies_tasks_claim``: PENDING/CLAIMED; ``ix_horsies_tasks_in_flight``: CLAIMED/RUNNING, on
+``(status, queue_name, claimed_by_worker_id)``). So the questions about live tasks are asked with
+literal status predicates that imply those index predicates (``status = 'PENDING'``,
+``status IN ('CLAIMED', 'RUNNING')``) and stay fast however many finished tasks the table holds.
+Questions about finished tasks (COMPLETED, FAILED, ...) have no index to use: they are the
+``*_FINISHED`` constants, which `syce.source` runs exactly on small tables and, on big ones,
+at most every few seconds (cached).
+Snapshot queries use ``(worker_id, snapshot_at)`` and ``snapshot_at`` indexes.
+"""
+
+from __future__ import annotations
+
+from typing import Final, LiteralString
+
+ROW_LIMIT: Final = 200
+"""Upper bound on the rows of any list query."""
+
+LIVE_STATUS_COUNTS: Final[LiteralString] = """
+SELECT 'PENDING' AS status, count(*) AS n FROM horsies_tasks WHERE status = 'PENDING'
+UNION ALL
+SELECT status, count(*) AS n
+FROM horsies_tasks
+WHERE status IN ('CLAIMED', 'RUNNING')
+GROUP BY status
+LIMIT 10
+"""
+
+FINISHED_STATUS_COUNTS: Final[LiteralString] = """
+SELECT status, count(*) AS n
+FROM horsies_tasks
+WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING')
+GROUP BY status
+LIMIT 50
+"""
+
+TASKS_SIZE_ESTIMATE: Final[LiteralString] = """
+SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'horsies_tasks'::regclass
+"""
+
+ACTIVE_QUEUE_COUNTS: Final[LiteralString] = """
+SELECT queue_name, 'PENDING' AS status, count(*) AS n
+FROM horsies_tasks
+WHERE status = 'PENDING'
+GROUP BY queue_name
+UNION ALL
+SELECT queue_name, status, count(*) AS n
+FROM horsies_tasks
+WHERE status IN ('CLAIMED', 'RUNNING')
+GROUP BY queue_name, status
+LIMIT 300
+"""
+
+WORKFLOW_STATUS_COUNTS: Final[LiteralString] = """
+SELECT status, count(*) AS n
+FROM horsies_workflows
+GROUP BY status
+LIMIT 50
+"""
+
+_WORKER_IDS: Final[LiteralString] = """
+WITH RECURSIVE ids(worker_id, depth) AS (
+    (SELECT worker_id, 1 FROM horsies_worker_states ORDER BY worker_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT s.worker_id FROM horsies_worker_states s
+             WHERE s.worker_id > ids.worker_id ORDER BY s.worker_id LIMIT 1),
+           ids.depth + 1
+    FROM ids
+    WHERE ids.worker_id IS NOT NULL AND ids.depth < 5000
+)
+"""
+"""Every distinct worker id by skipping through the ``(worker_id, snapshot_at)`` index (a loose
+index scan: one index probe per worker, however many snapshots each has)."""
+
+LATEST_WORKER_SNAPSHOTS: Final[LiteralString] = (
+    _WORKER_IDS
+    + """
+SELECT latest.*
+FROM ids
+CROSS JOIN LATERAL (
+    SELECT worker_id, hostname, pid, processes, tasks_running, tasks_claimed,
+           cpu_percent, memory_usage_mb, memory_percent, worker_started_at, snapshot_at, queues,
+           now() - snapshot_at AS age
+    FROM horsies_worker_states s
+    WHERE s.worker_id = ids.worker_id
+    ORDER BY s.snapshot_at DESC
+    LIMIT 1
+) AS latest
+WHERE latest.snapshot_at > now() - %(since)s
+LIMIT 200
+"""
+)
+
+CLUSTER_UTILISATION_TREND: Final[LiteralString] = """
+SELECT date_bin(%(bucket)s, snapshot_at, TIMESTAMPTZ '2000-01-01') AS bucket,
+       sum(tasks_running)::float8 / NULLIF(sum(processes), 0) AS utilisation
+FROM horsies_worker_states
+WHERE snapshot_at > now() - %(window)s
+GROUP BY 1
+ORDER BY 1
+LIMIT 500
+"""
+
+WORKER_HISTORY: Final[LiteralString] = """
+SELECT date_bin(%(bucket)s, snapshot_at, TIMESTAMPTZ '2000-01-01') AS bucket,
+       avg(tasks_running)::float8 AS running,
+       avg(tasks_claimed)::float8 AS claimed,
+       avg(cpu_percent)::float8 AS cpu,
+       avg(memory_percent)::float8 AS memory
+FROM horsies_worker_states
+WHERE worker_id = %(worker_id)s AND snapshot_at > now() - %(window)s
+GROUP BY 1
+ORDER BY 1
+LIMIT 500
+"""
+
+STALE_CLAIMS: Final[LiteralString] = """
+SELECT id, task_name, queue_name, claimed_by_worker_id, now() - claimed_at AS age
+FROM horsies_tasks
+WHERE status = 'CLAIMED' AND claimed_at < now() - %(threshold)s
+ORDER BY claimed_at
+LIMIT 50
+"""
+
+_SEARCH: Final[LiteralString] = (
+    "(%(search)s = '' OR task_name ILIKE %(pattern)s OR id LIKE %(prefix)s)"
+)
+
+TASK_GROUPS_PENDING: Final[LiteralString] = f"""
+SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, 'PENDING' AS status,
+       count(*) AS n
+FROM horsies_tasks
+WHERE status = 'PENDING' AND {_SEARCH}
+GROUP BY claimed_by_worker_id
+LIMIT 1000
+"""
+
+TASK_GROUPS_IN_FLIGHT: Final[LiteralString] = f"""
+SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, status, count(*) AS n
+FROM horsies_tasks
+WHERE status IN ('CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s) AND {_SEARCH}
+GROUP BY claimed_by_worker_id, status
+LIMIT 1000
+"""
+
+TASK_GROUPS_FINISHED: Final[LiteralString] = f"""
+SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, status, count(*) AS n
+FROM horsies_tasks
+WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
+  AND {_SEARCH}
+GROUP BY claimed_by_worker_id, status
+LIMIT 1000
+"""
+
+_TASK_COLUMNS: Final[LiteralString] = "id, task_name, queue_name, status, sent_at, retry_count"
+
+TASKS_OF_WORKER_PENDING: Final[LiteralString] = f"""
+SELECT {_TASK_COLUMNS}
+FROM horsies_tasks
+WHERE status = 'PENDING' AND claimed_by_worker_id IS NOT DISTINCT FROM %(worker_id)s
+  AND {_SEARCH}
+ORDER BY sent_at DESC NULLS LAST, id
+LIMIT 100
+"""
+
+TASKS_OF_WORKER_IN_FLIGHT: Final[LiteralString] = f"""
+SELECT {_TASK_COLUMNS}
+FROM horsies_tasks
+WHERE status IN ('CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
+  AND claimed_by_worker_id = %(worker_id)s AND {_SEARCH}
+ORDER BY sent_at DESC NULLS LAST, id
+LIMIT 100
+"""
+
+TASKS_OF_WORKER_FINISHED: Final[LiteralString] = f"""
+SELECT {_TASK_COLUMNS}
+FROM horsies_tasks
+WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
+  AND claimed_by_worker_id IS NOT DISTINCT FROM %(worker_id)s AND {_SEARCH}
+ORDER BY sent_at DESC NULLS LAST, id
+LIMIT 100
+"""
+
+TASK_BY_ID: Final[LiteralString] = """
+SELECT * FROM horsies_tasks WHERE id = %(id)s LIMIT 1
+"""
+
+WORKFLOWS: Final[LiteralString] = """
+SELECT w.id, w.name, w.status, w.created_at, w.updated_at,
+       (SELECT count(*) FROM horsies_workflow_tasks t WHERE t.workflow_id = w.id) AS total,
+       (SELECT count(*) FROM horsies_workflow_tasks t
+         WHERE t.workflow_id = w.id AND t.status IN ('COMPLETED', 'FAILED', 'SKIPPED')) AS done
+FROM horsies_workflows w
+WHERE w.status = ANY(%(statuses)s)
+  AND (%(search)s = '' OR w.name ILIKE %(pattern)s OR w.id LIKE %(prefix)s)
+ORDER BY w.updated_at DESC
+LIMIT 200
+"""
+
+WORKFLOW_BY_ID: Final[LiteralString] = """
+SELECT * FROM horsies_workflows WHERE id = %(id)s LIMIT 1
+"""
+
+WORKFLOW_NODES: Final[LiteralString] = """
+SELECT task_index, node_id, task_name, status, task_id, queue_name, dependencies,
+       is_subworkflow, sub_workflow_id, started_at, completed_at
+FROM horsies_workflow_tasks
+WHERE workflow_id = %(id)s
+ORDER BY task_index
+LIMIT 1000
+"""
+
+SNAPSHOT_AGES: Final[LiteralString] = (
+    _WORKER_IDS
+    + """
+SELECT latest.*
+FROM ids
+CROSS JOIN LATERAL (
+    SELECT worker_id, hostname, pid, snapshot_at,
+           extract(epoch FROM now() - snapshot_at)::float8 AS age_s
+    FROM horsies_worker_states s
+    WHERE s.worker_id = ids.worker_id
+    ORDER BY s.snapshot_at DESC
+    LIMIT 1
+) AS latest
+WHERE latest.snapshot_at > now() - %(since)s
+LIMIT 500
+"""
+)

@@ -1,0 +1,1 @@
+"""One module per tab (a pane widget each), plus the modal screens."""

@@ -1,0 +1,159 @@
+"""Tab 3, Tasks: counts per worker, status filters, expandable rows, task detail and actions."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from syce._nodes import table_of
+from syce.models import TASK_STATUSES, TasksData
+from syce.screens.base import SycePane
+
+__all__ = ["TasksPane"]
+
+FILTER_KEYS = dict(zip("pcuof", TASK_STATUSES, strict=True))
+"""Filter key -> status: p Pending, c Claimed, u rUnning, o cOmpleted, f Failed."""
+
+UNCLAIMED = "(not claimed)"
+
+
+class TasksPane(SycePane[TasksData]):
+    SEARCH_HINT = "search tasks by name or id prefix"
+
+    BINDINGS = [
+        *(
+            Binding(key, f"toggle_status('{status}')", status.title())
+            for key, status in FILTER_KEYS.items()
+        ),
+        Binding("a", "all_filters", "All"),
+        Binding("n", "no_filters", "None"),
+        Binding("escape", "collapse", "Collapse / quit"),
+        Binding("X", "cancel_task", "Cancel task"),
+        Binding("R", "retry_task", "Retry task"),
+    ]
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.filters: set[str] = set(TASK_STATUSES)
+        self.expanded: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="task-filters")
+        table: DataTable[str] = DataTable(id="tasks-table", cursor_type="row")
+        table.add_columns("Worker / task", "Name", *(s.title() for s in TASK_STATUSES), "Total")
+        yield table
+
+    def on_mount(self) -> None:
+        self._show_filters()
+
+    def focus_main(self) -> None:
+        table_of(self, "#tasks-table").focus()
+
+    @property
+    def statuses(self) -> list[str]:
+        return [s for s in TASK_STATUSES if s in self.filters]
+
+    def load(self) -> TasksData:
+        search = self.syce.search
+        groups = self.source.task_groups(self.statuses, search)
+        expanded = self.expanded
+        if expanded is not None and expanded not in {g.key for g in groups}:
+            expanded = None
+        tasks = () if expanded is None else self.source.tasks_of(expanded, self.statuses, search)
+        return TasksData(groups=groups, expanded=expanded, expanded_tasks=tasks)
+
+    def _show_filters(self) -> None:
+        parts = [
+            f"[reverse] {key} {status.title()} [/reverse]"
+            if status in self.filters
+            else f" {key} [dim]{status.title()}[/dim] "
+            for key, status in FILTER_KEYS.items()
+        ]
+        self.query_one("#task-filters", Static).update(
+            "Filters: " + " ".join(parts) + "   a all · n none · Enter expand/detail"
+        )
+
+    def _changed(self) -> None:
+        self._show_filters()
+        self.refresh_data(force=True)
+
+    def action_toggle_status(self, status: str) -> None:
+        self.filters ^= {status}
+        self._changed()
+
+    def action_all_filters(self) -> None:
+        self.filters = set(TASK_STATUSES)
+        self._changed()
+
+    def action_no_filters(self) -> None:
+        self.filters = set()
+        self._changed()
+
+    def action_collapse(self) -> None:
+        if self.expanded is None:
+            self.syce.exit()
+            return
+        self.expanded = None
+        self.refresh_data(force=True)
+
+    def current_key(self) -> str | None:
+        table = table_of(self, "#tasks-table")
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def current_task_id(self) -> str | None:
+        key = self.current_key()
+        return key[2:] if key is not None and key.startswith("t:") else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key is None:
+            return
+        if key.startswith("g:"):
+            group = key[2:]
+            self.expanded = None if self.expanded == group else group
+            self.refresh_data(force=True)
+        elif key.startswith("t:"):
+            self.syce.open_task(key[2:])
+
+    def action_cancel_task(self) -> None:
+        task_id = self.current_task_id()
+        if task_id is not None:
+            self.syce.confirm_task_action("cancel", task_id)
+
+    def action_retry_task(self) -> None:
+        task_id = self.current_task_id()
+        if task_id is not None:
+            self.syce.confirm_task_action("retry", task_id)
+
+    def show(self, data: TasksData) -> None:
+        self.expanded = data.expanded
+        table = table_of(self, "#tasks-table")
+        previous = self.current_key()
+        table.clear()
+        keys: list[str] = []
+        for group in data.groups:
+            marker = "▼" if group.key == data.expanded else "▶"
+            label = UNCLAIMED if group.worker_id is None else (group.hostname or group.worker_id)
+            table.add_row(
+                f"{marker} {label}",
+                "" if group.worker_id is None else group.worker_id[:24],
+                *(str(group.counts.get(s, 0)) for s in TASK_STATUSES),
+                str(group.total),
+                key=f"g:{group.key}",
+            )
+            keys.append(f"g:{group.key}")
+            if group.key == data.expanded:
+                for task in data.expanded_tasks:
+                    table.add_row(
+                        f"   {task.task_id}",
+                        task.task_name,
+                        *(task.status.lower() if s == task.status else "" for s in TASK_STATUSES),
+                        "",
+                        key=f"t:{task.task_id}",
+                    )
+                    keys.append(f"t:{task.task_id}")
+        if previous in keys:
+            table.move_cursor(row=keys.index(previous))

@@ -1,0 +1,338 @@
+"""The data source: runs the read-only queries of `syce.queries`, returns `syce.models` snapshots.
+
+No Textual here. The app calls these methods from Textual thread workers, so they block. One
+connection is shared (guarded by a lock) and opened lazily; a broken connection is dropped and
+`SourceUnavailable` raised, and the next call connects again, so reconnecting is automatic.
+Sessions are read-only (``default_transaction_read_only``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, LiteralString
+
+import psycopg
+from horsies.config import PostgresConfig, mask_database_url
+from psycopg.conninfo import make_conninfo
+
+from syce import queries
+from syce.models import (
+    CHART_WINDOWS,
+    DashboardData,
+    MaintenanceData,
+    SnapshotAge,
+    StaleClaim,
+    TaskGroup,
+    TaskSummary,
+    WorkerInfo,
+    WorkerSample,
+    WorkersData,
+    WorkflowDetail,
+    WorkflowNode,
+    WorkflowSummary,
+)
+
+__all__ = ["SourceUnavailable", "SyceSource", "row_to_json"]
+
+LIVE_WINDOW: Final = timedelta(minutes=2)
+"""A worker whose latest snapshot is younger than this is listed as live."""
+STALE_CLAIM_AFTER: Final = timedelta(minutes=2)
+DEAD_AFTER_S: Final = 30.0
+"""A worker whose latest snapshot is older than this is reported dead (snapshots come every 5 s)."""
+MAINTENANCE_WINDOW: Final = timedelta(hours=24)
+TREND_WINDOW: Final = timedelta(hours=1)
+TREND_BUCKET: Final = timedelta(minutes=1)
+CONNECT_TIMEOUT_S: Final = 5
+BIG_TABLE_ROWS: Final = 100_000
+"""From this many rows (planner estimate) on, questions about finished tasks are cached."""
+FINISHED_CACHE_S: Final = 15.0
+"""How long an answer about finished tasks is reused on a big table (``r`` refreshes at once)."""
+SIZE_CACHE_S: Final = 30.0
+LIVE_STATUSES: Final = frozenset({"PENDING", "CLAIMED", "RUNNING"})
+
+
+class SourceUnavailable(Exception):
+    """The database cannot be reached; the message is safe to show (passwords masked)."""
+
+
+Row = dict[str, Any]
+
+
+def _search_params(search: str) -> dict[str, str]:
+    text = search.strip()
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {"search": text, "pattern": f"%{escaped}%", "prefix": f"{escaped}%"}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def row_to_json(row: Mapping[str, Any]) -> str:
+    """Pretty JSON of a table row (JSON text columns are expanded, datetimes in ISO form)."""
+    return json.dumps({key: _jsonable(value) for key, value in row.items()}, indent=2, default=str)
+
+
+class SyceSource:
+    """Read-only access to a horsies database for the dashboard."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._cache: dict[tuple[Any, ...], tuple[float, list[Row]]] = {}
+
+    @property
+    def masked_url(self) -> str:
+        return self._config.masked_url
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conninfo = make_conninfo(
+                self._config.conninfo,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                options="-c default_transaction_read_only=on -c statement_timeout=10000",
+                application_name="syce",
+            )
+            conn = psycopg.Connection.connect(conninfo, autocommit=True)
+            self._conn = conn
+        return conn
+
+    def _fetch(self, sql: LiteralString, params: Mapping[str, Any] | None = None) -> list[Row]:
+        with self._lock:
+            try:
+                conn = self._connection()
+                cursor = conn.execute(sql, params or {})
+                names = [column.name for column in cursor.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            except psycopg.OperationalError as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                raise SourceUnavailable(mask_database_url(str(exc).strip())) from exc
+
+    def invalidate(self) -> None:
+        """Forget cached answers about finished tasks (the next refresh asks again)."""
+        self._cache.clear()
+
+    def _cached(self, key: tuple[Any, ...], ttl: float, run: Callable[[], list[Row]]) -> list[Row]:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        rows = run()
+        self._cache[key] = (now + ttl, rows)
+        return rows
+
+    def _big(self) -> bool:
+        rows = self._cached(
+            ("size",), SIZE_CACHE_S, lambda: self._fetch(queries.TASKS_SIZE_ESTIMATE)
+        )
+        return bool(rows) and int(rows[0]["n"]) >= BIG_TABLE_ROWS
+
+    def _finished(self, sql: LiteralString, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a question about finished tasks (no index): cached for a while on a big table."""
+        if not self._big():
+            return self._fetch(sql, params)
+        key = (sql, tuple(sorted((k, repr(v)) for k, v in (params or {}).items())))
+        return self._cached(key, FINISHED_CACHE_S, lambda: self._fetch(sql, params))
+
+    def ping(self) -> None:
+        """Connect if needed and run ``SELECT 1`` (raises `SourceUnavailable`)."""
+        self._fetch("SELECT 1 AS one")
+
+    # -- tabs -------------------------------------------------------------------------------------
+
+    def live_workers(self, since: timedelta = LIVE_WINDOW) -> tuple[WorkerInfo, ...]:
+        rows = self._fetch(queries.LATEST_WORKER_SNAPSHOTS, {"since": since})
+        workers = [
+            WorkerInfo(
+                worker_id=r["worker_id"],
+                hostname=r["hostname"],
+                pid=r["pid"],
+                processes=r["processes"],
+                tasks_running=r["tasks_running"],
+                tasks_claimed=r["tasks_claimed"],
+                cpu_percent=r["cpu_percent"],
+                memory_mb=r["memory_usage_mb"],
+                memory_percent=r["memory_percent"],
+                started_at=r["worker_started_at"],
+                snapshot_at=r["snapshot_at"],
+                age=r["age"],
+                queues=tuple(r["queues"] or ()),
+            )
+            for r in rows
+        ]
+        workers.sort(key=lambda w: (w.hostname, w.pid, w.worker_id))
+        return tuple(workers)
+
+    def dashboard(self) -> DashboardData:
+        task_counts = {r["status"]: r["n"] for r in self._fetch(queries.LIVE_STATUS_COUNTS)}
+        task_counts.update(
+            {r["status"]: r["n"] for r in self._finished(queries.FINISHED_STATUS_COUNTS)}
+        )
+        workflow_counts = {r["status"]: r["n"] for r in self._fetch(queries.WORKFLOW_STATUS_COUNTS)}
+        queue_counts = tuple(
+            (r["queue_name"], r["status"], r["n"]) for r in self._fetch(queries.ACTIVE_QUEUE_COUNTS)
+        )
+        trend = tuple(
+            float(r["utilisation"] or 0.0)
+            for r in self._fetch(
+                queries.CLUSTER_UTILISATION_TREND,
+                {"bucket": TREND_BUCKET, "window": TREND_WINDOW},
+            )
+        )
+        stale = tuple(
+            StaleClaim(
+                r["id"], r["task_name"], r["queue_name"], r["claimed_by_worker_id"], r["age"]
+            )
+            for r in self._fetch(queries.STALE_CLAIMS, {"threshold": STALE_CLAIM_AFTER})
+        )
+        return DashboardData(
+            workers=self.live_workers(),
+            task_counts=task_counts,
+            queue_counts=queue_counts,
+            workflow_counts=workflow_counts,
+            trend=trend,
+            stale_claims=stale,
+        )
+
+    def workers(self, selected: str | None, window_index: int, search: str = "") -> WorkersData:
+        needle = search.strip().lower()
+        workers = tuple(
+            w
+            for w in self.live_workers()
+            if not needle or needle in w.hostname.lower() or needle in w.worker_id.lower()
+        )
+        if workers and selected not in {w.worker_id for w in workers}:
+            selected = workers[0].worker_id
+        label, window = CHART_WINDOWS[window_index % len(CHART_WINDOWS)]
+        history: tuple[WorkerSample, ...] = ()
+        if selected is not None and workers:
+            rows = self._fetch(
+                queries.WORKER_HISTORY,
+                {"worker_id": selected, "window": window, "bucket": window / 60},
+            )
+            history = tuple(
+                WorkerSample(r["bucket"], r["running"], r["claimed"], r["cpu"], r["memory"])
+                for r in rows
+            )
+        return WorkersData(
+            workers=workers,
+            selected=selected if workers else None,
+            window=label,
+            history=history,
+        )
+
+    def task_groups(self, statuses: Sequence[str], search: str = "") -> tuple[TaskGroup, ...]:
+        wanted = list(statuses)
+        params = {"statuses": wanted, **_search_params(search)}
+        rows: list[Row] = []
+        if "PENDING" in wanted:
+            rows += self._fetch(queries.TASK_GROUPS_PENDING, params)
+        if {"CLAIMED", "RUNNING"} & set(wanted):
+            rows += self._fetch(queries.TASK_GROUPS_IN_FLIGHT, params)
+        if set(wanted) - LIVE_STATUSES:
+            rows += self._finished(queries.TASK_GROUPS_FINISHED, params)
+        groups: dict[str | None, tuple[str | None, dict[str, int]]] = {}
+        for r in rows:
+            hostname, counts = groups.get(r["worker_id"], (None, {}))
+            counts[r["status"]] = counts.get(r["status"], 0) + r["n"]
+            groups[r["worker_id"]] = (hostname or r["hostname"], counts)
+        result = [TaskGroup(key, host, counts) for key, (host, counts) in groups.items()]
+        result.sort(key=lambda g: (g.worker_id is not None, g.hostname or "", g.key))
+        return tuple(result[: queries.ROW_LIMIT])
+
+    def tasks_of(
+        self, worker_key: str, statuses: Sequence[str], search: str = ""
+    ) -> tuple[TaskSummary, ...]:
+        """The newest 100 tasks of one group (``""``: tasks no worker claimed)."""
+        wanted = list(statuses)
+        params = {"worker_id": worker_key or None, "statuses": wanted, **_search_params(search)}
+        rows: list[Row] = []
+        if "PENDING" in wanted:
+            rows += self._fetch(queries.TASKS_OF_WORKER_PENDING, params)
+        if worker_key and {"CLAIMED", "RUNNING"} & set(wanted):
+            rows += self._fetch(queries.TASKS_OF_WORKER_IN_FLIGHT, params)
+        if set(wanted) - LIVE_STATUSES:
+            rows += self._finished(queries.TASKS_OF_WORKER_FINISHED, params)
+        oldest = datetime.min.replace(tzinfo=UTC)
+        rows.sort(key=lambda r: r["id"])
+        rows.sort(key=lambda r: r["sent_at"] or oldest, reverse=True)
+        return tuple(
+            TaskSummary(
+                r["id"],
+                r["task_name"],
+                r["queue_name"],
+                r["status"],
+                r["sent_at"],
+                r["retry_count"],
+            )
+            for r in rows[:100]
+        )
+
+    def task(self, task_id: str) -> Row | None:
+        rows = self._fetch(queries.TASK_BY_ID, {"id": task_id})
+        return rows[0] if rows else None
+
+    def workflows(self, statuses: Sequence[str], search: str = "") -> tuple[WorkflowSummary, ...]:
+        if not statuses:
+            return ()
+        rows = self._fetch(
+            queries.WORKFLOWS, {"statuses": list(statuses), **_search_params(search)}
+        )
+        return tuple(
+            WorkflowSummary(r["id"], r["name"], r["status"], r["total"], r["done"], r["updated_at"])
+            for r in rows
+        )
+
+    def workflow(self, workflow_id: str) -> WorkflowDetail | None:
+        rows = self._fetch(queries.WORKFLOW_BY_ID, {"id": workflow_id})
+        if not rows:
+            return None
+        nodes = tuple(
+            WorkflowNode(
+                index=r["task_index"],
+                node_id=r["node_id"],
+                task_name=r["task_name"],
+                status=r["status"],
+                task_id=r["task_id"],
+                queue_name=r["queue_name"],
+                dependencies=tuple(r["dependencies"] or ()),
+                is_subworkflow=bool(r["is_subworkflow"]),
+            )
+            for r in self._fetch(queries.WORKFLOW_NODES, {"id": workflow_id})
+        )
+        return WorkflowDetail(row=rows[0], nodes=nodes)
+
+    def maintenance(self) -> MaintenanceData:
+        rows = self._fetch(queries.SNAPSHOT_AGES, {"since": MAINTENANCE_WINDOW})
+        ages = tuple(
+            SnapshotAge(r["worker_id"], r["hostname"], r["pid"], r["snapshot_at"], r["age_s"])
+            for r in rows
+        )
+        return MaintenanceData(
+            ages=tuple(sorted(ages, key=lambda a: a.age_s)), dead_after_s=DEAD_AFTER_S
+        )

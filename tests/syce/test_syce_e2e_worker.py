@@ -1,0 +1,213 @@
+"""End to end: a real ``horsies worker``, tasks and a workflow sent by the test, Syce watching.
+
+The worker runs ``tests.e2e.apps.wf_control:app`` (gate tasks that wait for a file, so a workflow
+stays RUNNING as long as the test wants). Syce must show the worker, the tasks with the right
+statuses and the workflow with its nodes, and its pause/resume/cancel actions must change the
+database. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from horsies.app import Horsies
+from horsies.config import PostgresConfig
+from horsies.workflows.handle import WorkflowHandle
+from horsies.workflows.status import WorkflowStatus
+from syce.app import SyceApp
+from syce.models import TasksData, WorkersData, WorkflowSummary
+from syce.screens.modals import ConfirmScreen, WorkflowDetailScreen
+from syce.screens.tasks import TasksPane
+from syce_seed import wait_for
+from textual.widgets import DataTable
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from tests.e2e.apps import wf_control as wf  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+READY_TIMEOUT_S = 60.0
+WAIT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One ``horsies worker`` subprocess (2 processes); yields its pid."""
+    log_path = tmp_path_factory.mktemp("syce-worker") / "worker.log"
+    env = {**os.environ, "HORSIES_E2E_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "horsies",
+                "worker",
+                "tests.e2e.apps.wf_control:app",
+                "--processes",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        import time
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while " ready: " not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "worker not ready in time"
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def producer(database_url: str, clean_db: str) -> Iterator[Horsies]:
+    app = wf.create_app(database_url)
+    app.get_broker().ensure_schema_initialized_sync()
+    yield app
+    app.get_broker().close()
+
+
+async def test_syce_e2e_tasks_workflow_and_actions(
+    worker: int, producer: Horsies, database_url: str, tmp_path: Path
+) -> None:
+    broker = producer.get_broker()
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    done_id = broker.enqueue("wfc.add", (2, 3))
+    parked_id = broker.enqueue("wfc.parked", ("waits",), queue_name="parked")
+    handle = wf.Gates.build_with(producer, gates_dir=str(gates)).start()
+    try:
+        app = SyceApp(PostgresConfig(database_url=database_url), tick_rate=10)
+        async with app.run_test(size=(150, 48)) as pilot:
+            # Workers: the real worker appears with its snapshot
+            await pilot.press("2")
+            workers = app.pane("workers")
+            await wait_for(
+                pilot,
+                lambda: (
+                    workers.data is not None
+                    and any(w.pid == worker for w in cast(WorkersData, workers.data).workers)
+                ),
+                timeout=WAIT_S,
+                what="worker snapshot",
+            )
+            info = next(w for w in cast(WorkersData, workers.data).workers if w.pid == worker)
+            assert info.hostname == socket.gethostname()
+            assert info.processes == 2
+
+            # Tasks: the add task COMPLETED under the worker, the parked one PENDING unclaimed
+            await pilot.press("3")
+            tasks = cast(TasksPane, app.pane("tasks"))
+
+            def counts() -> dict[str, dict[str, int]]:
+                data = cast(TasksData | None, tasks.data)
+                return {} if data is None else {g.key: g.counts for g in data.groups}
+
+            await wait_for(
+                pilot,
+                lambda: (
+                    counts().get("", {}).get("PENDING") == 1
+                    and sum(c.get("COMPLETED", 0) for k, c in counts().items() if k) == 1
+                    and sum(c.get("RUNNING", 0) for k, c in counts().items() if k) == 2
+                ),
+                timeout=WAIT_S,
+                what="task counts (1 pending, 1 completed, 2 gates running)",
+            )
+            await pilot.press("enter")  # expand the unclaimed group (first row)
+            await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded == "")
+            expanded = cast(TasksData, tasks.data).expanded_tasks
+            assert [(t.task_id, t.status) for t in expanded] == [(parked_id, "PENDING")]
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded is None)
+            await pilot.press("down", "enter")  # the worker's group
+            await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded not in (None, ""))
+            statuses = {t.task_id: t.status for t in cast(TasksData, tasks.data).expanded_tasks}
+            assert statuses[done_id] == "COMPLETED"
+            assert sorted(statuses.values()) == ["COMPLETED", "RUNNING", "RUNNING"]
+
+            # Workflows: the workflow with its nodes
+            await pilot.press("4")
+            flows = app.pane("workflows")
+            await wait_for(
+                pilot,
+                lambda: (
+                    [
+                        (w.workflow_id, w.status, w.total)
+                        for w in cast(tuple[WorkflowSummary, ...], flows.data or ())
+                    ]
+                    == [(handle.workflow_id, "RUNNING", 3)]
+                ),
+                timeout=WAIT_S,
+                what="workflow listed",
+            )
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, WorkflowDetailScreen))
+            nodes = cast("DataTable[Any]", app.screen.query_one("#nodes-table", DataTable))
+            rows = [nodes.get_row(key)[1:4] for key in nodes.rows]
+            assert rows == [
+                ["a", "wfc.gate", "running"],
+                ["b", "wfc.gate", "running"],
+                ["join", "wfc.record", "pending"],
+            ]
+            # pause from the detail, then resume and cancel from the list
+            await pilot.press("P")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(
+                pilot,
+                lambda: handle.status() == WorkflowStatus.PAUSED,
+                timeout=WAIT_S,
+                what="paused",
+            )
+            await pilot.press("escape")
+            await pilot.press("R")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(
+                pilot,
+                lambda: handle.status() == WorkflowStatus.RUNNING,
+                timeout=WAIT_S,
+                what="resumed",
+            )
+            await pilot.press("X")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(
+                pilot,
+                lambda: handle.status() == WorkflowStatus.CANCELLED,
+                timeout=WAIT_S,
+                what="cancelled",
+            )
+            await wait_for(
+                pilot,
+                lambda: (
+                    [w.status for w in cast(tuple[WorkflowSummary, ...], flows.data)]
+                    == ["CANCELLED"]
+                ),
+                what="cancelled on screen",
+            )
+    finally:
+        (gates / wf.ALL_GATES).touch()
+    assert WorkflowHandle(handle.workflow_id, broker).status() == WorkflowStatus.CANCELLED
