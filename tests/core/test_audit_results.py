@@ -205,8 +205,8 @@ async def test_unserializable_arguments_write_nothing_on_any_send_path(
         takes_anything.send(b"bytes"),
         takes_anything.schedule(5, x=frozenset({1})),
         await takes_anything.send_async({1, 2}),
-        *takes_anything.send_many([((1,), {}), ((), {"conn": object()})]),
-        *(await takes_anything.send_many_async([((object(),), {})])),
+        *takes_anything.send_many([(1,), {"conn": object()}]),
+        *(await takes_anything.send_many_async([(object(),)])),
     ]
     assert [h.task_id for h in handles] == ["<error>"] * 6
     messages = [h.get().unwrap_err().message or "" for h in handles]

@@ -505,7 +505,7 @@ def test_suppressed_send_and_schedule(app: Horsies, caplog: pytest.LogCaptureFix
 
     scheduled = quiet.schedule(10).get().unwrap_err()
     assert scheduled.message == "Task schedule suppressed during module import/discovery"
-    assert [h.task_id for h in quiet.send_many([((), {}), ((), {})])] == ["<suppressed>"] * 2
+    assert [h.task_id for h in quiet.send_many([(), ()])] == ["<suppressed>"] * 2
     assert app._broker is None  # nothing touched the broker
 
 
@@ -701,12 +701,12 @@ def test_send_many_inserts_every_call(db_app: Horsies, database_url: str) -> Non
     def many(x: int, y: int = 0) -> TaskResult[int, TaskError]:
         return TaskResult(ok=x + y)
 
-    handles = many.send_many([((1,), {}), ((2,), {"y": 3}), ((4, 5), {})])
+    handles = many.send_many([(1,), {"x": 2, "y": 3}, (4, 5)])
     assert len({handle.task_id for handle in handles}) == 3
     rows = [fetch_row(database_url, handle.task_id) for handle in handles]
-    assert [json.loads(row["args"]) for row in rows if row] == [[1], [2], [4, 5]]
+    assert [json.loads(row["args"] or "[]") for row in rows if row] == [[1], [], [4, 5]]
     assert rows[1] is not None
-    assert json.loads(rows[1]["kwargs"]) == {"y": 3}
+    assert json.loads(rows[1]["kwargs"]) == {"x": 2, "y": 3}
     assert many.send_many([]) == []
 
 
@@ -715,9 +715,23 @@ def test_send_many_is_all_or_nothing(db_app: Horsies, database_url: str) -> None
     def many_bad(x: Any) -> TaskResult[int, TaskError]:
         return TaskResult(ok=1)
 
-    handles = many_bad.send_many([((1,), {}), ((object(),), {})])
+    handles = many_bad.send_many([(1,), (object(),)])
     assert [handle.task_id for handle in handles] == ["<error>", "<error>"]
     assert count_rows(database_url, "db.many_bad") == 0
+
+
+def test_send_many_refuses_an_item_that_is_neither_form(
+    db_app: Horsies, database_url: str
+) -> None:
+    @db_app.task("db.many_shape", queue_name="fast")
+    def many_shape(x: int) -> TaskResult[int, TaskError]:
+        return TaskResult(ok=x)
+
+    handles = many_shape.send_many([(1,), [2]])  # type: ignore[list-item]  # a list is not a call
+    assert [handle.task_id for handle in handles] == ["<error>", "<error>"]
+    message = handles[0].get().unwrap_err().message or ""
+    assert "send_many takes one mapping of keyword arguments or one tuple" in message
+    assert count_rows(database_url, "db.many_shape") == 0
 
 
 def test_get_returns_the_stored_result(db_app: Horsies, database_url: str) -> None:

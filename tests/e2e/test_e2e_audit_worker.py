@@ -217,7 +217,7 @@ def test_killed_child_is_replaced_and_both_children_serve_again(
     # Two tasks sent together overlap in time on two different live children.
     spans = [
         h.get(timeout_ms=GET_MS).unwrap()
-        for h in app.tasks["audit.span"].send_many([((1.0,), {}), ((1.0,), {})])
+        for h in app.tasks["audit.span"].send_many([(1.0,), (1.0,)])
     ]
     pids = {int(span[2]) for span in spans}
     assert pids == set(children)

@@ -35,8 +35,8 @@ def test_two_workers_respect_queue_and_cluster_caps(
 ) -> None:
     first = start_worker("caps", "--processes", "3")
     second = start_worker("caps", "--processes", "3")
-    limited = app.tasks["caps.limited_span"].send_many([((0.25,), {}) for _ in range(8)])
-    wide = app.tasks["caps.wide_span"].send_many([((0.25,), {}) for _ in range(8)])
+    limited = app.tasks["caps.limited_span"].send_many([(0.25,) for _ in range(8)])
+    wide = app.tasks["caps.wide_span"].send_many([(0.25,) for _ in range(8)])
 
     limited_spans = [h.get(timeout_ms=60_000).unwrap() for h in limited]
     wide_spans = [h.get(timeout_ms=60_000).unwrap() for h in wide]

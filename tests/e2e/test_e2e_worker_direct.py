@@ -27,7 +27,7 @@ def test_two_workers_run_every_task_exactly_once(
     first = start_worker("throughput", "--processes", "2")
     second = start_worker("throughput", "--processes", "2")
     log = tmp_path / "executions.log"
-    handles = app.tasks["tp.record"].send_many([((str(log), f"m{i}"), {}) for i in range(TASKS)])
+    handles = app.tasks["tp.record"].send_many([(str(log), f"m{i}") for i in range(TASKS)])
     ids = [h.task_id for h in handles]
 
     def all_completed() -> bool:

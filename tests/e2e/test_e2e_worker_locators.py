@@ -47,7 +47,7 @@ def test_each_locator_form_serves_tasks(start_worker: StartWorker, app: Horsies)
     ]
     for worker in workers:
         worker.wait_ready()
-    handles = app.tasks["tp.noop"].send_many([((), {}) for _ in range(20)])
+    handles = app.tasks["tp.noop"].send_many([() for _ in range(20)])
     assert all(h.get(timeout_ms=30_000).is_ok() for h in handles)
     for worker in workers:
         worker.send_signal(signal.SIGTERM)

@@ -168,7 +168,7 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
         echo(f"  sending {tasks} tasks with send_many() …")
         before = _finished_counts(broker)
         t0 = time.perf_counter()
-        handles = demo_app.square.send_many(((n,), {}) for n in range(tasks))
+        handles = demo_app.square.send_many((n,) for n in range(tasks))
         bulk_enqueue_s = time.perf_counter() - t0
         if handles and handles[0].task_id == "<error>":
             raise click.ClickException(f"enqueue failed: {handles[0].get().err_value}")

@@ -62,6 +62,9 @@ _NO_ADAPTER: Any = object()
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 _Action = Literal["send", "schedule"]
 
+SendManyCall = Mapping[str, Any] | tuple[Any, ...]
+"""One call of `send_many`: a mapping of keyword arguments or a tuple of positional arguments."""
+
 
 def default_task_name(fn: Callable[..., Any]) -> str:
     """Name of a task defined without one: `"<module>.<qualname>"` (decision D4).
@@ -385,17 +388,27 @@ class TaskFunction(Generic[P, T]):
             return self._failed("send", exc)[0]
         return TaskHandle(task_id, broker=broker)
 
-    def send_many(
-        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[TaskHandle[T]]:
+    def _prepare_many(
+        self, calls: Iterable[SendManyCall]
+    ) -> tuple[PostgresBroker, list[EnqueueRequest]] | list[TaskHandle[T]]:
+        """`_prepare` for `send_many`: every item checked and split into (args, kwargs) first."""
+        items = list(calls)
+        try:
+            pairs = [_split_call(call) for call in items]
+        except TypeError as exc:
+            return self._failed("send", exc, len(items))
+        return self._prepare("send", pairs)
+
+    def send_many(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Enqueue many calls in one database statement; one handle per call, in order.
 
-        `calls` holds `(args, kwargs)` pairs, e.g. `[((1, 2), {}), ((3,), {"x": 4})]`. The batch is
-        all-or-nothing: if any call's arguments cannot be serialized or the insert fails, nothing
-        is written and every handle is an `"<error>"` handle. Prefer it over a loop of `send()` for
-        large fan-outs.
+        Each item of `calls` is one call: a mapping of keyword arguments or a tuple of positional
+        arguments, e.g. `[(1, 2), {"a": 3, "b": 4}, ()]`. The batch is all or nothing: every call
+        is checked before anything is written, and if one item is neither form, any argument
+        cannot be serialized or the insert fails, nothing is written and every handle is an
+        `"<error>"` handle. Prefer it over a loop of `send()` for large fan-outs.
         """
-        prepared = self._prepare("send", list(calls))
+        prepared = self._prepare_many(calls)
         if isinstance(prepared, list):
             return prepared
         broker, requests = prepared
@@ -405,11 +418,9 @@ class TaskFunction(Generic[P, T]):
             return self._failed("send", exc, len(requests))
         return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
 
-    async def send_many_async(
-        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[TaskHandle[T]]:
-        """Async twin of `send_many` (same all-or-nothing rule)."""
-        prepared = self._prepare("send", list(calls))
+    async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
+        """Async twin of `send_many` (same forms, same all-or-nothing rule)."""
+        prepared = self._prepare_many(calls)
         if isinstance(prepared, list):
             return prepared
         broker, requests = prepared
@@ -418,6 +429,17 @@ class TaskFunction(Generic[P, T]):
         except Exception as exc:
             return self._failed("send", exc, len(requests))
         return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
+
+
+def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(call, Mapping):
+        return (), dict(typing.cast("Mapping[str, Any]", call))
+    if isinstance(call, tuple):
+        return typing.cast("tuple[Any, ...]", call), {}
+    raise TypeError(
+        "send_many takes one mapping of keyword arguments or one tuple of positional arguments "
+        f"per call, got {type(call).__name__}"
+    )
 
 
 def _check_delay(delay_seconds: object) -> float:
