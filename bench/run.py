@@ -1,25 +1,31 @@
-"""The horsies benchmark: one command, a printed table, a JSON file.
+"""The horsies benchmark: one command, one table, one JSON file.
 
-Run ``uv run python bench/run.py`` (about a minute) or ``uv run python bench/run.py --quick``
-(under a minute). It starts a throw-away embedded PostgreSQL, measures
+Run ``uv run python bench/run.py`` (a few minutes) or ``uv run python bench/run.py --quick`` (under
+a minute once the peers' virtualenvs exist). It starts a throw-away embedded PostgreSQL and, on it,
+measures in one run (see ``docs/benchmarks.md`` for what each workload means):
 
-* single send rate: sequential ``task.send()`` calls from one thread, no worker running;
-* bulk enqueue rate: ``task.send_many()`` of a whole batch in one call;
-* drain rate: a real ``horsies worker --processes 2`` subprocess working off a batch of no-op tasks,
-  from the first task's ``started_at`` to the last task's ``completed_at`` (read from the rows);
-* send → result latency p50/p99: ``task.send().get()`` one after another on an idle worker;
-* the worker main process's RSS and CPU time per task (children excluded),
+* horsies: W1 single sends, W1b ``send_many``, W1c 64 concurrent ``send_async``, W2 drain of N
+  queued no-op tasks by ``horsies worker --processes 2``, W3 send → result round trips, W4
+  workflows (fan-out 1 → 50 → 1, chain of 200);
+* L, the physical limit (``bench/limits.py``): the bare SQL of each workload from psycopg;
+* the peers (``bench/peers/*_peer.py``), each in its own virtualenv under ``bench/.venvs``
+  created with uv: pgqueuer, procrastinate and the reference horsies 0.1.0a2 (when a Python
+  >= 3.13 is available). A peer that cannot be installed or run is reported as skipped.
 
-prints a table, writes ``bench/results/latest.json`` and stops everything it started, also on
-Ctrl+C or an error. See ``bench/README.md`` for what each figure means.
+It prints one table with the ratios (us ÷ best peer, us ÷ limit), writes
+``bench/results/latest.json`` and stops everything it started, also on Ctrl+C or an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import glob
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -28,99 +34,88 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psutil
 import psycopg
 from psycopg import sql
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from harness import (  # noqa: E402
+    BenchError,
+    latency_figures,
+    measure_drain,
+    wait_until,
+    worker_process,
+)
+from limits import measure_limits  # noqa: E402
+
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+VENVS_DIR = BENCH_DIR / ".venvs"
+PEERS_DIR = BENCH_DIR / "peers"
 APP_LOCATOR = f"{BENCH_DIR / 'bench_app.py'}:app"
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal to its constant)
 DATABASE_NAME = "horsies_bench"
 
 _WORKER_START_TIMEOUT_S = 90.0
 _RESULT_TIMEOUT_MS = 30_000
-_POLL_S = 0.05
-# The drain is timed from the rows, not by this poll: poll gently, it competes with the worker.
-_DRAIN_POLL_S = 0.25
+_CONCURRENCY = 64
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""By default the embedded server is durable (every commit waits for its WAL flush), so a send is
+durable when it returns, as in production; ``--fast-server`` keeps the tests' throw-away settings
+(``fsync=off``, ``synchronous_commit=off``)."""
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each measurement does."""
+    """How much work each workload does (N per workload)."""
 
-    sends: int
-    latency_samples: int
-    drain_tasks: int
-    drain_rounds: int
-    workflow_runs: int
-
-
-QUICK = Sizes(sends=300, latency_samples=100, drain_tasks=3_000, drain_rounds=2, workflow_runs=3)
-FULL = Sizes(sends=2_000, latency_samples=500, drain_tasks=10_000, drain_rounds=3, workflow_runs=7)
+    sends: int  # W1
+    bulk: int  # W1b
+    concurrent: int  # W1c
+    drain: int  # W2
+    latency: int  # W3 samples
+    workflow_runs: int  # W4 runs of each workflow
 
 
-@dataclass
-class Figure:
-    """One measured figure: the reported value and the samples it was derived from."""
+QUICK = Sizes(sends=300, bulk=5_000, concurrent=1_000, drain=2_000, latency=100, workflow_runs=2)
+FULL = Sizes(sends=2_000, bulk=20_000, concurrent=5_000, drain=10_000, latency=300, workflow_runs=5)
 
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a figure key, its label, its unit and which way is better."""
+
+    key: str
     label: str
-    value: float
     unit: str
     better: str  # "higher" or "lower"
-    samples: list[float] = field(default_factory=lambda: [])
-    note: str = ""
 
 
-_FIGURE_ORDER = (
-    "send_rate",
-    "bulk_enqueue_rate",
-    "drain_rate",
-    "latency_p50",
-    "latency_p99",
-    "workflow_fan_out_ms",
-    "workflow_fan_out_per_node",
-    "workflow_chain_ms",
-    "workflow_chain_per_node",
-    "worker_main_cpu_per_task",
-    "worker_children_cpu_per_task",
-    "worker_main_rss",
-    "worker_child_rss",
+ROWS = (
+    Row("w1_rate", "W1 single sends", "/s", "higher"),
+    Row("w1b_rate", "W1b bulk sends (send_many)", "/s", "higher"),
+    Row("w1c_rate", f"W1c concurrent sends ({_CONCURRENCY} in flight)", "/s", "higher"),
+    Row("w2_rate", "W2 drain, from worker start", "/s", "higher"),
+    Row("w2_rate_after_first", "W2 drain, after first finished", "/s", "higher"),
+    Row("w2_first_finish_s", "W2 worker start -> first finished", "s", "lower"),
+    Row("w2_peak_rss_mb", "W2 worker peak RSS (process tree)", "MiB", "lower"),
+    Row("w2_cpu_us_per_task", "W2 worker CPU per task (tree)", "us", "lower"),
+    Row("w3_p50_ms", "W3 send -> result p50", "ms", "lower"),
+    Row("w3_p95_ms", "W3 send -> result p95", "ms", "lower"),
+    Row("w3_p99_ms", "W3 send -> result p99", "ms", "lower"),
+    Row("w4_fan_out_s", "W4 workflow 1 -> 50 -> 1", "s", "lower"),
+    Row("w4_chain_s", "W4 workflow chain of 200", "s", "lower"),
 )
-"""Keys of the figures, in the order of the printed table."""
-
-
-class BenchError(RuntimeError):
-    """A measurement could not be completed (the message says why)."""
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(_POLL_S)
-
-
-def _percentile(samples: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation between closest ranks."""
-    ordered = sorted(samples)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def _git_revision() -> str | None:
@@ -133,52 +128,79 @@ def _git_revision() -> str | None:
             timeout=5,
             check=True,
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return f"{rev}-dirty" if dirty else rev
-
-
-def _cpu_seconds(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return times.user + times.system
-
-
-# -- processes -------------------------------------------------------------------------------------
+    return rev
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     del frame
-    # Turn SIGTERM into an exception so the ExitStack stops the worker and the server.
+    # Turn SIGTERM into an exception so the ExitStack stops the workers and the server.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-# -- measurements ----------------------------------------------------------------------------------
+def _create_database(server: Any, name: str) -> str:
+    with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return str(server.conninfo_for(name))
 
 
-def measure_single_sends(noop: Any, n: int) -> Figure:
-    """Sequential ``send()`` calls: one INSERT round trip each, no worker competing for CPU."""
+# -- horsies ---------------------------------------------------------------------------------------
+
+
+def _check_handles(handles: Sequence[Any]) -> None:
+    if handles and handles[0].task_id in ("<error>", "<suppressed>"):
+        raise BenchError(f"send failed: {handles[0].get(timeout_ms=1)}")
+
+
+def measure_single_sends(noop: Any, n: int) -> float:
+    """W1: sequential ``send()`` calls, each durable when it returns; no worker running."""
     for _ in range(min(20, n)):  # warm the pool and prepared statements
-        noop.send()
+        _check_handles([noop.send()])
     started = time.perf_counter()
     for _ in range(n):
-        handle = noop.send()
-        if handle.task_id in ("<error>", "<suppressed>"):
-            raise BenchError(f"send failed: {handle.get(timeout_ms=1)}")
-    elapsed = time.perf_counter() - started
-    return Figure("single send (sync, sequential)", n / elapsed, "tasks/s", "higher", [n / elapsed])
+        _check_handles([noop.send()])
+    return n / (time.perf_counter() - started)
 
 
-def measure_latency(noop: Any, n: int) -> tuple[Figure, Figure]:
-    """``send().get()`` one after another on an idle worker: enqueue → claim → run → finish →
-    task_done notification → result read."""
+def measure_bulk(noop: Any, conn: psycopg.Connection[Any], n: int) -> float:
+    """W1b: one ``send_many`` of ``n`` calls; median of three."""
+    calls = [{}] * n
+    rates: list[float] = []
+    for _ in range(3):
+        conn.execute("TRUNCATE horsies_tasks CASCADE")
+        started = time.perf_counter()
+        handles = noop.send_many(calls)
+        rates.append(n / (time.perf_counter() - started))
+        _check_handles(handles)
+        if len(handles) != n:
+            raise BenchError(f"send_many returned {len(handles)} handles for {n} calls")
+    return statistics.median(rates)
+
+
+def measure_concurrent(noop: Any, n: int) -> float:
+    """W1c: ``n`` ``send_async`` calls with 64 in flight from one process (one event loop)."""
+
+    async def sends(count: int) -> None:
+        sem = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one() -> None:
+            async with sem:
+                _check_handles([await noop.send_async()])
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+    async def timed() -> float:
+        await sends(min(200, n))  # warm-up: open the pool's connections
+        started = time.perf_counter()
+        await sends(n)
+        return n / (time.perf_counter() - started)
+
+    return asyncio.run(timed())
+
+
+def measure_latency(noop: Any, n: int) -> dict[str, float]:
+    """W3: ``send().get()`` one after another on an idle worker."""
     for _ in range(min(10, n)):
         noop.send().get(timeout_ms=_RESULT_TIMEOUT_MS)
     samples: list[float] = []
@@ -188,217 +210,328 @@ def measure_latency(noop: Any, n: int) -> tuple[Figure, Figure]:
         samples.append((time.perf_counter() - started) * 1000)
         if not result.is_ok():
             raise BenchError(f"latency task failed: {result}")
-    note = f"{n} sequential round trips"
-    return (
-        Figure("send -> result p50", _percentile(samples, 0.5), "ms", "lower", samples, note),
-        Figure("send -> result p99", _percentile(samples, 0.99), "ms", "lower", [], note),
-    )
+    return latency_figures(samples)
 
 
-def measure_workflow(spec: Any, nodes: int, repeats: int, label: str) -> tuple[Figure, Figure]:
-    """``start()`` then ``get()`` of a workflow of no-op nodes on an idle worker, ``repeats``
-    times: the whole run, and the run divided by its node count (the engine's per-node cost,
-    task execution included)."""
+def measure_workflow(spec: Any, repeats: int) -> float:
+    """W4: ``start()`` then ``get()`` on an idle worker; median seconds of ``repeats`` runs."""
     spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)  # warm-up
     samples: list[float] = []
     for _ in range(repeats):
         started = time.perf_counter()
         result = spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)
-        samples.append((time.perf_counter() - started) * 1000)
+        samples.append(time.perf_counter() - started)
         if not result.is_ok():
             raise BenchError(f"workflow {spec.name} failed: {result}")
-    median = statistics.median(samples)
-    note = f"median of {repeats} runs, {nodes} nodes"
-    return (
-        Figure(f"workflow {label}: start -> get", median, "ms", "lower", samples, note),
-        Figure(f"workflow {label}: per node", median / nodes, "ms", "lower", [], note),
-    )
+    return statistics.median(samples)
 
 
-@dataclass
-class DrainRound:
-    """One batch: how long its bulk insert took and how fast the worker worked it off."""
-
-    tasks: int
-    bulk_s: float
-    drain_s: float
-    main_cpu_s: float
-    children_cpu_s: float
-
-
-_DRAIN_STATUS = """
+_FINISHED = """
 SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
-       count(*) FILTER (WHERE status = 'FAILED'),
-       EXTRACT(EPOCH FROM max(completed_at) - min(started_at))::float8
+       EXTRACT(EPOCH FROM min(completed_at))::float8,
+       EXTRACT(EPOCH FROM max(completed_at))::float8,
+       count(*) FILTER (WHERE status = 'FAILED')
 FROM horsies_tasks
 """
 
 
-def drain_round(
-    noop: Any, conn: psycopg.Connection[Any], worker: psutil.Process, n: int
-) -> DrainRound:
-    """Insert ``n`` no-op tasks with one ``send_many`` and wait until the worker finished them."""
-    conn.execute("TRUNCATE horsies_tasks")
-    children = worker.children()
-    cpu_main = _cpu_seconds(worker)
-    cpu_children = sum(_cpu_seconds(c) for c in children)
-    started = time.perf_counter()
-    handles = noop.send_many([((), {})] * n)
-    bulk_s = time.perf_counter() - started
-    if handles and handles[0].task_id == "<error>":
-        raise BenchError(f"send_many failed: {handles[0].get(timeout_ms=1)}")
-    deadline = time.monotonic() + max(120.0, n / 50)
-    while True:
-        row = conn.execute(_DRAIN_STATUS).fetchone()
-        assert row is not None
-        completed, failed, drain_s = int(row[0]), int(row[1]), row[2]
-        if failed:
-            raise BenchError(f"{failed} no-op task(s) failed during the drain")
-        if completed >= n:
-            break
-        if time.monotonic() > deadline:
-            raise BenchError(f"drain timed out: {completed}/{n} completed")
-        time.sleep(_DRAIN_POLL_S)
-    return DrainRound(
-        tasks=n,
-        bulk_s=bulk_s,
-        drain_s=float(drain_s),
-        main_cpu_s=_cpu_seconds(worker) - cpu_main,
-        children_cpu_s=sum(_cpu_seconds(c) for c in children) - cpu_children,
-    )
-
-
-# -- the run ---------------------------------------------------------------------------------------
-
-
-def run(
-    sizes: Sizes, *, processes: int, quick: bool, echo: Callable[[str], None]
+def run_horsies(
+    server: Any, sizes: Sizes, processes: int, scratch: Path, echo: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Run every measurement and return the JSON document (figures keyed by name)."""
-    from horsies.demo import worker_subprocess
-    from horsies.embedded import start_embedded
+    """Every workload for the library in this workspace; returns its system entry."""
+    from importlib.metadata import version
 
-    figures: dict[str, Figure] = {}
-    machine: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    conninfo = _create_database(server, DATABASE_NAME)
+    url = server.url_for(DATABASE_NAME)
+    figures: dict[str, float] = {}
     with ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="horsies-bench-")))
-        server = start_embedded(scratch / "postgres", persistent=False)
-        stack.callback(server.stop)
-        with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-            version = admin.execute("SHOW server_version").fetchone()
-        machine["postgresql"] = version[0] if version else None
-        url = server.url_for(DATABASE_NAME)
-        echo(f"  PostgreSQL {machine['postgresql']} ready (embedded, ephemeral)")
-
         # bench_app reads the URL when it is imported: set it first.
         os.environ[DATABASE_URL_ENV] = url
-        sys.path.insert(0, str(BENCH_DIR))
         import bench_app
 
         noop: Any = bench_app.noop
         broker = bench_app.app.get_broker()
         stack.callback(broker.close)
         broker.ensure_schema_initialized_sync()
-        conn = stack.enter_context(psycopg.connect(server.conninfo_for(DATABASE_NAME)))
-        conn.autocommit = True
+        conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
 
-        echo(f"  single send: {sizes.sends} sequential send() calls")
-        figures["send_rate"] = measure_single_sends(noop, sizes.sends)
-        conn.execute("TRUNCATE horsies_tasks")
+        echo(f"  W1: {sizes.sends} sequential send()")
+        figures["w1_rate"] = measure_single_sends(noop, sizes.sends)
+        echo(f"  W1b: send_many of {sizes.bulk}")
+        figures["w1b_rate"] = measure_bulk(noop, conn, sizes.bulk)
+        conn.execute("TRUNCATE horsies_tasks CASCADE")
+        echo(f"  W1c: {sizes.concurrent} send_async, {_CONCURRENCY} in flight")
+        figures["w1c_rate"] = measure_concurrent(noop, sizes.concurrent)
 
-        log_path = scratch / "worker.log"
+        conn.execute("TRUNCATE horsies_tasks CASCADE")
+        _check_handles(noop.send_many([{}] * sizes.drain))
+        conn.execute("VACUUM ANALYZE horsies_tasks")
+        echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
+
+        def finished() -> tuple[int, float | None, float | None]:
+            row = conn.execute(_FINISHED).fetchone()
+            assert row is not None
+            if row[3]:
+                raise BenchError(f"{row[3]} no-op task(s) failed during the drain")
+            return int(row[0]), row[1], row[2]
+
+        log_path = scratch / "horsies-worker.log"
         log = stack.enter_context(log_path.open("w"))
         env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
         env.pop("TASKLIB_SUPPRESS_SENDS", None)
-        worker = stack.enter_context(worker_subprocess(APP_LOCATOR, processes, env, log, cwd=ROOT))
+        command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
+        command += ["--processes", str(processes), "--loglevel", "WARNING"]
+        started_epoch = time.time()
+        worker = stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+        figures.update(
+            measure_drain(worker, started_epoch, sizes.drain, finished, log_path=log_path)
+        )
+        figures["w2_cpu_us_per_task"] = figures["w2_cpu_s"] / sizes.drain * 1e6
+        echo(f"    {figures['w2_rate_after_first']:,.0f} tasks/s after the first")
 
         def worker_ready() -> bool:
-            if worker.poll() is not None:
-                raise BenchError(
-                    f"the worker exited with {worker.returncode}:\n{log_path.read_text()}"
-                )
             row = conn.execute(
                 "SELECT count(*) FROM horsies_worker_states WHERE pid = %s", (worker.pid,)
             ).fetchone()
             return bool(row and row[0])
 
-        _wait_until(worker_ready, _WORKER_START_TIMEOUT_S, "the worker to start")
-        worker_ps = psutil.Process(worker.pid)
-        echo(f"  worker running (pid {worker.pid}, {processes} processes)")
+        wait_until(worker_ready, _WORKER_START_TIMEOUT_S, "the worker to register")
+        conn.execute("TRUNCATE horsies_tasks CASCADE")
+        echo(f"  W3: {sizes.latency} sequential send().get()")
+        figures.update(measure_latency(noop, sizes.latency))
+        echo("  W4: workflows fan-out 1 -> 50 -> 1, chain of 200")
+        figures["w4_fan_out_s"] = measure_workflow(bench_app.fan_out, sizes.workflow_runs)
+        figures["w4_chain_s"] = measure_workflow(bench_app.chain, max(1, sizes.workflow_runs // 2))
+    return {
+        "status": "ok",
+        "version": version("horsies-core"),
+        "settings": f"worker --processes {processes}, defaults",
+        "figures": figures,
+    }
 
-        rounds: list[DrainRound] = []
-        for i in range(sizes.drain_rounds):
-            echo(f"  drain round {i + 1}/{sizes.drain_rounds}: {sizes.drain_tasks} no-op tasks")
-            rounds.append(drain_round(noop, conn, worker_ps, sizes.drain_tasks))
-            last = rounds[-1]
-            echo(f"    {last.tasks / last.drain_s:,.0f} tasks/s")
-        bulk = [r.tasks / r.bulk_s for r in rounds]
-        drain = [r.tasks / r.drain_s for r in rounds]
-        main_cpu = [r.main_cpu_s / r.tasks * 1e6 for r in rounds]
-        child_cpu = [r.children_cpu_s / r.tasks * 1e6 for r in rounds]
-        batch = f"median of {len(rounds)} batches of {sizes.drain_tasks}"
-        figures["bulk_enqueue_rate"] = Figure(
-            "bulk enqueue (send_many)", statistics.median(bulk), "tasks/s", "higher", bulk, batch
+
+# -- peers -----------------------------------------------------------------------------------------
+
+
+class PeerSkipped(Exception):
+    """A peer could not be installed or run; the message is the reason shown in the table."""
+
+
+def _python_at_least(python: str, minor: int) -> bool:
+    try:
+        out = subprocess.run(
+            [python, "-c", f"import sys; print(sys.version_info >= (3, {minor}))"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
-        figures["drain_rate"] = Figure(
-            f"drain, no-op tasks, --processes {processes}",
-            statistics.median(drain),
-            "tasks/s",
-            "higher",
-            drain,
-            batch,
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.stdout.strip() == "True"
+
+
+def _current_python() -> str:
+    return sys.executable
+
+
+def _python_313() -> str:
+    """A Python >= 3.13 interpreter on this machine (no download), or PeerSkipped."""
+    candidates = [shutil.which(f"python3.{m}") for m in (13, 14, 15)]
+    for pattern in ("~/.pyenv/versions/3.1[3-9]*/bin/python", "/usr/local/bin/python3.1[3-9]"):
+        candidates += sorted(glob.glob(os.path.expanduser(pattern)))
+    for candidate in candidates:
+        if candidate and _python_at_least(candidate, 13):
+            return candidate
+    raise PeerSkipped("needs Python >= 3.13 and none was found (python3.13, pyenv)")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    label: str
+    script: str
+    requirements: tuple[str, ...]
+    python: Callable[[], str]
+    drain_cap: tuple[int, int] | None = None  # (quick, full): N for W2 when the peer is slow
+
+
+PEERS = (
+    Peer(
+        "pgqueuer",
+        "pgqueuer",
+        "pgqueuer_peer.py",
+        ("pgqueuer[asyncpg,psycopg]==1.6.0", "psycopg[binary]", "psutil>=5.9"),
+        _current_python,
+    ),
+    Peer(
+        "procrastinate",
+        "procrastinate",
+        "procrastinate_peer.py",
+        ("procrastinate==3.10.0", "psycopg[binary]", "psutil>=5.9"),
+        _current_python,
+    ),
+    Peer(
+        "horsies-ref",
+        "horsies 0.1.0a2",
+        "horsies_ref_peer.py",
+        ("horsies==0.1.0a2", "psycopg[binary]", "psutil>=5.9"),
+        _python_313,
+        drain_cap=(300, 2_000),
+    ),
+)
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT"):
+        env.pop(key, None)
+    return env
+
+
+def ensure_venv(peer: Peer, echo: Callable[[str], None]) -> Path:
+    """The peer's virtualenv python, created with uv the first time (cached in bench/.venvs)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise PeerSkipped("uv is not on PATH")
+    python = peer.python()
+    venv = VENVS_DIR / peer.name
+    marker = venv / "bench-requirements.txt"
+    wanted = "\n".join([python, *peer.requirements]) + "\n"
+    venv_python = venv / "bin" / "python"
+    if venv_python.exists() and marker.exists() and marker.read_text() == wanted:
+        return venv_python
+    echo(f"  {peer.name}: creating {venv.relative_to(ROOT)} ({', '.join(peer.requirements)})")
+    steps = [
+        [uv, "venv", "--clear", "--no-python-downloads", "-q", "-p", python, str(venv)],
+        [uv, "pip", "install", "-q", "-p", str(venv_python), *peer.requirements],
+    ]
+    for step in steps:
+        done = subprocess.run(
+            step, capture_output=True, text=True, timeout=600, check=False, env=_clean_env()
         )
-        figures["worker_main_cpu_per_task"] = Figure(
-            "worker main process CPU per task",
-            statistics.median(main_cpu),
-            "us",
-            "lower",
-            main_cpu,
-            "user+system time during the drains",
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise PeerSkipped(f"install failed: {' | '.join(tail)}")
+    marker.write_text(wanted)
+    return venv_python
+
+
+def run_peer(
+    peer: Peer,
+    server: Any,
+    sizes: Sizes,
+    *,
+    quick: bool,
+    scratch: Path,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """Install (if needed) and run one peer script; a failure becomes a skipped entry."""
+    try:
+        python = ensure_venv(peer, echo)
+        conninfo = _create_database(server, f"bench_{peer.name.replace('-', '_')}")
+        peer_sizes = asdict(sizes)
+        if peer.drain_cap is not None:
+            peer_sizes["drain"] = min(sizes.drain, peer.drain_cap[0 if quick else 1])
+        echo(f"  {peer.name}: running ({peer_sizes['drain']} tasks drained)")
+        log_path = scratch / f"{peer.name}.log"
+        env = {**_clean_env(), "BENCH_PEER_LOG": str(log_path), "PYTHONUNBUFFERED": "1"}
+        command = [str(python), str(PEERS_DIR / peer.script), "measure", conninfo]
+        command.append(json.dumps(peer_sizes))
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
-        figures["worker_children_cpu_per_task"] = Figure(
-            "worker children CPU per task",
-            statistics.median(child_cpu),
-            "us",
-            "lower",
-            child_cpu,
-            f"all {processes} children together",
+        try:
+            out, err = proc.communicate(timeout=180 if quick else 900)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            raise PeerSkipped("timed out") from None
+        except BaseException:
+            proc.terminate()
+            proc.wait(30)
+            raise
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            tail = [line for line in err.strip().splitlines() if line.strip()][-1:]
+            raise PeerSkipped(f"exited {proc.returncode}: {' '.join(tail)[:200]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+    except PeerSkipped as exc:
+        echo(f"  {peer.name}: skipped: {exc}")
+        return {"status": "skipped", "reason": str(exc), "figures": {}}
+    figures: dict[str, float] = result["figures"]
+    if "w2_cpu_s" in figures:
+        figures["w2_cpu_us_per_task"] = figures["w2_cpu_s"] / peer_sizes["drain"] * 1e6
+    return {"status": "ok", "sizes": peer_sizes, **result}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def run(
+    sizes: Sizes,
+    *,
+    processes: int,
+    quick: bool,
+    durable: bool,
+    peers: Sequence[Peer],
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run every workload for horsies, the limit and the peers; return the JSON document."""
+    from horsies.embedded import start_embedded
+
+    machine: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    systems: dict[str, Any] = {}
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="horsies-bench-")))
+        server = start_embedded(
+            scratch / "postgres",
+            persistent=False,
+            extra_settings=DURABLE_SETTINGS if durable else None,
         )
-        # After the drains: the first get() subscribes this process to task_done for good, and
-        # its listener thread would then compete with the worker for CPU during a drain.
-        echo(f"  latency: {sizes.latency_samples} sequential send().get()")
-        figures["latency_p50"], figures["latency_p99"] = measure_latency(
-            noop, sizes.latency_samples
-        )
-        echo("  workflows: fan-out 1 -> 50 -> 1, chain of 200")
-        fan_nodes = bench_app.FAN_OUT_WIDTH + 2
-        figures["workflow_fan_out_ms"], figures["workflow_fan_out_per_node"] = measure_workflow(
-            bench_app.fan_out, fan_nodes, sizes.workflow_runs, f"fan-out 1->{fan_nodes - 2}->1"
-        )
-        figures["workflow_chain_ms"], figures["workflow_chain_per_node"] = measure_workflow(
-            bench_app.chain,
-            bench_app.CHAIN_LENGTH,
-            max(1, sizes.workflow_runs // 2),
-            f"chain of {bench_app.CHAIN_LENGTH}",
-        )
-        rss = worker_ps.memory_info().rss / (1024 * 1024)
-        children_rss = [c.memory_info().rss / (1024 * 1024) for c in worker_ps.children()]
-        figures["worker_main_rss"] = Figure(
-            "worker main process RSS", rss, "MiB", "lower", [rss], "after the drains"
-        )
-        figures["worker_child_rss"] = Figure(
-            "worker child RSS (largest)",
-            max(children_rss, default=float("nan")),
-            "MiB",
-            "lower",
-            children_rss,
-        )
+        stack.callback(server.stop)
+        with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
+            version = admin.execute("SHOW server_version").fetchone()
+            machine["server_settings"] = {
+                str(name): str(value)
+                for name, value in admin.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                    (["fsync", "synchronous_commit", "full_page_writes", "shared_buffers"],),
+                )
+            }
+        machine["postgresql"] = version[0] if version else None
+        mode = "durable" if durable else "fsync=off, synchronous_commit=off"
+        echo(f"  PostgreSQL {machine['postgresql']} ready (embedded, ephemeral, {mode})")
+
+        echo("horsies")
+        systems["horsies"] = run_horsies(server, sizes, processes, scratch, echo)
+        echo("limit (bare SQL from psycopg)")
+        systems["limit"] = {
+            "status": "ok",
+            "version": f"PostgreSQL {machine['postgresql']}",
+            "figures": measure_limits(
+                _create_database(server, "bench_limits"),
+                sends=sizes.sends,
+                bulk=sizes.bulk,
+                drain=sizes.drain,
+                latency=sizes.latency,
+            ),
+        }
+        echo("peers")
+        for peer in peers:
+            systems[peer.label] = run_peer(
+                peer, server, sizes, quick=quick, scratch=scratch, echo=echo
+            )
     return {
         "suite": "horsies-bench",
         "mode": "quick" if quick else "full",
@@ -407,51 +540,116 @@ def run(
         "machine": machine,
         "sizes": asdict(sizes),
         "processes": processes,
-        # One entry per system measured in this run; peers are added side by side later.
-        "systems": {
-            "horsies": {key: asdict(figures[key]) for key in _FIGURE_ORDER if key in figures}
-        },
+        "durable_server": durable,
+        "systems": systems,
+        "ratios": ratios(systems),
     }
 
 
+def ratios(systems: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """us ÷ best peer and us ÷ limit for every figure (best: highest rate, lowest time)."""
+    ours = systems["horsies"]["figures"]
+    limit = systems["limit"]["figures"]
+    out: dict[str, dict[str, float | None]] = {}
+    for row in ROWS:
+        value = ours.get(row.key)
+        peer_values = [
+            system["figures"][row.key]
+            for name, system in systems.items()
+            if name not in ("horsies", "limit") and row.key in system["figures"]
+        ]
+        peer_values = [v for v in peer_values if isinstance(v, int | float) and math.isfinite(v)]
+        best = (max if row.better == "higher" else min)(peer_values) if peer_values else None
+        out[row.key] = {
+            "best_peer": best,
+            "vs_best_peer": value / best if value is not None and best else None,
+            "vs_limit": value / limit[row.key]
+            if value is not None and limit.get(row.key)
+            else None,
+        }
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
 def format_table(document: dict[str, Any]) -> str:
-    """The figures of every system as an aligned text table."""
-    lines: list[str] = []
-    for system, figures in document["systems"].items():
-        lines.append(f"{system}:")
-        for fig in figures.values():
-            value = fig["value"]
-            text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
-            note = f"  ({fig['note']})" if fig["note"] else ""
-            lines.append(f"  {fig['label']:<38} {text:>12} {fig['unit']:<8}{note}")
-    return "\n".join(lines)
+    """Every workload for horsies, the limit and each peer, with the ratios, as Markdown."""
+    systems: dict[str, Any] = document["systems"]
+    names = list(systems)
+    header = ["workload", "unit", "better", *names, "us ÷ best peer", "us ÷ limit"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in ROWS:
+        cells = [row.label, row.unit, row.better]
+        cells += [_fmt(systems[name]["figures"].get(row.key)) for name in names]
+        ratio = document["ratios"][row.key]
+        cells += [_fmt(ratio["vs_best_peer"]), _fmt(ratio["vs_limit"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for name, system in systems.items():
+        if system["status"] != "ok":
+            notes.append(f"- {name}: skipped: {system['reason']}")
+        else:
+            settings = f"; {system['settings']}" if system.get("settings") else ""
+            notes.append(f"- {name}: {system.get('version', '')}{settings}")
+    return "\n".join([*lines, "", *notes])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller batches (under a minute)")
-    parser.add_argument("--processes", type=int, default=2, help="worker child processes")
-    parser.add_argument("--tasks", type=int, help="tasks per drain batch (overrides the mode)")
-    parser.add_argument("--rounds", type=int, help="drain batches (overrides the mode)")
+    parser.add_argument("--quick", action="store_true", help="small N (under a minute)")
+    parser.add_argument("--processes", type=int, default=2, help="horsies worker child processes")
+    parser.add_argument("-n", type=int, help="N for W1, W1b, W1c and W2 (overrides the mode)")
+    parser.add_argument("--sends", type=int, help="N for W1")
+    parser.add_argument("--bulk", type=int, help="N for W1b")
+    parser.add_argument("--concurrent", type=int, help="N for W1c")
+    parser.add_argument("--drain", type=int, help="N for W2")
+    parser.add_argument("--latency", type=int, help="W3 samples")
+    parser.add_argument("--workflow-runs", type=int, help="W4 runs of each workflow")
+    parser.add_argument(
+        "--peers",
+        default=",".join(p.name for p in PEERS),
+        help="comma-separated peers to run ('' for none; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fast-server",
+        action="store_true",
+        help="run PostgreSQL with fsync=off, synchronous_commit=off (the tests' settings)",
+    )
     parser.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON output file"
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    if args.tasks is not None:
-        sizes = replace(sizes, drain_tasks=args.tasks)
-    if args.rounds is not None:
-        sizes = replace(sizes, drain_rounds=args.rounds)
+    if args.n is not None:
+        sizes = replace(sizes, sends=args.n, bulk=args.n, concurrent=args.n, drain=args.n)
+    for key in ("sends", "bulk", "concurrent", "drain", "latency", "workflow_runs"):
+        if getattr(args, key) is not None:
+            sizes = replace(sizes, **{key: getattr(args, key)})
+    wanted = [name for name in args.peers.split(",") if name]
+    unknown = set(wanted) - {p.name for p in PEERS}
+    if unknown:
+        parser.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    peers = [p for p in PEERS if p.name in wanted]
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    print(f"horsies benchmark ({'quick' if args.quick else 'full'})", flush=True)
+    print(f"horsies benchmark ({'quick' if args.quick else 'full'}): {sizes}", flush=True)
     started = time.perf_counter()
     try:
         document = run(
             sizes,
             processes=args.processes,
             quick=args.quick,
+            durable=not args.fast_server,
+            peers=peers,
             echo=lambda line: print(line, flush=True),
         )
     except BenchError as exc:

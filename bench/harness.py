@@ -1,0 +1,177 @@
+"""Measurement helpers shared by the horsies run and every peer script (``bench/peers/*.py``).
+
+It needs only the standard library, ``psutil`` and ``psycopg``, so the peer scripts can import it
+from their own virtualenvs (they put ``bench/`` on ``sys.path``). Every system is measured with the
+same code: the same drain timer, the same process-tree sampler, the same percentiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+POLL_S = 0.1
+"""How often the drain is polled (its timing comes from the rows, not from this poll)."""
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be completed (the message says why)."""
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the ``finally`` blocks stop the worker a script started
+    (``run.py`` sends SIGTERM to a peer script that times out)."""
+
+    def _exit(signum: int, frame: object) -> None:
+        del frame
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) with linear interpolation between closest ranks."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def latency_figures(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 of round-trip samples in milliseconds."""
+    return {
+        "w3_p50_ms": percentile(samples_ms, 0.50),
+        "w3_p95_ms": percentile(samples_ms, 0.95),
+        "w3_p99_ms": percentile(samples_ms, 0.99),
+    }
+
+
+@dataclass
+class TreeSampler:
+    """Peak RSS (sum over the whole process tree) and CPU seconds of a process and its children.
+
+    CPU time of a child is remembered per pid, so children that exit before the end still count.
+    """
+
+    root_pid: int
+    peak_rss: int = 0
+    cpu_by_pid: dict[int, float] = field(default_factory=lambda: {})
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    cpu = times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                continue
+            self.cpu_by_pid[proc.pid] = max(cpu, self.cpu_by_pid.get(proc.pid, 0.0))
+        self.peak_rss = max(self.peak_rss, rss)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_by_pid.values())
+
+
+@contextlib.contextmanager
+def worker_process(
+    command: Sequence[str], *, env: Mapping[str, str], log: TextIO, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker subprocess in its own session; SIGTERM (then SIGKILL) to its group on exit."""
+    proc = subprocess.Popen(
+        list(command),
+        env=dict(env),
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+FinishedProbe = Callable[[], tuple[int, float | None, float | None]]
+"""Returns (finished count, epoch of the first finish, epoch of the last finish)."""
+
+
+def measure_drain(
+    proc: subprocess.Popen[bytes],
+    started_epoch: float,
+    n: int,
+    finished: FinishedProbe,
+    *,
+    log_path: Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, float]:
+    """Wait until ``n`` queued tasks are finished by the worker ``proc`` (started at
+    ``started_epoch``, wall clock) and return the W2 figures."""
+    sampler = TreeSampler(proc.pid)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sampler.sample()
+        if proc.poll() is not None:
+            tail = log_path.read_text()[-2000:] if log_path else ""
+            raise BenchError(f"the worker exited with {proc.returncode} during the drain:\n{tail}")
+        count, first, last = finished()
+        if count >= n and first is not None and last is not None:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"drain timed out: {count}/{n} finished")
+        time.sleep(POLL_S)
+    sampler.sample()
+    total_s = last - started_epoch
+    after_first_s = last - first
+    return {
+        "w2_rate": n / total_s if total_s > 0 else float("nan"),
+        "w2_rate_after_first": (n - 1) / after_first_s if after_first_s > 0 else float("nan"),
+        "w2_first_finish_s": first - started_epoch,
+        "w2_peak_rss_mb": sampler.peak_rss / (1024 * 1024),
+        "w2_cpu_s": sampler.cpu_seconds,
+        "w2_processes": float(len(sampler.cpu_by_pid)),
+    }
+
+
+def timed_rate(n: int, action: Callable[[], Any]) -> float:
+    """Run ``action`` once and return ``n`` divided by the seconds it took."""
+    started = time.perf_counter()
+    action()
+    return n / (time.perf_counter() - started)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.02)
