@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 from horsies.config import PostgresConfig, mask_database_url
 from textual.app import App, ComposeResult
@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPan
 from syce._nodes import syce_app
 from syce.actions import Actions
 from syce.messages import SourceFailed, SourceRecovered
+from syce.models import WorkflowDetail
 from syce.screens.base import SycePane
 from syce.screens.dashboard import DashboardPane
 from syce.screens.maintenance import MaintenancePane
@@ -32,6 +33,8 @@ from syce.screens.workflows import WorkflowsPane
 from syce.source import SourceUnavailable, SyceSource, row_to_json
 
 __all__ = ["TABS", "THEMES", "SyceApp", "initial_theme"]
+
+R = TypeVar("R")
 
 THEMES: Final = (
     "catppuccin-latte",
@@ -220,40 +223,38 @@ class SyceApp(App[None]):
     def _in_thread(self, work: Callable[[], None]) -> None:
         self.run_worker(work, thread=True, group="actions")
 
-    def open_task(self, task_id: str) -> None:
+    def _read_in_thread(self, read: Callable[[], R], then: Callable[[R], object]) -> None:
+        """Run a blocking source read off the UI loop, then ``then(value)`` on the UI thread; a
+        lost database shows the banner instead."""
+
         def work() -> None:
             try:
-                row = self.source.task(task_id)
+                value = read()
             except SourceUnavailable as exc:
                 self.post_message(SourceFailed(str(exc)))
                 return
-            self.call_from_thread(self.push_screen, TaskDetailScreen(task_id, row))
+            self.call_from_thread(then, value)
 
         self._in_thread(work)
+
+    def open_task(self, task_id: str) -> None:
+        self._read_in_thread(
+            lambda: self.source.task(task_id),
+            lambda row: self.push_screen(TaskDetailScreen(task_id, row)),
+        )
 
     def open_workflow(self, workflow_id: str) -> None:
-        def work() -> None:
-            try:
-                detail = self.source.workflow(workflow_id)
-            except SourceUnavailable as exc:
-                self.post_message(SourceFailed(str(exc)))
-                return
-            self.call_from_thread(self.push_screen, WorkflowDetailScreen(workflow_id, detail))
-
-        self._in_thread(work)
+        self._read_in_thread(
+            lambda: self.source.workflow(workflow_id),
+            lambda detail: self.push_screen(WorkflowDetailScreen(workflow_id, detail)),
+        )
 
     def copy_workflow(self, workflow_id: str) -> None:
-        def work() -> None:
-            try:
-                detail = self.source.workflow(workflow_id)
-            except SourceUnavailable as exc:
-                self.post_message(SourceFailed(str(exc)))
-                return
-            text = "null" if detail is None else row_to_json(detail.row)
-            self.call_from_thread(self.copy_to_clipboard, text)
-            self.call_from_thread(self.notify, "workflow JSON copied to the clipboard")
+        def copy(detail: WorkflowDetail | None) -> None:
+            self.copy_to_clipboard("null" if detail is None else row_to_json(detail.row))
+            self.notify("workflow JSON copied to the clipboard")
 
-        self._in_thread(work)
+        self._read_in_thread(lambda: self.source.workflow(workflow_id), copy)
 
     def _run_action(self, label: str, call: Callable[[], bool]) -> None:
         def work() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, cast
 
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.widgets import Static
 
 from syce._nodes import syce_app
 from syce.messages import Loaded, SourceFailed, SourceRecovered
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["SycePane"]
+__all__ = ["FilteredPane", "SycePane", "filter_bindings"]
 
 
 class SycePane(Vertical, Generic[T]):
@@ -79,3 +82,57 @@ class SycePane(Vertical, Generic[T]):
             self.data = data
             self.show(data)
         self.loads += 1
+
+
+def filter_bindings(filter_keys: Mapping[str, str]) -> list[Binding]:
+    """One toggle key per status, plus `a` (all) and `n` (none)."""
+    return [
+        *(
+            Binding(key, f"toggle_status('{status}')", status.title())
+            for key, status in filter_keys.items()
+        ),
+        Binding("a", "all_filters", "All"),
+        Binding("n", "no_filters", "None"),
+    ]
+
+
+class FilteredPane(SycePane[T]):
+    """A pane whose rows are filtered by status with toggle keys (`filter_bindings`)."""
+
+    FILTER_KEYS: ClassVar[Mapping[str, str]] = {}
+    """Key -> status."""
+    FILTERS_WIDGET: ClassVar[str] = ""
+    """Selector of the `Static` that shows the filters."""
+    FILTERS_HINT: ClassVar[str] = ""
+    """Keys listed after the filters."""
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.filters: set[str] = set(self.FILTER_KEYS.values())
+
+    def _show_filters(self) -> None:
+        parts = [
+            f"[reverse] {key} {status.title()} [/reverse]"
+            if status in self.filters
+            else f" {key} [dim]{status.title()}[/dim] "
+            for key, status in self.FILTER_KEYS.items()
+        ]
+        self.query_one(self.FILTERS_WIDGET, Static).update(
+            "Filters: " + " ".join(parts) + "   " + self.FILTERS_HINT
+        )
+
+    def _changed(self) -> None:
+        self._show_filters()
+        self.refresh_data(force=True)
+
+    def action_toggle_status(self, status: str) -> None:
+        self.filters ^= {status}
+        self._changed()
+
+    def action_all_filters(self) -> None:
+        self.filters = set(self.FILTER_KEYS.values())
+        self._changed()
+
+    def action_no_filters(self) -> None:
+        self.filters = set()
+        self._changed()

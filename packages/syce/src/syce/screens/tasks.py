@@ -8,7 +8,7 @@ from textual.widgets import DataTable, Static
 
 from syce._nodes import table_of
 from syce.models import TASK_STATUSES, TasksData
-from syce.screens.base import SycePane
+from syce.screens.base import FilteredPane, filter_bindings
 
 __all__ = ["TasksPane"]
 
@@ -18,16 +18,14 @@ FILTER_KEYS = dict(zip("pcuof", TASK_STATUSES, strict=True))
 UNCLAIMED = "(not claimed)"
 
 
-class TasksPane(SycePane[TasksData]):
+class TasksPane(FilteredPane[TasksData]):
+    FILTER_KEYS = FILTER_KEYS
+    FILTERS_WIDGET = "#task-filters"
+    FILTERS_HINT = "a all · n none · Enter expand/detail"
     SEARCH_HINT = "search tasks by name or id prefix"
 
     BINDINGS = [
-        *(
-            Binding(key, f"toggle_status('{status}')", status.title())
-            for key, status in FILTER_KEYS.items()
-        ),
-        Binding("a", "all_filters", "All"),
-        Binding("n", "no_filters", "None"),
+        *filter_bindings(FILTER_KEYS),
         Binding("escape", "collapse", "Collapse / quit"),
         Binding("X", "cancel_task", "Cancel task"),
         Binding("R", "retry_task", "Retry task"),
@@ -35,7 +33,6 @@ class TasksPane(SycePane[TasksData]):
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
-        self.filters: set[str] = set(TASK_STATUSES)
         self.expanded: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -62,33 +59,6 @@ class TasksPane(SycePane[TasksData]):
             expanded = None
         tasks = () if expanded is None else self.source.tasks_of(expanded, self.statuses, search)
         return TasksData(groups=groups, expanded=expanded, expanded_tasks=tasks)
-
-    def _show_filters(self) -> None:
-        parts = [
-            f"[reverse] {key} {status.title()} [/reverse]"
-            if status in self.filters
-            else f" {key} [dim]{status.title()}[/dim] "
-            for key, status in FILTER_KEYS.items()
-        ]
-        self.query_one("#task-filters", Static).update(
-            "Filters: " + " ".join(parts) + "   a all · n none · Enter expand/detail"
-        )
-
-    def _changed(self) -> None:
-        self._show_filters()
-        self.refresh_data(force=True)
-
-    def action_toggle_status(self, status: str) -> None:
-        self.filters ^= {status}
-        self._changed()
-
-    def action_all_filters(self) -> None:
-        self.filters = set(TASK_STATUSES)
-        self._changed()
-
-    def action_no_filters(self) -> None:
-        self.filters = set()
-        self._changed()
 
     def action_collapse(self) -> None:
         if self.expanded is None:

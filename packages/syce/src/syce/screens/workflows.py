@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Static
 from syce._nodes import table_of
 from syce.format import bar
 from syce.models import WORKFLOW_STATUSES, WorkflowSummary
-from syce.screens.base import SycePane
+from syce.screens.base import FilteredPane, filter_bindings
 
 __all__ = ["WORKFLOW_FILTER_KEYS", "WorkflowsPane"]
 
@@ -17,25 +17,19 @@ WORKFLOW_FILTER_KEYS = dict(zip("puofsc", WORKFLOW_STATUSES, strict=True))
 """p Pending, u rUnning, o cOmpleted, f Failed, s paused (Suspended), c Cancelled."""
 
 
-class WorkflowsPane(SycePane[tuple[WorkflowSummary, ...]]):
+class WorkflowsPane(FilteredPane[tuple[WorkflowSummary, ...]]):
+    FILTER_KEYS = WORKFLOW_FILTER_KEYS
+    FILTERS_WIDGET = "#workflow-filters"
+    FILTERS_HINT = "a all · n none · Enter detail · P/R/X"
     SEARCH_HINT = "search workflows by name or id prefix"
 
     BINDINGS = [
-        *(
-            Binding(key, f"toggle_status('{status}')", status.title())
-            for key, status in WORKFLOW_FILTER_KEYS.items()
-        ),
-        Binding("a", "all_filters", "All"),
-        Binding("n", "no_filters", "None"),
+        *filter_bindings(WORKFLOW_FILTER_KEYS),
         Binding("y", "copy", "Copy JSON"),
         Binding("P", "workflow_action('pause')", "Pause"),
         Binding("R", "workflow_action('resume')", "Resume"),
         Binding("X", "workflow_action('cancel')", "Cancel"),
     ]
-
-    def __init__(self, *, id: str) -> None:
-        super().__init__(id=id)
-        self.filters: set[str] = set(WORKFLOW_STATUSES)
 
     def compose(self) -> ComposeResult:
         yield Static(id="workflow-filters")
@@ -52,33 +46,6 @@ class WorkflowsPane(SycePane[tuple[WorkflowSummary, ...]]):
     def load(self) -> tuple[WorkflowSummary, ...]:
         statuses = [s for s in WORKFLOW_STATUSES if s in self.filters]
         return self.source.workflows(statuses, self.syce.search)
-
-    def _show_filters(self) -> None:
-        parts = [
-            f"[reverse] {key} {status.title()} [/reverse]"
-            if status in self.filters
-            else f" {key} [dim]{status.title()}[/dim] "
-            for key, status in WORKFLOW_FILTER_KEYS.items()
-        ]
-        self.query_one("#workflow-filters", Static).update(
-            "Filters: " + " ".join(parts) + "   a all · n none · Enter detail · P/R/X"
-        )
-
-    def _changed(self) -> None:
-        self._show_filters()
-        self.refresh_data(force=True)
-
-    def action_toggle_status(self, status: str) -> None:
-        self.filters ^= {status}
-        self._changed()
-
-    def action_all_filters(self) -> None:
-        self.filters = set(WORKFLOW_STATUSES)
-        self._changed()
-
-    def action_no_filters(self) -> None:
-        self.filters = set()
-        self._changed()
 
     def current_id(self) -> str | None:
         table = table_of(self, "#workflows-table")
