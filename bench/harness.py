@@ -125,6 +125,18 @@ FinishedProbe = Callable[[], tuple[int, float | None, float | None]]
 """Returns (finished count, epoch of the first finish, epoch of the last finish)."""
 
 
+def finished_probe(conn: Any, query: str) -> FinishedProbe:
+    """A `FinishedProbe` running ``query`` (one row: count, first and last finish as epochs) on
+    ``conn``, a psycopg connection."""
+
+    def probe() -> tuple[int, float | None, float | None]:
+        row = conn.execute(query).fetchone()
+        assert row is not None
+        return int(row[0]), row[1], row[2]
+
+    return probe
+
+
 def measure_drain(
     proc: subprocess.Popen[bytes],
     started_epoch: float,

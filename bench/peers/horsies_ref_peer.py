@@ -29,17 +29,12 @@ import psycopg  # noqa: E402
 URL_ENV = "HORSIES_BENCH_DATABASE_URL"
 
 
-def _finished(conn: psycopg.Connection[Any]) -> harness.FinishedProbe:
-    def probe() -> tuple[int, float | None, float | None]:
-        row = conn.execute(
-            "SELECT count(*), EXTRACT(EPOCH FROM min(completed_at))::float8,"
-            " EXTRACT(EPOCH FROM max(completed_at))::float8"
-            " FROM horsies_tasks WHERE status = 'COMPLETED'"
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), row[1], row[2]
-
-    return probe
+_FINISHED = (
+    "SELECT count(*), EXTRACT(EPOCH FROM min(completed_at))::float8,"
+    " EXTRACT(EPOCH FROM max(completed_at))::float8"
+    " FROM horsies_tasks WHERE status = 'COMPLETED'"
+)
+"""Finished jobs: count, first and last finish (for harness.measure_drain)."""
 
 
 def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -98,7 +93,13 @@ def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
         started_epoch = time.time()
         with harness.worker_process(command, env=os.environ, log=log) as proc:
             figures.update(
-                harness.measure_drain(proc, started_epoch, n, _finished(sync), log_path=log_path)
+                harness.measure_drain(
+                    proc,
+                    started_epoch,
+                    n,
+                    harness.finished_probe(sync, _FINISHED),
+                    log_path=log_path,
+                )
             )
             samples: list[float] = []
             for i in range(sizes["latency"] + 10):

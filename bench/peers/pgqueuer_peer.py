@@ -49,17 +49,12 @@ async def worker(url: str, batch_size: int, max_concurrent: int) -> None:
     await qm.run(batch_size=batch_size, max_concurrent_tasks=max_concurrent or None)
 
 
-def _finished(conn: psycopg.Connection[Any]) -> harness.FinishedProbe:
-    def probe() -> tuple[int, float | None, float | None]:
-        row = conn.execute(
-            "SELECT count(*), EXTRACT(EPOCH FROM min(created))::float8,"
-            " EXTRACT(EPOCH FROM max(created))::float8"
-            " FROM pgqueuer_log WHERE status = 'successful'"
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), row[1], row[2]
-
-    return probe
+_FINISHED = (
+    "SELECT count(*), EXTRACT(EPOCH FROM min(created))::float8,"
+    " EXTRACT(EPOCH FROM max(created))::float8"
+    " FROM pgqueuer_log WHERE status = 'successful'"
+)
+"""Finished jobs: count, first and last finish (for harness.measure_drain)."""
 
 
 async def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -121,7 +116,13 @@ async def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
         started_epoch = time.time()
         with harness.worker_process(command, env=os.environ, log=log) as proc:
             figures.update(
-                harness.measure_drain(proc, started_epoch, n, _finished(sync), log_path=log_path)
+                harness.measure_drain(
+                    proc,
+                    started_epoch,
+                    n,
+                    harness.finished_probe(sync, _FINISHED),
+                    log_path=log_path,
+                )
             )
         reset()
         # W3 with the latency settings: batch_size=1 and at most 2 in flight (the status log

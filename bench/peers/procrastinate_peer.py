@@ -50,17 +50,12 @@ async def worker(url: str) -> None:
         await app.run_worker_async(concurrency=2, listen_notify=True, install_signal_handlers=True)
 
 
-def _finished(conn: psycopg.Connection[Any]) -> harness.FinishedProbe:
-    def probe() -> tuple[int, float | None, float | None]:
-        row = conn.execute(
-            "SELECT count(*), EXTRACT(EPOCH FROM min(at))::float8,"
-            " EXTRACT(EPOCH FROM max(at))::float8"
-            " FROM procrastinate_events WHERE type = 'succeeded'"
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), row[1], row[2]
-
-    return probe
+_FINISHED = (
+    "SELECT count(*), EXTRACT(EPOCH FROM min(at))::float8,"
+    " EXTRACT(EPOCH FROM max(at))::float8"
+    " FROM procrastinate_events WHERE type = 'succeeded'"
+)
+"""Finished jobs: count, first and last finish (for harness.measure_drain)."""
 
 
 async def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -117,7 +112,11 @@ async def measure(url: str, sizes: dict[str, int]) -> dict[str, Any]:
             with harness.worker_process(command, env=os.environ, log=log) as proc:
                 figures.update(
                     harness.measure_drain(
-                        proc, started_epoch, n, _finished(sync), log_path=log_path
+                        proc,
+                        started_epoch,
+                        n,
+                        harness.finished_probe(sync, _FINISHED),
+                        log_path=log_path,
                     )
                 )
                 reset()

@@ -720,9 +720,7 @@ def test_send_many_is_all_or_nothing(db_app: Horsies, database_url: str) -> None
     assert count_rows(database_url, "db.many_bad") == 0
 
 
-def test_send_many_refuses_an_item_that_is_neither_form(
-    db_app: Horsies, database_url: str
-) -> None:
+def test_send_many_refuses_an_item_that_is_neither_form(db_app: Horsies, database_url: str) -> None:
     @db_app.task("db.many_shape", queue_name="fast")
     def many_shape(x: int) -> TaskResult[int, TaskError]:
         return TaskResult(ok=x)
