@@ -343,18 +343,9 @@ class _Details:
     has_conditions: bool
 
 
-def _error_json_of(result_json: str | None) -> str | None:
-    """The tagged TaskError JSON inside a stored err result (None for ok or unreadable)."""
-    if result_json is None:
-        return None
-    try:
-        payload = loads_json(result_json)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    err = cast("dict[str, Any]", payload).get("err")
-    return None if err is None else orjson.dumps(err).decode()
+def _stored_results(details: Mapping[int, _Details]) -> dict[int, str | None]:
+    """Node index -> stored result text, for the engine's payload functions."""
+    return {index: detail.result for index, detail in details.items()}
 
 
 def _err_result_json(code: str, message: str, data: object = None) -> str:
@@ -444,7 +435,7 @@ class _Session:
         """on_error for nodes that just FAILED (03 §12): store the error, or pause."""
         if not failed or wf.status is not WorkflowStatus.RUNNING:
             return
-        error = _error_json_of(failed[-1][1])
+        error = engine.error_result_json_from_stored(failed[-1][1])
         if wf.on_error is OnError.PAUSE:
             yield Query(wf_sql.WF_PAUSE_ON_ERROR, {"id": wf.id, "error": error}, rows="none")
             wf.status = WorkflowStatus.PAUSED
@@ -534,7 +525,7 @@ class _Session:
                 updates.append({"workflow_id": wf.id, "task_index": i, "status": "RUNNING"})
                 continue
             task_id = str(uuid.uuid4())
-            tasks.append(self._task_row(wf, node, detail, details, task_id))
+            tasks.append(self._task_row(wf, view, node, details, task_id))
             wf.set_status(i, WorkflowTaskStatus.ENQUEUED)
             updates.append(
                 {"workflow_id": wf.id, "task_index": i, "status": "ENQUEUED", "task_id": task_id}
@@ -553,35 +544,32 @@ class _Session:
     def _task_row(
         self,
         wf: _Workflow,
+        view: WorkflowView,
         node: NodeView,
-        detail: _Details,
         details: Mapping[int, _Details],
         task_id: str,
     ) -> dict[str, Any]:
         from horsies.tasks.retry import TaskOptions
 
-        view_nodes = wf.nodes
-        injected: dict[str, str] = {}
-        for key, dep in node.args_from:
-            text = engine.dependency_result_json(view_nodes[dep], details[dep].result)
-            if text is not None:
-                injected[key] = text
+        detail = details[node.index]
+        stored = _stored_results(details)
         ctx = None
         if node.ctx_from is not None:
             ctx = engine.WorkflowCtxPayload(
                 workflow_id=wf.id,
                 task_index=node.index,
                 task_name=detail.task_name,
-                results=self._ctx_results(wf, node.ctx_from, details),
+                results=engine.context_results(view, node.ctx_from, stored),
                 summaries={
-                    view_nodes[d].node_id: cast("str", details[d].summary)
+                    view.nodes[d].node_id: summary
                     for d in node.ctx_from
-                    if d in details and details[d].summary is not None
+                    if d in details and (summary := details[d].summary) is not None
                 },
             )
         meta = engine.WorkflowMetaPayload(
             workflow_id=wf.id, task_index=node.index, task_name=detail.task_name
         )
+        injected = engine.args_from_injections(view, node, stored)
         options = TaskOptions.from_json(detail.task_options)
         return {
             "id": task_id,
@@ -595,18 +583,6 @@ class _Session:
             "task_options": detail.task_options,
             "workflow_id": wf.id,
         }
-
-    def _ctx_results(
-        self, wf: _Workflow, indices: Iterable[int], details: Mapping[int, _Details]
-    ) -> dict[str, str]:
-        results: dict[str, str] = {}
-        for d in indices:
-            if d not in details:
-                continue
-            text = engine.dependency_result_json(wf.nodes[d], details[d].result)
-            if text is not None:
-                results[wf.nodes[d].node_id] = text
-        return results
 
     def _node_object(self, app: Horsies, wf: _Workflow, index: int) -> Op[AnyNode | None]:
         """The Python node at ``index`` of ``wf``: for a child workflow, from its own spec (built
@@ -646,19 +622,20 @@ class _Session:
                 wf.name,
             )
             return False
-        sources = node.ctx_from if node.ctx_from is not None else node.dependencies
-        results: dict[str, TaskResult[Any, TaskError]] = {}
-        summaries: dict[str, Any] = {}
+        sources = engine.context_indices(node, for_condition=True)
+        view = wf.view()
         try:
-            for d in sources:
-                if d not in details:
-                    continue
-                text = engine.dependency_result_json(wf.nodes[d], details[d].result)
-                if text is not None:
-                    results[wf.nodes[d].node_id] = task_result_from_json(text)
-                summary = details[d].summary
-                if summary is not None:
-                    summaries[wf.nodes[d].node_id] = rehydrate_value(loads_json(summary))
+            results: dict[str, TaskResult[Any, TaskError]] = {
+                node_id: task_result_from_json(text)
+                for node_id, text in engine.context_results(
+                    view, sources, _stored_results(details)
+                ).items()
+            }
+            summaries: dict[str, Any] = {
+                view.nodes[d].node_id: rehydrate_value(loads_json(summary))
+                for d in sources
+                if d in details and (summary := details[d].summary) is not None
+            }
         except Exception as exc:
             # The condition cannot see its inputs: the same as a condition that raises (03 §11).
             _log.warning(
@@ -705,10 +682,8 @@ class _Session:
         try:
             args = args_from_json(detail.args)
             kwargs = kwargs_from_json(detail.kwargs)
-            for key, dep in node.args_from:
-                text = engine.dependency_result_json(wf.nodes[dep], details[dep].result)
-                if text is not None:
-                    kwargs[key] = task_result_from_json(text)
+            injected = engine.args_from_injections(wf.view(), node, _stored_results(details))
+            kwargs.update({key: task_result_from_json(text) for key, text in injected.items()})
             spec = definition.build_with(app, *args, **kwargs)
         except Exception as exc:
             return _err_result_json(
@@ -776,11 +751,9 @@ class _Session:
             if final.error_source is engine.ErrorSource.KEEP_STORED:
                 error = None
             elif final.error_source is engine.ErrorSource.NODE and final.error_index is not None:
-                error = _error_json_of(details[final.error_index].result)
+                error = engine.error_result_json_from_stored(details[final.error_index].result)
             elif final.error_source is engine.ErrorSource.SUCCESS_CASE_NOT_MET:
-                error = engine.task_error_json(
-                    LibraryErrorCode.WORKFLOW_SUCCESS_CASE_NOT_MET, "No success case was satisfied"
-                )
+                error = engine.success_case_not_met_json()
         res = yield Query(
             wf_sql.WF_FINALIZE,
             {"id": wf.id, "status": final.status.value, "result": result, "error": error},
