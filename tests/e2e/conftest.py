@@ -8,11 +8,7 @@ stops only the processes started here.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,31 +16,21 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from horsies.config import PostgresConfig
+from process_harness import ROOT, LoggedProcess, child_env, wait_until
 from psycopg.rows import dict_row
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT", "Db", "StartWorker", "WorkerProcess", "producer_app", "wait_until"]
+
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 
 
-def wait_until(
-    condition: Callable[[], Any], timeout: float, message: str = "condition", interval: float = 0.05
-) -> Any:
-    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
-class WorkerProcess:
+class WorkerProcess(LoggedProcess):
     """One ``horsies worker`` subprocess started by a test."""
+
+    kind = "worker"
 
     def __init__(
         self,
@@ -54,9 +40,6 @@ class WorkerProcess:
         args: list[str],
         command: list[str] | None = None,
     ) -> None:
-        self.log_path = log_path
-        env = {**os.environ, ENV_URL: database_url, "PYTHONUNBUFFERED": "1"}
-        env.pop("TASKLIB_SUPPRESS_SENDS", None)
         if command is None:
             command = [
                 sys.executable,
@@ -66,57 +49,10 @@ class WorkerProcess:
                 f"tests.e2e.apps.{app_module}:app",
                 *args,
             ]
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
-        self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        super().__init__(command, child_env({ENV_URL: database_url}), log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        def ready() -> bool:
-            if not self.alive:
-                raise AssertionError(
-                    f"worker exited with {self.proc.returncode} before ready:\n{self.output()}"
-                )
-            return " ready: " in self.output()
-
-        try:
-            wait_until(ready, timeout, "worker ready")
-        except AssertionError:
-            print(self.output())
-            raise
-
-    def send_signal(self, signum: int) -> None:
-        if self.alive:
-            self.proc.send_signal(signum)
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(self.output())
-            raise
-
-    def reap(self) -> None:
-        """Stop the process if it still runs (SIGTERM, then SIGKILL) and close the log."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
+        self.wait_output(" ready: ", timeout)
 
 
 StartWorker = Callable[..., WorkerProcess]

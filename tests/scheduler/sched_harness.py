@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +28,9 @@ from typing import Any
 
 import psycopg
 from horsies.config import PostgresConfig
+from process_harness import LoggedProcess, child_env
 from psycopg.rows import dict_row
 
-ROOT = Path(__file__).resolve().parents[2]
 APP_LOCATOR = "tests.scheduler.sched_app:app"
 ENV_URL = "HORSIES_SCHED_DATABASE_URL"
 ENV_SPEC = "HORSIES_SCHED_SPEC"
@@ -42,20 +39,6 @@ READY_MARKER = "Scheduler ready:"
 _RUN_LINE = re.compile(
     r"schedule_run: '(?P<name>[^']+)' enqueued \S+ task (?P<id>\S+) .*\(slot (?P<slot>[^)]+)\)"
 )
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float, message: str = "condition", interval: float = 0.05
-) -> Any:
-    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def interval_schedule(name: str, seconds: int = 1, **extra: Any) -> dict[str, Any]:
@@ -68,8 +51,10 @@ def interval_schedule(name: str, seconds: int = 1, **extra: Any) -> dict[str, An
     }
 
 
-class SchedulerProcess:
+class SchedulerProcess(LoggedProcess):
     """One ``horsies scheduler`` subprocess started by a test."""
+
+    kind = "scheduler"
 
     def __init__(
         self,
@@ -79,51 +64,10 @@ class SchedulerProcess:
         args: list[str],
         locator: str = APP_LOCATOR,
     ) -> None:
-        self.log_path = log_path
-        env = {
-            **os.environ,
-            ENV_URL: database_url,
-            ENV_SPEC: json.dumps(spec),
-            "PYTHONUNBUFFERED": "1",
-            "NO_COLOR": "1",
-        }
-        env.pop("TASKLIB_SUPPRESS_SENDS", None)
+        env = child_env({ENV_URL: database_url, ENV_SPEC: json.dumps(spec), "NO_COLOR": "1"})
         env.pop("HORSIES_FORCE_COLOR", None)
         command = [sys.executable, "-m", "horsies", "scheduler", locator, *args]
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
-        self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_output(self, text: str, timeout: float = 30.0) -> None:
-        """Wait until ``text`` appears in the log (fails early if the process exits first)."""
-
-        def seen() -> bool:
-            if text in self.output():
-                return True
-            if not self.alive:
-                raise AssertionError(
-                    f"scheduler exited with {self.proc.returncode} before printing {text!r}:\n"
-                    f"{self.output()}"
-                )
-            return False
-
-        try:
-            wait_until(seen, timeout, repr(text))
-        except AssertionError:
-            print(self.output())
-            raise
+        super().__init__(command, env, log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.wait_output(READY_MARKER, timeout)
@@ -135,32 +79,10 @@ class SchedulerProcess:
             for m in _RUN_LINE.finditer(self.output())
         }
 
-    def send_signal(self, signum: int) -> None:
-        if self.alive:
-            self.proc.send_signal(signum)
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(self.output())
-            raise
-
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait for the exit code."""
         self.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout)
-
-    def reap(self) -> None:
-        """Stop the process if it still runs (SIGTERM, then SIGKILL) and close the log."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 StartScheduler = Callable[..., SchedulerProcess]

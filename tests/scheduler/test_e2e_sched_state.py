@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_harness import wait_until
 from sched_harness import (
     SchedDb,
     StartScheduler,
     interval_schedule,
     scheduler_factory,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

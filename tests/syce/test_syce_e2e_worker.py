@@ -8,10 +8,7 @@ database. Every wait is bounded.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ from horsies.app import Horsies
 from horsies.config import PostgresConfig
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.status import WorkflowStatus
+from process_harness import LoggedProcess, child_env
 from syce.app import SyceApp
 from syce.models import TasksData, WorkersData, WorkflowSummary
 from syce.screens.modals import ConfirmScreen, WorkflowDetailScreen
@@ -45,40 +43,23 @@ WAIT_S = 30.0
 def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One ``horsies worker`` subprocess (2 processes); yields its pid."""
     log_path = tmp_path_factory.mktemp("syce-worker") / "worker.log"
-    env = {**os.environ, "HORSIES_E2E_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "horsies",
-                "worker",
-                "tests.e2e.apps.wf_control:app",
-                "--processes",
-                "2",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    command = [
+        sys.executable,
+        "-m",
+        "horsies",
+        "worker",
+        "tests.e2e.apps.wf_control:app",
+        "--processes",
+        "2",
+    ]
+    process = LoggedProcess(
+        command, child_env({"HORSIES_E2E_DATABASE_URL": database_url}), log_path
+    )
     try:
-        import time
-
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while " ready: " not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "worker not ready in time"
-            time.sleep(0.1)
-        yield proc.pid
+        process.wait_output(" ready: ", READY_TIMEOUT_S)
+        yield process.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        process.reap()
 
 
 @pytest.fixture

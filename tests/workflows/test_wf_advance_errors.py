@@ -11,9 +11,8 @@ import pytest
 import wf_child_app as wfc
 from horsies import WorkflowSpec, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker
-from horsies.config import PostgresConfig
 from horsies.workflows.nodes import TaskNode
-from wf_exchange import exchange, ok_outcome
+from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,10 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
     del clean_db
-    b = PostgresBroker(PostgresConfig(database_url=database_url))
-    b.app = wfc.app
-    yield b
-    b.close()
+    with app_broker(database_url, wfc.app) as b:
+        yield b
 
 
 def _chain(name: str) -> WorkflowSpec:

@@ -9,8 +9,7 @@ import pytest
 import wf_child_app as wfc
 from horsies import WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker, workflow_ops
-from horsies.config import PostgresConfig
-from wf_exchange import exchange, ok_outcome
+from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,12 +18,8 @@ pytestmark = pytest.mark.timeout(60)
 def brokers(database_url: str, clean_db: str) -> Iterator[tuple[PostgresBroker, PostgresBroker]]:
     """(a broker without an app, a broker of the app)."""
     del clean_db
-    bare = PostgresBroker(PostgresConfig(database_url=database_url))
-    with_app = PostgresBroker(PostgresConfig(database_url=database_url))
-    with_app.app = wfc.app
-    yield bare, with_app
-    bare.close()
-    with_app.close()
+    with app_broker(database_url, None) as bare, app_broker(database_url, wfc.app) as with_app:
+        yield bare, with_app
 
 
 def test_conditions_wait_for_a_process_that_has_the_app(

@@ -11,8 +11,7 @@ import pytest
 import wf_child_app as wfc
 from horsies import WorkflowHandle, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker, workflow_ops
-from horsies.config import PostgresConfig
-from wf_exchange import exchange, ok_outcome
+from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,10 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
     """A broker of the test database that knows the app (needed to start child workflows)."""
     del clean_db
-    b = PostgresBroker(PostgresConfig(database_url=database_url))
-    b.app = wfc.app
-    yield b
-    b.close()
+    with app_broker(database_url, wfc.app) as b:
+        yield b
 
 
 def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -> None:

@@ -11,10 +11,10 @@ import pytest
 import wf_child_app as wfc
 from horsies import LibraryErrorCode, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker
-from horsies.config import PostgresConfig
 from horsies.tasks.handle import TaskHandle
 from horsies.workflows.nodes import TaskNode
 from psycopg.rows import dict_row
+from wf_exchange import app_broker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,10 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
     del clean_db
-    b = PostgresBroker(PostgresConfig(database_url=database_url))
-    b.app = wfc.app
-    yield b
-    b.close()
+    with app_broker(database_url, wfc.app) as b:
+        yield b
 
 
 def _sql(broker: PostgresBroker, query: str, *params: object) -> list[dict[str, object]]:

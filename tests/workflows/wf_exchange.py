@@ -4,7 +4,9 @@ outcomes (advancing their workflows, as the worker does) and claims the next tas
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from horsies.broker import PostgresBroker
 from horsies.broker.types import (
@@ -15,7 +17,11 @@ from horsies.broker.types import (
     TaskOutcome,
 )
 from horsies.codec import task_result_to_json
+from horsies.config import PostgresConfig
 from horsies.results import TaskResult
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
 
 _OK = task_result_to_json(TaskResult(ok="done"))
 
@@ -49,3 +55,15 @@ def ok_outcome(task: ClaimedTask) -> TaskOutcome:
         retry_count=task.retry_count,
         workflow_id=task.workflow_id,
     )
+
+
+@contextlib.contextmanager
+def app_broker(database_url: str, app: Horsies | None) -> Iterator[PostgresBroker]:
+    """A broker of the test database; ``app`` set when it must run user code (conditions,
+    child workflows), None to act like a process without the app."""
+    broker = PostgresBroker(PostgresConfig(database_url=database_url))
+    broker.app = app
+    try:
+        yield broker
+    finally:
+        broker.close()

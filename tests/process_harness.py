@@ -1,0 +1,106 @@
+"""Real subprocesses for the end-to-end tests (workers, schedulers): one logged process class and
+one bounded wait, shared by every test directory (pytest puts ``tests/`` on ``sys.path``).
+
+A process runs with ``cwd`` at the repository root and its output in a log file (never a pipe
+that could fill up). Every wait is bounded and polls a condition; ``reap`` stops only the process
+started here (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, message: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``, unbuffered, without send suppression."""
+    env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
+    env.pop("TASKLIB_SUPPRESS_SENDS", None)
+    return env
+
+
+class LoggedProcess:
+    """One subprocess started by a test, its output in ``log_path``."""
+
+    kind = "process"
+    """What it is, for failure messages."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
+        self.proc = subprocess.Popen(
+            list(command), cwd=ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` appears in the log (fails early if the process exits first)."""
+
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if not self.alive:
+                raise AssertionError(
+                    f"{self.kind} exited with {self.proc.returncode} before printing {text!r}:\n"
+                    f"{self.output()}"
+                )
+            return False
+
+        try:
+            wait_until(seen, timeout, repr(text))
+        except AssertionError:
+            print(self.output())
+            raise
+
+    def send_signal(self, signum: int) -> None:
+        if self.alive:
+            self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(self.output())
+            raise
+
+    def reap(self) -> None:
+        """Stop the process if it still runs (SIGTERM, then SIGKILL) and close the log."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
