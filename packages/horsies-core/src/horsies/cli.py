@@ -11,6 +11,7 @@ for unexpected import failures).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -43,6 +44,7 @@ __all__ = [
     "exit_with_error",
     "main",
     "render_error",
+    "run_service",
 ]
 
 ENTRY_POINT_GROUP = "horsies.commands"
@@ -64,6 +66,22 @@ _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 def render_error(error: HorsiesError) -> None:
     """Print `error` Rust-style on stderr (colours per `HORSIES_FORCE_COLOR` / `NO_COLOR` / TTY)."""
     click.echo(error.format_rust_style(use_colors=colors_enabled(sys.stderr)), err=True)
+
+
+def run_service(run: Callable[[], object], *, name: str, logger: logging.Logger) -> NoReturn:
+    """Run a long-lived command (worker, scheduler) to its end and exit with its status: 0 when
+    it stops normally or on Ctrl+C, 1 when it fails (a `HorsiesError` rendered Rust-style, any
+    other exception logged as "<name> failed: <Type>: <text>", never a traceback)."""
+    try:
+        run()
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except HorsiesError as exc:
+        exit_with_error(exc)
+    except Exception as exc:
+        logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+        sys.exit(1)
+    sys.exit(0)
 
 
 def exit_with_error(error: HorsiesError, code: int = 1) -> NoReturn:

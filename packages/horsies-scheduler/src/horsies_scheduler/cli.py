@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from horsies.cli import app_command_options
+from horsies.cli import app_command_options, run_service
 from horsies.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -32,16 +32,6 @@ def print_banner(app: Horsies) -> None:
         lines.append(f"[schedules] ({enabled}/{len(config.schedules)} enabled)")
         lines.extend(f"  . {schedule.describe()}" for schedule in config.schedules)
     click.echo("\n".join(lines))
-
-
-def _report_error(exc: BaseException) -> None:
-    from horsies.cli import render_error
-    from horsies.errors import HorsiesError
-
-    if isinstance(exc, HorsiesError):
-        render_error(exc)
-    else:
-        logger.error("Scheduler failed: %s: %s", type(exc).__name__, exc)
 
 
 @click.command("scheduler")
@@ -71,11 +61,10 @@ def scheduler_command(*, module: str | None, module_option: str | None, loglevel
     if not config.enabled:
         logger.warning("Scheduling is disabled (ScheduleConfig(enabled=False)): not starting")
         sys.exit(1)
-    try:
-        run_scheduler(app, loglevel=loglevel.upper(), configure_logs=False, banner=print_banner)
-    except KeyboardInterrupt:
-        sys.exit(0)
-    except Exception as exc:
-        _report_error(exc)
-        sys.exit(1)
-    sys.exit(0)
+    run_service(
+        lambda: run_scheduler(
+            app, loglevel=loglevel.upper(), configure_logs=False, banner=print_banner
+        ),
+        name="Scheduler",
+        logger=logger,
+    )

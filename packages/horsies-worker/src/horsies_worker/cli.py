@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
-from horsies.cli import app_command_options
+from horsies.cli import app_command_options, run_service
 from horsies.logs import configure_logging, get_logger
 
 from horsies_worker.config import default_processes
@@ -25,15 +24,6 @@ def print_banner(app: Horsies) -> None:
     from horsies.banner import render_banner
 
     click.echo(render_banner(app, role="worker"))
-
-
-def _report_error(exc: BaseException) -> None:
-    from horsies.errors import HorsiesError
-
-    if isinstance(exc, HorsiesError):
-        click.echo(exc.format_rust_style(), err=True)
-    else:
-        logger.error("%s: %s", type(exc).__name__, exc)
 
 
 @click.command("worker")
@@ -92,8 +82,8 @@ def worker_command(
     # Locate the app the way `horsies check` does, so a bad locator is rendered as the same E206
     # error with its help line; run_worker then finds the already imported modules.
     discover_app(locator)
-    try:
-        run_worker(
+    run_service(
+        lambda: run_worker(
             locator,
             processes=processes,
             loglevel=loglevel.upper(),
@@ -102,10 +92,7 @@ def worker_command(
             shutdown_timeout_s=shutdown_timeout,
             configure_logs=False,
             banner=print_banner,
-        )
-    except KeyboardInterrupt:
-        sys.exit(0)
-    except Exception as exc:
-        _report_error(exc)
-        sys.exit(1)
-    sys.exit(0)
+        ),
+        name="Worker",
+        logger=logger,
+    )
