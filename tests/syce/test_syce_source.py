@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 from horsies.config import PostgresConfig
 from syce import source as source_module
 from syce.models import TASK_STATUSES
-from syce.source import SyceSource
+from syce.source import SourceUnavailable, SyceSource
 from syce_seed import seed
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def src(database_url: str, clean_db: str) -> SyceSource:
+def src(database_url: str, clean_db: str) -> Iterator[SyceSource]:
     seed(clean_db)
-    return SyceSource(PostgresConfig(database_url=database_url))
+    source = SyceSource(PostgresConfig(database_url=database_url))
+    yield source
+    source.close()
 
 
 def test_syce_source_groups_and_tasks_per_status_set(src: SyceSource) -> None:
@@ -69,3 +73,13 @@ def test_syce_source_caches_finished_answers_on_big_tables(
         assert src.dashboard().task_counts["COMPLETED"] == 3
     finally:
         src.close()
+
+
+def test_syce_source_closed_never_reconnects(src: SyceSource) -> None:
+    """A read queued in a thread worker when the app exits must not open a new connection
+    (it would leak past the app's shutdown)."""
+    src.ping()
+    src.close()
+    with pytest.raises(SourceUnavailable, match="shutting down"):
+        src.ping()
+    assert src._conn is None  # pyright: ignore[reportPrivateUsage]

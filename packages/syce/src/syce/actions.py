@@ -22,9 +22,12 @@ class Actions:
     def __init__(self, config: PostgresConfig) -> None:
         self._config = config
         self._broker: PostgresBroker | None = None
+        self._closed = False
 
     @property
     def broker(self) -> PostgresBroker:
+        if self._closed:
+            raise RuntimeError("the dashboard is shutting down")
         if self._broker is None:
             self._broker = PostgresBroker(
                 self._config.model_copy(update={"pool_size": 1, "max_overflow": 1})
@@ -32,6 +35,7 @@ class Actions:
         return self._broker
 
     def close(self) -> None:
+        self._closed = True
         if self._broker is not None:
             self._broker.close()
             self._broker = None

@@ -93,6 +93,7 @@ class SyceSource:
         self._config = config
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._closed = False
         self._cache: dict[tuple[Any, ...], tuple[float, list[Row]]] = {}
 
     @property
@@ -100,7 +101,10 @@ class SyceSource:
         return self._config.masked_url
 
     def close(self) -> None:
+        """Close the connection for good: a read still queued in a thread worker when the app
+        exits must not open a new one."""
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -108,6 +112,8 @@ class SyceSource:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._closed:
+            raise SourceUnavailable("the dashboard is shutting down")
         conn = self._conn
         if conn is None or conn.closed:
             conninfo = make_conninfo(
