@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import LiteralString
 
 import psycopg
 import pytest
 from horsies.config import PostgresConfig
-from syce import source as source_module
+from syce import queries
+from syce.format import count
 from syce.models import TASK_STATUSES
 from syce.source import SourceUnavailable, SyceSource
 from syce_seed import seed
@@ -51,28 +53,49 @@ def test_syce_source_groups_and_tasks_per_status_set(src: SyceSource) -> None:
         src.close()
 
 
-def test_syce_source_caches_finished_answers_on_big_tables(
-    src: SyceSource, clean_db: str, monkeypatch: pytest.MonkeyPatch
+def test_syce_source_counts_of_finished_tasks_stop_at_the_cap(
+    src: SyceSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(source_module, "BIG_TABLE_ROWS", 0)  # every table counts as big
-    try:
-        assert src.dashboard().task_counts["COMPLETED"] == 2
-        with psycopg.connect(clean_db, autocommit=True) as conn:
-            conn.execute(
-                "UPDATE horsies_tasks SET status = 'COMPLETED', completed_at = now()"
-                " WHERE id = 't-fail-1'"
+    """Finished counts are bounded (a big table is never counted in full); live ones are exact."""
+    assert src.dashboard().task_counts["COMPLETED"] == 2
+    monkeypatch.setattr(queries, "STATUS_COUNT_CAP", 1)
+    monkeypatch.setattr(queries, "GROUP_COUNT_CAP", 1)
+    counts = src.dashboard().task_counts
+    assert counts["COMPLETED"] == 1  # 2 rows, counting stopped at the cap
+    assert counts["PENDING"] == 3
+    groups = {g.worker_id: g.counts for g in src.task_groups(["COMPLETED", "PENDING"])}
+    assert all(counts.get("COMPLETED", 0) <= 1 for counts in groups.values())
+    assert groups[None]["PENDING"] == 3
+    assert count(9_999, 10_000) == "9999"
+    assert count(10_000, 10_000) == "10000+"
+    assert count(7, 10_000, capped=True) == "7+"
+
+
+def test_syce_finished_queries_use_the_finished_index(src: SyceSource, clean_db: str) -> None:
+    """Every finished-task question is served by ix_horsies_tasks_finished (no sequential scan
+    of the task table, whatever its size)."""
+    params = {
+        "cap": 10,
+        "worker_id": "w-alpha",
+        "statuses": ["COMPLETED"],
+        "search": "",
+        "pattern": "%",
+        "prefix": "%",
+    }
+    statements: list[LiteralString] = [
+        queries.FINISHED_STATUS_COUNTS,
+        *queries.TASK_GROUPS_FINISHED.values(),
+        *queries.TASKS_OF_WORKER_FINISHED.values(),
+        *queries.UNCLAIMED_TASKS_FINISHED.values(),
+    ]
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # a tiny table would be scanned otherwise
+        for statement in statements:
+            plan = "\n".join(
+                row[0] for row in conn.execute("EXPLAIN " + statement, params).fetchall()
             )
-            conn.execute(
-                "UPDATE horsies_tasks SET status = 'RUNNING', started_at = now()"
-                " WHERE id = 't-claim-1'"
-            )
-        counts = src.dashboard().task_counts
-        assert counts["COMPLETED"] == 2  # cached finished count
-        assert counts["RUNNING"] == 3  # live counts are always exact
-        src.invalidate()  # what `r` does
-        assert src.dashboard().task_counts["COMPLETED"] == 3
-    finally:
-        src.close()
+            assert "ix_horsies_tasks_finished" in plan, plan
+            assert "Seq Scan on horsies_tasks" not in plan, plan
 
 
 def test_syce_source_closed_never_reconnects(src: SyceSource) -> None:

@@ -188,7 +188,6 @@ class SyceApp(App[None]):
         self._base.query_one("#tabs", TabbedContent).active = tab
 
     def action_refresh(self) -> None:
-        self.source.invalidate()
         self.active_pane().refresh_data(force=True)
 
     def action_cycle_theme(self) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-__all__ = ["bar", "duration", "histogram", "percent", "since"]
+__all__ = ["bar", "count", "duration", "histogram", "percent", "since"]
+
+
+def count(n: int, cap: int, capped: bool = False) -> str:
+    """A task count that stopped at ``cap`` (counts of finished tasks are bounded): ``10000+``."""
+    return f"{n}+" if capped or n >= cap else str(n)
 
 
 def duration(value: timedelta | float | None) -> str:

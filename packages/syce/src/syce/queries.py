@@ -8,9 +8,11 @@ Index use: ``horsies_tasks`` has partial indexes for the live statuses only
 ``(status, queue_name, claimed_by_worker_id)``). So the questions about live tasks are asked with
 literal status predicates that imply those index predicates (``status = 'PENDING'``,
 ``status IN ('CLAIMED', 'RUNNING')``) and stay fast however many finished tasks the table holds.
-Questions about finished tasks (COMPLETED, FAILED, ...) have no index to use: they are the
-``*_FINISHED`` constants, which `syce.source` runs exactly on small tables and, on big ones,
-at most every few seconds (cached).
+Finished tasks are served by ``ix_horsies_tasks_finished`` (``(status, claimed_by_worker_id,
+sent_at DESC)`` for the finished statuses, migration 3): each question is asked once per finished
+status with the status as a literal (so the partial index applies), workers are enumerated by
+skipping through the index, and counts stop at ``%(cap)s`` rows (shown as "cap+"),
+so no refresh ever reads more than a bounded slice of a big table.
 Snapshot queries use ``(worker_id, snapshot_at)`` and ``snapshot_at`` indexes.
 """
 
@@ -31,17 +33,29 @@ GROUP BY status
 LIMIT 10
 """
 
-FINISHED_STATUS_COUNTS: Final[LiteralString] = """
-SELECT status, count(*) AS n
-FROM horsies_tasks
-WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING')
-GROUP BY status
-LIMIT 50
-"""
+FINISHED_STATUSES: Final = ("COMPLETED", "FAILED", "CANCELLED")
+"""The finished statuses Syce counts (each has its slice of ``ix_horsies_tasks_finished``)."""
 
-TASKS_SIZE_ESTIMATE: Final[LiteralString] = """
-SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'horsies_tasks'::regclass
-"""
+STATUS_COUNT_CAP: Final = 100_000
+"""The dashboard's count of each finished status stops here (shown as "100000+")."""
+
+GROUP_COUNT_CAP: Final = 10_000
+"""A worker group's count of each finished status stops here (shown as "10000+"); a search counts
+the matches among the group's newest this-many tasks of that status."""
+
+
+def _per_status(template: LiteralString) -> dict[str, LiteralString]:
+    """``template`` with ``{status}`` replaced by each finished status (a literal, so the planner
+    can prove the partial index's predicate)."""
+    return {status: template.replace("{status}", status) for status in FINISHED_STATUSES}
+
+
+FINISHED_STATUS_COUNTS: Final[LiteralString] = "\nUNION ALL\n".join(
+    _per_status(
+        """(SELECT '{status}' AS status, count(*) AS n
+ FROM (SELECT 1 FROM horsies_tasks WHERE status = '{status}' LIMIT %(cap)s) AS capped)"""
+    ).values()
+)
 
 ACTIVE_QUEUE_COUNTS: Final[LiteralString] = """
 SELECT queue_name, 'PENDING' AS status, count(*) AS n
@@ -148,14 +162,36 @@ GROUP BY claimed_by_worker_id, status
 LIMIT 1000
 """
 
-TASK_GROUPS_FINISHED: Final[LiteralString] = f"""
-SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, status, count(*) AS n
-FROM horsies_tasks
-WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
-  AND {_SEARCH}
-GROUP BY claimed_by_worker_id, status
-LIMIT 1000
+TASK_GROUPS_FINISHED: Final[dict[str, LiteralString]] = _per_status(
+    f"""
+WITH RECURSIVE workers(worker_id) AS (
+    (SELECT claimed_by_worker_id FROM horsies_tasks
+     WHERE status = '{{status}}' AND claimed_by_worker_id IS NOT NULL
+     ORDER BY claimed_by_worker_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.claimed_by_worker_id FROM horsies_tasks t
+             WHERE t.status = '{{status}}' AND t.claimed_by_worker_id > workers.worker_id
+             ORDER BY t.claimed_by_worker_id LIMIT 1)
+    FROM workers
+    WHERE workers.worker_id IS NOT NULL
+)
+SELECT w.worker_id, '{{status}}' AS status,
+       (SELECT worker_hostname FROM horsies_tasks
+         WHERE status = '{{status}}' AND claimed_by_worker_id = w.worker_id LIMIT 1) AS hostname,
+       (SELECT count(*) FROM (SELECT task_name, id FROM horsies_tasks
+         WHERE status = '{{status}}' AND claimed_by_worker_id = w.worker_id
+         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent WHERE {_SEARCH}) AS n
+FROM (SELECT worker_id FROM workers WHERE worker_id IS NOT NULL LIMIT 1000) AS w
+UNION ALL
+SELECT NULL, '{{status}}', NULL,
+       (SELECT count(*) FROM (SELECT task_name, id FROM horsies_tasks
+         WHERE status = '{{status}}' AND claimed_by_worker_id IS NULL
+         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent WHERE {_SEARCH})
 """
+)
+"""Per finished status: (worker_id, status, hostname, n) for every worker with such tasks, plus
+the unclaimed group (worker_id NULL); ``n`` counts among the group's newest ``%(cap)s`` tasks of
+that status (all of them when there are fewer); groups with n = 0 included."""
 
 _TASK_COLUMNS: Final[LiteralString] = "id, task_name, queue_name, status, sent_at, retry_count"
 
@@ -177,14 +213,27 @@ ORDER BY sent_at DESC NULLS LAST, id
 LIMIT 100
 """
 
-TASKS_OF_WORKER_FINISHED: Final[LiteralString] = f"""
+TASKS_OF_WORKER_FINISHED: Final[dict[str, LiteralString]] = _per_status(
+    f"""
 SELECT {_TASK_COLUMNS}
 FROM horsies_tasks
-WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
-  AND claimed_by_worker_id IS NOT DISTINCT FROM %(worker_id)s AND {_SEARCH}
+WHERE status = '{{status}}' AND claimed_by_worker_id = %(worker_id)s AND {_SEARCH}
 ORDER BY sent_at DESC NULLS LAST, id
 LIMIT 100
 """
+)
+"""Per finished status: the newest 100 such tasks of one worker."""
+
+UNCLAIMED_TASKS_FINISHED: Final[dict[str, LiteralString]] = _per_status(
+    f"""
+SELECT {_TASK_COLUMNS}
+FROM horsies_tasks
+WHERE status = '{{status}}' AND claimed_by_worker_id IS NULL AND {_SEARCH}
+ORDER BY sent_at DESC NULLS LAST, id
+LIMIT 100
+"""
+)
+"""Per finished status: the newest 100 such tasks no worker claimed (cancelled before a claim)."""
 
 TASK_BY_ID: Final[LiteralString] = """
 SELECT * FROM horsies_tasks WHERE id = %(id)s LIMIT 1

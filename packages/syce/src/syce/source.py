@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString
 
@@ -47,12 +46,6 @@ MAINTENANCE_WINDOW: Final = timedelta(hours=24)
 TREND_WINDOW: Final = timedelta(hours=1)
 TREND_BUCKET: Final = timedelta(minutes=1)
 CONNECT_TIMEOUT_S: Final = 5
-BIG_TABLE_ROWS: Final = 100_000
-"""From this many rows (planner estimate) on, questions about finished tasks are cached."""
-FINISHED_CACHE_S: Final = 15.0
-"""How long an answer about finished tasks is reused on a big table (``r`` refreshes at once)."""
-SIZE_CACHE_S: Final = 30.0
-LIVE_STATUSES: Final = frozenset({"PENDING", "CLAIMED", "RUNNING"})
 
 
 class SourceUnavailable(Exception):
@@ -94,7 +87,6 @@ class SyceSource:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._closed = False
-        self._cache: dict[tuple[Any, ...], tuple[float, list[Row]]] = {}
 
     @property
     def masked_url(self) -> str:
@@ -139,32 +131,6 @@ class SyceSource:
                     self._conn = None
                 raise SourceUnavailable(mask_database_url(str(exc).strip())) from exc
 
-    def invalidate(self) -> None:
-        """Forget cached answers about finished tasks (the next refresh asks again)."""
-        self._cache.clear()
-
-    def _cached(self, key: tuple[Any, ...], ttl: float, run: Callable[[], list[Row]]) -> list[Row]:
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        rows = run()
-        self._cache[key] = (now + ttl, rows)
-        return rows
-
-    def _big(self) -> bool:
-        rows = self._cached(
-            ("size",), SIZE_CACHE_S, lambda: self._fetch(queries.TASKS_SIZE_ESTIMATE)
-        )
-        return bool(rows) and int(rows[0]["n"]) >= BIG_TABLE_ROWS
-
-    def _finished(self, sql: LiteralString, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Run a question about finished tasks (no index): cached for a while on a big table."""
-        if not self._big():
-            return self._fetch(sql, params)
-        key = (sql, tuple(sorted((k, repr(v)) for k, v in (params or {}).items())))
-        return self._cached(key, FINISHED_CACHE_S, lambda: self._fetch(sql, params))
-
     def ping(self) -> None:
         """Connect if needed and run ``SELECT 1`` (raises `SourceUnavailable`)."""
         self._fetch("SELECT 1 AS one")
@@ -197,7 +163,13 @@ class SyceSource:
     def dashboard(self) -> DashboardData:
         task_counts = {r["status"]: r["n"] for r in self._fetch(queries.LIVE_STATUS_COUNTS)}
         task_counts.update(
-            {r["status"]: r["n"] for r in self._finished(queries.FINISHED_STATUS_COUNTS)}
+            {
+                r["status"]: r["n"]
+                for r in self._fetch(
+                    queries.FINISHED_STATUS_COUNTS, {"cap": queries.STATUS_COUNT_CAP}
+                )
+                if r["n"]
+            }
         )
         workflow_counts = {r["status"]: r["n"] for r in self._fetch(queries.WORKFLOW_STATUS_COUNTS)}
         queue_counts = tuple(
@@ -254,14 +226,17 @@ class SyceSource:
 
     def task_groups(self, statuses: Sequence[str], search: str = "") -> tuple[TaskGroup, ...]:
         wanted = list(statuses)
-        params = {"statuses": wanted, **_search_params(search)}
+        params = {"statuses": wanted, "cap": queries.GROUP_COUNT_CAP, **_search_params(search)}
         rows: list[Row] = []
         if "PENDING" in wanted:
             rows += self._fetch(queries.TASK_GROUPS_PENDING, params)
         if {"CLAIMED", "RUNNING"} & set(wanted):
             rows += self._fetch(queries.TASK_GROUPS_IN_FLIGHT, params)
-        if set(wanted) - LIVE_STATUSES:
-            rows += self._finished(queries.TASK_GROUPS_FINISHED, params)
+        for status in queries.FINISHED_STATUSES:
+            if status in wanted:
+                rows += [
+                    r for r in self._fetch(queries.TASK_GROUPS_FINISHED[status], params) if r["n"]
+                ]
         groups: dict[str | None, tuple[str | None, dict[str, int]]] = {}
         for r in rows:
             hostname, counts = groups.get(r["worker_id"], (None, {}))
@@ -282,8 +257,12 @@ class SyceSource:
             rows += self._fetch(queries.TASKS_OF_WORKER_PENDING, params)
         if worker_key and {"CLAIMED", "RUNNING"} & set(wanted):
             rows += self._fetch(queries.TASKS_OF_WORKER_IN_FLIGHT, params)
-        if set(wanted) - LIVE_STATUSES:
-            rows += self._finished(queries.TASKS_OF_WORKER_FINISHED, params)
+        finished = (
+            queries.TASKS_OF_WORKER_FINISHED if worker_key else queries.UNCLAIMED_TASKS_FINISHED
+        )
+        for status in queries.FINISHED_STATUSES:
+            if status in wanted:
+                rows += self._fetch(finished[status], params)
         oldest = datetime.min.replace(tzinfo=UTC)
         rows.sort(key=lambda r: r["id"])
         rows.sort(key=lambda r: r["sent_at"] or oldest, reverse=True)

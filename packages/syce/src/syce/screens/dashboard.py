@@ -7,8 +7,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
 from syce._nodes import table_of
-from syce.format import bar, duration
+from syce.format import bar, count, duration
 from syce.models import TASK_STATUSES, WORKFLOW_STATUSES, DashboardData
+from syce.queries import STATUS_COUNT_CAP
 from syce.screens.base import SycePane
 
 __all__ = ["DashboardPane"]
@@ -47,10 +48,14 @@ class DashboardPane(SycePane[DashboardData]):
             f"Utilisation     {data.utilisation:.0%}\n{bar(data.utilisation, 16)}"
         )
         lines = ["[b]Tasks by status[/b]"]
-        lines += [f"{s.title():<10} {data.task_counts.get(s, 0):>8}" for s in TASK_STATUSES]
-        others = sum(n for s, n in data.task_counts.items() if s not in TASK_STATUSES)
-        if others:
-            lines.append(f"{'Other':<10} {others:>8}")
+        lines += [
+            f"{s.title():<10} {count(data.task_counts.get(s, 0), STATUS_COUNT_CAP):>8}"
+            for s in TASK_STATUSES
+        ]
+        others = [n for s, n in data.task_counts.items() if s not in TASK_STATUSES]
+        if sum(others):
+            capped = any(n >= STATUS_COUNT_CAP for n in others)
+            lines.append(f"{'Other':<10} {count(sum(others), STATUS_COUNT_CAP, capped):>8}")
         self.query_one("#task-counts", Static).update("\n".join(lines))
         wf = ["[b]Workflows[/b]"]
         wf += [f"{s.title():<10} {data.workflow_counts.get(s, 0):>8}" for s in WORKFLOW_STATUSES]

@@ -7,7 +7,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from syce._nodes import table_of
+from syce.format import count
 from syce.models import TASK_STATUSES, TasksData
+from syce.queries import GROUP_COUNT_CAP
 from syce.screens.base import FilteredPane, filter_bindings
 
 __all__ = ["TasksPane"]
@@ -110,8 +112,12 @@ class TasksPane(FilteredPane[TasksData]):
             table.add_row(
                 f"{marker} {label}",
                 "" if group.worker_id is None else group.worker_id[:24],
-                *(str(group.counts.get(s, 0)) for s in TASK_STATUSES),
-                str(group.total),
+                *(count(group.counts.get(s, 0), GROUP_COUNT_CAP) for s in TASK_STATUSES),
+                count(
+                    group.total,
+                    GROUP_COUNT_CAP,
+                    any(n >= GROUP_COUNT_CAP for n in group.counts.values()),
+                ),
                 key=f"g:{group.key}",
             )
             keys.append(f"g:{group.key}")

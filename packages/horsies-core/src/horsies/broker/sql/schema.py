@@ -306,6 +306,15 @@ ALTER TABLE horsies_workflow_tasks
     ADD COLUMN IF NOT EXISTS has_conditions BOOLEAN NOT NULL DEFAULT false;
 """
 
+# Finished tasks, per status and worker, newest first: what monitoring asks about a big table
+# (counts per status and per worker, a worker's latest finished tasks). Partial: a task enters it
+# once, when it finishes, so the queue's hot path (send, claim, start) does not pay for it.
+_V3_FINISHED_INDEX: Final = """
+CREATE INDEX IF NOT EXISTS ix_horsies_tasks_finished
+    ON horsies_tasks (status, claimed_by_worker_id, sent_at DESC NULLS LAST)
+    WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING');
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -313,6 +322,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         _V1_TASKS + _V1_WORKFLOWS + _V1_TRIGGERS,
     ),
     Migration(2, "workflow columns for the engine", _V2_TASK_WORKFLOW),
+    Migration(3, "index of finished tasks for monitoring", _V3_FINISHED_INDEX),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
