@@ -195,43 +195,34 @@ that status (all of them when there are fewer); groups with n = 0 included."""
 
 _TASK_COLUMNS: Final[LiteralString] = "id, task_name, queue_name, status, sent_at, retry_count"
 
-TASKS_OF_WORKER_PENDING: Final[LiteralString] = f"""
+
+def _newest_tasks(where: LiteralString) -> LiteralString:
+    """The newest 100 tasks matching ``where`` and the search."""
+    return f"""
 SELECT {_TASK_COLUMNS}
 FROM horsies_tasks
-WHERE status = 'PENDING' AND claimed_by_worker_id IS NOT DISTINCT FROM %(worker_id)s
-  AND {_SEARCH}
+WHERE {where} AND {_SEARCH}
 ORDER BY sent_at DESC NULLS LAST, id
 LIMIT 100
 """
 
-TASKS_OF_WORKER_IN_FLIGHT: Final[LiteralString] = f"""
-SELECT {_TASK_COLUMNS}
-FROM horsies_tasks
-WHERE status IN ('CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)
-  AND claimed_by_worker_id = %(worker_id)s AND {_SEARCH}
-ORDER BY sent_at DESC NULLS LAST, id
-LIMIT 100
-"""
 
-TASKS_OF_WORKER_FINISHED: Final[dict[str, LiteralString]] = _per_status(
-    f"""
-SELECT {_TASK_COLUMNS}
-FROM horsies_tasks
-WHERE status = '{{status}}' AND claimed_by_worker_id = %(worker_id)s AND {_SEARCH}
-ORDER BY sent_at DESC NULLS LAST, id
-LIMIT 100
-"""
+TASKS_OF_WORKER_PENDING: Final = _newest_tasks(
+    "status = 'PENDING' AND claimed_by_worker_id IS NOT DISTINCT FROM %(worker_id)s"
+)
+
+TASKS_OF_WORKER_IN_FLIGHT: Final = _newest_tasks(
+    "status IN ('CLAIMED', 'RUNNING') AND status = ANY(%(statuses)s)"
+    " AND claimed_by_worker_id = %(worker_id)s"
+)
+
+TASKS_OF_WORKER_FINISHED: Final = _per_status(
+    _newest_tasks("status = '{status}' AND claimed_by_worker_id = %(worker_id)s")
 )
 """Per finished status: the newest 100 such tasks of one worker."""
 
-UNCLAIMED_TASKS_FINISHED: Final[dict[str, LiteralString]] = _per_status(
-    f"""
-SELECT {_TASK_COLUMNS}
-FROM horsies_tasks
-WHERE status = '{{status}}' AND claimed_by_worker_id IS NULL AND {_SEARCH}
-ORDER BY sent_at DESC NULLS LAST, id
-LIMIT 100
-"""
+UNCLAIMED_TASKS_FINISHED: Final = _per_status(
+    _newest_tasks("status = '{status}' AND claimed_by_worker_id IS NULL")
 )
 """Per finished status: the newest 100 such tasks no worker claimed (cancelled before a claim)."""
 
