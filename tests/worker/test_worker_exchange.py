@@ -15,7 +15,7 @@ import pytest
 from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
 from horsies.broker.types import TaskExchange
-from horsies.config import PostgresConfig
+from horsies.config import PostgresConfig, RecoveryConfig
 from horsies_worker.config import WorkerConfig
 from horsies_worker.worker import Worker
 from worker_test_app import app
@@ -113,3 +113,95 @@ async def test_a_claim_whose_reply_was_lost_is_requeued_and_runs_once(
             (task_id,),
         ).fetchone()
     assert row == ("COMPLETED", 0, True)
+
+
+@pytest.mark.timeout(120)
+async def test_a_dead_childs_task_fails_at_once_without_waiting_for_a_wake_up(
+    database_url: str, clean_db: str
+) -> None:
+    """D34 in hard-cap mode: the WORKER_CRASHED outcome of a task whose child died is written at
+    once, not at the next poll or when a replacement child is ready (neither comes here)."""
+    broker = RecordingBroker(PostgresConfig(database_url=database_url))
+    config = WorkerConfig(
+        locator=f"{APP_FILE}:app", processes=1, loglevel="WARNING", poll_interval_s=60.0
+    )
+    worker = Worker(app, config, broker=broker, install_signal_handlers=False)
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(wait_until(lambda: worker.ready is not None), 10)
+        assert worker.ready is not None
+        await asyncio.wait_for(worker.ready.wait(), 60)
+        assert worker._pool is not None
+        worker._pool.stop_respawning()  # no replacement child, so no wake-up from one
+        task_id = await broker.enqueue_async("hard_exit", (3,))
+
+        def crashed() -> bool:
+            with psycopg.connect(clean_db, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT status, result FROM horsies_tasks WHERE id = %s", (task_id,)
+                ).fetchone()
+            return row is not None and row[0] == "FAILED" and "WORKER_CRASHED" in row[1]
+
+        await wait_until(crashed, 10)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(run, 60)
+
+
+class SlowWriteBroker(PostgresBroker):
+    """A real broker whose first outcome write takes ``delay_s`` (a slow or briefly unreachable
+    database): the outcome stays unwritten in the worker meanwhile."""
+
+    def __init__(self, config: PostgresConfig, delay_s: float) -> None:
+        super().__init__(config)
+        self.delay_s = delay_s
+        self.delayed = False
+
+    async def finish_and_start_tasks(
+        self, worker_id: str, hostname: str, **kwargs: Any
+    ) -> TaskExchange:
+        if kwargs.get("outcomes") and not self.delayed:
+            self.delayed = True
+            await asyncio.sleep(self.delay_s)
+        return await super().finish_and_start_tasks(worker_id, hostname, **kwargs)
+
+
+@pytest.mark.timeout(120)
+async def test_a_finished_task_whose_outcome_is_not_written_yet_is_not_reaped(
+    database_url: str, clean_db: str
+) -> None:
+    """The worker keeps beating for a task whose result it holds but has not written yet, so a
+    reaper does not fail it as WORKER_CRASHED (nor retry a task that completed)."""
+    recovery = RecoveryConfig(
+        running_stale_threshold_ms=2_000,
+        runner_heartbeat_interval_ms=1_000,
+        claimed_stale_threshold_ms=2_000,
+        claimer_heartbeat_interval_ms=1_000,
+        check_interval_ms=1_000,
+    )
+    broker = SlowWriteBroker(PostgresConfig(database_url=database_url), delay_s=5.0)
+    config = WorkerConfig(
+        locator=f"{APP_FILE}:app",
+        processes=1,
+        loglevel="WARNING",
+        poll_interval_s=0.2,
+        recovery=recovery,
+    )
+    worker = Worker(app, config, broker=broker, install_signal_handlers=False)
+    task_id = await broker.enqueue_async("sleep", (0.05,))
+    run = asyncio.create_task(worker.run())
+
+    def status() -> str | None:
+        with psycopg.connect(clean_db, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT status FROM horsies_tasks WHERE id = %s", (task_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    try:
+        await wait_until(lambda: status() not in ("PENDING", "RUNNING"), 60)
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(run, 60)
+    assert broker.delayed
+    assert status() == "COMPLETED"

@@ -1,10 +1,10 @@
 """Heartbeat: one ``write_heartbeats`` call per interval for every task this worker holds (04 §9).
 
 Claimer beats cover tasks in CLAIMED (held locally, not yet started); runner beats cover tasks
-running in children, with sender ``<worker id>:<child pid>``. Both are written by the main
-process, so a child never touches the database for bookkeeping; a dead child is detected through its
-process sentinel,
-and heartbeats only matter when the whole worker is gone.
+running in children, with sender ``<worker id>:<child pid>``, and finished tasks whose outcome the
+worker has not written yet (their rows are still RUNNING), with the main process's pid. Both are
+written by the main process, so a child never touches the database for bookkeeping; a dead child
+is detected through its process sentinel, and heartbeats only matter when the whole worker is gone.
 """
 
 from __future__ import annotations

@@ -178,6 +178,11 @@ class Worker:
                 running.append((assignment.task.id, child.pid))
             else:
                 claimed.append(assignment.task.id)
+        if self._completer is not None:
+            # Finished, outcome not written yet: the row is still RUNNING and this worker will
+            # write it, so keep it alive for the reapers (sender: the main process, which holds
+            # the outcome). A slow write must not turn a finished task into WORKER_CRASHED.
+            running.extend((task_id, self.pid) for task_id in self._completer.pending_ids())
         return claimed, running
 
     def _counts(self) -> tuple[int, int]:
@@ -643,6 +648,10 @@ class Worker:
             reason=reason,
         )
         completer.submit(build_outcome(task, result_json, False, failed_reason=reason))
+        if self._wake is not None:
+            # Direct-start mode writes outcomes only in claim-loop round trips: run one now, so
+            # the crash is recorded at once (D34), not at the next poll or replacement child.
+            self._wake.set()
 
     def _on_flushed(self, outcomes: Sequence[TaskOutcome], finished: set[str]) -> None:
         loop, wake = self._loop, self._wake
