@@ -10,16 +10,24 @@ are; richer values are stored as small tagged objects so they come back as the s
 - pydantic model: `{"__pydantic_model__": true, "module", "qualname", "data": model_dump}`
 - dataclass instance: `{"__dataclass__": true, "module", "qualname", "data": {field: ...}}`
 - other mapping: object with string keys; other sequence (tuple, ...): array (back as a list)
+- a mapping whose own keys include one of the tags above: `{"__mapping__": true, "data": {...}}`,
+  so user data is never read back as a tagged value (it comes back as the same plain dict)
 
-Anything else (sets, bytes, plain enums, arbitrary objects) raises `SerializationError`. Models
-and dataclasses must be importable by the worker, so classes from `__main__` or defined inside a
-function are refused when encoding.
+Anything else (sets, bytes, plain enums, arbitrary objects) raises `SerializationError`; so do
+ints outside the 64-bit range and strings holding lone surrogates (not valid UTF-8); NaN and
+infinity raise `ValueError` (also inside pydantic models). Models and dataclasses must be
+importable by the worker, so classes from `__main__` or defined inside a function are refused when
+encoding.
 
 Prefer the purpose-made helpers (`args_to_json`, `kwargs_to_json`, `task_result_to_json` and their
 `*_from_json` twins); `to_jsonable` / `rehydrate_value` are the building blocks underneath.
 
 Decoding imports the module named in a tagged model/dataclass payload: only decode data written by
-your own producers and workers.
+your own producers and workers (user dicts that look like tags are escaped when encoded, so plain
+data sent through horsies never names a module).
+
+`check_payload_size` enforces `AppConfig.max_payload_bytes` on encoded arguments and results
+(`PayloadTooLargeError`).
 """
 
 from __future__ import annotations
@@ -43,10 +51,13 @@ from pydantic_core import to_jsonable_python
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 __all__ = [
+    "PayloadTooLargeError",
     "SerializationError",
     "args_from_json",
     "args_to_json",
+    "check_payload_size",
     "dumps_json",
+    "encoded_size",
     "kwargs_from_json",
     "kwargs_to_json",
     "loads_json",
@@ -61,6 +72,54 @@ class SerializationError(Exception):
     """A value cannot be encoded to, or rebuilt from, horsies' JSON form."""
 
 
+class PayloadTooLargeError(SerializationError):
+    """Encoded task arguments or a task result are larger than `AppConfig.max_payload_bytes`.
+
+    Attributes:
+        what: what was measured (``"task arguments"``, ``"task result"``).
+        size: its size in bytes, UTF-8 encoded JSON.
+        limit: the configured limit in bytes.
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what}: {size:,} bytes once encoded, above the limit of {limit:,} bytes "
+            "(AppConfig.max_payload_bytes); store large data elsewhere and pass a reference, "
+            "or raise max_payload_bytes (None disables the limit)"
+        )
+
+
+def encoded_size(text: str | None) -> int:
+    """Size in bytes of stored JSON text (UTF-8), 0 for None."""
+    if text is None:
+        return 0
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_payload_size(what: str, texts: Sequence[str | None], limit: int | None) -> None:
+    """Raise `PayloadTooLargeError` when the JSON `texts` together exceed `limit` bytes.
+
+    `limit` None means unlimited. Only texts that could exceed the limit are measured exactly
+    (a character takes at most 4 bytes), so small payloads cost a length check.
+    """
+    if limit is None:
+        return
+    chars = 0
+    for text in texts:
+        if text:
+            chars += len(text)
+    if chars * 4 <= limit:
+        return
+    size = sum(encoded_size(text) for text in texts)
+    if size > limit:
+        raise PayloadTooLargeError(what, size, limit)
+
+
 # Tag keys of the encoded forms (02 §12.1).
 DATETIME_TAG: Final = "__datetime__"
 DATE_TAG: Final = "__date__"
@@ -69,6 +128,34 @@ TASK_RESULT_TAG: Final = "__task_result__"
 TASK_ERROR_TAG: Final = "__task_error__"
 PYDANTIC_TAG: Final = "__pydantic_model__"
 DATACLASS_TAG: Final = "__dataclass__"
+MAPPING_TAG: Final = "__mapping__"
+"""Wraps a plain mapping whose own keys include a tag key, so it is never read as a tagged value."""
+
+_TAG_KEYS: Final = frozenset(
+    {
+        DATETIME_TAG,
+        DATE_TAG,
+        TIME_TAG,
+        TASK_RESULT_TAG,
+        TASK_ERROR_TAG,
+        PYDANTIC_TAG,
+        DATACLASS_TAG,
+        MAPPING_TAG,
+    }
+)
+_tag_free: Final = _TAG_KEYS.isdisjoint
+
+
+def _escaped(mapping: dict[str, Any]) -> dict[str, Any]:
+    """`mapping` (already encoded) as stored: wrapped when one of its keys is a tag key.
+
+    User data such as `{"__dataclass__": true, "module": ...}` would otherwise be decoded as a
+    tagged value: a worker would import the named module and build the named class.
+    """
+    if _tag_free(mapping):
+        return mapping
+    return {MAPPING_TAG: True, "data": mapping}
+
 
 _Handler: TypeAlias = Callable[[Any], Any]
 _Json: TypeAlias = Any
@@ -204,6 +291,7 @@ class _Encoder:
         handler_for = self._handler_for
         for_dump = self.for_dump
         isfinite = math.isfinite
+        tag_free = _tag_free
 
         def encode(value: Any) -> Any:
             tp: type[Any] = type(value)  # pyright: ignore[reportUnknownVariableType]
@@ -295,15 +383,15 @@ class _Encoder:
                     out[rest_key if type(rest_key) is str else _key_to_str(rest_key)] = encode_item(
                         rest
                     )
-                return out
-            return value
+                return out if tag_free(out) else _escaped(out)
+            return value if tag_free(value) else _escaped(value)
 
         handlers[tuple] = encode_tuple
         return encode
 
     def _encode_mapping(self, value: Mapping[Any, Any]) -> dict[str, Any]:
         encode = self.encode
-        return {_key_to_str(key): encode(item) for key, item in value.items()}
+        return _escaped({_key_to_str(key): encode(item) for key, item in value.items()})
 
     def _encode_sequence(self, value: Sequence[Any]) -> list[Any]:
         encode = self.encode
@@ -362,6 +450,7 @@ class _Encoder:
         module, qualname = _class_location(tp, "pydantic model")
 
         lenient = self.lenient
+        for_dump = self.for_dump
 
         def encode_model(value: BaseModel) -> dict[str, Any]:
             try:
@@ -372,6 +461,9 @@ class _Encoder:
                 raise SerializationError(
                     f"Cannot serialize pydantic model {module}.{qualname}: {exc}"
                 ) from exc
+            if for_dump:
+                # The dump is written as it is, and orjson would write NaN / infinity as null.
+                _check_finite(data)
             return {PYDANTIC_TAG: True, "module": module, "qualname": qualname, "data": data}
 
         return encode_model
@@ -449,6 +541,47 @@ def _reject_float(value: float) -> None:
     raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
 
 
+def _check_finite(tree: Any) -> None:
+    """Reject (ValueError) a NaN or infinity anywhere in a plain JSON tree."""
+    stack: list[Any] = [tree]
+    isfinite = math.isfinite
+    while stack:
+        item = stack.pop()
+        tp: type[Any] = type(item)  # pyright: ignore[reportUnknownVariableType]
+        if tp is float:
+            if not isfinite(item):
+                _reject_float(item)
+        elif tp is dict:
+            stack.extend(cast("dict[str, Any]", item).values())
+        elif tp is list or tp is tuple:
+            stack.extend(cast("Sequence[Any]", item))
+
+
+_INT_RANGE_MESSAGE: Final = "Cannot serialize int outside the 64-bit range (pass it as a str)"
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+"""orjson writes signed and unsigned 64-bit integers; larger ones come back as floats."""
+
+
+def _check_int_range(tree: Any) -> None:
+    """Reject (SerializationError) ints orjson cannot write, anywhere in a plain JSON tree.
+
+    Used on the deep-nesting fallback path, whose encoder accepts any int: orjson would read such
+    an int back as a float, silently changing the value.
+    """
+    stack: list[Any] = [tree]
+    while stack:
+        item = stack.pop()
+        tp: type[Any] = type(item)  # pyright: ignore[reportUnknownVariableType]
+        if tp is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise SerializationError(_INT_RANGE_MESSAGE)
+        elif tp is dict:
+            stack.extend(cast("dict[str, Any]", item).values())
+        elif tp is list or tp is tuple:
+            stack.extend(cast("Sequence[Any]", item))
+
+
 def _plain_str(value: str) -> str:
     return str.__str__(value)
 
@@ -503,16 +636,23 @@ def _dumps_tree(tree: Any) -> str:
         return orjson.dumps(tree).decode()
     except orjson.JSONEncodeError as exc:
         if "Integer exceeds" in str(exc):
-            raise SerializationError(
-                "Cannot serialize int outside the 64-bit range (pass it as a str)"
-            ) from exc
+            raise SerializationError(_INT_RANGE_MESSAGE) from exc
         if "Recursion limit" not in str(exc):
             raise SerializationError(f"Cannot serialize value: {exc}") from exc
-        # orjson caps nesting at 255 levels; the stdlib encoder has no such limit.
-        try:
-            return json.dumps(tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except RecursionError as fallback_exc:
-            raise SerializationError(_TOO_DEEP) from fallback_exc
+    # orjson caps nesting at 255 levels; the stdlib encoder has no such limit, but it accepts what
+    # orjson refuses: apply the same rules (64-bit ints, valid UTF-8) so both paths agree.
+    _check_int_range(tree)
+    try:
+        text = json.dumps(tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError as fallback_exc:
+        raise SerializationError(_TOO_DEEP) from fallback_exc
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            "Cannot serialize value: str is not valid UTF-8: surrogates not allowed"
+        ) from exc
+    return text
 
 
 def dumps_json(value: Any) -> str:
@@ -563,7 +703,11 @@ def kwargs_to_json(kwargs: Mapping[str, Any]) -> str:
         text = _dumps_scalars(kwargs)
         if text is not None:
             return text
-    return _dumps_tree(_encode_checked(kwargs if is_dict else dict(kwargs)))
+    tree = _encode_checked(kwargs if is_dict else dict(kwargs))
+    if not _tag_free(tree):
+        # The top level holds keyword names, never a tagged value: store it unwrapped.
+        tree = tree["data"]
+    return _dumps_tree(tree)
 
 
 def task_result_to_json(result: TaskResult[Any, Any]) -> str:
@@ -681,14 +825,13 @@ def _parse_temporal(kind: str, parse: Callable[[str], Any], payload: Mapping[str
         raise SerializationError(f"Failed to rehydrate {kind} {raw!r}: {exc}") from exc
 
 
-_TAG_KEYS: Final = frozenset(
-    {DATETIME_TAG, DATE_TAG, TIME_TAG, TASK_RESULT_TAG, TASK_ERROR_TAG, PYDANTIC_TAG, DATACLASS_TAG}
-)
-_tag_free: Final = _TAG_KEYS.isdisjoint
-
-
 def _rehydrate_tagged(value: dict[str, Any]) -> Any:
     # Tags are checked with `is True`, exactly as they are written.
+    if value.get(MAPPING_TAG) is True:
+        data = value.get("data")
+        if type(data) is not dict:
+            raise SerializationError("Invalid escaped mapping payload: data must be a JSON object")
+        return _rehydrate_entries(cast("dict[str, Any]", data))
     if value.get(DATETIME_TAG) is True:
         return _parse_temporal("datetime", datetime.fromisoformat, value)
     if value.get(PYDANTIC_TAG) is True:
@@ -827,6 +970,13 @@ def _decode_task_error(payload: Mapping[str, Any]) -> TaskError:
         # Keep the stored form on failure: an error must stay readable even if a class moved.
         with contextlib.suppress(SerializationError):
             fields["data"] = _rehydrate(fields["data"])
+    exception: Any = fields.get("exception")
+    if type(exception) is dict and not _tag_free(cast("dict[str, Any]", exception)):
+        # A dict given as the exception, stored escaped because it holds a tag key.
+        with contextlib.suppress(SerializationError):
+            unescaped = _rehydrate(exception)
+            if type(unescaped) is dict:
+                fields["exception"] = unescaped
     cls: type[TaskError] = TaskError
     if "module" in payload and "qualname" in payload:
         cls, extra = _task_error_subclass(payload)

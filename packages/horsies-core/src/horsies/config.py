@@ -28,8 +28,10 @@ from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_co
 from horsies.schedules import ScheduleConfig
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_QUEUE_NAME",
     "DEFAULT_QUEUE_PRIORITY",
+    "MIN_MAX_PAYLOAD_BYTES",
     "QUEUE_NAME_MAX_LENGTH",
     "QUEUE_NAME_PATTERN",
     "AppConfig",
@@ -43,6 +45,11 @@ __all__ = [
 
 DEFAULT_QUEUE_NAME: Final = "default"
 DEFAULT_QUEUE_PRIORITY: Final = 100
+
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 16 * 1024 * 1024
+"""Default `AppConfig.max_payload_bytes`: 16 MiB of encoded arguments (or result) per task."""
+MIN_MAX_PAYLOAD_BYTES: Final = 1024
+"""Smallest accepted `AppConfig.max_payload_bytes` (anything smaller is most likely a unit slip)."""
 
 QUEUE_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 """Allowed queue names: ASCII letters, digits, ``_``, ``.``, ``-`` (not first)."""
@@ -417,6 +424,10 @@ class AppConfig(ConfigModel):
     `prefetch_buffer` > 0 switches to soft-cap mode, where workers may claim ahead of free capacity
     and such claims expire after `claim_lease_ms`. `schedule` configures ``horsies scheduler``
     (producers and workers ignore it).
+    `max_payload_bytes` caps the size of a task's encoded arguments (args and kwargs together,
+    checked when sending) and of its encoded result (checked by the worker, which fails a task
+    whose result is larger with WORKER_SERIALIZATION_ERROR); default 16 MiB, at least 1024,
+    None for no limit.
     """
 
     queue_mode: QueueMode = QueueMode.DEFAULT
@@ -427,6 +438,9 @@ class AppConfig(ConfigModel):
     claim_lease_ms: int | None = None
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     schedule: ScheduleConfig | None = None
+    max_payload_bytes: int | None = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=MIN_MAX_PAYLOAD_BYTES
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
@@ -612,6 +626,8 @@ class AppConfig(ConfigModel):
         if self.cluster_wide_cap is not None:
             lines.append(f"  cluster_wide_cap: {self.cluster_wide_cap}")
         lines.append(f"  prefetch_buffer: {self.prefetch_buffer}")
+        limit = self.max_payload_bytes
+        lines.append(f"  max_payload_bytes: {'unlimited' if limit is None else f'{limit:,}'}")
         if self.claim_lease_ms is not None:
             lines.append(f"  claim_lease_ms: {self.claim_lease_ms}ms")
         lines.extend(

@@ -32,7 +32,14 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from horsies.codec import SerializationError, args_from_json, kwargs_from_json, task_result_to_json
+from horsies.codec import (
+    PayloadTooLargeError,
+    SerializationError,
+    args_from_json,
+    check_payload_size,
+    kwargs_from_json,
+    task_result_to_json,
+)
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 from horsies.workflows.engine import CTX_KEY, META_KEY
@@ -233,7 +240,8 @@ def execute_task(
     decode the arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta``
     (``SerializationError`` or malformed JSON → ``WORKER_SERIALIZATION_ERROR``); call the task
     through ``run_task_function`` (02 §3 rules); encode the ``TaskResult``
-    (``SerializationError`` → ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
+    (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
+    ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
     Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
     ``TASK_EXCEPTION``. Never raises.
     """
@@ -276,9 +284,16 @@ def execute_task(
             "TaskResult[Any, Any]",
             result if isinstance(result, TaskResult) else TaskResult[Any, Any](ok=result),
         )
-        # Step 8: encode.
+        # Step 8: encode (and keep within AppConfig.max_payload_bytes).
         try:
             encoded = task_result_to_json(typed)
+            check_payload_size("task result", (encoded,), app.config.max_payload_bytes)
+        except PayloadTooLargeError as exc:
+            data = {"task_name": task_name, "size": exc.size, "limit": exc.limit}
+            return (
+                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc), data),
+                False,
+            )
         except SerializationError as exc:
             return (
                 error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),

@@ -13,10 +13,11 @@ a database.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, LiteralString, TypeAlias, TypeVar
 
 import orjson
@@ -38,6 +39,7 @@ from horsies.broker.types import (
 )
 from horsies.codec import (
     args_to_json,
+    check_payload_size,
     dumps_json,
     kwargs_to_json,
     task_result_from_json,
@@ -100,7 +102,19 @@ class QueryResult:
     parts: tuple[QueryResult, ...] = ()
 
 
-Op: TypeAlias = Generator[Query | Pipeline, QueryResult, T]
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """Rows streamed into a table with ``COPY ... FROM STDIN (FORMAT BINARY)``: the fastest bulk
+    insert. ``types`` are the PostgreSQL types of the columns, in order. Its result's ``rowcount``
+    is the number of rows sent."""
+
+    sql: LiteralString
+    types: tuple[str, ...]
+    rows: Sequence[Sequence[Any]]
+
+
+Step: TypeAlias = Query | Pipeline | Copy
+Op: TypeAlias = Generator[Step, QueryResult, T]
 
 
 def advisory_key(name: str) -> int:
@@ -155,25 +169,63 @@ def enqueue_params(
     task_options: str | None,
     max_retries: int,
     task_id: str | None,
+    max_payload_bytes: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError before I/O)."""
-    _check_priority(priority)
+    """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError, incl.
+    PayloadTooLargeError above ``max_payload_bytes``, before I/O)."""
     task_id = task_id or str(uuid.uuid4())
-    return task_id, {
-        "id": task_id,
-        "task_name": task_name,
-        "queue_name": queue_name,
-        "priority": priority,
-        "args": args_to_json(tuple(args)) if args else None,
-        "kwargs": kwargs_to_json(kwargs) if kwargs else None,
-        "sent_at": sent_at,
-        "good_until": good_until,
-        "max_retries": max_retries,
-        "task_options": task_options,
-    }
+    request = EnqueueRequest(
+        task_name,
+        args,
+        kwargs,
+        queue_name,
+        priority=priority,
+        sent_at=sent_at,
+        good_until=good_until,
+        task_options=task_options,
+        max_retries=max_retries,
+    )
+    row = _task_row(task_id, request, max_payload_bytes)
+    return task_id, dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
 
 
-def enqueue_many_params(requests: Sequence[EnqueueRequest]) -> tuple[list[str], dict[str, Any]]:
+def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
+    """The values of a new task row, in ``TASK_COPY_COLUMNS`` order (arguments encoded and
+    checked against ``max_payload_bytes``, None = unlimited)."""
+    _check_priority(req.priority)
+    args_json = args_to_json(tuple(req.args)) if req.args else None
+    kwargs_json = kwargs_to_json(req.kwargs) if req.kwargs else None
+    check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
+    return [
+        task_id,
+        req.task_name,
+        req.queue_name,
+        req.priority,
+        args_json,
+        kwargs_json,
+        req.sent_at,
+        req.good_until,
+        req.max_retries,
+        req.task_options,
+    ]
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` random UUID4 strings, as ``str(uuid.uuid4())`` writes them, without building a
+    ``UUID`` object per id (the bulk send's largest per-task cost after argument encoding)."""
+    raw = bytearray(os.urandom(16 * count))
+    ids: list[str] = []
+    for start in range(0, 16 * count, 16):
+        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
+        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw[start : start + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
+
+def enqueue_many_params(
+    requests: Sequence[EnqueueRequest], max_payload_bytes: int | None = None
+) -> tuple[list[str], dict[str, Any]]:
     """(task ids, TASK_INSERT_MANY array parameters) for a batch, in request order."""
     ids: list[str] = []
     columns: dict[str, list[Any]] = {
@@ -203,6 +255,7 @@ def enqueue_many_params(requests: Sequence[EnqueueRequest]) -> tuple[list[str], 
             task_options=req.task_options,
             max_retries=req.max_retries,
             task_id=req.task_id,
+            max_payload_bytes=max_payload_bytes,
         )
         ids.append(task_id)
         columns["ids"].append(task_id)
@@ -216,6 +269,42 @@ def enqueue_many_params(requests: Sequence[EnqueueRequest]) -> tuple[list[str], 
         columns["max_retries"].append(p["max_retries"])
         columns["task_options"].append(p["task_options"])
     return ids, dict(columns)
+
+
+def enqueue_many_rows(
+    requests: Sequence[EnqueueRequest], max_payload_bytes: int | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """(task ids, rows for `enqueue_many_op`) in request order; encodes every item before any I/O.
+
+    A row's ``sent_at`` is None when the request has none (`enqueue_many_op` fills it in)."""
+    ids = new_task_ids(len(requests))
+    rows: list[list[Any]] = []
+    for index, req in enumerate(requests):
+        if req.task_id:
+            ids[index] = req.task_id
+        rows.append(_task_row(ids[index], req, max_payload_bytes))
+    return ids, rows
+
+
+def enqueue_many_op(rows: list[list[Any]]) -> Op[int]:
+    """Insert PENDING tasks with one COPY (run it in a transaction).
+
+    Rows without ``sent_at`` get the transaction's ``now()`` (what a plain insert stores) minus a
+    microsecond per later row, so FIFO order within the batch is the order of the rows. Returns
+    the number of rows inserted.
+    """
+    if any(row[_SENT_AT] is None for row in rows):
+        res = yield Query(task_sql.TRANSACTION_NOW)
+        now: datetime = res.rows[0][0]
+        last = len(rows) - 1
+        for index, row in enumerate(rows):
+            if row[_SENT_AT] is None:
+                row[_SENT_AT] = now - timedelta(microseconds=last - index)
+    res = yield Copy(task_sql.TASK_COPY_IN, task_sql.TASK_COPY_TYPES, rows)
+    return res.rowcount
+
+
+_SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
 
 
 # -- result retrieval (02 §5) ----------------------------------------------------------------------
@@ -660,8 +749,13 @@ def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]
 # -- execution -------------------------------------------------------------------------------------
 
 
-def start_op(worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]) -> Op[set[str]]:
-    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started."""
+def start_op(
+    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool = False
+) -> Op[set[str]]:
+    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started.
+
+    ``resume``: this repeats a call whose connection was lost, so rows it had already started
+    (RUNNING for this worker and the same pid) count as started."""
     if not starts:
         return set()
     res = yield Query(
@@ -671,6 +765,7 @@ def start_op(worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]) -
             "pids": [pid for _, pid in starts],
             "hostname": hostname,
             "worker_id": worker_id,
+            "resume": resume,
         },
     )
     started = {r[0] for r in res.rows}

@@ -13,7 +13,21 @@ statements in one round trip (pipeline mode; one implicit transaction); operatio
 statements depend on earlier results open an explicit transaction.
 ``pool_pre_ping`` checks a connection on checkout when it has been idle for more than a second (a
 round trip on every checkout would halve the single-enqueue rate, and a connection that was just
-used is known to be alive).
+used is known to be alive), or when the server closed it while it sat in the pool (server restart,
+``pg_terminate_backend``): such a connection has unread input on its socket (the server's FATAL
+message, then EOF), which every checkout looks for without a round trip (``poll`` with a zero
+timeout). When a checked-out connection turns out dead, the pool's other idle connections are
+checked at once: they most likely died together, and psycopg-pool would otherwise back off (1 s,
+2 s, ...) between one dead connection and the next.
+
+While the database is down, each pool retries connecting with a back-off capped at 2 s
+(``_Backoff``; psycopg-pool's own doubles without limit), so it is back within about 2 s of the
+database, and logs one connection warning per pool every 10 s.
+
+When no connection comes within ``pool_timeout``, the pools raise
+:class:`~horsies.broker.errors.NoConnection` instead of psycopg-pool's ``PoolTimeout``: its message
+says why (the last connection attempt's error, e.g. "connection refused", or "all connections in
+use").
 
 The sync pool belongs to the broker; async pools are bound to an event loop, so there is one per
 running loop. Each async pool closes itself when its loop shuts down (``asyncio.run``,
@@ -25,20 +39,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import select
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import psycopg
 from psycopg import pq
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
-from horsies.broker.ops import Op, Pipeline, Query, QueryResult
-from horsies.config import PostgresConfig
+from horsies.broker.errors import NoConnection
+from horsies.broker.ops import Copy, Op, Pipeline, Query, QueryResult, Step
+from horsies.config import PostgresConfig, mask_database_url
 from horsies.logs import get_logger
 
 __all__ = ["AsyncPools", "SyncPool", "run_op_async", "run_op_sync"]
@@ -52,6 +71,7 @@ _PRE_PING_IDLE_S: Final = 1.0
 # trips.
 _PIPELINE_SUPPORTED: Final = psycopg.Pipeline.is_supported()
 _CLOSE_TIMEOUT_S: Final = 5.0
+_POLLIN: Final = getattr(select, "POLLIN", 1)
 
 SyncConn = psycopg.Connection[tuple[Any, ...]]
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -99,7 +119,13 @@ def _cursor_async(conn: AsyncConn, query: Query) -> psycopg.AsyncCursor[Any]:
     return conn.cursor(row_factory=dict_row) if query.rows == "dict" else conn.cursor()
 
 
-def _run_step_sync(conn: SyncConn, step: Query | Pipeline, echo: bool) -> QueryResult:
+def _run_step_sync(conn: SyncConn, step: Step, echo: bool) -> QueryResult:
+    if isinstance(step, Copy):
+        with conn.cursor() as cur, cur.copy(step.sql) as copy:
+            copy.set_types(list(step.types))
+            for row in step.rows:
+                copy.write_row(row)
+        return QueryResult([], len(step.rows))
     queries = step.queries if isinstance(step, Pipeline) else (step,)
     if echo:
         for query in queries:
@@ -123,7 +149,13 @@ def _run_step_sync(conn: SyncConn, step: Query | Pipeline, echo: bool) -> QueryR
     return QueryResult([], -1, parts)
 
 
-async def _run_step_async(conn: AsyncConn, step: Query | Pipeline, echo: bool) -> QueryResult:
+async def _run_step_async(conn: AsyncConn, step: Step, echo: bool) -> QueryResult:
+    if isinstance(step, Copy):
+        async with conn.cursor() as cur, cur.copy(step.sql) as copy:
+            copy.set_types(list(step.types))
+            for row in step.rows:
+                await copy.write_row(row)
+        return QueryResult([], len(step.rows))
     queries = step.queries if isinstance(step, Pipeline) else (step,)
     if echo:
         for query in queries:
@@ -175,6 +207,178 @@ async def run_op_async(conn: AsyncConn, op: Op[T], *, echo: bool = False) -> T:
         op.close()
 
 
+_CONNECT_ERROR_MSG: Final = "error connecting in %r: %s"
+_CONNECT_ERROR_LOG_EVERY_S: Final = 10.0
+
+
+class _PoolConnectLogFilter(logging.Filter):
+    """Tames psycopg-pool's "error connecting in 'horsies-...': <error>" warnings of our pools.
+
+    - A connection attempt cancelled because the pool is closing (an async pool closed while it
+      still opens connections: every short ``asyncio.run`` that used the broker) is not a
+      connection error, and its message is empty: dropped.
+    - While the database is down every connection slot of a pool retries (see ``_Backoff``):
+      one warning per pool every 10 s tells the story; the repeats are dropped.
+
+    Other records, and every record of other pools, pass untouched.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (
+            record.msg == _CONNECT_ERROR_MSG
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[0], str)
+            and args[0].startswith("horsies-")
+        ):
+            return True
+        if isinstance(args[1], asyncio.CancelledError):
+            return False
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(args[0])
+            if last is not None and now - last < _CONNECT_ERROR_LOG_EVERY_S:
+                return False
+            self._last[args[0]] = now
+        return True
+
+
+logging.getLogger("psycopg.pool").addFilter(_PoolConnectLogFilter())
+
+
+# -- reconnection ----------------------------------------------------------------------------------
+
+_RECONNECT_FIRST_S: Final = 0.25
+_RECONNECT_MAX_S: Final = 2.0
+
+
+class _Backoff(AttemptWithBackoff):
+    """psycopg-pool's reconnection back-off, capped.
+
+    psycopg-pool waits 1 s after a failed connection attempt and doubles the wait each time
+    without limit (until ``reconnect_timeout``, 5 minutes), so a pool came back up to about as
+    long after the database as the database had been down (16 s after a 30 s restart). Here the
+    waits go 0.25, 0.5, 1, 2, 2, ... s: a pool reconnects within 2 s of the database's return.
+    """
+
+    INITIAL_DELAY = _RECONNECT_FIRST_S
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _RECONNECT_MAX_S)
+
+
+class _SyncConnectionPool(ConnectionPool[SyncConn]):
+    """ConnectionPool with the capped reconnection back-off (``_Backoff``)."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(
+            attempt or _Backoff(timeout=self.reconnect_timeout), growing=growing
+        )
+
+
+class _AsyncConnectionPool(AsyncConnectionPool[AsyncConn]):
+    """AsyncConnectionPool with the capped reconnection back-off (``_Backoff``)."""
+
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        await super()._add_connection(
+            attempt or _Backoff(timeout=self.reconnect_timeout), growing=growing
+        )
+
+
+_pool_numbers: Counter[str] = Counter()
+_pool_numbers_lock = threading.Lock()
+
+
+def _pool_name(base: str) -> str:
+    """``base``, then ``base-2``, ``base-3``, ... for the pools of later brokers of the process:
+    their log lines (and ``_PoolConnectLogFilter``) tell them apart."""
+    with _pool_numbers_lock:
+        _pool_numbers[base] += 1
+        n = _pool_numbers[base]
+    return base if n == 1 else f"{base}-{n}"
+
+
+# -- connection health -----------------------------------------------------------------------------
+
+
+def has_unread_input(conn: SyncConn | AsyncConn) -> bool:
+    """True when the server sent something to a connection nobody is using (zero-timeout poll, no
+    round trip): on an idle pooled connection that is the FATAL message and EOF of a terminated
+    backend. Also True when the socket is unusable."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return True
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, _POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return True
+
+
+class _ConnectFailures:
+    """The last failed connection attempt of a pool, to explain a pool timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._error: str | None = None
+
+    def record(self, exc: BaseException) -> None:
+        with self._lock:
+            self._error = mask_database_url(" ".join(str(exc).split()) or type(exc).__name__)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._error = None
+
+    def no_connection(self, timeout: float, max_size: int) -> NoConnection:
+        """The error for a checkout that got no connection within ``timeout`` seconds."""
+        with self._lock:
+            error = self._error
+        # Cleared by every successful connect: a standing error is the pool's current trouble.
+        if error is not None:
+            return NoConnection(
+                f"database unreachable: no connection within {timeout:g}s;"
+                f" last connection attempt: {error}",
+                unreachable=True,
+            )
+        return NoConnection(
+            f"no free database connection within {timeout:g}s: all {max_size} connections of the"
+            " pool are in use (raise pool_size/max_overflow or pool_timeout)",
+            unreachable=False,
+        )
+
+
+def _recording_sync_class(failures: _ConnectFailures) -> type[SyncConn]:
+    """A Connection class that reports its connection failures and successes to ``failures``."""
+
+    class RecordingConnection(psycopg.Connection[tuple[Any, ...]]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:  # type: ignore[override]
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                failures.record(exc)
+                raise
+            failures.clear()
+            return conn
+
+    return RecordingConnection
+
+
 # -- pre-ping --------------------------------------------------------------------------------------
 
 
@@ -200,17 +404,29 @@ class SyncPool:
 
     def __init__(self, config: PostgresConfig) -> None:
         self._config = config
+        self._name = _pool_name("horsies-sync")
         self._lock = threading.Lock()
         self._pool: ConnectionPool[SyncConn] | None = None
         self._pid = os.getpid()
         self._idle = _IdleTracker()
         self._closed = False
+        self._failures = _ConnectFailures()
+        self._connection_class = _recording_sync_class(self._failures)
 
     def _check(self, conn: SyncConn) -> None:
         if conn.broken or conn.closed:
             raise psycopg.OperationalError("connection is closed")
-        if self._idle.needs_ping(conn):
+        if not (self._idle.needs_ping(conn) or has_unread_input(conn)):
+            return
+        try:
             conn.execute("")
+        except psycopg.Error:
+            # Its siblings most likely died with it (restart, mass termination): check them all now.
+            pool = self._pool
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    pool.check()
+            raise
 
     def _get_pool(self) -> ConnectionPool[SyncConn]:
         pool = self._pool
@@ -225,21 +441,31 @@ class SyncPool:
                 self._pool = None
                 self._pid = os.getpid()
             if self._pool is None:
-                self._pool = ConnectionPool(
+                self._pool = _SyncConnectionPool(
                     self._config.conninfo,
-                    connection_class=psycopg.Connection,
+                    connection_class=self._connection_class,
                     check=self._check if self._config.pool_pre_ping else None,
                     open=False,
-                    name="horsies-sync",
+                    name=self._name,
                     **_pool_kwargs(self._config),
                 )
                 self._pool.open(wait=False)
             return self._pool
 
     @contextlib.contextmanager
-    def connection(self) -> Generator[SyncConn]:
-        """Borrow a connection (autocommit) for the duration of the block."""
-        with self._get_pool().connection() as conn:
+    def connection(self, timeout: float | None = None) -> Generator[SyncConn]:
+        """Borrow a connection (autocommit) for the duration of the block.
+
+        Waits at most ``timeout`` seconds (default ``pool_timeout``) for one, then raises
+        :class:`~horsies.broker.errors.NoConnection` saying why none came.
+        """
+        pool = self._get_pool()
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(pool.connection(timeout))
+            except PoolTimeout:
+                wait = pool.timeout if timeout is None else timeout
+                raise self._failures.no_connection(wait, pool.max_size) from None
             try:
                 yield conn
             finally:
@@ -259,13 +485,26 @@ class SyncPool:
 # -- async pools -----------------------------------------------------------------------------------
 
 
-def _tracked_connection_class(conns: weakref.WeakSet[AsyncConn]) -> type[AsyncConn]:
-    """An AsyncConnection class whose instances add themselves to ``conns`` when created."""
+def _tracked_connection_class(
+    conns: weakref.WeakSet[AsyncConn], failures: _ConnectFailures
+) -> type[AsyncConn]:
+    """An AsyncConnection class whose instances add themselves to ``conns`` when created, and
+    which reports its connection failures and successes to ``failures``."""
 
     class TrackedConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             conns.add(self)
+
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:  # type: ignore[override]
+            try:
+                conn = await super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                failures.record(exc)
+                raise
+            failures.clear()
+            return conn
 
     return TrackedConnection
 
@@ -274,7 +513,7 @@ class _LoopPool:
     """An async pool bound to one event loop, the connections it opened, and the async generator
     that closes it at loop shutdown."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, failures: _ConnectFailures) -> None:
         self.loop = loop
         self.pool: AsyncConnectionPool[AsyncConn] | None = None
         self.closer: AsyncGenerator[None, None] | None = None
@@ -284,7 +523,7 @@ class _LoopPool:
         # configures or stores it), so that they can be closed even when the pool loses one: a
         # cancellation at loop shutdown can land between its connect and its hand-over.
         self.conns: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
-        self.connection_class = _tracked_connection_class(self.conns)
+        self.connection_class = _tracked_connection_class(self.conns, failures)
 
     async def close(self) -> None:
         """Close the pool, then any connection it left open."""
@@ -348,7 +587,7 @@ class AsyncPools:
         self, config: PostgresConfig, *, name: str = "horsies-async", size: int | None = None
     ) -> None:
         self._config = config
-        self._name = name
+        self._name = _pool_name(name)
         self._size = size
         self._lock = threading.Lock()
         # Ownership: mutated under _lock by any thread; each pool is only used from its own loop.
@@ -356,12 +595,22 @@ class AsyncPools:
         self._pid = os.getpid()
         self._idle = _IdleTracker()
         self._closed = False
+        self._failures = _ConnectFailures()
 
     async def _check(self, conn: AsyncConn) -> None:
         if conn.broken or conn.closed:
             raise psycopg.OperationalError("connection is closed")
-        if self._idle.needs_ping(conn):
+        if not (self._idle.needs_ping(conn) or has_unread_input(conn)):
+            return
+        try:
             await conn.execute("")
+        except psycopg.Error:
+            # Its siblings most likely died with it (restart, mass termination): check them all now.
+            entry = self._pools.get(asyncio.get_running_loop())
+            if entry is not None and entry.pool is not None:
+                with contextlib.suppress(Exception):
+                    await entry.pool.check()
+            raise
 
     async def _get_pool(self) -> AsyncConnectionPool[AsyncConn]:
         loop = asyncio.get_running_loop()
@@ -380,8 +629,8 @@ class AsyncPools:
                 del self._pools[dead]
             entry = self._pools.get(loop)
             if entry is None:
-                entry = _LoopPool(loop)
-                entry.pool = AsyncConnectionPool(
+                entry = _LoopPool(loop, self._failures)
+                entry.pool = _AsyncConnectionPool(
                     self._config.conninfo,
                     connection_class=entry.connection_class,
                     check=self._check if self._config.pool_pre_ping else None,
@@ -411,11 +660,17 @@ class AsyncPools:
                 del self._pools[entry.loop]
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncGenerator[AsyncConn]:
+    async def connection(self, timeout: float | None = None) -> AsyncGenerator[AsyncConn]:
         """Borrow a connection (autocommit) of the current loop's pool for the duration of the
-        block."""
+        block; waits at most ``timeout`` seconds (default ``pool_timeout``), then raises
+        :class:`~horsies.broker.errors.NoConnection` saying why none came."""
         pool = await self._get_pool()
-        async with pool.connection() as conn:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(pool.connection(timeout))
+            except PoolTimeout:
+                wait = pool.timeout if timeout is None else timeout
+                raise self._failures.no_connection(wait, pool.max_size) from None
             try:
                 yield conn
             finally:

@@ -14,16 +14,18 @@ on first use.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
 
 from horsies.broker import ops, workflow_ops
-from horsies.broker.errors import translate_error
+from horsies.broker.errors import BrokerError, translate_error
 from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
 from horsies.broker.migrations import apply_migrations_async, apply_migrations_sync
 from horsies.broker.pools import AsyncPools, SyncPool, run_op_async, run_op_sync
@@ -44,7 +46,7 @@ from horsies.broker.waiters import (
     ResultWaiters,
     SyncWaiter,
 )
-from horsies.config import PostgresConfig, RecoveryConfig
+from horsies.config import DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, RecoveryConfig
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
 
@@ -55,6 +57,79 @@ __all__ = ["PostgresBroker"]
 
 _log = get_logger("broker")
 R = TypeVar("R")
+
+_INSERT_ATTEMPTS: Final = 3
+"""Attempts of an enqueue or a start whose connection is lost mid-statement (``_insert_failed``,
+``start_tasks``)."""
+_UNIQUE_VIOLATION: Final = "23505"
+_WAIT_RETRY_S: Final = 0.5
+"""A result wait re-reads this often while the database is unreachable."""
+_MIN_POOL_WAIT_S: Final = 0.1
+
+_wait_deadline: ContextVar[float | None] = ContextVar("horsies_wait_deadline", default=None)
+"""``time.monotonic()`` deadline of the result wait running in this thread/task, if any: its
+connection checkouts wait no longer than that (instead of ``pool_timeout``)."""
+
+
+@contextlib.contextmanager
+def _deadline(deadline: float | None) -> Generator[None]:
+    token = _wait_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _wait_deadline.reset(token)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, BrokerError) and (exc.unreachable or exc.connection_lost)
+
+
+def _next_wait(plan: ops.WaitPlan, trouble: Exception | None) -> float | None:
+    """Seconds until the next re-read of a result wait, None at the deadline; raises ``trouble``
+    (the last read's error) if the deadline passed while the database was out of reach."""
+    wait_s = plan.next_wait(time.monotonic())
+    if wait_s is None:
+        if trouble is not None:
+            raise trouble
+        return None
+    return wait_s if trouble is None else min(wait_s, _WAIT_RETRY_S)
+
+
+def _sent_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """TASK_COUNT_STORED_AS_SENT parameters for new task rows (``TASK_COPY_COLUMNS`` order)."""
+    columns = task_sql.TASK_COPY_COLUMNS
+    picked = {
+        "ids": columns.index("id"),
+        "task_names": columns.index("task_name"),
+        "args": columns.index("args"),
+        "kwargs": columns.index("kwargs"),
+    }
+    return {name: [row[index] for row in rows] for name, index in picked.items()}
+
+
+def _insert_failed(
+    exc: BrokerError, lost: BrokerError | None, attempt: int, sent: Mapping[str, list[Any]]
+) -> BrokerError:
+    """Decide after a failed insert of new task rows: return the error to remember before trying
+    again, or raise.
+
+    Only a connection lost mid-statement is retried: the insert may or may not have committed, and
+    the retry tells which (it stores the rows, or hits their ids: ``_stored_as_sent``). Anything
+    else raises; when an earlier attempt was lost, the error says the rows may exist.
+    """
+    if exc.connection_lost and attempt < _INSERT_ATTEMPTS:
+        _log.warning("%s; retrying on a new connection", exc)
+        return exc
+    if lost is None:
+        raise exc
+    ids = sent["ids"]
+    raise BrokerError(
+        f"{exc} (an earlier attempt lost its connection mid-statement, so the task(s) may have"
+        f" been stored: {', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})",
+        sqlstate=exc.sqlstate,
+        unreachable=exc.unreachable,
+        connection_lost=True,
+    ) from exc
 
 
 class PostgresBroker:
@@ -101,6 +176,13 @@ class PostgresBroker:
         self._app = value
 
     @property
+    def max_payload_bytes(self) -> int | None:
+        """Limit on a task's encoded arguments: the app's ``AppConfig.max_payload_bytes``, the
+        default 16 MiB for a broker without an app."""
+        app = self._app
+        return DEFAULT_MAX_PAYLOAD_BYTES if app is None else app.config.max_payload_bytes
+
+    @property
     def listener(self) -> NotificationListener:
         """The process's shared LISTEN connection for this database (started on first access)."""
         return self._get_listener()
@@ -121,7 +203,7 @@ class PostgresBroker:
     def _run_sync(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T:
         try:
             self._ensure_schema_sync()
-            with self._sync_pool.connection() as conn:
+            with self._sync_pool.connection(self._pool_wait()) as conn:
                 if transaction:
                     with conn.transaction():
                         return run_op_sync(conn, op, echo=self._config.echo)
@@ -137,7 +219,7 @@ class PostgresBroker:
         try:
             await self._ensure_schema_async()
             pools = self._hot_pools if hot else self._async_pools
-            async with pools.connection() as conn:
+            async with pools.connection(self._pool_wait()) as conn:
                 if transaction:
                     async with conn.transaction():
                         return await run_op_async(conn, op, echo=self._config.echo)
@@ -147,6 +229,73 @@ class PostgresBroker:
         finally:
             op.close()
 
+    def _pool_wait(self) -> float | None:
+        """How long a checkout may wait: ``pool_timeout``, or less inside a result wait whose
+        deadline comes first."""
+        deadline = _wait_deadline.get()
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic()
+        return max(_MIN_POOL_WAIT_S, min(float(self._config.pool_timeout), remaining))
+
+    def _insert_sync(
+        self,
+        insert: Callable[[], ops.Op[Any]],
+        sent: Mapping[str, list[Any]],
+        action: str,
+        *,
+        transaction: bool = False,
+    ) -> None:
+        """Run an insert of new task rows (``enqueue``/``enqueue_many``; ``insert`` makes the op)
+        so that its outcome is never unknown: a connection lost mid-statement is retried
+        (``_insert_failed``)."""
+        lost: BrokerError | None = None
+        for attempt in range(1, _INSERT_ATTEMPTS + 1):
+            try:
+                self._run_sync(insert(), action=action, transaction=transaction)
+                return
+            except BrokerError as exc:
+                if lost is not None and exc.sqlstate == _UNIQUE_VIOLATION:
+                    if self._stored_as_sent_sync(sent):
+                        return  # the lost attempt had committed
+                    raise  # the id belongs to another task: nothing of ours was stored
+                lost = _insert_failed(exc, lost, attempt, sent)
+
+    async def _insert_async(
+        self,
+        insert: Callable[[], ops.Op[Any]],
+        sent: Mapping[str, list[Any]],
+        action: str,
+        *,
+        transaction: bool = False,
+    ) -> None:
+        """Async twin of :meth:`_insert_sync`."""
+        lost: BrokerError | None = None
+        for attempt in range(1, _INSERT_ATTEMPTS + 1):
+            try:
+                await self._run_async(insert(), action=action, transaction=transaction)
+                return
+            except BrokerError as exc:
+                if lost is not None and exc.sqlstate == _UNIQUE_VIOLATION:
+                    if await self._stored_as_sent_async(sent):
+                        return  # the lost attempt had committed
+                    raise  # the id belongs to another task: nothing of ours was stored
+                lost = _insert_failed(exc, lost, attempt, sent)
+
+    def _stored_as_sent_sync(self, sent: Mapping[str, list[Any]]) -> bool:
+        res = self._run_sync(
+            ops.run_query(ops.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
+            action="enqueue check",
+        )
+        return bool(res.rows) and res.rows[0][0] == len(sent["ids"])
+
+    async def _stored_as_sent_async(self, sent: Mapping[str, list[Any]]) -> bool:
+        res = await self._run_async(
+            ops.run_query(ops.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
+            action="enqueue check",
+        )
+        return bool(res.rows) and res.rows[0][0] == len(sent["ids"])
+
     # -- schema ------------------------------------------------------------------------------------
 
     def _ensure_schema_sync(self) -> None:
@@ -155,7 +304,7 @@ class PostgresBroker:
         with self._schema_lock:
             if self._schema_ready:
                 return
-            with self._sync_pool.connection() as conn:
+            with self._sync_pool.connection(self._pool_wait()) as conn:
                 apply_migrations_sync(conn)
             self._schema_ready = True
 
@@ -163,7 +312,7 @@ class PostgresBroker:
         if self._schema_ready:
             return
         # Concurrent first calls may both migrate: harmless, the advisory lock serialises them.
-        async with self._async_pools.connection() as conn:
+        async with self._async_pools.connection(self._pool_wait()) as conn:
             await apply_migrations_async(conn)
         self._schema_ready = True
 
@@ -203,6 +352,11 @@ class PostgresBroker:
         Low level: no queue validation (use ``task.send()``). ``sent_at`` None means now; a future
         ``sent_at`` delays claiming. Raises SerializationError for arguments the codec cannot encode
         (before touching the database) and BrokerError for database failures.
+
+        Waits up to ``pool_timeout`` for a connection while the database is unreachable (then
+        BrokerError, ``unreachable``: nothing was stored). An insert whose connection is lost
+        mid-statement is repeated on a new connection, which tells whether it had committed, so a
+        returned id is always stored and an error normally means nothing was.
         """
         task_id, params = ops.enqueue_params(
             task_name,
@@ -215,9 +369,11 @@ class PostgresBroker:
             task_options=task_options,
             max_retries=max_retries,
             task_id=task_id,
+            max_payload_bytes=self.max_payload_bytes,
         )
-        self._run_sync(
-            ops.run_query(ops.Query(task_sql.TASK_INSERT, params, rows="none")), action="enqueue"
+        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
+        self._insert_sync(
+            lambda: ops.run_query(query), _sent_rows([list(params.values())]), "enqueue"
         )
         return task_id
 
@@ -247,24 +403,25 @@ class PostgresBroker:
             task_options=task_options,
             max_retries=max_retries,
             task_id=task_id,
+            max_payload_bytes=self.max_payload_bytes,
         )
-        await self._run_async(
-            ops.run_query(ops.Query(task_sql.TASK_INSERT, params, rows="none")), action="enqueue"
+        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
+        await self._insert_async(
+            lambda: ops.run_query(query), _sent_rows([list(params.values())]), "enqueue"
         )
         return task_id
 
     def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> list[str]:
-        """Insert a batch of PENDING tasks in one statement; returns their ids in request order.
+        """Insert a batch of PENDING tasks with one COPY; returns their ids in request order.
 
         Prefer it over a loop of :meth:`enqueue` for more than a handful of tasks. Tasks of the
         batch without ``sent_at`` are claimed in request order (within a priority). All or nothing.
         """
         if not requests:
             return []
-        ids, params = ops.enqueue_many_params(requests)
-        self._run_sync(
-            ops.run_query(ops.Query(task_sql.TASK_INSERT_MANY, params, rows="none")),
-            action="enqueue_many",
+        ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
+        self._insert_sync(
+            lambda: ops.enqueue_many_op(rows), _sent_rows(rows), "enqueue_many", transaction=True
         )
         return ids
 
@@ -272,10 +429,9 @@ class PostgresBroker:
         """Async twin of :meth:`enqueue_many`."""
         if not requests:
             return []
-        ids, params = ops.enqueue_many_params(requests)
-        await self._run_async(
-            ops.run_query(ops.Query(task_sql.TASK_INSERT_MANY, params, rows="none")),
-            action="enqueue_many",
+        ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
+        await self._insert_async(
+            lambda: ops.enqueue_many_op(rows), _sent_rows(rows), "enqueue_many", transaction=True
         )
         return ids
 
@@ -301,25 +457,43 @@ class PostgresBroker:
     ) -> R | None:
         """Return ``read_final()``'s first non-None value, re-read after each notification for
         ``key`` (or every few seconds); None at the deadline. ``on_notified`` decides the outcome
-        after a notification instead of waiting on."""
-        final = read_final()
-        if final is not None:
-            return final
-        waiter = SyncWaiter(key)
-        waiters.register(waiter)
-        try:
-            waiters.wait_listening()
-            while True:
-                final = read_final()
-                if final is not None:
-                    return final
-                wait_s = plan.next_wait(time.monotonic())
-                if wait_s is None:
-                    return None
-                if waiter.wait(wait_s) == "notified" and on_notified is not None:
-                    return on_notified()
-        finally:
-            waiters.unregister(waiter)
+        after a notification instead of waiting on.
+
+        Connection checkouts wait no longer than the deadline. The first read's errors propagate;
+        once waiting, a read that fails because the database is unreachable or the connection was
+        lost is retried until the deadline (a restart or a cut connection does not end the wait;
+        the listener's reconnect pokes the waiter to re-read at once), and its error is raised
+        only if the deadline passes while the database is still out of reach.
+        """
+        with _deadline(plan.deadline):
+            final = read_final()
+            if final is not None:
+                return final
+            waiter = SyncWaiter(key)
+            waiters.register(waiter)
+            try:
+                waiters.wait_listening()
+                while True:
+                    trouble: Exception | None = None
+                    try:
+                        final = read_final()
+                    except Exception as exc:
+                        if not _is_transient(exc):
+                            raise
+                        trouble, final = exc, None
+                    if final is not None:
+                        return final
+                    wait_s = _next_wait(plan, trouble)
+                    if wait_s is None:
+                        return None
+                    if waiter.wait(wait_s) == "notified" and on_notified is not None:
+                        try:
+                            return on_notified()
+                        except Exception as exc:
+                            if not _is_transient(exc):
+                                raise
+            finally:
+                waiters.unregister(waiter)
 
     async def _wait_async(
         self,
@@ -330,24 +504,35 @@ class PostgresBroker:
         on_notified: Callable[[], Awaitable[R]] | None = None,
     ) -> R | None:
         """Async twin of :meth:`_wait_sync`."""
-        final = await read_final()
-        if final is not None:
-            return final
-        waiter = AsyncWaiter(key)
-        waiters.register(waiter)
-        try:
-            await waiters.wait_listening_async()
-            while True:
-                final = await read_final()
-                if final is not None:
-                    return final
-                wait_s = plan.next_wait(time.monotonic())
-                if wait_s is None:
-                    return None
-                if await waiter.wait(wait_s) == "notified" and on_notified is not None:
-                    return await on_notified()
-        finally:
-            waiters.unregister(waiter)
+        with _deadline(plan.deadline):
+            final = await read_final()
+            if final is not None:
+                return final
+            waiter = AsyncWaiter(key)
+            waiters.register(waiter)
+            try:
+                await waiters.wait_listening_async()
+                while True:
+                    trouble: Exception | None = None
+                    try:
+                        final = await read_final()
+                    except Exception as exc:
+                        if not _is_transient(exc):
+                            raise
+                        trouble, final = exc, None
+                    if final is not None:
+                        return final
+                    wait_s = _next_wait(plan, trouble)
+                    if wait_s is None:
+                        return None
+                    if await waiter.wait(wait_s) == "notified" and on_notified is not None:
+                        try:
+                            return await on_notified()
+                        except Exception as exc:
+                            if not _is_transient(exc):
+                                raise
+            finally:
+                waiters.unregister(waiter)
 
     def get_result(self, task_id: str, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
         """Wait for a task's result and return it; never raises (02 §5).
@@ -565,12 +750,26 @@ class PostgresBroker:
         self, worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]
     ) -> set[str]:
         """CLAIMED -> RUNNING for (task id, child pid) pairs still owned by ``worker_id`` with a
-        valid lease, in one statement; returns the ids actually started (the others were lost)."""
+        valid lease, in one statement; returns the ids actually started (the others were lost).
+
+        A call whose connection is lost mid-statement is repeated on a new connection, counting
+        the rows the lost attempt had started, so a started task is never reported lost."""
         if not starts:
             return set()
-        return await self._run_async(
-            ops.start_op(worker_id, hostname, starts), action="start_tasks"
-        )
+        for attempt in range(1, _INSERT_ATTEMPTS + 1):
+            try:
+                return await self._run_async(
+                    ops.start_op(worker_id, hostname, starts, resume=attempt > 1),
+                    action="start_tasks",
+                )
+            except BrokerError as exc:
+                # Lost mid-statement: it may have committed, and a plain repeat would then find
+                # the rows RUNNING and report them lost although nobody runs them. Repeat it in
+                # resume mode, which counts the rows this call started.
+                if not exc.connection_lost or attempt == _INSERT_ATTEMPTS:
+                    raise
+                _log.warning("%s; repeating it on a new connection", exc)
+        raise AssertionError("unreachable")
 
     async def finish_tasks(
         self,

@@ -29,6 +29,7 @@ from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
 from horsies.workflows.context import WorkflowContextMissingIdError
+from horsies.workflows.engine import CTX_KEY, META_KEY
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -314,6 +315,9 @@ class TaskFunction(Generic[P, T]):
         try:
             from horsies.broker.types import EnqueueRequest
 
+            for _, call_kwargs in calls:
+                if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
+                    _refuse_reserved(call_kwargs)
             sent_at = None
             if action == "schedule":
                 sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
@@ -442,6 +446,15 @@ def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
     )
 
 
+def _refuse_reserved(kwargs: Mapping[str, Any]) -> None:
+    """Raise for keyword arguments named like the workflow engine's transport keys: the worker
+    would take them for workflow context and drop (or misread) them."""
+    name = CTX_KEY if CTX_KEY in kwargs else META_KEY
+    raise ValueError(
+        f"keyword argument name {name!r} is reserved by horsies (workflow context transport)"
+    )
+
+
 def _check_delay(delay_seconds: object) -> float:
     if (
         isinstance(delay_seconds, bool)
@@ -536,6 +549,18 @@ def _checked_name(
         raise _options_error("invalid task name", location).with_note(
             f"task names are at most {MAX_TASK_NAME_LENGTH} characters, got {len(name)}"
         )
+    if "\x00" in name:
+        # PostgreSQL text cannot hold NUL: every send would fail.
+        raise _options_error("invalid task name", location).with_note(
+            f"task names cannot contain NUL characters, got {name!r}"
+        )
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _options_error("invalid task name", location).with_note(
+                f"task names must be valid UTF-8 text (no lone surrogates), got {name!r}"
+            ) from None
     return name
 
 

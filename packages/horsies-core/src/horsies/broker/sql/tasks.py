@@ -45,6 +45,52 @@ FROM unnest(
     task_options, ord)
 """
 
+# How many of a batch's rows are stored exactly as sent (same id, name and arguments): after an
+# insert whose connection was lost, tells whether it had committed (the retry then hit the ids).
+TASK_COUNT_STORED_AS_SENT: Final = """
+SELECT count(*) FROM horsies_tasks t
+JOIN unnest(%(ids)s::text[], %(task_names)s::text[], %(args)s::text[], %(kwargs)s::text[])
+    AS s(id, task_name, args, kwargs)
+  ON t.id = s.id AND t.task_name = s.task_name
+ AND t.args IS NOT DISTINCT FROM s.args AND t.kwargs IS NOT DISTINCT FROM s.kwargs
+"""
+
+# Bulk insert (send_many): the columns COPY fills, in order, with their types; the others take
+# their defaults (status PENDING, retry_count 0, claimed false, created_at/updated_at now()). The
+# statement-level INSERT trigger fires for COPY too: one wake-up per queue.
+TASK_COPY_COLUMNS: Final = (
+    "id",
+    "task_name",
+    "queue_name",
+    "priority",
+    "args",
+    "kwargs",
+    "sent_at",
+    "good_until",
+    "max_retries",
+    "task_options",
+)
+TASK_COPY_TYPES: Final = (
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "text",
+)
+TASK_COPY_IN: Final = """
+COPY horsies_tasks (id, task_name, queue_name, priority, args, kwargs, sent_at, good_until,
+                    max_retries, task_options)
+FROM STDIN (FORMAT BINARY)
+"""
+
+# The transaction's clock (what now() stores in the same transaction).
+TRANSACTION_NOW: Final = "SELECT now()"
+
 # -- reading ---------------------------------------------------------------------------------------
 
 # Status, stored result and failure reason of one task (result retrieval).
@@ -178,7 +224,9 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
 # -- executing -------------------------------------------------------------------------------------
 
 # CLAIMED -> RUNNING for (id, child pid) pairs still owned by this worker with an unexpired lease
-# (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY).
+# (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY). With %(resume)s true (the repeat of a call
+# whose connection was lost) rows this very call may already have started (RUNNING, owned by this
+# worker, for the same pid) are returned as started too.
 TASK_START_IF_CLAIMED_MANY: Final = (
     """
 WITH started AS (
@@ -194,9 +242,9 @@ WITH started AS (
     FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
     WHERE t.id = s.id
       AND t.id = ANY(%(ids)s::text[])
-      AND t.status = 'CLAIMED'
       AND t.claimed_by_worker_id = %(worker_id)s
-      AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now())
+      AND ((t.status = 'CLAIMED' AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now()))
+        OR (%(resume)s AND t.status = 'RUNNING' AND t.worker_pid = s.pid))
     RETURNING t.id, t.workflow_id
 ),"""
     + _START_WORKFLOW_NODES

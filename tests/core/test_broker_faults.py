@@ -1,0 +1,398 @@
+"""The broker under connection faults (issue 7, scenarios 3-4), one focused test per fix:
+
+- pooled connections the server terminated are noticed at checkout without a round trip, and
+  their dead siblings are dropped at once (no failed statement, no pool back-off);
+- a pool timeout says why no connection came (the driver's reason, or "all in use");
+- driver errors say "connection to the database lost" and carry ``connection_lost``;
+- an enqueue or a start whose connection is lost mid-statement is repeated without ever being
+  applied twice, and a start that had committed is not reported lost;
+- ``get()`` waits through a database outage and honours its deadline while the database is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from db_rows import row, sql
+from horsies.broker import BrokerError, ClaimRequest, PostgresBroker, QueueClaimSpec, ops
+from horsies.broker.pools import has_unread_input
+from horsies.codec import task_result_to_json
+from horsies.config import PostgresConfig
+from horsies.results import LibraryErrorCode, TaskResult
+
+
+def _terminate_others(conninfo: str, application_name: str = "horsies") -> int:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(found[0]) if found else 0
+
+
+def _unreachable_url(tmp_path: Path) -> str:
+    """A URL whose Unix socket does not exist (what clients see while the server is down)."""
+    return f"postgresql+psycopg://postgres@/horsies?host={tmp_path}"
+
+
+def _lose_connection_after(
+    monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker, action: str, *, run_first: bool
+) -> list[str]:
+    """Make the broker's next ``action`` call fail as if its connection broke mid-statement: after
+    running the statement (it committed, the reply was lost) or before (it never ran)."""
+    calls: list[str] = []
+    lost = BrokerError(f"{action} failed: connection to the database lost", connection_lost=True)
+    real_sync, real_async = broker._run_sync, broker._run_async  # pyright: ignore[reportPrivateUsage]
+
+    def run_sync(op: ops.Op[Any], *, action: str, **kw: Any) -> Any:
+        calls.append(action)
+        if len(calls) == 1:
+            if run_first:
+                real_sync(op, action=action, **kw)
+            raise lost
+        return real_sync(op, action=action, **kw)
+
+    async def run_async(op: ops.Op[Any], *, action: str, **kw: Any) -> Any:
+        calls.append(action)
+        if len(calls) == 1:
+            if run_first:
+                await real_async(op, action=action, **kw)
+            raise lost
+        return await real_async(op, action=action, **kw)
+
+    monkeypatch.setattr(broker, "_run_sync", run_sync)
+    monkeypatch.setattr(broker, "_run_async", run_async)
+    return calls
+
+
+# -- pools -----------------------------------------------------------------------------------------
+
+
+def test_terminated_pooled_connections_are_replaced_without_a_failed_send(
+    database_url: str, clean_db: str
+) -> None:
+    broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=3))
+    try:
+        for _ in range(6):  # every pooled connection used recently: no idle pre-ping
+            broker.enqueue("t")
+        assert _terminate_others(clean_db) >= 1
+        t0 = time.monotonic()
+        ids = [broker.enqueue("t") for _ in range(6)]
+        took = time.monotonic() - t0
+    finally:
+        broker.close()
+    assert len(sql(clean_db, "SELECT id FROM horsies_tasks")) == 12
+    assert len(set(ids)) == 6
+    assert took < 0.9, took  # psycopg-pool's back-off would add 1 s per further dead connection
+
+
+def test_unread_input_marks_a_terminated_connection(clean_db: str) -> None:
+    with psycopg.connect(clean_db, autocommit=True, application_name="victim") as conn:
+        assert not has_unread_input(conn)
+        assert _terminate_others(clean_db, "victim") == 1
+        deadline = time.monotonic() + 5
+        while not has_unread_input(conn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert has_unread_input(conn)
+
+
+def test_pool_timeout_says_the_database_is_unreachable_and_why(tmp_path: Path) -> None:
+    broker = PostgresBroker(PostgresConfig(database_url=_unreachable_url(tmp_path), pool_timeout=1))
+    try:
+        with pytest.raises(BrokerError) as raised:
+            broker.enqueue("t")
+    finally:
+        broker.close()
+    error = raised.value
+    assert error.unreachable
+    assert not error.connection_lost
+    assert "enqueue failed: database unreachable: no connection within 1s" in str(error)
+    assert "No such file or directory" in str(error)
+
+
+async def test_pool_timeout_of_a_busy_pool_says_all_connections_are_in_use(
+    database_url: str,
+) -> None:
+    broker = PostgresBroker(
+        PostgresConfig(database_url=database_url, pool_size=1, max_overflow=0, pool_timeout=1)
+    )
+    try:
+        await broker.ensure_schema_initialized()
+        pools = broker._async_pools  # pyright: ignore[reportPrivateUsage]
+        async with pools.connection():
+            with pytest.raises(BrokerError) as raised:
+                await broker.get_queue_stats()
+    finally:
+        await broker.close_async()
+    assert not raised.value.unreachable
+    assert "all 1 connections of the pool are in use" in str(raised.value)
+
+
+def test_pools_retry_connecting_at_least_every_two_seconds() -> None:
+    from horsies.broker.pools import _Backoff  # pyright: ignore[reportPrivateUsage]
+
+    attempt = _Backoff(timeout=300)
+    delays: list[float] = []
+    for _ in range(10):
+        attempt.update_delay(time.monotonic())
+        delays.append(attempt.delay)
+    assert 0.2 <= delays[0] <= 0.3
+    assert delays == sorted(delays)
+    assert max(delays) == pytest.approx(2.0)  # psycopg-pool's own: 1, 2, 4, ... 512 s
+
+
+def test_repeated_connection_errors_are_logged_once_per_pool_per_interval() -> None:
+    def record(pool: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "psycopg.pool",
+            logging.WARNING,
+            "pool.py",
+            1,
+            "error connecting in %r: %s",
+            (pool, OSError("connection refused")),
+            None,
+        )
+
+    logger = logging.getLogger("psycopg.pool")
+    one, two = (f"horsies-{uuid.uuid4().hex}" for _ in range(2))
+    assert [logger.filter(record(p)) for p in (one, one, two)] == [True, False, True]
+    assert [logger.filter(record("someone-else")) for _ in range(2)] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("pool", "error", "kept"),
+    [
+        ("horsies-cancel-test", asyncio.CancelledError(), False),
+        ("horsies-cancel-test", OSError("connection refused"), True),
+        ("someone-else", asyncio.CancelledError(), True),
+    ],
+)
+def test_connects_cancelled_at_pool_close_are_not_logged_as_errors(
+    pool: str, error: BaseException, kept: bool
+) -> None:
+    record = logging.LogRecord(
+        "psycopg.pool",
+        logging.WARNING,
+        "pool.py",
+        1,
+        "error connecting in %r: %s",
+        (pool, error),
+        None,
+    )
+    assert logging.getLogger("psycopg.pool").filter(record) is kept
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_a_statement_cut_by_the_server_is_connection_lost(database_url: str, clean_db: str) -> None:
+    broker = PostgresBroker(PostgresConfig(database_url=database_url))
+    box: list[BaseException] = []
+
+    def sleep_in_database() -> None:
+        try:
+            broker.execute(ops.run_query(ops.Query("SELECT pg_sleep(30)", {})), action="sleeping")
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=sleep_in_database, daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not sql(
+            clean_db,
+            "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            " AND datname = current_database()",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        _terminate_others(clean_db)
+        thread.join(10)
+    finally:
+        broker.close()
+    [error] = box
+    assert isinstance(error, BrokerError)
+    assert error.connection_lost
+    assert "sleeping failed: connection to the database lost: AdminShutdown" in str(error)
+
+
+# -- enqueue and start, repeated after a lost connection ----------------------------------------
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+def test_enqueue_lost_mid_statement_is_stored_exactly_once(
+    broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    broker.ensure_schema_initialized_sync()
+    calls = _lose_connection_after(monkeypatch, broker, "enqueue", run_first=committed)
+    task_id = broker.enqueue("t", (1,))
+    assert row(clean_db, task_id)["args"] == "[1]"
+    assert calls[:2] == ["enqueue", "enqueue"]
+    assert calls[2:] == (["enqueue check"] if committed else [])
+
+
+async def test_enqueue_many_async_lost_after_commit_is_not_an_error(
+    broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from horsies.broker import EnqueueRequest
+
+    await broker.ensure_schema_initialized()
+    _lose_connection_after(monkeypatch, broker, "enqueue_many", run_first=True)
+    ids = await broker.enqueue_many_async([EnqueueRequest("t", (i,)) for i in range(3)])
+    assert len(sql(clean_db, "SELECT id FROM horsies_tasks")) == 3
+    assert {row(clean_db, i)["id"] for i in ids} == set(ids)
+
+
+def test_a_taken_id_is_still_refused_after_a_lost_attempt(
+    broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.enqueue("other", task_id="taken")
+    _lose_connection_after(monkeypatch, broker, "enqueue", run_first=False)
+    with pytest.raises(BrokerError) as raised:
+        broker.enqueue("t", task_id="taken")
+    assert raised.value.sqlstate == "23505"
+    assert "may have been stored" not in str(raised.value)
+    assert row(clean_db, "taken")["task_name"] == "other"
+
+
+async def test_start_lost_after_commit_still_reports_the_task_started(
+    broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await broker.enqueue_async("t", task_id="s1")
+    request = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=0)
+    assert [t.id for t in await broker.claim_tasks("w1", request)] == ["s1"]
+    _lose_connection_after(monkeypatch, broker, "start_tasks", run_first=True)
+    assert await broker.start_tasks("w1", "host", [("s1", 41)]) == {"s1"}
+    assert row(clean_db, "s1")["status"] == "RUNNING"
+    monkeypatch.undo()
+    # A separate later call still refuses to start a running task.
+    assert await broker.start_tasks("w1", "host", [("s1", 41)]) == set()
+
+
+# -- result waits ----------------------------------------------------------------------------------
+
+
+def _waiting(broker: PostgresBroker) -> bool:
+    waiters = broker._waiters  # pyright: ignore[reportPrivateUsage]
+    sub = waiters._subscription  # pyright: ignore[reportPrivateUsage]
+    return bool(waiters._waiters) and sub is not None and sub.active  # pyright: ignore[reportPrivateUsage]
+
+
+def _outage(monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker) -> Callable[[bool], None]:
+    """Switch the broker's result reads between failing as unreachable and working."""
+    down = threading.Event()
+    real = broker._read_result_sync  # pyright: ignore[reportPrivateUsage]
+
+    def read(task_id: str) -> Any:
+        if down.is_set():
+            raise BrokerError("get_result failed: database unreachable", unreachable=True)
+        return real(task_id)
+
+    monkeypatch.setattr(broker, "_read_result_sync", read)
+    return lambda is_down: down.set() if is_down else down.clear()
+
+
+def test_get_waits_through_an_outage_and_returns_the_result(
+    broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = broker.enqueue("t")
+    set_down = _outage(monkeypatch, broker)
+    box: list[TaskResult[Any, Any]] = []
+    thread = threading.Thread(
+        target=lambda: box.append(broker.get_result(task_id, timeout_ms=20_000)), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not _waiting(broker):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    set_down(True)
+    broker.listener.force_reconnect()  # the waiter re-reads: it fails, and it keeps waiting
+    time.sleep(0.3)  # the outage lasts a moment
+    assert thread.is_alive()
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE horsies_tasks SET status = 'COMPLETED', result = %s, completed_at = now()"
+            " WHERE id = %s",
+            (task_result_to_json(TaskResult(ok=7)), task_id),
+        )
+    set_down(False)
+    thread.join(10)
+    assert box == [TaskResult(ok=7)]
+
+
+def test_get_during_an_outage_ends_at_its_deadline_with_the_reason(
+    broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = broker.enqueue("t")
+    set_down = _outage(monkeypatch, broker)
+    box: list[TaskResult[Any, Any]] = []
+    thread = threading.Thread(
+        target=lambda: box.append(broker.get_result(task_id, timeout_ms=1_500)), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not _waiting(broker):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    set_down(True)
+    broker.listener.force_reconnect()
+    thread.join(10)
+    error = box[0].unwrap_err()
+    assert error.error_code == LibraryErrorCode.BROKER_ERROR
+    assert "database unreachable" in str(error.exception)
+
+
+def test_get_while_unreachable_honours_a_deadline_shorter_than_pool_timeout(
+    tmp_path: Path,
+) -> None:
+    broker = PostgresBroker(
+        PostgresConfig(database_url=_unreachable_url(tmp_path), pool_timeout=30)
+    )
+    try:
+        t0 = time.monotonic()
+        result = broker.get_result("abc", timeout_ms=500)
+        took = time.monotonic() - t0
+    finally:
+        broker.close()
+    error = result.unwrap_err()
+    assert error.error_code == LibraryErrorCode.BROKER_ERROR
+    assert "database unreachable" in str(error.exception)
+    assert took < 5, took
+
+
+def test_listener_logs_one_warning_per_five_failed_reconnects(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from horsies.broker.listener import NotificationListener
+
+    attempts: list[float] = []
+
+    def refuse(self: NotificationListener) -> None:
+        attempts.append(time.monotonic())
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(NotificationListener, "_connect", refuse)
+    with caplog.at_level(logging.WARNING, logger="horsies.listener"):
+        listener = NotificationListener("postgresql://nobody@/nowhere")
+        try:
+            deadline = time.monotonic() + 15
+            while len(attempts) < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            listener.close()
+    failures = [r for r in caplog.records if "listener connection" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert "connection refused" in failures[0].getMessage()
