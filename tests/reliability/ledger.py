@@ -12,9 +12,12 @@ autocommit connection for all the tasks it runs.
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -26,10 +29,17 @@ CREATE TABLE IF NOT EXISTS reliability_ledger (
     phase text NOT NULL CHECK (phase IN ('start', 'end')),
     worker_pid integer NOT NULL,
     child_pid integer NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    token text UNIQUE
 );
 CREATE INDEX IF NOT EXISTS ix_reliability_ledger_key ON reliability_ledger (key, phase);
 """
+_INSERT = (
+    "INSERT INTO reliability_ledger (key, phase, worker_pid, child_pid, token)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (token) DO NOTHING"
+)
+_RECORD_RETRY_S = 60.0
+"""How long ``record`` keeps retrying while the database is unreachable (a restart scenario)."""
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "EXPIRED"})
 
@@ -44,25 +54,49 @@ def create_ledger(conninfo: str) -> None:
 
 
 def record(conninfo: str, key: str, phase: str) -> None:
-    """Append one ledger row from inside a task (called in the worker's child process)."""
+    """Append one ledger row from inside a task (called in the worker's child process).
+
+    Survives connection cuts and server restarts: a failed write is retried on a new connection
+    (for up to a minute) with the same ``token``, so a write whose commit was acknowledged on a
+    connection that died is never recorded twice.
+    """
     global _conn
-    if _conn is None or _conn.closed:
-        _conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-    try:
-        _conn.execute(
-            "INSERT INTO reliability_ledger (key, phase, worker_pid, child_pid)"
-            " VALUES (%s, %s, %s, %s)",
-            (key, phase, os.getppid(), os.getpid()),
-        )
-    except psycopg.OperationalError:
-        # The connection was cut (a fault test did it): reconnect once and write again.
-        _conn.close()
-        _conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-        _conn.execute(
-            "INSERT INTO reliability_ledger (key, phase, worker_pid, child_pid)"
-            " VALUES (%s, %s, %s, %s)",
-            (key, phase, os.getppid(), os.getpid()),
-        )
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + _RECORD_RETRY_S
+    while True:
+        try:
+            if _conn is None or _conn.closed:
+                _conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+            _conn.execute(_INSERT, (key, phase, os.getppid(), os.getpid(), token))
+            return
+        except psycopg.OperationalError:
+            # The connection was cut or the server is restarting (a fault test did it).
+            if _conn is not None:
+                _conn.close()
+            _conn = None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # retry pacing while the server is down
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One ledger row: ``phase`` of ``key`` in child ``child_pid`` of worker ``worker_pid``."""
+
+    key: str
+    phase: str
+    worker_pid: int
+    child_pid: int
+    at: datetime
+
+
+def ledger_rows(conninfo: str) -> list[LedgerRow]:
+    """Every ledger row, in insertion order (for timing and overlap checks)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT key, phase, worker_pid, child_pid, at FROM reliability_ledger ORDER BY seq"
+        ).fetchall()
+    return [LedgerRow(*row) for row in rows]
 
 
 @dataclass

@@ -5,13 +5,21 @@ Configured from the environment so one module serves every scenario (workers imp
 
 - ``HORSIES_E2E_DATABASE_URL``: the database (tasks and ledger).
 - ``RELIABILITY_QUEUE_MODE``: ``default`` (one queue) or ``custom`` (queues ``capped`` with
-  ``max_concurrency`` ``RELIABILITY_QUEUE_MAX`` and ``other``, and ``cluster_wide_cap``
-  ``RELIABILITY_CLUSTER_CAP``).
+  ``max_concurrency`` ``RELIABILITY_QUEUE_MAX`` and ``other``, and in hard-cap mode
+  ``cluster_wide_cap`` ``RELIABILITY_CLUSTER_CAP``; with prefetch that cap is a config error).
 - ``RELIABILITY_HARD_CAP``: ``1`` for ``prefetch_buffer=0`` (hard cap: claimed counts against the
   caps), else prefetch 2 with a short claim lease.
 
 Recovery: stale claims and stale runs are detected after 2 s (heartbeats every 1 s, checked every
-second), so a killed worker's tasks are recovered within a few seconds.
+second), so a killed worker's tasks are recovered within a few seconds. ``RELIABILITY_STALE_MS``
+overrides both stale thresholds (restart scenarios: an outage shorter than the threshold must not
+make running tasks look crashed). ``RELIABILITY_POOL_TIMEOUT_S`` sets the broker's ``pool_timeout``
+(default 30). ``RELIABILITY_MAX_PAYLOAD_BYTES`` sets ``max_payload_bytes`` (``none``: no limit).
+
+Tasks: ``rel.work(key, seconds)`` (no retry: a crash fails it with ``WORKER_CRASHED``); in default
+mode also the crash-retried tasks of ``apps/wf_ledger_app.py`` (``rel.retried``, ``rel.stall``)
+and the hostile-input tasks of ``apps/hostile_tasks.py`` (``rel.echo``, ``rel.blob``, ...); in
+custom mode ``rel.capped`` and ``rel.other``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from horsies.config import (
 )
 from horsies.results import TaskError, TaskResult
 
+from tests.reliability.apps.hostile_tasks import add_hostile_tasks, payload_options
+from tests.reliability.apps.wf_ledger_app import add_workflow_tasks
 from tests.reliability.ledger import record
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
@@ -41,6 +51,19 @@ RECOVERY = RecoveryConfig(
     runner_heartbeat_interval_ms=1_000,
     check_interval_ms=1_000,
 )
+
+
+def _recovery(env: dict[str, str]) -> RecoveryConfig:
+    stale_ms = env.get("RELIABILITY_STALE_MS")
+    if not stale_ms:
+        return RECOVERY
+    return RecoveryConfig(
+        claimed_stale_threshold_ms=int(stale_ms),
+        claimer_heartbeat_interval_ms=RECOVERY.claimer_heartbeat_interval_ms,
+        running_stale_threshold_ms=int(stale_ms),
+        runner_heartbeat_interval_ms=RECOVERY.runner_heartbeat_interval_ms,
+        check_interval_ms=RECOVERY.check_interval_ms,
+    )
 
 
 def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
@@ -60,15 +83,20 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
                 ),
                 CustomQueueConfig(name="other", priority=2, max_concurrency=50),
             ],
-            "cluster_wide_cap": int(env.get("RELIABILITY_CLUSTER_CAP", "4")),
         }
+        if hard_cap:  # a cluster-wide cap needs hard-cap mode (E201 with prefetch)
+            queue_options["cluster_wide_cap"] = int(env.get("RELIABILITY_CLUSTER_CAP", "4"))
     app = Horsies(
         AppConfig(
-            broker=PostgresConfig(database_url=database_url),
+            broker=PostgresConfig(
+                database_url=database_url,
+                pool_timeout=int(env.get("RELIABILITY_POOL_TIMEOUT_S", "30")),
+            ),
             prefetch_buffer=0 if hard_cap else 2,
             claim_lease_ms=None if hard_cap else 5_000,
-            recovery=RECOVERY,
+            recovery=_recovery(env),
             **queue_options,  # pyright: ignore[reportArgumentType]
+            **payload_options(env),
         )
     )
     conninfo = app.config.broker.conninfo
@@ -80,7 +108,11 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
         record(conninfo, key, "end")
         return TaskResult(ok=key)
 
-    app.task("rel.work")(work)
+    # Custom mode has no default queue: rel.work runs on "other" there.
+    app.task("rel.work", queue_name="other" if custom else None)(work)
+    if not custom:
+        add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
+        add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
     if custom:
         app.task("rel.capped", queue_name="capped")(work)
         app.task("rel.other", queue_name="other")(work)

@@ -57,6 +57,7 @@ def _definition_class(
 def _spec_of(
     app: Horsies | None, name: str, module: str | None, qualname: str | None
 ) -> WorkflowSpec | None:
+    from horsies.workflows.definition import definition_nodes
     from horsies.workflows.spec import registered_spec
 
     spec = registered_spec(name)
@@ -70,7 +71,9 @@ def _spec_of(
     if cached is not None:
         return cached
     definition = _definition_class(module, qualname)
-    if definition is None:
+    if definition is None or not definition_nodes(definition):
+        # A parameterised definition (its nodes come from build_with's parameters, which the
+        # workflow row does not keep) cannot be rebuilt here: build() would only fail (E002).
         return None
     try:
         spec = definition.build(app)
@@ -103,14 +106,22 @@ def find_definition(
     sub_module: str | None,
     sub_qualname: str | None,
 ) -> type[WorkflowDefinition[Any]] | None:
-    """The child definition class of the sub-workflow node at ``index``: from the parent's node
-    object when it can be found, else by importing the recorded class (03 §14 step 1)."""
+    """The child definition class of the sub-workflow node at ``index`` (03 §14 step 1).
+
+    The class recorded on the node row comes first: it was taken from that very node when the
+    workflow started, whereas the spec registry is keyed by workflow name only and may hold another
+    parameterisation of the parent (a different child at this index). The parent's node object
+    (registry, or its rebuilt definition) is the fallback when the recorded class cannot be
+    imported here."""
     from horsies.workflows.nodes import SubWorkflowNode
 
+    recorded = _definition_class(sub_module, sub_qualname)
+    if recorded is not None:
+        return recorded
     node = find_node(app, name, module, qualname, index)
     if isinstance(node, SubWorkflowNode):
         return node.workflow_def
-    return _definition_class(sub_module, sub_qualname)
+    return None
 
 
 def condition_skips(
