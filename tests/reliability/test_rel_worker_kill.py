@@ -155,7 +155,8 @@ def test_worker_group_sigkill_under_load(
     assert report.duplicated == 0, report.summary()
     assert all(kill.recovery_s <= RECOVERY_BOUND_S for kill in kills), recoveries
     assert running_keys, "no kill hit a running task"
-    assert not claimed_keys & running_keys
+    # A claim requeued after one kill may be running on the victim of a later kill: the checks
+    # below are per kill, and a task in both sets is judged as a running one.
     if plan.mode == "soft":
         assert claimed_keys, "no kill hit a claimed-but-unstarted task"
 
