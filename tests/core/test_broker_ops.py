@@ -47,16 +47,12 @@ def test_result_from_row_maps_statuses() -> None:
 
 def test_enqueue_params_encode_arguments_and_null_when_empty() -> None:
     task_id, params = ops.enqueue_params(
-        "t", [1, datetime(2025, 1, 2, tzinfo=UTC)], {"a": (1, 2)}, "q", priority=1, sent_at=None,
-        good_until=None, task_options=None, max_retries=0, task_id=None,
-    )  # fmt: skip
+        EnqueueRequest("t", [1, datetime(2025, 1, 2, tzinfo=UTC)], {"a": (1, 2)}, "q", priority=1)
+    )
     assert params["id"] == task_id
     assert orjson.loads(params["args"])[1]["__datetime__"] is True
     assert orjson.loads(params["kwargs"]) == {"a": [1, 2]}
-    _, empty = ops.enqueue_params(
-        "t", (), {}, "q", priority=100, sent_at=None, good_until=None, task_options=None,
-        max_retries=0, task_id="x",
-    )  # fmt: skip
+    _, empty = ops.enqueue_params(EnqueueRequest("t", (), {}, "q", task_id="x"))
     assert (empty["args"], empty["kwargs"], empty["id"]) == (None, None, "x")
 
 

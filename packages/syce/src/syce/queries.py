@@ -106,7 +106,7 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS latest
 WHERE latest.snapshot_at > now() - %(since)s
-LIMIT 200
+LIMIT 500
 """
 )
 
@@ -254,21 +254,3 @@ WHERE workflow_id = %(id)s
 ORDER BY task_index
 LIMIT 1000
 """
-
-SNAPSHOT_AGES: Final[LiteralString] = (
-    _WORKER_IDS
-    + """
-SELECT latest.*
-FROM ids
-CROSS JOIN LATERAL (
-    SELECT worker_id, hostname, pid, snapshot_at,
-           extract(epoch FROM now() - snapshot_at)::float8 AS age_s
-    FROM horsies_worker_states s
-    WHERE s.worker_id = ids.worker_id
-    ORDER BY s.snapshot_at DESC
-    LIMIT 1
-) AS latest
-WHERE latest.snapshot_at > now() - %(since)s
-LIMIT 500
-"""
-)

@@ -313,10 +313,9 @@ class SyceSource:
         return WorkflowDetail(row=rows[0], nodes=nodes)
 
     def maintenance(self) -> MaintenanceData:
-        rows = self._fetch(queries.SNAPSHOT_AGES, {"since": MAINTENANCE_WINDOW})
         ages = tuple(
-            SnapshotAge(r["worker_id"], r["hostname"], r["pid"], r["snapshot_at"], r["age_s"])
-            for r in rows
+            SnapshotAge(w.worker_id, w.hostname, w.pid, w.snapshot_at, w.age.total_seconds())
+            for w in self.live_workers(MAINTENANCE_WINDOW)
         )
         return MaintenanceData(
             ages=tuple(sorted(ages, key=lambda a: a.age_s)), dead_after_s=DEAD_AFTER_S

@@ -158,33 +158,11 @@ def _check_priority(priority: int) -> None:
 
 
 def enqueue_params(
-    task_name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None,
-    queue_name: str,
-    *,
-    priority: int,
-    sent_at: datetime | None,
-    good_until: datetime | None,
-    task_options: str | None,
-    max_retries: int,
-    task_id: str | None,
-    max_payload_bytes: int | None = None,
+    request: EnqueueRequest, max_payload_bytes: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError, incl.
     PayloadTooLargeError above ``max_payload_bytes``, before I/O)."""
-    task_id = task_id or str(uuid.uuid4())
-    request = EnqueueRequest(
-        task_name,
-        args,
-        kwargs,
-        queue_name,
-        priority=priority,
-        sent_at=sent_at,
-        good_until=good_until,
-        task_options=task_options,
-        max_retries=max_retries,
-    )
+    task_id = request.task_id or str(uuid.uuid4())
     row = _task_row(task_id, request, max_payload_bytes)
     return task_id, dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
 
@@ -244,19 +222,7 @@ def enqueue_many_params(
         )
     }
     for req in requests:
-        task_id, p = enqueue_params(
-            req.task_name,
-            req.args,
-            req.kwargs,
-            req.queue_name,
-            priority=req.priority,
-            sent_at=req.sent_at,
-            good_until=req.good_until,
-            task_options=req.task_options,
-            max_retries=req.max_retries,
-            task_id=req.task_id,
-            max_payload_bytes=max_payload_bytes,
-        )
+        task_id, p = enqueue_params(req, max_payload_bytes)
         ids.append(task_id)
         columns["ids"].append(task_id)
         columns["task_names"].append(p["task_name"])

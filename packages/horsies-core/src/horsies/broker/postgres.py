@@ -282,6 +282,12 @@ class PostgresBroker:
                     raise  # the id belongs to another task: nothing of ours was stored
                 lost = _insert_failed(exc, lost, attempt, sent)
 
+    def _insert_one(self, request: EnqueueRequest) -> tuple[str, ops.Query, dict[str, list[Any]]]:
+        """(task id, its TASK_INSERT, what `_stored_as_sent_sync` compares) for one new task."""
+        task_id, params = ops.enqueue_params(request, self.max_payload_bytes)
+        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
+        return task_id, query, _sent_rows([list(params.values())])
+
     def _stored_as_sent_sync(self, sent: Mapping[str, list[Any]]) -> bool:
         res = self._run_sync(
             ops.run_query(ops.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
@@ -358,7 +364,7 @@ class PostgresBroker:
         mid-statement is repeated on a new connection, which tells whether it had committed, so a
         returned id is always stored and an error normally means nothing was.
         """
-        task_id, params = ops.enqueue_params(
+        request = EnqueueRequest(
             task_name,
             args,
             kwargs,
@@ -369,12 +375,9 @@ class PostgresBroker:
             task_options=task_options,
             max_retries=max_retries,
             task_id=task_id,
-            max_payload_bytes=self.max_payload_bytes,
         )
-        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
-        self._insert_sync(
-            lambda: ops.run_query(query), _sent_rows([list(params.values())]), "enqueue"
-        )
+        task_id, query, sent = self._insert_one(request)
+        self._insert_sync(lambda: ops.run_query(query), sent, "enqueue")
         return task_id
 
     async def enqueue_async(
@@ -392,7 +395,7 @@ class PostgresBroker:
         task_id: str | None = None,
     ) -> str:
         """Async twin of :meth:`enqueue`."""
-        task_id, params = ops.enqueue_params(
+        request = EnqueueRequest(
             task_name,
             args,
             kwargs,
@@ -403,12 +406,9 @@ class PostgresBroker:
             task_options=task_options,
             max_retries=max_retries,
             task_id=task_id,
-            max_payload_bytes=self.max_payload_bytes,
         )
-        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
-        await self._insert_async(
-            lambda: ops.run_query(query), _sent_rows([list(params.values())]), "enqueue"
-        )
+        task_id, query, sent = self._insert_one(request)
+        await self._insert_async(lambda: ops.run_query(query), sent, "enqueue")
         return task_id
 
     def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> list[str]:
