@@ -17,12 +17,17 @@ from horsies.workflows.nodes import TaskNode
 from horsies.workflows.spec import WorkflowSpec
 
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"
+PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"
+"""When set to N > 0: soft-cap (prefetch) mode with ``prefetch_buffer=N`` and a 30 s claim lease."""
 
+_prefetch = int(os.environ.get(PREFETCH_ENV) or 0)
 app = Horsies(
     AppConfig(
         broker=PostgresConfig(
             database_url=os.environ.get(DATABASE_URL_ENV, "postgresql://localhost/horsies_bench")
-        )
+        ),
+        prefetch_buffer=_prefetch,
+        claim_lease_ms=30_000 if _prefetch else None,
     )
 )
 

@@ -60,15 +60,35 @@ def latency_figures(samples_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of ``pid``: its private pages plus its share of each page it shares
+    with other processes (a page mapped by three processes counts a third in each). Read from
+    ``/proc/<pid>/smaps_rollup`` (Linux 4.14+); None where that is missing or unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 @dataclass
 class TreeSampler:
-    """Peak RSS (sum over the whole process tree) and CPU seconds of a process and its children.
+    """Peak RSS and peak PSS (sums over the whole process tree) and CPU seconds of a process and
+    its children.
 
-    CPU time of a child is remembered per pid, so children that exit before the end still count.
+    RSS counts every resident page of each process, so pages the processes share (the interpreter,
+    shared libraries, pages a fork inherited) count once per process; PSS splits each shared page
+    between the processes mapping it, so the tree's PSS sum is what it adds to the machine's memory.
+    ``peak_pss`` stays None where PSS cannot be read. CPU time of a child is remembered per pid, so
+    children that exit before the end still count.
     """
 
     root_pid: int
     peak_rss: int = 0
+    peak_pss: int | None = None
     cpu_by_pid: dict[int, float] = field(default_factory=lambda: {})
 
     def sample(self) -> None:
@@ -78,6 +98,7 @@ class TreeSampler:
         except psutil.Error:
             return
         rss = 0
+        pss: int | None = None
         for proc in procs:
             try:
                 with proc.oneshot():
@@ -87,7 +108,12 @@ class TreeSampler:
             except psutil.Error:
                 continue
             self.cpu_by_pid[proc.pid] = max(cpu, self.cpu_by_pid.get(proc.pid, 0.0))
+            proc_pss = pss_bytes(proc.pid)
+            if proc_pss is not None:
+                pss = (pss or 0) + proc_pss
         self.peak_rss = max(self.peak_rss, rss)
+        if pss is not None:
+            self.peak_pss = max(self.peak_pss or 0, pss)
 
     @property
     def cpu_seconds(self) -> float:
@@ -164,7 +190,7 @@ def measure_drain(
     sampler.sample()
     total_s = last - started_epoch
     after_first_s = last - first
-    return {
+    figures = {
         "w2_rate": n / total_s if total_s > 0 else float("nan"),
         "w2_rate_after_first": (n - 1) / after_first_s if after_first_s > 0 else float("nan"),
         "w2_first_finish_s": first - started_epoch,
@@ -172,6 +198,9 @@ def measure_drain(
         "w2_cpu_s": sampler.cpu_seconds,
         "w2_processes": float(len(sampler.cpu_by_pid)),
     }
+    if sampler.peak_pss is not None:
+        figures["w2_peak_pss_mb"] = sampler.peak_pss / (1024 * 1024)
+    return figures
 
 
 def timed_rate(n: int, action: Callable[[], Any]) -> float:

@@ -61,6 +61,9 @@ VENVS_DIR = BENCH_DIR / ".venvs"
 PEERS_DIR = BENCH_DIR / "peers"
 APP_LOCATOR = f"{BENCH_DIR / 'bench_app.py'}:app"
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal to its constant)
+PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app's worker (kept equal to its constant)
+PREFETCH = 32
+"""W2p: the worker's prefetch_buffer (soft-cap mode), the fastest honest setting for no-ops."""
 DATABASE_NAME = "horsies_bench"
 
 _WORKER_START_TIMEOUT_S = 90.0
@@ -106,7 +109,11 @@ ROWS = (
     Row("w2_rate_after_first", "W2 drain, after first finished", "/s", "higher"),
     Row("w2_first_finish_s", "W2 worker start -> first finished", "s", "lower"),
     Row("w2_peak_rss_mb", "W2 worker peak RSS (process tree)", "MiB", "lower"),
+    Row("w2_peak_pss_mb", "W2 worker peak PSS (process tree)", "MiB", "lower"),
     Row("w2_cpu_us_per_task", "W2 worker CPU per task (tree)", "us", "lower"),
+    Row("w2p_rate", f"W2p drain, prefetch {PREFETCH}, from worker start", "/s", "higher"),
+    Row("w2p_rate_after_first", f"W2p drain, prefetch {PREFETCH}, after first", "/s", "higher"),
+    Row("w2p_cpu_us_per_task", f"W2p worker CPU per task, prefetch {PREFETCH}", "us", "lower"),
     Row("w3_p50_ms", "W3 send -> result p50", "ms", "lower"),
     Row("w3_p95_ms", "W3 send -> result p95", "ms", "lower"),
     Row("w3_p99_ms", "W3 send -> result p99", "ms", "lower"),
@@ -263,11 +270,6 @@ def run_horsies(
         echo(f"  W1c: {sizes.concurrent} send_async, {_CONCURRENCY} in flight")
         figures["w1c_rate"] = measure_concurrent(noop, sizes.concurrent)
 
-        conn.execute("TRUNCATE horsies_tasks CASCADE")
-        _check_handles(noop.send_many([{}] * sizes.drain))
-        conn.execute("VACUUM ANALYZE horsies_tasks")
-        echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
-
         def finished() -> tuple[int, float | None, float | None]:
             row = conn.execute(_FINISHED).fetchone()
             assert row is not None
@@ -275,18 +277,37 @@ def run_horsies(
                 raise BenchError(f"{row[3]} no-op task(s) failed during the drain")
             return int(row[0]), row[1], row[2]
 
-        log_path = scratch / "horsies-worker.log"
-        log = stack.enter_context(log_path.open("w"))
-        env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-        env.pop("TASKLIB_SUPPRESS_SENDS", None)
-        command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
-        command += ["--processes", str(processes), "--loglevel", "WARNING"]
-        started_epoch = time.time()
-        worker = stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
-        figures.update(
-            measure_drain(worker, started_epoch, sizes.drain, finished, log_path=log_path)
-        )
-        figures["w2_cpu_us_per_task"] = figures["w2_cpu_s"] / sizes.drain * 1e6
+        def drain(
+            stack: ExitStack, prefetch: int
+        ) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
+            """Queue N no-ops, start a worker (prefetch > 0: soft-cap mode), wait for the drain."""
+            conn.execute("TRUNCATE horsies_tasks CASCADE")
+            _check_handles(noop.send_many([{}] * sizes.drain))
+            conn.execute("VACUUM ANALYZE horsies_tasks")
+            log_path = scratch / f"horsies-worker-prefetch{prefetch}.log"
+            log = stack.enter_context(log_path.open("w"))
+            env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+            env.pop("TASKLIB_SUPPRESS_SENDS", None)
+            env[PREFETCH_ENV] = str(prefetch)
+            command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
+            command += ["--processes", str(processes), "--loglevel", "WARNING"]
+            if prefetch:
+                command += ["--max-claim-batch", str(processes + prefetch)]
+            started_epoch = time.time()
+            worker = stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+            drained = measure_drain(worker, started_epoch, sizes.drain, finished, log_path=log_path)
+            drained["w2_cpu_us_per_task"] = drained["w2_cpu_s"] / sizes.drain * 1e6
+            return worker, drained
+
+        echo(f"  W2p: drain of {sizes.drain} queued tasks, prefetch {PREFETCH}")
+        with ExitStack() as prefetching:
+            _, drained = drain(prefetching, PREFETCH)
+        for key in ("w2_rate", "w2_rate_after_first", "w2_cpu_us_per_task"):
+            figures[key.replace("w2_", "w2p_")] = drained[key]
+        echo(f"    {figures['w2p_rate_after_first']:,.0f} tasks/s after the first")
+        echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
+        worker, drained = drain(stack, 0)
+        figures.update(drained)
         echo(f"    {figures['w2_rate_after_first']:,.0f} tasks/s after the first")
 
         def worker_ready() -> bool:
@@ -305,7 +326,10 @@ def run_horsies(
     return {
         "status": "ok",
         "version": version("horsies-core"),
-        "settings": f"worker --processes {processes}, defaults",
+        "settings": (
+            f"worker --processes {processes}, defaults; W2p: prefetch_buffer={PREFETCH}, "
+            f"claim_lease_ms=30000, --max-claim-batch {processes + PREFETCH}"
+        ),
         "figures": figures,
     }
 

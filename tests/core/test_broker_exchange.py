@@ -311,6 +311,15 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
             {"outcomes": '[{"id": "id10", "ok": true}]', "ids": ["id10"], "worker_id": "w10"},
         ),
         (task_sql.TASK_REQUEUE_UNTRACKED_RUNNING, {"worker_id": "w10", "keep_ids": ["id10"]}),
+        (
+            task_sql.TASK_CLAIM_AVAILABLE,
+            {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
+        ),
+        (
+            task_sql.TASK_START_IF_CLAIMED_MANY,
+            {"ids": ["id1"], "pids": [1], "hostname": "h", "worker_id": "w1", "resume": False},
+        ),
+        (task_sql.TASK_RELEASE_CLAIMED_MANY, {"ids": ["id1"], "worker_id": "w1"}),
     ]
     with psycopg.connect(database_conninfo, cursor_factory=psycopg.ClientCursor) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")

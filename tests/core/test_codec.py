@@ -650,9 +650,25 @@ FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 TEXT = st.text(max_size=12)
 JSON_SCALARS = st.none() | st.booleans() | INT64 | FLOATS | TEXT
 
+# Mappings whose keys include a tag key are wrapped on the way (tested above): not plain JSON.
+TAG_KEYS = frozenset(
+    {
+        codec.DATETIME_TAG,
+        codec.DATE_TAG,
+        codec.TIME_TAG,
+        codec.TASK_RESULT_TAG,
+        codec.TASK_ERROR_TAG,
+        codec.PYDANTIC_TAG,
+        codec.DATACLASS_TAG,
+        codec.MAPPING_TAG,
+    }
+)
+PLAIN_KEYS = TEXT.filter(lambda key: key not in TAG_KEYS)
 PLAIN_JSON = st.recursive(
     JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(PLAIN_KEYS, children, max_size=4)
+    ),
     max_leaves=25,
 )
 

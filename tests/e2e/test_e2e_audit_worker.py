@@ -59,11 +59,11 @@ def error_of(result: Any) -> Any:
 
 
 def spawn_children(worker: WorkerProcess) -> list[int]:
-    """Pids of the worker's task children (not multiprocessing's helper processes)."""
+    """Pids of the worker's task children (interpreters running ``executor.child_entry``)."""
     pids: list[int] = []
     for child in psutil.Process(worker.pid).children():
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
+            if "child_entry(" in " ".join(child.cmdline()):
                 pids.append(child.pid)
         except psutil.NoSuchProcess:
             continue

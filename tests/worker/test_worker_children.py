@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -36,13 +37,18 @@ class Recorder:
     def __init__(self) -> None:
         self.results: list[tuple[str, str, bool]] = []
         self.exits: list[tuple[int, str | None, int | None]] = []
+        self.held_at_exit: list[list[tuple[str, bool]]] = []
         self.ready: list[int] = []
 
     def on_result(self, child: ChildProcess, a: Assignment, result_json: str, ok: bool) -> None:
         self.results.append((a.task.id, result_json, ok))
 
-    def on_exit(self, child: ChildProcess, a: Assignment | None, exitcode: int | None) -> None:
-        self.exits.append((child.pid, a.task.id if a is not None else None, exitcode))
+    def on_exit(
+        self, child: ChildProcess, held: Sequence[Assignment], exitcode: int | None
+    ) -> None:
+        running = next((a.task.id for a in held if a.sent), None)
+        self.exits.append((child.pid, running, exitcode))
+        self.held_at_exit.append([(a.task.id, a.sent) for a in held])
 
     def on_ready(self, child: ChildProcess) -> None:
         self.ready.append(child.pid)
@@ -62,7 +68,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         # Each child runs a task; results come back through the callback without blocking.
         for index, child in enumerate(idle):
             assignment = Assignment(task=claimed(f"t{index}", "add", f"[{index}, 10]"))
-            child.assignment = assignment
+            child.reserve(assignment)
             assert child.send_task(assignment)
         await wait_until(lambda: len(rec.results) == 2)
         values = {task_id: task_result_from_json(text).unwrap() for task_id, text, _ in rec.results}
@@ -73,7 +79,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         victim = pool.idle_children()[0]
         victim_pid = victim.pid
         doomed = Assignment(task=claimed("crash", "hard_exit", "[3]"))
-        victim.assignment = doomed
+        victim.reserve(doomed)
         assert victim.send_task(doomed)
         await wait_until(lambda: len(rec.exits) == 1)
         assert rec.exits[0] == (victim_pid, "crash", 3)
@@ -86,7 +92,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         assert len(new_pids & pids) == 1
         replacement = next(c for c in pool.children if c.pid not in pids)
         follow_up = Assignment(task=claimed("after", "pid"))
-        replacement.assignment = follow_up
+        replacement.reserve(follow_up)
         assert replacement.send_task(follow_up)
         await wait_until(lambda: len(rec.results) == 3)
         assert task_result_from_json(rec.results[2][1]).unwrap() == replacement.pid
@@ -103,7 +109,7 @@ async def test_close_terminates_busy_children_and_reports_their_tasks() -> None:
     await asyncio.wait_for(pool.start(), 60)
     child = pool.idle_children()[0]
     long_task = Assignment(task=claimed("long", "sleep", "[60]"))
-    child.assignment = long_task
+    child.reserve(long_task)
     assert child.send_task(long_task)
     assert not await pool.wait_until_idle(0.2)
     started = time.monotonic()
@@ -123,3 +129,58 @@ async def test_child_start_failure_is_reported() -> None:
     with pytest.raises(ChildStartError, match="no_such_app"):
         await asyncio.wait_for(pool.start(), 60)
     await pool.close(timeout=5)
+
+
+@pytest.mark.timeout(90)
+async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it() -> None:
+    """Prefetch mode queues tasks behind a running one: results come back in order; a task whose
+    message is large is written only when the child gets to it (the pipe never fills up)."""
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    await asyncio.wait_for(pool.start(), 60)
+    try:
+        child = pool.idle_children()[0]
+        big = "x" * 200_000
+        queue = [
+            Assignment(task=claimed("first", "sleep", "[0.3]")),
+            Assignment(task=claimed("second", "add", "[1, 2]")),
+            Assignment(task=claimed("large", "echo", f'["{big}"]')),
+            Assignment(task=claimed("after", "add", "[3, 4]")),
+        ]
+        for assignment in queue:
+            child.reserve(assignment)
+            assert child.send_task(assignment)
+        assert [a.written for a in queue] == [True, True, False, False]
+        assert child.free_slots(8) == 4
+        assert not child.idle
+        await wait_until(lambda: len(rec.results) == 4, timeout=30)
+        assert [task_id for task_id, _, _ in rec.results] == ["first", "second", "large", "after"]
+        values = [task_result_from_json(text).unwrap() for _, text, _ in rec.results]
+        assert values[1:] == [3, big, 7]
+        assert child.idle
+    finally:
+        await pool.close(timeout=5)
+
+
+@pytest.mark.timeout(90)
+async def test_a_dead_child_reports_its_whole_queue_in_order() -> None:
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    await asyncio.wait_for(pool.start(), 60)
+    try:
+        child = pool.idle_children()[0]
+        doomed = Assignment(task=claimed("crash", "hard_exit", "[3]"))
+        queued = Assignment(task=claimed("queued", "add", "[1, 2]"))
+        reserved = Assignment(task=claimed("reserved", "add", "[1, 2]"))
+        for assignment in (doomed, queued, reserved):
+            child.reserve(assignment)
+        assert child.send_task(doomed)
+        assert child.send_task(queued)
+        await wait_until(lambda: len(rec.exits) == 1)
+        assert rec.exits[0][1:] == ("crash", 3)
+        assert rec.held_at_exit == [[("crash", True), ("queued", True), ("reserved", False)]]
+        assert rec.results == []
+    finally:
+        await pool.close(timeout=5)

@@ -23,6 +23,11 @@ def add(a: int, b: int) -> TaskResult[int, TaskError]:
     return TaskResult(ok=a + b)
 
 
+@app.task("echo")
+def echo(text: str) -> TaskResult[str, TaskError]:
+    return TaskResult(ok=text)
+
+
 @app.task("greet")
 def greet(name: str = "world") -> TaskResult[str, TaskError]:
     return TaskResult(ok=f"hello {name}")

@@ -357,13 +357,17 @@ class Horsies:
         """The app's broker: created on first call from `config.broker`, the same object afterwards.
 
         Raises:
-            ValueError: `Failed to get broker: …` when the broker cannot be constructed.
+            ValueError: `Failed to get broker: …` when the broker cannot be constructed;
+                `ConfigurationError` (E203) in a worker child whose database URL libpq cannot
+                parse (elsewhere that is refused when the config is built).
         """
         broker = self._broker
         if broker is not None:
             return broker
         with self._broker_lock:
             if self._broker is None:
+                # Checked when the config was built, except in worker children (deferred to here).
+                self.config.broker.check_libpq_syntax()
                 try:
                     from horsies.broker import PostgresBroker
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Final, LiteralString, Self, cast
@@ -197,12 +198,23 @@ _URL_ENCODING_HELP: Final = (
 )
 
 
-def _check_libpq_syntax(url: str) -> None:
+def _check_libpq_syntax(url: str, *, deferrable: bool = True) -> None:
     """Refuse (E203) a URL that libpq cannot parse, showing libpq's complaint password-masked.
 
     libpq quotes the offending part of a URL in its message (for a badly escaped password, the
     password itself), so such a URL must never reach a connection attempt whose error is logged.
+
+    In a worker child (``HORSIES_CHILD_PROCESS=1``) that has not loaded psycopg, a `deferrable`
+    check is left to `PostgresConfig.check_libpq_syntax`, which the app runs when it creates its
+    broker: the worker's main process has checked the same URL already, and a child whose tasks
+    send nothing then never loads the database driver (about 10 MiB per child).
     """
+    if (
+        deferrable
+        and os.environ.get("HORSIES_CHILD_PROCESS") == "1"
+        and "psycopg" not in sys.modules
+    ):
+        return
     try:
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:  # pragma: no cover - psycopg without libpq: refused at connect time
@@ -327,6 +339,18 @@ class PostgresConfig(ConfigModel):
             error.with_note(f"scheme: '{scheme}'")
         error.with_note(f"database_url: {mask_database_url(value)}")
         raise error
+
+    def check_libpq_syntax(self) -> None:
+        """Refuse (E203) a `database_url` that libpq cannot parse.
+
+        Done when the config is built, except in worker children, where the app does it when it
+        creates its broker (see `Horsies.get_broker`), so that importing an app in a child does not
+        load psycopg.
+
+        Raises:
+            ConfigurationError: E203, with libpq's complaint (password masked).
+        """
+        _check_libpq_syntax(self.database_url, deferrable=False)
 
     @property
     def conninfo(self) -> str:

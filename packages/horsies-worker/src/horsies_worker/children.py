@@ -1,38 +1,45 @@
 """Children: the worker's persistent child processes, seen from the main process.
 
-Each :class:`ChildProcess` is a ``multiprocessing`` "spawn" process running
-:func:`horsies_worker.executor.child_main`, connected by one duplex pipe. The main process never
+Each :class:`ChildProcess` is a new interpreter running :func:`horsies_worker.executor.child_main`
+(started by :func:`~horsies_worker.executor.spawn_child`), connected by one duplex pipe. The main
+process never
 blocks on a child: the pipe and the process sentinel are registered with the event loop
 (``loop.add_reader``), so a result or a death is seen the moment it happens.
 :class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one
 (D34).
+
+A child runs one task at a time, in the order it received them; the worker may queue a few more
+behind the running one (prefetch mode, short tasks: see ``Worker._child_depth``), so the child never
+waits for the main process between two of them. ``ChildProcess.assignments`` is that queue: its
+head is running (or about to), the rest wait in the pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import pickle
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from horsies.logs import get_logger
 
-from horsies_worker.executor import ChildInit, child_main, child_spawn_environment
+from horsies_worker.executor import ChildInit, SpawnedChild, spawn_child
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from multiprocessing.context import SpawnProcess
 
     from horsies.broker.types import ClaimedTask
 
 logger = get_logger("worker")
 
 _RESPAWN_BACKOFF_MIN_S = 0.5
+# A task message longer than this never queues on the pipe behind a running task (send_task).
+_QUEUED_MESSAGE_MAX_BYTES = 4096
 _RESPAWN_BACKOFF_MAX_S = 30.0
 
 
@@ -50,17 +57,20 @@ class ChildState(Enum):
 
 @dataclass(slots=True)
 class Assignment:
-    """A task given to a child: reserved before ``start_tasks``, ``sent`` once it is on the pipe."""
+    """A task given to a child: reserved before it is started, ``sent`` once the child owns it
+    (``written`` once its message is on the pipe: a large one waits until the child is free)."""
 
     task: ClaimedTask
     sent: bool = False
+    written: bool = False
     started_monotonic: float = 0.0
 
 
 ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
 """Called with (child, assignment, result_json, ok) when a child returns a result."""
-ExitCallback = Callable[["ChildProcess", "Assignment | None", "int | None"], None]
-"""Called with (child, assignment it was running or None, exit code) when a child dies."""
+ExitCallback = Callable[["ChildProcess", "Sequence[Assignment]", "int | None"], None]
+"""Called with (child, its assignments in order — the first sent one was running —, exit code) when
+a child dies."""
 
 
 class ChildProcess:
@@ -83,11 +93,13 @@ class ChildProcess:
         self._on_result = on_result
         self._on_exit = on_exit
         self.state = ChildState.STARTING
-        self.assignment: Assignment | None = None
+        self.assignments: deque[Assignment] = deque()
+        # Pickled messages of sent assignments not written yet (see send_task), by id().
+        self._held: dict[int, bytes] = {}
         self.exitcode: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Connection | None = None
-        self._process: SpawnProcess | None = None
+        self._process: SpawnedChild | None = None
         self._ready: asyncio.Future[int] | None = None
         self._expect_exit = False
         self._pid = 0
@@ -100,9 +112,37 @@ class ChildProcess:
         return self._pid
 
     @property
+    def assignment(self) -> Assignment | None:
+        """The task the child runs now (or will run next), if any."""
+        return self.assignments[0] if self.assignments else None
+
+    @property
     def idle(self) -> bool:
         """True when the child is ready and has no task assigned."""
-        return self.state is ChildState.READY and self.assignment is None
+        return self.state is ChildState.READY and not self.assignments
+
+    def free_slots(self, depth: int) -> int:
+        """How many more tasks the child may hold with ``depth`` at most (0 unless ready)."""
+        if self.state is not ChildState.READY:
+            return 0
+        return max(0, depth - len(self.assignments))
+
+    def reserve(self, assignment: Assignment) -> None:
+        """Queue ``assignment`` for this child before it is sent (no other pass can take it)."""
+        self.assignments.append(assignment)
+
+    def unreserve(self, assignment: Assignment) -> bool:
+        """Take back a reserved assignment; False if the child no longer holds it (it died)."""
+        try:
+            self.assignments.remove(assignment)
+        except ValueError:
+            return False
+        self._held.pop(id(assignment), None)
+        return True
+
+    def holds(self, assignment: Assignment) -> bool:
+        """True while ``assignment`` is queued on (or running in) this child."""
+        return any(a is assignment for a in self.assignments)
 
     @property
     def alive(self) -> bool:
@@ -119,20 +159,9 @@ class ChildProcess:
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(
-            target=child_main,
-            args=(child_conn, self._init),
-            name=f"horsies-child-{self.index}",
-            daemon=False,
-        )
         self._ready = loop.create_future()
-        with child_spawn_environment():
-            process.start()
-        self._pid = process.pid or 0
-        # Our copy of the child's end must go, so the parent sees EOF when the child dies.
-        child_conn.close()
+        process, parent_conn = spawn_child(self._init)
+        self._pid = process.pid
         self._conn = parent_conn
         self._process = process
         loop.add_reader(parent_conn.fileno(), self._on_readable)
@@ -140,20 +169,67 @@ class ChildProcess:
         return self._ready
 
     def send_task(self, assignment: Assignment) -> bool:
-        """Put ``assignment`` on the child's pipe; False if the child is gone."""
+        """Give ``assignment`` (reserved on this child) to the child; False if the child is gone.
+
+        Its message goes on the pipe at once unless it would queue a large message behind a
+        running task (or behind one already waiting here): then it is written when the child
+        gets to it, so that the pipe never fills up while the child itself waits to write a result.
+        """
         if self._conn is None or self.state is not ChildState.READY:
             return False
+        assignment.sent = True
+        for queued in self.assignments:
+            if queued is assignment:
+                break
+            if queued.sent and not queued.written:
+                return True  # written in order, after the one waiting here
+        message = self._message(assignment)
+        if len(message) > _QUEUED_MESSAGE_MAX_BYTES and any(
+            a.written for a in self.assignments if a is not assignment
+        ):
+            self._held[id(assignment)] = message
+            return True
+        return self._write(assignment, message)
+
+    @staticmethod
+    def _message(assignment: Assignment) -> bytes:
         task = assignment.task
-        message = ("run", task.id, task.task_name, task.args, task.kwargs)
+        # pickle.dumps + send_bytes is what Connection.send does, minus building a ForkingPickler
+        # (with its reducer table) per message; recv() reads it the same way.
+        return pickle.dumps(
+            ("run", task.id, task.task_name, task.args, task.kwargs), pickle.HIGHEST_PROTOCOL
+        )
+
+    def _write(self, assignment: Assignment, message: bytes) -> bool:
+        if self._conn is None:
+            return False
         try:
-            # pickle.dumps + send_bytes is what Connection.send does, minus building a
-            # ForkingPickler (with its reducer table) per message; recv() reads it the same way.
-            self._conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+            self._conn.send_bytes(message)
         except (OSError, ValueError):
             return False
-        assignment.sent = True
+        assignment.written = True
         assignment.started_monotonic = time.monotonic()
         return True
+
+    def _write_waiting(self) -> None:
+        """Write the messages that waited for the child, in order, while they may queue."""
+        for assignment in self.assignments:
+            if not assignment.sent:
+                return
+            if assignment.written:
+                continue
+            message = self._held.pop(id(assignment), None) or self._message(assignment)
+            busy = any(a.written for a in self.assignments)
+            if busy and len(message) > _QUEUED_MESSAGE_MAX_BYTES:
+                self._held[id(assignment)] = message
+                return
+            if not self._write(assignment, message):
+                return  # the child is gone: its sentinel reports every assignment
+
+    @property
+    def running(self) -> bool:
+        """True while a task given to the child has not returned."""
+        return bool(self.assignments) and self.assignments[0].sent
 
     def request_stop(self) -> None:
         """Ask an idle child to exit after its current message (graceful)."""
@@ -222,11 +298,15 @@ class ChildProcess:
                 self._ready.set_exception(ChildStartError(str(message[1])))
         elif kind == "result":
             _, task_id, result_json, ok = message
-            assignment = self.assignment
-            if assignment is None or assignment.task.id != task_id:
+            queue = self.assignments
+            if not queue or queue[0].task.id != task_id:
                 logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
                 return
-            self.assignment = None
+            assignment = queue.popleft()
+            if queue and queue[0].written:
+                # The child starts its next queued task right after sending this result.
+                queue[0].started_monotonic = time.monotonic()
+            self._write_waiting()
             self._on_result(self, assignment, str(result_json), bool(ok))
 
     def _remove_pipe_reader(self) -> None:
@@ -258,9 +338,10 @@ class ChildProcess:
             self._ready.set_exception(
                 ChildStartError(f"child process exited with code {self.exitcode} before ready")
             )
-        assignment = self.assignment
-        self.assignment = None
-        self._on_exit(self, assignment, self.exitcode)
+        assignments = list(self.assignments)
+        self.assignments.clear()
+        self._held.clear()
+        self._on_exit(self, assignments, self.exitcode)
 
 
 class ChildPool:
@@ -317,18 +398,14 @@ class ChildPool:
         """Children ready for a task right now."""
         return [c for c in self.children if c.idle]
 
-    def busy_count(self) -> int:
-        """Children with an assignment (reserved or running)."""
-        return sum(1 for c in self.children if c.assignment is not None)
-
     def assignments(self) -> list[tuple[ChildProcess, Assignment]]:
-        """Current (child, assignment) pairs, reserved ones included."""
-        return [(c, c.assignment) for c in self.children if c.assignment is not None]
+        """Current (child, assignment) pairs, reserved and queued ones included."""
+        return [(c, a) for c in self.children for a in c.assignments]
 
     def _child_exit(
-        self, child: ChildProcess, assignment: Assignment | None, exitcode: int | None
+        self, child: ChildProcess, assignments: Sequence[Assignment], exitcode: int | None
     ) -> None:
-        self._on_exit(child, assignment, exitcode)
+        self._on_exit(child, assignments, exitcode)
         if not self._closed and self._respawn:
             task = asyncio.get_running_loop().create_task(self._respawn_child(child.index))
             self._respawn_tasks.add(task)
@@ -365,7 +442,7 @@ class ChildPool:
         Returns True when idle; False on timeout or when ``interrupt`` is set.
         """
         deadline = time.monotonic() + timeout
-        while any(c.assignment is not None and c.assignment.sent for c in self.children):
+        while any(c.running for c in self.children):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (interrupt is not None and interrupt.is_set()):
                 return False
@@ -385,8 +462,7 @@ class ChildPool:
             with contextlib.suppress(BaseException):
                 await task
         for child in self.children:
-            busy = child.assignment is not None and child.assignment.sent
-            if busy or child.state is ChildState.STARTING:
+            if child.running or child.state is ChildState.STARTING:
                 child.terminate()
             else:
                 child.request_stop()

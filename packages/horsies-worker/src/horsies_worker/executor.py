@@ -10,7 +10,15 @@ child's loop.
 Workflow nodes carry reserved kwargs (the context and meta payloads); :func:`execute_task` swaps
 them for the ``workflow_ctx`` / ``workflow_meta`` parameters the function declares.
 
-Pipe protocol (tuples, pickled by ``multiprocessing.Connection``):
+A child is a plain ``python -c`` process started by :func:`spawn_child` (``subprocess``, no
+``multiprocessing`` start method: no resource-tracker process, no re-run of the parent's
+``__main__``). It inherits two descriptors: one end of a socket pair, wrapped in a
+``multiprocessing.connection.Connection`` on both sides, and the write end of an exit pipe whose
+read end (the *sentinel*) becomes readable when the child is gone. The parent first sends the
+bootstrap (the pickled :class:`ChildInit`, its ``sys.path`` and ``sys.argv``); then the pipe carries
+the protocol.
+
+Pipe protocol (tuples, pickled, framed by ``Connection.send_bytes``):
 
 * parent → child: ``("run", task_id, task_name, args_json, kwargs_json)``, ``("stop",)``
 * child → parent: ``("ready", pid)``, ``("init_error", text)``,
@@ -20,15 +28,15 @@ Pipe protocol (tuples, pickled by ``multiprocessing.Connection``):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
+import gc
 import inspect
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import traceback
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,6 +53,7 @@ from horsies.workflows.context import WorkflowContext, WorkflowMeta
 from horsies.workflows.engine import CTX_KEY, META_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.connection import Connection
 
     from horsies.app import Horsies
@@ -57,7 +66,7 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class ChildInit:
-    """What a child needs to initialise itself; pickled into the spawned process."""
+    """What a child needs to initialise itself; pickled into the child's bootstrap message."""
 
     locator: str
     """Canonical locator of the app (``<module>:<var>`` or ``<real file path>:<var>``)."""
@@ -70,25 +79,125 @@ class ChildInit:
     """The parent's own ``TASKLIB_SUPPRESS_SENDS`` value, restored once the imports are done."""
 
 
-@contextlib.contextmanager
-def child_spawn_environment() -> Generator[None]:
-    """Environment for spawning a child: it starts as a worker child with sends suppressed.
+def child_environment() -> dict[str, str]:
+    """Environment of a new child: this process's, marked as a worker child with sends suppressed.
 
-    Spawn re-runs the parent's ``__main__`` script in the child (as ``__mp_main__``) before our code
-    gets control, so suppression (D35) and the child flag must already be in the environment the
-    child inherits. The parent's own variables are restored when the block ends.
+    Both variables hold from the child's first instruction: suppression (D35) must hold while it
+    imports the app, and ``HORSIES_CHILD_PROCESS`` tells the library it runs in a worker child
+    (quiet configuration logs, database URL checked when the broker is first needed). The child
+    restores the parent's own ``TASKLIB_SUPPRESS_SENDS`` once its imports are done.
     """
-    saved = {name: os.environ.get(name) for name in (CHILD_ENV_FLAG, SUPPRESS_ENV_FLAG)}
-    os.environ[CHILD_ENV_FLAG] = "1"
-    os.environ[SUPPRESS_ENV_FLAG] = "1"
+    env = dict(os.environ)
+    env[CHILD_ENV_FLAG] = "1"
+    env[SUPPRESS_ENV_FLAG] = "1"
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class _Bootstrap:
+    """The first message on a child's pipe (as ``multiprocessing`` spawn's preparation data)."""
+
+    init: ChildInit
+    sys_path: list[str]
+    sys_argv: list[str]
+
+
+class SpawnedChild:
+    """A running child process: pid, sentinel and exit status, like ``multiprocessing.Process``.
+
+    ``sentinel`` is the read end of the exit pipe; it becomes readable (EOF) when the child has
+    exited or been killed. ``exitcode`` is None until the child has been reaped, then its exit
+    status (``-N`` when killed by signal N).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], sentinel: int) -> None:
+        self._popen = popen
+        self._sentinel = sentinel
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def sentinel(self) -> int:
+        return self._sentinel
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` seconds) for the child to exit, and reap it."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (a no-op once the child has been reaped)."""
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        """SIGKILL (a no-op once the child has been reaped)."""
+        self._popen.kill()
+
+    def close(self) -> None:
+        """Close the sentinel (once the child's exit has been handled)."""
+        if self._sentinel >= 0:
+            os.close(self._sentinel)
+            self._sentinel = -1
+
+
+def _interpreter_flags() -> list[str]:
+    """This interpreter's command-line flags (``-B``, ``-X ...``, ``-W ...``, ...), as spawn passes
+    them on (the stdlib helper ``multiprocessing`` uses; not in the type stubs)."""
+    helper = getattr(subprocess, "_args_from_interpreter_flags")  # noqa: B009
+    flags = cast("Callable[[], list[str]]", helper)
+    return flags()
+
+
+def spawn_child(init: ChildInit) -> tuple[SpawnedChild, Connection]:
+    """Start a worker child running :func:`child_main`; return it and the parent's end of its pipe,
+    the bootstrap already sent.
+
+    The child is a new interpreter (same executable and interpreter flags) in the parent's process
+    group, with stdin on ``/dev/null`` and the parent's stdout and stderr. It inherits only its end
+    of the socket pair and the write end of the exit pipe (``close_fds``), so the parent's end of
+    the pipe sees EOF, and the sentinel becomes readable, exactly when the child is gone.
+    """
+    import socket
+    from multiprocessing.connection import Connection
+
+    parent_sock, child_sock = socket.socketpair()
+    sentinel, exit_w = os.pipe()
+    child_fd = child_sock.fileno()
     try:
-        yield
+        command = [
+            sys.executable,
+            *_interpreter_flags(),
+            "-c",
+            "from horsies_worker.executor import child_entry; "
+            f"child_entry(conn_fd={child_fd}, exit_fd={exit_w})",
+        ]
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(child_fd, exit_w),
+            env=child_environment(),
+        )
+    except BaseException:
+        parent_sock.close()
+        os.close(sentinel)
+        raise
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        # Our copies of the child's ends must go: EOF and the sentinel depend on it.
+        child_sock.close()
+        os.close(exit_w)
+    conn = Connection(parent_sock.detach())
+    child = SpawnedChild(popen, sentinel)
+    bootstrap = _Bootstrap(init=init, sys_path=list(sys.path), sys_argv=list(sys.argv))
+    with contextlib.suppress(OSError):
+        # A child that died at once: its sentinel reports it.
+        conn.send_bytes(pickle.dumps(bootstrap, pickle.HIGHEST_PROTOCOL))
+    return child, conn
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,6 +431,8 @@ def _die_with_parent(parent_pid: int) -> None:
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
+            import ctypes
+
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent_pid and os.getppid() != parent_pid:
@@ -348,11 +459,9 @@ def initialize_child(init: ChildInit) -> Horsies:
 
     os.environ[SUPPRESS_ENV_FLAG] = "1"
     try:
-        app = _app_from_spawned_main(init.locator)
-        if app is None:
-            from horsies.locator import locate_app
+        from horsies.locator import locate_app
 
-            app = locate_app(init.locator, allow_factory=True).app
+        app = locate_app(init.locator, allow_factory=True).app
         with contextlib.suppress(Exception):
             app.set_role("worker")
         modules = list(dict.fromkeys([*init.task_modules, *app.get_discovered_task_modules()]))
@@ -375,29 +484,44 @@ def initialize_child(init: ChildInit) -> Horsies:
     return app
 
 
-def _app_from_spawned_main(locator: str) -> Horsies | None:
-    """The app from ``__mp_main__`` when the locator names the script spawn already re-ran.
+def _release_free_memory() -> None:
+    """Give the memory freed during start-up back to the system (glibc only; best effort).
 
-    ``run_worker(app)`` called from a script gives a ``<script path>:<var>`` locator; importing that
-    file again would execute the script a second time in every child.
+    Importing the app allocates and frees a lot (compiling sources without cached bytecode,
+    building validators), and glibc keeps freed heap pages unless asked. Called once, before the
+    first task, so a long-lived child does not carry its start-up peak.
     """
-    from horsies.app import Horsies
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
 
-    main = sys.modules.get("__mp_main__")
-    main_file = getattr(main, "__file__", None)
-    path, sep, variable = locator.rpartition(":")
-    if main is None or not main_file or not sep or not path.endswith(".py"):
-        return None
-    if os.path.realpath(path) != os.path.realpath(main_file):
-        return None
-    value = getattr(main, variable, None)
-    if callable(value) and not isinstance(value, Horsies):
-        value = value()
-    return value if isinstance(value, Horsies) else None
+            ctypes.CDLL(None).malloc_trim(0)
+
+
+def child_entry(conn_fd: int, exit_fd: int) -> None:
+    """Bootstrap of a child started by :func:`spawn_child` (its ``python -c`` command calls this).
+
+    Keeps both inherited descriptors from the processes a task may start, reads the bootstrap (the
+    parent's ``sys.path`` and ``sys.argv``, restored as ``multiprocessing`` spawn did, and the
+    `ChildInit`), then runs :func:`child_main`. Exits 1 if the parent is gone before that.
+    """
+    from multiprocessing.connection import Connection
+
+    for fd in (conn_fd, exit_fd):
+        os.set_inheritable(fd, False)
+    conn = Connection(conn_fd)
+    try:
+        bootstrap = cast(_Bootstrap, pickle.loads(conn.recv_bytes()))
+    except (EOFError, OSError):
+        sys.exit(1)
+    sys.path[:] = bootstrap.sys_path
+    sys.argv[:] = bootstrap.sys_argv
+    child_main(conn, bootstrap.init)
 
 
 def child_main(conn: Connection, init: ChildInit) -> None:
-    """Entry point of a worker child (target of the spawned ``multiprocessing.Process``).
+    """Serve as a worker child over ``conn`` (called by :func:`child_entry`).
 
     Initialises, reports ``("ready", pid)`` (or ``("init_error", text)`` and exits 1), then serves
     ``run`` requests until ``stop``, end-of-file on the pipe, or a broken pipe.
@@ -411,6 +535,7 @@ def child_main(conn: Connection, init: ChildInit) -> None:
             conn.send(("init_error", f"{type(exc).__name__}: {exc}\n{text}"))
         conn.close()
         sys.exit(1)
+    _release_free_memory()
     conn.send(("ready", os.getpid()))
     while True:
         try:

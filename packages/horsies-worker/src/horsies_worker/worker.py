@@ -62,6 +62,11 @@ _CLAIM_ERROR_BACKOFF_MAX_S = 5.0
 _LINGER_MAX_S = 0.002
 # Weight of the newest execution time in the running average that _linger consults.
 _RUNTIME_EWMA_WEIGHT = 0.2
+# Prefetch mode queues tasks behind a child's running one only while tasks usually take less than
+# this, at most _CHILD_QUEUE_MAX per child: a queued task waits behind the running one (see
+# _child_depth).
+_CHILD_QUEUE_MAX_RUNTIME_S = 0.002
+_CHILD_QUEUE_MAX = 32
 
 
 class Worker:
@@ -118,12 +123,20 @@ class Worker:
         # Claims go PENDING -> RUNNING in one step (no CLAIMED phase) unless a lease (soft cap) or
         # a cluster-wide count under the claim lock needs it.
         self._direct_start = not config.soft_cap and not self._cluster_capped
+        # Prefetch without cluster-wide caps: outcomes, starts and claims share one round trip
+        # (_prefetch_exchange); with such caps claims take the claim lock (_claim_and_dispatch).
+        self._prefetch_exchange_mode = config.soft_cap and not self._cluster_capped
+        # Tasks of a failed prefetch exchange whose starts may have committed: no longer held
+        # here; the next exchange releases the claims among them and requeues the started ones.
+        self._orphaned_claims: list[str] = []
         # Set when a claim+start round trip failed: it may have committed without its reply, so
         # the next one also sends this worker's untracked RUNNING rows back to PENDING.
         self._reconcile_needed = False
         # Running average of task execution times (send to result), for _linger.
         self._runtime_ewma: float | None = None
         self._stop_requested_early = False
+        # Background requeues of tasks a dead child never began (_requeue_unstarted).
+        self._requeues: set[asyncio.Task[None]] = set()
         self.ready: asyncio.Event | None = None
         """Set once start-up has finished (children ready, listening); for embedding and tests."""
 
@@ -250,9 +263,9 @@ class Worker:
             on_flushed=self._on_flushed,
             notify_capacity=self._cluster_capped,
         )
-        if not self._direct_start:
-            # With direct starts the claim loop writes outcomes in its own round trips; the
-            # completer's writer only runs during shutdown (see _shutdown).
+        if not self._direct_start and not self._prefetch_exchange_mode:
+            # Otherwise the claim loop writes outcomes in its own round trips; the completer's
+            # writer only runs during shutdown (see _shutdown).
             self._completer_task = self._start_completer()
         init = ChildInit(
             locator=cfg.locator,
@@ -377,6 +390,8 @@ class Worker:
                 if self._direct_start:
                     await self._linger()
                     await self._exchange()
+                elif self._prefetch_exchange_mode:
+                    await self._prefetch_exchange()
                 else:
                     await self._claim_and_dispatch()
                 backoff = 0.0
@@ -472,19 +487,20 @@ class Worker:
         if completer.pending:
             wake.set()  # more than one batch of outcomes was queued
 
-    def _hand_over(self, idle: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
-        """Put each task just started for a child pid on that child's pipe."""
-        by_pid = {child.pid: child for child in idle}
+    def _hand_over(self, children: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
+        """Give each task just started for a child pid to that child (its slot was free when the
+        pid was chosen)."""
+        by_pid = {child.pid: child for child in children}
         for item in started:
             task = item.task
             child = by_pid.get(item.pid)
-            if child is not None and child.idle:
+            if child is not None and child.alive:
                 assignment = Assignment(task=task)
-                child.assignment = assignment
+                child.reserve(assignment)
                 if child.send_task(assignment):
                     logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
                     continue
-                child.assignment = None
+                child.unreserve(assignment)
             # The child died during the round trip, so the task never reached it: its row is
             # RUNNING with the dead pid and tracked by nobody. The next exchange sends it back to
             # PENDING (user code never started, so running it again is safe).
@@ -498,39 +514,187 @@ class Worker:
             assert self._wake is not None
             self._wake.set()
 
+    async def _prefetch_exchange(self) -> None:
+        """One prefetch-mode pass: write the queued outcomes, start waiting claims on children
+        with room, and claim more, in one ``finish_start_and_claim`` round trip.
+
+        Passes run back to back while children have room, so each refills what the children ran
+        during the previous one; a claim waits until a quarter of the budget is free unless nothing
+        waits locally.
+        """
+        pool, completer, stop, wake = self._pool, self._completer, self._stop, self._wake
+        assert pool is not None
+        assert completer is not None
+        assert stop is not None
+        assert wake is not None
+        pairs: list[tuple[ChildProcess, Assignment]] = []
+        direct_pids: list[int] = []
+        budget = 0
+        if not stop.is_set():
+            if self._dispatch_due():
+                pairs = self._reserve_children(pool)
+            budget = self._claimer.budget(
+                running=self.running_count(), claimed=self.claimed_count()
+            )
+            if not self._pending:
+                # Free child slots beyond the waiting claims: filled straight from PENDING.
+                direct_pids = self._free_slot_pids(pool)[:budget]
+            cfg = self.config
+            rest = budget - len(direct_pids)
+            if self._pending and rest * 4 < cfg.processes + cfg.prefetch_buffer:
+                budget = len(direct_pids)  # claim once a quarter of the budget is free
+        batch = completer.take()
+        release = self._orphaned_claims
+        keep = self._tracked_task_ids() if release or self._reconcile_needed else None
+        if not pairs and not batch and budget <= 0 and keep is None:
+            return
+        try:
+            exchange = await self.broker.finish_start_and_claim(
+                self.worker_id,
+                self.hostname,
+                outcomes=batch,
+                starts=[(a.task.id, c.pid) for c, a in pairs],
+                direct_pids=direct_pids,
+                request=self._claimer.request(budget) if budget > 0 else None,
+                release_ids=release,
+                keep_running_ids=keep,
+            )
+        except BaseException:
+            completer.restore(batch)
+            if pairs or direct_pids:
+                # The starts may have committed without the reply: these tasks are no longer
+                # ours to run; the next exchange gives them back.
+                for child, assignment in pairs:
+                    child.unreserve(assignment)
+                self._orphaned_claims = [*release, *(a.task.id for _, a in pairs)]
+                self._reconcile_needed = True
+            raise
+        if keep is not None:
+            self._orphaned_claims = []
+            self._reconcile_needed = False
+        completer.settle(batch, exchange.finished)
+        if exchange.claimed:
+            logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)
+            self._pending.extend(exchange.claimed)
+        self._hand_over_claims(pairs, exchange.started)
+        if exchange.direct:
+            self._hand_over(pool.children, exchange.direct)
+        if (
+            self._dispatch_due()
+            or completer.pending
+            or len(exchange.direct) == len(direct_pids) > 0
+        ):
+            wake.set()
+
+    def _free_slot_pids(self, pool: ChildPool) -> list[int]:
+        """One child pid per free slot, level by level (idle children first), so that the most
+        urgent tasks go where they start soonest."""
+        depth = self._child_depth()
+        held = {child.pid: len(child.assignments) for child in pool.children}
+        pids: list[int] = []
+        for level in range(depth):
+            pids += [
+                child.pid
+                for child in pool.children
+                if child.free_slots(depth) and held[child.pid] <= level
+            ]
+        return pids
+
+    def _claim_budget(self) -> int:
+        """How many tasks a prefetching pass claims now: the free budget once it is a quarter of
+        what this worker may hold (or at once when nothing waits locally), else 0."""
+        budget = self._claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+        cfg = self.config
+        if self._pending and budget * 4 < cfg.processes + cfg.prefetch_buffer:
+            return 0
+        return budget
+
     async def _claim_and_dispatch(self) -> None:
-        """One pass: hand waiting tasks to idle children, claim the free budget, dispatch again."""
-        await self._dispatch()
+        """One pass: start waiting tasks on children with room and, at the same time, claim the
+        free budget; then start what the claim brought if a child has room.
+
+        The start and the claim are independent (different rows, different connections), so they
+        share the wait for their commits. Round trips are spent on batches: children are refilled
+        once one is idle or has room for half its queue, and a claim waits until a quarter of the
+        budget is free unless nothing waits locally.
+        """
         stop, wake = self._stop, self._wake
         assert stop is not None
         assert wake is not None
-        if stop.is_set():
-            return
-        budget = self._claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+        budget = 0 if stop.is_set() else self._claim_budget()
         if budget <= 0:
+            if self._dispatch_due():
+                await self._dispatch()
             return
-        claimed = await self._claimer.claim(budget)
-        if not claimed:
-            return
-        logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
-        self._pending.extend(claimed)
-        await self._dispatch()
+        outcomes = await asyncio.gather(
+            self._dispatch() if self._dispatch_due() else _nothing(),
+            self._claimer.claim(budget),
+            return_exceptions=True,
+        )
+        dispatched, claimed = outcomes
+        if isinstance(claimed, BaseException):
+            raise claimed
+        if claimed:
+            logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
+            self._pending.extend(claimed)
+        if isinstance(dispatched, BaseException):
+            raise dispatched
+        if self._dispatch_due():
+            await self._dispatch()
         # A full batch may mean more work is waiting (max_claim_batch, several queues): go again.
-        if self._claimer.budget(running=self.running_count(), claimed=self.claimed_count()) > 0:
+        if claimed and self._claimer.budget(
+            running=self.running_count(), claimed=self.claimed_count()
+        ):
             wake.set()
 
+    def _dispatch_due(self) -> bool:
+        """True when a task waits locally and a child has room for it."""
+        pool = self._pool
+        if pool is None or not self._pending:
+            return False
+        depth = self._child_depth()
+        return any(child.free_slots(depth) for child in pool.children)
+
+    def _child_depth(self) -> int:
+        """How many tasks one child may hold at once: 1, or in prefetch mode while tasks are short
+        (recent execution times below ``_CHILD_QUEUE_MAX_RUNTIME_S``) up to its share of the
+        prefetch buffer plus the running one, at most ``_CHILD_QUEUE_MAX``.
+
+        A queued task is RUNNING from the hand-over (its lease was checked then); the child starts
+        it the moment the previous one returns instead of waiting for a database round trip of the
+        main process, which is what bounds a prefetching worker on short tasks otherwise.
+        """
+        cfg = self.config
+        typical = self._runtime_ewma
+        if not cfg.soft_cap or typical is None or typical > _CHILD_QUEUE_MAX_RUNTIME_S:
+            return 1
+        share = -(-cfg.prefetch_buffer // cfg.processes)
+        return min(_CHILD_QUEUE_MAX, 1 + share)
+
+    def _reserve_children(self, pool: ChildPool) -> list[tuple[ChildProcess, Assignment]]:
+        """Reserve child slots for waiting tasks: idle children first, then one queued task per
+        child per round, so that the waiting tasks spread over the children."""
+        depth = self._child_depth()
+        pairs: list[tuple[ChildProcess, Assignment]] = []
+        pending = self._pending
+        for level in range(depth):
+            for child in pool.children:
+                if not pending:
+                    return pairs
+                if child.free_slots(depth) == 0 or len(child.assignments) != level:
+                    continue
+                assignment = Assignment(task=pending.popleft())
+                child.reserve(assignment)  # synchronously: no other pass can take the slot
+                pairs.append((child, assignment))
+        return pairs
+
     async def _dispatch(self) -> None:
-        """Start as many waiting tasks as there are idle children, in one ``start_tasks`` call."""
+        """Start as many waiting tasks as the children have free slots, in one ``start_tasks``
+        call."""
         pool = self._pool
         if pool is None or not self._pending:
             return
-        pairs: list[tuple[ChildProcess, Assignment]] = []
-        for child in pool.idle_children():
-            if not self._pending:
-                break
-            assignment = Assignment(task=self._pending.popleft())
-            child.assignment = assignment  # reserve synchronously: no other pass can take it
-            pairs.append((child, assignment))
+        pairs = self._reserve_children(pool)
         if not pairs:
             return
         try:
@@ -539,29 +703,60 @@ class Worker:
             )
         except BaseException:
             for child, assignment in reversed(pairs):
-                if child.assignment is assignment:
-                    child.assignment = None
+                child.unreserve(assignment)
                 self._pending.appendleft(assignment.task)
             raise
+        self._hand_over_claims(pairs, started)
+        if self._dispatch_due():
+            assert self._wake is not None
+            self._wake.set()
+
+    def _hand_over_claims(
+        self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[str]
+    ) -> None:
+        """Send each reserved claim that was started to its child; drop the lost ones."""
+        orphans: list[ClaimedTask] = []
         for child, assignment in pairs:
             task = assignment.task
             if task.id not in started:
                 # Lease expired and another worker took it, or it was requeued: not ours any more.
                 logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
-                if child.assignment is assignment:
-                    child.assignment = None
+                child.unreserve(assignment)
                 continue
-            if child.assignment is assignment and child.send_task(assignment):
+            if child.holds(assignment) and child.send_task(assignment):
                 logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
                 continue
-            # The child died between reservation and hand-over; the row is RUNNING with its pid.
-            if child.assignment is assignment:
-                child.assignment = None
-            reason = f"Worker child process {child.pid} died before the task was handed over"
-            self._submit_crash(task, child.pid, child.exitcode, reason)
-        if self._pending and pool.idle_children():
-            assert self._wake is not None
-            self._wake.set()
+            # The child died between reservation and hand-over: the row is RUNNING with its pid,
+            # but no user code ran it.
+            child.unreserve(assignment)
+            orphans.append(task)
+        if orphans:
+            self._requeue_unstarted(orphans, "its child process died before the hand-over")
+
+    def _requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
+        """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
+        id: other round trips may be starting tasks meanwhile. Runs in the background; shutdown
+        waits for it.
+        """
+        for task in tasks:
+            logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
+        ids = [task.id for task in tasks]
+
+        async def requeue() -> None:
+            try:
+                await self.broker.requeue_running(self.worker_id, ids)
+            except Exception as exc:
+                logger.error(
+                    "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",
+                    exc,
+                    len(tasks),
+                )
+            if self._wake is not None:
+                self._wake.set()
+
+        job = asyncio.get_running_loop().create_task(requeue(), name="horsies-requeue")
+        self._requeues.add(job)
+        job.add_done_callback(self._requeues.discard)
 
     # -- child callbacks (event-loop thread) -------------------------------------------------------
 
@@ -605,9 +800,16 @@ class Worker:
             self._wake.set()
 
     def _on_child_exit(
-        self, child: ChildProcess, assignment: Assignment | None, exitcode: int | None
+        self, child: ChildProcess, assignments: Sequence[Assignment], exitcode: int | None
     ) -> None:
-        if assignment is not None and assignment.sent:
+        sent = [a for a in assignments if a.sent]
+        if len(sent) > 1:
+            # Queued behind the one that was running: the child never began them.
+            self._requeue_unstarted(
+                [a.task for a in sent[1:]], f"child process {child.pid} exited before starting it"
+            )
+        if sent:
+            assignment = sent[0]
             if self._shutting_down and child.expected_exit:
                 reason = (
                     f"Worker child process {child.pid} terminated at shutdown: the task was still "
@@ -670,8 +872,8 @@ class Worker:
     async def _shutdown(self) -> None:
         self._shutting_down = True
         if self._completer is not None and self._completer_task is None:
-            # Direct-start mode: the claim loop no longer writes outcomes; results of tasks that
-            # finish from now on are written by the completer's own writer.
+            # Direct-start and prefetch-exchange modes: the claim loop no longer writes outcomes;
+            # results of tasks that finish from now on are written by the completer's own writer.
             self._completer_task = self._start_completer()
         if self._pool is not None:
             self._pool.stop_respawning()
@@ -679,8 +881,9 @@ class Worker:
             self._stop.set()
         await self._unsubscribe()
         # Unstarted claims go back at once instead of waiting for a reaper.
-        if self._pending:
-            ids = [t.id for t in self._pending]
+        if self._pending or self._orphaned_claims:
+            ids = [*self._orphaned_claims, *(t.id for t in self._pending)]
+            self._orphaned_claims = []
             self._pending.clear()
             try:
                 released = await self.broker.release_claimed(self.worker_id, ids)
@@ -714,6 +917,11 @@ class Worker:
                 )
             except Exception as exc:
                 logger.error("completer_failed: %s", exc)
+        for job in list(self._requeues):
+            try:
+                await asyncio.wait_for(job, _COMPLETER_DRAIN_TIMEOUT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.error("requeue_unstarted_timeout: the reaper will recover such tasks")
         if self._reconcile_needed and completer is not None:
             try:
                 await self.broker.requeue_untracked_running(self.worker_id, completer.pending_ids())
@@ -732,6 +940,10 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.broker.close_async()
         logger.info("Worker %s stopped", self.worker_id)
+
+
+async def _nothing() -> None:
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

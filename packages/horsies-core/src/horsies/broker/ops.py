@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
-from collections.abc import Generator, Iterable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, LiteralString, TypeAlias, TypeVar
 
 import orjson
@@ -31,6 +31,7 @@ from horsies.broker.types import (
     ClaimRequest,
     EnqueueRequest,
     InFlight,
+    PrefetchExchange,
     ReapReport,
     StartedTask,
     TaskExchange,
@@ -81,6 +82,24 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """One single-row statement run as a named server-side prepared statement, sent through libpq
+    directly (``pools``): no psycopg cursor, no query conversion, text parameters.
+
+    ``sql`` uses named ``%(name)s`` placeholders, each once; ``params`` are their values in order
+    of appearance (None, str, int or aware datetime) and ``types`` their PostgreSQL types. The
+    executor falls back to an ordinary prepared cursor execution (same statement, same errors) for
+    anything it cannot send as is: other value types, text holding NUL, a non-UTF-8 connection,
+    echo. Its result has no rows, only the row count.
+    """
+
+    name: str
+    sql: LiteralString
+    types: tuple[str, ...]
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """Statements sent together in one round trip, in order.
 
@@ -113,7 +132,24 @@ class Copy:
     rows: Sequence[Sequence[Any]]
 
 
-Step: TypeAlias = Query | Pipeline | Copy
+@dataclass(frozen=True, slots=True)
+class CopyData:
+    """A ``COPY ... FROM STDIN (FORMAT BINARY)`` whose stream (header, rows, trailer) comes as
+    ready-made chunks: written as they come, no per-row work in the driver.
+
+    The stream's text fields are UTF-8: on a connection with another client encoding the executor
+    streams ``rows()`` with ``types`` instead (as :class:`Copy`). ``data`` None always takes that
+    path. Its result's ``rowcount`` is ``count``.
+    """
+
+    sql: LiteralString
+    data: Iterable[bytes] | None
+    count: int
+    types: tuple[str, ...]
+    rows: Callable[[], Iterable[Sequence[Any]]]
+
+
+Step: TypeAlias = Query | Pipeline | Copy | Prepared | CopyData
 Op: TypeAlias = Generator[Step, QueryResult, T]
 
 
@@ -162,42 +198,126 @@ def enqueue_params(
 ) -> tuple[str, dict[str, Any]]:
     """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError, incl.
     PayloadTooLargeError above ``max_payload_bytes``, before I/O)."""
-    task_id = request.task_id or str(uuid.uuid4())
+    task_id = request.task_id or new_task_id()
     row = _task_row(task_id, request, max_payload_bytes)
     return task_id, dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
 
 
-def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
-    """The values of a new task row, in ``TASK_COPY_COLUMNS`` order (arguments encoded and
-    checked against ``max_payload_bytes``, None = unlimited)."""
-    _check_priority(req.priority)
-    args_json = args_to_json(tuple(req.args)) if req.args else None
-    kwargs_json = kwargs_to_json(req.kwargs) if req.kwargs else None
+def task_row(
+    task_id: str,
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    queue_name: str,
+    priority: int,
+    sent_at: datetime | None,
+    good_until: datetime | None,
+    max_retries: int,
+    task_options: str | None,
+    max_payload_bytes: int | None,
+) -> tuple[Any, ...]:
+    """The values of a new task row, in ``TASK_COPY_COLUMNS`` order: arguments encoded (codec
+    errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
+    unlimited)."""
+    _check_priority(priority)
+    args_json = args_to_json(tuple(args)) if args else None
+    kwargs_json = kwargs_to_json(kwargs) if kwargs else None
     check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
-    return [
+    return (
         task_id,
-        req.task_name,
-        req.queue_name,
-        req.priority,
+        task_name,
+        queue_name,
+        priority,
         args_json,
         kwargs_json,
-        req.sent_at,
-        req.good_until,
-        req.max_retries,
-        req.task_options,
-    ]
+        sent_at,
+        good_until,
+        max_retries,
+        task_options,
+    )
+
+
+_TASK_INSERT_NAME: Final = "horsies_task_insert_v1"
+"""Name of TASK_INSERT's prepared statement (change it with the statement)."""
+
+
+def task_insert_step(row: tuple[Any, ...]) -> Prepared:
+    """The single-row insert of a :func:`task_row` (TASK_INSERT as a libpq prepared statement)."""
+    return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
+
+
+_INSERT_MANY_BINARY: Final = task_sql.TASK_INSERT_MANY.replace(")s::", ")b::")
+"""TASK_INSERT_MANY with its arrays sent in binary: no text-array quoting and escaping."""
+_INSERT_MANY_ARRAYS: Final = (
+    "ids",
+    "task_names",
+    "queue_names",
+    "priorities",
+    "args",
+    "kwargs",
+    "sent_ats",
+    "good_untils",
+    "max_retries",
+    "task_options",
+)
+"""TASK_INSERT_MANY's parameters, in ``TASK_COPY_COLUMNS`` order."""
+
+
+def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
+    """One TASK_INSERT_MANY statement for :func:`task_row` rows (several sends in one statement:
+    one transaction, one round trip). Rows without ``sent_at`` get the statement's ``now()`` minus
+    a microsecond per later row, so they are claimed in row order."""
+    columns = zip(*rows, strict=True)
+    return Query(
+        _INSERT_MANY_BINARY,
+        {name: list(column) for name, column in zip(_INSERT_MANY_ARRAYS, columns, strict=True)},
+        rows="none",
+        prepare=True,
+    )
+
+
+def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
+    """:func:`task_row` of an `EnqueueRequest`, as a list (``enqueue_many_op`` fills in
+    ``sent_at``)."""
+    return list(
+        task_row(
+            task_id,
+            req.task_name,
+            req.args,
+            req.kwargs,
+            queue_name=req.queue_name,
+            priority=req.priority,
+            sent_at=req.sent_at,
+            good_until=req.good_until,
+            max_retries=req.max_retries,
+            task_options=req.task_options,
+            max_payload_bytes=max_payload_bytes,
+        )
+    )
+
+
+def new_task_id() -> str:
+    """A random UUID4 string, as ``str(uuid.uuid4())`` writes it (see :func:`new_task_ids`)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+"""A random hex digit -> the RFC 4122 variant digit with the same two low bits."""
 
 
 def new_task_ids(count: int) -> list[str]:
     """``count`` random UUID4 strings, as ``str(uuid.uuid4())`` writes them, without building a
     ``UUID`` object per id (the bulk send's largest per-task cost after argument encoding)."""
-    raw = bytearray(os.urandom(16 * count))
+    digits = os.urandom(16 * count).hex()
+    variant = _VARIANT
     ids: list[str] = []
-    for start in range(0, 16 * count, 16):
-        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
-        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # RFC 4122 variant
-        h = raw[start : start + 16].hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    append = ids.append
+    for start in range(0, 32 * count, 32):
+        h = digits[start : start + 32]
+        # Version 4 (13th digit), RFC 4122 variant (17th digit); 122 random bits remain.
+        append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}")
     return ids
 
 
@@ -205,36 +325,10 @@ def enqueue_many_params(
     requests: Sequence[EnqueueRequest], max_payload_bytes: int | None = None
 ) -> tuple[list[str], dict[str, Any]]:
     """(task ids, TASK_INSERT_MANY array parameters) for a batch, in request order."""
-    ids: list[str] = []
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "ids",
-            "task_names",
-            "queue_names",
-            "priorities",
-            "args",
-            "kwargs",
-            "sent_ats",
-            "good_untils",
-            "max_retries",
-            "task_options",
-        )
-    }
-    for req in requests:
-        task_id, p = enqueue_params(req, max_payload_bytes)
-        ids.append(task_id)
-        columns["ids"].append(task_id)
-        columns["task_names"].append(p["task_name"])
-        columns["queue_names"].append(p["queue_name"])
-        columns["priorities"].append(p["priority"])
-        columns["args"].append(p["args"])
-        columns["kwargs"].append(p["kwargs"])
-        columns["sent_ats"].append(p["sent_at"])
-        columns["good_untils"].append(p["good_until"])
-        columns["max_retries"].append(p["max_retries"])
-        columns["task_options"].append(p["task_options"])
-    return ids, dict(columns)
+    ids = [req.task_id or new_task_id() for req in requests]
+    rows = [_task_row(i, req, max_payload_bytes) for i, req in zip(ids, requests, strict=True)]
+    columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+    return ids, {name: columns[i] if columns else [] for i, name in enumerate(_INSERT_MANY_ARRAYS)}
 
 
 def enqueue_many_rows(
@@ -271,6 +365,224 @@ def enqueue_many_op(rows: list[list[Any]]) -> Op[int]:
 
 
 _SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
+
+# Binary COPY encoding (PostgreSQL's COPY BINARY file format): a header, then per row the number of
+# fields (int16) and each field as its length (int32, -1 for NULL) and bytes; an int16 -1 ends it.
+_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_COPY_TRAILER: Final = b"\xff\xff"
+_COPY_NULL: Final = b"\xff\xff\xff\xff"
+_INT16: Final = struct.Struct(">h")
+_INT32: Final = struct.Struct(">i")
+_INT64: Final = struct.Struct(">q")
+_INT4_RANGE: Final = range(-(2**31), 2**31)
+_ID_LENGTH: Final = 36
+_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""Binary timestamps count microseconds from here."""
+_US: Final = timedelta(microseconds=1)
+
+
+def _copy_text(text: str) -> bytes:
+    data = text.encode()
+    return _INT32.pack(len(data)) + data
+
+
+def _copy_int4(value: int) -> bytes | None:
+    return (
+        b"\x00\x00\x00\x04" + _INT32.pack(value)
+        if type(value) is int and value in _INT4_RANGE
+        else None
+    )
+
+
+def _copy_timestamptz(value: datetime | None) -> bytes | None:
+    if value is None:
+        return _COPY_NULL
+    if type(value) is not datetime or value.tzinfo is None:
+        return None
+    return b"\x00\x00\x00\x08" + _INT64.pack((value - _PG_EPOCH) // _US)
+
+
+_BATCH_CHUNK_ROWS: Final = 512
+"""Rows per chunk of a batch's COPY stream: the next chunk is built while the server stores the
+previous one."""
+
+
+class TaskBatch:
+    """New PENDING rows of one task, one per call (``send_many``), arguments encoded before any I/O.
+
+    Everything but the ids and the encoded arguments is shared by the rows, so the COPY stream is
+    built from bytes computed once per batch (:meth:`copy_chunks`), with ``sent_at`` last: the
+    transaction's ``now()`` minus a microsecond per later row (claimed in call order). Ids are made
+    as the stream is built and kept: an insert repeated after a lost connection sends the same ids.
+    """
+
+    __slots__ = (
+        "args",
+        "good_until",
+        "ids",
+        "kwargs",
+        "max_retries",
+        "priority",
+        "queue_name",
+        "task_name",
+        "task_options",
+    )
+
+    def __init__(
+        self,
+        task_name: str,
+        args: list[str | None],
+        kwargs: list[str | None],
+        *,
+        queue_name: str,
+        priority: int,
+        good_until: datetime | None,
+        max_retries: int,
+        task_options: str | None,
+    ) -> None:
+        self.task_name = task_name
+        self.ids: list[str] = []
+        self.args = args
+        self.kwargs = kwargs
+        self.queue_name = queue_name
+        self.priority = priority
+        self.good_until = good_until
+        self.max_retries = max_retries
+        self.task_options = task_options
+
+    def _ids_up_to(self, count: int) -> list[str]:
+        ids = self.ids
+        if len(ids) < count:
+            ids.extend(new_task_ids(count - len(ids)))
+        return ids
+
+    def all_ids(self) -> list[str]:
+        """The task ids, in call order."""
+        return self._ids_up_to(len(self.args))
+
+    def rows(self, now: datetime) -> list[tuple[Any, ...]]:
+        """The rows as values, in ``TASK_BATCH_COPY_COLUMNS`` order, for a transaction clock of
+        ``now``."""
+        last = len(self.args) - 1
+        return [
+            (
+                task_id,
+                self.task_name,
+                self.queue_name,
+                self.priority,
+                args,
+                kwargs,
+                self.good_until,
+                self.max_retries,
+                self.task_options,
+                now - timedelta(microseconds=last - index),
+            )
+            for index, (task_id, args, kwargs) in enumerate(
+                zip(self.all_ids(), self.args, self.kwargs, strict=True)
+            )
+        ]
+
+    def copy_chunks(self, now: datetime) -> Iterator[bytes] | None:
+        """The binary COPY stream for ``TASK_BATCH_COPY_IN`` (UTF-8 text), built chunk by chunk as
+        it is consumed; None if a shared value has no plain binary form here (then the driver
+        encodes :meth:`rows`)."""
+        priority = _copy_int4(self.priority)
+        max_retries = _copy_int4(self.max_retries)
+        good_until = _copy_timestamptz(self.good_until)
+        if priority is None or max_retries is None or good_until is None:
+            return None
+        options = _COPY_NULL if self.task_options is None else _copy_text(self.task_options)
+        shared = _copy_text(self.task_name) + _copy_text(self.queue_name) + priority
+        tail = good_until + max_retries + options + b"\x00\x00\x00\x08"
+        return self._chunks((now - _PG_EPOCH) // _US, shared, tail)
+
+    def _chunks(self, now_us: int, shared: bytes, tail: bytes) -> Iterator[bytes]:
+        count = len(self.args)
+        head = _INT16.pack(len(task_sql.TASK_BATCH_COPY_COLUMNS))
+        id_head = head + _INT32.pack(_ID_LENGTH)  # every generated id: 36 ASCII characters
+        no_arguments = shared + _COPY_NULL + _COPY_NULL + tail
+        first_us = now_us - (count - 1)
+        pack = _INT64.pack
+        all_args, all_kwargs = self.args, self.kwargs
+        if not count:
+            yield _COPY_HEADER + _COPY_TRAILER
+            return
+        parts: list[bytes] = [_COPY_HEADER]
+        for start in range(0, count, _BATCH_CHUNK_ROWS):
+            end = min(count, start + _BATCH_CHUNK_ROWS)
+            ids = self._ids_up_to(end)
+            append = parts.append
+            for index in range(start, end):
+                task_id = ids[index]
+                if len(task_id) == _ID_LENGTH:
+                    append(id_head)
+                    append(task_id.encode())
+                else:
+                    append(head)
+                    append(_copy_text(task_id))
+                args, kwargs = all_args[index], all_kwargs[index]
+                if args is None and kwargs is None:
+                    append(no_arguments)
+                else:
+                    append(shared)
+                    append(_COPY_NULL if args is None else _copy_text(args))
+                    append(_COPY_NULL if kwargs is None else _copy_text(kwargs))
+                    append(tail)
+                append(pack(first_us + index))
+            if end == count:
+                parts.append(_COPY_TRAILER)
+            yield b"".join(parts)
+            parts = []
+
+
+def encode_calls(
+    task_name: str,
+    calls: Iterable[tuple[Sequence[Any], Mapping[str, Any] | None]],
+    *,
+    queue_name: str,
+    priority: int,
+    good_until: datetime | None,
+    max_retries: int,
+    task_options: str | None,
+    max_payload_bytes: int | None,
+) -> TaskBatch:
+    """One :class:`TaskBatch` row per (args, kwargs) call, in order: every call encoded and checked
+    (codec errors, ``PayloadTooLargeError``) before anything is written."""
+    _check_priority(priority)
+    all_args: list[str | None] = []
+    all_kwargs: list[str | None] = []
+    for args, kwargs in calls:
+        args_json = args_to_json(tuple(args)) if args else None
+        kwargs_json = kwargs_to_json(kwargs) if kwargs else None
+        if args_json is not None or kwargs_json is not None:
+            check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
+        all_args.append(args_json)
+        all_kwargs.append(kwargs_json)
+    return TaskBatch(
+        task_name,
+        all_args,
+        all_kwargs,
+        queue_name=queue_name,
+        priority=priority,
+        good_until=good_until,
+        max_retries=max_retries,
+        task_options=task_options,
+    )
+
+
+def task_batch_op(batch: TaskBatch) -> Op[int]:
+    """Insert a :class:`TaskBatch` with one binary COPY (run it in a transaction); returns the
+    number of rows."""
+    res = yield Query(task_sql.TRANSACTION_NOW)
+    now: datetime = res.rows[0][0]
+    res = yield CopyData(
+        task_sql.TASK_BATCH_COPY_IN,
+        batch.copy_chunks(now),
+        len(batch.args),
+        task_sql.TASK_BATCH_COPY_TYPES,
+        lambda: batch.rows(now),
+    )
+    return res.rowcount
 
 
 # -- result retrieval (02 §5) ----------------------------------------------------------------------
@@ -541,15 +853,22 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
             task_sql.TASK_CLAIM_AVAILABLE,
             {"queue_name": queue_name, "limit": n, "worker_id": worker_id, "lease_ms": lease_ms},
         )
-        rows = sorted(
-            (ClaimedTask(*r) for r in res.rows), key=lambda t: (t.priority, t.sent_at, t.id)
-        )
+        rows = _claimed_rows(res.rows)
         claimed.extend(rows)
         remaining -= len(rows)
     return claimed
 
 
 _PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
+_PLANS_GENERIC_ASYNC_COMMIT: Final = Query(
+    task_sql.TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION, rows="none"
+)
+
+
+def _exchange_settings(*, durable: bool) -> Query:
+    """The first statement of a worker exchange: generic plans, and an asynchronous commit unless
+    it is ``durable`` (it writes outcomes or gives tasks back; see the SQL constant)."""
+    return _PLANS_GENERIC if durable else _PLANS_GENERIC_ASYNC_COMMIT
 
 
 def can_start_directly(request: ClaimRequest) -> bool:
@@ -635,7 +954,8 @@ def exchange_op(
     # plan). The setting ends with the exchange's (implicit or explicit) transaction.
     from horsies.broker import workflow_ops
 
-    first: list[Query] = [_PLANS_GENERIC]
+    durable = bool(outcomes) or keep_running_ids is not None
+    first: list[Query] = [_exchange_settings(durable=durable)]
     workflow_ids = _workflow_ids(outcomes)
     if workflow_ids:
         first.append(workflow_ops.lock_roots_query(workflow_ids))
@@ -695,6 +1015,183 @@ def exchange_op(
     return TaskExchange(
         finished=finished, started=started, requeued=requeued, full=0 < asked == len(started)
     )
+
+
+def prefetch_exchange_op(
+    worker_id: str,
+    hostname: str,
+    *,
+    outcomes: Sequence[TaskOutcome],
+    starts: Sequence[tuple[str, int]],
+    direct_pids: Sequence[int] = (),
+    request: ClaimRequest | None,
+    release_ids: Sequence[str] = (),
+    keep_running_ids: Sequence[str] | None = None,
+    app: Horsies | None = None,
+) -> Op[PrefetchExchange]:
+    """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
+    usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
+    (task id, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free child
+    slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the most
+    urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
+    ``request.local_budget`` more (PENDING -> CLAIMED with a lease).
+
+    Run it in a transaction when :func:`prefetch_exchange_needs_transaction` says so. After a call
+    that failed with starts in it (it may have committed without the reply arriving), the worker
+    no longer holds those tasks: the next call passes their ids as ``release_ids`` (claims it never
+    started go back to PENDING) and every task it still holds as ``keep_running_ids`` (its other
+    RUNNING rows — started, but never handed to a child — go back to PENDING too).
+    """
+    if request is not None and needs_cluster_counts(request):
+        raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
+    from horsies.broker import workflow_ops
+
+    durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
+    first: list[Query] = [_exchange_settings(durable=durable)]
+    workflow_ids = _workflow_ids(outcomes)
+    if workflow_ids:
+        first.append(workflow_ops.lock_roots_query(workflow_ids))
+    finish_at = len(first)
+    if outcomes:
+        first.append(finish_query(outcomes, worker_id))
+    if keep_running_ids is not None or release_ids:
+        keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
+        if keep_running_ids is not None:
+            first.append(
+                Query(
+                    task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
+                    {"worker_id": worker_id, "keep_ids": keep},
+                )
+            )
+        if release_ids:
+            first.append(
+                Query(
+                    task_sql.TASK_RELEASE_CLAIMED_MANY,
+                    {"ids": list(release_ids), "worker_id": worker_id},
+                )
+            )
+        first.append(Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "requeued"}))
+    start_at = len(first)
+    if starts:
+        first.append(
+            Query(
+                task_sql.TASK_START_IF_CLAIMED_MANY,
+                {
+                    "ids": [task_id for task_id, _ in starts],
+                    "pids": [pid for _, pid in starts],
+                    "hostname": hostname,
+                    "worker_id": worker_id,
+                    "resume": False,
+                },
+            )
+        )
+    direct = _direct_claim_limits(request, len(direct_pids)) if direct_pids and request else []
+    direct_at = len(first)
+    if direct:
+        first.append(_claim_and_start_query(worker_id, hostname, direct[0][0], direct_pids))
+    total, limits = _prefetch_claim_limits(request, len(direct_pids))
+    claim_at = len(first)
+    if limits:
+        first.append(
+            _prefetch_claim_query(worker_id, request, limits[0][0], min(limits[0][1], total))
+        )
+    advance = _workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(first)
+    if advance is not None:
+        first.extend(advance.queries())
+    if len(first) == 1:
+        return PrefetchExchange()
+    parts = yield from together(first)
+    finished = _finished(outcomes, parts[finish_at]) if outcomes else set[str]()
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
+    started: set[str] = set()
+    if starts:
+        started = {r[0] for r in parts[start_at].rows}
+        _log_lost(
+            "task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker"
+        )
+    direct_started: list[StartedTask] = []
+    if direct:
+        direct_started = _started_rows(parts[direct_at].rows)
+        for queue_name, limit in direct[1:]:
+            free = list(direct_pids[len(direct_started) :])
+            n = min(limit, len(free))
+            if n <= 0:
+                break
+            res = yield _claim_and_start_query(worker_id, hostname, queue_name, free[:n])
+            direct_started.extend(_started_rows(res.rows))
+    claimed: list[ClaimedTask] = []
+    if limits:
+        claimed.extend(_claimed_rows(parts[claim_at].rows))
+        for queue_name, limit in limits[1:]:
+            n = min(limit, total - len(claimed))
+            if n <= 0:
+                break
+            res = yield _prefetch_claim_query(worker_id, request, queue_name, n)
+            claimed.extend(_claimed_rows(res.rows))
+    return PrefetchExchange(
+        finished=finished, started=started, direct=direct_started, claimed=claimed
+    )
+
+
+def _prefetch_claim_limits(
+    request: ClaimRequest | None, direct_slots: int = 0
+) -> tuple[int, list[tuple[str, int]]]:
+    """The total a prefetch claim may take (the budget left after ``direct_slots``) and its
+    (queue, ceiling) pairs in claim order."""
+    if request is None or request.local_budget <= direct_slots:
+        return 0, []
+    plan = plan_claims(request, {})
+    total = min(plan.total, request.local_budget - direct_slots)
+    return total, [(q, n) for q, n in plan.queue_limits if n > 0]
+
+
+def _prefetch_claim_query(
+    worker_id: str, request: ClaimRequest | None, queue_name: str, limit: int
+) -> Query:
+    return Query(
+        task_sql.TASK_CLAIM_AVAILABLE,
+        {
+            "queue_name": queue_name,
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease_ms": request.claim_lease_ms if request is not None else None,
+        },
+    )
+
+
+def _claimed_rows(rows: Iterable[Sequence[Any]]) -> list[ClaimedTask]:
+    return sorted((ClaimedTask(*r) for r in rows), key=lambda t: (t.priority, t.sent_at, t.id))
+
+
+def prefetch_exchange_needs_transaction(
+    request: ClaimRequest | None, direct_slots: int, outcomes: Sequence[TaskOutcome] = ()
+) -> bool:
+    """True when :func:`prefetch_exchange_op` may take more than one round trip (claims in several
+    queues, or workflow outcomes to advance): then it must run in an explicit transaction."""
+    if any(o.workflow_id is not None for o in outcomes):
+        return True
+    if (
+        direct_slots
+        and request is not None
+        and len(_direct_claim_limits(request, direct_slots)) > 1
+    ):
+        return True
+    return len(_prefetch_claim_limits(request, direct_slots)[1]) > 1
+
+
+def requeue_running_op(worker_id: str, task_ids: Sequence[str]) -> Op[list[str]]:
+    """The named RUNNING rows of this worker -> PENDING (no child ever began them; not an attempt);
+    returns their ids and wakes the workers when there are any."""
+    if not task_ids:
+        return []
+    res = yield Query(
+        task_sql.TASK_REQUEUE_RUNNING_MANY, {"ids": list(task_ids), "worker_id": worker_id}
+    )
+    if res.rows:
+        yield Query(task_sql.NOTIFY, {"channel": "task_new", "payload": "requeued"})
+    return [r[0] for r in res.rows]
 
 
 def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]) -> Op[list[str]]:

@@ -1,6 +1,7 @@
 """`PostgresBroker`: every database interaction of horsies, sync and async.
 
-Producers use ``enqueue``/``enqueue_many`` and ``get_result`` (and their ``*_async`` twins);
+Producers use ``enqueue``/``enqueue_calls``/``enqueue_many`` and ``get_result`` (and their
+``*_async`` twins; concurrent ``enqueue_async`` calls of one event loop share inserts);
 operators use the monitoring methods; the worker uses the batched lifecycle methods
 (``finish_and_start_tasks`` on its hot path; ``claim_tasks``, ``start_tasks``, ``finish_tasks`` when
 claims need a CLAIMED phase; ``release_claimed``, ``requeue_untracked_running``,
@@ -14,27 +15,40 @@ on first use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import psycopg
 
 from horsies.broker import ops, workflow_ops
-from horsies.broker.errors import BrokerError, translate_error
+from horsies.broker.errors import BrokerError, NoConnection, translate_error
 from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
 from horsies.broker.migrations import apply_migrations_async, apply_migrations_sync
-from horsies.broker.pools import AsyncPools, SyncPool, run_op_async, run_op_sync
+from horsies.broker.pools import (
+    AsyncConn,
+    AsyncPools,
+    SyncConn,
+    SyncPool,
+    run_op_async,
+    run_op_sync,
+    run_step_async,
+    run_step_sync,
+)
 from horsies.broker.sql import monitoring as mon_sql
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.types import (
     ClaimedTask,
     ClaimRequest,
     EnqueueRequest,
+    PrefetchExchange,
     ReapReport,
     TaskExchange,
     TaskOutcome,
@@ -95,8 +109,23 @@ def _next_wait(plan: ops.WaitPlan, trouble: Exception | None) -> float | None:
     return wait_s if trouble is None else min(wait_s, _WAIT_RETRY_S)
 
 
-def _sent_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
-    """TASK_COUNT_STORED_AS_SENT parameters for new task rows (``TASK_COPY_COLUMNS`` order)."""
+_NewRows = Sequence[Sequence[Any]] | ops.TaskBatch
+"""New task rows of an insert: values in ``TASK_COPY_COLUMNS`` order, or a ``TaskBatch``."""
+
+
+def _new_ids(rows: _NewRows) -> list[str]:
+    return rows.all_ids() if isinstance(rows, ops.TaskBatch) else [row[_ID] for row in rows]
+
+
+def _sent_rows(rows: _NewRows) -> dict[str, list[Any]]:
+    """TASK_COUNT_STORED_AS_SENT parameters for new task rows."""
+    if isinstance(rows, ops.TaskBatch):
+        return {
+            "ids": rows.all_ids(),
+            "task_names": [rows.task_name] * len(rows.args),
+            "args": rows.args,
+            "kwargs": rows.kwargs,
+        }
     columns = task_sql.TASK_COPY_COLUMNS
     picked = {
         "ids": columns.index("id"),
@@ -108,10 +137,10 @@ def _sent_rows(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
 
 
 def _insert_failed(
-    exc: BrokerError, lost: BrokerError | None, attempt: int, sent: Mapping[str, list[Any]]
+    exc: BrokerError, lost: BrokerError | None, attempt: int, rows: _NewRows
 ) -> BrokerError:
-    """Decide after a failed insert of new task rows: return the error to remember before trying
-    again, or raise.
+    """Decide after a failed insert of new task ``rows``: return the error to remember before
+    trying again, or raise.
 
     Only a connection lost mid-statement is retried: the insert may or may not have committed, and
     the retry tells which (it stores the rows, or hits their ids: ``_stored_as_sent``). Anything
@@ -122,7 +151,7 @@ def _insert_failed(
         return exc
     if lost is None:
         raise exc
-    ids = sent["ids"]
+    ids = _new_ids(rows)
     raise BrokerError(
         f"{exc} (an earlier attempt lost its connection mid-statement, so the task(s) may have"
         f" been stored: {', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})",
@@ -130,6 +159,150 @@ def _insert_failed(
         unreachable=exc.unreachable,
         connection_lost=True,
     ) from exc
+
+
+_ID: Final = task_sql.TASK_COPY_COLUMNS.index("id")
+_MAX_COALESCED: Final = 1000
+"""Most concurrent sends one coalesced insert carries (``_SendCoalescer``)."""
+
+
+class _PendingSend:
+    """A send waiting for the next coalesced insert: its row and the future its caller awaits."""
+
+    __slots__ = ("future", "row")
+
+    def __init__(self, row: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.row = row
+        self.future = future
+
+
+def _data_may_be_at_fault(exc: Exception) -> bool:
+    """Whether an insert of several rows may have failed because of some of them, so that fewer
+    rows could succeed: not when the connection was lost, none could be had (database unreachable,
+    pool exhausted) or the broker is closed; those fail every row alike."""
+    if isinstance(exc, BrokerError):
+        return not (
+            exc.connection_lost or exc.unreachable or isinstance(exc.__cause__, NoConnection)
+        )
+    return not isinstance(exc, RuntimeError)
+
+
+def _settle(pending: Iterable[_PendingSend], error: Exception | None) -> None:
+    """Resolve the futures of ``pending`` sends whose callers still wait: done, or ``error``."""
+    for send in pending:
+        if not send.future.done():
+            if error is None:
+                send.future.set_result(None)
+            else:
+                send.future.set_exception(error)
+
+
+def _cancel(pending: Iterable[_PendingSend]) -> None:
+    for send in pending:
+        send.future.cancel()
+
+
+class _SendCoalescer:
+    """Shares round trips between the concurrent ``enqueue_async`` calls of one event loop.
+
+    A send that finds no insert of this loop in flight inserts its row at once, alone (a lone send
+    waits for nothing). A send that arrives while one is in flight queues its row; a flusher task
+    then inserts every queued row with one statement (one transaction, one WAL flush for the lot),
+    again and again while rows keep queueing, and resolves each caller's future once the statement
+    has committed: every call still returns only when its own task is durable. No timer: a batch
+    holds only what was already waiting.
+
+    Failures stay per call. A batch refused for a reason that may lie in some of its rows (a taken
+    task id, a value the server refuses, a statement timeout) is split in halves and each half tried
+    again, down to single rows, so only the calls whose rows cannot be stored fail, each with its
+    own error; a batch that got no connection fails every call of it at once. A batch whose
+    connection is lost mid-statement is repeated as one (``_insert_async``: it tells whether the
+    lost attempt committed), so its outcome is never unknown and no row is stored twice; when the
+    database stays out of reach, every call of the batch gets that error. A caller cancelled before
+    its row was taken sends nothing; once taken, its row is stored whether the caller still waits
+    or not.
+    """
+
+    def __init__(self, broker: PostgresBroker) -> None:
+        # No reference to the loop: the broker keeps coalescers in a dict weakly keyed by loop.
+        self._broker = broker
+        self._queue: deque[_PendingSend] = deque()
+        self._direct = 0
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert(self, row: tuple[Any, ...]) -> None:
+        """Insert one task row (``ops.task_row``); returns once it is committed."""
+        if not self._direct and self._flusher is None:
+            self._direct += 1
+            try:
+                await self._broker._insert_async(ops.task_insert_step(row), (row,), "enqueue")  # pyright: ignore[reportPrivateUsage]
+            finally:
+                self._direct -= 1
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.append(_PendingSend(row, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="horsies-send-coalescer")
+        await future
+
+    def _take(self) -> list[_PendingSend]:
+        queue = self._queue
+        batch: list[_PendingSend] = []
+        while queue and len(batch) < _MAX_COALESCED:
+            send = queue.popleft()
+            if not send.future.done():  # done: its caller was cancelled while it waited
+                batch.append(send)
+        return batch
+
+    async def _flush(self) -> None:
+        batch: list[_PendingSend] = []
+        try:
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    await self._insert(batch)
+                batch = []
+        except BaseException:
+            # Cancelled (the loop is shutting down): nobody may wait forever.
+            _cancel(batch)
+            _cancel(self._queue)
+            self._queue.clear()
+            raise
+        finally:
+            self._flusher = None
+
+    async def _insert(self, batch: list[_PendingSend]) -> None:
+        rows = [send.row for send in batch]
+        insert = ops.task_insert_step(rows[0]) if len(rows) == 1 else ops.insert_rows_query(rows)
+        try:
+            await self._broker._insert_async(insert, rows, "enqueue")  # pyright: ignore[reportPrivateUsage]
+        except Exception as exc:
+            if len(batch) == 1 or not _data_may_be_at_fault(exc):
+                _settle(batch, exc)
+                return
+            # Refused for a reason of its data: nothing was stored (one statement); find the rows
+            # at fault by halves, in order.
+            middle = len(batch) // 2
+            await self._insert(batch[:middle])
+            await self._insert(batch[middle:])
+            return
+        _settle(batch, None)
+
+
+_STEPS: Final = (ops.Prepared, ops.Query, ops.Pipeline, ops.Copy, ops.CopyData)
+
+
+def _run_on_sync(conn: SyncConn, op: ops.Op[Any] | ops.Step, echo: bool) -> Any:
+    if isinstance(op, _STEPS):
+        return run_step_sync(conn, op, echo)
+    return run_op_sync(conn, op, echo=echo)
+
+
+async def _run_on_async(conn: AsyncConn, op: ops.Op[Any] | ops.Step, echo: bool) -> Any:
+    if isinstance(op, _STEPS):
+        return await run_step_async(conn, op, echo)
+    return await run_op_async(conn, op, echo=echo)
 
 
 class PostgresBroker:
@@ -157,6 +330,9 @@ class PostgresBroker:
         self._listener: NotificationListener | None = None
         self._waiters = ResultWaiters(self._get_listener)
         self._workflow_waiters = ResultWaiters(self._get_listener, WORKFLOW_DONE_CHANNEL)
+        self._coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SendCoalescer] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
 
     # -- properties --------------------------------------------------------------------------------
@@ -200,34 +376,82 @@ class PostgresBroker:
 
     # -- executors ---------------------------------------------------------------------------------
 
-    def _run_sync(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T:
+    @overload
+    def _run_sync(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T: ...
+
+    @overload
+    def _run_sync(
+        self, op: ops.Step, *, action: str, transaction: bool = False
+    ) -> ops.QueryResult: ...
+
+    def _run_sync(
+        self, op: ops.Op[Any] | ops.Step, *, action: str, transaction: bool = False
+    ) -> Any:
+        """Run an operation, or a single step (no generator to drive), on a pooled connection."""
         try:
-            self._ensure_schema_sync()
-            with self._sync_pool.connection(self._pool_wait()) as conn:
+            if not self._schema_ready:
+                self._ensure_schema_sync()
+            sync_pool = self._sync_pool
+            pool, conn = sync_pool.getconn(self._pool_wait())
+            failed = True
+            try:
+                echo = self._config.echo
                 if transaction:
                     with conn.transaction():
-                        return run_op_sync(conn, op, echo=self._config.echo)
-                return run_op_sync(conn, op, echo=self._config.echo)
+                        result = _run_on_sync(conn, op, echo)
+                else:
+                    result = _run_on_sync(conn, op, echo)
+                failed = False
+            finally:
+                sync_pool.putconn(pool, conn, failed=failed)
+            return result
         except psycopg.Error as exc:
             raise translate_error(exc, action) from exc
         finally:
-            op.close()
+            if not isinstance(op, _STEPS):
+                op.close()
 
+    @overload
     async def _run_async(
         self, op: ops.Op[ops.T], *, action: str, transaction: bool = False, hot: bool = False
-    ) -> ops.T:
+    ) -> ops.T: ...
+
+    @overload
+    async def _run_async(
+        self, op: ops.Step, *, action: str, transaction: bool = False, hot: bool = False
+    ) -> ops.QueryResult: ...
+
+    async def _run_async(
+        self,
+        op: ops.Op[Any] | ops.Step,
+        *,
+        action: str,
+        transaction: bool = False,
+        hot: bool = False,
+    ) -> Any:
+        """Async twin of :meth:`_run_sync` (``hot``: on the one-connection hot pool)."""
         try:
-            await self._ensure_schema_async()
+            if not self._schema_ready:
+                await self._ensure_schema_async()
             pools = self._hot_pools if hot else self._async_pools
-            async with pools.connection(self._pool_wait()) as conn:
+            pool, conn = await pools.getconn(self._pool_wait())
+            failed = True
+            try:
+                echo = self._config.echo
                 if transaction:
                     async with conn.transaction():
-                        return await run_op_async(conn, op, echo=self._config.echo)
-                return await run_op_async(conn, op, echo=self._config.echo)
+                        result = await _run_on_async(conn, op, echo)
+                else:
+                    result = await _run_on_async(conn, op, echo)
+                failed = False
+            finally:
+                await pools.putconn(pool, conn, failed=failed)
+            return result
         except psycopg.Error as exc:
             raise translate_error(exc, action) from exc
         finally:
-            op.close()
+            if not isinstance(op, _STEPS):
+                op.close()
 
     def _pool_wait(self) -> float | None:
         """How long a checkout may wait: ``pool_timeout``, or less inside a result wait whose
@@ -240,31 +464,38 @@ class PostgresBroker:
 
     def _insert_sync(
         self,
-        insert: Callable[[], ops.Op[Any]],
-        sent: Mapping[str, list[Any]],
+        insert: ops.Step | Callable[[], ops.Op[Any]],
+        rows: _NewRows,
         action: str,
         *,
         transaction: bool = False,
     ) -> None:
-        """Run an insert of new task rows (``enqueue``/``enqueue_many``; ``insert`` makes the op)
-        so that its outcome is never unknown: a connection lost mid-statement is retried
-        (``_insert_failed``)."""
+        """Run an insert of new task ``rows`` (``enqueue``/``enqueue_many``; ``insert`` is the step,
+        or makes the op) so that its outcome is never unknown: a connection lost mid-statement is
+        retried (``_insert_failed``)."""
         lost: BrokerError | None = None
         for attempt in range(1, _INSERT_ATTEMPTS + 1):
             try:
-                self._run_sync(insert(), action=action, transaction=transaction)
+                step = insert if isinstance(insert, _STEPS) else insert()
+                self._run_sync(step, action=action, transaction=transaction)
                 return
             except BrokerError as exc:
                 if lost is not None and exc.sqlstate == _UNIQUE_VIOLATION:
-                    if self._stored_as_sent_sync(sent):
+                    try:
+                        stored = self._stored_as_sent_sync(_sent_rows(rows))
+                    except BrokerError as check_exc:
+                        # The check lost its connection too: one more attempt tells again.
+                        lost = _insert_failed(check_exc, lost, attempt, rows)
+                        continue
+                    if stored:
                         return  # the lost attempt had committed
                     raise  # the id belongs to another task: nothing of ours was stored
-                lost = _insert_failed(exc, lost, attempt, sent)
+                lost = _insert_failed(exc, lost, attempt, rows)
 
     async def _insert_async(
         self,
-        insert: Callable[[], ops.Op[Any]],
-        sent: Mapping[str, list[Any]],
+        insert: ops.Step | Callable[[], ops.Op[Any]],
+        rows: _NewRows,
         action: str,
         *,
         transaction: bool = False,
@@ -273,20 +504,28 @@ class PostgresBroker:
         lost: BrokerError | None = None
         for attempt in range(1, _INSERT_ATTEMPTS + 1):
             try:
-                await self._run_async(insert(), action=action, transaction=transaction)
+                step = insert if isinstance(insert, _STEPS) else insert()
+                await self._run_async(step, action=action, transaction=transaction)
                 return
             except BrokerError as exc:
                 if lost is not None and exc.sqlstate == _UNIQUE_VIOLATION:
-                    if await self._stored_as_sent_async(sent):
+                    try:
+                        stored = await self._stored_as_sent_async(_sent_rows(rows))
+                    except BrokerError as check_exc:
+                        lost = _insert_failed(check_exc, lost, attempt, rows)
+                        continue
+                    if stored:
                         return  # the lost attempt had committed
                     raise  # the id belongs to another task: nothing of ours was stored
-                lost = _insert_failed(exc, lost, attempt, sent)
+                lost = _insert_failed(exc, lost, attempt, rows)
 
-    def _insert_one(self, request: EnqueueRequest) -> tuple[str, ops.Query, dict[str, list[Any]]]:
-        """(task id, its TASK_INSERT, what `_stored_as_sent_sync` compares) for one new task."""
-        task_id, params = ops.enqueue_params(request, self.max_payload_bytes)
-        query = ops.Query(task_sql.TASK_INSERT, params, rows="none")
-        return task_id, query, _sent_rows([list(params.values())])
+    def _coalescer(self) -> _SendCoalescer:
+        """The current event loop's ``_SendCoalescer``."""
+        loop = asyncio.get_running_loop()
+        coalescer = self._coalescers.get(loop)
+        if coalescer is None:
+            coalescer = self._coalescers[loop] = _SendCoalescer(self)
+        return coalescer
 
     def _stored_as_sent_sync(self, sent: Mapping[str, list[Any]]) -> bool:
         res = self._run_sync(
@@ -364,21 +603,21 @@ class PostgresBroker:
         mid-statement is repeated on a new connection, which tells whether it had committed, so a
         returned id is always stored and an error normally means nothing was.
         """
-        request = EnqueueRequest(
+        row = ops.task_row(
+            task_id or ops.new_task_id(),
             task_name,
             args,
             kwargs,
-            queue_name,
+            queue_name=queue_name,
             priority=priority,
             sent_at=sent_at,
             good_until=good_until,
-            task_options=task_options,
             max_retries=max_retries,
-            task_id=task_id,
+            task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
         )
-        task_id, query, sent = self._insert_one(request)
-        self._insert_sync(lambda: ops.run_query(query), sent, "enqueue")
-        return task_id
+        self._insert_sync(ops.task_insert_step(row), (row,), "enqueue")
+        return row[_ID]
 
     async def enqueue_async(
         self,
@@ -394,22 +633,28 @@ class PostgresBroker:
         max_retries: int = 0,
         task_id: str | None = None,
     ) -> str:
-        """Async twin of :meth:`enqueue`."""
-        request = EnqueueRequest(
+        """Async twin of :meth:`enqueue`.
+
+        Concurrent calls in one event loop share round trips: while one insert is in flight, the
+        calls that arrive meanwhile are inserted together by the next statement (see
+        ``_SendCoalescer``). Each call still returns only once its own task is stored, and fails
+        only for its own reasons.
+        """
+        row = ops.task_row(
+            task_id or ops.new_task_id(),
             task_name,
             args,
             kwargs,
-            queue_name,
+            queue_name=queue_name,
             priority=priority,
             sent_at=sent_at,
             good_until=good_until,
-            task_options=task_options,
             max_retries=max_retries,
-            task_id=task_id,
+            task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
         )
-        task_id, query, sent = self._insert_one(request)
-        await self._insert_async(lambda: ops.run_query(query), sent, "enqueue")
-        return task_id
+        await self._coalescer().insert(row)
+        return row[_ID]
 
     def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> list[str]:
         """Insert a batch of PENDING tasks with one COPY; returns their ids in request order.
@@ -420,10 +665,70 @@ class PostgresBroker:
         if not requests:
             return []
         ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
-        self._insert_sync(
-            lambda: ops.enqueue_many_op(rows), _sent_rows(rows), "enqueue_many", transaction=True
-        )
+        self._insert_sync(lambda: ops.enqueue_many_op(rows), rows, "enqueue_many", transaction=True)
         return ids
+
+    def enqueue_calls(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+    ) -> list[str]:
+        """Insert one PENDING task of ``task_name`` per (args, kwargs) call with one COPY; returns
+        their ids in call order (``task.send_many``'s path; low level like :meth:`enqueue`).
+
+        Every call is encoded before anything is written (SerializationError), then the whole batch
+        is inserted or none of it. The tasks are claimed in call order (within a priority). Cheaper
+        per task than :meth:`enqueue_many`: the rows share everything but their arguments.
+        """
+        if not calls:
+            return []
+        batch = ops.encode_calls(
+            task_name,
+            calls,
+            queue_name=queue_name,
+            priority=priority,
+            good_until=good_until,
+            max_retries=max_retries,
+            task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+        self._insert_sync(lambda: ops.task_batch_op(batch), batch, "enqueue_many", transaction=True)
+        return batch.all_ids()
+
+    async def enqueue_calls_async(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+    ) -> list[str]:
+        """Async twin of :meth:`enqueue_calls`."""
+        if not calls:
+            return []
+        batch = ops.encode_calls(
+            task_name,
+            calls,
+            queue_name=queue_name,
+            priority=priority,
+            good_until=good_until,
+            max_retries=max_retries,
+            task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+        await self._insert_async(
+            lambda: ops.task_batch_op(batch), batch, "enqueue_many", transaction=True
+        )
+        return batch.all_ids()
 
     async def enqueue_many_async(self, requests: Sequence[EnqueueRequest]) -> list[str]:
         """Async twin of :meth:`enqueue_many`."""
@@ -431,7 +736,7 @@ class PostgresBroker:
             return []
         ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
         await self._insert_async(
-            lambda: ops.enqueue_many_op(rows), _sent_rows(rows), "enqueue_many", transaction=True
+            lambda: ops.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
         )
         return ids
 
@@ -466,9 +771,12 @@ class PostgresBroker:
         only if the deadline passes while the database is still out of reach.
         """
         with _deadline(plan.deadline):
-            final = read_final()
-            if final is not None:
-                return final
+            if not waiters.listening():
+                # Maybe no need to listen at all; once listening, the read after registering
+                # is the only one needed.
+                final = read_final()
+                if final is not None:
+                    return final
             waiter = SyncWaiter(key)
             waiters.register(waiter)
             try:
@@ -505,9 +813,10 @@ class PostgresBroker:
     ) -> R | None:
         """Async twin of :meth:`_wait_sync`."""
         with _deadline(plan.deadline):
-            final = await read_final()
-            if final is not None:
-                return final
+            if not waiters.listening():
+                final = await read_final()
+                if final is not None:
+                    return final
             waiter = AsyncWaiter(key)
             waiters.register(waiter)
             try:
@@ -834,6 +1143,58 @@ class PostgresBroker:
             action="finish_and_start_tasks",
             hot=True,
             transaction=ops.exchange_needs_transaction(request, slots, outcomes),
+        )
+
+    async def finish_start_and_claim(
+        self,
+        worker_id: str,
+        hostname: str,
+        *,
+        outcomes: Sequence[TaskOutcome] = (),
+        starts: Sequence[tuple[str, int]] = (),
+        direct_pids: Sequence[int] = (),
+        request: ClaimRequest | None = None,
+        release_ids: Sequence[str] = (),
+        keep_running_ids: Sequence[str] | None = None,
+    ) -> PrefetchExchange:
+        """Prefetch mode's hot path (soft cap, no cluster-wide caps), all or nothing and usually
+        one round trip: write ``outcomes``, start the claims handed to children (``starts``: (task
+        id, child pid)), start tasks straight from PENDING for the other free child slots
+        (``direct_pids``: one pid per slot) and claim the rest of ``request.local_budget`` with a
+        lease.
+
+        After an error nothing was written, unless the connection broke after the commit: so the
+        caller drops the tasks of a failed call's ``starts`` and passes their ids as
+        ``release_ids``, with every task it still holds as ``keep_running_ids``, on the next call
+        (see ``ops.prefetch_exchange_op``). Calls on one broker run one at a time: they share one
+        connection.
+        """
+        return await self._run_async(
+            ops.prefetch_exchange_op(
+                worker_id,
+                hostname,
+                outcomes=outcomes,
+                starts=starts,
+                direct_pids=direct_pids,
+                request=request,
+                release_ids=release_ids,
+                keep_running_ids=keep_running_ids,
+                app=self._app,
+            ),
+            action="finish_start_and_claim",
+            hot=True,
+            transaction=ops.prefetch_exchange_needs_transaction(
+                request, len(direct_pids), outcomes
+            ),
+        )
+
+    async def requeue_running(self, worker_id: str, task_ids: Sequence[str]) -> list[str]:
+        """Send the named RUNNING rows of ``worker_id`` back to PENDING: tasks it started but no
+        child process ever began. Returns the ids requeued."""
+        return await self._run_async(
+            ops.requeue_running_op(worker_id, task_ids),
+            action="requeue_running",
+            transaction=True,
         )
 
     async def requeue_untracked_running(

@@ -111,6 +111,22 @@ class StartedTask:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefetchExchange:
+    """What one `PostgresBroker.finish_start_and_claim` call did (prefetch mode).
+
+    ``finished``: ids of the outcomes written; ``started``: ids of the given claims now RUNNING
+    (the others were lost: lease expired and taken, or requeued); ``direct``: tasks moved from
+    PENDING straight to RUNNING for the given child pids; ``claimed``: tasks newly CLAIMED by this
+    worker with a lease, most urgent first.
+    """
+
+    finished: set[str] = field(default_factory=set[str])
+    started: set[str] = field(default_factory=set[str])
+    direct: list[StartedTask] = field(default_factory=list[StartedTask])
+    claimed: list[ClaimedTask] = field(default_factory=list[ClaimedTask])
+
+
+@dataclass(frozen=True, slots=True)
 class TaskExchange:
     """What one `PostgresBroker.finish_and_start_tasks` round trip did.
 

@@ -136,6 +136,12 @@ class ResultWaiters:
         with self._lock:
             self._waiters.setdefault(waiter.key, []).append(waiter)
 
+    def listening(self) -> bool:
+        """True while LISTEN on the channel is active: a notification for a waiter registered now
+        cannot be missed, so one read after registering is enough."""
+        sub = self._subscription
+        return sub is not None and sub.active
+
     def wait_listening(self) -> None:
         """Block (bounded) until LISTEN on the channel is active."""
         self._subscribe().wait_active(_SUBSCRIBE_WAIT_S)

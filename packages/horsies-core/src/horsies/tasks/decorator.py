@@ -12,7 +12,6 @@ queue re-validation and the broker call.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 import typing
@@ -34,7 +33,6 @@ from horsies.workflows.engine import CTX_KEY, META_KEY
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker.postgres import PostgresBroker
-    from horsies.broker.types import EnqueueRequest
     from horsies.tasks.retry import TaskOptions
 
 __all__ = [
@@ -65,6 +63,8 @@ _Action = Literal["send", "schedule"]
 
 SendManyCall = Mapping[str, Any] | tuple[Any, ...]
 """One call of `send_many`: a mapping of keyword arguments or a tuple of positional arguments."""
+
+_ManyPrepared = tuple["PostgresBroker", str, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:
@@ -153,11 +153,6 @@ def _error_handle(
         exception=exc,
     )
     return TaskHandle(ERROR_TASK_ID, result=TaskResult(err=error))
-
-
-def _fields(request: EnqueueRequest) -> dict[str, Any]:
-    """`request` as the keyword arguments of `PostgresBroker.enqueue` / `enqueue_async`."""
-    return {field.name: getattr(request, field.name) for field in dataclasses.fields(request)}
 
 
 class TaskFunction(Generic[P, T]):
@@ -294,51 +289,6 @@ class TaskFunction(Generic[P, T]):
         )
         return TaskHandle(SUPPRESSED_TASK_ID, result=TaskResult(err=error))
 
-    def _prepare(
-        self,
-        action: _Action,
-        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
-        delay_seconds: object = None,
-    ) -> tuple[PostgresBroker, list[EnqueueRequest]] | list[TaskHandle[T]]:
-        """Steps 1-3 of 02 §4 short of the insert: the broker and one request per call, or the
-        handles to return instead (suppressed sends, a queue error, a failure building the rows).
-        """
-        if self.app.are_sends_suppressed():
-            return [self._suppressed_handle(action) for _ in calls]
-        try:
-            queue_name, priority = self.app.resolve_queue(self.task_queue_name)
-        except Exception as exc:
-            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
-            return [handle for _ in calls]
-        if not calls:
-            return []
-        try:
-            from horsies.broker.types import EnqueueRequest
-
-            for _, call_kwargs in calls:
-                if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
-                    _refuse_reserved(call_kwargs)
-            sent_at = None
-            if action == "schedule":
-                sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
-            requests = [
-                EnqueueRequest(
-                    task_name=self.task_name,
-                    args=tuple(call_args),
-                    kwargs=dict(call_kwargs) or None,
-                    queue_name=queue_name,
-                    priority=priority,
-                    sent_at=sent_at,
-                    good_until=self.task_good_until,
-                    task_options=self.task_options_json,
-                    max_retries=self.task_max_retries,
-                )
-                for call_args, call_kwargs in calls
-            ]
-            return self.app.get_broker(), requests
-        except Exception as exc:
-            return self._failed(action, exc, len(calls))
-
     def _failed(self, action: _Action, exc: Exception, count: int = 1) -> list[TaskHandle[T]]:
         """The `"<error>"` handles of `count` calls whose rows could not be written."""
         verb = "schedule" if action == "schedule" else "enqueue"
@@ -366,42 +316,105 @@ class TaskFunction(Generic[P, T]):
     def _send_one(
         self,
         action: _Action,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         delay_seconds: object = None,
     ) -> TaskHandle[T]:
-        prepared = self._prepare(action, [(args, kwargs)], delay_seconds)
-        if isinstance(prepared, list):
-            return prepared[0]
-        broker, (request,) = prepared
+        # `_prepare` for one call, inlined: this is the hot path of every send.
+        app = self.app
+        if app.are_sends_suppressed():
+            return self._suppressed_handle(action)
         try:
-            task_id = broker.enqueue(**_fields(request))
+            queue_name, priority = app.resolve_queue(self.task_queue_name)
+        except Exception as exc:
+            return _error_handle(self, f"Task execution error for {self.__name__}", exc)
+        try:
+            if kwargs and (CTX_KEY in kwargs or META_KEY in kwargs):
+                _refuse_reserved(kwargs)
+            sent_at = None
+            if action == "schedule":
+                sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
+            broker = app.get_broker()
+            task_id = broker.enqueue(
+                self.task_name,
+                args,
+                kwargs or None,
+                queue_name,
+                priority=priority,
+                sent_at=sent_at,
+                good_until=self.task_good_until,
+                task_options=self.task_options_json,
+                max_retries=self.task_max_retries,
+            )
         except Exception as exc:
             return self._failed(action, exc)[0]
         return TaskHandle(task_id, broker=broker)
 
     async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
-        """Async twin of `send`: same rules; the insert runs on the broker's async pool."""
-        prepared = self._prepare("send", [(args, kwargs)])
-        if isinstance(prepared, list):
-            return prepared[0]
-        broker, (request,) = prepared
+        """Async twin of `send`: same rules; the insert runs on the broker's async pool.
+
+        Concurrent `send_async` calls in one event loop share round trips: the calls that arrive
+        while an insert is in flight are inserted together by the next one. Each call still
+        returns once its own task is stored, and fails only for its own reasons.
+        """
+        app = self.app
+        if app.are_sends_suppressed():
+            return self._suppressed_handle("send")
         try:
-            task_id = await broker.enqueue_async(**_fields(request))
+            queue_name, priority = app.resolve_queue(self.task_queue_name)
+        except Exception as exc:
+            return _error_handle(self, f"Task execution error for {self.__name__}", exc)
+        try:
+            if kwargs and (CTX_KEY in kwargs or META_KEY in kwargs):
+                _refuse_reserved(kwargs)
+            broker = app.get_broker()
+            task_id = await broker.enqueue_async(
+                self.task_name,
+                args,
+                kwargs or None,
+                queue_name,
+                priority=priority,
+                good_until=self.task_good_until,
+                task_options=self.task_options_json,
+                max_retries=self.task_max_retries,
+            )
         except Exception as exc:
             return self._failed("send", exc)[0]
         return TaskHandle(task_id, broker=broker)
 
-    def _prepare_many(
-        self, calls: Iterable[SendManyCall]
-    ) -> tuple[PostgresBroker, list[EnqueueRequest]] | list[TaskHandle[T]]:
-        """`_prepare` for `send_many`: every item checked and split into (args, kwargs) first."""
+    def _prepare_many(self, calls: Iterable[SendManyCall]) -> _ManyPrepared | list[TaskHandle[T]]:
+        """Steps 1-3 of 02 §4 for `send_many`: every item checked and split into (args, kwargs)
+        first; then the broker, queue and calls, or the handles to return instead (suppressed
+        sends, a queue error, a refused item)."""
         items = list(calls)
         try:
-            pairs = [_split_call(call) for call in items]
+            # A dict is by far the most common item: skip the call for it.
+            pairs: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+                ((), typing.cast("dict[str, Any]", call))
+                if type(call) is dict  # pyright: ignore[reportUnknownArgumentType]
+                else _split_call(call)
+                for call in items
+            ]
         except TypeError as exc:
             return self._failed("send", exc, len(items))
-        return self._prepare("send", pairs)
+        app = self.app
+        if app.are_sends_suppressed():
+            return [self._suppressed_handle("send") for _ in pairs]
+        try:
+            queue_name, priority = app.resolve_queue(self.task_queue_name)
+        except Exception as exc:
+            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
+            return [handle for _ in pairs]
+        if not pairs:
+            return []
+        try:
+            for _, call_kwargs in pairs:
+                if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
+                    _refuse_reserved(call_kwargs)
+            broker = app.get_broker()
+        except Exception as exc:
+            return self._failed("send", exc, len(pairs))
+        return broker, queue_name, priority, pairs
 
     def send_many(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Enqueue many calls in one database statement; one handle per call, in order.
@@ -415,27 +428,47 @@ class TaskFunction(Generic[P, T]):
         prepared = self._prepare_many(calls)
         if isinstance(prepared, list):
             return prepared
-        broker, requests = prepared
+        broker, queue_name, priority, pairs = prepared
         try:
-            task_ids = broker.enqueue_many(requests)
+            task_ids = broker.enqueue_calls(
+                self.task_name,
+                pairs,
+                queue_name,
+                priority=priority,
+                good_until=self.task_good_until,
+                task_options=self.task_options_json,
+                max_retries=self.task_max_retries,
+            )
         except Exception as exc:
-            return self._failed("send", exc, len(requests))
-        return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
+            return self._failed("send", exc, len(pairs))
+        return [TaskHandle(task_id, broker) for task_id in task_ids]
 
     async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Async twin of `send_many` (same forms, same all-or-nothing rule)."""
         prepared = self._prepare_many(calls)
         if isinstance(prepared, list):
             return prepared
-        broker, requests = prepared
+        broker, queue_name, priority, pairs = prepared
         try:
-            task_ids = await broker.enqueue_many_async(requests)
+            task_ids = await broker.enqueue_calls_async(
+                self.task_name,
+                pairs,
+                queue_name,
+                priority=priority,
+                good_until=self.task_good_until,
+                task_options=self.task_options_json,
+                max_retries=self.task_max_retries,
+            )
         except Exception as exc:
-            return self._failed("send", exc, len(requests))
-        return [TaskHandle(task_id, broker=broker) for task_id in task_ids]
+            return self._failed("send", exc, len(pairs))
+        return [TaskHandle(task_id, broker) for task_id in task_ids]
 
 
 def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if type(call) is dict:
+        return (), typing.cast("dict[str, Any]", call)
+    if type(call) is tuple:
+        return typing.cast("tuple[Any, ...]", call), {}
     if isinstance(call, Mapping):
         return (), dict(typing.cast("Mapping[str, Any]", call))
     if isinstance(call, tuple):

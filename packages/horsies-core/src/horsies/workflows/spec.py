@@ -24,7 +24,7 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from horsies.config import QueueMode
@@ -76,6 +76,29 @@ def _register(spec: WorkflowSpec) -> None:
         _registry[spec.name] = spec
 
 
+class _SpecBroker:
+    """`WorkflowSpec.broker`: the broker given, else the app's broker, created on first access.
+
+    A spec built by `app.workflow(...)` or `WorkflowDefinition.build(app)` records its app and asks
+    it for the broker only when something needs it (`start()`, reading ``spec.broker``): building
+    specs at import time then does not load the database driver, which matters in worker children
+    that import the app only to run its task functions.
+    """
+
+    def __get__(self, spec: WorkflowSpec | None, owner: object = None) -> PostgresBroker | None:
+        if spec is None:
+            return None  # the field's default
+        broker = spec.__dict__.get("_broker")
+        app = spec._app  # pyright: ignore[reportPrivateUsage]
+        if broker is None and app is not None:
+            broker = app.get_broker()
+            spec.__dict__["_broker"] = broker
+        return cast("PostgresBroker | None", broker)
+
+    def __set__(self, spec: WorkflowSpec, value: PostgresBroker | None) -> None:
+        spec.__dict__["_broker"] = value
+
+
 @dataclass(eq=False, repr=False)
 class WorkflowSpec:
     """A validated workflow graph; `start()` runs it.
@@ -96,7 +119,8 @@ class WorkflowSpec:
         success_policy: alternative success criteria (see `SuccessPolicy`).
         workflow_def_module / workflow_def_qualname: the `WorkflowDefinition` class this spec
             was built from, if any.
-        broker: where `start()` writes the workflow.
+        broker: where `start()` writes the workflow; for a spec built from an app without one,
+            that app's broker, created on first access.
 
     Raises:
         WorkflowValidationError: construction-time validation failed (see the module docstring);
@@ -110,7 +134,9 @@ class WorkflowSpec:
     success_policy: SuccessPolicy | None = None
     workflow_def_module: str | None = None
     workflow_def_qualname: str | None = None
-    broker: PostgresBroker | None = None
+    broker: _SpecBroker = _SpecBroker()
+    _app: Horsies | None = field(default=None, init=False, repr=False)
+    """The app whose broker `broker` returns when none was given (`build_workflow_spec`)."""
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -152,7 +178,14 @@ class WorkflowSpec:
 
     def with_on_error(self, on_error: OnError | str) -> WorkflowSpec:
         """A copy of this spec with another failure policy (same nodes, same broker; D19)."""
-        return dataclasses.replace(self, on_error=cast(OnError, on_error))
+        copy = dataclasses.replace(
+            self,
+            on_error=cast(OnError, on_error),
+            # Not `self.broker`: that would create the app's broker now.
+            broker=cast("PostgresBroker | None", self.__dict__.get("_broker")),
+        )
+        copy._app = self._app
+        return copy
 
     def _require_broker(self) -> PostgresBroker:
         if self.broker is None:
@@ -249,7 +282,7 @@ def build_workflow_spec(
         if node.priority is None:
             node.priority = _queue_priority(app, queue)
     raise_collected(errors, f"workflow '{name}'")
-    return WorkflowSpec(
+    spec = WorkflowSpec(
         name=name,
         tasks=list(tasks),
         on_error=cast(OnError, on_error),
@@ -257,8 +290,10 @@ def build_workflow_spec(
         success_policy=success_policy,
         workflow_def_module=workflow_def_module,
         workflow_def_qualname=workflow_def_qualname,
-        broker=app.get_broker(),
     )
+    # The broker is created when first needed (see _SpecBroker).
+    spec._app = app  # pyright: ignore[reportPrivateUsage]
+    return spec
 
 
 def _resolve_task_queues(tasks: Sequence[AnyNode]) -> None:

@@ -25,6 +25,21 @@ VALUES (
     %(max_retries)s, 0, %(task_options)s, false, now(), now())
 """
 
+# The types of TASK_INSERT's parameters, in order of appearance (TASK_COPY_COLUMNS order), for its
+# libpq prepared statement (``ops.Prepared``).
+TASK_INSERT_TYPES: Final = (
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "text",
+)
+
 # Insert many PENDING tasks in one statement; rows without sent_at get now() minus a microsecond per
 # later row, so FIFO order within the batch is the order of the arrays.
 TASK_INSERT_MANY: Final = """
@@ -85,6 +100,17 @@ TASK_COPY_TYPES: Final = (
 TASK_COPY_IN: Final = """
 COPY horsies_tasks (id, task_name, queue_name, priority, args, kwargs, sent_at, good_until,
                     max_retries, task_options)
+FROM STDIN (FORMAT BINARY)
+"""
+
+# send_many's COPY: the same columns with sent_at last, so that the bytes of every row but its
+# timestamp can be built before the transaction's clock is read (``ops.TaskBatch``).
+_COPY_TYPE_OF: Final[dict[str, str]] = dict(zip(TASK_COPY_COLUMNS, TASK_COPY_TYPES, strict=True))
+TASK_BATCH_COPY_COLUMNS: Final = (*(c for c in TASK_COPY_COLUMNS if c != "sent_at"), "sent_at")
+TASK_BATCH_COPY_TYPES: Final = tuple(_COPY_TYPE_OF[c] for c in TASK_BATCH_COPY_COLUMNS)
+TASK_BATCH_COPY_IN: Final = """
+COPY horsies_tasks (id, task_name, queue_name, priority, args, kwargs, good_until, max_retries,
+                    task_options, sent_at)
 FROM STDIN (FORMAT BINARY)
 """
 
@@ -165,8 +191,7 @@ SET status = 'CLAIMED',
     claimed_by_worker_id = %(worker_id)s,
     claim_expires_at = now() + %(lease_ms)s::int * interval '1 millisecond',
     updated_at = now()
-FROM candidates AS c
-WHERE t.id = c.id"""
+WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))"""
     + _CLAIMED_TASK_COLUMNS
     + "\n"
 )
@@ -215,10 +240,21 @@ started AS (
 # PostgreSQL's automatic choice keeps re-planning the claim statement on every execution (it cannot
 # cost a generic `LIMIT $n`, so the generic plan never looks cheaper), and planning it costs about
 # twice its execution. Only sent before statements whose generic plans stay on their indexes:
-# TASK_CLAIM_AND_START_AVAILABLE (claim index, in order), TASK_FINISH_IF_RUNNING_MANY (primary
-# key), TASK_REQUEUE_UNTRACKED_RUNNING (in-flight index).
+# TASK_CLAIM_AND_START_AVAILABLE and TASK_CLAIM_AVAILABLE (claim index, in order; rows by primary
+# key), TASK_START_IF_CLAIMED_MANY and TASK_FINISH_IF_RUNNING_MANY (primary key),
+# TASK_REQUEUE_UNTRACKED_RUNNING (in-flight index), TASK_RELEASE_CLAIMED_MANY (primary key).
 TASK_PLANS_GENERIC_IN_TRANSACTION: Final = """
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
+"""
+
+# The same, and the transaction's commit does not wait for the WAL flush. Only for a worker
+# exchange that writes no outcome: it claims and starts tasks, and if PostgreSQL crashes before the
+# flush (at most wal_writer_delay later, or the next durable commit, whichever comes first) those
+# rows are back in the state they had: PENDING (claimable again) or CLAIMED with a lease. A restart
+# (fast or smart shutdown) flushes everything.
+TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION: Final = """
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('synchronous_commit', 'off', true)
 """
 
 # -- executing -------------------------------------------------------------------------------------
@@ -305,7 +341,7 @@ RETURNING id
 # whose reply was lost (connection dropped after the commit) or whose child died before the
 # hand-over, so no child ever ran them (not an attempt: retry_count stays). Only the owning worker
 # may run this, passing every task it still runs or has an unwritten outcome for.
-TASK_REQUEUE_UNTRACKED_RUNNING: Final = """
+_REQUEUE_NEVER_STARTED: Final = """
 UPDATE horsies_tasks
 SET status = 'PENDING',
     claimed = false,
@@ -319,9 +355,24 @@ SET status = 'PENDING',
     updated_at = now()
 WHERE status = 'RUNNING'
   AND claimed_by_worker_id = %(worker_id)s
-  AND id <> ALL(%(keep_ids)s::text[])
+"""
+
+TASK_REQUEUE_UNTRACKED_RUNNING: Final = (
+    _REQUEUE_NEVER_STARTED
+    + """  AND id <> ALL(%(keep_ids)s::text[])
 RETURNING id
 """
+)
+
+# The same for named rows: tasks a worker started and handed to a child process that died before
+# beginning them (queued behind the task it was running, or lost in the hand-over). Unlike the
+# untracked form it is safe while other round trips of the worker start tasks.
+TASK_REQUEUE_RUNNING_MANY: Final = (
+    _REQUEUE_NEVER_STARTED
+    + """  AND id = ANY(%(ids)s::text[])
+RETURNING id
+"""
+)
 
 # -- operator actions ------------------------------------------------------------------------------
 

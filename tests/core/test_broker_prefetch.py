@@ -1,0 +1,140 @@
+"""Prefetch mode's hot path against PostgreSQL: ``finish_start_and_claim`` writes outcomes, starts
+the claims handed to children, fills other child slots straight from PENDING and claims more with a
+lease, all in one transaction; and gives back what a failed call may have left behind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from db_rows import row, sql
+from horsies.broker import ClaimRequest, EnqueueRequest, PostgresBroker, QueueClaimSpec, ops
+from horsies.broker.types import TaskOutcome
+from horsies.codec import task_result_to_json
+from horsies.results import TaskResult
+
+W1, W2 = "worker-one", "worker-two"
+OK_JSON = task_result_to_json(TaskResult(ok=1))
+LEASE_MS = 60_000
+
+
+def req(budget: int, queues: list[QueueClaimSpec] | None = None, **kw: Any) -> ClaimRequest:
+    params: dict[str, Any] = {"max_claim_batch": 0, "soft_cap": True, "claim_lease_ms": LEASE_MS}
+    params.update(kw)
+    return ClaimRequest(queues=queues or [QueueClaimSpec("default")], local_budget=budget, **params)
+
+
+async def enqueue_ordered(broker: PostgresBroker, ids: list[str], queue: str = "default") -> None:
+    base = datetime.now(UTC) - timedelta(minutes=1)
+    await broker.enqueue_many_async(
+        [
+            EnqueueRequest("t", task_id=t, queue_name=queue, sent_at=base + timedelta(seconds=i))
+            for i, t in enumerate(ids)
+        ]
+    )
+
+
+def statuses(conninfo: str) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in sql(conninfo, "SELECT id, status FROM horsies_tasks")}
+
+
+async def test_one_call_finishes_starts_fills_free_slots_and_claims_with_a_lease(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    await enqueue_ordered(broker, ["a", "b", "c", "d", "e", "f", "g"])
+    first = await broker.finish_start_and_claim(W1, "host", request=req(2))
+    assert [t.id for t in first.claimed] == ["a", "b"]
+    claimed = row(clean_db, "a")
+    assert claimed["status"] == "CLAIMED"
+    assert claimed["claim_expires_at"] is not None
+
+    # a, b were handed to children; two more free slots and a budget of 5 in total.
+    second = await broker.finish_start_and_claim(
+        W1, "host", starts=[("a", 11), ("b", 12)], direct_pids=[11, 12], request=req(5)
+    )
+    assert second.started == {"a", "b"}
+    assert [(s.task.id, s.pid) for s in second.direct] == [("c", 11), ("d", 12)]
+    assert [t.id for t in second.claimed] == ["e", "f", "g"]  # the budget left after the slots
+    a, c = row(clean_db, "a"), row(clean_db, "c")
+    assert (a["status"], a["worker_pid"], a["claim_expires_at"]) == ("RUNNING", 11, None)
+    assert (c["status"], c["worker_pid"], c["claimed_by_worker_id"]) == ("RUNNING", 11, W1)
+
+    third = await broker.finish_start_and_claim(
+        W1, "host", outcomes=[TaskOutcome("a", OK_JSON, True, retry_count=0)]
+    )
+    assert third.finished == {"a"}
+    assert statuses(clean_db) == {
+        "a": "COMPLETED", "b": "RUNNING", "c": "RUNNING", "d": "RUNNING",
+        "e": "CLAIMED", "f": "CLAIMED", "g": "CLAIMED",
+    }  # fmt: skip
+
+
+async def test_a_claim_taken_by_another_worker_is_not_started(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    await enqueue_ordered(broker, ["mine", "lost"])
+    await broker.finish_start_and_claim(W1, "h", request=req(2))
+    # The lease on "lost" expired and another worker claimed it.
+    sql(
+        clean_db,
+        "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 s' WHERE id = 'lost'",
+    )
+    taken = await broker.finish_start_and_claim(W2, "h", request=req(1))
+    assert [t.id for t in taken.claimed] == ["lost"]
+    exchange = await broker.finish_start_and_claim(W1, "h", starts=[("mine", 1), ("lost", 2)])
+    assert exchange.started == {"mine"}
+    assert row(clean_db, "lost")["claimed_by_worker_id"] == W2
+
+
+async def test_after_a_failed_call_its_tasks_are_given_back(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    await enqueue_ordered(broker, ["kept", "started", "claimed"])
+    await broker.finish_start_and_claim(W1, "h", request=req(3))
+    # A call whose reply was lost started "started" and "kept"; the worker only kept "kept".
+    await broker.finish_start_and_claim(W1, "h", starts=[("kept", 1), ("started", 2)])
+    exchange = await broker.finish_start_and_claim(
+        W1, "h", release_ids=["started", "claimed"], keep_running_ids=["kept"]
+    )
+    assert exchange == type(exchange)()
+    assert statuses(clean_db) == {"kept": "RUNNING", "started": "PENDING", "claimed": "PENDING"}
+    released = row(clean_db, "claimed")
+    assert (released["claimed_by_worker_id"], released["claim_expires_at"]) == (None, None)
+
+
+async def test_several_queues_share_the_budget_most_urgent_first(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    await enqueue_ordered(broker, ["u1", "u2"], queue="urgent")
+    await enqueue_ordered(broker, ["l1", "l2", "l3"], queue="later")
+    queues = [QueueClaimSpec("urgent", priority=1), QueueClaimSpec("later", priority=2)]
+    request = req(4, queues)
+    assert ops.prefetch_exchange_needs_transaction(request, 0)
+    assert not ops.prefetch_exchange_needs_transaction(req(4), 2)
+    exchange = await broker.finish_start_and_claim(W1, "h", direct_pids=[5], request=request)
+    assert [s.task.id for s in exchange.direct] == ["u1"]
+    assert sorted(t.id for t in exchange.claimed) == ["l1", "l2", "u2"]
+
+
+async def test_cluster_caps_are_refused(broker: PostgresBroker) -> None:
+    with pytest.raises(ValueError, match="cluster-wide"):
+        await broker.finish_start_and_claim(
+            W1, "h", request=req(1, [QueueClaimSpec("q", max_concurrency=2)])
+        )
+
+
+async def test_requeue_running_names_its_rows(broker: PostgresBroker, clean_db: str) -> None:
+    await enqueue_ordered(broker, ["queued", "running", "theirs", "claimed"])
+    await broker.finish_start_and_claim(W1, "h", direct_pids=[1, 2], request=req(2))
+    await broker.finish_start_and_claim(W2, "h", direct_pids=[3], request=req(1))
+    await broker.finish_start_and_claim(W1, "h", request=req(1))
+    assert statuses(clean_db) == {
+        "queued": "RUNNING", "running": "RUNNING", "theirs": "RUNNING", "claimed": "CLAIMED",
+    }  # fmt: skip
+    requeued = await broker.requeue_running(W1, ["queued", "theirs", "claimed"])
+    assert requeued == ["queued"]
+    assert statuses(clean_db)["queued"] == "PENDING"
+    assert row(clean_db, "queued")["started_at"] is None
+    assert row(clean_db, "queued")["retry_count"] == 0
+    assert await broker.requeue_running(W1, []) == []

@@ -1,0 +1,213 @@
+"""What a worker child costs: no database driver until a task needs one, no helper processes.
+
+Children are plain interpreters started with ``subprocess`` (no ``multiprocessing`` start method, so
+no resource-tracker process). Importing an app loads neither psycopg nor psycopg_pool: the database
+URL's libpq check waits for the broker in a child, and a workflow built at import time creates its
+broker when it is first needed. A child that sends a task loads the driver then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import psutil
+import psycopg
+import pytest
+from async_wait import wait_until
+from horsies.app import Horsies
+from horsies.broker.types import ClaimedTask
+from horsies.codec import task_result_from_json
+from horsies.config import AppConfig, PostgresConfig
+from horsies.errors import ConfigurationError, ErrorCode
+from horsies.results import TaskError, TaskResult
+from horsies.workflows.nodes import TaskNode
+from horsies.workflows.status import OnError
+from horsies_worker.children import Assignment, ChildPool, ChildProcess
+from horsies_worker.executor import ChildInit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
+DRIVER_MODULES = ["psycopg", "psycopg_pool", "asyncio"]
+
+
+def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
+    return ClaimedTask(
+        id=task_id,
+        task_name=name,
+        queue_name="default",
+        priority=100,
+        args=args,
+        kwargs="{}",
+        retry_count=0,
+        max_retries=0,
+        task_options=None,
+        sent_at=datetime.now(UTC),
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: dict[str, tuple[str, bool]] = {}
+        self.exits: list[tuple[int, int | None]] = []
+        self.ready: list[int] = []
+
+    def on_result(self, child: ChildProcess, a: Assignment, result_json: str, ok: bool) -> None:
+        self.results[a.task.id] = (result_json, ok)
+
+    def on_exit(self, child: ChildProcess, assignments: object, exitcode: int | None) -> None:
+        self.exits.append((child.pid, exitcode))
+
+    def on_ready(self, child: ChildProcess) -> None:
+        self.ready.append(child.pid)
+
+
+def own_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[tuple[ChildPool, Recorder, set[int]]]:
+    """Two children of the footprint app; yields the pool, its recorder and the processes this
+    test process gained while starting them."""
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    before = own_children()
+    children = ChildPool(
+        2, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready
+    )
+    await asyncio.wait_for(children.start(), 60)
+    try:
+        yield children, rec, own_children() - before
+    finally:
+        await children.close(timeout=5)
+
+
+async def run_in(child: ChildProcess, rec: Recorder, task: ClaimedTask) -> object:
+    assignment = Assignment(task=task)
+    child.reserve(assignment)
+    assert child.send_task(assignment)
+    await wait_until(lambda: task.id in rec.results)
+    result_json, ok = rec.results[task.id]
+    assert ok, result_json
+    return task_result_from_json(result_json).unwrap()
+
+
+@pytest.mark.timeout(90)
+async def test_children_are_the_only_new_processes_and_load_no_driver(
+    pool: tuple[ChildPool, Recorder, set[int]],
+) -> None:
+    children, rec, new_processes = pool
+    # Two interpreters and nothing else: no resource tracker, no fork server.
+    assert new_processes == {c.pid for c in children.children}
+    for proc in map(psutil.Process, new_processes):
+        assert "resource_tracker" not in " ".join(proc.cmdline())
+    args = json.dumps([DRIVER_MODULES])
+    for index, child in enumerate(children.children):
+        loaded = await run_in(child, rec, claimed(f"m{index}", "footprint.loaded", args))
+        assert loaded == dict.fromkeys(DRIVER_MODULES, False)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_signalled_child_is_seen_through_its_sentinel_and_replaced(
+    pool: tuple[ChildPool, Recorder, set[int]], signum: int
+) -> None:
+    children, rec, _ = pool
+    victim = children.children[0].pid
+    os.kill(victim, signum)
+    await wait_until(lambda: rec.exits == [(victim, -signum)])
+    await wait_until(lambda: len(rec.ready) == 1)
+    assert victim not in {c.pid for c in children.children}
+    assert not psutil.pid_exists(victim)  # reaped, not left a zombie
+
+
+@pytest.mark.timeout(90)
+async def test_a_child_that_sends_loads_the_driver_then(
+    database_url: str, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Children inherit the environment: the app they import connects to the test database.
+    monkeypatch.setenv("HORSIES_FOOTPRINT_DATABASE_URL", database_url)
+    rec = Recorder()
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    children = ChildPool(
+        1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready
+    )
+    await asyncio.wait_for(children.start(), 60)
+    try:
+        report = await run_in(children.children[0], rec, claimed("s", "footprint.send_noop"))
+    finally:
+        await children.close(timeout=5)
+    assert isinstance(report, dict)
+    assert report["before"] is False
+    assert report["after"] is True
+    with psycopg.connect(clean_db) as conn:
+        row = conn.execute(
+            "SELECT task_name FROM horsies_tasks WHERE id = %s", (report["task_id"],)
+        ).fetchone()
+    assert row == ("footprint.noop",)
+
+
+def test_building_a_workflow_does_not_create_the_broker() -> None:
+    app = Horsies(AppConfig(broker=PostgresConfig(database_url="postgresql://u:p@localhost:1/x")))
+
+    @app.task("lazy.noop")
+    def noop() -> TaskResult[None, TaskError]:
+        return TaskResult(ok=None)
+
+    spec = app.workflow("lazy_broker", [TaskNode(fn=noop)])
+    paused = spec.with_on_error(OnError.PAUSE)
+    assert app._broker is None  # pyright: ignore[reportPrivateUsage]
+    broker = app.get_broker()
+    try:
+        assert spec.broker is broker
+        assert paused.broker is broker
+    finally:
+        broker.close()
+
+
+def _run_as_child(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HORSIES_CHILD_PROCESS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_in_a_child_the_url_is_checked_by_libpq_when_the_broker_is_created() -> None:
+    # A URL libpq cannot parse: refused when the config is built everywhere but in worker
+    # children, where the check waits for the broker (the worker's main process checked it).
+    url = "postgresql+psycopg://alice:p%zz-secret@localhost:5432/app"
+    with pytest.raises(ConfigurationError):
+        PostgresConfig(database_url=url)
+    done = _run_as_child(
+        f"""
+        import sys
+        from horsies.app import Horsies
+        from horsies.config import AppConfig, PostgresConfig
+        from horsies.errors import ConfigurationError
+
+        app = Horsies(AppConfig(broker=PostgresConfig(database_url={url!r})))
+        print("psycopg loaded:", "psycopg" in sys.modules)
+        try:
+            app.get_broker()
+        except ConfigurationError as exc:
+            print("refused:", exc.code.value, "secret" in str(exc))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "psycopg loaded: False",
+        f"refused: {ErrorCode.BROKER_INVALID_URL.value} False",
+    ]
