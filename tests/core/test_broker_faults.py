@@ -28,6 +28,7 @@ from horsies.broker.pools import has_unread_input
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskResult
+from lost_connection import lose_next_call
 
 
 def _terminate_others(conninfo: str, application_name: str = "horsies") -> int:
@@ -44,36 +45,6 @@ def _terminate_others(conninfo: str, application_name: str = "horsies") -> int:
 def _unreachable_url(tmp_path: Path) -> str:
     """A URL whose Unix socket does not exist (what clients see while the server is down)."""
     return f"postgresql+psycopg://postgres@/horsies?host={tmp_path}"
-
-
-def _lose_connection_after(
-    monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker, action: str, *, run_first: bool
-) -> list[str]:
-    """Make the broker's next ``action`` call fail as if its connection broke mid-statement: after
-    running the statement (it committed, the reply was lost) or before (it never ran)."""
-    calls: list[str] = []
-    lost = BrokerError(f"{action} failed: connection to the database lost", connection_lost=True)
-    real_sync, real_async = broker._run_sync, broker._run_async  # pyright: ignore[reportPrivateUsage]
-
-    def run_sync(op: ops.Op[Any], *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if len(calls) == 1:
-            if run_first:
-                real_sync(op, action=action, **kw)
-            raise lost
-        return real_sync(op, action=action, **kw)
-
-    async def run_async(op: ops.Op[Any], *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if len(calls) == 1:
-            if run_first:
-                await real_async(op, action=action, **kw)
-            raise lost
-        return await real_async(op, action=action, **kw)
-
-    monkeypatch.setattr(broker, "_run_sync", run_sync)
-    monkeypatch.setattr(broker, "_run_async", run_async)
-    return calls
 
 
 # -- pools -----------------------------------------------------------------------------------------
@@ -235,7 +206,7 @@ def test_enqueue_lost_mid_statement_is_stored_exactly_once(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
     broker.ensure_schema_initialized_sync()
-    calls = _lose_connection_after(monkeypatch, broker, "enqueue", run_first=committed)
+    calls = lose_next_call(monkeypatch, broker, run_first=committed)
     task_id = broker.enqueue("t", (1,))
     assert row(clean_db, task_id)["args"] == "[1]"
     assert calls[:2] == ["enqueue", "enqueue"]
@@ -248,7 +219,7 @@ async def test_enqueue_many_async_lost_after_commit_is_not_an_error(
     from horsies.broker import EnqueueRequest
 
     await broker.ensure_schema_initialized()
-    _lose_connection_after(monkeypatch, broker, "enqueue_many", run_first=True)
+    lose_next_call(monkeypatch, broker, run_first=True)
     ids = await broker.enqueue_many_async([EnqueueRequest("t", (i,)) for i in range(3)])
     assert len(sql(clean_db, "SELECT id FROM horsies_tasks")) == 3
     assert {row(clean_db, i)["id"] for i in ids} == set(ids)
@@ -258,7 +229,7 @@ def test_a_taken_id_is_still_refused_after_a_lost_attempt(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker.enqueue("other", task_id="taken")
-    _lose_connection_after(monkeypatch, broker, "enqueue", run_first=False)
+    lose_next_call(monkeypatch, broker, run_first=False)
     with pytest.raises(BrokerError) as raised:
         broker.enqueue("t", task_id="taken")
     assert raised.value.sqlstate == "23505"
@@ -272,7 +243,7 @@ async def test_start_lost_after_commit_still_reports_the_task_started(
     await broker.enqueue_async("t", task_id="s1")
     request = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=0)
     assert [t.id for t in await broker.claim_tasks("w1", request)] == ["s1"]
-    _lose_connection_after(monkeypatch, broker, "start_tasks", run_first=True)
+    lose_next_call(monkeypatch, broker, run_first=True)
     assert await broker.start_tasks("w1", "host", [("s1", 41)]) == {"s1"}
     assert row(clean_db, "s1")["status"] == "RUNNING"
     monkeypatch.undo()

@@ -33,54 +33,11 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy
+from lost_connection import lose_next_call
 
 
 def _with_param(url: str, param: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{param}"
-
-
-def _lose_connection(
-    monkeypatch: pytest.MonkeyPatch,
-    broker: PostgresBroker,
-    *,
-    run_first: bool,
-    batch_only: bool = False,
-) -> list[str]:
-    """Make the broker's next insert (or next multi-row insert, ``batch_only``) fail as if its
-    connection broke mid-statement: after running it (committed, reply lost) or before. Returns
-    the actions of every ``_run_sync``/``_run_async`` call, in order."""
-    calls: list[str] = []
-    lost = BrokerError("insert failed: connection to the database lost", connection_lost=True)
-    real_sync, real_async = broker._run_sync, broker._run_async  # pyright: ignore[reportPrivateUsage]
-    armed = [True]
-
-    def hit(op: Any) -> bool:
-        if not armed[0]:
-            return False
-        if batch_only and not isinstance(op, ops.Query):
-            return False
-        armed[0] = False
-        return True
-
-    def run_sync(op: Any, *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if hit(op):
-            if run_first:
-                real_sync(op, action=action, **kw)
-            raise lost
-        return real_sync(op, action=action, **kw)
-
-    async def run_async(op: Any, *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if hit(op):
-            if run_first:
-                await real_async(op, action=action, **kw)
-            raise lost
-        return await real_async(op, action=action, **kw)
-
-    monkeypatch.setattr(broker, "_run_sync", run_sync)
-    monkeypatch.setattr(broker, "_run_async", run_async)
-    return calls
 
 
 def _steps(monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker) -> list[Any]:
@@ -367,10 +324,10 @@ async def test_send_many_lost_mid_statement_is_stored_exactly_once(
 
     broker = app.get_broker()
     with pytest.MonkeyPatch.context() as patch:
-        calls = _lose_connection(patch, broker, run_first=committed)
+        calls = lose_next_call(patch, broker, run_first=committed)
         sync_ids = [h.task_id for h in lost.send_many([(i,) for i in range(700)])]
     with pytest.MonkeyPatch.context() as patch:
-        calls_async = _lose_connection(patch, broker, run_first=committed)
+        calls_async = lose_next_call(patch, broker, run_first=committed)
         async_ids = [h.task_id for h in await lost.send_many_async([(i,) for i in range(700)])]
     await broker.close_async()
     checked = ["enqueue check"] if committed else []
@@ -533,7 +490,9 @@ async def test_a_batch_lost_mid_statement_stores_each_task_once(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
     await broker.ensure_schema_initialized()
-    calls = _lose_connection(monkeypatch, broker, run_first=committed, batch_only=True)
+    calls = lose_next_call(
+        monkeypatch, broker, run_first=committed, only=lambda op: isinstance(op, ops.Query)
+    )
     ids = await asyncio.gather(*(broker.enqueue_async("lost", (i,)) for i in range(40)))
     await broker.close_async()
     assert "enqueue check" in calls if committed else "enqueue check" not in calls

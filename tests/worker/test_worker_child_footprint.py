@@ -16,12 +16,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import psutil
 import psycopg
 import pytest
 from async_wait import wait_until
+from claimed_rows import claimed
 from horsies.app import Horsies
 from horsies.broker.types import ClaimedTask
 from horsies.codec import task_result_from_json
@@ -36,21 +36,6 @@ from horsies_worker.executor import ChildInit
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
 DRIVER_MODULES = ["psycopg", "psycopg_pool", "asyncio"]
-
-
-def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
-    return ClaimedTask(
-        id=task_id,
-        task_name=name,
-        queue_name="default",
-        priority=100,
-        args=args,
-        kwargs="{}",
-        retry_count=0,
-        max_retries=0,
-        task_options=None,
-        sent_at=datetime.now(UTC),
-    )
 
 
 class Recorder:

@@ -6,31 +6,15 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import pytest
 from async_wait import wait_until
-from horsies.broker.types import ClaimedTask
+from claimed_rows import claimed
 from horsies.codec import task_result_from_json
 from horsies_worker.children import Assignment, ChildPool, ChildProcess, ChildStartError
 from horsies_worker.executor import ChildInit
 
 APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
-
-
-def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
-    return ClaimedTask(
-        id=task_id,
-        task_name=name,
-        queue_name="default",
-        priority=100,
-        args=args,
-        kwargs="{}",
-        retry_count=0,
-        max_retries=0,
-        task_options=None,
-        sent_at=datetime.now(UTC),
-    )
 
 
 class Recorder:

@@ -919,6 +919,25 @@ def _started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
     return started
 
 
+def _exchange_head(
+    outcomes: Sequence[TaskOutcome], worker_id: str, *, durable: bool
+) -> tuple[list[Query], list[str], int]:
+    """The first statements of a worker exchange — its settings (generic plans: see
+    TASK_PLANS_GENERIC_IN_TRANSACTION; they end with the exchange's implicit or explicit
+    transaction), the locks of the outcomes' workflow trees, the finish — with the workflow ids
+    and the index of the finish statement."""
+    from horsies.broker import workflow_ops
+
+    first: list[Query] = [_exchange_settings(durable=durable)]
+    workflow_ids = _workflow_ids(outcomes)
+    if workflow_ids:
+        first.append(workflow_ops.lock_roots_query(workflow_ids))
+    finish_at = len(first)
+    if outcomes:
+        first.append(finish_query(outcomes, worker_id))
+    return first, workflow_ids, finish_at
+
+
 def exchange_op(
     worker_id: str,
     hostname: str,
@@ -950,20 +969,10 @@ def exchange_op(
     """
     if request is not None and not can_start_directly(request):
         raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
-    # Generic plans: see TASK_PLANS_GENERIC_IN_TRANSACTION (every statement below keeps its index
-    # plan). The setting ends with the exchange's (implicit or explicit) transaction.
-    from horsies.broker import workflow_ops
-
     durable = bool(outcomes) or keep_running_ids is not None
-    first: list[Query] = [_exchange_settings(durable=durable)]
-    workflow_ids = _workflow_ids(outcomes)
-    if workflow_ids:
-        first.append(workflow_ops.lock_roots_query(workflow_ids))
-    finish_at = len(first)
-    if outcomes:
-        first.append(finish_query(outcomes, worker_id))
-        if notify_capacity:
-            first.append(_CAPACITY_NOTIFY)
+    first, workflow_ids, finish_at = _exchange_head(outcomes, worker_id, durable=durable)
+    if outcomes and notify_capacity:
+        first.append(_CAPACITY_NOTIFY)
     reconcile_at = -1
     if keep_running_ids is not None:
         reconcile_at = len(first)
@@ -1044,16 +1053,8 @@ def prefetch_exchange_op(
     """
     if request is not None and needs_cluster_counts(request):
         raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
-    from horsies.broker import workflow_ops
-
     durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
-    first: list[Query] = [_exchange_settings(durable=durable)]
-    workflow_ids = _workflow_ids(outcomes)
-    if workflow_ids:
-        first.append(workflow_ops.lock_roots_query(workflow_ids))
-    finish_at = len(first)
-    if outcomes:
-        first.append(finish_query(outcomes, worker_id))
+    first, workflow_ids, finish_at = _exchange_head(outcomes, worker_id, durable=durable)
     if keep_running_ids is not None or release_ids:
         keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
         if keep_running_ids is not None:

@@ -25,20 +25,6 @@ VALUES (
     %(max_retries)s, 0, %(task_options)s, false, now(), now())
 """
 
-# The types of TASK_INSERT's parameters, in order of appearance (TASK_COPY_COLUMNS order), for its
-# libpq prepared statement (``ops.Prepared``).
-TASK_INSERT_TYPES: Final = (
-    "text",
-    "text",
-    "text",
-    "int4",
-    "text",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "int4",
-    "text",
-)
 
 # Insert many PENDING tasks in one statement; rows without sent_at get now() minus a microsecond per
 # later row, so FIFO order within the batch is the order of the arrays.
@@ -97,6 +83,9 @@ TASK_COPY_TYPES: Final = (
     "int4",
     "text",
 )
+# The types of TASK_INSERT's parameters, in order of appearance (the same order), for its libpq
+# prepared statement (``ops.Prepared``).
+TASK_INSERT_TYPES: Final = TASK_COPY_TYPES
 TASK_COPY_IN: Final = """
 COPY horsies_tasks (id, task_name, queue_name, priority, args, kwargs, sent_at, good_until,
                     max_retries, task_options)
