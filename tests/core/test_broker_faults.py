@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskResult
 from lost_connection import lose_next_call
+from process_harness import wait_until
 
 
 def _terminate_others(conninfo: str, application_name: str = "horsies") -> int:
@@ -72,10 +72,7 @@ def test_unread_input_marks_a_terminated_connection(clean_db: str) -> None:
     with psycopg.connect(clean_db, autocommit=True, application_name="victim") as conn:
         assert not has_unread_input(conn)
         assert _terminate_others(clean_db, "victim") == 1
-        deadline = time.monotonic() + 5
-        while not has_unread_input(conn) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert has_unread_input(conn)
+        wait_until(lambda: has_unread_input(conn), 5, "the termination notice", interval=0.01)
 
 
 def test_pool_timeout_says_the_database_is_unreachable_and_why(tmp_path: Path) -> None:
@@ -180,14 +177,15 @@ def test_a_statement_cut_by_the_server_is_connection_lost(database_url: str, cle
     thread = threading.Thread(target=sleep_in_database, daemon=True)
     try:
         thread.start()
-        deadline = time.monotonic() + 10
-        while not sql(
-            clean_db,
-            "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
-            " AND datname = current_database()",
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(
+            lambda: sql(
+                clean_db,
+                "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+                " AND datname = current_database()",
+            ),
+            10,
+            "the statement to run",
+        )
         _terminate_others(clean_db)
         thread.join(10)
     finally:
@@ -260,37 +258,46 @@ def _waiting(broker: PostgresBroker) -> bool:
     return bool(waiters._waiters) and sub is not None and sub.active  # pyright: ignore[reportPrivateUsage]
 
 
-def _outage(monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker) -> Callable[[bool], None]:
-    """Switch the broker's result reads between failing as unreachable and working."""
-    down = threading.Event()
-    real = broker._read_result_sync  # pyright: ignore[reportPrivateUsage]
+class _Outage:
+    """Switches the broker's result reads between failing as unreachable and working, and counts
+    the reads that failed."""
 
-    def read(task_id: str) -> Any:
-        if down.is_set():
-            raise BrokerError("get_result failed: database unreachable", unreachable=True)
-        return real(task_id)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker) -> None:
+        self.down = threading.Event()
+        self.failed_reads = 0
+        real = broker._read_result_sync  # pyright: ignore[reportPrivateUsage]
 
-    monkeypatch.setattr(broker, "_read_result_sync", read)
-    return lambda is_down: down.set() if is_down else down.clear()
+        def read(task_id: str) -> Any:
+            if self.down.is_set():
+                self.failed_reads += 1
+                raise BrokerError("get_result failed: database unreachable", unreachable=True)
+            return real(task_id)
+
+        monkeypatch.setattr(broker, "_read_result_sync", read)
+
+
+def _get_in_background(
+    broker: PostgresBroker, task_id: str, timeout_ms: int
+) -> tuple[threading.Thread, list[TaskResult[Any, Any]]]:
+    """Start ``broker.get_result`` on a thread; return once its waiter listens."""
+    box: list[TaskResult[Any, Any]] = []
+    thread = threading.Thread(
+        target=lambda: box.append(broker.get_result(task_id, timeout_ms=timeout_ms)), daemon=True
+    )
+    thread.start()
+    wait_until(lambda: _waiting(broker), 5, "the get to wait", interval=0.005)
+    return thread, box
 
 
 def test_get_waits_through_an_outage_and_returns_the_result(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task_id = broker.enqueue("t")
-    set_down = _outage(monkeypatch, broker)
-    box: list[TaskResult[Any, Any]] = []
-    thread = threading.Thread(
-        target=lambda: box.append(broker.get_result(task_id, timeout_ms=20_000)), daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not _waiting(broker):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    set_down(True)
+    outage = _Outage(monkeypatch, broker)
+    thread, box = _get_in_background(broker, task_id, 20_000)
+    outage.down.set()
     broker.listener.force_reconnect()  # the waiter re-reads: it fails, and it keeps waiting
-    time.sleep(0.3)  # the outage lasts a moment
+    wait_until(lambda: outage.failed_reads, 5, "a read during the outage")
     assert thread.is_alive()
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute(
@@ -298,7 +305,7 @@ def test_get_waits_through_an_outage_and_returns_the_result(
             " WHERE id = %s",
             (task_result_to_json(TaskResult(ok=7)), task_id),
         )
-    set_down(False)
+    outage.down.clear()
     thread.join(10)
     assert box == [TaskResult(ok=7)]
 
@@ -307,17 +314,9 @@ def test_get_during_an_outage_ends_at_its_deadline_with_the_reason(
     broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task_id = broker.enqueue("t")
-    set_down = _outage(monkeypatch, broker)
-    box: list[TaskResult[Any, Any]] = []
-    thread = threading.Thread(
-        target=lambda: box.append(broker.get_result(task_id, timeout_ms=1_500)), daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not _waiting(broker):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    set_down(True)
+    outage = _Outage(monkeypatch, broker)
+    thread, box = _get_in_background(broker, task_id, 1_500)
+    outage.down.set()
     broker.listener.force_reconnect()
     thread.join(10)
     error = box[0].unwrap_err()
@@ -358,10 +357,7 @@ def test_listener_logs_one_warning_per_five_failed_reconnects(
     with caplog.at_level(logging.WARNING, logger="horsies.listener"):
         listener = NotificationListener("postgresql://nobody@/nowhere")
         try:
-            deadline = time.monotonic() + 15
-            while len(attempts) < 5:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(lambda: len(attempts) >= 5, 15, "five reconnect attempts", interval=0.02)
         finally:
             listener.close()
     failures = [r for r in caplog.records if "listener connection" in r.getMessage()]

@@ -65,3 +65,11 @@ def make_producer(database_url: str) -> Iterator[Callable[..., Horsies]]:
     yield make
     for app in apps:
         app.get_broker().close()
+
+
+@pytest.fixture(scope="module")
+def producer(database_url: str) -> Iterator[Horsies]:
+    """The ledger app with its default configuration, shared by a module's tests."""
+    app = create_app(database_url, {})
+    yield app
+    app.get_broker().close()

@@ -22,7 +22,6 @@ from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.handle import TaskHandle
 from psycopg import sql
 
-from tests.reliability.apps.ledger_app import create_app
 from tests.reliability.harness import LedgerWorker
 from tests.reliability.hostile import module_worker
 from tests.reliability.ledger import compare
@@ -87,13 +86,6 @@ def worker(
     log_dir = tmp_path_factory.mktemp("corrupt-rows")
     with module_worker(database_url, database_conninfo, log_dir, "--processes", "1") as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-def producer(database_url: str) -> Iterator[Horsies]:
-    app = create_app(database_url, {})
-    yield app
-    app.get_broker().close()
 
 
 NOW = object()

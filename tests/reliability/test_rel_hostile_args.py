@@ -37,7 +37,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.apps.hostile_types import Box, Reading
-from tests.reliability.apps.ledger_app import create_app
 from tests.reliability.harness import LedgerWorker
 from tests.reliability.hostile import (
     HOSTILE_VALUES,
@@ -195,13 +194,6 @@ def echo_worker(
         database_url, database_conninfo, log_dir, "--processes", "2", "--loglevel", "INFO"
     ) as worker:
         yield worker
-
-
-@pytest.fixture(scope="module")
-def producer(database_url: str) -> Iterator[Horsies]:
-    app = create_app(database_url, {})
-    yield app
-    app.get_broker().close()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.apps.hostile_tasks import HOSTILE_TASK_NAMES
-from tests.reliability.apps.ledger_app import create_app
 from tests.reliability.harness import LedgerWorker
 from tests.reliability.hostile import RELAXED, SQL_STRINGS, TEXT, examples, module_worker
 from tests.reliability.ledger import compare
@@ -95,13 +94,6 @@ def worker(
     log_dir = tmp_path_factory.mktemp("hostile-names")
     with module_worker(database_url, database_conninfo, log_dir, "--processes", "1") as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-def producer(database_url: str) -> Iterator[Horsies]:
-    app = create_app(database_url, {})
-    yield app
-    app.get_broker().close()
 
 
 def _stored_name(conninfo: str, task_id: str) -> str:

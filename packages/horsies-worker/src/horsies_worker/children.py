@@ -64,6 +64,8 @@ class Assignment:
     sent: bool = False
     written: bool = False
     started_monotonic: float = 0.0
+    held: bytes | None = None
+    """Its pickled message while it waits to be written (see ``ChildProcess.send_task``)."""
 
 
 ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
@@ -94,8 +96,6 @@ class ChildProcess:
         self._on_exit = on_exit
         self.state = ChildState.STARTING
         self.assignments: deque[Assignment] = deque()
-        # Pickled messages of sent assignments not written yet (see send_task), by id().
-        self._held: dict[int, bytes] = {}
         self.exitcode: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Connection | None = None
@@ -137,7 +137,6 @@ class ChildProcess:
             self.assignments.remove(assignment)
         except ValueError:
             return False
-        self._held.pop(id(assignment), None)
         return True
 
     def holds(self, assignment: Assignment) -> bool:
@@ -187,7 +186,7 @@ class ChildProcess:
         if len(message) > _QUEUED_MESSAGE_MAX_BYTES and any(
             a.written for a in self.assignments if a is not assignment
         ):
-            self._held[id(assignment)] = message
+            assignment.held = message
             return True
         return self._write(assignment, message)
 
@@ -218,11 +217,12 @@ class ChildProcess:
                 return
             if assignment.written:
                 continue
-            message = self._held.pop(id(assignment), None) or self._message(assignment)
+            message = assignment.held or self._message(assignment)
             busy = any(a.written for a in self.assignments)
             if busy and len(message) > _QUEUED_MESSAGE_MAX_BYTES:
-                self._held[id(assignment)] = message
+                assignment.held = message
                 return
+            assignment.held = None
             if not self._write(assignment, message):
                 return  # the child is gone: its sentinel reports every assignment
 
@@ -340,7 +340,6 @@ class ChildProcess:
             )
         assignments = list(self.assignments)
         self.assignments.clear()
-        self._held.clear()
         self._on_exit(self, assignments, self.exitcode)
 
 

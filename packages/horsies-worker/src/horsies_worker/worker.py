@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -491,6 +491,7 @@ class Worker:
         """Give each task just started for a child pid to that child (its slot was free when the
         pid was chosen)."""
         by_pid = {child.pid: child for child in children}
+        orphans: list[ClaimedTask] = []
         for item in started:
             task = item.task
             child = by_pid.get(item.pid)
@@ -501,18 +502,9 @@ class Worker:
                     logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
                     continue
                 child.unreserve(assignment)
-            # The child died during the round trip, so the task never reached it: its row is
-            # RUNNING with the dead pid and tracked by nobody. The next exchange sends it back to
-            # PENDING (user code never started, so running it again is safe).
-            logger.warning(
-                "task_handover_failed: %s (%s): child %s is gone; requeueing",
-                task.id,
-                task.task_name,
-                item.pid,
-            )
-            self._reconcile_needed = True
-            assert self._wake is not None
-            self._wake.set()
+            orphans.append(task)
+        if orphans:
+            self._requeue_unstarted(orphans, "its child process died during the round trip")
 
     async def _prefetch_exchange(self) -> None:
         """One prefetch-mode pass: write the queued outcomes, start waiting claims on children
@@ -614,9 +606,8 @@ class Worker:
         free budget; then start what the claim brought if a child has room.
 
         The start and the claim are independent (different rows, different connections), so they
-        share the wait for their commits. Round trips are spent on batches: children are refilled
-        once one is idle or has room for half its queue, and a claim waits until a quarter of the
-        budget is free unless nothing waits locally.
+        share the wait for their commits. A claim waits until a quarter of the budget is free unless
+        nothing waits locally (``_claim_budget``).
         """
         stop, wake = self._stop, self._wake
         assert stop is not None
@@ -626,19 +617,18 @@ class Worker:
             if self._dispatch_due():
                 await self._dispatch()
             return
-        outcomes = await asyncio.gather(
-            self._dispatch() if self._dispatch_due() else _nothing(),
-            self._claimer.claim(budget),
-            return_exceptions=True,
-        )
-        dispatched, claimed = outcomes
+        jobs: list[Awaitable[Any]] = [self._claimer.claim(budget)]
+        if self._dispatch_due():
+            jobs.append(self._dispatch())
+        claimed, *dispatched = await asyncio.gather(*jobs, return_exceptions=True)
         if isinstance(claimed, BaseException):
             raise claimed
         if claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
             self._pending.extend(claimed)
-        if isinstance(dispatched, BaseException):
-            raise dispatched
+        for failure in dispatched:
+            if isinstance(failure, BaseException):
+                raise failure
         if self._dispatch_due():
             await self._dispatch()
         # A full batch may mean more work is waiting (max_claim_batch, several queues): go again.
@@ -940,10 +930,6 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.broker.close_async()
         logger.info("Worker %s stopped", self.worker_id)
-
-
-async def _nothing() -> None:
-    return None
 
 
 # --------------------------------------------------------------------------------------------------

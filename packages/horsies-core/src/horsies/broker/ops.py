@@ -899,6 +899,27 @@ def exchange_needs_transaction(
     return request is not None and slots > 0 and len(_direct_claim_limits(request, slots)) > 1
 
 
+def _claim_and_start_more(
+    worker_id: str,
+    hostname: str,
+    limits: Sequence[tuple[str, int]],
+    pids: Sequence[int],
+    started: list[StartedTask],
+) -> Op[int]:
+    """Claim-and-start in the further queues of ``limits`` (one statement each, in order) for the
+    pids that ``started`` has not served yet, extending it; returns how many rows were asked."""
+    asked = 0
+    for queue_name, limit in limits:
+        free = list(pids[len(started) :])
+        n = min(limit, len(free))
+        if n <= 0:
+            break
+        asked += n
+        res = yield _claim_and_start_query(worker_id, hostname, queue_name, free[:n])
+        started.extend(_started_rows(res.rows))
+    return asked
+
+
 def _claim_and_start_query(
     worker_id: str, hostname: str, queue_name: str, pids: Sequence[int]
 ) -> Query:
@@ -1013,14 +1034,7 @@ def exchange_op(
                 ", ".join(requeued[:20]),
             )
     started: list[StartedTask] = _started_rows(parts[claim_at].rows) if claim_at >= 0 else []
-    for queue_name, limit in limits:
-        free = list(pids[len(started) :])
-        n = min(limit, len(free))
-        if n <= 0:
-            break
-        asked += n
-        res = yield _claim_and_start_query(worker_id, hostname, queue_name, free[:n])
-        started.extend(_started_rows(res.rows))
+    asked += yield from _claim_and_start_more(worker_id, hostname, limits, pids, started)
     return TaskExchange(
         finished=finished, started=started, requeued=requeued, full=0 < asked == len(started)
     )
@@ -1115,13 +1129,9 @@ def prefetch_exchange_op(
     direct_started: list[StartedTask] = []
     if direct:
         direct_started = _started_rows(parts[direct_at].rows)
-        for queue_name, limit in direct[1:]:
-            free = list(direct_pids[len(direct_started) :])
-            n = min(limit, len(free))
-            if n <= 0:
-                break
-            res = yield _claim_and_start_query(worker_id, hostname, queue_name, free[:n])
-            direct_started.extend(_started_rows(res.rows))
+        yield from _claim_and_start_more(
+            worker_id, hostname, direct[1:], direct_pids, direct_started
+        )
     claimed: list[ClaimedTask] = []
     if limits:
         claimed.extend(_claimed_rows(parts[claim_at].rows))
