@@ -204,7 +204,8 @@ def test_killed_child_is_replaced_and_both_children_serve_again(
 ) -> None:
     handle = app.tasks["audit.span"].send(60)
     child_pid = int(db.wait_status(handle.task_id, "RUNNING")["worker_pid"])
-    assert child_pid in spawn_children(worker)
+    before = spawn_children(worker)
+    assert child_pid in before
     os.kill(child_pid, signal.SIGKILL)
     error = error_of(handle.get(timeout_ms=GET_MS))
     assert error.error_code == LibraryErrorCode.WORKER_CRASHED
@@ -214,6 +215,9 @@ def test_killed_child_is_replaced_and_both_children_serve_again(
         return pids if len(pids) == PROCESSES and child_pid not in pids else None
 
     children = wait_until(replaced, 30, "a replacement child")
+    # The process exists before it can take tasks: wait until the worker counts it as ready.
+    (new_pid,) = set(children) - set(before)
+    worker.wait_output(f" pid={new_pid}\n", 30)
     # Two tasks sent together overlap in time on two different live children.
     spans = [
         h.get(timeout_ms=GET_MS).unwrap()
