@@ -27,8 +27,9 @@ from horsies.app import Horsies
 from horsies.banner import render_banner
 from horsies.broker import PostgresBroker
 from horsies.broker.errors import BrokerError
-from horsies.config import AppConfig, PostgresConfig, mask_database_url
+from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode
+from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode
 from pydantic import ValidationError
 

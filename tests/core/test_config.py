@@ -15,7 +15,6 @@ from horsies.config import (
     PostgresConfig,
     QueueMode,
     RecoveryConfig,
-    mask_database_url,
 )
 from horsies.errors import (
     ConfigurationError,
@@ -24,6 +23,7 @@ from horsies.errors import (
     MultipleConfigurationErrors,
     MultipleValidationErrors,
 )
+from horsies.redact import mask_database_url
 from pydantic import ValidationError
 
 THIS_FILE = os.path.abspath(__file__)

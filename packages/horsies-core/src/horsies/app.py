@@ -515,7 +515,7 @@ class Horsies:
         except HorsiesError as exc:
             return exc
         except Exception as exc:
-            from horsies.config import mask_database_url
+            from horsies.redact import mask_database_url
 
             error = ConfigurationError(
                 "broker connectivity check failed", code=ErrorCode.BROKER_INVALID_URL

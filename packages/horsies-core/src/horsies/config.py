@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from horsies._config_model import ConfigModel, duplicate_names
 from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
+from horsies.redact import MASK, SCHEME_RE, credential_ends, mask_database_url, url_password
 from horsies.schedules import ScheduleConfig
 
 __all__ = [
@@ -63,86 +64,6 @@ _QUEUE_NAME_RE: Final = re.compile(QUEUE_NAME_PATTERN)
 
 _ACCEPTED_SCHEMES: Final = ("postgresql+psycopg", "postgresql", "postgres")
 _EXAMPLE_URL: Final = "postgresql+psycopg://user:password@localhost:5432/dbname"
-
-_MASK: Final = "***"
-_SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_SCHEME_ANYWHERE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_URL_END_CHARS: Final = frozenset(" \t\r\n\"'<>")
-# `password=...` in key/value conninfo strings and in URL query strings.
-_PASSWORD_PARAM_RE: Final = re.compile(
-    r"(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
-)
-
-
-def _credential_ends(text: str, start: int, end: int) -> tuple[int, int]:
-    """Where the user-info part of the URL `text[start:end]` (after ``scheme://``) ends.
-
-    Returns two indexes of the ``@`` closing it, -1 for none: libpq's reading (the first ``@``
-    before any ``/``; ``?`` and ``#`` belong to the password) and the loose reading (the last ``@``
-    before any ``?``/``#``, as if a raw ``@`` or ``/`` were part of the password). They differ when
-    the user name or password holds a raw ``@`` or ``/``.
-    """
-    libpq_at = -1
-    for index in range(start, end):
-        char = text[index]
-        if char == "@":
-            libpq_at = index
-            break
-        if char == "/":
-            break
-    stop = end
-    for marker in ("?", "#"):
-        found = text.find(marker, start, end)
-        if found != -1:
-            stop = min(stop, found)
-    return libpq_at, text.rfind("@", start, stop)
-
-
-def _url_end(text: str, start: int) -> int:
-    """End of a URL found inside a message: the first whitespace or quote after `start`."""
-    for index in range(start, len(text)):
-        if text[index] in _URL_END_CHARS:
-            return index
-    return len(text)
-
-
-def mask_database_url(url: str) -> str:
-    """Return `url` with any password replaced by ``***``; safe to log or print.
-
-    Works on any ``scheme://user:password@host/...`` URL, also one quoted inside a message (an
-    error text), whatever the password holds: everything libpq would read as the password is
-    hidden, and so is a raw ``@`` or ``/`` that was meant to be part of it. Also masks
-    ``password=...`` parameters, both in URL query strings and in libpq key/value connection
-    strings (``host=db password=secret``).
-    """
-    pieces: list[str] = []
-    done = 0
-    for scheme in _SCHEME_ANYWHERE_RE.finditer(url):
-        start = scheme.end()
-        if scheme.start() < done:
-            continue  # "://" inside a part already masked
-        end = len(url) if scheme.start() == 0 else _url_end(url, start)
-        at = max(_credential_ends(url, start, end))
-        if at == -1:
-            continue
-        user, sep, password = url[start:at].partition(":")
-        if sep and password:
-            pieces.append(f"{url[done:start]}{user}:{_MASK}")
-            done = at
-    pieces.append(url[done:])
-    return _PASSWORD_PARAM_RE.sub(lambda m: m.group("key") + _MASK, "".join(pieces))
-
-
-def _url_password(url: str) -> str | None:
-    """The raw password of a ``scheme://user:password@host/...`` URL, if it has one."""
-    scheme = _SCHEME_RE.match(url)
-    if scheme is None:
-        return None
-    at = max(_credential_ends(url, scheme.end(), len(url)))
-    if at == -1:
-        return None
-    _, sep, password = url[scheme.end() : at].partition(":")
-    return password if sep and password else None
 
 
 def _mask_input(value: Any) -> Any:
@@ -219,15 +140,15 @@ def _check_libpq_syntax(url: str, *, deferrable: bool = True) -> None:
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:  # pragma: no cover - psycopg without libpq: refused at connect time
         return
-    scheme = _SCHEME_RE.match(url)
+    scheme = SCHEME_RE.match(url)
     conninfo = f"postgresql://{url[scheme.end() :]}" if scheme is not None else url
     try:
         conninfo_to_dict(conninfo)
     except Exception as exc:
         complaint = str(exc).strip() or type(exc).__name__
-        password = _url_password(url)
+        password = url_password(url)
         if password:
-            complaint = complaint.replace(password, _MASK)
+            complaint = complaint.replace(password, MASK)
         error = ConfigurationError(
             "invalid database URL",
             code=ErrorCode.BROKER_INVALID_URL,
@@ -238,7 +159,7 @@ def _check_libpq_syntax(url: str, *, deferrable: bool = True) -> None:
             help_text=_URL_ENCODING_HELP,
         )
         raise error from None
-    libpq_at, loose_at = _credential_ends(url, scheme.end() if scheme is not None else 0, len(url))
+    libpq_at, loose_at = credential_ends(url, scheme.end() if scheme is not None else 0, len(url))
     if loose_at > libpq_at:
         # libpq would cut the user name or password at a raw "@" or "/": it would connect with
         # part of the password and show the rest as a host or database name in its errors.
@@ -319,7 +240,7 @@ class PostgresConfig(ConfigModel):
     @field_validator("database_url")
     @classmethod
     def _check_scheme(cls, value: str) -> str:
-        match = _SCHEME_RE.match(value)
+        match = SCHEME_RE.match(value)
         scheme = match.group(1) if match is not None else None
         if scheme is not None and scheme.lower() in _ACCEPTED_SCHEMES:
             _check_libpq_syntax(value)
@@ -355,7 +276,7 @@ class PostgresConfig(ConfigModel):
     @property
     def conninfo(self) -> str:
         """The URL in plain libpq form (``postgresql://...``), as psycopg connects with it."""
-        match = _SCHEME_RE.match(self.database_url)
+        match = SCHEME_RE.match(self.database_url)
         rest = self.database_url[match.end() :] if match is not None else self.database_url
         return f"postgresql://{rest}"
 

@@ -34,6 +34,8 @@ from enum import StrEnum
 from types import CodeType, FrameType, TracebackType
 from typing import Any, ClassVar, Final, Self, TextIO, TypeVar
 
+from horsies.redact import mask_database_url
+
 __all__ = [
     "ConfigurationError",
     "DuplicateTaskNameError",
@@ -378,8 +380,6 @@ class HorsiesError(Exception):
 
 def _mask_passwords(source: str) -> str:
     """A quoted source line with database passwords masked (a URL literal in the user's code)."""
-    from horsies.config import mask_database_url  # config.py imports this module
-
     return mask_database_url(source)
 
 

@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar, cast
 
-from horsies.config import PostgresConfig, mask_database_url
+from horsies.config import PostgresConfig
+from horsies.redact import mask_database_url
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString
 
 import psycopg
-from horsies.config import PostgresConfig, mask_database_url
+from horsies.config import PostgresConfig
+from horsies.redact import mask_database_url
 from psycopg.conninfo import make_conninfo
 
 from syce import queries

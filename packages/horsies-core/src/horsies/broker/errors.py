@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from horsies.config import mask_database_url
+from horsies.redact import mask_database_url
 
 __all__ = ["BrokerError", "NoConnection", "is_connection_lost", "translate_error"]
 

@@ -30,8 +30,8 @@ from typing import Final
 import psycopg
 from psycopg import sql
 
-from horsies.config import mask_database_url
 from horsies.logs import get_logger
+from horsies.redact import mask_database_url
 
 __all__ = [
     "NotificationListener",

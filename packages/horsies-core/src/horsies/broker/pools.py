@@ -67,8 +67,9 @@ from psycopg_pool.base import AttemptWithBackoff
 
 from horsies.broker.errors import NoConnection
 from horsies.broker.ops import Copy, CopyData, Op, Pipeline, Prepared, Query, QueryResult, Step
-from horsies.config import PostgresConfig, mask_database_url
+from horsies.config import PostgresConfig
 from horsies.logs import get_logger
+from horsies.redact import mask_database_url
 
 __all__ = [
     "AsyncPools",
