@@ -12,6 +12,7 @@ import pytest
 from horsies.app import Horsies, TaskRegistry
 from horsies.banner import render_banner
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import (
     ConfigurationError,
     ErrorCode,
@@ -19,7 +20,6 @@ from horsies.errors import (
     NotRegistered,
     RegistryError,
 )
-from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import TaskError, TaskResult
 from import_sandbox import restored_imports, write
 

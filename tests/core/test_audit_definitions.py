@@ -14,8 +14,8 @@ import pytest
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.config import AppConfig, PostgresConfig
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import ErrorCode, TaskDefinitionError
-from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.decorator import MAX_TASK_NAME_LENGTH
 from horsies_worker.executor import execute_task

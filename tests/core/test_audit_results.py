@@ -22,7 +22,7 @@ from horsies.app import Horsies
 from horsies.broker import ClaimRequest, PostgresBroker, QueueClaimSpec
 from horsies.codec import SerializationError, args_from_json, task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
-from horsies.locator import SUPPRESS_SENDS_ENV
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
 

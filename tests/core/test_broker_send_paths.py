@@ -30,7 +30,7 @@ from horsies.app import Horsies
 from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker, ops
 from horsies.codec import PayloadTooLargeError
 from horsies.config import AppConfig, PostgresConfig
-from horsies.locator import SUPPRESS_SENDS_ENV
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.results import TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy
 from lost_connection import lose_next_call

@@ -11,7 +11,7 @@ import pytest
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.config import AppConfig, PostgresConfig
-from horsies.locator import SUPPRESS_SENDS_ENV
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
 

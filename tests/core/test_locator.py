@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from horsies.app import Horsies
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import (
-    SUPPRESS_SENDS_ENV,
     import_file_module,
     locate_app,
     module_name_for_path,

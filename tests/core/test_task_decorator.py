@@ -19,13 +19,13 @@ import pytest
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
+from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import (
     ConfigurationError,
     DuplicateTaskNameError,
     ErrorCode,
     TaskDefinitionError,
 )
-from horsies.locator import SUPPRESS_SENDS_ENV
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.decorator import TaskFunction, default_task_name, run_task_function
 from horsies.tasks.retry import RetryPolicy

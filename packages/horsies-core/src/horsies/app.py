@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from horsies import env
 from horsies.config import AppConfig, QueueMode
 from horsies.errors import (
     ConfigurationError,
@@ -26,7 +27,7 @@ from horsies.errors import (
     SourceLocation,
     TaskDefinitionError,
 )
-from horsies.locator import SUPPRESS_SENDS_ENV, is_file_locator
+from horsies.locator import is_file_locator
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.decorator import TaskFunction, define_task, exception_text, task_origin
@@ -115,7 +116,7 @@ class TaskRegistry(Mapping[str, TaskFunction[..., Any]]):
 
 
 def _is_child_process() -> bool:
-    return os.environ.get("HORSIES_CHILD_PROCESS") == "1"
+    return env.flag(env.CHILD_PROCESS)
 
 
 class Horsies:
@@ -279,7 +280,7 @@ class Horsies:
         """
         entries = [modules] if isinstance(modules, str) else list(modules)
         self._discovered = [str(entry) for entry in entries]
-        if not _is_child_process() or os.environ.get("HORSIES_CHILD_DISCOVERY_LOGS") == "1":
+        if not _is_child_process() or env.flag(env.CHILD_DISCOVERY_LOGS):
             self.logger.info("Registered %d task module(s) for discovery", len(self._discovered))
 
     def get_discovered_task_modules(self) -> list[str]:
@@ -395,7 +396,7 @@ class Horsies:
 
     def are_sends_suppressed(self) -> bool:
         """True if `suppress_sends(True)` is in effect or env `TASKLIB_SUPPRESS_SENDS` is `"1"`."""
-        return self._suppress_sends or os.environ.get(SUPPRESS_SENDS_ENV) == "1"
+        return self._suppress_sends or env.flag(env.SUPPRESS_SENDS)
 
     # -- queues -----------------------------------------------------------------------------------
 

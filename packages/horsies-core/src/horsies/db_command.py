@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DATA_DIR_ENV = "HORSIES_DB_DIR"
+from horsies import env
+
+DEFAULT_DATA_DIR_ENV = env.DB_DIR
 
 
 def default_data_dir() -> Path:

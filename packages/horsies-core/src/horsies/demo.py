@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.tasks.decorator import TaskFunction
 
+from horsies import env
 from horsies.db_command import require_embedded
 
 # Read by horsies.demo_app when it builds its app, in this process and in the worker's.
-DATABASE_URL_ENV = "HORSIES_DEMO_DATABASE_URL"
+DATABASE_URL_ENV = env.DEMO_DATABASE_URL
 _WORKER_START_TIMEOUT_S = 90.0
 _WORKER_STOP_TIMEOUT_S = 30.0
 _RESULT_TIMEOUT_MS = 30_000

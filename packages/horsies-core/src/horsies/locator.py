@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from horsies import env
 from horsies.errors import ConfigurationError, ErrorCode
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
 
 __all__ = [
-    "SUPPRESS_SENDS_ENV",
     "AppLocation",
     "import_file_module",
     "is_file_locator",
@@ -45,7 +45,6 @@ __all__ = [
     "sends_suppressed_by_env",
 ]
 
-SUPPRESS_SENDS_ENV = "TASKLIB_SUPPRESS_SENDS"
 """Environment variable that suppresses every send in the process when it equals "1"."""
 
 DYNAMIC_MODULE_PREFIX = "horsies._dynamic."
@@ -79,15 +78,15 @@ def sends_suppressed_by_env() -> Generator[None]:
     Used around imports of user modules (decision D35): a module-level `task.send()` then returns a
     `"<suppressed>"` handle instead of enqueuing a task.
     """
-    previous = os.environ.get(SUPPRESS_SENDS_ENV)
-    os.environ[SUPPRESS_SENDS_ENV] = "1"
+    previous = os.environ.get(env.SUPPRESS_SENDS)
+    os.environ[env.SUPPRESS_SENDS] = "1"
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(SUPPRESS_SENDS_ENV, None)
+            os.environ.pop(env.SUPPRESS_SENDS, None)
         else:
-            os.environ[SUPPRESS_SENDS_ENV] = previous
+            os.environ[env.SUPPRESS_SENDS] = previous
 
 
 def is_file_locator(module_part: str) -> bool:

@@ -40,6 +40,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from horsies import env
 from horsies.codec import (
     PayloadTooLargeError,
     SerializationError,
@@ -59,8 +60,6 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.tasks.decorator import TaskFunction
 
-CHILD_ENV_FLAG = "HORSIES_CHILD_PROCESS"
-SUPPRESS_ENV_FLAG = "TASKLIB_SUPPRESS_SENDS"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -87,10 +86,10 @@ def child_environment() -> dict[str, str]:
     (quiet configuration logs, database URL checked when the broker is first needed). The child
     restores the parent's own ``TASKLIB_SUPPRESS_SENDS`` once its imports are done.
     """
-    env = dict(os.environ)
-    env[CHILD_ENV_FLAG] = "1"
-    env[SUPPRESS_ENV_FLAG] = "1"
-    return env
+    environment = dict(os.environ)
+    environment[env.CHILD_PROCESS] = "1"
+    environment[env.SUPPRESS_SENDS] = "1"
+    return environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +447,7 @@ def initialize_child(init: ChildInit) -> Horsies:
     locator (factories allowed) and imports the task modules with sends suppressed (D35).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ[CHILD_ENV_FLAG] = "1"
+    os.environ[env.CHILD_PROCESS] = "1"
 
     from horsies.logs import configure_logging
 
@@ -457,7 +456,7 @@ def initialize_child(init: ChildInit) -> Horsies:
         if root not in sys.path:
             sys.path.insert(0, root)
 
-    os.environ[SUPPRESS_ENV_FLAG] = "1"
+    os.environ[env.SUPPRESS_SENDS] = "1"
     try:
         from horsies.locator import locate_app
 
@@ -467,7 +466,7 @@ def initialize_child(init: ChildInit) -> Horsies:
         modules = list(dict.fromkeys([*init.task_modules, *app.get_discovered_task_modules()]))
         if modules:
             imported = app.import_task_modules(modules)
-            if os.environ.get("HORSIES_DEBUG_IMPORTS") == "1":
+            if env.flag(env.DEBUG_IMPORTS):
                 from horsies.logs import get_logger
 
                 get_logger("worker").info(
@@ -478,9 +477,9 @@ def initialize_child(init: ChildInit) -> Horsies:
                 )
     finally:
         if init.suppress_env is None:
-            os.environ.pop(SUPPRESS_ENV_FLAG, None)
+            os.environ.pop(env.SUPPRESS_SENDS, None)
         else:
-            os.environ[SUPPRESS_ENV_FLAG] = init.suppress_env
+            os.environ[env.SUPPRESS_SENDS] = init.suppress_env
     return app
 
 

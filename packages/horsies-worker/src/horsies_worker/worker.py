@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from horsies import env
 from horsies.broker.types import TaskOutcome
 from horsies.logs import configure_logging, get_logger
 
@@ -273,7 +274,7 @@ class Worker:
             task_modules=list(cfg.task_modules),
             sys_path_roots=list(cfg.sys_path_roots),
             parent_pid=self.pid,
-            suppress_env=os.environ.get("TASKLIB_SUPPRESS_SENDS"),
+            suppress_env=os.environ.get(env.SUPPRESS_SENDS),
         )
         self._pool = ChildPool(
             cfg.processes,
@@ -1031,7 +1032,7 @@ def prepare_worker(
         poll_interval_s=poll_interval_s,
         **options,
     )
-    if os.environ.get("HORSIES_DEBUG_IMPORTS") == "1":
+    if env.flag(env.DEBUG_IMPORTS):
         logger.info(
             "debug_imports: locator=%s sys_path_roots=%s task_modules=%s",
             config.locator,
