@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from horsies.broker.claims import (
+from horsies.broker.claim_plan import (
+    ClaimRequest,
+    InFlight,
+    QueueClaimSpec,
     claim_order,
     needs_cluster_counts,
     plan_claims,
     simulate_pass,
 )
-from horsies.broker.types import ClaimRequest, InFlight, QueueClaimSpec
 
 DEFAULT = [QueueClaimSpec("default", 100, None)]
 CUSTOM = [

@@ -19,8 +19,9 @@ from horsies.broker import (
     PostgresBroker,
     QueueClaimSpec,
     TaskOutcome,
-    ops,
+    exchange,
     pools,
+    steps,
 )
 from horsies.broker.pools import run_op_async, run_op_sync
 from horsies.broker.sql import tasks as task_sql
@@ -224,10 +225,10 @@ async def test_several_queues_are_claimed_most_urgent_first_in_one_transaction(
 
 
 async def test_cluster_caps_and_soft_cap_keep_the_claimed_phase(broker: PostgresBroker) -> None:
-    assert not ops.can_start_directly(req(1, soft_cap=True, claim_lease_ms=1000))
-    assert not ops.can_start_directly(req(1, cluster_wide_cap=5))
-    assert not ops.can_start_directly(req(1, [QueueClaimSpec("q", max_concurrency=2)]))
-    assert ops.can_start_directly(req(1))
+    assert not exchange.can_start_directly(req(1, soft_cap=True, claim_lease_ms=1000))
+    assert not exchange.can_start_directly(req(1, cluster_wide_cap=5))
+    assert not exchange.can_start_directly(req(1, [QueueClaimSpec("q", max_concurrency=2)]))
+    assert exchange.can_start_directly(req(1))
     with pytest.raises(ValueError, match="hard-cap"):
         await broker.finish_and_start_tasks(W1, "h", request=req(1, cluster_wide_cap=5), pids=[1])
 
@@ -277,7 +278,7 @@ async def test_exchange_forces_generic_plans_only_inside_its_transaction(
     async with await psycopg.AsyncConnection.connect(database_conninfo, autocommit=True) as conn:
         await run_op_async(
             conn,
-            ops.exchange_op(
+            exchange.exchange_op(
                 W1, "h", outcomes=(), request=req(1), pids=[1], notify_capacity=False,
                 keep_running_ids=None,
             ),
@@ -374,12 +375,12 @@ def test_a_pipeline_is_all_or_nothing(
         "INSERT INTO horsies_tasks (id, task_name, queue_name) VALUES (%(id)s, 't', 'q')"
     )
 
-    def op(first: str, second: str) -> ops.Op[tuple[ops.QueryResult, ...]]:
-        res = yield ops.Pipeline(
+    def op(first: str, second: str) -> steps.Op[tuple[steps.QueryResult, ...]]:
+        res = yield steps.Pipeline(
             (
-                ops.Query(insert, {"id": first}, rows="none"),
-                ops.Query(insert, {"id": second}, rows="none"),
-                ops.Query("SELECT count(*) FROM horsies_tasks"),
+                steps.Query(insert, {"id": first}, rows="none"),
+                steps.Query(insert, {"id": second}, rows="none"),
+                steps.Query("SELECT count(*) FROM horsies_tasks"),
             )
         )
         return res.parts

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from db_rows import row, sql
-from horsies.broker import BrokerError, ClaimRequest, PostgresBroker, QueueClaimSpec, ops
+from horsies.broker import BrokerError, ClaimRequest, PostgresBroker, QueueClaimSpec, steps
 from horsies.broker.pools import has_unread_input
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
@@ -170,7 +170,9 @@ def test_a_statement_cut_by_the_server_is_connection_lost(database_url: str, cle
 
     def sleep_in_database() -> None:
         try:
-            broker.execute(ops.run_query(ops.Query("SELECT pg_sleep(30)", {})), action="sleeping")
+            broker.execute(
+                steps.run_query(steps.Query("SELECT pg_sleep(30)", {})), action="sleeping"
+            )
         except BaseException as exc:
             box.append(exc)
 

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 import pytest
-from horsies.broker import EnqueueRequest, PostgresBroker, ops
+from horsies.broker import (
+    EnqueueRequest,
+    PostgresBroker,
+    enqueue,
+    heartbeats,
+    locks,
+    recovery,
+    retrieval,
+)
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskResult
@@ -21,12 +29,12 @@ from horsies.results import LibraryErrorCode, TaskResult
 
 def test_wait_plan_none_and_zero_wait_forever_with_fallback_polls() -> None:
     for timeout in (None, 0, -5):
-        plan = ops.WaitPlan(timeout, now=100.0)
-        assert plan.next_wait(now=1e9) == ops.FALLBACK_POLL_S
+        plan = retrieval.WaitPlan(timeout, now=100.0)
+        assert plan.next_wait(now=1e9) == retrieval.FALLBACK_POLL_S
 
 
 def test_wait_plan_positive_timeout_polls_at_most_every_5s_until_deadline() -> None:
-    plan = ops.WaitPlan(12_000, now=100.0)
+    plan = retrieval.WaitPlan(12_000, now=100.0)
     assert plan.next_wait(now=100.0) == 5.0
     assert plan.next_wait(now=110.0) == pytest.approx(2.0)
     assert plan.next_wait(now=112.0) is None
@@ -34,30 +42,30 @@ def test_wait_plan_positive_timeout_polls_at_most_every_5s_until_deadline() -> N
 
 def test_result_from_row_maps_statuses() -> None:
     ok_json = task_result_to_json(TaskResult(ok=3))
-    assert ops.result_from_row("t", ("COMPLETED", ok_json, None)) == TaskResult(ok=3)
+    assert retrieval.result_from_row("t", ("COMPLETED", ok_json, None)) == TaskResult(ok=3)
     for status in ("PENDING", "CLAIMED", "RUNNING", "REQUEUED"):
-        assert ops.result_from_row("t", (status, None, None)) is None
-    missing = ops.result_from_row("t", None)
+        assert retrieval.result_from_row("t", (status, None, None)) is None
+    missing = retrieval.result_from_row("t", None)
     assert missing is not None
     assert missing.err_value.error_code == LibraryErrorCode.TASK_NOT_FOUND
-    cancelled = ops.result_from_row("t", ("CANCELLED", None, None))
+    cancelled = retrieval.result_from_row("t", ("CANCELLED", None, None))
     assert cancelled is not None
     assert cancelled.err_value.error_code == LibraryErrorCode.TASK_CANCELLED
 
 
 def test_enqueue_params_encode_arguments_and_null_when_empty() -> None:
-    task_id, params = ops.enqueue_params(
+    task_id, params = enqueue.enqueue_params(
         EnqueueRequest("t", [1, datetime(2025, 1, 2, tzinfo=UTC)], {"a": (1, 2)}, "q", priority=1)
     )
     assert params["id"] == task_id
     assert orjson.loads(params["args"])[1]["__datetime__"] is True
     assert orjson.loads(params["kwargs"]) == {"a": [1, 2]}
-    _, empty = ops.enqueue_params(EnqueueRequest("t", (), {}, "q", task_id="x"))
+    _, empty = enqueue.enqueue_params(EnqueueRequest("t", (), {}, "q", task_id="x"))
     assert (empty["args"], empty["kwargs"], empty["id"]) == (None, None, "x")
 
 
 def test_enqueue_many_params_are_column_arrays_in_request_order() -> None:
-    ids, params = ops.enqueue_many_params(
+    ids, params = enqueue.enqueue_many_params(
         [EnqueueRequest("a", (1,), task_id="1"), EnqueueRequest("b", priority=2, queue_name="q")]
     )
     assert ids[0] == "1"
@@ -69,15 +77,15 @@ def test_enqueue_many_params_are_column_arrays_in_request_order() -> None:
 
 
 def test_advisory_keys_are_stable_signed_64_bit_constants() -> None:
-    keys = {ops.SCHEMA_LOCK_KEY, ops.CLAIM_LOCK_KEY, ops.REAPER_LOCK_KEY}
+    keys = {locks.SCHEMA_LOCK_KEY, locks.CLAIM_LOCK_KEY, locks.REAPER_LOCK_KEY}
     assert len(keys) == 3
     assert all(-(2**63) <= k < 2**63 for k in keys)
-    assert ops.advisory_key("horsies-global") == ops.CLAIM_LOCK_KEY
+    assert locks.advisory_key("horsies-global") == locks.CLAIM_LOCK_KEY
 
 
 def test_heartbeat_query_rows_and_empty_batch() -> None:
-    assert ops.heartbeat_query("w", "h", 1, [], []) is None
-    query = ops.heartbeat_query("w", "h", 1, ["c"], [("r", 9)])
+    assert heartbeats.heartbeat_query("w", "h", 1, [], []) is None
+    query = heartbeats.heartbeat_query("w", "h", 1, ["c"], [("r", 9)])
     assert query is not None
     assert query.params is not None
     assert query.params["sender_ids"] == ["w", "w:9"]
@@ -86,7 +94,7 @@ def test_heartbeat_query_rows_and_empty_batch() -> None:
 
 
 def test_worker_crashed_reason_formats_seconds() -> None:
-    _, reason = ops.worker_crashed_result(
+    _, reason = recovery.worker_crashed_result(
         1500, worker_pid=1, worker_hostname="h", worker_id="w", started_at=None,
         last_heartbeat=None, detected_at=datetime.now(UTC),
     )  # fmt: skip

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from db_rows import row, sql
-from horsies.broker import ClaimRequest, EnqueueRequest, PostgresBroker, QueueClaimSpec, ops
-from horsies.broker.types import TaskOutcome
+from horsies.broker import ClaimRequest, EnqueueRequest, PostgresBroker, QueueClaimSpec, prefetch
+from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_to_json
 from horsies.results import TaskResult
 
@@ -110,8 +110,8 @@ async def test_several_queues_share_the_budget_most_urgent_first(
     await enqueue_ordered(broker, ["l1", "l2", "l3"], queue="later")
     queues = [QueueClaimSpec("urgent", priority=1), QueueClaimSpec("later", priority=2)]
     request = req(4, queues)
-    assert ops.prefetch_exchange_needs_transaction(request, 0)
-    assert not ops.prefetch_exchange_needs_transaction(req(4), 2)
+    assert prefetch.prefetch_exchange_needs_transaction(request, 0)
+    assert not prefetch.prefetch_exchange_needs_transaction(req(4), 2)
     exchange = await broker.finish_start_and_claim(W1, "h", direct_pids=[5], request=request)
     assert [s.task.id for s in exchange.direct] == ["u1"]
     assert sorted(t.id for t in exchange.claimed) == ["l1", "l2", "u2"]

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from db_rows import row, sql
 from horsies.app import Horsies
-from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker, ops
+from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker, steps
 from horsies.codec import PayloadTooLargeError
 from horsies.config import AppConfig, PostgresConfig
 from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
@@ -106,7 +106,7 @@ def test_prepared_send_prepares_again_after_deallocate_all(
     broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=1, max_overflow=0))
     try:
         first = broker.enqueue("t")
-        broker.execute(ops.run_query(ops.Query("DEALLOCATE ALL", rows="none")), action="test")
+        broker.execute(steps.run_query(steps.Query("DEALLOCATE ALL", rows="none")), action="test")
         second = broker.enqueue("t")
     finally:
         broker.close()
@@ -209,7 +209,7 @@ def test_a_prepared_send_killed_mid_statement_is_stored_exactly_once(
 
 def test_sequential_calls_reuse_the_most_recently_used_connection(database_url: str) -> None:
     broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=3))
-    pid = ops.Query("SELECT pg_backend_pid()")
+    pid = steps.Query("SELECT pg_backend_pid()")
     try:
         broker.enqueue("t")
         pool = broker._sync_pool._get_pool()  # pyright: ignore[reportPrivateUsage]
@@ -217,7 +217,7 @@ def test_sequential_calls_reuse_the_most_recently_used_connection(database_url: 
         while pool.get_stats().get("pool_available", 0) < 3:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        pids = {broker.execute(ops.run_query(pid), action="pid").rows[0][0] for _ in range(9)}
+        pids = {broker.execute(steps.run_query(pid), action="pid").rows[0][0] for _ in range(9)}
     finally:
         broker.close()
     assert len(pids) == 1
@@ -225,7 +225,7 @@ def test_sequential_calls_reuse_the_most_recently_used_connection(database_url: 
 
 async def test_async_pool_also_reuses_the_most_recent_connection(database_url: str) -> None:
     broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=3))
-    pid = ops.Query("SELECT pg_backend_pid()")
+    pid = steps.Query("SELECT pg_backend_pid()")
     try:
         await broker.enqueue_async("t")
         pool = await broker._async_pools._get_pool()  # pyright: ignore[reportPrivateUsage]
@@ -234,7 +234,7 @@ async def test_async_pool_also_reuses_the_most_recent_connection(database_url: s
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         pids = {
-            (await broker.execute_async(ops.run_query(pid), action="pid")).rows[0][0]
+            (await broker.execute_async(steps.run_query(pid), action="pid")).rows[0][0]
             for _ in range(9)
         }
     finally:
@@ -364,7 +364,7 @@ def test_enqueue_calls_falls_back_to_the_driver_for_unusual_values(
 async def test_concurrent_sends_all_land_with_shared_inserts(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = _steps(monkeypatch, broker)
+    seen = _steps(monkeypatch, broker)
     ids = await asyncio.gather(*(broker.enqueue_async("c", (i,)) for i in range(300)))
     await broker.close_async()
     assert len(set(ids)) == 300
@@ -373,9 +373,9 @@ async def test_concurrent_sends_all_land_with_shared_inserts(
         for r in sql(clean_db, "SELECT id, args FROM horsies_tasks WHERE task_name = 'c'")
     }
     assert [stored[task_id] for task_id in ids] == [f"[{i}]" for i in range(300)]
-    inserts = [s for s in steps if isinstance(s, ops.Prepared | ops.Query)]
+    inserts = [s for s in seen if isinstance(s, steps.Prepared | steps.Query)]
     assert len(inserts) < 30, len(inserts)  # a lone insert, then batches of what waited
-    assert any(isinstance(s, ops.Query) for s in inserts)
+    assert any(isinstance(s, steps.Query) for s in inserts)
 
 
 async def test_a_batch_keeps_call_order_within_it(broker: PostgresBroker, clean_db: str) -> None:
@@ -457,11 +457,11 @@ async def test_two_concurrent_sends_of_one_id_store_it_once(
 async def test_a_lone_send_is_not_delayed(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = _steps(monkeypatch, broker)
+    seen = _steps(monkeypatch, broker)
     for i in range(5):
         await broker.enqueue_async("lone", (i,))
     await broker.close_async()
-    assert [type(s) for s in steps] == [ops.Prepared] * 5
+    assert [type(s) for s in seen] == [steps.Prepared] * 5
     assert _count(clean_db, "lone") == 5
 
 
@@ -491,7 +491,7 @@ async def test_a_batch_lost_mid_statement_stores_each_task_once(
 ) -> None:
     await broker.ensure_schema_initialized()
     calls = lose_next_call(
-        monkeypatch, broker, run_first=committed, only=lambda op: isinstance(op, ops.Query)
+        monkeypatch, broker, run_first=committed, only=lambda op: isinstance(op, steps.Query)
     )
     ids = await asyncio.gather(*(broker.enqueue_async("lost", (i,)) for i in range(40)))
     await broker.close_async()

@@ -456,7 +456,7 @@ async def test_reaper_steps_follow_the_recovery_flags(
 
 
 async def test_only_one_reaper_runs_at_a_time(broker: PostgresBroker, clean_db: str) -> None:
-    from horsies.broker.ops import REAPER_LOCK_KEY
+    from horsies.broker.locks import REAPER_LOCK_KEY
 
     await broker.enqueue_async("t", task_id="x")
     await broker.claim_tasks(W1, claim_req(1))

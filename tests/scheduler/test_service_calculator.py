@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 from horsies import CronSchedule, DailySchedule, HourlySchedule, IntervalSchedule
-from horsies.broker.ops import advisory_key
+from horsies.broker.locks import advisory_key
 from horsies.broker.schedule_ops import ScheduleState, schedule_lock_key
 from horsies_scheduler.calculator import (
     ERROR_BACKOFF_MAX_S,

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from horsies import DailySchedule, IntervalSchedule, SchedulePattern
 from horsies.broker import schedule_ops
+from horsies.broker.enqueue import EnqueueRequest
 from horsies.broker.pools import _run_step_sync  # pyright: ignore[reportPrivateUsage]
 from horsies.broker.schedule_ops import (
     DueResult,
@@ -26,7 +27,6 @@ from horsies.broker.schedule_ops import (
     schedule_lock_key,
 )
 from horsies.broker.sql import schedules as sched_sql
-from horsies.broker.types import EnqueueRequest
 from horsies.schedule_calc import next_run_after
 from horsies_scheduler.calculator import config_hash
 from psycopg.rows import dict_row

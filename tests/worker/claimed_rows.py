@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from horsies.broker.types import ClaimedTask
+from horsies.broker.claims import ClaimedTask
 
 
 def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:

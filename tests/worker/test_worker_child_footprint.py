@@ -23,7 +23,7 @@ import pytest
 from async_wait import wait_until
 from claimed_rows import claimed
 from horsies.app import Horsies
-from horsies.broker.types import ClaimedTask
+from horsies.broker.claims import ClaimedTask
 from horsies.codec import task_result_from_json
 from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode

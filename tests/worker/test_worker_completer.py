@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from horsies.broker.types import ClaimedTask, TaskOutcome
+from horsies.broker.claims import ClaimedTask
+from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json, task_result_to_json
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy, TaskOptions

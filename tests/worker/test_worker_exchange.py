@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
-from horsies.broker.types import TaskExchange
+from horsies.broker.exchange import TaskExchange
 from horsies.config import PostgresConfig, RecoveryConfig
 from horsies_worker.config import WorkerConfig
 from horsies_worker.worker import Worker

@@ -9,13 +9,10 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from horsies.broker import PostgresBroker
-from horsies.broker.types import (
-    ClaimedTask,
-    ClaimRequest,
-    QueueClaimSpec,
-    TaskExchange,
-    TaskOutcome,
-)
+from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
+from horsies.broker.claims import ClaimedTask
+from horsies.broker.exchange import TaskExchange
+from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import TaskResult

@@ -13,8 +13,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from horsies.broker.enqueue import EnqueueRequest
 from horsies.broker.schedule_ops import ScheduleTarget
-from horsies.broker.types import EnqueueRequest
 from horsies.codec import args_to_json, kwargs_to_json
 from horsies.errors import (
     ConfigurationError,

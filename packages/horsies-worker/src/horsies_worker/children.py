@@ -33,7 +33,7 @@ from horsies_worker.executor import ChildInit, SpawnedChild, spawn_child
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from horsies.broker.types import ClaimedTask
+    from horsies.broker.claims import ClaimedTask
 
 logger = get_logger("worker")
 

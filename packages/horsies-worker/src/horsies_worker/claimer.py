@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from horsies.broker.types import ClaimRequest, QueueClaimSpec
+from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
 
 from horsies_worker.config import WorkerConfig
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
-    from horsies.broker.types import ClaimedTask
+    from horsies.broker.claims import ClaimedTask
 
 
 def max_claimed(processes: int, prefetch_buffer: int, max_claim_per_worker: int) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from horsies.broker.types import TaskOutcome
+from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode
@@ -33,7 +33,7 @@ from horsies_worker.executor import error_result_json
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
-    from horsies.broker.types import ClaimedTask
+    from horsies.broker.claims import ClaimedTask
 
 logger = get_logger("worker")
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from horsies.broker.types import WorkerStateRow
+from horsies.broker.heartbeats import WorkerStateRow
 from horsies.config import QueueMode
 from horsies.logs import get_logger
 

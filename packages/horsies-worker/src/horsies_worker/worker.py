@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from horsies import env
-from horsies.broker.types import TaskOutcome
+from horsies.broker.finish import TaskOutcome
 from horsies.logs import configure_logging, get_logger
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
@@ -50,8 +50,9 @@ from horsies_worker.snapshots import SnapshotWriter
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker import PostgresBroker
+    from horsies.broker.claims import ClaimedTask
+    from horsies.broker.exchange import StartedTask
     from horsies.broker.listener import NotificationListener, Subscription
-    from horsies.broker.types import ClaimedTask, StartedTask
 
 logger = get_logger("worker")
 

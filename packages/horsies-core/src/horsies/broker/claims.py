@@ -1,96 +1,98 @@
-"""Claim budget planning: how many tasks one claim pass may take from each queue (pure, no I/O).
-
-Rules (spec 04 §5-6 with D31):
-
-- the pass budget is the worker's free capacity (``local_budget``), lowered to what
-  ``cluster_wide_cap`` leaves free cluster-wide (RUNNING + CLAIMED of every queue);
-- queues are visited most urgent first (ascending priority; ties keep the configured order), and
-  each queue takes at most the budget still left, so an urgent queue is filled before a less urgent
-  one;
-- per queue and pass at most ``max_claim_batch`` tasks (in both queue modes, D31; <= 0 disables it);
-- a queue with ``max_concurrency`` takes at most what its cluster-wide limit leaves free: in-flight
-  is RUNNING + CLAIMED in hard-cap mode, RUNNING only in soft-cap (prefetch) mode.
-
-The broker reads the in-flight counts under the claim advisory lock, calls :func:`plan_claims`, then
-claims ``min(limit, budget left)`` rows per queue in the planned order.
-"""
+"""Claiming: PENDING -> CLAIMED for a worker (one pass per call, caps planned by
+:mod:`horsies.broker.claim_plan`), and CLAIMED -> RUNNING when a claim is handed to a child."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from horsies.broker.types import ClaimRequest, InFlight, QueueClaimSpec
+from horsies.broker.claim_plan import ClaimRequest, InFlight, needs_cluster_counts, plan_claims
+from horsies.broker.finish import log_lost
+from horsies.broker.locks import CLAIM_LOCK_KEY
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.steps import Op, Query, together
+from horsies.logs import get_logger
 
-__all__ = ["ClaimPlan", "claim_order", "needs_cluster_counts", "plan_claims", "simulate_pass"]
+_log = get_logger("broker")
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimPlan:
-    """The budget of one claim pass: ``total`` tasks at most, and a per-queue ceiling in claim
-    order."""
+class ClaimedTask:
+    """A task row this worker just moved to CLAIMED; ``args``/``kwargs``/``task_options`` are raw
+    JSON text; ``workflow_id`` is set for a workflow node's task."""
 
-    total: int
-    queue_limits: tuple[tuple[str, int], ...]
-
-
-def needs_cluster_counts(request: ClaimRequest) -> bool:
-    """True when a cluster-wide limit applies, so the pass must lock and count in-flight tasks
-    first."""
-    return request.cluster_wide_cap is not None or any(
-        q.max_concurrency is not None for q in request.queues
-    )
-
-
-def claim_order(queues: Sequence[QueueClaimSpec]) -> list[QueueClaimSpec]:
-    """Queues most urgent first: ascending priority, configured order among equals (stable sort)."""
-    seen: set[str] = set()
-    unique: list[QueueClaimSpec] = []
-    for queue in queues:
-        if queue.name not in seen:
-            seen.add(queue.name)
-            unique.append(queue)
-    return sorted(unique, key=lambda q: q.priority)
+    id: str
+    task_name: str
+    queue_name: str
+    priority: int
+    args: str | None
+    kwargs: str | None
+    retry_count: int
+    max_retries: int
+    task_options: str | None
+    sent_at: datetime
+    workflow_id: str | None = None
 
 
-def plan_claims(request: ClaimRequest, in_flight: Mapping[str, InFlight]) -> ClaimPlan:
-    """Budget of one claim pass given the cluster's in-flight counts per queue (see module
-    docstring).
-
-    ``in_flight`` may be empty when :func:`needs_cluster_counts` is False (the counts are then
-    unused).
-    """
-    total = max(0, request.local_budget)
-    if request.cluster_wide_cap is not None:
-        used = sum(f.running + f.claimed for f in in_flight.values())
-        total = min(total, max(0, request.cluster_wide_cap - used))
-    limits: list[tuple[str, int]] = []
-    for queue in claim_order(request.queues):
-        limit = total
-        if request.max_claim_batch > 0:
-            limit = min(limit, request.max_claim_batch)
-        if queue.max_concurrency is not None:
-            counts = in_flight.get(queue.name, InFlight())
-            busy = counts.running if request.soft_cap else counts.running + counts.claimed
-            limit = min(limit, max(0, queue.max_concurrency - busy))
-        limits.append((queue.name, limit))
-    return ClaimPlan(total=total, queue_limits=tuple(limits))
-
-
-def simulate_pass(plan: ClaimPlan, available: Mapping[str, int]) -> dict[str, int]:
-    """What a pass following ``plan`` claims when ``available[q]`` rows are claimable in queue
-    ``q``.
-
-    Mirrors the broker's loop (``min(limit, budget left, rows found)`` per queue, in order); used to
-    document and test the planning rules end to end without a database.
-    """
+def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
+    """One claim pass (in a transaction): lock + count if a cluster cap applies, plan, claim."""
+    in_flight: dict[str, InFlight] = {}
+    if request.local_budget <= 0:
+        return []
+    if needs_cluster_counts(request):
+        # One round trip for both: the count runs after the lock is granted.
+        _, counts = yield from together(
+            (
+                Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY}),
+                Query(task_sql.TASK_COUNT_IN_FLIGHT),
+            )
+        )
+        in_flight = {q: InFlight(running=r, claimed=c) for q, r, c in counts.rows}
+    plan = plan_claims(request, in_flight)
+    lease_ms = request.claim_lease_ms if request.soft_cap else None
     remaining = plan.total
-    claimed: dict[str, int] = {}
-    for name, limit in plan.queue_limits:
+    claimed: list[ClaimedTask] = []
+    for queue_name, limit in plan.queue_limits:
         if remaining <= 0:
             break
-        n = min(limit, remaining, max(0, available.get(name, 0)))
-        if n > 0:
-            claimed[name] = n
-            remaining -= n
+        n = min(limit, remaining)
+        if n <= 0:
+            continue
+        res = yield Query(
+            task_sql.TASK_CLAIM_AVAILABLE,
+            {"queue_name": queue_name, "limit": n, "worker_id": worker_id, "lease_ms": lease_ms},
+        )
+        rows = claimed_rows(res.rows)
+        claimed.extend(rows)
+        remaining -= len(rows)
     return claimed
+
+
+def claimed_rows(rows: Iterable[Sequence[Any]]) -> list[ClaimedTask]:
+    return sorted((ClaimedTask(*r) for r in rows), key=lambda t: (t.priority, t.sent_at, t.id))
+
+
+def start_op(
+    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool = False
+) -> Op[set[str]]:
+    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started.
+
+    ``resume``: this repeats a call whose connection was lost, so rows it had already started
+    (RUNNING for this worker and the same pid) count as started."""
+    if not starts:
+        return set()
+    res = yield Query(
+        task_sql.TASK_START_IF_CLAIMED_MANY,
+        {
+            "ids": [task_id for task_id, _ in starts],
+            "pids": [pid for _, pid in starts],
+            "hostname": hostname,
+            "worker_id": worker_id,
+            "resume": resume,
+        },
+    )
+    started = {r[0] for r in res.rows}
+    log_lost("task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker")
+    return started

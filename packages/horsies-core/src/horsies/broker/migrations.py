@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from horsies.broker.ops import SCHEMA_LOCK_KEY, Op, Query
+from horsies.broker.locks import SCHEMA_LOCK_KEY
 from horsies.broker.pools import AsyncConn, SyncConn, run_op_async, run_op_sync
 from horsies.broker.sql.schema import (
     MIGRATIONS,
@@ -26,6 +26,7 @@ from horsies.broker.sql.schema import (
     SCHEMA_VERSION_SELECT,
     Migration,
 )
+from horsies.broker.steps import Op, Query
 from horsies.logs import get_logger
 
 __all__ = [

@@ -66,7 +66,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from horsies.broker.errors import NoConnection
-from horsies.broker.ops import Copy, CopyData, Op, Pipeline, Prepared, Query, QueryResult, Step
+from horsies.broker.steps import Copy, CopyData, Op, Pipeline, Prepared, Query, QueryResult, Step
 from horsies.config import PostgresConfig
 from horsies.logs import get_logger
 from horsies.redact import mask_database_url

@@ -28,8 +28,30 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import psycopg
 
-from horsies.broker import ops, workflow_ops
+from horsies.broker import (
+    channels,
+    claims,
+    copy_encoder,
+    enqueue,
+    exchange,
+    finish,
+    handback,
+    heartbeats,
+    ids,
+    monitoring,
+    prefetch,
+    recovery,
+    retrieval,
+    steps,
+    workflow_ops,
+)
+from horsies.broker.claim_plan import ClaimRequest
+from horsies.broker.claims import ClaimedTask
+from horsies.broker.enqueue import EnqueueRequest
 from horsies.broker.errors import BrokerError, NoConnection, translate_error
+from horsies.broker.exchange import TaskExchange
+from horsies.broker.finish import TaskOutcome
+from horsies.broker.heartbeats import WorkerStateRow
 from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
 from horsies.broker.migrations import apply_migrations_async, apply_migrations_sync
 from horsies.broker.pools import (
@@ -42,18 +64,10 @@ from horsies.broker.pools import (
     run_step_async,
     run_step_sync,
 )
+from horsies.broker.prefetch import PrefetchExchange
+from horsies.broker.recovery import ReapReport, reap_op
 from horsies.broker.sql import monitoring as mon_sql
 from horsies.broker.sql import tasks as task_sql
-from horsies.broker.types import (
-    ClaimedTask,
-    ClaimRequest,
-    EnqueueRequest,
-    PrefetchExchange,
-    ReapReport,
-    TaskExchange,
-    TaskOutcome,
-    WorkerStateRow,
-)
 from horsies.broker.waiters import (
     WORKFLOW_DONE_CHANNEL,
     AsyncWaiter,
@@ -98,7 +112,7 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BrokerError) and (exc.unreachable or exc.connection_lost)
 
 
-def _next_wait(plan: ops.WaitPlan, trouble: Exception | None) -> float | None:
+def _next_wait(plan: retrieval.WaitPlan, trouble: Exception | None) -> float | None:
     """Seconds until the next re-read of a result wait, None at the deadline; raises ``trouble``
     (the last read's error) if the deadline passed while the database was out of reach."""
     wait_s = plan.next_wait(time.monotonic())
@@ -109,17 +123,19 @@ def _next_wait(plan: ops.WaitPlan, trouble: Exception | None) -> float | None:
     return wait_s if trouble is None else min(wait_s, _WAIT_RETRY_S)
 
 
-_NewRows = Sequence[Sequence[Any]] | ops.TaskBatch
+_NewRows = Sequence[Sequence[Any]] | copy_encoder.TaskBatch
 """New task rows of an insert: values in ``TASK_COPY_COLUMNS`` order, or a ``TaskBatch``."""
 
 
 def _new_ids(rows: _NewRows) -> list[str]:
-    return rows.all_ids() if isinstance(rows, ops.TaskBatch) else [row[_ID] for row in rows]
+    return (
+        rows.all_ids() if isinstance(rows, copy_encoder.TaskBatch) else [row[_ID] for row in rows]
+    )
 
 
 def _sent_rows(rows: _NewRows) -> dict[str, list[Any]]:
     """TASK_COUNT_STORED_AS_SENT parameters for new task rows."""
-    if isinstance(rows, ops.TaskBatch):
+    if isinstance(rows, copy_encoder.TaskBatch):
         return {
             "ids": rows.all_ids(),
             "task_names": [rows.task_name] * len(rows.args),
@@ -231,11 +247,11 @@ class _SendCoalescer:
         self._flusher: asyncio.Task[None] | None = None
 
     async def insert(self, row: tuple[Any, ...]) -> None:
-        """Insert one task row (``ops.task_row``); returns once it is committed."""
+        """Insert one task row (``enqueue.task_row``); returns once it is committed."""
         if not self._direct and self._flusher is None:
             self._direct += 1
             try:
-                await self._broker._insert_async(ops.task_insert_step(row), (row,), "enqueue")  # pyright: ignore[reportPrivateUsage]
+                await self._broker._insert_async(enqueue.task_insert_step(row), (row,), "enqueue")  # pyright: ignore[reportPrivateUsage]
             finally:
                 self._direct -= 1
             return
@@ -274,7 +290,9 @@ class _SendCoalescer:
 
     async def _insert(self, batch: list[_PendingSend]) -> None:
         rows = [send.row for send in batch]
-        insert = ops.task_insert_step(rows[0]) if len(rows) == 1 else ops.insert_rows_query(rows)
+        insert = (
+            enqueue.task_insert_step(rows[0]) if len(rows) == 1 else enqueue.insert_rows_query(rows)
+        )
         try:
             await self._broker._insert_async(insert, rows, "enqueue")  # pyright: ignore[reportPrivateUsage]
         except Exception as exc:
@@ -290,16 +308,16 @@ class _SendCoalescer:
         _settle(batch, None)
 
 
-_STEPS: Final = (ops.Prepared, ops.Query, ops.Pipeline, ops.Copy, ops.CopyData)
+_STEPS: Final = (steps.Prepared, steps.Query, steps.Pipeline, steps.Copy, steps.CopyData)
 
 
-def _run_on_sync(conn: SyncConn, op: ops.Op[Any] | ops.Step, echo: bool) -> Any:
+def _run_on_sync(conn: SyncConn, op: steps.Op[Any] | steps.Step, echo: bool) -> Any:
     if isinstance(op, _STEPS):
         return run_step_sync(conn, op, echo)
     return run_op_sync(conn, op, echo=echo)
 
 
-async def _run_on_async(conn: AsyncConn, op: ops.Op[Any] | ops.Step, echo: bool) -> Any:
+async def _run_on_async(conn: AsyncConn, op: steps.Op[Any] | steps.Step, echo: bool) -> Any:
     if isinstance(op, _STEPS):
         return await run_step_async(conn, op, echo)
     return await run_op_async(conn, op, echo=echo)
@@ -377,15 +395,17 @@ class PostgresBroker:
     # -- executors ---------------------------------------------------------------------------------
 
     @overload
-    def _run_sync(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T: ...
+    def _run_sync(
+        self, op: steps.Op[steps.T], *, action: str, transaction: bool = False
+    ) -> steps.T: ...
 
     @overload
     def _run_sync(
-        self, op: ops.Step, *, action: str, transaction: bool = False
-    ) -> ops.QueryResult: ...
+        self, op: steps.Step, *, action: str, transaction: bool = False
+    ) -> steps.QueryResult: ...
 
     def _run_sync(
-        self, op: ops.Op[Any] | ops.Step, *, action: str, transaction: bool = False
+        self, op: steps.Op[Any] | steps.Step, *, action: str, transaction: bool = False
     ) -> Any:
         """Run an operation, or a single step (no generator to drive), on a pooled connection."""
         try:
@@ -413,17 +433,17 @@ class PostgresBroker:
 
     @overload
     async def _run_async(
-        self, op: ops.Op[ops.T], *, action: str, transaction: bool = False, hot: bool = False
-    ) -> ops.T: ...
+        self, op: steps.Op[steps.T], *, action: str, transaction: bool = False, hot: bool = False
+    ) -> steps.T: ...
 
     @overload
     async def _run_async(
-        self, op: ops.Step, *, action: str, transaction: bool = False, hot: bool = False
-    ) -> ops.QueryResult: ...
+        self, op: steps.Step, *, action: str, transaction: bool = False, hot: bool = False
+    ) -> steps.QueryResult: ...
 
     async def _run_async(
         self,
-        op: ops.Op[Any] | ops.Step,
+        op: steps.Op[Any] | steps.Step,
         *,
         action: str,
         transaction: bool = False,
@@ -464,7 +484,7 @@ class PostgresBroker:
 
     def _insert_sync(
         self,
-        insert: ops.Step | Callable[[], ops.Op[Any]],
+        insert: steps.Step | Callable[[], steps.Op[Any]],
         rows: _NewRows,
         action: str,
         *,
@@ -494,7 +514,7 @@ class PostgresBroker:
 
     async def _insert_async(
         self,
-        insert: ops.Step | Callable[[], ops.Op[Any]],
+        insert: steps.Step | Callable[[], steps.Op[Any]],
         rows: _NewRows,
         action: str,
         *,
@@ -529,14 +549,14 @@ class PostgresBroker:
 
     def _stored_as_sent_sync(self, sent: Mapping[str, list[Any]]) -> bool:
         res = self._run_sync(
-            ops.run_query(ops.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
+            steps.run_query(steps.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
             action="enqueue check",
         )
         return bool(res.rows) and res.rows[0][0] == len(sent["ids"])
 
     async def _stored_as_sent_async(self, sent: Mapping[str, list[Any]]) -> bool:
         res = await self._run_async(
-            ops.run_query(ops.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
+            steps.run_query(steps.Query(task_sql.TASK_COUNT_STORED_AS_SENT, dict(sent))),
             action="enqueue check",
         )
         return bool(res.rows) and res.rows[0][0] == len(sent["ids"])
@@ -603,8 +623,8 @@ class PostgresBroker:
         mid-statement is repeated on a new connection, which tells whether it had committed, so a
         returned id is always stored and an error normally means nothing was.
         """
-        row = ops.task_row(
-            task_id or ops.new_task_id(),
+        row = enqueue.task_row(
+            task_id or ids.new_task_id(),
             task_name,
             args,
             kwargs,
@@ -616,7 +636,7 @@ class PostgresBroker:
             task_options=task_options,
             max_payload_bytes=self.max_payload_bytes,
         )
-        self._insert_sync(ops.task_insert_step(row), (row,), "enqueue")
+        self._insert_sync(enqueue.task_insert_step(row), (row,), "enqueue")
         return row[_ID]
 
     async def enqueue_async(
@@ -640,8 +660,8 @@ class PostgresBroker:
         ``_SendCoalescer``). Each call still returns only once its own task is stored, and fails
         only for its own reasons.
         """
-        row = ops.task_row(
-            task_id or ops.new_task_id(),
+        row = enqueue.task_row(
+            task_id or ids.new_task_id(),
             task_name,
             args,
             kwargs,
@@ -664,8 +684,10 @@ class PostgresBroker:
         """
         if not requests:
             return []
-        ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
-        self._insert_sync(lambda: ops.enqueue_many_op(rows), rows, "enqueue_many", transaction=True)
+        ids, rows = enqueue.enqueue_many_rows(requests, self.max_payload_bytes)
+        self._insert_sync(
+            lambda: enqueue.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
+        )
         return ids
 
     def enqueue_calls(
@@ -688,7 +710,7 @@ class PostgresBroker:
         """
         if not calls:
             return []
-        batch = ops.encode_calls(
+        batch = enqueue.encode_calls(
             task_name,
             calls,
             queue_name=queue_name,
@@ -698,7 +720,9 @@ class PostgresBroker:
             task_options=task_options,
             max_payload_bytes=self.max_payload_bytes,
         )
-        self._insert_sync(lambda: ops.task_batch_op(batch), batch, "enqueue_many", transaction=True)
+        self._insert_sync(
+            lambda: enqueue.task_batch_op(batch), batch, "enqueue_many", transaction=True
+        )
         return batch.all_ids()
 
     async def enqueue_calls_async(
@@ -715,7 +739,7 @@ class PostgresBroker:
         """Async twin of :meth:`enqueue_calls`."""
         if not calls:
             return []
-        batch = ops.encode_calls(
+        batch = enqueue.encode_calls(
             task_name,
             calls,
             queue_name=queue_name,
@@ -726,7 +750,7 @@ class PostgresBroker:
             max_payload_bytes=self.max_payload_bytes,
         )
         await self._insert_async(
-            lambda: ops.task_batch_op(batch), batch, "enqueue_many", transaction=True
+            lambda: enqueue.task_batch_op(batch), batch, "enqueue_many", transaction=True
         )
         return batch.all_ids()
 
@@ -734,21 +758,23 @@ class PostgresBroker:
         """Async twin of :meth:`enqueue_many`."""
         if not requests:
             return []
-        ids, rows = ops.enqueue_many_rows(requests, self.max_payload_bytes)
+        ids, rows = enqueue.enqueue_many_rows(requests, self.max_payload_bytes)
         await self._insert_async(
-            lambda: ops.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
+            lambda: enqueue.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
         )
         return ids
 
     # -- results (02 §5) ---------------------------------------------------------------------------
 
     def _read_result_sync(self, task_id: str) -> Sequence[Any] | None:
-        res = self._run_sync(ops.run_query(ops.get_result_query(task_id)), action="get_result")
+        res = self._run_sync(
+            steps.run_query(retrieval.get_result_query(task_id)), action="get_result"
+        )
         return res.rows[0] if res.rows else None
 
     async def _read_result_async(self, task_id: str) -> Sequence[Any] | None:
         res = await self._run_async(
-            ops.run_query(ops.get_result_query(task_id)), action="get_result"
+            steps.run_query(retrieval.get_result_query(task_id)), action="get_result"
         )
         return res.rows[0] if res.rows else None
 
@@ -757,7 +783,7 @@ class PostgresBroker:
         waiters: ResultWaiters,
         key: str,
         read_final: Callable[[], R | None],
-        plan: ops.WaitPlan,
+        plan: retrieval.WaitPlan,
         on_notified: Callable[[], R] | None = None,
     ) -> R | None:
         """Return ``read_final()``'s first non-None value, re-read after each notification for
@@ -808,7 +834,7 @@ class PostgresBroker:
         waiters: ResultWaiters,
         key: str,
         read_final: Callable[[], Awaitable[R | None]],
-        plan: ops.WaitPlan,
+        plan: retrieval.WaitPlan,
         on_notified: Callable[[], Awaitable[R]] | None = None,
     ) -> R | None:
         """Async twin of :meth:`_wait_sync`."""
@@ -855,15 +881,15 @@ class PostgresBroker:
             final = self._wait_sync(
                 self._waiters,
                 task_id,
-                lambda: ops.result_from_row(task_id, self._read_result_sync(task_id)),
-                ops.WaitPlan(timeout_ms, time.monotonic()),
-                lambda: ops.result_after_notification(
+                lambda: retrieval.result_from_row(task_id, self._read_result_sync(task_id)),
+                retrieval.WaitPlan(timeout_ms, time.monotonic()),
+                lambda: retrieval.result_after_notification(
                     task_id, self._read_result_sync(task_id), timeout_ms
                 ),
             )
         except Exception as exc:
-            return ops.broker_error(task_id, timeout_ms, exc)
-        return final if final is not None else ops.wait_timeout(task_id, timeout_ms)
+            return retrieval.broker_error(task_id, timeout_ms, exc)
+        return final if final is not None else retrieval.wait_timeout(task_id, timeout_ms)
 
     async def get_result_async(
         self, task_id: str, timeout_ms: int | None = None
@@ -871,27 +897,27 @@ class PostgresBroker:
         """Async twin of :meth:`get_result` (only ``asyncio.CancelledError`` propagates)."""
 
         async def read_final() -> TaskResult[Any, TaskError] | None:
-            return ops.result_from_row(task_id, await self._read_result_async(task_id))
+            return retrieval.result_from_row(task_id, await self._read_result_async(task_id))
 
         async def after_notification() -> TaskResult[Any, TaskError]:
             row = await self._read_result_async(task_id)
-            return ops.result_after_notification(task_id, row, timeout_ms)
+            return retrieval.result_after_notification(task_id, row, timeout_ms)
 
         try:
             final = await self._wait_async(
                 self._waiters,
                 task_id,
                 read_final,
-                ops.WaitPlan(timeout_ms, time.monotonic()),
+                retrieval.WaitPlan(timeout_ms, time.monotonic()),
                 after_notification,
             )
         except Exception as exc:
-            return ops.broker_error(task_id, timeout_ms, exc)
-        return final if final is not None else ops.wait_timeout(task_id, timeout_ms)
+            return retrieval.broker_error(task_id, timeout_ms, exc)
+        return final if final is not None else retrieval.wait_timeout(task_id, timeout_ms)
 
     # -- workflows (spec 03) -----------------------------------------------------------------------
 
-    def execute(self, op: ops.Op[ops.T], *, action: str, transaction: bool = False) -> ops.T:
+    def execute(self, op: steps.Op[steps.T], *, action: str, transaction: bool = False) -> steps.T:
         """Run a sans-IO operation (``horsies.broker.ops`` / ``workflow_ops``) on the sync pool.
 
         The extension point the workflow API uses; driver errors become ``BrokerError``.
@@ -899,8 +925,8 @@ class PostgresBroker:
         return self._run_sync(op, action=action, transaction=transaction)
 
     async def execute_async(
-        self, op: ops.Op[ops.T], *, action: str, transaction: bool = False
-    ) -> ops.T:
+        self, op: steps.Op[steps.T], *, action: str, transaction: bool = False
+    ) -> steps.T:
         """Async twin of :meth:`execute`."""
         return await self._run_async(op, action=action, transaction=transaction)
 
@@ -913,7 +939,7 @@ class PostgresBroker:
             self._workflow_waiters,
             workflow_id,
             lambda: self.execute(workflow_ops.outcome_op(workflow_id), action="workflow_get"),
-            ops.WaitPlan(timeout_ms, time.monotonic()),
+            retrieval.WaitPlan(timeout_ms, time.monotonic()),
         )
         return final if final is not None else workflow_ops.wait_timeout(timeout_ms)
 
@@ -931,7 +957,7 @@ class PostgresBroker:
             self._workflow_waiters,
             workflow_id,
             read_final,
-            ops.WaitPlan(timeout_ms, time.monotonic()),
+            retrieval.WaitPlan(timeout_ms, time.monotonic()),
         )
         return final if final is not None else workflow_ops.wait_timeout(timeout_ms)
 
@@ -940,77 +966,81 @@ class PostgresBroker:
     async def get_stale_tasks(self, stale_threshold_minutes: int = 2) -> list[dict[str, Any]]:
         """RUNNING tasks whose latest runner heartbeat (or start) is older than N minutes."""
         return await self._run_async(
-            ops.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks"
+            monitoring.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks"
         )
 
     def get_stale_tasks_sync(self, stale_threshold_minutes: int = 2) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_stale_tasks`."""
-        return self._run_sync(ops.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks")
+        return self._run_sync(
+            monitoring.stale_tasks_op(stale_threshold_minutes), action="get_stale_tasks"
+        )
 
     async def get_worker_stats(self) -> list[dict[str, Any]]:
         """RUNNING tasks per executing child process (hostname, pid, name), busiest first."""
         return await self._run_async(
-            ops.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
+            monitoring.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
         )
 
     def get_worker_stats_sync(self) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_worker_stats`."""
         return self._run_sync(
-            ops.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
+            monitoring.dict_rows(mon_sql.MONITOR_WORKER_STATS), action="get_worker_stats"
         )
 
     async def get_expired_tasks(self) -> list[dict[str, Any]]:
         """PENDING tasks past their ``good_until`` (they will never be claimed)."""
         return await self._run_async(
-            ops.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
+            monitoring.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
         )
 
     def get_expired_tasks_sync(self) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_expired_tasks`."""
         return self._run_sync(
-            ops.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
+            monitoring.dict_rows(mon_sql.MONITOR_EXPIRED_TASKS), action="get_expired_tasks"
         )
 
     async def get_queue_stats(self) -> list[dict[str, Any]]:
         """Per queue: pending, claimed, running, completed, failed, cancelled counts and
         oldest_pending_at."""
         return await self._run_async(
-            ops.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats"
+            monitoring.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats"
         )
 
     def get_queue_stats_sync(self) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_queue_stats`."""
-        return self._run_sync(ops.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats")
+        return self._run_sync(
+            monitoring.dict_rows(mon_sql.MONITOR_QUEUE_STATS), action="get_queue_stats"
+        )
 
     async def get_worker_states(self, max_age_s: float = 30) -> list[dict[str, Any]]:
         """The latest snapshot (``horsies_worker_states`` row) of every worker seen in the last
         max_age_s."""
         return await self._run_async(
-            ops.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
+            monitoring.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
             action="get_worker_states",
         )
 
     def get_worker_states_sync(self, max_age_s: float = 30) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_worker_states`."""
         return self._run_sync(
-            ops.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
+            monitoring.dict_rows(mon_sql.MONITOR_WORKER_STATES, {"max_age_s": max_age_s}),
             action="get_worker_states",
         )
 
     async def get_task(self, task_id: str) -> dict[str, Any] | None:
         """The ``horsies_tasks`` row of a task as a dict, or None."""
-        return await self._run_async(ops.get_task_op(task_id), action="get_task")
+        return await self._run_async(monitoring.get_task_op(task_id), action="get_task")
 
     def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
         """Sync twin of :meth:`get_task`."""
-        return self._run_sync(ops.get_task_op(task_id), action="get_task")
+        return self._run_sync(monitoring.get_task_op(task_id), action="get_task")
 
     async def mark_stale_tasks_as_failed(self, stale_threshold_ms: int = 300_000) -> int:
         """Fail every RUNNING task without a runner heartbeat for ``stale_threshold_ms``
         (WORKER_CRASHED, as the reaper does but without retrying: an explicit operator action).
         Returns rows failed."""
         failed, _ = await self._run_async(
-            ops.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
+            recovery.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
             action="mark_stale_tasks_as_failed",
             transaction=True,
         )
@@ -1019,7 +1049,7 @@ class PostgresBroker:
     def mark_stale_tasks_as_failed_sync(self, stale_threshold_ms: int = 300_000) -> int:
         """Sync twin of :meth:`mark_stale_tasks_as_failed`."""
         failed, _ = self._run_sync(
-            ops.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
+            recovery.fail_stale_running_op(stale_threshold_ms, allow_retry=False, max_batches=None),
             action="mark_stale_tasks_as_failed",
             transaction=True,
         )
@@ -1029,7 +1059,7 @@ class PostgresBroker:
         """Return CLAIMED tasks whose claimer stopped heartbeating to PENDING; returns rows
         requeued."""
         return await self._run_async(
-            ops.requeue_stale_claimed_op(stale_threshold_ms),
+            recovery.requeue_stale_claimed_op(stale_threshold_ms),
             action="requeue_stale_claimed",
             transaction=True,
         )
@@ -1037,7 +1067,7 @@ class PostgresBroker:
     def requeue_stale_claimed_sync(self, stale_threshold_ms: int = 120_000) -> int:
         """Sync twin of :meth:`requeue_stale_claimed`."""
         return self._run_sync(
-            ops.requeue_stale_claimed_op(stale_threshold_ms),
+            recovery.requeue_stale_claimed_op(stale_threshold_ms),
             action="requeue_stale_claimed",
             transaction=True,
         )
@@ -1052,7 +1082,7 @@ class PostgresBroker:
         if request.local_budget <= 0 or not request.queues:
             return []
         return await self._run_async(
-            ops.claim_op(worker_id, request), action="claim_tasks", transaction=True
+            claims.claim_op(worker_id, request), action="claim_tasks", transaction=True
         )
 
     async def start_tasks(
@@ -1068,7 +1098,7 @@ class PostgresBroker:
         for attempt in range(1, _INSERT_ATTEMPTS + 1):
             try:
                 return await self._run_async(
-                    ops.start_op(worker_id, hostname, starts, resume=attempt > 1),
+                    claims.start_op(worker_id, hostname, starts, resume=attempt > 1),
                     action="start_tasks",
                 )
             except BrokerError as exc:
@@ -1098,7 +1128,7 @@ class PostgresBroker:
         if not outcomes:
             return set()
         return await self._run_async(
-            ops.finish_op(outcomes, worker_id, notify_capacity=notify_capacity, app=self._app),
+            finish.finish_op(outcomes, worker_id, notify_capacity=notify_capacity, app=self._app),
             action="finish_tasks",
             transaction=any(o.workflow_id is not None for o in outcomes),
         )
@@ -1118,19 +1148,20 @@ class PostgresBroker:
         and claim up to one task per idle child in ``pids``, moving it PENDING -> RUNNING for that
         child at once (no CLAIMED phase), per ``request``'s queues and per-queue batch.
 
-        Only for hard-cap mode without cluster-wide caps (``ops.can_start_directly``); otherwise
-        use :meth:`claim_tasks` + :meth:`start_tasks`. All statements commit together or not at
-        all, so after an error nothing was written and the call can simply be repeated, except
-        when the connection broke after the commit: then pass every task id this worker still runs
-        or has an unwritten outcome for as ``keep_running_ids`` on the next call, and this worker's
-        other RUNNING rows (started, but never handed to a child) go back to PENDING. Calls on one
+        Only for hard-cap mode without cluster-wide caps (``exchange.can_start_directly``);
+        otherwise use :meth:`claim_tasks` + :meth:`start_tasks`. All statements commit together
+        or not at all, so after an error nothing was written and the call can simply be repeated,
+        except when the connection broke after the commit: then pass every task id this worker
+        still runs or has an unwritten outcome for as ``keep_running_ids`` on the next call, and
+        this worker's other RUNNING rows (started, but never handed to a child) go back to
+        PENDING. Calls on one
         broker run one at a time: they share one connection.
         """
         slots = len(pids) if request is not None and request.local_budget > 0 else 0
         if not outcomes and not slots and keep_running_ids is None:
             return TaskExchange()
         return await self._run_async(
-            ops.exchange_op(
+            exchange.exchange_op(
                 worker_id,
                 hostname,
                 outcomes=outcomes,
@@ -1142,7 +1173,7 @@ class PostgresBroker:
             ),
             action="finish_and_start_tasks",
             hot=True,
-            transaction=ops.exchange_needs_transaction(request, slots, outcomes),
+            transaction=exchange.exchange_needs_transaction(request, slots, outcomes),
         )
 
     async def finish_start_and_claim(
@@ -1166,11 +1197,11 @@ class PostgresBroker:
         After an error nothing was written, unless the connection broke after the commit: so the
         caller drops the tasks of a failed call's ``starts`` and passes their ids as
         ``release_ids``, with every task it still holds as ``keep_running_ids``, on the next call
-        (see ``ops.prefetch_exchange_op``). Calls on one broker run one at a time: they share one
-        connection.
+        (see ``prefetch.prefetch_exchange_op``). Calls on one broker run one at a time: they share
+        one connection.
         """
         return await self._run_async(
-            ops.prefetch_exchange_op(
+            prefetch.prefetch_exchange_op(
                 worker_id,
                 hostname,
                 outcomes=outcomes,
@@ -1183,7 +1214,7 @@ class PostgresBroker:
             ),
             action="finish_start_and_claim",
             hot=True,
-            transaction=ops.prefetch_exchange_needs_transaction(
+            transaction=prefetch.prefetch_exchange_needs_transaction(
                 request, len(direct_pids), outcomes
             ),
         )
@@ -1192,7 +1223,7 @@ class PostgresBroker:
         """Send the named RUNNING rows of ``worker_id`` back to PENDING: tasks it started but no
         child process ever began. Returns the ids requeued."""
         return await self._run_async(
-            ops.requeue_running_op(worker_id, task_ids),
+            handback.requeue_running_op(worker_id, task_ids),
             action="requeue_running",
             transaction=True,
         )
@@ -1204,7 +1235,7 @@ class PostgresBroker:
         and return their ids (see :meth:`finish_and_start_tasks`). Only the owning worker may call
         it, with every task it still runs or has an unwritten outcome for."""
         return await self._run_async(
-            ops.requeue_untracked_running_op(worker_id, keep_running_ids),
+            exchange.requeue_untracked_running_op(worker_id, keep_running_ids),
             action="requeue_untracked_running",
         )
 
@@ -1213,7 +1244,7 @@ class PostgresBroker:
         if not task_ids:
             return 0
         return await self._run_async(
-            ops.release_op(worker_id, task_ids), action="release_claimed", transaction=True
+            handback.release_op(worker_id, task_ids), action="release_claimed", transaction=True
         )
 
     async def write_heartbeats(
@@ -1226,35 +1257,35 @@ class PostgresBroker:
     ) -> None:
         """One INSERT of 'claimer' rows (CLAIMED tasks) and 'runner' rows ((task id, child pid)
         pairs)."""
-        query = ops.heartbeat_query(worker_id, hostname, pid, claimed_ids, running)
+        query = heartbeats.heartbeat_query(worker_id, hostname, pid, claimed_ids, running)
         if query is not None:
-            await self._run_async(ops.run_query(query), action="write_heartbeats")
+            await self._run_async(steps.run_query(query), action="write_heartbeats")
 
     async def insert_worker_state(self, state: WorkerStateRow) -> None:
         """Insert one worker snapshot into ``horsies_worker_states``."""
         await self._run_async(
-            ops.run_query(ops.worker_state_query(state)), action="insert_worker_state"
+            steps.run_query(heartbeats.worker_state_query(state)), action="insert_worker_state"
         )
 
     async def reap(self, recovery: RecoveryConfig) -> ReapReport:
         """One recovery pass (04 §10, D10), by at most one process of the cluster at a time: stale
         CLAIMED -> PENDING; stale RUNNING -> FAILED with WORKER_CRASHED, or retried when the task
         lists WORKER_CRASHED in auto_retry_for and has retries left."""
-        return await self._run_async(
-            ops.reap_op(recovery, self._app), action="reap", transaction=True
-        )
+        return await self._run_async(reap_op(recovery, self._app), action="reap", transaction=True)
 
     def reap_sync(self, recovery: RecoveryConfig) -> ReapReport:
         """Sync twin of :meth:`reap`."""
-        return self._run_sync(ops.reap_op(recovery, self._app), action="reap", transaction=True)
+        return self._run_sync(reap_op(recovery, self._app), action="reap", transaction=True)
 
     async def notify(self, channel: str, payload: str = "") -> None:
         """Send a notification (e.g. a delayed ``retry:<id>`` wake-up on ``task_queue_<q>``)."""
-        await self._run_async(ops.run_query(ops.notify_query(channel, payload)), action="notify")
+        await self._run_async(
+            steps.run_query(channels.notify_query(channel, payload)), action="notify"
+        )
 
     def notify_sync(self, channel: str, payload: str = "") -> None:
         """Sync twin of :meth:`notify`."""
-        self._run_sync(ops.run_query(ops.notify_query(channel, payload)), action="notify")
+        self._run_sync(steps.run_query(channels.notify_query(channel, payload)), action="notify")
 
     # -- shutdown ----------------------------------------------------------------------------------
 

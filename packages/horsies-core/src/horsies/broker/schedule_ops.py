@@ -20,10 +20,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from horsies.broker.ops import Op, Pipeline, Query, advisory_key, enqueue_many_params
+from horsies.broker.enqueue import EnqueueRequest, enqueue_many_params
+from horsies.broker.locks import advisory_key
 from horsies.broker.sql import schedules as sched_sql
 from horsies.broker.sql import tasks as task_sql
-from horsies.broker.types import EnqueueRequest
+from horsies.broker.steps import Op, Pipeline, Query
 from horsies.schedule_calc import next_run_after, plan_due_runs
 from horsies.schedules import SchedulePattern
 

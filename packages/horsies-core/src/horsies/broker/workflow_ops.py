@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
-from horsies.broker.ops import Op, Query, QueryResult, together
 from horsies.broker.sql import workflows as wf_sql
+from horsies.broker.steps import Op, Query, QueryResult, together
 from horsies.codec import (
     args_from_json,
     args_to_json,

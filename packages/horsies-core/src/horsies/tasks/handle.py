@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from horsies.broker import operator_actions
+from horsies.broker.retrieval import broker_error
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 if TYPE_CHECKING:
@@ -82,8 +84,6 @@ class TaskHandle(Generic[T]):
         return result
 
     def _broker_error(self, timeout_ms: int | None, exc: Exception) -> TaskResult[T, TaskError]:
-        from horsies.broker.ops import broker_error
-
         return broker_error(self.task_id, timeout_ms, exc)
 
     def get(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
@@ -118,10 +118,10 @@ class TaskHandle(Generic[T]):
         broker = self._actionable()
         if broker is None:
             return False
-        from horsies.broker import ops
-
         return broker.execute(
-            ops.cancel_task_op(broker.app, self.task_id), action="task_cancel", transaction=True
+            operator_actions.cancel_task_op(broker.app, self.task_id),
+            action="task_cancel",
+            transaction=True,
         )
 
     async def cancel_async(self) -> bool:
@@ -129,10 +129,10 @@ class TaskHandle(Generic[T]):
         broker = self._actionable()
         if broker is None:
             return False
-        from horsies.broker import ops
-
         return await broker.execute_async(
-            ops.cancel_task_op(broker.app, self.task_id), action="task_cancel", transaction=True
+            operator_actions.cancel_task_op(broker.app, self.task_id),
+            action="task_cancel",
+            transaction=True,
         )
 
     def retry(self) -> bool:
@@ -145,9 +145,7 @@ class TaskHandle(Generic[T]):
         broker = self._actionable()
         if broker is None:
             return False
-        from horsies.broker import ops
-
-        retried = broker.execute(ops.retry_task_op(self.task_id), action="task_retry")
+        retried = broker.execute(operator_actions.retry_task_op(self.task_id), action="task_retry")
         if retried:
             self._result = None
         return retried
@@ -157,9 +155,9 @@ class TaskHandle(Generic[T]):
         broker = self._actionable()
         if broker is None:
             return False
-        from horsies.broker import ops
-
-        retried = await broker.execute_async(ops.retry_task_op(self.task_id), action="task_retry")
+        retried = await broker.execute_async(
+            operator_actions.retry_task_op(self.task_id), action="task_retry"
+        )
         if retried:
             self._result = None
         return retried

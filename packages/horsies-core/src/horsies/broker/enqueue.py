@@ -1,0 +1,249 @@
+"""New tasks: the rows of sends (one call, a batch of requests or a batch of calls of one task) and
+the operations that insert them.
+
+Arguments are encoded and checked (codec errors, the payload limit, the priority range) while the
+rows are built, before any I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from horsies.broker.copy_encoder import TaskBatch
+from horsies.broker.ids import new_task_id, new_task_ids
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.steps import Copy, CopyData, Op, Prepared, Query
+from horsies.codec import (
+    args_to_json,
+    check_payload_size,
+    kwargs_to_json,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """One task to insert with `PostgresBroker.enqueue_many` (same fields as
+    `PostgresBroker.enqueue`).
+
+    ``args``/``kwargs`` are Python values, encoded with the codec at enqueue time; ``task_options``
+    is the options JSON text (02 §12.5); ``task_id`` None means a fresh UUID4.
+    """
+
+    task_name: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] | None = None
+    queue_name: str = "default"
+    priority: int = 100
+    sent_at: datetime | None = None
+    good_until: datetime | None = None
+    task_options: str | None = None
+    max_retries: int = 0
+    task_id: str | None = None
+
+
+def _check_priority(priority: int) -> None:
+    if not 1 <= priority <= 100:
+        raise ValueError(f"priority must be between 1 and 100, got {priority}")
+
+
+def enqueue_params(
+    request: EnqueueRequest, max_payload_bytes: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(task id, TASK_INSERT parameters); encodes args/kwargs (SerializationError, incl.
+    PayloadTooLargeError above ``max_payload_bytes``, before I/O)."""
+    task_id = request.task_id or new_task_id()
+    row = _task_row(task_id, request, max_payload_bytes)
+    return task_id, dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
+
+
+def task_row(
+    task_id: str,
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    queue_name: str,
+    priority: int,
+    sent_at: datetime | None,
+    good_until: datetime | None,
+    max_retries: int,
+    task_options: str | None,
+    max_payload_bytes: int | None,
+) -> tuple[Any, ...]:
+    """The values of a new task row, in ``TASK_COPY_COLUMNS`` order: arguments encoded (codec
+    errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
+    unlimited)."""
+    _check_priority(priority)
+    args_json = args_to_json(tuple(args)) if args else None
+    kwargs_json = kwargs_to_json(kwargs) if kwargs else None
+    check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
+    return (
+        task_id,
+        task_name,
+        queue_name,
+        priority,
+        args_json,
+        kwargs_json,
+        sent_at,
+        good_until,
+        max_retries,
+        task_options,
+    )
+
+
+_TASK_INSERT_NAME: Final = "horsies_task_insert_v1"
+"""Name of TASK_INSERT's prepared statement (change it with the statement)."""
+
+
+def task_insert_step(row: tuple[Any, ...]) -> Prepared:
+    """The single-row insert of a :func:`task_row` (TASK_INSERT as a libpq prepared statement)."""
+    return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
+
+
+_INSERT_MANY_BINARY: Final = task_sql.TASK_INSERT_MANY.replace(")s::", ")b::")
+"""TASK_INSERT_MANY with its arrays sent in binary: no text-array quoting and escaping."""
+_INSERT_MANY_ARRAYS: Final = (
+    "ids",
+    "task_names",
+    "queue_names",
+    "priorities",
+    "args",
+    "kwargs",
+    "sent_ats",
+    "good_untils",
+    "max_retries",
+    "task_options",
+)
+"""TASK_INSERT_MANY's parameters, in ``TASK_COPY_COLUMNS`` order."""
+
+
+def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
+    """One TASK_INSERT_MANY statement for :func:`task_row` rows (several sends in one statement:
+    one transaction, one round trip). Rows without ``sent_at`` get the statement's ``now()`` minus
+    a microsecond per later row, so they are claimed in row order."""
+    columns = zip(*rows, strict=True)
+    return Query(
+        _INSERT_MANY_BINARY,
+        {name: list(column) for name, column in zip(_INSERT_MANY_ARRAYS, columns, strict=True)},
+        rows="none",
+        prepare=True,
+    )
+
+
+def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
+    """:func:`task_row` of an `EnqueueRequest`, as a list (``enqueue_many_op`` fills in
+    ``sent_at``)."""
+    return list(
+        task_row(
+            task_id,
+            req.task_name,
+            req.args,
+            req.kwargs,
+            queue_name=req.queue_name,
+            priority=req.priority,
+            sent_at=req.sent_at,
+            good_until=req.good_until,
+            max_retries=req.max_retries,
+            task_options=req.task_options,
+            max_payload_bytes=max_payload_bytes,
+        )
+    )
+
+
+def enqueue_many_params(
+    requests: Sequence[EnqueueRequest], max_payload_bytes: int | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """(task ids, TASK_INSERT_MANY array parameters) for a batch, in request order."""
+    ids = [req.task_id or new_task_id() for req in requests]
+    rows = [_task_row(i, req, max_payload_bytes) for i, req in zip(ids, requests, strict=True)]
+    columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+    return ids, {name: columns[i] if columns else [] for i, name in enumerate(_INSERT_MANY_ARRAYS)}
+
+
+def enqueue_many_rows(
+    requests: Sequence[EnqueueRequest], max_payload_bytes: int | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """(task ids, rows for `enqueue_many_op`) in request order; encodes every item before any I/O.
+
+    A row's ``sent_at`` is None when the request has none (`enqueue_many_op` fills it in)."""
+    ids = new_task_ids(len(requests))
+    rows: list[list[Any]] = []
+    for index, req in enumerate(requests):
+        if req.task_id:
+            ids[index] = req.task_id
+        rows.append(_task_row(ids[index], req, max_payload_bytes))
+    return ids, rows
+
+
+def enqueue_many_op(rows: list[list[Any]]) -> Op[int]:
+    """Insert PENDING tasks with one COPY (run it in a transaction).
+
+    Rows without ``sent_at`` get the transaction's ``now()`` (what a plain insert stores) minus a
+    microsecond per later row, so FIFO order within the batch is the order of the rows. Returns
+    the number of rows inserted.
+    """
+    if any(row[_SENT_AT] is None for row in rows):
+        res = yield Query(task_sql.TRANSACTION_NOW)
+        now: datetime = res.rows[0][0]
+        last = len(rows) - 1
+        for index, row in enumerate(rows):
+            if row[_SENT_AT] is None:
+                row[_SENT_AT] = now - timedelta(microseconds=last - index)
+    res = yield Copy(task_sql.TASK_COPY_IN, task_sql.TASK_COPY_TYPES, rows)
+    return res.rowcount
+
+
+_SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
+
+
+def encode_calls(
+    task_name: str,
+    calls: Iterable[tuple[Sequence[Any], Mapping[str, Any] | None]],
+    *,
+    queue_name: str,
+    priority: int,
+    good_until: datetime | None,
+    max_retries: int,
+    task_options: str | None,
+    max_payload_bytes: int | None,
+) -> TaskBatch:
+    """One :class:`TaskBatch` row per (args, kwargs) call, in order: every call encoded and checked
+    (codec errors, ``PayloadTooLargeError``) before anything is written."""
+    _check_priority(priority)
+    all_args: list[str | None] = []
+    all_kwargs: list[str | None] = []
+    for args, kwargs in calls:
+        args_json = args_to_json(tuple(args)) if args else None
+        kwargs_json = kwargs_to_json(kwargs) if kwargs else None
+        if args_json is not None or kwargs_json is not None:
+            check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
+        all_args.append(args_json)
+        all_kwargs.append(kwargs_json)
+    return TaskBatch(
+        task_name,
+        all_args,
+        all_kwargs,
+        queue_name=queue_name,
+        priority=priority,
+        good_until=good_until,
+        max_retries=max_retries,
+        task_options=task_options,
+    )
+
+
+def task_batch_op(batch: TaskBatch) -> Op[int]:
+    """Insert a :class:`TaskBatch` with one binary COPY (run it in a transaction); returns the
+    number of rows."""
+    res = yield Query(task_sql.TRANSACTION_NOW)
+    now: datetime = res.rows[0][0]
+    res = yield CopyData(
+        task_sql.TASK_BATCH_COPY_IN,
+        batch.copy_chunks(now),
+        len(batch.args),
+        task_sql.TASK_BATCH_COPY_TYPES,
+        lambda: batch.rows(now),
+    )
+    return res.rowcount

@@ -1,0 +1,248 @@
+"""The hard-cap worker's hot path: one round trip that writes outcomes and moves up to one task per
+idle child from PENDING straight to RUNNING for that child."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
+from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
+from horsies.broker.claims import ClaimedTask
+from horsies.broker.finish import (
+    TaskOutcome,
+    finish_query,
+    finished_ids,
+    workflow_advance,
+    workflow_ids_of,
+)
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.steps import Op, Query, together
+from horsies.logs import get_logger
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+
+_log = get_logger("broker")
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTask:
+    """A task this worker just moved from PENDING straight to RUNNING for the child ``pid``."""
+
+    task: ClaimedTask
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExchange:
+    """What one `PostgresBroker.finish_and_start_tasks` round trip did.
+
+    ``finished``: ids of the outcomes written (the others lost a race and changed nothing);
+    ``started``: tasks now RUNNING for the given child pids, most urgent first; ``requeued``: ids of
+    untracked RUNNING rows of this worker sent back to PENDING (only when asked to reconcile);
+    ``full``: every claim got as many rows as it asked for, so more tasks may be waiting.
+    """
+
+    finished: set[str] = field(default_factory=set[str])
+    started: list[StartedTask] = field(default_factory=list[StartedTask])
+    requeued: list[str] = field(default_factory=list[str])
+    full: bool = False
+
+
+_PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
+_PLANS_GENERIC_ASYNC_COMMIT: Final = Query(
+    task_sql.TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION, rows="none"
+)
+
+
+def _exchange_settings(*, durable: bool) -> Query:
+    """The first statement of a worker exchange: generic plans, and an asynchronous commit unless
+    it is ``durable`` (it writes outcomes or gives tasks back; see the SQL constant)."""
+    return _PLANS_GENERIC if durable else _PLANS_GENERIC_ASYNC_COMMIT
+
+
+def can_start_directly(request: ClaimRequest) -> bool:
+    """True when claims may go PENDING -> RUNNING in one statement (TASK_CLAIM_AND_START_AVAILABLE).
+
+    That needs hard-cap mode (soft-cap prefetch holds CLAIMED rows with a lease) and no cluster-wide
+    limit (those count in-flight rows under the claim advisory lock, in a transaction, and keep
+    the CLAIMED phase).
+    """
+    return not request.soft_cap and not needs_cluster_counts(request)
+
+
+def direct_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, int]]:
+    """(queue, ceiling) pairs of a direct claim for ``slots`` idle children, in claim order."""
+    plan = plan_claims(request, {})
+    total = min(plan.total, slots)
+    return [(q, min(limit, total)) for q, limit in plan.queue_limits if min(limit, total) > 0]
+
+
+def exchange_needs_transaction(
+    request: ClaimRequest | None, slots: int, outcomes: Sequence[TaskOutcome] = ()
+) -> bool:
+    """True when :func:`exchange_op` may take more than one statement (claims in several queues,
+    or workflow outcomes to advance), so the exchange must run in an explicit transaction to stay
+    all-or-nothing."""
+    if any(o.workflow_id is not None for o in outcomes):
+        return True
+    return request is not None and slots > 0 and len(direct_claim_limits(request, slots)) > 1
+
+
+def claim_and_start_more(
+    worker_id: str,
+    hostname: str,
+    limits: Sequence[tuple[str, int]],
+    pids: Sequence[int],
+    started: list[StartedTask],
+) -> Op[int]:
+    """Claim-and-start in the further queues of ``limits`` (one statement each, in order) for the
+    pids that ``started`` has not served yet, extending it; returns how many rows were asked."""
+    asked = 0
+    for queue_name, limit in limits:
+        free = list(pids[len(started) :])
+        n = min(limit, len(free))
+        if n <= 0:
+            break
+        asked += n
+        res = yield claim_and_start_query(worker_id, hostname, queue_name, free[:n])
+        started.extend(started_rows(res.rows))
+    return asked
+
+
+def claim_and_start_query(
+    worker_id: str, hostname: str, queue_name: str, pids: Sequence[int]
+) -> Query:
+    return Query(
+        task_sql.TASK_CLAIM_AND_START_AVAILABLE,
+        {
+            "queue_name": queue_name,
+            "pids": list(pids),
+            "worker_id": worker_id,
+            "hostname": hostname,
+        },
+    )
+
+
+def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
+    started = [StartedTask(ClaimedTask(*r[:11]), int(r[11])) for r in rows]
+    started.sort(key=lambda s: (s.task.priority, s.task.sent_at, s.task.id))
+    return started
+
+
+def exchange_head(
+    outcomes: Sequence[TaskOutcome], worker_id: str, *, durable: bool
+) -> tuple[list[Query], list[str], int]:
+    """The first statements of a worker exchange — its settings (generic plans: see
+    TASK_PLANS_GENERIC_IN_TRANSACTION; they end with the exchange's implicit or explicit
+    transaction), the locks of the outcomes' workflow trees, the finish — with the workflow ids
+    and the index of the finish statement."""
+    from horsies.broker import workflow_ops
+
+    first: list[Query] = [_exchange_settings(durable=durable)]
+    workflow_ids = workflow_ids_of(outcomes)
+    if workflow_ids:
+        first.append(workflow_ops.lock_roots_query(workflow_ids))
+    finish_at = len(first)
+    if outcomes:
+        first.append(finish_query(outcomes, worker_id))
+    return first, workflow_ids, finish_at
+
+
+def exchange_op(
+    worker_id: str,
+    hostname: str,
+    *,
+    outcomes: Sequence[TaskOutcome],
+    request: ClaimRequest | None,
+    pids: Sequence[int],
+    notify_capacity: bool,
+    keep_running_ids: Sequence[str] | None,
+    app: Horsies | None = None,
+) -> Op[TaskExchange]:
+    """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
+    task per child pid in ``pids`` (hard-cap mode without cluster-wide caps, see
+    :func:`can_start_directly`).
+
+    The statements go out as one pipeline, so without an explicit transaction they commit together
+    or not at all: a failure leaves every outcome unwritten and nothing claimed, and the caller
+    simply tries again. With several queues the later claims depend on how many rows the earlier
+    ones got (one statement each), so the caller runs the op in a transaction then
+    (:func:`exchange_needs_transaction`).
+
+    ``keep_running_ids`` (after a failed exchange whose claims may have committed without the
+    reply arriving) also sends this worker's RUNNING rows that are not in the list back to
+    PENDING: no child ever got them.
+
+    Workflow outcomes (run in a transaction, see :func:`exchange_needs_transaction`) lock their
+    trees first and advance them after the finish; the claim then comes last, so a node enqueued
+    by the advance (the next link of a chain) can be started by this very exchange.
+    """
+    if request is not None and not can_start_directly(request):
+        raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
+    durable = bool(outcomes) or keep_running_ids is not None
+    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, durable=durable)
+    if outcomes and notify_capacity:
+        first.append(CAPACITY_FREED)
+    reconcile_at = -1
+    if keep_running_ids is not None:
+        reconcile_at = len(first)
+        # The outcomes' rows are never untracked, whatever the caller passed.
+        keep = [*keep_running_ids, *(o.task_id for o in outcomes)]
+        first.append(
+            Query(
+                task_sql.TASK_REQUEUE_UNTRACKED_RUNNING, {"worker_id": worker_id, "keep_ids": keep}
+            )
+        )
+        first.append(wake_workers_query("requeued"))
+    limits = direct_claim_limits(request, len(pids)) if request is not None else []
+    claim_at = -1
+    asked = 0
+    if limits and not workflow_ids:
+        claim_at = len(first)
+        queue_name, asked = limits[0]
+        first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
+        limits = limits[1:]
+    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(first)
+    if advance is not None:
+        first.extend(advance.queries())
+    if len(first) == 1 and not limits:
+        return TaskExchange()
+    parts = yield from together(first)
+    finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
+    requeued: list[str] = []
+    if reconcile_at >= 0:
+        requeued = [r[0] for r in parts[reconcile_at].rows]
+        if requeued:
+            _log.warning(
+                "task_requeued_untracked: %d task(s) started by a claim whose reply was lost went "
+                "back to PENDING: %s",
+                len(requeued),
+                ", ".join(requeued[:20]),
+            )
+    started: list[StartedTask] = started_rows(parts[claim_at].rows) if claim_at >= 0 else []
+    asked += yield from claim_and_start_more(worker_id, hostname, limits, pids, started)
+    return TaskExchange(
+        finished=finished, started=started, requeued=requeued, full=0 < asked == len(started)
+    )
+
+
+def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]) -> Op[list[str]]:
+    """This worker's RUNNING rows not in ``keep_running_ids`` -> PENDING (see :func:`exchange_op`);
+    returns their ids."""
+    exchange = yield from exchange_op(
+        worker_id,
+        "",
+        outcomes=(),
+        request=None,
+        pids=(),
+        notify_capacity=False,
+        keep_running_ids=keep_running_ids,
+    )
+    return exchange.requeued

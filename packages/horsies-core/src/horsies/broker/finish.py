@@ -1,0 +1,134 @@
+"""Finishing tasks: the outcome of an execution and the statement that writes a batch of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from horsies.broker.channels import CAPACITY_FREED
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.steps import Op, Query, QueryResult, together
+from horsies.logs import get_logger
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+    from horsies.broker import workflow_ops
+
+
+_log = get_logger("broker")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """The end of one execution, for `PostgresBroker.finish_tasks`.
+
+    ``result_json`` is the encoded TaskResult; ``ok`` selects COMPLETED vs FAILED. A non-None
+    ``retry_delay_s`` sends the task back to PENDING for another attempt after that delay instead
+    (the result is not stored). ``retry_count``, when given, must equal the row's retry_count: it
+    pins the outcome to the attempt that produced it, so a late result can never finish a later
+    attempt. ``workflow_id`` (from `ClaimedTask.workflow_id`) makes the write advance that workflow
+    in the same transaction.
+    """
+
+    task_id: str
+    result_json: str
+    ok: bool
+    retry_delay_s: float | None = None
+    failed_reason: str | None = None
+    retry_count: int | None = None
+    workflow_id: str | None = None
+
+
+def finish_query(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Query:
+    """TASK_FINISH_IF_RUNNING_MANY for a batch: final outcomes and retries in one statement."""
+    rows = [
+        {
+            "id": o.task_id,
+            "result": o.result_json,
+            "ok": o.ok,
+            "failed_reason": o.failed_reason,
+            "retry_count": o.retry_count,
+            "delay_s": None if o.retry_delay_s is None else max(0.0, float(o.retry_delay_s)),
+        }
+        for o in outcomes
+    ]
+    return Query(
+        task_sql.TASK_FINISH_IF_RUNNING_MANY,
+        {
+            "outcomes": orjson.dumps(rows).decode(),
+            "ids": [o.task_id for o in outcomes],
+            "worker_id": worker_id,
+        },
+    )
+
+
+def log_lost(action: str, requested: Iterable[str], done: set[str], why: str) -> None:
+    lost = [t for t in requested if t not in done]
+    if lost:
+        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, ", ".join(lost[:20]))
+
+
+def finished_ids(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
+    done = {r[0] for r in res.rows}
+    log_lost(
+        "task_finish_lost",
+        (o.task_id for o in outcomes),
+        done,
+        "no longer RUNNING for this worker",
+    )
+    return done
+
+
+def workflow_ids_of(outcomes: Sequence[TaskOutcome]) -> list[str]:
+    return sorted({o.workflow_id for o in outcomes if o.workflow_id is not None})
+
+
+def workflow_advance(
+    app: Horsies | None, outcomes: Sequence[TaskOutcome], workflow_ids: Sequence[str]
+) -> workflow_ops.FinishedAdvance | None:
+    """The workflow advance of a finish batch (its reads go in the finish round trip), or None."""
+    if not workflow_ids:
+        return None
+    from horsies.broker import workflow_ops
+
+    task_ids = [o.task_id for o in outcomes if o.workflow_id is not None]
+    return workflow_ops.FinishedAdvance(app, task_ids, workflow_ids)
+
+
+def finish_op(
+    outcomes: Sequence[TaskOutcome],
+    worker_id: str | None,
+    *,
+    notify_capacity: bool = True,
+    app: Horsies | None = None,
+    advance_workflows: bool = True,
+) -> Op[set[str]]:
+    """Finalise a batch in one statement (COMPLETED/FAILED rows and retries) plus, when
+    ``notify_capacity``, one capacity wake-up in the same round trip; returns the ids written.
+
+    Outcomes of workflow tasks (``workflow_id`` set) also advance their workflows in the same
+    transaction (run the op in one): the trees' root rows are locked before the finish, then the
+    engine runs (``advance_workflows=False`` leaves that to the reaper's reconciliation).
+    """
+    if not outcomes:
+        return set()
+    from horsies.broker import workflow_ops
+
+    workflow_ids = workflow_ids_of(outcomes) if advance_workflows else []
+    queries = [workflow_ops.lock_roots_query(workflow_ids)] if workflow_ids else []
+    finish_at = len(queries)
+    queries.append(finish_query(outcomes, worker_id))
+    if notify_capacity:
+        queries.append(CAPACITY_FREED)
+    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(queries)
+    if advance is not None:
+        queries.extend(advance.queries())
+    parts = yield from together(queries)
+    finished = finished_ids(outcomes, parts[finish_at])
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
+    return finished

@@ -1,0 +1,186 @@
+"""Prefetch (soft-cap) mode's hot path: outcomes, starts of held claims, direct starts and new
+leased claims in one transaction, usually one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from horsies.broker.channels import wake_workers_query
+from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
+from horsies.broker.claims import ClaimedTask, claimed_rows
+from horsies.broker.exchange import (
+    StartedTask,
+    claim_and_start_more,
+    claim_and_start_query,
+    direct_claim_limits,
+    exchange_head,
+    started_rows,
+)
+from horsies.broker.finish import TaskOutcome, finished_ids, log_lost, workflow_advance
+from horsies.broker.sql import tasks as task_sql
+from horsies.broker.steps import Op, Query, together
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchExchange:
+    """What one `PostgresBroker.finish_start_and_claim` call did (prefetch mode).
+
+    ``finished``: ids of the outcomes written; ``started``: ids of the given claims now RUNNING
+    (the others were lost: lease expired and taken, or requeued); ``direct``: tasks moved from
+    PENDING straight to RUNNING for the given child pids; ``claimed``: tasks newly CLAIMED by this
+    worker with a lease, most urgent first.
+    """
+
+    finished: set[str] = field(default_factory=set[str])
+    started: set[str] = field(default_factory=set[str])
+    direct: list[StartedTask] = field(default_factory=list[StartedTask])
+    claimed: list[ClaimedTask] = field(default_factory=list[ClaimedTask])
+
+
+def prefetch_exchange_op(
+    worker_id: str,
+    hostname: str,
+    *,
+    outcomes: Sequence[TaskOutcome],
+    starts: Sequence[tuple[str, int]],
+    direct_pids: Sequence[int] = (),
+    request: ClaimRequest | None,
+    release_ids: Sequence[str] = (),
+    keep_running_ids: Sequence[str] | None = None,
+    app: Horsies | None = None,
+) -> Op[PrefetchExchange]:
+    """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
+    usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
+    (task id, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free child
+    slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the most
+    urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
+    ``request.local_budget`` more (PENDING -> CLAIMED with a lease).
+
+    Run it in a transaction when :func:`prefetch_exchange_needs_transaction` says so. After a call
+    that failed with starts in it (it may have committed without the reply arriving), the worker
+    no longer holds those tasks: the next call passes their ids as ``release_ids`` (claims it never
+    started go back to PENDING) and every task it still holds as ``keep_running_ids`` (its other
+    RUNNING rows — started, but never handed to a child — go back to PENDING too).
+    """
+    if request is not None and needs_cluster_counts(request):
+        raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
+    durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
+    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, durable=durable)
+    if keep_running_ids is not None or release_ids:
+        keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
+        if keep_running_ids is not None:
+            first.append(
+                Query(
+                    task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
+                    {"worker_id": worker_id, "keep_ids": keep},
+                )
+            )
+        if release_ids:
+            first.append(
+                Query(
+                    task_sql.TASK_RELEASE_CLAIMED_MANY,
+                    {"ids": list(release_ids), "worker_id": worker_id},
+                )
+            )
+        first.append(wake_workers_query("requeued"))
+    start_at = len(first)
+    if starts:
+        first.append(
+            Query(
+                task_sql.TASK_START_IF_CLAIMED_MANY,
+                {
+                    "ids": [task_id for task_id, _ in starts],
+                    "pids": [pid for _, pid in starts],
+                    "hostname": hostname,
+                    "worker_id": worker_id,
+                    "resume": False,
+                },
+            )
+        )
+    direct = direct_claim_limits(request, len(direct_pids)) if direct_pids and request else []
+    direct_at = len(first)
+    if direct:
+        first.append(claim_and_start_query(worker_id, hostname, direct[0][0], direct_pids))
+    total, limits = prefetch_claim_limits(request, len(direct_pids))
+    claim_at = len(first)
+    if limits:
+        first.append(
+            prefetch_claim_query(worker_id, request, limits[0][0], min(limits[0][1], total))
+        )
+    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance_at = len(first)
+    if advance is not None:
+        first.extend(advance.queries())
+    if len(first) == 1:
+        return PrefetchExchange()
+    parts = yield from together(first)
+    finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
+    if advance is not None:
+        yield from advance.run(parts[advance_at:])
+    started: set[str] = set()
+    if starts:
+        started = {r[0] for r in parts[start_at].rows}
+        log_lost(
+            "task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker"
+        )
+    direct_started: list[StartedTask] = []
+    if direct:
+        direct_started = started_rows(parts[direct_at].rows)
+        yield from claim_and_start_more(
+            worker_id, hostname, direct[1:], direct_pids, direct_started
+        )
+    claimed: list[ClaimedTask] = []
+    if limits:
+        claimed.extend(claimed_rows(parts[claim_at].rows))
+        for queue_name, limit in limits[1:]:
+            n = min(limit, total - len(claimed))
+            if n <= 0:
+                break
+            res = yield prefetch_claim_query(worker_id, request, queue_name, n)
+            claimed.extend(claimed_rows(res.rows))
+    return PrefetchExchange(
+        finished=finished, started=started, direct=direct_started, claimed=claimed
+    )
+
+
+def prefetch_claim_limits(
+    request: ClaimRequest | None, direct_slots: int = 0
+) -> tuple[int, list[tuple[str, int]]]:
+    """The total a prefetch claim may take (the budget left after ``direct_slots``) and its
+    (queue, ceiling) pairs in claim order."""
+    if request is None or request.local_budget <= direct_slots:
+        return 0, []
+    plan = plan_claims(request, {})
+    total = min(plan.total, request.local_budget - direct_slots)
+    return total, [(q, n) for q, n in plan.queue_limits if n > 0]
+
+
+def prefetch_claim_query(
+    worker_id: str, request: ClaimRequest | None, queue_name: str, limit: int
+) -> Query:
+    return Query(
+        task_sql.TASK_CLAIM_AVAILABLE,
+        {
+            "queue_name": queue_name,
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease_ms": request.claim_lease_ms if request is not None else None,
+        },
+    )
+
+
+def prefetch_exchange_needs_transaction(
+    request: ClaimRequest | None, direct_slots: int, outcomes: Sequence[TaskOutcome] = ()
+) -> bool:
+    """True when :func:`prefetch_exchange_op` may take more than one round trip (claims in several
+    queues, or workflow outcomes to advance): then it must run in an explicit transaction."""
+    if any(o.workflow_id is not None for o in outcomes):
+        return True
+    if direct_slots and request is not None and len(direct_claim_limits(request, direct_slots)) > 1:
+        return True
+    return len(prefetch_claim_limits(request, direct_slots)[1]) > 1
