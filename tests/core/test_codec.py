@@ -1,4 +1,4 @@
-"""The JSON codec (spec 02 §12): encoding table, decoding, arguments, results, errors."""
+"""The JSON codec: encoding table, decoding, arguments, results, errors."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from horsies.codec import (
     SerializationError,
     args_from_json,
     args_to_json,
+    decode,
     dumps_json,
     kwargs_from_json,
     kwargs_to_json,
@@ -57,7 +58,7 @@ def roundtrip(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# 12.1 encoding table
+# encoding table
 # --------------------------------------------------------------------------------------------
 
 
@@ -185,7 +186,8 @@ def test_dumps_json_rejects_non_finite_floats(bad: float) -> None:
 
 
 def test_non_finite_float_error_is_not_a_serialization_error() -> None:
-    # The worker maps SerializationError and other errors to different codes (02 §11.4).
+    # The worker reports a SerializationError from encoding a result as WORKER_SERIALIZATION_ERROR
+    # and any other error as TASK_EXCEPTION: NaN must stay a plain ValueError.
     with pytest.raises(ValueError) as info:
         dumps_json(math.nan)
     assert not isinstance(info.value, SerializationError)
@@ -373,7 +375,7 @@ def test_bad_temporal_payload_is_a_serialization_error() -> None:
 def test_classes_are_resolved_once_per_module_and_qualname(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(codec, "_CLASS_CACHE", {})
+    monkeypatch.setattr(decode, "_CLASS_CACHE", {})
     imported: list[str] = []
     real_import = importlib.import_module
 
@@ -394,7 +396,7 @@ def test_tag_must_be_true_to_count() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 12.3 arguments
+# arguments
 # --------------------------------------------------------------------------------------------
 
 
