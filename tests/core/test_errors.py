@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import horsies.errors as errors_module
+import horsies
 import pytest
 from horsies.errors import (
     ConfigurationError,
@@ -57,7 +57,7 @@ def no_color_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# ErrorCode (06 §9)
+# ErrorCode: codes are matched on in logs and tests, so their values must never change
 # --------------------------------------------------------------------------------------------------
 
 EXPECTED_CODES = {
@@ -230,7 +230,7 @@ def _make_error_from(filename: str) -> tuple[HorsiesError, int]:
         "<generated>",
         "/opt/venv/lib/python3.11/site-packages/somelib/api.py",
         "/usr/lib/python3/dist-packages/somelib/api.py",
-        os.path.join(os.path.dirname(errors_module.__file__), "internal_helper.py"),
+        os.path.join(os.path.dirname(horsies.__file__), "internal_helper.py"),
     ],
     ids=["angle-brackets", "site-packages", "dist-packages", "horsies-package"],
 )
@@ -262,7 +262,7 @@ def test_fluent_helpers_return_self_and_update_fields() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Rendering (06 §4)
+# Rendering
 # --------------------------------------------------------------------------------------------------
 
 
@@ -401,7 +401,8 @@ def test_colour_rules(
 
 
 # --------------------------------------------------------------------------------------------------
-# Subclasses (06 §4, D2, D44)
+# Subclasses: some also derive from ValueError, TypeError or KeyError, so existing except clauses
+# keep catching them
 # --------------------------------------------------------------------------------------------------
 
 
@@ -474,7 +475,7 @@ def test_duplicate_task_name_error_fields() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# ValidationReport / MultipleValidationErrors / raise_collected (06 §4.1)
+# ValidationReport / MultipleValidationErrors / raise_collected
 # --------------------------------------------------------------------------------------------------
 
 
@@ -632,7 +633,7 @@ def test_errors_cross_a_process_boundary() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Uncaught-exception hook (06 §4)
+# Uncaught-exception hook
 # --------------------------------------------------------------------------------------------------
 
 
