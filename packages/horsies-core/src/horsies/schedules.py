@@ -1,4 +1,4 @@
-"""Schedule models: which task `horsies scheduler` enqueues, and when (spec 05 §2-§4).
+"""Schedule models: which task `horsies scheduler` enqueues, and when.
 
 A `ScheduleConfig` (attached as ``AppConfig(schedule=...)``) lists `TaskSchedule`s; each names a
 registered task and a pattern saying when it runs::
@@ -18,7 +18,7 @@ Patterns:
 
 - `IntervalSchedule`: every fixed amount of elapsed time (timezone irrelevant);
 - `HourlySchedule`, `DailySchedule`, `WeeklySchedule`, `MonthlySchedule`: wall-clock times in the
-  schedule's `timezone` (``MonthlySchedule(day=31)`` runs on the last day of shorter months, D36);
+  schedule's `timezone` (``MonthlySchedule(day=31)`` runs on the last day of shorter months);
 - `CronSchedule`: a standard five-field cron expression, also in wall-clock time.
 
 Every pattern has a literal ``type`` field, so a plain dict such as
@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from horsies._config_model import ConfigModel, duplicate_names
+from horsies.config.model import ConfigModel, duplicate_names
 from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
 
 __all__ = [
@@ -417,7 +417,7 @@ class MonthlySchedule(_Pattern):
     """Run every month on `day` at `time` local time.
 
     Months shorter than `day` run on their last day (``day=31`` runs on 30 April and on 28 or
-    29 February, D36).
+    29 February).
     """
 
     type: Literal["monthly"] = "monthly"

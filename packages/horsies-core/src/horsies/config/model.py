@@ -1,20 +1,33 @@
 """The base of every configuration model (`AppConfig` and its parts, the schedule models).
 
-Lives apart from ``config.py`` so that ``schedules.py`` can use it while ``config.py`` imports the
-schedule models for `AppConfig.schedule` (no import cycle).
+All models are pydantic v2 models that reject unknown fields (a misspelt option fails loudly instead
+of being ignored). Two kinds of errors come out of them:
+
+- a single field out of its type or range (``priority=0``) raises pydantic's `ValidationError`;
+- a rule the library adds on top (queue-mode rules, URL scheme, recovery 2x rule, ...) raises our
+  `ConfigurationError` with an error code, notes and a help text. Rules of one model are all
+  checked, then raised together (`MultipleConfigurationErrors` when there are several).
+
+Both are `ValueError`s, so ``except ValueError`` catches every configuration problem.
+
+``horsies.schedules`` builds its models on this module and `AppConfig` imports those for
+`AppConfig.schedule`, so this module imports no other configuration module. Importing it runs
+``horsies.config``'s ``__init__``, which needs the schedule models: ``horsies.config`` must be
+imported before ``horsies.schedules`` (``import horsies`` does, through ``horsies.app``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, LiteralString, Self, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from horsies.errors import HorsiesError, MultipleValidationErrors, collected_error
+from horsies.redact import mask_database_url
 
-__all__ = ["ConfigModel", "duplicate_names"]
+__all__ = ["ConfigModel", "duplicate_names", "mask_validation_error"]
 
 
 def _wrapped_library_error(detail: ErrorDetails) -> HorsiesError | None:
@@ -26,7 +39,7 @@ def _reraise_library_errors(exc: ValidationError, phase_name: str) -> None:
     """Turn a pydantic ValidationError that only wraps our errors back into those errors.
 
     pydantic wraps every `ValueError` raised by a validator, and `ConfigurationError` is a
-    `ValueError` (D2). When each wrapped item is one of our errors, re-raise them as they were
+    `ValueError`. When each wrapped item is one of our errors, re-raise them as they were
     (one → itself, several → MultipleConfigurationErrors); when any item is a plain field/range
     violation, let the caller re-raise pydantic's error unchanged - or raise a copy of it whose
     shown inputs have their URL passwords masked, when it shows one.
@@ -47,10 +60,54 @@ def _reraise_library_errors(exc: ValidationError, phase_name: str) -> None:
         raise collected from None
 
 
+def _mask_input(value: Any) -> Any:
+    """`value` (an input shown by a pydantic error) with every URL password masked."""
+    if isinstance(value, str):
+        return mask_database_url(value)
+    if isinstance(value, Mapping):
+        mapping = cast("Mapping[Any, Any]", value)
+        return {key: _mask_input(item) for key, item in mapping.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_input(item) for item in cast("Iterable[Any]", value)]
+    return value
+
+
+def mask_validation_error(exc: ValidationError) -> ValidationError | None:
+    """A copy of `exc` whose displayed inputs have their URL passwords masked, or None if `exc`
+    shows no password.
+
+    pydantic prints the offending input of each error (``input_value=...``): a URL given where
+    a `PostgresConfig` was expected, or a mapping holding one, would print the password.
+    """
+    details = exc.errors(include_url=False)
+    masked = [_mask_input(detail["input"]) for detail in details]
+    if all(new == detail["input"] for new, detail in zip(masked, details, strict=True)):
+        return None
+    known: list[InitErrorDetails] = []
+    custom: list[InitErrorDetails] = []
+    for detail, value in zip(details, masked, strict=True):
+        item = InitErrorDetails(type=detail["type"], loc=detail["loc"], input=value)
+        if "ctx" in detail:
+            item["ctx"] = detail["ctx"]
+        known.append(item)
+        # Fallback: the rendered message as it was (no context, so nothing is re-formatted).
+        custom.append(
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    cast(LiteralString, detail["type"]), cast(LiteralString, detail["msg"])
+                ),
+                loc=detail["loc"],
+                input=value,
+            )
+        )
+    try:
+        return ValidationError.from_exception_data(exc.title, known)
+    except Exception:
+        return ValidationError.from_exception_data(exc.title, custom)
+
+
 def _raise_masked(exc: ValidationError) -> None:
     """Raise a copy of `exc` with URL passwords masked in the inputs it shows, if it shows any."""
-    from horsies.config import mask_validation_error  # config.py imports this module
-
     masked = mask_validation_error(exc)
     if masked is not None:
         # "from None": the original shows the password.

@@ -1,0 +1,279 @@
+"""`AppConfig`: the configuration of a `Horsies` application, its cross-field rules (queue mode,
+cluster cap, prefetch) and the queue look-ups the app, the broker and the worker use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Final, Self
+
+from pydantic import Field, model_validator
+
+from horsies.config.model import ConfigModel, duplicate_names
+from horsies.config.postgres import PostgresConfig
+from horsies.config.queues import (
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_QUEUE_PRIORITY,
+    CustomQueueConfig,
+    QueueMode,
+)
+from horsies.config.recovery import RecoveryConfig
+from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
+from horsies.schedules import ScheduleConfig
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "MIN_MAX_PAYLOAD_BYTES", "AppConfig"]
+
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 16 * 1024 * 1024
+"""Default `AppConfig.max_payload_bytes`: 16 MiB of encoded arguments (or result) per task."""
+MIN_MAX_PAYLOAD_BYTES: Final = 1024
+"""Smallest accepted `AppConfig.max_payload_bytes` (anything smaller is most likely a unit slip)."""
+
+
+def _config_error(
+    code: ErrorCode, message: str, *, note: str | None = None, help_text: str
+) -> ConfigurationError:
+    return ConfigurationError(
+        message, code=code, notes=[note] if note is not None else [], help_text=help_text
+    )
+
+
+class AppConfig(ConfigModel):
+    """Configuration of a `Horsies` application.
+
+    DEFAULT mode (the default) uses the single queue ``default``; CUSTOM mode uses `custom_queues`.
+    `cluster_wide_cap` limits in-flight tasks across all workers (hard-cap mode only).
+    `prefetch_buffer` > 0 switches to soft-cap mode, where workers may claim ahead of free capacity
+    and such claims expire after `claim_lease_ms`. `schedule` configures ``horsies scheduler``
+    (producers and workers ignore it).
+    `max_payload_bytes` caps the size of a task's encoded arguments (args and kwargs together,
+    checked when sending) and of its encoded result (checked by the worker, which fails a task
+    whose result is larger with WORKER_SERIALIZATION_ERROR); default 16 MiB, at least 1024,
+    None for no limit.
+    """
+
+    queue_mode: QueueMode = QueueMode.DEFAULT
+    custom_queues: list[CustomQueueConfig] | None = None
+    broker: PostgresConfig
+    cluster_wide_cap: int | None = None
+    prefetch_buffer: int = 0
+    claim_lease_ms: int | None = None
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    schedule: ScheduleConfig | None = None
+    max_payload_bytes: int | None = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=MIN_MAX_PAYLOAD_BYTES
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        raise_collected(self._rule_violations(), "AppConfig")
+        return self
+
+    def _rule_violations(self) -> list[HorsiesError]:
+        errors: list[HorsiesError] = []
+        queues = self.custom_queues
+        mode_code = ErrorCode.CONFIG_INVALID_QUEUE_MODE
+        if self.queue_mode is QueueMode.DEFAULT and queues is not None:
+            errors.append(
+                _config_error(
+                    mode_code,
+                    "custom_queues must be None in DEFAULT mode",
+                    note=f"custom_queues={[queue.name for queue in queues]!r}",
+                    help_text=(
+                        "remove custom_queues to use the single 'default' queue,\n"
+                        "or set queue_mode=QueueMode.CUSTOM to use named queues"
+                    ),
+                )
+            )
+        if self.queue_mode is QueueMode.CUSTOM and not queues:
+            errors.append(
+                _config_error(
+                    mode_code,
+                    "custom_queues required in CUSTOM mode",
+                    help_text=(
+                        "list the queues, e.g. custom_queues=[CustomQueueConfig(name='emails')],\n"
+                        "or use queue_mode=QueueMode.DEFAULT"
+                    ),
+                )
+            )
+        if self.queue_mode is QueueMode.CUSTOM and queues:
+            repeated = duplicate_names([queue.name for queue in queues])
+            if repeated:
+                errors.append(
+                    _config_error(
+                        mode_code,
+                        "duplicate queue names in custom_queues",
+                        note="repeated: " + ", ".join(f"'{name}'" for name in repeated),
+                        help_text="give every CustomQueueConfig a different name",
+                    )
+                )
+
+        cap = self.cluster_wide_cap
+        prefetch = self.prefetch_buffer
+        lease = self.claim_lease_ms
+        cap_code = ErrorCode.CONFIG_INVALID_CLUSTER_CAP
+        prefetch_code = ErrorCode.CONFIG_INVALID_PREFETCH
+        if cap is not None and cap <= 0:
+            errors.append(
+                _config_error(
+                    cap_code,
+                    "cluster_wide_cap must be positive",
+                    note=f"cluster_wide_cap={cap}",
+                    help_text="use a positive number of tasks, or None for no cluster-wide limit",
+                )
+            )
+        if prefetch < 0:
+            errors.append(
+                _config_error(
+                    prefetch_code,
+                    "prefetch_buffer must be non-negative",
+                    note=f"prefetch_buffer={prefetch}",
+                    help_text=(
+                        "use 0 (hard-cap mode: claim only what can start now)\n"
+                        "or a positive number (soft-cap mode: claim that many tasks ahead)"
+                    ),
+                )
+            )
+        if prefetch > 0 and lease is None:
+            errors.append(
+                _config_error(
+                    prefetch_code,
+                    "claim_lease_ms required when prefetch_buffer > 0",
+                    note=f"prefetch_buffer={prefetch}",
+                    help_text=(
+                        "set claim_lease_ms (e.g. 60000) so prefetched tasks that do not start\n"
+                        "in time can be claimed by other workers"
+                    ),
+                )
+            )
+        if lease is not None and lease <= 0:
+            errors.append(
+                _config_error(
+                    prefetch_code,
+                    "claim_lease_ms must be positive",
+                    note=f"claim_lease_ms={lease}",
+                    help_text="use a positive number of milliseconds, e.g. 60000",
+                )
+            )
+        if prefetch == 0 and lease is not None:
+            errors.append(
+                _config_error(
+                    prefetch_code,
+                    "claim_lease_ms incompatible with hard cap mode",
+                    note=f"prefetch_buffer=0 (hard-cap mode), claim_lease_ms={lease}",
+                    help_text=(
+                        "remove claim_lease_ms, or set prefetch_buffer > 0 to use soft-cap mode"
+                    ),
+                )
+            )
+        if cap is not None and prefetch > 0:
+            errors.append(
+                _config_error(
+                    cap_code,
+                    "cluster_wide_cap incompatible with prefetch mode",
+                    note=f"cluster_wide_cap={cap}, prefetch_buffer={prefetch}",
+                    help_text=(
+                        "a cluster-wide cap needs hard-cap mode: set prefetch_buffer=0,\n"
+                        "or remove cluster_wide_cap to keep prefetching"
+                    ),
+                )
+            )
+        return errors
+
+    # -- helpers used by the app, the broker and the worker ------------------------------------
+
+    def queue_names(self) -> list[str]:
+        """Queues of this app: ``["default"]`` in DEFAULT mode, else the custom queues in order."""
+        if self.queue_mode is QueueMode.DEFAULT or not self.custom_queues:
+            return [DEFAULT_QUEUE_NAME]
+        return [queue.name for queue in self.custom_queues]
+
+    def _custom_queue(self, name: str) -> CustomQueueConfig | None:
+        if self.queue_mode is QueueMode.DEFAULT or not self.custom_queues:
+            return None
+        for queue in self.custom_queues:
+            if queue.name == name:
+                return queue
+        return None
+
+    def _unknown_queue(self, name: str) -> ConfigurationError:
+        valid = ", ".join(f"'{queue}'" for queue in self.queue_names())
+        return ConfigurationError(
+            f"invalid queue_name '{name}'",
+            code=ErrorCode.TASK_INVALID_QUEUE,
+            notes=[f"valid queues: {valid}"],
+            help_text="use one of the configured queues, or add it to custom_queues",
+        )
+
+    def queue_priority(self, name: str) -> int:
+        """Effective priority of a queue (1 = most urgent): 100 in DEFAULT mode.
+
+        Raises `ConfigurationError` (E103) for a queue this config does not have.
+        """
+        if self.queue_mode is QueueMode.DEFAULT:
+            if name != DEFAULT_QUEUE_NAME:
+                raise self._unknown_queue(name)
+            return DEFAULT_QUEUE_PRIORITY
+        queue = self._custom_queue(name)
+        if queue is None:
+            raise self._unknown_queue(name)
+        return queue.priority
+
+    def queue_max_concurrency(self, name: str) -> int | None:
+        """Cluster-wide in-flight limit of a queue; None (no limit) in DEFAULT mode.
+
+        Raises `ConfigurationError` (E103) for a queue this config does not have.
+        """
+        if self.queue_mode is QueueMode.DEFAULT:
+            if name != DEFAULT_QUEUE_NAME:
+                raise self._unknown_queue(name)
+            return None
+        queue = self._custom_queue(name)
+        if queue is None:
+            raise self._unknown_queue(name)
+        return queue.max_concurrency
+
+    # -- logging ---------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Multi-line human-readable summary (password masked), as logged by `log_config`."""
+        lines = ["AppConfig:", f"  queue_mode: {self.queue_mode.value.upper()}"]
+        if self.custom_queues:
+            lines.append("  custom_queues:")
+            lines.extend(
+                f"    - {queue.name} (priority={queue.priority}, "
+                f"max_concurrency={queue.max_concurrency})"
+                for queue in self.custom_queues
+            )
+        if self.cluster_wide_cap is not None:
+            lines.append(f"  cluster_wide_cap: {self.cluster_wide_cap}")
+        lines.append(f"  prefetch_buffer: {self.prefetch_buffer}")
+        limit = self.max_payload_bytes
+        lines.append(f"  max_payload_bytes: {'unlimited' if limit is None else f'{limit:,}'}")
+        if self.claim_lease_ms is not None:
+            lines.append(f"  claim_lease_ms: {self.claim_lease_ms}ms")
+        lines.extend(
+            [
+                "  broker:",
+                f"    database_url: {self.broker.masked_url}",
+                f"    pool_size: {self.broker.pool_size}",
+                f"    max_overflow: {self.broker.max_overflow}",
+                "  recovery:",
+            ]
+        )
+        lines.extend(
+            f"    {name}: {getattr(self.recovery, name)}" for name in RecoveryConfig.model_fields
+        )
+        if self.schedule is not None:
+            lines.append("  schedule:")
+            lines.extend(f"    {line}" for line in self.schedule.describe_lines())
+        return "\n".join(lines)
+
+    def log_config(self, logger: logging.Logger | None = None) -> None:
+        """Log `describe()` at INFO on `logger` (default: the root logger).
+
+        Does nothing inside worker child processes (``HORSIES_CHILD_PROCESS=1``), so a worker
+        logs its configuration once, not once per child.
+        """
+        if os.environ.get("HORSIES_CHILD_PROCESS") == "1":
+            return
+        (logger if logger is not None else logging.getLogger()).info("%s", self.describe())
