@@ -13,8 +13,8 @@ import os
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
+from horsies.config.schedules import ScheduleConfig
 from horsies.results import TaskError, TaskResult
-from horsies.schedules import ScheduleConfig
 from horsies.tasks.retry import RetryPolicy
 
 ENV_URL = "HORSIES_SCHED_DATABASE_URL"

@@ -1,4 +1,4 @@
-"""Tests for horsies.schedules: every field, default and rule of the schedule models (05 §2-§4).
+"""Tests for horsies.config.schedules: every field, default and rule of the schedule models.
 
 Field type/range violations raise pydantic's ValidationError; library rules raise
 ConfigurationError E205 (collected into MultipleConfigurationErrors when several are found).
@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import horsies
-import horsies.schedules as schedules_module
+import horsies.config.schedules as schedules_module
 import pytest
 from horsies import (
     AppConfig,
@@ -30,13 +30,18 @@ from horsies import (
     Weekday,
     WeeklySchedule,
 )
+from horsies.config.schedules import (
+    SCHEDULE_NAME_MAX_LENGTH,
+    CronFields,
+    parse_cron,
+    resolve_timezone,
+)
 from horsies.errors import (
     ConfigurationError,
     ErrorCode,
     HorsiesError,
     MultipleConfigurationErrors,
 )
-from horsies.schedules import SCHEDULE_NAME_MAX_LENGTH, CronFields, parse_cron, resolve_timezone
 from pydantic import TypeAdapter, ValidationError
 
 E205 = ErrorCode.CONFIG_INVALID_SCHEDULE
@@ -667,7 +672,7 @@ def test_log_config_schedule_block(caplog: pytest.LogCaptureFixture) -> None:
             check_interval_seconds=5,
         )
     )
-    logger = logging.getLogger("test.horsies.schedules")
+    logger = logging.getLogger("test.horsies.config.schedules")
     with caplog.at_level(logging.INFO, logger=logger.name):
         config.log_config(logger)
     lines = [line.strip() for line in caplog.records[0].getMessage().splitlines()]

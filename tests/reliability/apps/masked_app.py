@@ -11,8 +11,8 @@ import os
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
+from horsies.config.schedules import IntervalSchedule, ScheduleConfig, TaskSchedule
 from horsies.results import TaskError, TaskResult
-from horsies.schedules import IntervalSchedule, ScheduleConfig, TaskSchedule
 
 from tests.reliability.ledger import record
 

@@ -16,15 +16,7 @@ from typing import Any
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RecoveryConfig
-from horsies.errors import (
-    ErrorCode,
-    MultipleValidationErrors,
-    ValidationReport,
-    WorkflowValidationError,
-    install_exception_hook,
-)
-from horsies.results import LibraryErrorCode, SubWorkflowError, TaskError, TaskResult
-from horsies.schedules import (
+from horsies.config.schedules import (
     CronSchedule,
     DailySchedule,
     HourlySchedule,
@@ -36,6 +28,14 @@ from horsies.schedules import (
     Weekday,
     WeeklySchedule,
 )
+from horsies.errors import (
+    ErrorCode,
+    MultipleValidationErrors,
+    ValidationReport,
+    WorkflowValidationError,
+    install_exception_hook,
+)
+from horsies.results import LibraryErrorCode, SubWorkflowError, TaskError, TaskResult
 from horsies.tasks.retry import RetryPolicy
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 from horsies.workflows.context import (

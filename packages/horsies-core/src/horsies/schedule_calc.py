@@ -30,7 +30,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final, assert_never
 
-from horsies.schedules import (
+from horsies.config.schedules import (
     CronFields,
     CronSchedule,
     DailySchedule,

@@ -14,8 +14,8 @@ from typing import Final
 
 from horsies.broker.schedule_ops import ScheduleState
 from horsies.codec import dumps_json
+from horsies.config.schedules import SchedulePattern
 from horsies.schedule_calc import missed_runs, next_run_after, plan_due_runs
-from horsies.schedules import SchedulePattern
 
 __all__ = [
     "ERROR_BACKOFF_MAX_S",

@@ -39,7 +39,7 @@ from horsies_scheduler.validation import resolve_schedules
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker.postgres import PostgresBroker
-    from horsies.schedules import ScheduleConfig
+    from horsies.config.schedules import ScheduleConfig
 
 __all__ = ["Scheduler", "prepare_scheduler", "run_scheduler"]
 

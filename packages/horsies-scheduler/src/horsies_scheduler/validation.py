@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from horsies.broker.enqueue import EnqueueRequest
 from horsies.broker.schedule_ops import ScheduleTarget
 from horsies.codec import args_to_json, kwargs_to_json
+from horsies.config.schedules import TaskSchedule
 from horsies.errors import (
     ConfigurationError,
     ErrorCode,
@@ -23,7 +24,6 @@ from horsies.errors import (
     NotRegistered,
     raise_collected,
 )
-from horsies.schedules import TaskSchedule
 
 from horsies_scheduler.calculator import config_hash
 

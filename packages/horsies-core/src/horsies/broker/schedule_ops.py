@@ -25,8 +25,8 @@ from horsies.broker.locks import advisory_key
 from horsies.broker.sql import schedules as sched_sql
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Pipeline, Query
+from horsies.config.schedules import SchedulePattern
 from horsies.schedule_calc import next_run_after, plan_due_runs
-from horsies.schedules import SchedulePattern
 
 __all__ = [
     "CATCH_UP_BATCH",

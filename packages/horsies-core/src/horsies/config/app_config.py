@@ -4,11 +4,11 @@ cluster cap, prefetch) and the queue look-ups the app, the broker and the worker
 from __future__ import annotations
 
 import logging
-import os
 from typing import Final, Self
 
 from pydantic import Field, model_validator
 
+from horsies import env
 from horsies.config.model import ConfigModel, duplicate_names
 from horsies.config.postgres import PostgresConfig
 from horsies.config.queues import (
@@ -18,8 +18,8 @@ from horsies.config.queues import (
     QueueMode,
 )
 from horsies.config.recovery import RecoveryConfig
+from horsies.config.schedules import ScheduleConfig
 from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
-from horsies.schedules import ScheduleConfig
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "MIN_MAX_PAYLOAD_BYTES", "AppConfig"]
 
@@ -274,6 +274,6 @@ class AppConfig(ConfigModel):
         Does nothing inside worker child processes (``HORSIES_CHILD_PROCESS=1``), so a worker
         logs its configuration once, not once per child.
         """
-        if os.environ.get("HORSIES_CHILD_PROCESS") == "1":
+        if env.flag(env.CHILD_PROCESS):
             return
         (logger if logger is not None else logging.getLogger()).info("%s", self.describe())

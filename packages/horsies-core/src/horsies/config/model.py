@@ -10,10 +10,7 @@ of being ignored). Two kinds of errors come out of them:
 
 Both are `ValueError`s, so ``except ValueError`` catches every configuration problem.
 
-``horsies.schedules`` builds its models on this module and `AppConfig` imports those for
-`AppConfig.schedule`, so this module imports no other configuration module. Importing it runs
-``horsies.config``'s ``__init__``, which needs the schedule models: ``horsies.config`` must be
-imported before ``horsies.schedules`` (``import horsies`` does, through ``horsies.app``).
+Every other configuration module builds on this one, so it imports none of them.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@ away from libpq's error messages and from logs."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 from typing import Any, Final
 
 from pydantic import Field, field_validator
 
+from horsies import env
 from horsies.config.model import ConfigModel
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.redact import MASK, SCHEME_RE, credential_ends, mask_database_url, url_password
@@ -38,11 +38,7 @@ def _check_libpq_syntax(url: str, *, deferrable: bool = True) -> None:
     broker: the worker's main process has checked the same URL already, and a child whose tasks
     send nothing then never loads the database driver (about 10 MiB per child).
     """
-    if (
-        deferrable
-        and os.environ.get("HORSIES_CHILD_PROCESS") == "1"
-        and "psycopg" not in sys.modules
-    ):
+    if deferrable and env.flag(env.CHILD_PROCESS) and "psycopg" not in sys.modules:
         return
     try:
         # Lazy: a worker child that leaves this check to its broker must not load psycopg.

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
+from horsies import env
 from horsies.errors.exceptions import HorsiesError
-from horsies.errors.terminal import colors_enabled, env_flag
+from horsies.errors.terminal import colors_enabled
 
 __all__ = ["install_exception_hook"]
 
@@ -20,12 +21,12 @@ _HOOK_MARKER: Final = "_horsies_exception_hook"
 
 def _make_hook(previous: _ExceptHook) -> _ExceptHook:
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        if not isinstance(exc, HorsiesError) or env_flag("HORSIES_PLAIN_ERRORS"):
+        if not isinstance(exc, HorsiesError) or env.flag(env.PLAIN_ERRORS):
             previous(exc_type, exc, tb)
             return
         stream = sys.stderr
         stream.write(exc.format_rust_style(use_colors=colors_enabled(stream)) + "\n")
-        if env_flag("HORSIES_VERBOSE"):
+        if env.flag(env.VERBOSE):
             stream.write("\nFull traceback (HORSIES_VERBOSE=1):\n")
             stream.write("".join(traceback.format_exception(exc_type, exc, tb)))
         stream.flush()

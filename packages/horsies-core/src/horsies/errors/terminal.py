@@ -1,19 +1,14 @@
-"""Terminal decisions for error output: whether to use colours, the palette, environment flags."""
+"""Terminal decisions for error output: whether to use colours, and the palette."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Final, TextIO
+from typing import TextIO
 
-__all__ = ["Palette", "colors_enabled", "env_flag"]
+from horsies import env
 
-_TRUTHY: Final = frozenset({"1", "true", "yes"})
-
-
-def env_flag(name: str) -> bool:
-    """True if the environment variable `name` is 1, true or yes (any case, blanks ignored)."""
-    return os.environ.get(name, "").strip().lower() in _TRUTHY
+__all__ = ["Palette", "colors_enabled"]
 
 
 def colors_enabled(stream: TextIO | None = None) -> bool:
@@ -22,9 +17,9 @@ def colors_enabled(stream: TextIO | None = None) -> bool:
     `HORSIES_FORCE_COLOR` in {1, true, yes} forces colours on; otherwise a set `NO_COLOR` turns them
     off; otherwise colours are used only when the stream is a TTY.
     """
-    if env_flag("HORSIES_FORCE_COLOR"):
+    if env.flag(env.FORCE_COLOR):
         return True
-    if "NO_COLOR" in os.environ:
+    if env.NO_COLOR in os.environ:
         return False
     target = sys.stderr if stream is None else stream
     if target is None:  # pyright: ignore[reportUnnecessaryComparison]  # sys.stderr is None under pythonw

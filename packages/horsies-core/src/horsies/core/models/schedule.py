@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from horsies.schedules import (
+from horsies.config.schedules import (
     CronSchedule,
     DailySchedule,
     HourlySchedule,
