@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from horsies.broker.migrations import apply_migrations_sync
+from horsies.broker import PostgresBroker
 from horsies.config import PostgresConfig
 from psycopg import sql
 from syce.models import TASK_STATUSES, WORKFLOW_STATUSES
@@ -87,9 +87,14 @@ def run(server_url: str, finished: int) -> dict[str, tuple[float, float]]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        conninfo = PostgresConfig(database_url=url).conninfo
+        config = PostgresConfig(database_url=url)
+        broker = PostgresBroker(config)
+        try:
+            broker.ensure_schema_initialized_sync()
+        finally:
+            broker.close()
+        conninfo = config.conninfo
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            apply_migrations_sync(conn)
             for statement in SEED:
                 conn.execute(statement, {"finished": finished})  # type: ignore[arg-type]
             conn.execute("VACUUM ANALYZE")

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from psycopg import sql
+from schema_setup import migrate
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
@@ -88,8 +89,6 @@ def _drop_database(cluster: PgCluster, name: str) -> None:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """Start (or connect to) the session's PostgreSQL and build the migrated template database."""
-    from horsies.broker.migrations import apply_migrations_sync
-
     server: EmbeddedServer | None = None
     env_url = os.environ.get("HORSIES_TEST_DATABASE_URL")
     if env_url:
@@ -105,8 +104,7 @@ def pg_cluster() -> Iterator[PgCluster]:
     try:
         with _admin(cluster) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
-        with psycopg.connect(cluster.conninfo_for(template), autocommit=True) as conn:
-            apply_migrations_sync(conn)
+        migrate(cluster.url_for(template))
         yield cluster
     finally:
         try:
@@ -164,8 +162,12 @@ def broker(database_url: str) -> Iterator[PostgresBroker]:
     """A ``PostgresBroker`` on the module's database (small pool), closed after the test."""
     from horsies.broker import PostgresBroker
     from horsies.config import PostgresConfig
+    from horsies.workflows.store.hooks import WORKFLOW_STORE
 
-    b = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=1, max_overflow=8))
+    b = PostgresBroker(
+        PostgresConfig(database_url=database_url, pool_size=1, max_overflow=8),
+        workflows=WORKFLOW_STORE,
+    )
     try:
         yield b
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from horsies.broker import BrokerError, PostgresBroker
+from horsies.broker.programs import Run
 
 
 def lose_next_call(
@@ -16,36 +17,41 @@ def lose_next_call(
     run_first: bool,
     only: Callable[[Any], bool] = lambda op: True,
 ) -> list[str]:
-    """Make the broker's next ``_run_sync``/``_run_async`` call whose operation passes ``only``
-    fail with a lost connection: after running it (it committed, the reply was lost) or before
-    (it never ran). Returns the actions of every call, in order."""
+    """Make the broker's next statement run (by its sync or async driver) whose operation passes
+    ``only`` fail with a lost connection: after running it (it committed, the reply was lost) or
+    before (it never ran). Returns the actions of every run, in order."""
     calls: list[str] = []
     lost = BrokerError("connection to the database lost", connection_lost=True)
-    real_sync, real_async = broker._run_sync, broker._run_async  # pyright: ignore[reportPrivateUsage]
+    sync, asynchronous = broker._sync, broker._async  # pyright: ignore[reportPrivateUsage]
+    real_sync, real_async = sync.run, asynchronous.run
     armed = [True]
 
-    def hit(op: Any) -> bool:
-        if armed[0] and only(op):
+    def hit(effect: Run[Any]) -> bool:
+        if armed[0] and only(effect.op):
             armed[0] = False
             return True
         return False
 
-    def run_sync(op: Any, *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if hit(op):
+    def run_sync(effect: Run[Any], **kw: Any) -> Any:
+        if kw.get("bootstrap"):
+            return real_sync(effect, **kw)  # the migrations, not a call of the broker's API
+        calls.append(effect.action)
+        if hit(effect):
             if run_first:
-                real_sync(op, action=action, **kw)
+                real_sync(effect, **kw)
             raise lost
-        return real_sync(op, action=action, **kw)
+        return real_sync(effect, **kw)
 
-    async def run_async(op: Any, *, action: str, **kw: Any) -> Any:
-        calls.append(action)
-        if hit(op):
+    async def run_async(effect: Run[Any], **kw: Any) -> Any:
+        if kw.get("bootstrap"):
+            return await real_async(effect, **kw)
+        calls.append(effect.action)
+        if hit(effect):
             if run_first:
-                await real_async(op, action=action, **kw)
+                await real_async(effect, **kw)
             raise lost
-        return await real_async(op, action=action, **kw)
+        return await real_async(effect, **kw)
 
-    monkeypatch.setattr(broker, "_run_sync", run_sync)
-    monkeypatch.setattr(broker, "_run_async", run_async)
+    monkeypatch.setattr(sync, "run", run_sync)
+    monkeypatch.setattr(asynchronous, "run", run_async)
     return calls

@@ -20,6 +20,9 @@ import pytest
 from db_rows import sql
 from horsies.app import Horsies
 from horsies.broker import ClaimRequest, PostgresBroker, QueueClaimSpec
+from horsies.broker.driver_errors import NoConnection
+from horsies.broker.driver_sync import SyncPool
+from horsies.broker.pool_rules import PoolLimits
 from horsies.codec import SerializationError, args_from_json, task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
 from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
@@ -179,7 +182,7 @@ async def test_queue_with_dots_dashes_and_capitals_notifies_and_claims(
             await asyncio.sleep(0.02)
         assert handle.task_id in received  # the insert trigger's NOTIFY reached the channel
         request = ClaimRequest(queues=[QueueClaimSpec(ODD_QUEUE, priority=7)], local_budget=5)
-        claimed = await broker.claim_tasks("audit-worker", request)
+        claimed = await broker.claim_async("audit-worker", request)
         assert [task.id for task in claimed] == [handle.task_id]
         assert claimed[0].queue_name == ODD_QUEUE
     finally:
@@ -280,34 +283,32 @@ async def test_monitoring_methods_return_the_documented_keys(
     assert await broker.get_worker_states() == []
 
 
-# -- PostgresConfig pool settings reach the pools (D1) --------------------------------------------
+# -- PostgresConfig pool settings reach the pools -------------------------------------------------
 
 
-def test_pool_settings_map_onto_psycopg_pool(database_url: str) -> None:
+def test_pool_settings_map_onto_the_pool(database_url: str) -> None:
     config = PostgresConfig(
         database_url=database_url,
         pool_size=2,
-        max_overflow=3,
-        pool_timeout=7,
+        max_overflow=1,
+        pool_timeout=1,
         pool_recycle=99,
         pool_pre_ping=False,
     )
-    broker = PostgresBroker(config)
+    limits = PoolLimits.from_config(config, "p")
+    assert (limits.min_size, limits.max_size) == (2, 3)
+    assert (limits.timeout_s, limits.lifetime_s, limits.pre_ping) == (1.0, 99.0, False)
+    pool = SyncPool(config)
     try:
-        broker.ensure_schema_initialized_sync()
-        pool = broker._sync_pool._get_pool()  # pyright: ignore[reportPrivateUsage]
-        assert (pool.min_size, pool.max_size) == (2, 5)
-        assert (pool.timeout, pool.max_lifetime) == (7, 99)
-        assert pool._check is None  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
+        held = [pool.getconn() for _ in range(3)]
+        started = time.monotonic()
+        with pytest.raises(NoConnection, match="all 3 connections of the pool are in use"):
+            pool.getconn()
+        assert time.monotonic() - started >= 0.9  # waited pool_timeout for one to come back
+        for conn in held:
+            pool.putconn(conn, failed=False)
     finally:
-        broker.close()
-    pinged = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=1))
-    try:
-        pinged.ensure_schema_initialized_sync()
-        pool = pinged._sync_pool._get_pool()  # pyright: ignore[reportPrivateUsage]
-        assert pool._check is not None  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
-    finally:
-        pinged.close()
+        pool.close()
 
 
 class _Records(logging.Handler):

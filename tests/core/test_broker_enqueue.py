@@ -13,7 +13,7 @@ import pytest
 from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker
 from horsies.codec import SerializationError
 from horsies.config import PostgresConfig
-from horsies.tasks.retry import RetryPolicy, TaskOptions
+from horsies.retry import RetryPolicy, TaskOptions
 from psycopg.rows import dict_row
 
 

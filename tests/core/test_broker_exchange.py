@@ -19,11 +19,13 @@ from horsies.broker import (
     PostgresBroker,
     QueueClaimSpec,
     TaskOutcome,
+    driver_async,
+    driver_sync,
     exchange,
-    pools,
     steps,
 )
-from horsies.broker.pools import run_op_async, run_op_sync
+from horsies.broker.driver_async import run_op as run_op_async
+from horsies.broker.driver_sync import run_op as run_op_sync
 from horsies.broker.sql import tasks as task_sql
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
@@ -61,7 +63,7 @@ async def test_claim_moves_pending_tasks_straight_to_running_for_the_given_pids(
         await broker.enqueue_async(
             "mod.t", (i,), task_id=task_id, priority=priority, sent_at=base + timedelta(seconds=i)
         )
-    exchange = await broker.finish_and_start_tasks(W1, "host-a", request=req(2), pids=[4001, 4002])
+    exchange = await broker.exchange_async(W1, "host-a", request=req(2), pids=[4001, 4002])
     assert [(s.task.id, s.pid) for s in exchange.started] == [("urgent", 4001), ("late", 4002)]
     assert exchange.full
     assert exchange.started[0].task.args == "[1]"
@@ -76,7 +78,7 @@ async def test_claim_moves_pending_tasks_straight_to_running_for_the_given_pids(
     assert r["started_at"] is not None
     assert row(clean_db, "next")["status"] == "PENDING"
     # Fewer claimable tasks than idle children: not full, the extra pid gets nothing.
-    again = await broker.finish_and_start_tasks(W1, "host-a", request=req(2), pids=[4003, 4004])
+    again = await broker.exchange_async(W1, "host-a", request=req(2), pids=[4003, 4004])
     assert [(s.task.id, s.pid) for s in again.started] == [("next", 4003)]
     assert not again.full
 
@@ -88,31 +90,29 @@ async def test_claim_honours_due_time_expiry_and_leases(
     await broker.enqueue_async("t", task_id="future", sent_at=now + timedelta(minutes=5))
     await broker.enqueue_async("t", task_id="expired", good_until=now - timedelta(seconds=1))
     await broker.enqueue_async("t", task_id="leased")
-    await broker.claim_tasks(W2, req(1, soft_cap=True, claim_lease_ms=60_000))
-    exchange = await broker.finish_and_start_tasks(W1, "h", request=req(3), pids=[1, 2, 3])
+    await broker.claim_async(W2, req(1, soft_cap=True, claim_lease_ms=60_000))
+    exchange = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
     assert exchange.started == []  # nothing due, unexpired and unleased
     sql(clean_db, "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 second'")
-    exchange = await broker.finish_and_start_tasks(W1, "h", request=req(3), pids=[1, 2, 3])
+    exchange = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
     assert [s.task.id for s in exchange.started] == ["leased"]  # an expired lease is claimable
     assert row(clean_db, "leased")["claimed_by_worker_id"] == W1
     # The first owner lost it: its start is refused.
-    assert await broker.start_tasks(W2, "h", [("leased", 9)]) == set()
+    assert await broker.start_async(W2, "h", [("leased", 9)]) == set()
 
 
 async def test_finish_and_start_writes_every_outcome_and_starts_the_next_tasks(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["ok", "bad", "again", "next"])
-    first = await broker.finish_and_start_tasks(W1, "h", request=req(3), pids=[1, 2, 3])
+    first = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
     assert [s.task.id for s in first.started] == ["ok", "bad", "again"]
     outcomes = [
         TaskOutcome("ok", OK_JSON, True, retry_count=0),
         TaskOutcome("bad", ERR_JSON, False, failed_reason="no luck", retry_count=0),
         TaskOutcome("again", ERR_JSON, False, retry_delay_s=30, retry_count=0),
     ]
-    second = await broker.finish_and_start_tasks(
-        W1, "h", outcomes=outcomes, request=req(3), pids=[1, 2, 3]
-    )
+    second = await broker.exchange_async(W1, "h", outcomes=outcomes, request=req(3), pids=[1, 2, 3])
     assert second.finished == {"ok", "bad", "again"}
     assert [s.task.id for s in second.started] == ["next"]  # the retry is not due yet
     ok, bad, again = row(clean_db, "ok"), row(clean_db, "bad"), row(clean_db, "again")
@@ -126,7 +126,7 @@ async def test_finish_and_start_writes_every_outcome_and_starts_the_next_tasks(
     assert again["next_retry_at"] == again["sent_at"]
     assert again["next_retry_at"] > datetime.now(UTC) + timedelta(seconds=20)
     # A duplicate or stale result changes nothing.
-    stale = await broker.finish_and_start_tasks(
+    stale = await broker.exchange_async(
         W1, "h", outcomes=[TaskOutcome("ok", ERR_JSON, False, retry_count=0)]
     )
     assert stale.finished == set()
@@ -139,9 +139,9 @@ async def test_outcome_texts_survive_the_json_batch_unchanged(
     task_id = 'we"ird\\ id ✓ 🐎'
     result = task_result_to_json(TaskResult(ok={"s": 'quote " backslash \\ \u00e9 \n nul \x00'}))
     await enqueue_ordered(broker, [task_id])
-    await broker.finish_and_start_tasks(W1, "h", request=req(1), pids=[1])
+    await broker.exchange_async(W1, "h", request=req(1), pids=[1])
     outcome = TaskOutcome(task_id, result, True, failed_reason="r\u00e9ason", retry_count=0)
-    done = await broker.finish_and_start_tasks(W1, "h", outcomes=[outcome])
+    done = await broker.exchange_async(W1, "h", outcomes=[outcome])
     assert done.finished == {task_id}
     r = row(clean_db, task_id)
     assert (r["result"], r["failed_reason"]) == (result, "r\u00e9ason")
@@ -152,13 +152,13 @@ async def test_outcomes_of_another_worker_or_attempt_are_refused(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["x"])
-    await broker.finish_and_start_tasks(W1, "h", request=req(1), pids=[1])
-    refused = await broker.finish_and_start_tasks(
+    await broker.exchange_async(W1, "h", request=req(1), pids=[1])
+    refused = await broker.exchange_async(
         W2, "h", outcomes=[TaskOutcome("x", OK_JSON, True, retry_count=0)]
     )
     assert refused.finished == set()
     stale = TaskOutcome("x", OK_JSON, True, retry_count=3)
-    assert (await broker.finish_and_start_tasks(W1, "h", outcomes=[stale])).finished == set()
+    assert (await broker.exchange_async(W1, "h", outcomes=[stale])).finished == set()
     assert row(clean_db, "x")["status"] == "RUNNING"
 
 
@@ -173,7 +173,7 @@ async def test_two_workers_exchanging_concurrently_never_start_a_task_twice(
             started: list[str] = []
             running: list[str] = []
             while True:
-                exchange = await b.finish_and_start_tasks(
+                exchange = await b.exchange_async(
                     worker,
                     "h",
                     outcomes=[TaskOutcome(t, OK_JSON, True, retry_count=0) for t in running],
@@ -211,13 +211,13 @@ async def test_several_queues_are_claimed_most_urgent_first_in_one_transaction(
         [EnqueueRequest("t", queue_name="slow") for _ in range(3)]
         + [EnqueueRequest("t", queue_name="fast") for _ in range(2)]
     )
-    exchange = await broker.finish_and_start_tasks(W1, "h", request=req(3, queues), pids=[1, 2, 3])
+    exchange = await broker.exchange_async(W1, "h", request=req(3, queues), pids=[1, 2, 3])
     assert [(s.task.queue_name, s.pid) for s in exchange.started] == [
         ("fast", 1), ("fast", 2), ("slow", 3),
     ]  # fmt: skip
     # max_claim_batch caps each queue per pass: the exchange is full while a child stays idle.
     await broker.enqueue_many_async([EnqueueRequest("t", queue_name="fast") for _ in range(2)])
-    capped = await broker.finish_and_start_tasks(
+    capped = await broker.exchange_async(
         W1, "h", request=req(3, queues, max_claim_batch=1), pids=[4, 5, 6]
     )
     assert [(s.task.queue_name, s.pid) for s in capped.started] == [("fast", 4), ("slow", 5)]
@@ -230,16 +230,16 @@ async def test_cluster_caps_and_soft_cap_keep_the_claimed_phase(broker: Postgres
     assert not exchange.can_start_directly(req(1, [QueueClaimSpec("q", max_concurrency=2)]))
     assert exchange.can_start_directly(req(1))
     with pytest.raises(ValueError, match="hard-cap"):
-        await broker.finish_and_start_tasks(W1, "h", request=req(1, cluster_wide_cap=5), pids=[1])
+        await broker.exchange_async(W1, "h", request=req(1, cluster_wide_cap=5), pids=[1])
 
 
 async def test_reconcile_sends_this_workers_untracked_running_rows_back_to_pending(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["kept", "done", "orphan", "theirs"])
-    await broker.finish_and_start_tasks(W1, "h", request=req(3), pids=[1, 2, 3])
-    await broker.finish_and_start_tasks(W2, "h", request=req(1), pids=[9])
-    exchange = await broker.finish_and_start_tasks(
+    await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
+    await broker.exchange_async(W2, "h", request=req(1), pids=[9])
+    exchange = await broker.exchange_async(
         W1,
         "h",
         outcomes=[TaskOutcome("done", OK_JSON, True, retry_count=0)],
@@ -256,17 +256,15 @@ async def test_reconcile_sends_this_workers_untracked_running_rows_back_to_pendi
         None, None, None,
     )  # fmt: skip
     assert orphan["retry_count"] == 0  # it never ran: not an attempt
-    assert await broker.requeue_untracked_running(W2, []) == ["theirs"]
+    assert await broker.requeue_untracked_async(W2, []) == ["theirs"]
 
 
 async def test_reconcile_and_claim_in_one_exchange_restart_the_orphan(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["orphan"])
-    await broker.finish_and_start_tasks(W1, "h", request=req(1), pids=[1])  # reply "lost"
-    exchange = await broker.finish_and_start_tasks(
-        W1, "h", request=req(1), pids=[2], keep_running_ids=[]
-    )
+    await broker.exchange_async(W1, "h", request=req(1), pids=[1])  # reply "lost"
+    exchange = await broker.exchange_async(W1, "h", request=req(1), pids=[2], keep_running_ids=[])
     assert exchange.requeued == ["orphan"]
     assert [(s.task.id, s.pid) for s in exchange.started] == [("orphan", 2)]
     assert row(clean_db, "orphan")["worker_pid"] == 2
@@ -351,17 +349,17 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
 
 async def test_finish_can_skip_the_capacity_wake_up(broker: PostgresBroker, clean_db: str) -> None:
     await enqueue_ordered(broker, ["quiet", "loud"])
-    await broker.finish_and_start_tasks(W1, "h", request=req(2), pids=[1, 2])
+    await broker.exchange_async(W1, "h", request=req(2), pids=[1, 2])
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("LISTEN task_new")
         conn.execute("LISTEN task_done")
-        done = await broker.finish_tasks(
+        done = await broker.finish_async(
             [TaskOutcome("quiet", OK_JSON, True)], worker_id=W1, notify_capacity=False
         )
-        assert done == {"quiet"}
+        assert done.ids == {"quiet"}
         got = [(n.channel, n.payload) for n in conn.notifies(timeout=1)]
         assert got == [("task_done", "quiet")]
-        await broker.finish_tasks([TaskOutcome("loud", OK_JSON, True)], worker_id=W1)
+        await broker.finish_async([TaskOutcome("loud", OK_JSON, True)], worker_id=W1)
         got = [(n.channel, n.payload) for n in conn.notifies(timeout=5, stop_after=2)]
         assert sorted(got) == [("task_done", "loud"), ("task_new", "capacity")]
 
@@ -370,7 +368,7 @@ async def test_finish_can_skip_the_capacity_wake_up(broker: PostgresBroker, clea
 def test_a_pipeline_is_all_or_nothing(
     clean_db: str, monkeypatch: pytest.MonkeyPatch, pipeline_mode: bool
 ) -> None:
-    monkeypatch.setattr(pools, "_PIPELINE_SUPPORTED", pipeline_mode)
+    monkeypatch.setattr(driver_sync, "_PIPELINE_SUPPORTED", pipeline_mode)
     insert: LiteralString = (
         "INSERT INTO horsies_tasks (id, task_name, queue_name) VALUES (%(id)s, 't', 'q')"
     )
@@ -396,10 +394,10 @@ def test_a_pipeline_is_all_or_nothing(
 async def test_the_exchange_works_without_pipeline_mode(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pools, "_PIPELINE_SUPPORTED", False)
+    monkeypatch.setattr(driver_async, "_PIPELINE_SUPPORTED", False)
     await enqueue_ordered(broker, ["a", "b"])
-    first = await broker.finish_and_start_tasks(W1, "h", request=req(1), pids=[1])
-    second = await broker.finish_and_start_tasks(
+    first = await broker.exchange_async(W1, "h", request=req(1), pids=[1])
+    second = await broker.exchange_async(
         W1, "h", outcomes=[TaskOutcome("a", OK_JSON, True, retry_count=0)], request=req(1), pids=[2]
     )
     assert [s.task.id for s in first.started] == ["a"]

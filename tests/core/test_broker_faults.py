@@ -15,7 +15,6 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,9 @@ import psycopg
 import pytest
 from db_rows import row, sql
 from horsies.broker import BrokerError, ClaimRequest, PostgresBroker, QueueClaimSpec, steps
-from horsies.broker.pools import has_unread_input
+from horsies.broker.pool_rules import ConnectFailures, has_unread_input, next_delay
+from horsies.broker.programs import Run
+from horsies.broker.steps import Query, run_query
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskResult
@@ -65,7 +66,7 @@ def test_terminated_pooled_connections_are_replaced_without_a_failed_send(
         broker.close()
     assert len(sql(clean_db, "SELECT id FROM horsies_tasks")) == 12
     assert len(set(ids)) == 6
-    assert took < 0.9, took  # psycopg-pool's back-off would add 1 s per further dead connection
+    assert took < 0.9, took  # dead idle connections are dropped at once, without a back-off
 
 
 def test_unread_input_marks_a_terminated_connection(clean_db: str) -> None:
@@ -97,10 +98,13 @@ async def test_pool_timeout_of_a_busy_pool_says_all_connections_are_in_use(
     )
     try:
         await broker.ensure_schema_initialized()
-        pools = broker._async_pools  # pyright: ignore[reportPrivateUsage]
-        async with pools.connection():
-            with pytest.raises(BrokerError) as raised:
-                await broker.get_queue_stats()
+        busy = asyncio.create_task(
+            broker.execute_async(run_query(Query("SELECT pg_sleep(3)")), action="sleeping")
+        )
+        await asyncio.sleep(0.2)  # let the sleeper take the pool's only connection
+        with pytest.raises(BrokerError) as raised:
+            await broker.get_queue_stats()
+        await busy
     finally:
         await broker.close_async()
     assert not raised.value.unreachable
@@ -108,57 +112,31 @@ async def test_pool_timeout_of_a_busy_pool_says_all_connections_are_in_use(
 
 
 def test_pools_retry_connecting_at_least_every_two_seconds() -> None:
-    from horsies.broker.pools import _Backoff  # pyright: ignore[reportPrivateUsage]
-
-    attempt = _Backoff(timeout=300)
-    delays: list[float] = []
-    for _ in range(10):
-        attempt.update_delay(time.monotonic())
-        delays.append(attempt.delay)
-    assert 0.2 <= delays[0] <= 0.3
-    assert delays == sorted(delays)
-    assert max(delays) == pytest.approx(2.0)  # psycopg-pool's own: 1, 2, 4, ... 512 s
+    delays = [next_delay(attempt) for attempt in range(1, 11)]
+    assert delays[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert (
+        delays[4:] == [2.0] * 6
+    )  # back within about 2 s of the database, however long it was away
 
 
-def test_repeated_connection_errors_are_logged_once_per_pool_per_interval() -> None:
-    def record(pool: str) -> logging.LogRecord:
-        return logging.LogRecord(
-            "psycopg.pool",
-            logging.WARNING,
-            "pool.py",
-            1,
-            "error connecting in %r: %s",
-            (pool, OSError("connection refused")),
-            None,
-        )
-
-    logger = logging.getLogger("psycopg.pool")
-    one, two = (f"horsies-{uuid.uuid4().hex}" for _ in range(2))
-    assert [logger.filter(record(p)) for p in (one, one, two)] == [True, False, True]
-    assert [logger.filter(record("someone-else")) for _ in range(2)] == [True, True]
-
-
-@pytest.mark.parametrize(
-    ("pool", "error", "kept"),
-    [
-        ("horsies-cancel-test", asyncio.CancelledError(), False),
-        ("horsies-cancel-test", OSError("connection refused"), True),
-        ("someone-else", asyncio.CancelledError(), True),
-    ],
-)
-def test_connects_cancelled_at_pool_close_are_not_logged_as_errors(
-    pool: str, error: BaseException, kept: bool
+def test_repeated_connection_errors_are_logged_once_per_pool_per_interval(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    record = logging.LogRecord(
-        "psycopg.pool",
-        logging.WARNING,
-        "pool.py",
-        1,
-        "error connecting in %r: %s",
-        (pool, error),
-        None,
+    one, two = ConnectFailures("horsies-one"), ConnectFailures("horsies-two")
+    with caplog.at_level(logging.WARNING, logger="horsies"):
+        for failures in (one, one, two, one):
+            failures.record(OSError("connection refused for postgresql://u:secret@h/db"))
+    lines = [r.getMessage() for r in caplog.records if "error connecting" in r.getMessage()]
+    assert lines == [
+        "error connecting in 'horsies-one': connection refused for postgresql://u:***@h/db",
+        "error connecting in 'horsies-two': connection refused for postgresql://u:***@h/db",
+    ]
+    one.clear()  # a success: the next failure is news again
+    with caplog.at_level(logging.WARNING, logger="horsies"):
+        one.record(OSError("connection refused"))
+    assert (
+        caplog.records[-1].getMessage() == "error connecting in 'horsies-one': connection refused"
     )
-    assert logging.getLogger("psycopg.pool").filter(record) is kept
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -242,13 +220,13 @@ async def test_start_lost_after_commit_still_reports_the_task_started(
 ) -> None:
     await broker.enqueue_async("t", task_id="s1")
     request = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=0)
-    assert [t.id for t in await broker.claim_tasks("w1", request)] == ["s1"]
+    assert [t.id for t in await broker.claim_async("w1", request)] == ["s1"]
     lose_next_call(monkeypatch, broker, run_first=True)
-    assert await broker.start_tasks("w1", "host", [("s1", 41)]) == {"s1"}
+    assert await broker.start_async("w1", "host", [("s1", 41)]) == {"s1"}
     assert row(clean_db, "s1")["status"] == "RUNNING"
     monkeypatch.undo()
     # A separate later call still refuses to start a running task.
-    assert await broker.start_tasks("w1", "host", [("s1", 41)]) == set()
+    assert await broker.start_async("w1", "host", [("s1", 41)]) == set()
 
 
 # -- result waits ----------------------------------------------------------------------------------
@@ -267,15 +245,16 @@ class _Outage:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, broker: PostgresBroker) -> None:
         self.down = threading.Event()
         self.failed_reads = 0
-        real = broker._read_result_sync  # pyright: ignore[reportPrivateUsage]
+        driver = broker._sync  # pyright: ignore[reportPrivateUsage]
+        real = driver.run
 
-        def read(task_id: str) -> Any:
-            if self.down.is_set():
+        def run(effect: Run[Any], *, bootstrap: bool = False) -> Any:
+            if effect.action == "get_result" and self.down.is_set():
                 self.failed_reads += 1
                 raise BrokerError("get_result failed: database unreachable", unreachable=True)
-            return real(task_id)
+            return real(effect, bootstrap=bootstrap)
 
-        monkeypatch.setattr(broker, "_read_result_sync", read)
+        monkeypatch.setattr(driver, "run", run)
 
 
 def _get_in_background(

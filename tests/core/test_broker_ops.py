@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ from horsies.broker import (
     enqueue,
     heartbeats,
     locks,
+    programs,
     recovery,
     retrieval,
 )
@@ -29,12 +29,12 @@ from horsies.results import LibraryErrorCode, TaskResult
 
 def test_wait_plan_none_and_zero_wait_forever_with_fallback_polls() -> None:
     for timeout in (None, 0, -5):
-        plan = retrieval.WaitPlan(timeout, now=100.0)
-        assert plan.next_wait(now=1e9) == retrieval.FALLBACK_POLL_S
+        plan = programs.WaitPlan(timeout, now=100.0)
+        assert plan.next_wait(now=1e9) == programs.FALLBACK_POLL_S
 
 
 def test_wait_plan_positive_timeout_polls_at_most_every_5s_until_deadline() -> None:
-    plan = retrieval.WaitPlan(12_000, now=100.0)
+    plan = programs.WaitPlan(12_000, now=100.0)
     assert plan.next_wait(now=100.0) == 5.0
     assert plan.next_wait(now=110.0) == pytest.approx(2.0)
     assert plan.next_wait(now=112.0) is None
@@ -94,7 +94,7 @@ def test_heartbeat_query_rows_and_empty_batch() -> None:
 
 
 def test_worker_crashed_reason_formats_seconds() -> None:
-    _, reason = recovery.worker_crashed_result(
+    _, reason = recovery._worker_crashed(  # pyright: ignore[reportPrivateUsage]
         1500, worker_pid=1, worker_hostname="h", worker_id="w", started_at=None,
         last_heartbeat=None, detected_at=datetime.now(UTC),
     )  # fmt: skip
@@ -115,10 +115,6 @@ def _app_connections(conninfo: str) -> int:
 def test_async_pool_per_loop_is_closed_when_the_loop_shuts_down(
     database_url: str, database_conninfo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # psycopg-pool logs a connection attempt that asyncio.run's cancellation interrupted, with
-    # the exception; pytest's log capture would keep that record, and through its traceback the
-    # half-open connection, alive until the end of the test.
-    monkeypatch.setattr(logging.getLogger("psycopg.pool"), "level", logging.ERROR)
     broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=2))
     try:
         for _ in range(2):  # a second asyncio.run gets a fresh pool on its own loop

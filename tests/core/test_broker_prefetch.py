@@ -43,14 +43,14 @@ async def test_one_call_finishes_starts_fills_free_slots_and_claims_with_a_lease
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["a", "b", "c", "d", "e", "f", "g"])
-    first = await broker.finish_start_and_claim(W1, "host", request=req(2))
+    first = await broker.prefetch_exchange_async(W1, "host", request=req(2))
     assert [t.id for t in first.claimed] == ["a", "b"]
     claimed = row(clean_db, "a")
     assert claimed["status"] == "CLAIMED"
     assert claimed["claim_expires_at"] is not None
 
     # a, b were handed to children; two more free slots and a budget of 5 in total.
-    second = await broker.finish_start_and_claim(
+    second = await broker.prefetch_exchange_async(
         W1, "host", starts=[("a", 11), ("b", 12)], direct_pids=[11, 12], request=req(5)
     )
     assert second.started == {"a", "b"}
@@ -60,7 +60,7 @@ async def test_one_call_finishes_starts_fills_free_slots_and_claims_with_a_lease
     assert (a["status"], a["worker_pid"], a["claim_expires_at"]) == ("RUNNING", 11, None)
     assert (c["status"], c["worker_pid"], c["claimed_by_worker_id"]) == ("RUNNING", 11, W1)
 
-    third = await broker.finish_start_and_claim(
+    third = await broker.prefetch_exchange_async(
         W1, "host", outcomes=[TaskOutcome("a", OK_JSON, True, retry_count=0)]
     )
     assert third.finished == {"a"}
@@ -74,15 +74,15 @@ async def test_a_claim_taken_by_another_worker_is_not_started(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["mine", "lost"])
-    await broker.finish_start_and_claim(W1, "h", request=req(2))
+    await broker.prefetch_exchange_async(W1, "h", request=req(2))
     # The lease on "lost" expired and another worker claimed it.
     sql(
         clean_db,
         "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 s' WHERE id = 'lost'",
     )
-    taken = await broker.finish_start_and_claim(W2, "h", request=req(1))
+    taken = await broker.prefetch_exchange_async(W2, "h", request=req(1))
     assert [t.id for t in taken.claimed] == ["lost"]
-    exchange = await broker.finish_start_and_claim(W1, "h", starts=[("mine", 1), ("lost", 2)])
+    exchange = await broker.prefetch_exchange_async(W1, "h", starts=[("mine", 1), ("lost", 2)])
     assert exchange.started == {"mine"}
     assert row(clean_db, "lost")["claimed_by_worker_id"] == W2
 
@@ -91,10 +91,10 @@ async def test_after_a_failed_call_its_tasks_are_given_back(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await enqueue_ordered(broker, ["kept", "started", "claimed"])
-    await broker.finish_start_and_claim(W1, "h", request=req(3))
+    await broker.prefetch_exchange_async(W1, "h", request=req(3))
     # A call whose reply was lost started "started" and "kept"; the worker only kept "kept".
-    await broker.finish_start_and_claim(W1, "h", starts=[("kept", 1), ("started", 2)])
-    exchange = await broker.finish_start_and_claim(
+    await broker.prefetch_exchange_async(W1, "h", starts=[("kept", 1), ("started", 2)])
+    exchange = await broker.prefetch_exchange_async(
         W1, "h", release_ids=["started", "claimed"], keep_running_ids=["kept"]
     )
     assert exchange == type(exchange)()
@@ -112,29 +112,29 @@ async def test_several_queues_share_the_budget_most_urgent_first(
     request = req(4, queues)
     assert prefetch.prefetch_exchange_needs_transaction(request, 0)
     assert not prefetch.prefetch_exchange_needs_transaction(req(4), 2)
-    exchange = await broker.finish_start_and_claim(W1, "h", direct_pids=[5], request=request)
+    exchange = await broker.prefetch_exchange_async(W1, "h", direct_pids=[5], request=request)
     assert [s.task.id for s in exchange.direct] == ["u1"]
     assert sorted(t.id for t in exchange.claimed) == ["l1", "l2", "u2"]
 
 
 async def test_cluster_caps_are_refused(broker: PostgresBroker) -> None:
     with pytest.raises(ValueError, match="cluster-wide"):
-        await broker.finish_start_and_claim(
+        await broker.prefetch_exchange_async(
             W1, "h", request=req(1, [QueueClaimSpec("q", max_concurrency=2)])
         )
 
 
 async def test_requeue_running_names_its_rows(broker: PostgresBroker, clean_db: str) -> None:
     await enqueue_ordered(broker, ["queued", "running", "theirs", "claimed"])
-    await broker.finish_start_and_claim(W1, "h", direct_pids=[1, 2], request=req(2))
-    await broker.finish_start_and_claim(W2, "h", direct_pids=[3], request=req(1))
-    await broker.finish_start_and_claim(W1, "h", request=req(1))
+    await broker.prefetch_exchange_async(W1, "h", direct_pids=[1, 2], request=req(2))
+    await broker.prefetch_exchange_async(W2, "h", direct_pids=[3], request=req(1))
+    await broker.prefetch_exchange_async(W1, "h", request=req(1))
     assert statuses(clean_db) == {
         "queued": "RUNNING", "running": "RUNNING", "theirs": "RUNNING", "claimed": "CLAIMED",
     }  # fmt: skip
-    requeued = await broker.requeue_running(W1, ["queued", "theirs", "claimed"])
+    requeued = await broker.requeue_running_async(W1, ["queued", "theirs", "claimed"])
     assert requeued == ["queued"]
     assert statuses(clean_db)["queued"] == "PENDING"
     assert row(clean_db, "queued")["started_at"] is None
     assert row(clean_db, "queued")["retry_count"] == 0
-    assert await broker.requeue_running(W1, []) == []
+    assert await broker.requeue_running_async(W1, []) == []

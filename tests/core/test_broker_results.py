@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from horsies.broker import PostgresBroker, retrieval
+from horsies.broker import PostgresBroker, programs
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
@@ -151,7 +151,7 @@ def test_notification_wakes_the_waiter_well_before_the_fallback_poll(
 def test_lost_notification_is_covered_by_the_fallback_poll(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(retrieval, "FALLBACK_POLL_S", 0.3)
+    monkeypatch.setattr(programs, "FALLBACK_POLL_S", 0.3)
     task_id = broker.enqueue("t")
     thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=20_000))
     _wait_for_waiter(broker)

@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from horsies.broker.migrations import (
-    LATEST_VERSION,
-    apply_migrations_sync,
-    next_migration,
-)
+from horsies.broker import PostgresBroker
+from horsies.broker.migrations import LATEST_VERSION, next_migration
 from horsies.broker.sql import heartbeats, monitoring, schema, tasks
+from horsies.config import PostgresConfig
 from psycopg import sql
 
 if TYPE_CHECKING:
@@ -38,6 +36,14 @@ def empty_db(pg_cluster: PgCluster) -> Iterator[str]:
             )
 
 
+def _migrate(conninfo: str) -> None:
+    broker = PostgresBroker(PostgresConfig(database_url=conninfo, pool_size=1))
+    try:
+        broker.ensure_schema_initialized_sync()
+    finally:
+        broker.close()
+
+
 def _versions(conninfo: str) -> list[int]:
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
@@ -54,19 +60,19 @@ def test_migrations_are_numbered_without_gaps() -> None:
 
 
 def test_fresh_database_is_migrated_and_recorded(empty_db: str) -> None:
-    with psycopg.connect(empty_db, autocommit=True) as conn:
-        assert apply_migrations_sync(conn) == LATEST_VERSION
+    _migrate(empty_db)
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))
 
 
 def test_migrating_twice_changes_nothing(empty_db: str) -> None:
+    _migrate(empty_db)
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        apply_migrations_sync(conn)
         conn.execute(
             "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
             "VALUES ('keep-me', 't', 'default', 'PENDING', now())"
         )
-        assert apply_migrations_sync(conn) == LATEST_VERSION
+    _migrate(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM horsies_tasks").fetchone() == (1,)
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))
 
@@ -74,16 +80,19 @@ def test_migrating_twice_changes_nothing(empty_db: str) -> None:
 @pytest.mark.timeout(60)
 def test_ten_concurrent_migrators_apply_each_migration_once(empty_db: str) -> None:
     start = threading.Barrier(10)
-    results: list[int] = []
+    done: list[bool] = []
     errors: list[BaseException] = []
 
     def migrate() -> None:
+        broker = PostgresBroker(PostgresConfig(database_url=empty_db, pool_size=1))
         try:
-            with psycopg.connect(empty_db, autocommit=True) as conn:
-                start.wait(timeout=20)
-                results.append(apply_migrations_sync(conn))
+            start.wait(timeout=20)
+            broker.ensure_schema_initialized_sync()
+            done.append(True)
         except BaseException as exc:
             errors.append(exc)
+        finally:
+            broker.close()
 
     threads = [threading.Thread(target=migrate) for _ in range(10)]
     for t in threads:
@@ -91,7 +100,7 @@ def test_ten_concurrent_migrators_apply_each_migration_once(empty_db: str) -> No
     for t in threads:
         t.join(timeout=40)
     assert not errors, errors
-    assert results == [LATEST_VERSION] * 10
+    assert done == [True] * 10
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))
 
 

@@ -25,7 +25,7 @@ from horsies.broker import (
 from horsies.codec import task_result_from_json, task_result_to_json
 from horsies.config import PostgresConfig, RecoveryConfig
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy, TaskOptions
+from horsies.retry import RetryPolicy, TaskOptions
 
 W1, W2 = "worker-one", "worker-two"
 DEFAULT_Q = [QueueClaimSpec("default")]
@@ -42,8 +42,8 @@ def claim_req(budget: int, queues: list[QueueClaimSpec] = DEFAULT_Q, **kw: Any) 
 async def claim_and_start(
     broker: PostgresBroker, n: int = 1, worker: str = W1
 ) -> list[ClaimedTask]:
-    claimed = await broker.claim_tasks(worker, claim_req(n))
-    started = await broker.start_tasks(
+    claimed = await broker.claim_async(worker, claim_req(n))
+    started = await broker.start_async(
         worker, "host-a", [(t.id, 4000 + i) for i, t in enumerate(claimed)]
     )
     assert started == {t.id for t in claimed}
@@ -60,7 +60,7 @@ async def test_claim_order_is_priority_then_fifo(broker: PostgresBroker, clean_d
         await broker.enqueue_async(
             "t", task_id=name, priority=priority, sent_at=base + timedelta(seconds=second)
         )
-    one_by_one = [t.id for _ in spec for t in await broker.claim_tasks(W1, claim_req(1))]
+    one_by_one = [t.id for _ in spec for t in await broker.claim_async(W1, claim_req(1))]
     assert one_by_one == ["b", "d", "e", "a", "c"]
 
 
@@ -73,7 +73,7 @@ async def test_claim_returns_rows_in_order_and_marks_them(
             "mod.t", (i,), {"k": i}, task_id=f"t{i}", priority=priority,
             sent_at=base + timedelta(seconds=i), max_retries=2, task_options="{}",
         )  # fmt: skip
-    claimed = await broker.claim_tasks(W1, claim_req(10))
+    claimed = await broker.claim_async(W1, claim_req(10))
     assert [t.id for t in claimed] == ["t1", "t3", "t0", "t2"]
     first = claimed[0]
     assert (first.task_name, first.queue_name, first.priority, first.args, first.kwargs) == (
@@ -94,7 +94,7 @@ async def test_claim_skips_rows_locked_by_another_transaction(
     await broker.enqueue_async("t", task_id="second", sent_at=base + timedelta(seconds=1))
     with psycopg.connect(clean_db) as other:
         other.execute("SELECT id FROM horsies_tasks WHERE id = 'first' FOR UPDATE")
-        claimed = await asyncio.wait_for(broker.claim_tasks(W1, claim_req(2)), 5)
+        claimed = await asyncio.wait_for(broker.claim_async(W1, claim_req(2)), 5)
         other.rollback()
     assert [t.id for t in claimed] == ["second"]
 
@@ -108,7 +108,7 @@ async def test_two_concurrent_claimers_never_share_a_task(
 
         async def drain(b: PostgresBroker, worker: str) -> list[str]:
             got: list[str] = []
-            while batch := await b.claim_tasks(worker, claim_req(7)):
+            while batch := await b.claim_async(worker, claim_req(7)):
                 got += [t.id for t in batch]
             return got
 
@@ -134,7 +134,7 @@ async def test_only_due_unexpired_tasks_are_claimable(
     sql(clean_db, "UPDATE horsies_tasks SET next_retry_at = now() + interval '1 hour' "
         "WHERE id = 'retry-later'")  # fmt: skip
     await broker.enqueue_async("t", task_id="other-queue", queue_name="elsewhere")
-    claimed = await broker.claim_tasks(W1, claim_req(10))
+    claimed = await broker.claim_async(W1, claim_req(10))
     assert [t.id for t in claimed] == ["due"]
     expired = await broker.get_expired_tasks()
     assert [e["id"] for e in expired] == ["expired"]
@@ -147,7 +147,7 @@ async def test_soft_cap_claims_carry_a_lease_and_expired_leases_are_reclaimed(
 ) -> None:
     await broker.enqueue_async("t", task_id="leased")
     soft = {"soft_cap": True, "claim_lease_ms": 60_000}
-    [first] = await broker.claim_tasks(W1, claim_req(1, **soft))
+    [first] = await broker.claim_async(W1, claim_req(1, **soft))
     lease = row(clean_db, "leased")["claim_expires_at"]
     assert lease is not None
     assert (
@@ -155,14 +155,14 @@ async def test_soft_cap_claims_carry_a_lease_and_expired_leases_are_reclaimed(
         < lease - row(clean_db, "leased")["claimed_at"]
         <= timedelta(seconds=61)
     )
-    assert await broker.claim_tasks(W2, claim_req(1, **soft)) == []  # lease still valid
+    assert await broker.claim_async(W2, claim_req(1, **soft)) == []  # lease still valid
     sql(clean_db, "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 second'")
-    [again] = await broker.claim_tasks(W2, claim_req(1, **soft))
+    [again] = await broker.claim_async(W2, claim_req(1, **soft))
     assert again.id == first.id
     assert row(clean_db, "leased")["claimed_by_worker_id"] == W2
     # The first owner lost the claim: its start is refused.
-    assert await broker.start_tasks(W1, "host", [("leased", 1)]) == set()
-    assert await broker.start_tasks(W2, "host", [("leased", 2)]) == {"leased"}
+    assert await broker.start_async(W1, "host", [("leased", 1)]) == set()
+    assert await broker.start_async(W2, "host", [("leased", 2)]) == {"leased"}
 
 
 async def test_queue_max_concurrency_counts_in_flight_cluster_wide(
@@ -170,19 +170,19 @@ async def test_queue_max_concurrency_counts_in_flight_cluster_wide(
 ) -> None:
     queues = [QueueClaimSpec("q", 1, max_concurrency=3)]
     await broker.enqueue_many_async([EnqueueRequest("t", queue_name="q") for _ in range(10)])
-    first = await broker.claim_tasks(W2, claim_req(2, queues))  # another worker holds 2
+    first = await broker.claim_async(W2, claim_req(2, queues))  # another worker holds 2
     assert len(first) == 2
-    mine = await broker.claim_tasks(W1, claim_req(10, queues))
+    mine = await broker.claim_async(W1, claim_req(10, queues))
     assert len(mine) == 1
-    assert await broker.claim_tasks(W1, claim_req(10, queues)) == []
+    assert await broker.claim_async(W1, claim_req(10, queues)) == []
 
 
 async def test_cluster_wide_cap_and_max_claim_batch(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t") for _ in range(10)])
-    assert len(await broker.claim_tasks(W1, claim_req(10, max_claim_batch=3))) == 3
+    assert len(await broker.claim_async(W1, claim_req(10, max_claim_batch=3))) == 3
     capped = claim_req(10, cluster_wide_cap=5)
-    assert len(await broker.claim_tasks(W2, capped)) == 2  # 3 already in flight
-    assert await broker.claim_tasks(W2, capped) == []
+    assert len(await broker.claim_async(W2, capped)) == 2  # 3 already in flight
+    assert await broker.claim_async(W2, capped) == []
 
 
 async def test_strict_priority_across_queues(broker: PostgresBroker, clean_db: str) -> None:
@@ -191,7 +191,7 @@ async def test_strict_priority_across_queues(broker: PostgresBroker, clean_db: s
         [EnqueueRequest("t", queue_name="slow") for _ in range(5)]
         + [EnqueueRequest("t", queue_name="fast") for _ in range(2)]
     )
-    claimed = await broker.claim_tasks(W1, claim_req(4, queues))
+    claimed = await broker.claim_async(W1, claim_req(4, queues))
     assert [t.queue_name for t in claimed] == ["fast", "fast", "slow", "slow"]
 
 
@@ -201,9 +201,9 @@ async def test_strict_priority_across_queues(broker: PostgresBroker, clean_db: s
 async def test_start_moves_owned_claims_to_running(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_async("t", task_id="s1")
     await broker.enqueue_async("t", task_id="s2")
-    await broker.claim_tasks(W1, claim_req(2))
-    assert await broker.start_tasks(W2, "host-b", [("s1", 11)]) == set()  # not the owner
-    assert await broker.start_tasks(W1, "host-a", [("s1", 11), ("s2", 12), ("nope", 13)]) == {
+    await broker.claim_async(W1, claim_req(2))
+    assert await broker.start_async(W2, "host-b", [("s1", 11)]) == set()  # not the owner
+    assert await broker.start_async(W1, "host-a", [("s1", 11), ("s2", 12), ("nope", 13)]) == {
         "s1",
         "s2",
     }
@@ -214,14 +214,23 @@ async def test_start_moves_owned_claims_to_running(broker: PostgresBroker, clean
     assert r["worker_process_name"] == "worker-11"
     assert r["started_at"] is not None
     assert r["claim_expires_at"] is None
-    assert await broker.start_tasks(W1, "host-a", [("s1", 11)]) == set()  # already running
+    assert await broker.start_async(W1, "host-a", [("s1", 11)]) == set()  # already running
+
+
+async def finish(
+    broker: PostgresBroker, outcomes: list[TaskOutcome], *, worker_id: str | None
+) -> set[str]:
+    """The ids a finish wrote."""
+    return (await broker.finish_async(outcomes, worker_id=worker_id)).ids
 
 
 async def test_finish_writes_completed_and_failed(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=i) for i in ("ok", "bad")])
     await claim_and_start(broker, 2)
-    done = await broker.finish_tasks(
-        [TaskOutcome("ok", OK_JSON, True), TaskOutcome("bad", ERR_JSON, False)], worker_id=W1
+    done = await finish(
+        broker,
+        [TaskOutcome("ok", OK_JSON, True), TaskOutcome("bad", ERR_JSON, False)],
+        worker_id=W1,
     )
     assert done == {"ok", "bad"}
     ok, bad = row(clean_db, "ok"), row(clean_db, "bad")
@@ -236,17 +245,17 @@ async def test_finish_is_guarded_by_status_owner_and_attempt(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await broker.enqueue_async("t", task_id="g")
-    assert await broker.finish_tasks([TaskOutcome("g", OK_JSON, True)], worker_id=None) == set()
+    assert await finish(broker, [TaskOutcome("g", OK_JSON, True)], worker_id=None) == set()
     await claim_and_start(broker)
-    assert await broker.finish_tasks([TaskOutcome("g", OK_JSON, True)], worker_id=W2) == set()
+    assert await finish(broker, [TaskOutcome("g", OK_JSON, True)], worker_id=W2) == set()
     stale = TaskOutcome("g", OK_JSON, True, retry_count=5)
-    assert await broker.finish_tasks([stale], worker_id=W1) == set()
+    assert await finish(broker, [stale], worker_id=W1) == set()
     assert row(clean_db, "g")["status"] == "RUNNING"
-    assert await broker.finish_tasks(
-        [TaskOutcome("g", OK_JSON, True, retry_count=0)], worker_id=W1
-    ) == {"g"}
+    assert await finish(broker, [TaskOutcome("g", OK_JSON, True, retry_count=0)], worker_id=W1) == {
+        "g"
+    }
     # A second (duplicate) result changes nothing.
-    assert await broker.finish_tasks([TaskOutcome("g", ERR_JSON, False)], worker_id=W1) == set()
+    assert await finish(broker, [TaskOutcome("g", ERR_JSON, False)], worker_id=W1) == set()
     assert row(clean_db, "g")["status"] == "COMPLETED"
 
 
@@ -256,16 +265,14 @@ async def test_retry_outcome_sends_the_task_back_to_pending(
     await broker.enqueue_async("t", task_id="r", max_retries=3)
     await claim_and_start(broker)
     before = datetime.now(UTC)
-    done = await broker.finish_tasks(
-        [TaskOutcome("r", ERR_JSON, False, retry_delay_s=30)], worker_id=W1
-    )
+    done = await finish(broker, [TaskOutcome("r", ERR_JSON, False, retry_delay_s=30)], worker_id=W1)
     assert done == {"r"}
     r = row(clean_db, "r")
     assert (r["status"], r["retry_count"], r["result"], r["claimed"]) == ("PENDING", 1, None, False)
     assert (r["claimed_by_worker_id"], r["claimed_at"]) == (None, None)
     assert r["next_retry_at"] == r["sent_at"]
     assert before + timedelta(seconds=25) < r["next_retry_at"] < before + timedelta(seconds=40)
-    assert await broker.claim_tasks(W1, claim_req(1)) == []  # not due yet
+    assert await broker.claim_async(W1, claim_req(1)) == []  # not due yet
 
 
 async def test_finish_wakes_workers_with_a_capacity_notification(
@@ -276,17 +283,17 @@ async def test_finish_wakes_workers_with_a_capacity_notification(
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("LISTEN task_new")
         conn.execute("LISTEN task_done")
-        await broker.finish_tasks([TaskOutcome("n", OK_JSON, True)], worker_id=W1)
+        await finish(broker, [TaskOutcome("n", OK_JSON, True)], worker_id=W1)
         got = {(n.channel, n.payload) for n in conn.notifies(timeout=5, stop_after=2)}
     assert got == {("task_new", "capacity"), ("task_done", "n")}
 
 
 async def test_release_returns_unstarted_claims(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=f"c{i}") for i in range(3)])
-    claimed = await broker.claim_tasks(W1, claim_req(3))
-    await broker.start_tasks(W1, "h", [("c0", 1)])
-    assert await broker.release_claimed(W2, [t.id for t in claimed]) == 0  # not the owner
-    assert await broker.release_claimed(W1, [t.id for t in claimed]) == 2  # c0 is running
+    claimed = await broker.claim_async(W1, claim_req(3))
+    await broker.start_async(W1, "h", [("c0", 1)])
+    assert await broker.release_claimed_async(W2, [t.id for t in claimed]) == 0  # not the owner
+    assert await broker.release_claimed_async(W1, [t.id for t in claimed]) == 2  # c0 is running
     r = row(clean_db, "c1")
     assert (r["status"], r["claimed"], r["claimed_by_worker_id"], r["claimed_at"]) == (
         "PENDING", False, None, None,
@@ -300,8 +307,8 @@ async def test_release_returns_unstarted_claims(broker: PostgresBroker, clean_db
 async def test_heartbeats_are_one_row_per_task_and_role(
     broker: PostgresBroker, clean_db: str
 ) -> None:
-    await broker.write_heartbeats(W1, "host-a", 100, ["c1", "c2"], [("r1", 201), ("r2", 202)])
-    await broker.write_heartbeats(W1, "host-a", 100, [], [])  # nothing to write
+    await broker.write_heartbeats_async(W1, "host-a", 100, ["c1", "c2"], [("r1", 201), ("r2", 202)])
+    await broker.write_heartbeats_async(W1, "host-a", 100, [], [])  # nothing to write
     beats = sql(clean_db, "SELECT task_id, sender_id, role, hostname, pid FROM horsies_heartbeats "
                 "ORDER BY task_id")  # fmt: skip
     assert beats == [
@@ -337,9 +344,9 @@ async def test_worker_states_latest_snapshot_per_worker(
             queue_priorities={"default": 100}, cpu_percent=1.5,
         )  # fmt: skip
 
-    await broker.insert_worker_state(state(W1, 1))
-    await broker.insert_worker_state(state(W1, 3))
-    await broker.insert_worker_state(state(W2, 2))
+    await broker.insert_worker_state_async(state(W1, 1))
+    await broker.insert_worker_state_async(state(W1, 3))
+    await broker.insert_worker_state_async(state(W2, 2))
     sql(clean_db, "UPDATE horsies_worker_states SET snapshot_at = now() - interval '1 second' "
         "WHERE tasks_running = 1")  # fmt: skip
     states = await broker.get_worker_states()
@@ -362,11 +369,11 @@ async def test_reaper_requeues_stale_claims_only(broker: PostgresBroker, clean_d
     await broker.enqueue_many_async(
         [EnqueueRequest("t", task_id=i) for i in ("old", "beating", "new")]
     )
-    await broker.claim_tasks(W1, claim_req(3))
+    await broker.claim_async(W1, claim_req(3))
     sql(clean_db, "UPDATE horsies_tasks SET claimed_at = now() - interval '1 hour' "
         "WHERE id IN ('old', 'beating')")  # fmt: skip
-    await broker.write_heartbeats(W1, "h", 1, ["beating"], [])
-    report = await broker.reap(RECOVERY)
+    await broker.write_heartbeats_async(W1, "h", 1, ["beating"], [])
+    report = await broker.reap_async(RECOVERY)
     assert (report.requeued, report.failed, report.retried, report.ran) == (1, 0, 0, True)
     statuses = {r["id"]: r["status"] for r in sql(clean_db, "SELECT id, status FROM horsies_tasks")}
     assert statuses == {"old": "PENDING", "beating": "CLAIMED", "new": "CLAIMED"}
@@ -379,12 +386,12 @@ async def test_reaper_fails_stale_running_tasks_with_worker_crashed(
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=i) for i in ("dead", "alive")])
     await claim_and_start(broker, 2)
     sql(clean_db, "UPDATE horsies_tasks SET started_at = now() - interval '1 hour'")
-    await broker.write_heartbeats(W1, "h", 1, [], [("alive", 4001)])
+    await broker.write_heartbeats_async(W1, "h", 1, [], [("alive", 4001)])
     stale = await broker.get_stale_tasks(stale_threshold_minutes=2)
     assert [s["id"] for s in stale] == ["dead"]
     assert set(stale[0]) >= {"id", "worker_hostname", "worker_pid", "worker_process_name",
                              "last_heartbeat", "started_at", "task_name"}  # fmt: skip
-    report = await broker.reap(RECOVERY)
+    report = await broker.reap_async(RECOVERY)
     assert (report.requeued, report.failed, report.retried) == (0, 1, 0)
     dead = row(clean_db, "dead")
     assert dead["status"] == "FAILED"
@@ -401,9 +408,7 @@ async def test_reaper_fails_stale_running_tasks_with_worker_crashed(
     assert error.data["stale_threshold_ms"] == 60_000
     assert row(clean_db, "alive")["status"] == "RUNNING"
     # A result arriving after the reaper failed the task changes nothing.
-    late = await broker.finish_tasks(
-        [TaskOutcome("dead", OK_JSON, True, retry_count=0)], worker_id=W1
-    )
+    late = await finish(broker, [TaskOutcome("dead", OK_JSON, True, retry_count=0)], worker_id=W1)
     assert late == set()
     assert row(clean_db, "dead")["status"] == "FAILED"
 
@@ -420,7 +425,7 @@ async def test_reaper_retries_crashed_tasks_that_ask_for_it_d10(
     )
     await claim_and_start(broker)
     sql(clean_db, "UPDATE horsies_tasks SET started_at = now() - interval '1 hour'")
-    report = await broker.reap(RECOVERY)
+    report = await broker.reap_async(RECOVERY)
     assert (report.failed, report.retried) == (0, 1)
     r = row(clean_db, "retry-me")
     assert (r["status"], r["retry_count"], r["claimed_by_worker_id"]) == ("PENDING", 1, None)
@@ -428,12 +433,12 @@ async def test_reaper_retries_crashed_tasks_that_ask_for_it_d10(
     assert "Worker process crashed" in r["failed_reason"]
     # The late result of the crashed attempt cannot finish the task.
     late = TaskOutcome("retry-me", OK_JSON, True, retry_count=0)
-    assert await broker.finish_tasks([late], worker_id=None) == set()
+    assert await finish(broker, [late], worker_id=None) == set()
     # Once retries are exhausted the next crash fails the task.
     sql(clean_db, "UPDATE horsies_tasks SET next_retry_at = now(), sent_at = now()")
     await claim_and_start(broker)
     sql(clean_db, "UPDATE horsies_tasks SET started_at = now() - interval '1 hour'")
-    report = await broker.reap(RECOVERY)
+    report = await broker.reap_async(RECOVERY)
     assert (report.failed, report.retried) == (1, 0)
 
 
@@ -441,15 +446,15 @@ async def test_reaper_steps_follow_the_recovery_flags(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=i) for i in ("c", "r")])
-    await broker.claim_tasks(W1, claim_req(2))
-    await broker.start_tasks(W1, "h", [("r", 1)])
+    await broker.claim_async(W1, claim_req(2))
+    await broker.start_async(W1, "h", [("r", 1)])
     sql(
         clean_db,
         "UPDATE horsies_tasks SET claimed_at = now() - interval '1 hour', "
         "started_at = CASE WHEN id = 'r' THEN now() - interval '1 hour' END",
     )
     off = RecoveryConfig(auto_requeue_stale_claimed=False, auto_fail_stale_running=False)
-    assert await broker.reap(off) == ReapReport(0, 0, 0)
+    assert await broker.reap_async(off) == ReapReport(0, 0, 0)
     assert {r["status"] for r in sql(clean_db, "SELECT status FROM horsies_tasks")} == {
         "CLAIMED", "RUNNING",
     }  # fmt: skip
@@ -459,15 +464,15 @@ async def test_only_one_reaper_runs_at_a_time(broker: PostgresBroker, clean_db: 
     from horsies.broker.locks import REAPER_LOCK_KEY
 
     await broker.enqueue_async("t", task_id="x")
-    await broker.claim_tasks(W1, claim_req(1))
+    await broker.claim_async(W1, claim_req(1))
     sql(clean_db, "UPDATE horsies_tasks SET claimed_at = now() - interval '1 hour'")
     with psycopg.connect(clean_db) as other:
         other.execute("SELECT pg_advisory_xact_lock(%s)", (REAPER_LOCK_KEY,))
-        report = await asyncio.wait_for(broker.reap(RECOVERY), 5)
+        report = await asyncio.wait_for(broker.reap_async(RECOVERY), 5)
         other.rollback()
     assert not report.ran
     assert row(clean_db, "x")["status"] == "CLAIMED"
-    assert broker.reap_sync(RECOVERY).requeued == 1
+    assert broker.reap(RECOVERY).requeued == 1
 
 
 # -- monitoring twins ----------------------------------------------------------------------------
@@ -479,7 +484,7 @@ async def test_monitoring_methods(broker: PostgresBroker, clean_db: str) -> None
         + [EnqueueRequest("t", task_id="other", queue_name="other")]
     )
     await claim_and_start(broker, 2)
-    await broker.claim_tasks(W1, claim_req(1))
+    await broker.claim_async(W1, claim_req(1))
     stats = {s["queue_name"]: s for s in await broker.get_queue_stats()}
     assert {k: stats["default"][k] for k in ("pending", "claimed", "running", "completed")} == {
         "pending": 1, "claimed": 1, "running": 2, "completed": 0,
@@ -514,11 +519,11 @@ async def test_empty_batches_do_not_touch_the_database(database_url: str) -> Non
         PostgresConfig(database_url=database_url.replace("/horsies_t", "/missing_"), pool_timeout=1)
     )
     try:
-        assert await broken.claim_tasks(W1, claim_req(0)) == []
-        assert await broken.start_tasks(W1, "h", []) == set()
-        assert await broken.finish_tasks([], worker_id=W1) == set()
-        assert await broken.release_claimed(W1, []) == 0
-        await broken.write_heartbeats(W1, "h", 1, [], [])
+        assert await broken.claim_async(W1, claim_req(0)) == []
+        assert await broken.start_async(W1, "h", []) == set()
+        assert (await broken.finish_async([], worker_id=W1)).ids == set()
+        assert await broken.release_claimed_async(W1, []) == 0
+        await broken.write_heartbeats_async(W1, "h", 1, [], [])
     finally:
         await broken.close_async()
 
@@ -527,6 +532,6 @@ async def test_empty_batches_do_not_touch_the_database(database_url: str) -> Non
 def test_notify_helper(broker: PostgresBroker, clean_db: str, payload: str) -> None:
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("LISTEN task_queue_default")
-        broker.notify_sync("task_queue_default", payload)
+        broker.notify("task_queue_default", payload)
         got = [(n.channel, n.payload) for n in conn.notifies(timeout=5, stop_after=1)]
     assert got == [("task_queue_default", payload)]

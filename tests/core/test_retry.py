@@ -10,7 +10,7 @@ import orjson
 import pytest
 from horsies.codec import task_result_from_json, task_result_to_json
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.retry import (
+from horsies.retry import (
     RetryPolicy,
     TaskOptions,
     decide_retry,

@@ -27,8 +27,8 @@ from horsies.errors import (
     TaskDefinitionError,
 )
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.retry import RetryPolicy
 from horsies.tasks.decorator import TaskFunction, default_task_name, run_task_function
-from horsies.tasks.retry import RetryPolicy
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 

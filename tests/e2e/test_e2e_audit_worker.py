@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from apps.audit_app import IMPORT_SEND_TASK, ODD_NAME, create_app
-from conftest import Db, StartWorker, WorkerProcess, wait_until
+from e2e_harness import Db, StartWorker, WorkerProcess, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Db, StartWorker, WorkerProcess, producer_app, wait_until
+from e2e_harness import ROOT, Db, StartWorker, WorkerProcess, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode, TaskError, TaskResult

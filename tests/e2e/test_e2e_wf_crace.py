@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Db, StartWorker, WorkerProcess, producer_app, wait_until
+from e2e_harness import Db, StartWorker, WorkerProcess, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.results import LibraryErrorCode
 from horsies.workflows.status import WorkflowStatus

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Db, StartWorker, producer_app, wait_until
+from e2e_harness import Db, StartWorker, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.results import LibraryErrorCode, TaskResult

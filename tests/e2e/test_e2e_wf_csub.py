@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Db, StartWorker, WorkerProcess, producer_app
+from e2e_harness import Db, StartWorker, WorkerProcess, producer_app
 from horsies.app import Horsies
-from horsies.results import LibraryErrorCode, SubWorkflowError
-from horsies.workflows.context import SubWorkflowSummary
+from horsies.results import LibraryErrorCode
+from horsies.workflows.context import SubWorkflowError, SubWorkflowSummary
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.nodes import NodeKey
 from horsies.workflows.status import WorkflowStatus

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Db, StartWorker, WorkerProcess, wait_until
+from e2e_harness import ROOT, Db, StartWorker, WorkerProcess, wait_until
 from horsies import (
     Horsies,
     LibraryErrorCode,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Db, StartWorker, WorkerProcess
+from e2e_harness import ROOT, Db, StartWorker, WorkerProcess
 from horsies import (
     Horsies,
     LibraryErrorCode,

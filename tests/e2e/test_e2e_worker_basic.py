@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from apps.basic import create_app
-from conftest import Db, StartWorker, WorkerProcess, wait_until
+from e2e_harness import Db, StartWorker, WorkerProcess, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode

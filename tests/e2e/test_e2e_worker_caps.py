@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 from apps.caps import CLUSTER_CAP, LIMITED_MAX, create_app
-from conftest import StartWorker, producer_app
+from e2e_harness import StartWorker, producer_app
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

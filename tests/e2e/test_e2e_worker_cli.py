@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from e2e_harness import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from apps.throughput import create_app
-from conftest import Db, StartWorker, producer_app, wait_until
+from e2e_harness import Db, StartWorker, producer_app, wait_until
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

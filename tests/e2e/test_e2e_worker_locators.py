@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from apps.throughput import create_app
-from conftest import StartWorker, producer_app
+from e2e_harness import StartWorker, producer_app
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -6,7 +6,7 @@ import signal
 import sys
 
 import pytest
-from conftest import ROOT, Db, StartWorker, wait_until
+from e2e_harness import ROOT, Db, StartWorker, wait_until
 from horsies.broker import PostgresBroker
 from horsies.codec import task_result_from_json
 from horsies.config import PostgresConfig

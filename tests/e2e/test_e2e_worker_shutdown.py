@@ -12,7 +12,7 @@ import time
 
 import pytest
 from apps.recovery import create_app
-from conftest import Db, StartWorker, producer_app
+from e2e_harness import Db, StartWorker, producer_app
 from horsies.app import Horsies
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode

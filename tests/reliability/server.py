@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import psycopg
-from horsies.broker.migrations import apply_migrations_sync
 from horsies.embedded import EmbeddedServer, start_embedded
 from psycopg import sql
+from schema_setup import migrate
 
 from tests.reliability.ledger import create_ledger
 
@@ -61,8 +61,7 @@ class RestartableServer:
         self.start()
         with psycopg.connect(self.conninfo_for("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            apply_migrations_sync(conn)
+        migrate(self.url)
         create_ledger(self.conninfo)
 
     @property

@@ -15,7 +15,7 @@ from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.config.schedules import ScheduleConfig
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.retry import RetryPolicy
 
 ENV_URL = "HORSIES_SCHED_DATABASE_URL"
 ENV_SPEC = "HORSIES_SCHED_SPEC"

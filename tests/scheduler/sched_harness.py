@@ -26,10 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from horsies.config import PostgresConfig
 from process_harness import LoggedProcess, child_env
-from psycopg.rows import dict_row
 
 APP_LOCATOR = "tests.scheduler.sched_app:app"
 ENV_URL = "HORSIES_SCHED_DATABASE_URL"
@@ -120,52 +117,3 @@ def scheduler_factory(database_url: str, log_dir: Path) -> Iterator[StartSchedul
     finally:
         for process in started:
             process.reap()
-
-
-class SchedDb:
-    """Direct reads of the tasks and schedule state tables, and test-only writes."""
-
-    def __init__(self, database_url: str) -> None:
-        self.conninfo = PostgresConfig(database_url=database_url).conninfo
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            return cursor.execute(sql, params).fetchall()  # type: ignore[arg-type]
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            conn.execute(sql, params)  # type: ignore[arg-type]
-
-    def tasks(self, task_name: str | None = None) -> list[dict[str, Any]]:
-        """Task rows (optionally of one task name) in insertion order."""
-        if task_name is None:
-            return self.query("SELECT * FROM horsies_tasks ORDER BY created_at, sent_at")
-        return self.query(
-            "SELECT * FROM horsies_tasks WHERE task_name = %s ORDER BY created_at, sent_at",
-            (task_name,),
-        )
-
-    def task_count(self) -> int:
-        return int(self.query("SELECT count(*) AS n FROM horsies_tasks")[0]["n"])
-
-    def state(self, name: str) -> dict[str, Any] | None:
-        rows = self.query("SELECT * FROM horsies_schedule_state WHERE schedule_name = %s", (name,))
-        return rows[0] if rows else None
-
-    def states(self) -> dict[str, dict[str, Any]]:
-        return {r["schedule_name"]: r for r in self.query("SELECT * FROM horsies_schedule_state")}
-
-    def set_next_run(self, name: str, seconds_from_now: float) -> datetime:
-        """Move a schedule's stored next run to ``now() + seconds_from_now`` (database clock)."""
-        rows = self.query(
-            "UPDATE horsies_schedule_state "
-            "SET next_run_at = now() + make_interval(secs => %s) "
-            "WHERE schedule_name = %s RETURNING next_run_at",
-            (seconds_from_now, name),
-        )
-        assert rows, f"no state row for {name}"
-        return rows[0]["next_run_at"]
-
-    def now(self) -> datetime:
-        return self.query("SELECT clock_timestamp() AS now")[0]["now"]

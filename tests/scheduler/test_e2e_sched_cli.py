@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from db_rows import Db
 from process_harness import wait_until
 from sched_harness import (
-    SchedDb,
     StartScheduler,
     interval_schedule,
     scheduler_factory,
@@ -32,14 +32,14 @@ def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartSchedule
 
 
 @pytest.fixture
-def sched_db(database_url: str, clean_db: str) -> SchedDb:
+def sched_db(database_url: str, clean_db: str) -> Db:
     del clean_db
-    return SchedDb(database_url)
+    return Db(database_url)
 
 
 @pytest.mark.timeout(90)
 def test_one_second_interval_enqueues_on_time_for_ten_seconds(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     proc = start_scheduler({"schedules": [interval_schedule("every-second")]})
     started = sched_db.now()
@@ -83,7 +83,7 @@ def test_one_second_interval_enqueues_on_time_for_ten_seconds(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_scheduler_at_once_with_exit_code_0(
-    start_scheduler: StartScheduler, sched_db: SchedDb, signum: int
+    start_scheduler: StartScheduler, sched_db: Db, signum: int
 ) -> None:
     # Next run in a day and checks every 60 s: the wait between checks must be interrupted.
     spec = {
@@ -107,7 +107,7 @@ def test_signal_stops_the_scheduler_at_once_with_exit_code_0(
 
 
 @pytest.mark.timeout(60)
-def test_banner_lists_the_schedules(start_scheduler: StartScheduler, sched_db: SchedDb) -> None:
+def test_banner_lists_the_schedules(start_scheduler: StartScheduler, sched_db: Db) -> None:
     del sched_db
     spec = {
         "schedules": [
@@ -149,7 +149,7 @@ def _failed_start(start_scheduler: StartScheduler, spec: Mapping[str, Any], **op
 
 @pytest.mark.timeout(90)
 def test_unregistered_task_fails_start_up_with_e300(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"schedules": [{**interval_schedule("ghost"), "task_name": "sched.missing"}]}
     output = _failed_start(start_scheduler, spec)
@@ -160,7 +160,7 @@ def test_unregistered_task_fails_start_up_with_e300(
 
 @pytest.mark.timeout(90)
 def test_queue_name_in_default_mode_fails_start_up_with_e205(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     del sched_db
     spec = {"schedules": [{**interval_schedule("queued"), "queue_name": "urgent"}]}
@@ -171,7 +171,7 @@ def test_queue_name_in_default_mode_fails_start_up_with_e205(
 
 @pytest.mark.timeout(90)
 def test_missing_required_params_fail_start_up_with_e205(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     del sched_db
     spec = {"schedules": [{**interval_schedule("no-args"), "task_name": "sched.echo"}]}
@@ -184,7 +184,7 @@ def test_missing_required_params_fail_start_up_with_e205(
 
 @pytest.mark.timeout(90)
 def test_several_invalid_schedules_are_reported_together(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     del sched_db
     spec = {
@@ -201,9 +201,7 @@ def test_several_invalid_schedules_are_reported_together(
 
 
 @pytest.mark.timeout(90)
-def test_app_without_schedule_config_exits_1(
-    start_scheduler: StartScheduler, sched_db: SchedDb
-) -> None:
+def test_app_without_schedule_config_exits_1(start_scheduler: StartScheduler, sched_db: Db) -> None:
     del sched_db
     output = _failed_start(start_scheduler, {"no_schedule": True})
     assert "No schedule configuration" in output
@@ -212,7 +210,7 @@ def test_app_without_schedule_config_exits_1(
 
 @pytest.mark.timeout(90)
 def test_disabled_scheduling_exits_1_with_a_warning(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"enabled": False, "schedules": [interval_schedule("fast")]}
     output = _failed_start(start_scheduler, spec)
@@ -223,7 +221,7 @@ def test_disabled_scheduling_exits_1_with_a_warning(
 
 @pytest.mark.timeout(90)
 def test_invalid_timezone_fails_while_loading_the_app(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     del sched_db
     spec = {"schedules": [{**interval_schedule("tz"), "timezone": "Mars/Olympus"}]}
@@ -232,7 +230,7 @@ def test_invalid_timezone_fails_while_loading_the_app(
 
 
 @pytest.mark.timeout(90)
-def test_bad_locator_exits_1_with_e206(start_scheduler: StartScheduler, sched_db: SchedDb) -> None:
+def test_bad_locator_exits_1_with_e206(start_scheduler: StartScheduler, sched_db: Db) -> None:
     del sched_db
     output = _failed_start(start_scheduler, {}, locator="tests.scheduler.no_such_module:app")
     assert "error[E206]" in output
@@ -240,7 +238,7 @@ def test_bad_locator_exits_1_with_e206(start_scheduler: StartScheduler, sched_db
 
 @pytest.mark.timeout(90)
 def test_unreachable_database_fails_start_up_with_exit_1(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     del sched_db
     spec = {"schedules": [interval_schedule("fast")], "pool_timeout": 2}

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from db_rows import Db
 from process_harness import wait_until
 from sched_harness import (
-    SchedDb,
     StartScheduler,
     interval_schedule,
     scheduler_factory,
@@ -30,9 +30,9 @@ def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartSchedule
 
 
 @pytest.fixture
-def sched_db(database_url: str, clean_db: str) -> SchedDb:
+def sched_db(database_url: str, clean_db: str) -> Db:
     del clean_db
-    return SchedDb(database_url)
+    return Db(database_url)
 
 
 def _minutely(name: str, **extra: Any) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _minutely(name: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_two_schedulers_never_enqueue_a_slot_twice(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     names = [f"s{i}" for i in range(6)]
     spec = {"schedules": [interval_schedule(name) for name in names]}
@@ -78,7 +78,7 @@ def test_two_schedulers_never_enqueue_a_slot_twice(
 
 @pytest.mark.timeout(120)
 def test_two_schedulers_catch_up_a_missed_period_once(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"schedules": [_minutely("sync", catch_up_missed=True)]}
     first = start_scheduler(spec)
@@ -107,7 +107,7 @@ def test_two_schedulers_catch_up_a_missed_period_once(
 
 @pytest.mark.timeout(120)
 def test_restart_resumes_from_the_stored_next_run(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"schedules": [interval_schedule("hourly-ish", 3600)]}
     first = start_scheduler(spec)
@@ -143,7 +143,7 @@ def test_restart_resumes_from_the_stored_next_run(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("catch_up", "expected"), [(True, 4), (False, 1)])
 def test_downtime_is_caught_up_only_with_catch_up_missed(
-    start_scheduler: StartScheduler, sched_db: SchedDb, catch_up: bool, expected: int
+    start_scheduler: StartScheduler, sched_db: Db, catch_up: bool, expected: int
 ) -> None:
     spec = {"schedules": [_minutely("minutely", catch_up_missed=catch_up)]}
     assert start_scheduler(spec).stop() == 0
@@ -166,7 +166,7 @@ def test_downtime_is_caught_up_only_with_catch_up_missed(
 
 @pytest.mark.timeout(120)
 def test_changed_pattern_resets_the_next_run_without_catching_up(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"schedules": [_minutely("changing", catch_up_missed=True)]}
     assert start_scheduler(spec).stop() == 0
@@ -189,9 +189,7 @@ def test_changed_pattern_resets_the_next_run_without_catching_up(
 
 
 @pytest.mark.timeout(120)
-def test_changed_arguments_keep_the_next_run(
-    start_scheduler: StartScheduler, sched_db: SchedDb
-) -> None:
+def test_changed_arguments_keep_the_next_run(start_scheduler: StartScheduler, sched_db: Db) -> None:
     base = {**_minutely("args"), "task_name": "sched.echo", "args": [1]}
     assert start_scheduler({"schedules": [base]}).stop() == 0
     old = sched_db.state("args")
@@ -204,7 +202,7 @@ def test_changed_arguments_keep_the_next_run(
 
 @pytest.mark.timeout(120)
 def test_scheduled_rows_carry_the_tasks_own_options_and_arguments(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {
         "schedules": [
@@ -239,7 +237,7 @@ def test_scheduled_rows_carry_the_tasks_own_options_and_arguments(
 
 @pytest.mark.timeout(120)
 def test_disabled_and_removed_schedules_are_left_alone(
-    start_scheduler: StartScheduler, sched_db: SchedDb
+    start_scheduler: StartScheduler, sched_db: Db
 ) -> None:
     spec = {"schedules": [_minutely("kept"), _minutely("removed")]}
     assert start_scheduler(spec).stop() == 0

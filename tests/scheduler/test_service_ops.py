@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from horsies import DailySchedule, IntervalSchedule, SchedulePattern
 from horsies.broker import schedule_ops
+from horsies.broker.driver_sync import run_step
 from horsies.broker.enqueue import EnqueueRequest
-from horsies.broker.pools import _run_step_sync  # pyright: ignore[reportPrivateUsage]
 from horsies.broker.schedule_ops import (
     DueResult,
     DueStatus,
@@ -198,7 +198,7 @@ def test_initialize_with_a_row_written_meanwhile_keeps_that_row(
     op = initialize_states_op([t])
     with psycopg.connect(rows.conninfo, autocommit=True) as conn:
         step = next(op)
-        result = _run_step_sync(conn, step, echo=False)  # read: no row yet
+        result = run_step(conn, step)  # read: no row yet
         step = op.send(result)
         # Another scheduler creates the row between our read and our insert.
         rows.execute(
@@ -206,7 +206,7 @@ def test_initialize_with_a_row_written_meanwhile_keeps_that_row(
             "VALUES ('raced', now() + interval '1 hour', 'other')"
         )
         with pytest.raises(StopIteration) as stop:
-            op.send(_run_step_sync(conn, step, echo=False))
+            op.send(run_step(conn, step))
     report = stop.value.value
     assert report.created == {}
     assert report.kept == {"raced": None}
@@ -358,10 +358,10 @@ def test_a_row_changed_during_the_run_rolls_the_insert_back(
     def run_with_interference(conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             step = next(op)
-            step = op.send(_run_step_sync(conn, step, echo=False))  # locked and read: due
+            step = op.send(run_step(conn, step))  # locked and read: due
             # Someone who ignores the lock (an operator, a reset) moves the row meanwhile.
             rows.set_next_run("s", 600.0)
-            op.send(_run_step_sync(conn, step, echo=False))
+            op.send(run_step(conn, step))
 
     with (
         psycopg.connect(rows.conninfo, autocommit=True) as conn,

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from horsies.broker.claims import ClaimedTask
-from horsies.broker.finish import TaskOutcome
+from horsies.broker.finish import Finished, TaskOutcome
 from horsies.codec import task_result_from_json, task_result_to_json
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy, TaskOptions
+from horsies.retry import RetryPolicy, TaskOptions
 from horsies_worker.completer import Completer, build_outcome, crashed_result_json
 
 
@@ -119,7 +119,7 @@ def test_crash_keeps_failed_reason_unless_retried() -> None:
 
 
 class FakeBroker:
-    """Records finish_tasks batches; fails the first ``failures`` calls."""
+    """Records finish_async batches; fails the first ``failures`` calls."""
 
     def __init__(self, failures: int = 0) -> None:
         self.batches: list[list[str]] = []
@@ -127,19 +127,19 @@ class FakeBroker:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def finish_tasks(
+    async def finish_async(
         self,
         outcomes: Sequence[TaskOutcome],
         *,
         worker_id: str | None,
         notify_capacity: bool = True,
-    ) -> set[str]:
+    ) -> Finished:
         await self.gate.wait()
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database down")
         self.batches.append([o.task_id for o in outcomes])
-        return {o.task_id for o in outcomes}
+        return Finished({o.task_id for o in outcomes})
 
 
 def outcome(task_id: str) -> TaskOutcome:
@@ -152,12 +152,12 @@ async def test_outcomes_arriving_during_a_write_are_batched_together() -> None:
     completer = Completer(
         broker,  # type: ignore[arg-type]
         "w",
-        on_flushed=lambda _outcomes, finished: flushed.append(finished),
+        on_flushed=lambda _outcomes, finished, _undecided: flushed.append(finished),
     )
     runner = asyncio.create_task(completer.run())
     broker.gate.clear()
     completer.submit(outcome("a"))
-    await asyncio.sleep(0)  # the writer takes "a" and blocks in finish_tasks
+    await asyncio.sleep(0)  # the writer takes "a" and blocks in finish_async
     for name in ("b", "c", "d"):
         completer.submit(outcome(name))
     broker.gate.set()
@@ -198,7 +198,7 @@ def test_a_caller_can_take_write_and_settle_or_restore_batches() -> None:
         FakeBroker(),  # type: ignore[arg-type]
         "w",
         max_batch=2,
-        on_flushed=lambda outcomes, finished: flushed.append(
+        on_flushed=lambda outcomes, finished, _undecided: flushed.append(
             ([o.task_id for o in outcomes], finished)
         ),
     )

@@ -33,26 +33,24 @@ class RecordingBroker(PostgresBroker):
         self.exchanges: list[tuple[int, int, Sequence[str] | None]] = []
         self.other_calls: list[str] = []
 
-    async def finish_and_start_tasks(
-        self, worker_id: str, hostname: str, **kwargs: Any
-    ) -> TaskExchange:
+    async def exchange_async(self, worker_id: str, hostname: str, **kwargs: Any) -> TaskExchange:
         outcomes: Sequence[TaskOutcome] = kwargs.get("outcomes", ())
         pids: Sequence[int] = kwargs.get("pids", ())
         self.exchanges.append((len(outcomes), len(pids), kwargs.get("keep_running_ids")))
-        exchange = await super().finish_and_start_tasks(worker_id, hostname, **kwargs)
+        exchange = await super().exchange_async(worker_id, hostname, **kwargs)
         if self.lose_first_start and exchange.started and not self.lost:
             # Committed on the server, but the reply never arrives.
             self.lost = [s.task.id for s in exchange.started]
-            raise BrokerError("finish_and_start_tasks failed: connection lost")
+            raise BrokerError("exchange failed: connection lost")
         return exchange
 
-    async def claim_tasks(self, *args: Any, **kwargs: Any) -> list[ClaimedTask]:
-        self.other_calls.append("claim_tasks")
-        return await super().claim_tasks(*args, **kwargs)
+    async def claim_async(self, *args: Any, **kwargs: Any) -> list[ClaimedTask]:
+        self.other_calls.append("claim_async")
+        return await super().claim_async(*args, **kwargs)
 
-    async def start_tasks(self, *args: Any, **kwargs: Any) -> set[str]:
-        self.other_calls.append("start_tasks")
-        return await super().start_tasks(*args, **kwargs)
+    async def start_async(self, *args: Any, **kwargs: Any) -> set[str]:
+        self.other_calls.append("start_async")
+        return await super().start_async(*args, **kwargs)
 
 
 def completed(conninfo: str) -> int:
@@ -157,13 +155,11 @@ class SlowWriteBroker(PostgresBroker):
         self.delay_s = delay_s
         self.delayed = False
 
-    async def finish_and_start_tasks(
-        self, worker_id: str, hostname: str, **kwargs: Any
-    ) -> TaskExchange:
+    async def exchange_async(self, worker_id: str, hostname: str, **kwargs: Any) -> TaskExchange:
         if kwargs.get("outcomes") and not self.delayed:
             self.delayed = True
             await asyncio.sleep(self.delay_s)
-        return await super().finish_and_start_tasks(worker_id, hostname, **kwargs)
+        return await super().exchange_async(worker_id, hostname, **kwargs)
 
 
 @pytest.mark.timeout(120)

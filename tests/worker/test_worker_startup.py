@@ -8,6 +8,7 @@ import time
 
 import pytest
 from horsies.config import PostgresConfig
+from horsies.workflows.store.hooks import WORKFLOW_STORE
 from horsies_worker.children import ChildStartError
 from horsies_worker.config import WorkerConfig
 from horsies_worker.worker import Worker, locator_for_app
@@ -20,6 +21,7 @@ class StubBroker:
     """Just enough broker for start-up and shutdown."""
 
     config = PostgresConfig(database_url="postgresql+psycopg://u:p@localhost:1/unused")
+    workflows = WORKFLOW_STORE
 
     def __init__(self) -> None:
         self.closed = False

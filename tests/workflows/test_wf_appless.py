@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 import wf_child_app as wfc
 from horsies import WorkflowStatus, WorkflowTaskStatus, start_workflow
-from horsies.broker import PostgresBroker, workflow_ops
+from horsies.broker import PostgresBroker
+from horsies.workflows.store.decisions import decide_program
+from horsies.workflows.store.operations import reconcile_op
 from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,9 +36,10 @@ def test_conditions_wait_for_a_process_that_has_the_app(
     statuses = {t.node_id: t.status for t in handle.tasks()}
     assert statuses == {"first": WorkflowTaskStatus.COMPLETED, "second": WorkflowTaskStatus.READY}
 
-    handled = with_app.execute(
-        workflow_ops.reconcile_op(wfc.app, 0), action="test_reconcile", transaction=True
+    handled, undecided = with_app.execute(
+        reconcile_op(0), action="test_reconcile", transaction=True
     )
+    with_app.run_program(decide_program(with_app.app, undecided))
     assert handled == 1
     statuses = {t.node_id: t.status for t in handle.tasks()}
     assert statuses["second"] is WorkflowTaskStatus.SKIPPED  # skip_when held (mode="skip")

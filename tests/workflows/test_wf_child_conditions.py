@@ -10,7 +10,8 @@ import psycopg
 import pytest
 import wf_child_app as wfc
 from horsies import WorkflowHandle, WorkflowStatus, WorkflowTaskStatus, start_workflow
-from horsies.broker import PostgresBroker, workflow_ops
+from horsies.broker import PostgresBroker
+from horsies.workflows.store import reads, snapshot
 from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,7 +32,7 @@ def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -
     assert first.started[0].task.task_name == "wfchild.step"
 
     # Another process: nothing cached, and its registry holds a mode="run" build of the child.
-    workflow_ops._child_specs.clear()  # pyright: ignore[reportPrivateUsage]
+    snapshot._child_specs.clear()  # pyright: ignore[reportPrivateUsage]
     wfc.Gated.build_with(wfc.app, mode="run")
 
     after = exchange(broker, [ok_outcome(first.started[0].task)])
@@ -39,7 +40,7 @@ def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -
     child_info = next(t for t in handle.tasks() if t.node_id == "child")
     assert child_info.status is WorkflowTaskStatus.COMPLETED
     assert handle.status() is WorkflowStatus.COMPLETED
-    rows = broker.execute(workflow_ops.nodes_op(_child_id(broker, handle)), action="test")
+    rows = broker.execute(reads.nodes_op(_child_id(broker, handle)), action="test")
     assert [(r[1], r[3]) for r in rows] == [("first", "COMPLETED"), ("second", "SKIPPED")]
 
 

@@ -16,6 +16,7 @@ from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import TaskResult
+from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -26,19 +27,22 @@ _OK = task_result_to_json(TaskResult(ok="done"))
 def exchange(
     broker: PostgresBroker, outcomes: Sequence[TaskOutcome] = (), *, slots: int = 1
 ) -> TaskExchange:
-    """One ``finish_and_start_tasks`` call on a fresh event loop (its pool closes with it)."""
+    """One ``exchange_async`` call on a fresh event loop (its pool closes with it), then the
+    decisions of the workflow nodes it left READY."""
     request = ClaimRequest(
         queues=[QueueClaimSpec("default")], local_budget=slots, max_claim_batch=slots
     )
 
     async def run() -> TaskExchange:
-        return await broker.finish_and_start_tasks(
+        result = await broker.exchange_async(
             "test-worker",
             "test-host",
             outcomes=list(outcomes),
             request=request,
             pids=list(range(1, slots + 1)),
         )
+        await broker.decide_async(result.undecided)  # what the worker does beside its loop
+        return result
 
     return asyncio.run(run())
 
@@ -58,8 +62,9 @@ def ok_outcome(task: ClaimedTask) -> TaskOutcome:
 def app_broker(database_url: str, app: Horsies | None) -> Iterator[PostgresBroker]:
     """A broker of the test database; ``app`` set when it must run user code (conditions,
     child workflows), None to act like a process without the app."""
-    broker = PostgresBroker(PostgresConfig(database_url=database_url))
-    broker.app = app
+    broker = PostgresBroker(
+        PostgresConfig(database_url=database_url), app=app, workflows=WORKFLOW_STORE
+    )
     try:
         yield broker
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.retry import RetryPolicy
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"

@@ -33,7 +33,7 @@ from horsies.config import (
     RecoveryConfig,
 )
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.retry import RetryPolicy
 from horsies.workflows.context import WorkflowContext
 from horsies.workflows.definition import WorkflowDefinition
 from horsies.workflows.nodes import AnyNode, NodeKey, SubWorkflowNode, TaskNode

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from horsies.codec import args_from_json, loads_json
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.retry import RetryPolicy
 from horsies.workflows.definition import WorkflowDefinition
 from horsies.workflows.nodes import AnyNode, SubWorkflowNode, TaskNode
 from horsies.workflows.spec import build_workflow_spec

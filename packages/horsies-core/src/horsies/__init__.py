@@ -35,10 +35,11 @@ from horsies.errors import (
     WorkflowValidationError,
     install_exception_hook,
 )
-from horsies.results import LibraryErrorCode, SubWorkflowError, TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.retry import RetryPolicy
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 from horsies.workflows.context import (
+    SubWorkflowError,
     SubWorkflowSummary,
     WorkflowContext,
     WorkflowContextMissingIdError,

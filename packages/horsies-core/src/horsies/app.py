@@ -32,12 +32,13 @@ from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.decorator import TaskFunction, define_task, exception_text, task_origin
 from horsies.workflows.status import OnError
+from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 if TYPE_CHECKING:
     import logging
 
     from horsies.broker.postgres import PostgresBroker
-    from horsies.tasks.retry import RetryPolicy
+    from horsies.retry import RetryPolicy
     from horsies.workflows.nodes import AnyNode, SuccessPolicy
     from horsies.workflows.spec import WorkflowSpec
 
@@ -372,8 +373,7 @@ class Horsies:
                 try:
                     from horsies.broker import PostgresBroker
 
-                    created = PostgresBroker(self.config.broker)
-                    created.app = self
+                    created = PostgresBroker(self.config.broker, app=self, workflows=WORKFLOW_STORE)
                 except Exception as exc:
                     raise ValueError(f"Failed to get broker: {exception_text(exc)}") from exc
                 self._broker = created

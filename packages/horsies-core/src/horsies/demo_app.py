@@ -15,7 +15,7 @@ from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.demo import DATABASE_URL_ENV
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.retry import RetryPolicy
+from horsies.retry import RetryPolicy
 from horsies.workflows.context import WorkflowContext
 from horsies.workflows.definition import WorkflowDefinition
 from horsies.workflows.nodes import SuccessCase, SuccessPolicy, TaskNode

@@ -12,10 +12,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-# context.py does not import this module at run time, so this import cannot cycle.
-from horsies.workflows.context import SubWorkflowSummary
-
-__all__ = ["LibraryErrorCode", "SubWorkflowError", "TaskError", "TaskResult"]
+__all__ = ["LibraryErrorCode", "TaskError", "TaskResult"]
 
 T_co = TypeVar("T_co", covariant=True)
 E_co = TypeVar("E_co", covariant=True)
@@ -132,19 +129,6 @@ class TaskError(BaseModel):
         if self.message is None:
             return code or repr(self)
         return f"{code}: {self.message}" if code else self.message
-
-
-class SubWorkflowError(TaskError):
-    """The error of a workflow node whose child workflow did not complete.
-
-    `error_code` is `SUBWORKFLOW_FAILED`; `sub_workflow_id` names the child workflow and
-    `sub_workflow_summary` says how it ended. It survives storage as a `SubWorkflowError`
-    (decision D17), so ``case SubWorkflowError(sub_workflow_summary=summary):`` works on results
-    read back from the database.
-    """
-
-    sub_workflow_id: str
-    sub_workflow_summary: SubWorkflowSummary[Any] | None = None
 
 
 def _exception_identity(value: object) -> object:

@@ -100,4 +100,4 @@ class Claimer:
         """Claim up to ``budget`` tasks across the served queues in one broker transaction."""
         if budget <= 0:
             return []
-        return await self._broker.claim_tasks(self._worker_id, self.request(budget))
+        return await self._broker.claim_async(self._worker_id, self.request(budget))

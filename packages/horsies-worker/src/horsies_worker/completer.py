@@ -27,13 +27,14 @@ from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode
-from horsies.tasks.retry import TaskOptions, decide_retry
+from horsies.retry import TaskOptions, decide_retry
 
 from horsies_worker.executor import error_result_json
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.broker.claims import ClaimedTask
+    from horsies.broker.hooks import NodeRef
 
 logger = get_logger("worker")
 
@@ -132,7 +133,8 @@ class Completer:
     :meth:`run` (the writer coroutine, ``broker.finish_tasks``) or by a caller that takes it with
     :meth:`take` and reports the write with :meth:`settle` (written) or :meth:`restore` (failed:
     the batch goes back to the front of the queue). ``on_flushed(outcomes, finished_ids)`` is
-    called after every successful write so the worker can schedule retry wake-ups and re-claim.
+    called after every successful write so the worker can schedule retry wake-ups, re-claim and
+    decide the workflow nodes the write left waiting.
 
     Ownership: ``_queue`` and ``_in_flight`` are changed by ``submit``/``take``/``settle``/
     ``restore``, all on the loop thread; several batches may be in flight at once.
@@ -143,7 +145,8 @@ class Completer:
         broker: PostgresBroker,
         worker_id: str,
         *,
-        on_flushed: Callable[[Sequence[TaskOutcome], set[str]], None] | None = None,
+        on_flushed: Callable[[Sequence[TaskOutcome], set[str], Sequence[NodeRef]], None]
+        | None = None,
         max_batch: int = MAX_BATCH,
         notify_capacity: bool = True,
     ) -> None:
@@ -197,8 +200,11 @@ class Completer:
             taken = {id(o) for o in batch}
             self._in_flight = [o for o in self._in_flight if id(o) not in taken]
 
-    def settle(self, batch: Sequence[TaskOutcome], finished: set[str]) -> None:
-        """Report a taken batch as written; ``finished`` are the ids that changed a row."""
+    def settle(
+        self, batch: Sequence[TaskOutcome], finished: set[str], undecided: Sequence[NodeRef] = ()
+    ) -> None:
+        """Report a taken batch as written; ``finished`` are the ids that changed a row,
+        ``undecided`` the workflow nodes the write left waiting for a decision."""
         if not batch:
             return
         self._release(batch)
@@ -215,7 +221,7 @@ class Completer:
                 self._has_items.set()  # let a closing run() see that nothing is left
         if self._on_flushed is not None:
             try:
-                self._on_flushed(batch, finished)
+                self._on_flushed(batch, finished, undecided)
             except Exception:
                 logger.exception("on_flushed callback failed")
 
@@ -241,7 +247,7 @@ class Completer:
                 continue
             batch = self.take()
             try:
-                finished = await self._broker.finish_tasks(
+                finished = await self._broker.finish_async(
                     batch, worker_id=self._worker_id, notify_capacity=self._notify_capacity
                 )
             except asyncio.CancelledError:
@@ -259,7 +265,7 @@ class Completer:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             backoff = _BACKOFF_MIN_S
-            self.settle(batch, finished)
+            self.settle(batch, finished.ids, finished.undecided)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted outcome is written; False on timeout."""

@@ -55,7 +55,7 @@ class Heartbeater:
         running_pairs = list(running) if runner else []
         if not claimed_ids and not running_pairs:
             return
-        await self._broker.write_heartbeats(
+        await self._broker.write_heartbeats_async(
             self._worker_id, self._hostname, self._pid, claimed_ids, running_pairs
         )
 

@@ -29,7 +29,7 @@ class Reaper:
 
     async def reap_once(self) -> None:
         """Run one recovery pass and log what it did."""
-        report = await self._broker.reap(self._recovery)
+        report = await self._broker.reap_async(self._recovery)
         if report.requeued or report.failed or report.retried:
             logger.warning(
                 "reaper_recovered: requeued=%s failed=%s retried=%s",

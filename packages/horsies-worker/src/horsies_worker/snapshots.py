@@ -103,7 +103,7 @@ class SnapshotWriter:
 
     async def write_once(self) -> None:
         """Insert one snapshot now."""
-        await self._broker.insert_worker_state(self.build())
+        await self._broker.insert_worker_state_async(self.build())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Insert a snapshot at once and then every interval until ``stop`` is set."""

@@ -30,13 +30,14 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from horsies import env
 from horsies.broker.finish import TaskOutcome
 from horsies.logs import configure_logging, get_logger
+from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 from horsies_worker.claimer import Claimer
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.broker.claims import ClaimedTask
     from horsies.broker.exchange import StartedTask
+    from horsies.broker.hooks import NodeRef
     from horsies.broker.listener import NotificationListener, Subscription
 
 logger = get_logger("worker")
@@ -95,6 +97,11 @@ class Worker:
         self.app = app
         self.config = config
         self.broker: PostgresBroker = broker if broker is not None else app.get_broker()
+        if self.broker.workflows is None:
+            # A broker built outside the app: finishing workflow tasks must advance their
+            # workflows here too, with this worker's app running their conditions.
+            self.broker.workflows = WORKFLOW_STORE
+            self.broker.app = self.broker.app or app
         self.worker_id = str(uuid.uuid4())
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -137,8 +144,9 @@ class Worker:
         # Running average of task execution times (send to result), for _linger.
         self._runtime_ewma: float | None = None
         self._stop_requested_early = False
-        # Background requeues of tasks a dead child never began (_requeue_unstarted).
-        self._requeues: set[asyncio.Task[None]] = set()
+        # Background jobs: requeues of tasks a dead child never began (_requeue_unstarted) and
+        # workflow decisions (_decide).
+        self._jobs: set[asyncio.Task[None]] = set()
         self.ready: asyncio.Event | None = None
         """Set once start-up has finished (children ready, listening); for embedding and tests."""
 
@@ -464,7 +472,7 @@ class Worker:
         if not idle and not batch and keep is None:
             return
         try:
-            exchange = await self.broker.finish_and_start_tasks(
+            exchange = await self.broker.exchange_async(
                 self.worker_id,
                 self.hostname,
                 outcomes=batch,
@@ -480,7 +488,7 @@ class Worker:
             raise
         if keep is not None:
             self._reconcile_needed = False
-        completer.settle(batch, exchange.finished)
+        completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.started:
             logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))
             self._hand_over(idle, exchange.started)
@@ -543,7 +551,7 @@ class Worker:
         if not pairs and not batch and budget <= 0 and keep is None:
             return
         try:
-            exchange = await self.broker.finish_start_and_claim(
+            exchange = await self.broker.prefetch_exchange_async(
                 self.worker_id,
                 self.hostname,
                 outcomes=batch,
@@ -566,7 +574,7 @@ class Worker:
         if keep is not None:
             self._orphaned_claims = []
             self._reconcile_needed = False
-        completer.settle(batch, exchange.finished)
+        completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)
             self._pending.extend(exchange.claimed)
@@ -690,7 +698,7 @@ class Worker:
         if not pairs:
             return
         try:
-            started = await self.broker.start_tasks(
+            started = await self.broker.start_async(
                 self.worker_id, self.hostname, [(a.task.id, c.pid) for c, a in pairs]
             )
         except BaseException:
@@ -736,7 +744,7 @@ class Worker:
 
         async def requeue() -> None:
             try:
-                await self.broker.requeue_running(self.worker_id, ids)
+                await self.broker.requeue_running_async(self.worker_id, ids)
             except Exception as exc:
                 logger.error(
                     "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",
@@ -746,9 +754,25 @@ class Worker:
             if self._wake is not None:
                 self._wake.set()
 
-        job = asyncio.get_running_loop().create_task(requeue(), name="horsies-requeue")
-        self._requeues.add(job)
-        job.add_done_callback(self._requeues.discard)
+        self._in_background(requeue(), "horsies-requeue")
+
+    def _in_background(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``job`` beside the claim loop; shutdown waits for it (bounded)."""
+        task = asyncio.get_running_loop().create_task(job, name=name)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _decide(self, nodes: list[NodeRef]) -> None:
+        """Decide workflow nodes that wait for the app's code (conditions, child workflows): in a
+        thread and outside every transaction, so a slow condition delays only its own node."""
+        try:
+            await self.broker.decide_async(nodes)
+        except Exception as exc:
+            logger.error(
+                "workflow_decide_failed: %s (the reaper decides the %s node(s) later)",
+                exc,
+                len(nodes),
+            )
 
     # -- child callbacks (event-loop thread) -------------------------------------------------------
 
@@ -847,10 +871,14 @@ class Worker:
             # the crash is recorded at once (D34), not at the next poll or replacement child.
             self._wake.set()
 
-    def _on_flushed(self, outcomes: Sequence[TaskOutcome], finished: set[str]) -> None:
+    def _on_flushed(
+        self, outcomes: Sequence[TaskOutcome], finished: set[str], undecided: Sequence[NodeRef]
+    ) -> None:
         loop, wake = self._loop, self._wake
         if loop is None or wake is None:
             return
+        if undecided:
+            self._in_background(self._decide(list(undecided)), "horsies-decide")
         for outcome in outcomes:
             if outcome.retry_delay_s is not None and outcome.task_id in finished:
                 # Local wake-up when the retry becomes due; the poll covers other workers (D33).
@@ -878,7 +906,7 @@ class Worker:
             self._orphaned_claims = []
             self._pending.clear()
             try:
-                released = await self.broker.release_claimed(self.worker_id, ids)
+                released = await self.broker.release_claimed_async(self.worker_id, ids)
                 logger.info("Released %s unstarted claimed task(s) to PENDING", released)
             except Exception as exc:
                 logger.error("release_claimed_failed: %s (a reaper will requeue them)", exc)
@@ -909,14 +937,14 @@ class Worker:
                 )
             except Exception as exc:
                 logger.error("completer_failed: %s", exc)
-        for job in list(self._requeues):
+        for job in list(self._jobs):
             try:
                 await asyncio.wait_for(job, _COMPLETER_DRAIN_TIMEOUT_S)
             except (TimeoutError, asyncio.CancelledError):
-                logger.error("requeue_unstarted_timeout: the reaper will recover such tasks")
+                logger.error("background_job_timeout: %s (the reaper recovers what it left)", job)
         if self._reconcile_needed and completer is not None:
             try:
-                await self.broker.requeue_untracked_running(self.worker_id, completer.pending_ids())
+                await self.broker.requeue_untracked_async(self.worker_id, completer.pending_ids())
             except Exception as exc:
                 logger.error("requeue_untracked_failed: %s (a reaper will recover such tasks)", exc)
         if self._maintenance_stop is not None:

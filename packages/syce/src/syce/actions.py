@@ -12,6 +12,7 @@ from horsies import WorkflowHandle
 from horsies.broker import PostgresBroker
 from horsies.config import PostgresConfig
 from horsies.core.task_decorator import TaskHandle
+from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 __all__ = ["Actions"]
 
@@ -29,8 +30,11 @@ class Actions:
         if self._closed:
             raise RuntimeError("the dashboard is shutting down")
         if self._broker is None:
+            # Without the app there is no user code to run: nodes that need it stay READY for a
+            # worker's reaper; everything else advances as it would in a worker.
             self._broker = PostgresBroker(
-                self._config.model_copy(update={"pool_size": 1, "max_overflow": 1})
+                self._config.model_copy(update={"pool_size": 1, "max_overflow": 1}),
+                workflows=WORKFLOW_STORE,
             )
         return self._broker
 

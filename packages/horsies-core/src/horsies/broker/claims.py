@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from horsies.broker.claim_plan import ClaimRequest, InFlight, needs_cluster_counts, plan_claims
+from horsies.broker.errors import BrokerError
 from horsies.broker.finish import log_lost
 from horsies.broker.locks import CLAIM_LOCK_KEY
+from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, together
 from horsies.logs import get_logger
@@ -96,3 +98,27 @@ def start_op(
     started = {r[0] for r in res.rows}
     log_lost("task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker")
     return started
+
+
+_START_ATTEMPTS: Final = 3
+"""Attempts of a start whose connection is lost mid-statement."""
+
+
+def start_program(
+    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]
+) -> Program[set[str]]:
+    """:func:`start_op`, repeated on a new connection when its connection is lost mid-statement:
+    it may have committed, and a plain repeat would then find the rows RUNNING and report them lost
+    although nobody runs them, so the repeat runs in resume mode, which counts the rows the lost
+    attempt started. A started task is never reported lost."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            started: set[str] = yield Run(
+                start_op(worker_id, hostname, starts, resume=attempt > 1), "start_tasks"
+            )
+            return started
+        except BrokerError as exc:
+            if not exc.connection_lost or attempt == _START_ATTEMPTS:
+                raise
+            _log.warning("%s; repeating it on a new connection", exc)
+    raise AssertionError("unreachable")

@@ -7,20 +7,25 @@ rows are built, before any I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from horsies.broker.copy_encoder import TaskBatch
+from horsies.broker.errors import BrokerError
 from horsies.broker.ids import new_task_id, new_task_ids
+from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
-from horsies.broker.steps import Copy, CopyData, Op, Prepared, Query
+from horsies.broker.steps import STEP_TYPES, Copy, CopyData, Op, Prepared, Query, QueryResult, Step
 from horsies.codec import (
     args_to_json,
     check_payload_size,
     kwargs_to_json,
 )
+from horsies.logs import get_logger
+
+_log = get_logger("broker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,24 +138,29 @@ def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
     )
 
 
-def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
-    """:func:`task_row` of an `EnqueueRequest`, as a list (``enqueue_many_op`` fills in
-    ``sent_at``)."""
-    return list(
-        task_row(
-            task_id,
-            req.task_name,
-            req.args,
-            req.kwargs,
-            queue_name=req.queue_name,
-            priority=req.priority,
-            sent_at=req.sent_at,
-            good_until=req.good_until,
-            max_retries=req.max_retries,
-            task_options=req.task_options,
-            max_payload_bytes=max_payload_bytes,
-        )
+def request_row(
+    req: EnqueueRequest, max_payload_bytes: int | None, task_id: str | None = None
+) -> tuple[Any, ...]:
+    """:func:`task_row` of an `EnqueueRequest`, under ``task_id``, else the request's own id, else
+    a fresh one."""
+    return task_row(
+        task_id or req.task_id or new_task_id(),
+        req.task_name,
+        req.args,
+        req.kwargs,
+        queue_name=req.queue_name,
+        priority=req.priority,
+        sent_at=req.sent_at,
+        good_until=req.good_until,
+        max_retries=req.max_retries,
+        task_options=req.task_options,
+        max_payload_bytes=max_payload_bytes,
     )
+
+
+def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
+    """:func:`request_row` as a list (``enqueue_many_op`` fills in ``sent_at``)."""
+    return list(request_row(req, max_payload_bytes, task_id))
 
 
 def enqueue_many_params(
@@ -247,3 +257,93 @@ def task_batch_op(batch: TaskBatch) -> Op[int]:
         lambda: batch.rows(now),
     )
     return res.rowcount
+
+
+# -- inserting so that the outcome is never unknown ------------------------------------------------
+
+_INSERT_ATTEMPTS: Final = 3
+"""Attempts of an insert whose connection is lost mid-statement."""
+_UNIQUE_VIOLATION: Final = "23505"
+_ID: Final = task_sql.TASK_COPY_COLUMNS.index("id")
+
+NewRows: TypeAlias = Sequence[Sequence[Any]] | TaskBatch
+"""New task rows of an insert: values in ``TASK_COPY_COLUMNS`` order, or a ``TaskBatch``."""
+
+
+def new_ids(rows: NewRows) -> list[str]:
+    """The task ids of new rows, in order."""
+    return rows.all_ids() if isinstance(rows, TaskBatch) else [row[_ID] for row in rows]
+
+
+def _stored_as_sent_query(rows: NewRows) -> Query:
+    """TASK_COUNT_STORED_AS_SENT for new task rows: how many exist exactly as sent."""
+    if isinstance(rows, TaskBatch):
+        params: dict[str, list[Any]] = {
+            "ids": rows.all_ids(),
+            "task_names": [rows.task_name] * len(rows.args),
+            "args": rows.args,
+            "kwargs": rows.kwargs,
+        }
+    else:
+        columns = task_sql.TASK_COPY_COLUMNS
+        picked = {
+            "ids": columns.index("id"),
+            "task_names": columns.index("task_name"),
+            "args": columns.index("args"),
+            "kwargs": columns.index("kwargs"),
+        }
+        params = {name: [row[index] for row in rows] for name, index in picked.items()}
+    return Query(task_sql.TASK_COUNT_STORED_AS_SENT, params)
+
+
+def _insert_failed(
+    exc: BrokerError, lost: BrokerError | None, attempt: int, rows: NewRows
+) -> BrokerError:
+    """Decide after a failed insert of new task ``rows``: return the error to remember before
+    trying again, or raise.
+
+    Only a connection lost mid-statement is retried: the insert may or may not have committed, and
+    the retry tells which (it stores the rows, or hits their ids). Anything else raises; when an
+    earlier attempt was lost, the error says the rows may exist.
+    """
+    if exc.connection_lost and attempt < _INSERT_ATTEMPTS:
+        _log.warning("%s; retrying on a new connection", exc)
+        return exc
+    if lost is None:
+        raise exc
+    ids = new_ids(rows)
+    raise BrokerError(
+        f"{exc} (an earlier attempt lost its connection mid-statement, so the task(s) may have"
+        f" been stored: {', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})",
+        sqlstate=exc.sqlstate,
+        unreachable=exc.unreachable,
+        connection_lost=True,
+    ) from exc
+
+
+def insert_program(
+    insert: Step | Callable[[], Op[Any]], rows: NewRows, action: str, *, transaction: bool = False
+) -> Program[None]:
+    """Insert new task ``rows`` (``insert`` is the step, or makes the operation) so that the
+    outcome is never unknown: a connection lost mid-statement is repeated on a new connection,
+    which tells whether the lost attempt had committed (it stores the rows, or finds them stored
+    exactly as sent). A returned call stored the rows; an error normally means nothing was stored,
+    and says so when it cannot be sure."""
+    lost: BrokerError | None = None
+    for attempt in range(1, _INSERT_ATTEMPTS + 1):
+        try:
+            step = insert if isinstance(insert, STEP_TYPES) else insert()
+            yield Run(step, action, transaction)
+            return
+        except BrokerError as exc:
+            if lost is not None and exc.sqlstate == _UNIQUE_VIOLATION:
+                try:
+                    res: QueryResult = yield Run(_stored_as_sent_query(rows), "enqueue check")
+                except BrokerError as check_exc:
+                    # The check lost its connection too: one more attempt tells again.
+                    lost = _insert_failed(check_exc, lost, attempt, rows)
+                    continue
+                if res.rows and res.rows[0][0] == len(new_ids(rows)):
+                    return  # the lost attempt had committed
+                raise  # the id belongs to another task: nothing of ours was stored
+            lost = _insert_failed(exc, lost, attempt, rows)

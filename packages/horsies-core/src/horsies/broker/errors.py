@@ -1,16 +1,10 @@
-"""The broker's own exception: driver errors are translated to it at the broker boundary."""
+"""The broker's own exception. Driver errors are translated to it at the broker boundary
+(``driver_errors``); this module does not import the driver, so code that only catches it stays
+light."""
 
 from __future__ import annotations
 
-import psycopg
-
-from horsies.redact import mask_database_url
-
-__all__ = ["BrokerError", "NoConnection", "is_connection_lost", "translate_error"]
-
-# Server-side terminations: admin_shutdown (pg_terminate_backend, fast shutdown), crash_shutdown,
-# cannot_connect_now (starting up or shutting down).
-_TERMINATED_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+__all__ = ["BrokerError"]
 
 
 class BrokerError(Exception):
@@ -43,37 +37,3 @@ class BrokerError(Exception):
         self.sqlstate = sqlstate
         self.unreachable = unreachable
         self.connection_lost = connection_lost
-
-
-class NoConnection(psycopg.OperationalError):
-    """Raised by the broker's pools instead of psycopg-pool's ``PoolTimeout`` (whose message hides
-    why no connection came): says whether connecting failed (``unreachable``, with the reason) or
-    every connection was busy."""
-
-    def __init__(self, message: str, *, unreachable: bool) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    """True for a driver error meaning the connection broke (not an error of the statement)."""
-    if isinstance(exc, NoConnection) or not isinstance(exc, psycopg.OperationalError):
-        return False
-    sqlstate = exc.sqlstate
-    # No SQLSTATE: a client-side connection failure ("server closed the connection unexpectedly",
-    # "consuming input failed", "the connection is closed", ...).
-    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _TERMINATED_SQLSTATES
-
-
-def translate_error(exc: psycopg.Error, action: str) -> BrokerError:
-    """BrokerError for a driver error raised while doing ``action`` (password-masked message)."""
-    detail = mask_database_url(" ".join(str(exc).split()) or type(exc).__name__)
-    if isinstance(exc, NoConnection):
-        return BrokerError(f"{action} failed: {detail}", unreachable=exc.unreachable)
-    if is_connection_lost(exc):
-        return BrokerError(
-            f"{action} failed: connection to the database lost: {type(exc).__name__}: {detail}",
-            sqlstate=exc.sqlstate,
-            connection_lost=True,
-        )
-    return BrokerError(f"{action} failed: {type(exc).__name__}: {detail}", sqlstate=exc.sqlstate)

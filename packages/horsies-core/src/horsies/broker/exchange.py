@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
@@ -17,13 +17,10 @@ from horsies.broker.finish import (
     workflow_advance,
     workflow_ids_of,
 )
+from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, together
 from horsies.logs import get_logger
-
-if TYPE_CHECKING:
-    from horsies.app import Horsies
-
 
 _log = get_logger("broker")
 
@@ -38,18 +35,20 @@ class StartedTask:
 
 @dataclass(frozen=True, slots=True)
 class TaskExchange:
-    """What one `PostgresBroker.finish_and_start_tasks` round trip did.
+    """What one `PostgresBroker.exchange_async` round trip did.
 
     ``finished``: ids of the outcomes written (the others lost a race and changed nothing);
     ``started``: tasks now RUNNING for the given child pids, most urgent first; ``requeued``: ids of
     untracked RUNNING rows of this worker sent back to PENDING (only when asked to reconcile);
-    ``full``: every claim got as many rows as it asked for, so more tasks may be waiting.
+    ``full``: every claim got as many rows as it asked for, so more tasks may be waiting;
+    ``undecided``: workflow nodes the advance left waiting for a decision (``hooks.WorkflowHooks``).
     """
 
     finished: set[str] = field(default_factory=set[str])
     started: list[StartedTask] = field(default_factory=list[StartedTask])
     requeued: list[str] = field(default_factory=list[str])
     full: bool = False
+    undecided: list[NodeRef] = field(default_factory=list[NodeRef])
 
 
 _PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
@@ -134,18 +133,21 @@ def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
 
 
 def exchange_head(
-    outcomes: Sequence[TaskOutcome], worker_id: str, *, durable: bool
+    outcomes: Sequence[TaskOutcome],
+    worker_id: str,
+    engine: WorkflowEngine | None,
+    *,
+    durable: bool,
 ) -> tuple[list[Query], list[str], int]:
     """The first statements of a worker exchange — its settings (generic plans: see
     TASK_PLANS_GENERIC_IN_TRANSACTION; they end with the exchange's implicit or explicit
     transaction), the locks of the outcomes' workflow trees, the finish — with the workflow ids
-    and the index of the finish statement."""
-    from horsies.broker import workflow_ops
-
+    (none without an ``engine``: the reaper advances those workflows) and the index of the finish
+    statement."""
     first: list[Query] = [_exchange_settings(durable=durable)]
-    workflow_ids = workflow_ids_of(outcomes)
-    if workflow_ids:
-        first.append(workflow_ops.lock_roots_query(workflow_ids))
+    workflow_ids = workflow_ids_of(outcomes) if engine is not None else []
+    if engine is not None and workflow_ids:
+        first.append(engine.lock_query(workflow_ids))
     finish_at = len(first)
     if outcomes:
         first.append(finish_query(outcomes, worker_id))
@@ -161,7 +163,7 @@ def exchange_op(
     pids: Sequence[int],
     notify_capacity: bool,
     keep_running_ids: Sequence[str] | None,
-    app: Horsies | None = None,
+    engine: WorkflowEngine | None = None,
 ) -> Op[TaskExchange]:
     """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
     task per child pid in ``pids`` (hard-cap mode without cluster-wide caps, see
@@ -184,7 +186,7 @@ def exchange_op(
     if request is not None and not can_start_directly(request):
         raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
     durable = bool(outcomes) or keep_running_ids is not None
-    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, durable=durable)
+    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, engine, durable=durable)
     if outcomes and notify_capacity:
         first.append(CAPACITY_FREED)
     reconcile_at = -1
@@ -206,7 +208,7 @@ def exchange_op(
         queue_name, asked = limits[0]
         first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
         limits = limits[1:]
-    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance = workflow_advance(engine, outcomes, workflow_ids)
     advance_at = len(first)
     if advance is not None:
         first.extend(advance.queries())
@@ -214,8 +216,9 @@ def exchange_op(
         return TaskExchange()
     parts = yield from together(first)
     finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
+    undecided: list[NodeRef] = []
     if advance is not None:
-        yield from advance.run(parts[advance_at:])
+        undecided = yield from advance.run(parts[advance_at:])
     requeued: list[str] = []
     if reconcile_at >= 0:
         requeued = [r[0] for r in parts[reconcile_at].rows]
@@ -229,7 +232,11 @@ def exchange_op(
     started: list[StartedTask] = started_rows(parts[claim_at].rows) if claim_at >= 0 else []
     asked += yield from claim_and_start_more(worker_id, hostname, limits, pids, started)
     return TaskExchange(
-        finished=finished, started=started, requeued=requeued, full=0 < asked == len(started)
+        finished=finished,
+        started=started,
+        requeued=requeued,
+        full=0 < asked == len(started),
+        undecided=undecided,
     )
 
 

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import orjson
 
 from horsies.broker.channels import CAPACITY_FREED
+from horsies.broker.hooks import NodeRef, WorkflowAdvance, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, QueryResult, together
 from horsies.logs import get_logger
-
-if TYPE_CHECKING:
-    from horsies.app import Horsies
-    from horsies.broker import workflow_ops
-
 
 _log = get_logger("broker")
 
 
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
-    """The end of one execution, for `PostgresBroker.finish_tasks`.
+    """The end of one execution, for `PostgresBroker.finish_async`.
 
     ``result_json`` is the encoded TaskResult; ``ok`` selects COMPLETED vs FAILED. A non-None
     ``retry_delay_s`` sends the task back to PENDING for another attempt after that delay instead
@@ -83,19 +78,27 @@ def finished_ids(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
 
 
 def workflow_ids_of(outcomes: Sequence[TaskOutcome]) -> list[str]:
+    """The workflows of a batch's outcomes, sorted (the order their trees are locked in)."""
     return sorted({o.workflow_id for o in outcomes if o.workflow_id is not None})
 
 
 def workflow_advance(
-    app: Horsies | None, outcomes: Sequence[TaskOutcome], workflow_ids: Sequence[str]
-) -> workflow_ops.FinishedAdvance | None:
+    engine: WorkflowEngine | None, outcomes: Sequence[TaskOutcome], workflow_ids: Sequence[str]
+) -> WorkflowAdvance | None:
     """The workflow advance of a finish batch (its reads go in the finish round trip), or None."""
-    if not workflow_ids:
+    if engine is None or not workflow_ids:
         return None
-    from horsies.broker import workflow_ops
-
     task_ids = [o.task_id for o in outcomes if o.workflow_id is not None]
-    return workflow_ops.FinishedAdvance(app, task_ids, workflow_ids)
+    return engine.advance(task_ids, workflow_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What writing a batch of outcomes did: the ids written (the others lost a race and changed
+    nothing), and the workflow nodes left waiting for a decision (see ``hooks.WorkflowHooks``)."""
+
+    ids: set[str] = field(default_factory=set[str])
+    undecided: list[NodeRef] = field(default_factory=list[NodeRef])
 
 
 def finish_op(
@@ -103,32 +106,30 @@ def finish_op(
     worker_id: str | None,
     *,
     notify_capacity: bool = True,
-    app: Horsies | None = None,
-    advance_workflows: bool = True,
-) -> Op[set[str]]:
+    engine: WorkflowEngine | None = None,
+) -> Op[Finished]:
     """Finalise a batch in one statement (COMPLETED/FAILED rows and retries) plus, when
-    ``notify_capacity``, one capacity wake-up in the same round trip; returns the ids written.
+    ``notify_capacity``, one capacity wake-up in the same round trip.
 
-    Outcomes of workflow tasks (``workflow_id`` set) also advance their workflows in the same
-    transaction (run the op in one): the trees' root rows are locked before the finish, then the
-    engine runs (``advance_workflows=False`` leaves that to the reaper's reconciliation).
+    With an ``engine``, outcomes of workflow tasks (``workflow_id`` set) also advance their
+    workflows in the same transaction (run the op in one): the trees' root rows are locked before
+    the finish, then the engine runs. Without one, the reaper's reconciliation does it later.
     """
     if not outcomes:
-        return set()
-    from horsies.broker import workflow_ops
-
-    workflow_ids = workflow_ids_of(outcomes) if advance_workflows else []
-    queries = [workflow_ops.lock_roots_query(workflow_ids)] if workflow_ids else []
+        return Finished()
+    workflow_ids = workflow_ids_of(outcomes) if engine is not None else []
+    queries = [engine.lock_query(workflow_ids)] if engine is not None and workflow_ids else []
     finish_at = len(queries)
     queries.append(finish_query(outcomes, worker_id))
     if notify_capacity:
         queries.append(CAPACITY_FREED)
-    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance = workflow_advance(engine, outcomes, workflow_ids)
     advance_at = len(queries)
     if advance is not None:
         queries.extend(advance.queries())
     parts = yield from together(queries)
     finished = finished_ids(outcomes, parts[finish_at])
+    undecided: list[NodeRef] = []
     if advance is not None:
-        yield from advance.run(parts[advance_at:])
-    return finished
+        undecided = yield from advance.run(parts[advance_at:])
+    return Finished(finished, undecided)

@@ -7,16 +7,17 @@ have applied it meanwhile), applies the migration's SQL and records it. Ten proc
 fresh database therefore apply every migration exactly once and all return when the schema is
 current.
 
-Use :func:`apply_migrations_sync` / :func:`apply_migrations_async` on a connection you hold
-(autocommit mode), or let ``PostgresBroker`` do it on first use.
+``PostgresBroker`` runs :func:`migrate_program` before its first statement (and on
+``ensure_schema_initialized``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 from horsies.broker.locks import SCHEMA_LOCK_KEY
-from horsies.broker.pools import AsyncConn, SyncConn, run_op_async, run_op_sync
+from horsies.broker.programs import Program, run
 from horsies.broker.sql.schema import (
     MIGRATIONS,
     SCHEMA_VERSION_CREATE,
@@ -31,8 +32,8 @@ from horsies.logs import get_logger
 
 __all__ = [
     "LATEST_VERSION",
-    "apply_migrations_async",
-    "apply_migrations_sync",
+    "SchemaGate",
+    "migrate_program",
     "migrate_step_op",
     "next_migration",
     "schema_version_op",
@@ -81,25 +82,28 @@ def migrate_step_op(migrations: tuple[Migration, ...] = MIGRATIONS) -> Op[int | 
     return pending.version
 
 
-def apply_migrations_sync(conn: SyncConn) -> int:
-    """Bring the schema up to date on an autocommit sync connection; returns the schema version."""
-    current = run_op_sync(conn, schema_version_op())
+def migrate_program(
+    deadline: float | None = None, action: str = "schema initialisation"
+) -> Program[int]:
+    """Bring the schema up to date; returns the schema version. Run it without the broker's own
+    schema check (``bootstrap=True``): this is what that check runs. ``deadline`` bounds each wait
+    for a connection and ``action`` names the call that needed the schema in errors (the
+    caller's own deadline and name)."""
+    current = yield from run(schema_version_op(), action, deadline=deadline)
     if current >= LATEST_VERSION:
         return current
     while True:
-        with conn.transaction():
-            applied = run_op_sync(conn, migrate_step_op())
+        applied = yield from run(migrate_step_op(), action, transaction=True, deadline=deadline)
         if applied is None:
-            return run_op_sync(conn, schema_version_op())
+            return (yield from run(schema_version_op(), action, deadline=deadline))
 
 
-async def apply_migrations_async(conn: AsyncConn) -> int:
-    """Async twin of :func:`apply_migrations_sync`."""
-    current = await run_op_async(conn, schema_version_op())
-    if current >= LATEST_VERSION:
-        return current
-    while True:
-        async with conn.transaction():
-            applied = await run_op_async(conn, migrate_step_op())
-        if applied is None:
-            return await run_op_async(conn, schema_version_op())
+class SchemaGate:
+    """Whether a broker has brought the schema up to date, shared by its two drivers: each checks
+    it before its first statement and runs :func:`migrate_program` once."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.lock = (
+            threading.Lock()
+        )  # one sync migration at a time (concurrent async ones are safe)

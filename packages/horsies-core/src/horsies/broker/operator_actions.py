@@ -2,35 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from horsies.broker.channels import TASK_DONE, TASK_NEW, notify_query, queue_channel
+from horsies.broker.hooks import NodeRef, WorkflowEngine
+from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, together
 
-if TYPE_CHECKING:
-    from horsies.app import Horsies
+__all__ = ["cancel_task_program", "retry_task_op"]
 
 
-def cancel_task_op(app: Horsies | None, task_id: str) -> Op[bool]:
+def _cancel_task_op(engine: WorkflowEngine | None, task_id: str) -> Op[tuple[bool, list[NodeRef]]]:
     """Cancel a task no worker has started (run in a transaction); False when it had started,
     ended or does not exist. Waiters are woken (``task_done``); a workflow task's node ends FAILED
     with ``TASK_CANCELLED`` and its workflow advances, its tree locked first as a worker would."""
-    from horsies.broker import workflow_ops
-
     found = yield Query(task_sql.TASK_GET_WORKFLOW_ID, {"id": task_id})
     workflow_id: str | None = found.rows[0][0] if found.rows else None
-    if workflow_id is not None:
-        yield workflow_ops.lock_roots_query([workflow_id])
+    if engine is not None and workflow_id is not None:
+        yield engine.lock_query([workflow_id])
     res = yield Query(task_sql.TASK_CANCEL_IF_NOT_STARTED, {"id": task_id})
     if not res.rows:
-        return False
+        return False, []
     yield notify_query(TASK_DONE, task_id)
-    if workflow_id is not None:
-        advance = workflow_ops.FinishedAdvance(app, [task_id], [workflow_id])
-        parts = yield from together(advance.queries())
-        yield from advance.run(parts)
-    return True
+    if engine is None or workflow_id is None:
+        return True, []
+    advance = engine.advance([task_id], [workflow_id])
+    parts = yield from together(advance.queries())
+    undecided = yield from advance.run(parts)
+    return True, undecided
+
+
+def cancel_task_program(engine: WorkflowEngine | None, task_id: str) -> Program[bool]:
+    """Cancel a task no worker has started (see ``_cancel_task_op``), then decide the workflow
+    nodes that became READY because of it."""
+    outcome: tuple[bool, list[NodeRef]] = yield Run(
+        _cancel_task_op(engine, task_id), "task_cancel", transaction=True
+    )
+    cancelled, undecided = outcome
+    if engine is not None and undecided:
+        yield from engine.decide(undecided)
+    return cancelled
 
 
 def retry_task_op(task_id: str) -> Op[bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from horsies.broker.channels import wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
@@ -19,27 +18,27 @@ from horsies.broker.exchange import (
     started_rows,
 )
 from horsies.broker.finish import TaskOutcome, finished_ids, log_lost, workflow_advance
+from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, together
-
-if TYPE_CHECKING:
-    from horsies.app import Horsies
 
 
 @dataclass(frozen=True, slots=True)
 class PrefetchExchange:
-    """What one `PostgresBroker.finish_start_and_claim` call did (prefetch mode).
+    """What one `PostgresBroker.prefetch_exchange_async` call did (prefetch mode).
 
     ``finished``: ids of the outcomes written; ``started``: ids of the given claims now RUNNING
     (the others were lost: lease expired and taken, or requeued); ``direct``: tasks moved from
     PENDING straight to RUNNING for the given child pids; ``claimed``: tasks newly CLAIMED by this
-    worker with a lease, most urgent first.
+    worker with a lease, most urgent first; ``undecided``: workflow nodes left waiting for a
+    decision.
     """
 
     finished: set[str] = field(default_factory=set[str])
     started: set[str] = field(default_factory=set[str])
     direct: list[StartedTask] = field(default_factory=list[StartedTask])
     claimed: list[ClaimedTask] = field(default_factory=list[ClaimedTask])
+    undecided: list[NodeRef] = field(default_factory=list[NodeRef])
 
 
 def prefetch_exchange_op(
@@ -52,7 +51,7 @@ def prefetch_exchange_op(
     request: ClaimRequest | None,
     release_ids: Sequence[str] = (),
     keep_running_ids: Sequence[str] | None = None,
-    app: Horsies | None = None,
+    engine: WorkflowEngine | None = None,
 ) -> Op[PrefetchExchange]:
     """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
     usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
@@ -70,7 +69,7 @@ def prefetch_exchange_op(
     if request is not None and needs_cluster_counts(request):
         raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
     durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
-    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, durable=durable)
+    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, engine, durable=durable)
     if keep_running_ids is not None or release_ids:
         keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
         if keep_running_ids is not None:
@@ -112,7 +111,7 @@ def prefetch_exchange_op(
         first.append(
             prefetch_claim_query(worker_id, request, limits[0][0], min(limits[0][1], total))
         )
-    advance = workflow_advance(app, outcomes, workflow_ids)
+    advance = workflow_advance(engine, outcomes, workflow_ids)
     advance_at = len(first)
     if advance is not None:
         first.extend(advance.queries())
@@ -120,8 +119,9 @@ def prefetch_exchange_op(
         return PrefetchExchange()
     parts = yield from together(first)
     finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
+    undecided: list[NodeRef] = []
     if advance is not None:
-        yield from advance.run(parts[advance_at:])
+        undecided = yield from advance.run(parts[advance_at:])
     started: set[str] = set()
     if starts:
         started = {r[0] for r in parts[start_at].rows}
@@ -144,7 +144,11 @@ def prefetch_exchange_op(
             res = yield prefetch_claim_query(worker_id, request, queue_name, n)
             claimed.extend(claimed_rows(res.rows))
     return PrefetchExchange(
-        finished=finished, started=started, direct=direct_started, claimed=claimed
+        finished=finished,
+        started=started,
+        direct=direct_started,
+        claimed=claimed,
+        undecided=undecided,
     )
 
 

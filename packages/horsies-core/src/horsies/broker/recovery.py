@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from horsies import failures
 from horsies.broker.channels import wake_workers_query
 from horsies.broker.finish import TaskOutcome, finish_op
+from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.locks import REAPER_LOCK_KEY
+from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query
 from horsies.codec import (
@@ -18,10 +21,7 @@ from horsies.codec import (
 from horsies.config import RecoveryConfig
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-
-if TYPE_CHECKING:
-    from horsies.app import Horsies
-
+from horsies.retry import retry_delay_for_stored
 
 _log = get_logger("broker")
 
@@ -61,7 +61,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def worker_crashed_result(
+def _worker_crashed(
     threshold_ms: int,
     *,
     worker_pid: int | None,
@@ -71,38 +71,20 @@ def worker_crashed_result(
     last_heartbeat: datetime | None,
     detected_at: datetime,
 ) -> tuple[TaskResult[Any, TaskError], str]:
-    """(WORKER_CRASHED result, failed_reason) for a task whose runner went silent (04 §10)."""
+    """(WORKER_CRASHED result, failed_reason) for a task whose runner went silent."""
     seconds = f"{threshold_ms / 1000:g}s"
     reason = f"Worker process crashed (no runner heartbeat for {threshold_ms}ms = {seconds})"
-    error = TaskError(
-        error_code=LibraryErrorCode.WORKER_CRASHED,
-        message=reason,
-        data={
-            "stale_threshold_ms": threshold_ms,
-            "stale_threshold_seconds": threshold_ms / 1000,
-            "worker_pid": worker_pid,
-            "worker_hostname": worker_hostname,
-            "worker_id": worker_id,
-            "started_at": _iso(started_at),
-            "last_heartbeat": _iso(last_heartbeat),
-            "detected_at": _iso(detected_at),
-        },
-    )
-    return TaskResult(err=error), reason
-
-
-def _retry_delay(
-    result: TaskResult[Any, TaskError], retry_count: int, max_retries: int, options_json: str | None
-) -> float | None:
-    from horsies.tasks.retry import TaskOptions, decide_retry
-
-    try:
-        options = TaskOptions.from_json(options_json)
-    except Exception:
-        _log.warning("unreadable task_options %r: not retrying", options_json)
-        return None
-    delay = decide_retry(result, retry_count=retry_count, max_retries=max_retries, options=options)
-    return None if delay is None else float(delay)
+    data = {
+        "stale_threshold_ms": threshold_ms,
+        "stale_threshold_seconds": threshold_ms / 1000,
+        "worker_pid": worker_pid,
+        "worker_hostname": worker_hostname,
+        "worker_id": worker_id,
+        "started_at": _iso(started_at),
+        "last_heartbeat": _iso(last_heartbeat),
+        "detected_at": _iso(detected_at),
+    }
+    return failures.failure(LibraryErrorCode.WORKER_CRASHED, reason, data), reason
 
 
 def fail_stale_running_op(
@@ -140,7 +122,7 @@ def fail_stale_running_op(
                 detected_at,
                 workflow_id,
             ) = row
-            result, reason = worker_crashed_result(
+            result, reason = _worker_crashed(
                 threshold_ms,
                 worker_pid=worker_pid,
                 worker_hostname=worker_hostname,
@@ -150,7 +132,12 @@ def fail_stale_running_op(
                 detected_at=detected_at,
             )
             delay = (
-                _retry_delay(result, retry_count, max_retries, task_options)
+                retry_delay_for_stored(
+                    result,
+                    retry_count=retry_count,
+                    max_retries=max_retries,
+                    options_json=task_options,
+                )
                 if allow_retry
                 else None
             )
@@ -174,9 +161,10 @@ def fail_stale_running_op(
                 reason,
                 f"; retrying in {delay:g}s" if delay is not None else "",
             )
-        # Workflows learn about these through reconcile_op (same transaction), which never waits
-        # for a tree lock: this transaction already holds task rows a finishing worker may need.
-        done = yield from finish_op(outcomes, worker_id=None, advance_workflows=False)
+        # Workflows learn about these through the reconciliation (same transaction), which never
+        # waits for a tree lock: this transaction already holds task rows a finishing worker may
+        # need.
+        done = (yield from finish_op(outcomes, worker_id=None)).ids
         retried += sum(1 for o in outcomes if o.retry_delay_s is not None and o.task_id in done)
         failed += sum(1 for o in outcomes if o.retry_delay_s is None and o.task_id in done)
         if len(res.rows) < STALE_RUNNING_BATCH:
@@ -188,13 +176,15 @@ RECONCILE_MIN_AGE_MS: Final = 1_000
 """A RUNNING workflow must have been quiet this long before the reaper re-examines it."""
 
 
-def reap_op(recovery: RecoveryConfig, app: Horsies | None = None) -> Op[ReapReport]:
+def _reap_op(
+    recovery: RecoveryConfig, engine: WorkflowEngine | None
+) -> Op[tuple[ReapReport, list[NodeRef]]]:
     """One reaper pass (run in a transaction); does nothing when another reaper holds the lock.
-    Ends with the workflow reconciliation (03 §16), which also carries the tasks failed here into
-    their workflows."""
+    Ends with the workflow reconciliation, which also carries the tasks failed here into their
+    workflows."""
     res = yield Query(task_sql.TASK_REAPER_TRY_LOCK, {"key": REAPER_LOCK_KEY})
     if not res.rows or not res.rows[0][0]:
-        return ReapReport(ran=False)
+        return ReapReport(ran=False), []
     requeued = failed = retried = 0
     if recovery.auto_requeue_stale_claimed:
         requeued = yield from requeue_stale_claimed_op(recovery.claimed_stale_threshold_ms)
@@ -202,7 +192,20 @@ def reap_op(recovery: RecoveryConfig, app: Horsies | None = None) -> Op[ReapRepo
         failed, retried = yield from fail_stale_running_op(
             recovery.running_stale_threshold_ms, allow_retry=True, max_batches=4
         )
-    from horsies.broker import workflow_ops
+    reconciled, undecided = 0, []
+    if engine is not None:
+        reconciled, undecided = yield from engine.reconcile(RECONCILE_MIN_AGE_MS)
+    report = ReapReport(requeued=requeued, failed=failed, retried=retried, reconciled=reconciled)
+    return report, undecided
 
-    reconciled = yield from workflow_ops.reconcile_op(app, RECONCILE_MIN_AGE_MS)
-    return ReapReport(requeued=requeued, failed=failed, retried=retried, reconciled=reconciled)
+
+def reap_program(recovery: RecoveryConfig, engine: WorkflowEngine | None) -> Program[ReapReport]:
+    """One reaper pass (see ``_reap_op``), then the decisions of the workflow nodes it left
+    READY."""
+    outcome: tuple[ReapReport, list[NodeRef]] = yield Run(
+        _reap_op(recovery, engine), "reap", transaction=True
+    )
+    report, undecided = outcome
+    if engine is not None and undecided:
+        yield from engine.decide(undecided)
+    return report

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, LiteralString, TypeAlias, TypeVar
+from typing import Any, Final, Literal, LiteralString, TypeAlias, TypeVar
 
 __all__ = [
+    "STEP_TYPES",
     "Copy",
     "CopyData",
     "Op",
@@ -111,6 +112,8 @@ class CopyData:
 
 
 Step: TypeAlias = Query | Pipeline | Copy | Prepared | CopyData
+STEP_TYPES: Final = (Query, Pipeline, Copy, Prepared, CopyData)
+"""The step classes, to tell a single step from an operation."""
 Op: TypeAlias = Generator[Step, QueryResult, T]
 
 

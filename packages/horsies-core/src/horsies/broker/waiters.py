@@ -8,113 +8,44 @@ poked to re-read its row, because notifications sent while the connection was do
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
-from horsies.broker.listener import NotificationListener, Subscription
+if TYPE_CHECKING:
+    from horsies.broker.listener import NotificationListener, Subscription
 
-__all__ = [
-    "TASK_DONE_CHANNEL",
-    "WORKFLOW_DONE_CHANNEL",
-    "AsyncWaiter",
-    "ResultWaiters",
-    "SyncWaiter",
-    "WakeReason",
-]
+__all__ = ["ResultWaiters", "Waiter", "WakeReason"]
 
-TASK_DONE_CHANNEL: Final = "task_done"
-WORKFLOW_DONE_CHANNEL: Final = "workflow_done"
 _SUBSCRIBE_WAIT_S: Final = 10.0
 
 WakeReason = Literal["notified", "poked", "timeout"]
 
 
-class SyncWaiter:
-    """A blocking waiter for one id (used by the sync result waits)."""
+class Waiter(Protocol):
+    """A waiter for one id, woken from the listener thread (each driver has its own kind)."""
 
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self._event = threading.Event()
-        self._notified = False
+    key: str
 
     def notify(self) -> None:
-        """Called on the listener thread: the task finished."""
-        self._notified = True
-        self._event.set()
+        """The awaited id was notified."""
 
     def poke(self) -> None:
-        """Called on the listener thread after a reconnect: re-read the row."""
-        self._event.set()
-
-    def wait(self, timeout: float) -> WakeReason:
-        """Block until notified/poked or ``timeout`` seconds pass."""
-        woke = self._event.wait(timeout)
-        self._event.clear()
-        if self._notified:
-            return "notified"
-        return "poked" if woke else "timeout"
-
-
-class AsyncWaiter:
-    """An awaitable waiter for one id, bound to the running event loop."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
-        self._notified = False
-
-    def _set(self) -> None:
-        self._event.set()
-
-    def _wake_from_thread(self) -> None:
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(self._set)
-
-    def notify(self) -> None:
-        """Called on the listener thread: the task finished."""
-        self._notified = True
-        self._wake_from_thread()
-
-    def poke(self) -> None:
-        """Called on the listener thread after a reconnect: re-read the row."""
-        self._wake_from_thread()
-
-    async def wait(self, timeout: float) -> WakeReason:
-        """Wait until notified/poked or ``timeout`` seconds pass."""
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races with
-        # the event being set, and get_result_async must always propagate cancellation.
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-            woke = True
-        except TimeoutError:
-            woke = False
-        self._event.clear()
-        if self._notified:
-            return "notified"
-        return "poked" if woke else "timeout"
-
-
-_Waiter = SyncWaiter | AsyncWaiter
+        """The listener reconnected: notifications may have been lost, so read again."""
 
 
 class ResultWaiters:
     """The waiters of one broker and channel, keyed by the notification payload (task or workflow
     id), fed by one subscription."""
 
-    def __init__(
-        self, get_listener: Callable[[], NotificationListener], channel: str = TASK_DONE_CHANNEL
-    ) -> None:
+    def __init__(self, get_listener: Callable[[], NotificationListener], channel: str) -> None:
         self._get_listener = get_listener
         self._channel = channel
         # Ownership: _waiters is written by caller threads (register/unregister) and read by the
         # listener thread (dispatch); always under _lock.
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[_Waiter]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         self._subscription: Subscription | None = None
         self._remove_reconnect: Callable[[], None] | None = None
 
@@ -129,7 +60,7 @@ class ResultWaiters:
             self._subscription = sub
             return sub
 
-    def register(self, waiter: _Waiter) -> None:
+    def register(self, waiter: Waiter) -> None:
         """Start routing notifications for ``waiter.key`` to ``waiter`` (LISTEN may still be
         pending; use :meth:`wait_listening` before the re-read that closes the race)."""
         self._subscribe()
@@ -150,7 +81,7 @@ class ResultWaiters:
         """Wait (bounded, without blocking the loop) until LISTEN on the channel is active."""
         await self._subscribe().wait_active_async(_SUBSCRIBE_WAIT_S)
 
-    def unregister(self, waiter: _Waiter) -> None:
+    def unregister(self, waiter: Waiter) -> None:
         """Stop routing notifications to ``waiter``."""
         with self._lock:
             waiters = self._waiters.get(waiter.key)

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from itertools import islice
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -54,11 +54,18 @@ def loads_json(text: str | bytes | bytearray | memoryview) -> Any:
     return orjson.loads(text)
 
 
+_MOVED: Final = {
+    ("horsies.results", "SubWorkflowError"): ("horsies.workflows.context", "SubWorkflowError")
+}
+"""Library classes that moved, by the (module, qualname) older rows recorded: they keep decoding."""
+
+
 def _resolve_class(module: str, qualname: str) -> type:
     key = (module, qualname)
     cls = _CLASS_CACHE.get(key)
     if cls is not None:
         return cls
+    module, qualname = _MOVED.get(key, key)
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)

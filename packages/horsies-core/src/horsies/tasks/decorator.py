@@ -26,14 +26,14 @@ from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefiniti
 from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.handle import TaskHandle
+from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
 from horsies.workflows.context import WorkflowContextMissingIdError
 from horsies.workflows.engine import CTX_KEY, META_KEY
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker.postgres import PostgresBroker
-    from horsies.tasks.retry import TaskOptions
+    from horsies.retry import TaskOptions
 
 __all__ = [
     "ERROR_TASK_ID",
@@ -49,12 +49,6 @@ __all__ = [
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-SUPPRESSED_TASK_ID = "<suppressed>"
-"""`task_id` of the handle returned by a send while sends are suppressed."""
-
-ERROR_TASK_ID = "<error>"
-"""`task_id` of the handle returned by a send that failed before a row was written."""
 
 _logger = get_logger("tasks")
 _NO_ADAPTER: Any = object()
@@ -600,7 +594,7 @@ def _checked_name(
 def _validated_options(
     options: Mapping[str, Any], location: SourceLocation | None
 ) -> tuple[str | None, TaskOptions]:
-    from horsies.tasks.retry import TaskOptions
+    from horsies.retry import TaskOptions
 
     unknown = [name for name in options if name not in KNOWN_TASK_OPTIONS]
     if unknown:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from horsies.broker import operator_actions
-from horsies.broker.retrieval import broker_error
+from horsies import failures
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
 
-__all__ = ["TaskHandle"]
+__all__ = ["ERROR_TASK_ID", "SUPPRESSED_TASK_ID", "TaskHandle"]
+
+SUPPRESSED_TASK_ID = "<suppressed>"
+"""`task_id` of the handle returned by a send while sends are suppressed."""
+
+ERROR_TASK_ID = "<error>"
+"""`task_id` of the handle returned by a send that failed before a row was written."""
 
 T = TypeVar("T")
 
@@ -63,20 +68,11 @@ class TaskHandle(Generic[T]):
         state = "cached" if self._result is not None else "pending"
         return f"<TaskHandle {self.task_id} ({state})>"
 
-    def _not_available(self) -> TaskResult[T, TaskError]:
-        return TaskResult(
-            err=TaskError(
-                error_code=LibraryErrorCode.RESULT_NOT_AVAILABLE,
-                message="Result not available - task may not have been executed",
-                data={"task_id": self.task_id},
-            )
-        )
-
     def _cached_or_broker(self) -> TaskResult[T, TaskError] | PostgresBroker:
         """The cached (or not-available) result, else the broker to ask."""
         if self._result is not None:
             return self._result
-        return self._not_available() if self._broker is None else self._broker
+        return failures.result_not_available(self.task_id) if self._broker is None else self._broker
 
     def _remember(self, result: TaskResult[Any, TaskError]) -> TaskResult[T, TaskError]:
         if _is_final(result):
@@ -84,7 +80,7 @@ class TaskHandle(Generic[T]):
         return result
 
     def _broker_error(self, timeout_ms: int | None, exc: Exception) -> TaskResult[T, TaskError]:
-        return broker_error(self.task_id, timeout_ms, exc)
+        return failures.broker_error(self.task_id, timeout_ms, exc)
 
     def get(self, timeout_ms: int | None = None) -> TaskResult[T, TaskError]:
         """Block until the task finishes (or `timeout_ms` elapses) and return its result.
@@ -102,8 +98,6 @@ class TaskHandle(Generic[T]):
         return self._remember(result)
 
     def _actionable(self) -> PostgresBroker | None:
-        from horsies.tasks.decorator import ERROR_TASK_ID, SUPPRESSED_TASK_ID
-
         if self._broker is None or self.task_id in (ERROR_TASK_ID, SUPPRESSED_TASK_ID):
             return None
         return self._broker
@@ -113,27 +107,15 @@ class TaskHandle(Generic[T]):
 
         Returns True when it was cancelled: its `get()` then returns err `TASK_CANCELLED` and a
         workflow node running it ends FAILED with that error. False when the task already started,
-        ended or is unknown (nothing changes). Beyond the reference, which has no cancel API.
+        ended or is unknown (nothing changes).
         """
         broker = self._actionable()
-        if broker is None:
-            return False
-        return broker.execute(
-            operator_actions.cancel_task_op(broker.app, self.task_id),
-            action="task_cancel",
-            transaction=True,
-        )
+        return broker is not None and broker.cancel_task(self.task_id)
 
     async def cancel_async(self) -> bool:
         """Async twin of `cancel`."""
         broker = self._actionable()
-        if broker is None:
-            return False
-        return await broker.execute_async(
-            operator_actions.cancel_task_op(broker.app, self.task_id),
-            action="task_cancel",
-            transaction=True,
-        )
+        return broker is not None and await broker.cancel_task_async(self.task_id)
 
     def retry(self) -> bool:
         """Run an ended task again: FAILED or CANCELLED goes back to PENDING, due now, with its
@@ -143,21 +125,14 @@ class TaskHandle(Generic[T]):
         part of a workflow (its node has ended and the workflow moved on), or is unknown.
         """
         broker = self._actionable()
-        if broker is None:
-            return False
-        retried = broker.execute(operator_actions.retry_task_op(self.task_id), action="task_retry")
-        if retried:
-            self._result = None
-        return retried
+        return broker is not None and self._forget_if(broker.retry_task(self.task_id))
 
     async def retry_async(self) -> bool:
         """Async twin of `retry`."""
         broker = self._actionable()
-        if broker is None:
-            return False
-        retried = await broker.execute_async(
-            operator_actions.retry_task_op(self.task_id), action="task_retry"
-        )
+        return broker is not None and self._forget_if(await broker.retry_task_async(self.task_id))
+
+    def _forget_if(self, retried: bool) -> bool:
         if retried:
             self._result = None
         return retried

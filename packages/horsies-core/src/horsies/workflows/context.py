@@ -5,8 +5,7 @@ receives a `WorkflowContext` holding the results (and child-workflow summaries) 
 dependencies. A task that declares ``workflow_meta`` receives a `WorkflowMeta` (None outside a
 workflow, decision D14).
 
-This module does not import `horsies.results` at run time: `horsies.results` imports
-`SubWorkflowSummary` from here for `SubWorkflowError`.
+`SubWorkflowError` is the error of a node whose child workflow did not complete.
 """
 
 from __future__ import annotations
@@ -18,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, PrivateAttr
 
+from horsies.results import TaskError, TaskResult
 from horsies.workflows.status import WorkflowStatus
 
 if TYPE_CHECKING:
-    from horsies.results import TaskError, TaskResult
     from horsies.workflows.nodes import NodeKey, SubWorkflowNode, TaskNode
 
 __all__ = [
+    "SubWorkflowError",
     "SubWorkflowSummary",
     "WorkflowContext",
     "WorkflowContextMissingIdError",
@@ -294,3 +294,16 @@ class WorkflowContext(BaseModel):
                 mapping = cast("Mapping[str, Any]", summary)
                 context._summaries[node_id] = SubWorkflowSummary.from_json(mapping)
         return context
+
+
+class SubWorkflowError(TaskError):
+    """The error of a workflow node whose child workflow did not complete.
+
+    `error_code` is `SUBWORKFLOW_FAILED`; `sub_workflow_id` names the child workflow and
+    `sub_workflow_summary` says how it ended. It survives storage as a `SubWorkflowError`, so
+    ``case SubWorkflowError(sub_workflow_summary=summary):`` works on results read back from the
+    database.
+    """
+
+    sub_workflow_id: str
+    sub_workflow_summary: SubWorkflowSummary[Any] | None = None

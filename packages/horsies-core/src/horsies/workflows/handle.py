@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from horsies.broker import workflow_ops
 from horsies.codec import task_result_from_json
 from horsies.results import TaskError, TaskResult
 from horsies.workflows.context import WorkflowHandleMissingIdError
 from horsies.workflows.nodes import NodeKey, SubWorkflowNode, TaskNode
 from horsies.workflows.status import WorkflowStatus, WorkflowTaskStatus
+from horsies.workflows.store import reads
+from horsies.workflows.store.operations import cancel_program, pause_op, resume_program
 
 if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
@@ -81,14 +82,12 @@ class WorkflowHandle:
 
     def status(self) -> WorkflowStatus:
         """The current status; ``ValueError`` for an unknown workflow id."""
-        return self.broker.execute(
-            workflow_ops.status_op(self.workflow_id), action="workflow_status"
-        )
+        return self.broker.execute(reads.status_op(self.workflow_id), action="workflow_status")
 
     async def status_async(self) -> WorkflowStatus:
         """Async twin of :meth:`status`."""
         return await self.broker.execute_async(
-            workflow_ops.status_op(self.workflow_id), action="workflow_status"
+            reads.status_op(self.workflow_id), action="workflow_status"
         )
 
     def get(self, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
@@ -100,22 +99,24 @@ class WorkflowHandle:
         Deadline passed: err ``WAIT_TIMEOUT``. ``timeout_ms`` None or 0 waits forever. Unknown id:
         ``ValueError``. Not cached: every call reads the database.
         """
-        return self.broker.wait_workflow(self.workflow_id, timeout_ms)
+        return self.broker.run_program(
+            reads.get_program(self.broker.workflow_waiters, self.workflow_id, timeout_ms)
+        )
 
     async def get_async(self, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
         """Async twin of :meth:`get`."""
-        return await self.broker.wait_workflow_async(self.workflow_id, timeout_ms)
+        return await self.broker.run_program_async(
+            reads.get_program(self.broker.workflow_waiters, self.workflow_id, timeout_ms)
+        )
 
     def results(self) -> dict[str, TaskResult[Any, TaskError]]:
         """Every node that has a result (COMPLETED or FAILED), keyed by node id."""
-        return self.broker.execute(
-            workflow_ops.results_op(self.workflow_id), action="workflow_results"
-        )
+        return self.broker.execute(reads.results_op(self.workflow_id), action="workflow_results")
 
     async def results_async(self) -> dict[str, TaskResult[Any, TaskError]]:
         """Async twin of :meth:`results`."""
         return await self.broker.execute_async(
-            workflow_ops.results_op(self.workflow_id), action="workflow_results"
+            reads.results_op(self.workflow_id), action="workflow_results"
         )
 
     def result_for(self, node: _NodeRef[T]) -> TaskResult[T, TaskError]:
@@ -124,26 +125,26 @@ class WorkflowHandle:
         Raises `WorkflowHandleMissingIdError` for a node without a node_id.
         """
         return self.broker.execute(
-            workflow_ops.node_result_op(self.workflow_id, _node_id(node)),
+            reads.node_result_op(self.workflow_id, _node_id(node)),
             action="workflow_result_for",
         )
 
     async def result_for_async(self, node: _NodeRef[T]) -> TaskResult[T, TaskError]:
         """Async twin of :meth:`result_for`."""
         return await self.broker.execute_async(
-            workflow_ops.node_result_op(self.workflow_id, _node_id(node)),
+            reads.node_result_op(self.workflow_id, _node_id(node)),
             action="workflow_result_for",
         )
 
     def tasks(self) -> list[WorkflowTaskInfo]:
         """Every node, ordered by index."""
-        rows = self.broker.execute(workflow_ops.nodes_op(self.workflow_id), action="workflow_tasks")
+        rows = self.broker.execute(reads.nodes_op(self.workflow_id), action="workflow_tasks")
         return [_task_info(row) for row in rows]
 
     async def tasks_async(self) -> list[WorkflowTaskInfo]:
         """Async twin of :meth:`tasks`."""
         rows = await self.broker.execute_async(
-            workflow_ops.nodes_op(self.workflow_id), action="workflow_tasks"
+            reads.nodes_op(self.workflow_id), action="workflow_tasks"
         )
         return [_task_info(row) for row in rows]
 
@@ -153,47 +154,33 @@ class WorkflowHandle:
         """Cancel the workflow and its child workflows (D28): unstarted tasks are cancelled, running
         ones finish but no longer change anything; CANCELLED is final. A child cancelled on its own
         fails its parent's node (D29). No-op on a finished workflow."""
-        self.broker.execute(
-            workflow_ops.cancel_op(self.broker.app, self.workflow_id),
-            action="workflow_cancel",
-            transaction=True,
-        )
+        self.broker.run_program(cancel_program(self.broker.app, self.workflow_id))
 
     async def cancel_async(self) -> None:
         """Async twin of :meth:`cancel`."""
-        await self.broker.execute_async(
-            workflow_ops.cancel_op(self.broker.app, self.workflow_id),
-            action="workflow_cancel",
-            transaction=True,
-        )
+        await self.broker.run_program_async(cancel_program(self.broker.app, self.workflow_id))
 
     def pause(self) -> bool:
         """RUNNING -> PAUSED, with every running child workflow (03 §12.2). Tasks already enqueued
         may still run (D27); nothing new starts until :meth:`resume`. False if not RUNNING."""
         return self.broker.execute(
-            workflow_ops.pause_op(self.workflow_id), action="workflow_pause", transaction=True
+            pause_op(self.workflow_id), action="workflow_pause", transaction=True
         )
 
     async def pause_async(self) -> bool:
         """Async twin of :meth:`pause`."""
         return await self.broker.execute_async(
-            workflow_ops.pause_op(self.workflow_id), action="workflow_pause", transaction=True
+            pause_op(self.workflow_id), action="workflow_pause", transaction=True
         )
 
     def resume(self) -> bool:
         """PAUSED -> RUNNING with its paused child workflows: pending nodes are re-evaluated and
         ready ones enqueued (03 §12.3); a workflow whose nodes all ended meanwhile is finished.
         False if not PAUSED."""
-        return self.broker.execute(
-            workflow_ops.resume_op(self.broker.app, self.workflow_id),
-            action="workflow_resume",
-            transaction=True,
-        )
+        return self.broker.run_program(resume_program(self.broker.app, self.workflow_id))
 
     async def resume_async(self) -> bool:
         """Async twin of :meth:`resume`."""
-        return await self.broker.execute_async(
-            workflow_ops.resume_op(self.broker.app, self.workflow_id),
-            action="workflow_resume",
-            transaction=True,
+        return await self.broker.run_program_async(
+            resume_program(self.broker.app, self.workflow_id)
         )

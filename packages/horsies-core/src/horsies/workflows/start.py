@@ -1,14 +1,15 @@
-"""Starting a workflow: `start_workflow` and `start_workflow_async` (03 §6)."""
+"""Starting a workflow: `start_workflow` and `start_workflow_async`."""
 
 from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING
 
-from horsies.broker import workflow_ops
 from horsies.errors import ErrorCode, WorkflowValidationError, raise_collected
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.nodes import SubWorkflowNode, TaskNode
+from horsies.workflows.store.operations import start_program
+from horsies.workflows.store.rows import StartRows, start_rows
 
 if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
@@ -17,9 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["start_workflow", "start_workflow_async"]
 
 
-def _prepared(
-    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None
-) -> workflow_ops.StartRows:
+def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None) -> StartRows:
     errors: list[WorkflowValidationError] = []
     if broker.app is None and any(isinstance(n, SubWorkflowNode) for n in spec.tasks):
         errors.append(
@@ -46,7 +45,7 @@ def _prepared(
                 ).with_help("build the spec with app.workflow(...) or give the node priority=...")
             )
     raise_collected(errors, "workflow start")
-    return workflow_ops.start_rows(spec, workflow_id or str(uuid.uuid4()))
+    return start_rows(spec, workflow_id or str(uuid.uuid4()))
 
 
 def start_workflow(
@@ -60,9 +59,7 @@ def start_workflow(
     ``SerializationError`` for unencodable node arguments, ``BrokerError`` for database failures.
     """
     rows = _prepared(spec, broker, workflow_id)
-    broker.execute(
-        workflow_ops.start_op(broker.app, rows), action="workflow_start", transaction=True
-    )
+    broker.run_program(start_program(broker.app, rows))
     return WorkflowHandle(rows.workflow["id"], broker)
 
 
@@ -71,7 +68,5 @@ async def start_workflow_async(
 ) -> WorkflowHandle:
     """Async twin of `start_workflow`."""
     rows = _prepared(spec, broker, workflow_id)
-    await broker.execute_async(
-        workflow_ops.start_op(broker.app, rows), action="workflow_start", transaction=True
-    )
+    await broker.run_program_async(start_program(broker.app, rows))
     return WorkflowHandle(rows.workflow["id"], broker)

@@ -16,7 +16,10 @@ from typing import Annotated, Any, Literal, Self, cast
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
+
+_log = get_logger("tasks")
 
 __all__ = [
     "RetryPolicy",
@@ -24,6 +27,7 @@ __all__ = [
     "decide_retry",
     "error_matches",
     "is_retryable",
+    "retry_delay_for_stored",
     "retry_delay_seconds",
 ]
 
@@ -238,3 +242,25 @@ def decide_retry(
     if not isinstance(error, TaskError) or not error_matches(error, options.auto_retry_for):
         return None
     return retry_delay_seconds(policy, retry_count + 1, rng)
+
+
+def retry_delay_for_stored(
+    result: TaskResult[Any, Any],
+    *,
+    retry_count: int,
+    max_retries: int,
+    options_json: str | None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """`decide_retry` for a task row: its stored options JSON, retry count and retry limit. The
+    one retry decision of the library: the worker takes it for a finished execution, the reaper
+    for a run whose worker went silent. Options that cannot be read are never retried."""
+    try:
+        options = TaskOptions.from_json(options_json)
+    except Exception as exc:
+        _log.warning("unreadable task_options %r: not retrying (%s)", options_json, exc)
+        return None
+    delay = decide_retry(
+        result, retry_count=retry_count, max_retries=max_retries, options=options, rng=rng
+    )
+    return None if delay is None else float(delay)

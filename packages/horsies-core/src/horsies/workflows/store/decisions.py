@@ -1,0 +1,300 @@
+"""Deciding READY nodes whose next step is user code, outside every lock.
+
+A node with a ``run_when``/``skip_when`` condition, or a sub-workflow node whose child is built by
+``build_with``, cannot be advanced inside the transaction that made it READY: that transaction
+holds the root lock of the workflow tree, and user code may take any time. So it stays READY
+(``Session.undecided``), and :func:`decide_program` decides it after the commit, in three steps:
+
+1. read what the decisions need (node rows, dependency results; plain reads, no lock);
+2. run the user code (conditions, ``build_with``) with no transaction open: in the caller's thread
+   for a sync caller, in a worker thread for an async one (``Offload``);
+3. apply the decisions in one transaction that locks the trees again and applies a decision only
+   if its node is still READY in a RUNNING workflow: when two processes decide the same node (a
+   worker and a reaper), the first to commit wins and the other changes nothing.
+
+Applying may make more nodes READY that need a decision; the steps repeat until none is left.
+Decisions are deterministic functions of stored results, so deciding twice is harmless.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from horsies.broker.hooks import BrokerApp, NodeRef
+from horsies.broker.programs import Offload, Program, Run
+from horsies.broker.steps import Op
+from horsies.codec import (
+    args_from_json,
+    kwargs_from_json,
+    loads_json,
+    rehydrate_value,
+    task_result_from_json,
+)
+from horsies.failures import failure_json
+from horsies.logs import get_logger
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.workflows import engine, runtime
+from horsies.workflows.engine import NodeView
+from horsies.workflows.status import WorkflowStatus, WorkflowTaskStatus
+from horsies.workflows.store.session import Session, lock_roots_query
+from horsies.workflows.store.snapshot import (
+    LoadedWorkflow,
+    NodeDetails,
+    Snapshot,
+    child_spec_of,
+    remember_child_spec,
+    stored_results,
+)
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+    from horsies.workflows.nodes import AnyNode
+    from horsies.workflows.spec import WorkflowSpec
+
+__all__ = ["Decision", "decide_program"]
+
+_log = get_logger("workflow.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one READY node: ``skip`` it, ``run`` its task, start ``child`` (the built
+    ``spec``), or ``fail`` it with ``result`` (the child could not be built)."""
+
+    node: NodeRef
+    verdict: Literal["skip", "run", "child", "fail"]
+    spec: WorkflowSpec | None = None
+    result: str | None = None
+
+
+@dataclass(slots=True)
+class _Inputs:
+    """What the decisions read: the workflows (and the parents of child workflows whose spec must
+    be rebuilt) and the details of the nodes and their dependencies."""
+
+    nodes: list[NodeRef]
+    workflows: dict[str, LoadedWorkflow]
+    details: dict[str, dict[int, NodeDetails]] = field(
+        default_factory=dict[str, dict[int, NodeDetails]]
+    )
+
+
+def _inputs_op(nodes: Sequence[NodeRef]) -> Op[_Inputs]:
+    """Read the inputs of deciding ``nodes`` (those still READY in a RUNNING workflow)."""
+    snapshot = Snapshot()
+    yield from snapshot.load({workflow_id for workflow_id, _ in nodes})
+    parents = {
+        wf.parent_id
+        for wf in snapshot.workflows.values()
+        if wf.parent_id is not None and child_spec_of(wf.id) is None
+    }
+    yield from snapshot.load(parents)
+    wanted: dict[str, set[int]] = {}
+    ready: list[NodeRef] = []
+    for workflow_id, index in dict.fromkeys(nodes):
+        wf = snapshot.workflows.get(workflow_id)
+        if wf is None or wf.status is not WorkflowStatus.RUNNING:
+            continue
+        if wf.nodes[index].status is not WorkflowTaskStatus.READY:
+            continue
+        ready.append((workflow_id, index))
+        wanted.setdefault(workflow_id, set()).update({index, *wf.nodes[index].dependencies})
+        if wf.parent_id in parents and wf.parent_index is not None:
+            parent = snapshot.workflows[wf.parent_id]
+            parent_node = parent.nodes[wf.parent_index]
+            wanted.setdefault(parent.id, set()).update({wf.parent_index, *parent_node.dependencies})
+    inputs = _Inputs(ready, snapshot.workflows)
+    for workflow_id, indices in wanted.items():
+        inputs.details[workflow_id] = yield from snapshot.details(
+            snapshot.workflows[workflow_id], indices
+        )
+    return inputs
+
+
+# -- user code: runs with no transaction open ------------------------------------------------------
+
+
+def _evaluate(app: Horsies, inputs: _Inputs) -> list[Decision]:
+    decisions: list[Decision] = []
+    for workflow_id, index in inputs.nodes:
+        wf = inputs.workflows[workflow_id]
+        node = wf.nodes[index]
+        details = inputs.details[workflow_id]
+        if node.is_subworkflow:
+            built = _child_spec(app, wf, node, details)
+            if isinstance(built, str):
+                decisions.append(Decision((workflow_id, index), "fail", result=built))
+            else:
+                decisions.append(Decision((workflow_id, index), "child", spec=built))
+        elif _condition_skips(app, wf, node, inputs):
+            decisions.append(Decision((workflow_id, index), "skip"))
+        else:
+            decisions.append(Decision((workflow_id, index), "run"))
+    return decisions
+
+
+def _node_object(app: Horsies, wf: LoadedWorkflow, index: int, inputs: _Inputs) -> AnyNode | None:
+    """The Python node at ``index`` of ``wf``: for a child workflow, from its own spec (built in
+    this process when it started, or rebuilt with ``build_with`` from the parent node's inputs,
+    which must be deterministic); else from the registry or the recorded definition class."""
+    if wf.parent_id is None or wf.parent_index is None:
+        return runtime.find_node(app, wf.name, wf.module, wf.qualname, index)
+    spec = child_spec_of(wf.id)
+    if spec is None:
+        parent = inputs.workflows.get(wf.parent_id)
+        if parent is None:
+            return None
+        built = _child_spec(app, parent, parent.nodes[wf.parent_index], inputs.details[parent.id])
+        if isinstance(built, str):
+            return None
+        spec = built
+        remember_child_spec(wf.id, spec)
+    return spec.tasks[index] if 0 <= index < len(spec.tasks) else None
+
+
+def _condition_skips(app: Horsies, wf: LoadedWorkflow, node: NodeView, inputs: _Inputs) -> bool:
+    """Evaluate skip_when then run_when; True when the node must be skipped. A condition sees the
+    results of its ``workflow_ctx_from`` nodes, or of all its dependencies without it."""
+    definition = _node_object(app, wf, node.index, inputs)
+    if definition is None:
+        _log.warning(
+            "workflow_condition_not_found: node %s of workflow %s (%s) has conditions but its "
+            "definition cannot be found in this process; running it",
+            node.node_id,
+            wf.id,
+            wf.name,
+        )
+        return False
+    details = inputs.details[wf.id]
+    sources = engine.context_indices(node, for_condition=True)
+    view = wf.view()
+    try:
+        results: dict[str, TaskResult[Any, TaskError]] = {
+            node_id: task_result_from_json(text)
+            for node_id, text in engine.context_results(
+                view, sources, stored_results(details)
+            ).items()
+        }
+        summaries: dict[str, Any] = {
+            view.nodes[d].node_id: rehydrate_value(loads_json(summary))
+            for d in sources
+            if d in details and (summary := details[d].summary) is not None
+        }
+    except Exception as exc:
+        # The condition cannot see its inputs: the same as a condition that raises.
+        _log.warning(
+            "workflow_condition_failed: inputs of node %s of workflow %s unreadable: %s; "
+            "skipping it",
+            node.node_id,
+            wf.id,
+            exc,
+        )
+        return True
+    return runtime.condition_skips(
+        definition,
+        workflow_id=wf.id,
+        index=node.index,
+        task_name=details[node.index].task_name,
+        results=results,
+        summaries=summaries,
+    )
+
+
+def _child_spec(
+    app: Horsies, wf: LoadedWorkflow, node: NodeView, details: Mapping[int, NodeDetails]
+) -> WorkflowSpec | str:
+    """Build the child spec of a sub-workflow node, or the err result JSON explaining why it
+    cannot be built (``SUBWORKFLOW_LOAD_FAILED``)."""
+    detail = details[node.index]
+    data = {"module": detail.sub_module, "qualname": detail.sub_qualname}
+    definition = runtime.find_definition(
+        app,
+        name=wf.name,
+        module=wf.module,
+        qualname=wf.qualname,
+        index=node.index,
+        sub_module=detail.sub_module,
+        sub_qualname=detail.sub_qualname,
+    )
+    if definition is None:
+        return failure_json(
+            LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
+            f"Cannot import workflow definition {detail.sub_module}.{detail.sub_qualname}",
+            data,
+        )
+    try:
+        args = args_from_json(detail.args)
+        kwargs = kwargs_from_json(detail.kwargs)
+        injected = engine.args_from_injections(wf.view(), node, stored_results(details))
+        kwargs.update({key: task_result_from_json(text) for key, text in injected.items()})
+        return definition.build_with(app, *args, **kwargs)
+    except Exception as exc:
+        return failure_json(
+            LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
+            f"Building child workflow {detail.sub_qualname} failed: {type(exc).__name__}: {exc}",
+            data,
+        )
+
+
+# -- applying: one transaction, the trees locked ---------------------------------------------------
+
+
+def _apply_op(decisions: Sequence[Decision]) -> Op[list[NodeRef]]:
+    """Apply the decisions whose node is still READY in a RUNNING workflow; returns the nodes that
+    became READY and wait for a decision in turn."""
+    if not decisions:
+        return []
+    session = Session()
+    workflow_ids = {decision.node[0] for decision in decisions}
+    yield lock_roots_query(workflow_ids)
+    yield from session.load(workflow_ids)
+    for decision in decisions:
+        workflow_id, index = decision.node
+        wf = session.workflows.get(workflow_id)
+        if wf is None or wf.status is not WorkflowStatus.RUNNING:
+            continue
+        if wf.nodes[index].status is not WorkflowTaskStatus.READY:
+            continue  # decided meanwhile by another process
+        yield from session.guarded(wf, _apply_one(session, wf, index, decision))
+    yield from session.drain()
+    return session.undecided
+
+
+def _apply_one(session: Session, wf: LoadedWorkflow, index: int, decision: Decision) -> Op[None]:
+    update: dict[str, Any] = {"workflow_id": wf.id, "task_index": index}
+    if decision.verdict == "run":
+        node = wf.nodes[index]
+        details = yield from session.details(wf, {index, *node.dependencies})
+        yield from session.enqueue(wf, [index], details, [])
+    elif decision.verdict == "child" and decision.spec is not None:
+        yield from session.start_child(wf, index, decision.spec)
+    elif decision.verdict == "skip":
+        wf.set_status(index, WorkflowTaskStatus.SKIPPED)
+        yield from session.write([update | {"status": "SKIPPED"}])
+        yield from session.advance(wf, [index])
+    else:
+        wf.set_status(index, WorkflowTaskStatus.FAILED)
+        yield from session.write([update | {"status": "FAILED", "result": decision.result}])
+        yield from session.record_failures(wf, [(index, decision.result)])
+        yield from session.advance(wf, [index])
+
+
+def decide_program(app: BrokerApp | None, nodes: Sequence[NodeRef]) -> Program[None]:
+    """Decide ``nodes`` and whatever becomes READY because of them (see the module docstring).
+    Without an app there is no user code to run: the nodes stay READY for a worker's reaper."""
+    if app is None:
+        return
+    # The broker's app is the Horsies app, which is what the workflow layer builds specs with.
+    workflow_app = cast("Horsies", app)
+    pending = list(nodes)
+    while pending:
+        inputs: _Inputs = yield Run(_inputs_op(pending), "workflow_decide")
+        if not inputs.nodes:
+            return
+        decisions: list[Decision] = yield Offload(
+            functools.partial(_evaluate, workflow_app, inputs)
+        )
+        pending = yield Run(_apply_op(decisions), "workflow_decide", transaction=True)

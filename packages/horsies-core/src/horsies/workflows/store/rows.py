@@ -1,0 +1,123 @@
+"""The rows of a workflow about to start: its workflow row and node rows, built from its spec
+(node arguments encoded here, before anything is written)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from horsies.codec import args_to_json, kwargs_to_json
+from horsies.workflows.nodes import SubWorkflowNode
+from horsies.workflows.status import OnError
+
+if TYPE_CHECKING:
+    from horsies.workflows.nodes import AnyNode
+    from horsies.workflows.spec import WorkflowSpec
+
+__all__ = ["StartRows", "start_rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class StartRows:
+    """The parameters of one workflow's WF_INSERT and WF_NODES_INSERT, built from its spec."""
+
+    workflow: dict[str, Any]
+    nodes: list[dict[str, Any]]
+
+
+def _task_options_json(node: Any) -> str:
+    """The node task's options JSON, with the node's own good_until when it sets one (03 §6)."""
+    options = node.fn.task_options
+    if node.good_until is not None:
+        options = options.model_copy(update={"good_until": node.good_until})
+    return cast("str", options.to_json())
+
+
+def _success_policy_json(spec: WorkflowSpec) -> str | None:
+    policy = spec.success_policy
+    if policy is None:
+        return None
+    return orjson.dumps(
+        {
+            "cases": [
+                {"required_indices": [cast("int", n.index) for n in case.required]}
+                for case in policy.cases
+            ],
+            "optional_indices": [cast("int", n.index) for n in (policy.optional or [])],
+        }
+    ).decode()
+
+
+def _node_row(node: AnyNode) -> dict[str, Any]:
+    deps = [cast("int", d.index) for d in node.waits_for]
+    common: dict[str, Any] = {
+        "task_index": node.index,
+        "node_id": node.node_id,
+        "task_args": args_to_json(tuple(node.args)) if node.args else None,
+        "task_kwargs": kwargs_to_json(node.kwargs) if node.kwargs else None,
+        "dependencies": deps,
+        "args_from": {key: dep.index for key, dep in node.args_from.items()} or None,
+        "workflow_ctx_from": (
+            None if node.workflow_ctx_from is None else [d.node_id for d in node.workflow_ctx_from]
+        ),
+        "allow_failed_deps": node.allow_failed_deps,
+        "join_type": node.join,
+        "min_success": node.min_success,
+        "status": "PENDING" if deps else "READY",
+        "has_conditions": node.run_when is not None or node.skip_when is not None,
+    }
+    if isinstance(node, SubWorkflowNode):
+        definition = node.workflow_def
+        return common | {
+            "task_name": definition.name,
+            "queue_name": "default",
+            "priority": 100,
+            "task_options": None,
+            "is_subworkflow": True,
+            "sub_workflow_name": definition.name,
+            "sub_workflow_module": definition.__module__,
+            "sub_workflow_qualname": definition.__qualname__,
+            "sub_workflow_retry_mode": node.retry_mode.value,
+        }
+    return common | {
+        "task_name": node.fn.task_name,
+        "queue_name": node.queue or "default",
+        "priority": node.priority if node.priority is not None else 100,
+        "task_options": _task_options_json(node),
+        "is_subworkflow": False,
+        "sub_workflow_name": None,
+        "sub_workflow_module": None,
+        "sub_workflow_qualname": None,
+        "sub_workflow_retry_mode": None,
+    }
+
+
+def start_rows(
+    spec: WorkflowSpec,
+    workflow_id: str,
+    *,
+    parent_id: str | None = None,
+    parent_index: int | None = None,
+    depth: int = 0,
+    root_id: str | None = None,
+) -> StartRows:
+    """Encode a spec's workflow row and node rows (SerializationError for unencodable args)."""
+    output = spec.output
+    return StartRows(
+        workflow={
+            "id": workflow_id,
+            "name": spec.name,
+            "on_error": OnError(spec.on_error).value,
+            "output_task_index": None if output is None else output.index,
+            "success_policy": _success_policy_json(spec),
+            "module": spec.workflow_def_module,
+            "qualname": spec.workflow_def_qualname,
+            "parent_workflow_id": parent_id,
+            "parent_task_index": parent_index,
+            "depth": depth,
+            "root_workflow_id": root_id or workflow_id,
+        },
+        nodes=[_node_row(node) for node in spec.tasks],
+    )
