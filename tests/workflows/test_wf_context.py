@@ -260,6 +260,16 @@ def test_sub_workflow_error_round_trips_through_the_codec_d17(with_summary: bool
             pytest.fail(f"expected a SubWorkflowError, got {back.err!r}")
 
 
+def test_sub_workflow_error_stored_under_its_former_module_still_decodes() -> None:
+    # Rows written before the class moved out of horsies.results record that module.
+    stored = orjson.loads(task_result_to_json(TaskResult(err=sub_error())))
+    assert stored["err"]["module"] == "horsies.workflows.context"
+    stored["err"]["module"] = "horsies.results"
+    back = task_result_from_json(orjson.dumps(stored).decode())
+    assert isinstance(back.err, SubWorkflowError)
+    assert back.err.sub_workflow_id == "abc"
+
+
 def test_sub_workflow_error_summary_output_is_rehydrated() -> None:
     error = sub_error()
     assert error.sub_workflow_summary is not None

@@ -49,7 +49,8 @@ from horsies.codec import (
     kwargs_from_json,
     task_result_to_json,
 )
-from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.failures import failure
+from horsies.results import LibraryErrorCode, TaskResult
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 from horsies.workflows.engine import CTX_KEY, META_KEY
 
@@ -203,44 +204,38 @@ def spawn_child(init: ChildInit) -> tuple[SpawnedChild, Connection]:
 # Result encoding helpers
 
 
-def error_result_json(code: LibraryErrorCode | str, message: str, data: Any = None) -> str:
-    """Encode an err ``TaskResult`` built by the worker itself.
-
-    Never raises: if even this cannot be encoded (which would be a bug), a minimal hand-written
-    document with the same shape is returned.
-    """
-    try:
-        return task_result_to_json(
-            TaskResult(err=TaskError(error_code=code, message=message, data=data))
-        )
-    except Exception:
+def error_result_json(
+    code: LibraryErrorCode | str,
+    message: str,
+    data: Any = None,
+    *,
+    exception: BaseException | None = None,
+) -> str:
+    """Encode an err result the worker made itself. Never raises: what cannot be encoded is
+    dropped (first the exception, then the data), and as a last resort a minimal hand-written
+    document of the same shape is returned, so reporting an error never stops the worker."""
+    attempts: list[tuple[Any, BaseException | None]] = [(data, exception)]
+    if exception is not None:
+        attempts.append((data, None))
+    if data is not None:
+        attempts.append((None, None))
+    for attempt_data, attempt_exception in attempts:
         try:
             return task_result_to_json(
-                TaskResult(err=TaskError(error_code=code, message=message, data=None))
+                failure(code, message, attempt_data, exception=attempt_exception)
             )
         except Exception:
-            return (
-                '{"__task_result__":true,"ok":null,"err":{"__task_error__":true,'
-                f'"error_code":"{code!s}","message":"worker failed to encode its error",'
-                '"data":null}}'
-            )
+            continue
+    return (
+        '{"__task_result__":true,"ok":null,"err":{"__task_error__":true,'
+        f'"error_code":"{code!s}","message":"worker failed to encode its error",'
+        '"data":null}}'
+    )
 
 
 def _exception_result_json(code: LibraryErrorCode, message: str, exc: BaseException) -> str:
-    """Encode an err result that carries ``exc`` (falls back to no exception if that fails)."""
-    try:
-        return task_result_to_json(
-            TaskResult(
-                err=TaskError(
-                    error_code=code,
-                    message=message,
-                    data={"exception_type": type(exc).__name__},
-                    exception=exc,
-                )
-            )
-        )
-    except Exception:
-        return error_result_json(code, message, {"exception_type": type(exc).__name__})
+    """Encode an err result that carries ``exc``."""
+    return error_result_json(code, message, {"exception_type": type(exc).__name__}, exception=exc)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from horsies.codec.tags import (
     TIME_TAG,
     tag_free,
 )
+from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 __all__ = [
@@ -327,13 +328,7 @@ def _task_error_subclass(payload: Mapping[str, Any]) -> tuple[type[TaskError], d
 
 
 def _hydration_error(exc: SerializationError) -> TaskResult[Any, TaskError]:
-    return TaskResult(
-        err=TaskError(
-            error_code=LibraryErrorCode.PYDANTIC_HYDRATION_ERROR,
-            message=str(exc),
-            data={},
-        )
-    )
+    return failure(LibraryErrorCode.PYDANTIC_HYDRATION_ERROR, str(exc), {})
 
 
 def task_result_from_json(

@@ -23,6 +23,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.errors import PydanticUserError
 
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
+from horsies.failures import failure
 from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
@@ -140,13 +141,13 @@ def _error_handle(
     task_fn: TaskFunction[..., Any], prefix: str, exc: BaseException
 ) -> TaskHandle[Any]:
     """`"<error>"` handle for a send that failed before (or while) writing its row (02 §4)."""
-    error = TaskError(
-        error_code=LibraryErrorCode.UNHANDLED_EXCEPTION,
-        message=f"{prefix}: {exception_text(exc)}",
-        data={"task_name": task_fn.task_name, "exception_type": type(exc).__name__},
+    error = failure(
+        LibraryErrorCode.UNHANDLED_EXCEPTION,
+        f"{prefix}: {exception_text(exc)}",
+        {"task_name": task_fn.task_name, "exception_type": type(exc).__name__},
         exception=exc,
     )
-    return TaskHandle(ERROR_TASK_ID, result=TaskResult(err=error))
+    return TaskHandle(ERROR_TASK_ID, result=error)
 
 
 class TaskFunction(Generic[P, T]):
@@ -252,13 +253,13 @@ class TaskFunction(Generic[P, T]):
     ) -> TaskResult[Any, Any]:
         expected_name = _type_name(expected)
         actual = _safe_text(value)
-        error = TaskError(
-            error_code=LibraryErrorCode.RETURN_TYPE_MISMATCH,
-            message=(
+        error = failure(
+            LibraryErrorCode.RETURN_TYPE_MISMATCH,
+            (
                 f"Task {self.__name__} returned TaskResult({variant}={actual}) "
                 f"but expected type {expected_name}"
             ),
-            data={
+            {
                 "variant": variant,
                 "expected_type": expected_name,
                 "actual_value": actual,
@@ -268,7 +269,7 @@ class TaskFunction(Generic[P, T]):
             },
             exception=exc,
         )
-        return TaskResult(err=error)
+        return error
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -276,12 +277,12 @@ class TaskFunction(Generic[P, T]):
         _logger.warning(
             "Task %s suppressed during module import/discovery: %s", action, self.task_name
         )
-        error = TaskError(
-            error_code=LibraryErrorCode.SEND_SUPPRESSED,
-            message=f"Task {action} suppressed during module import/discovery",
-            data={"task_name": self.task_name},
+        error = failure(
+            LibraryErrorCode.SEND_SUPPRESSED,
+            f"Task {action} suppressed during module import/discovery",
+            {"task_name": self.task_name},
         )
-        return TaskHandle(SUPPRESSED_TASK_ID, result=TaskResult(err=error))
+        return TaskHandle(SUPPRESSED_TASK_ID, result=error)
 
     def _failed(self, action: _Action, exc: Exception, count: int = 1) -> list[TaskHandle[T]]:
         """The `"<error>"` handles of `count` calls whose rows could not be written."""
@@ -515,34 +516,32 @@ def run_task_function(
         exc_type = type(exc).__name__
         if isinstance(exc, WorkflowContextMissingIdError):
             # A lookup by a node without an id is a workflow wiring mistake, not a task bug.
-            error = TaskError(
-                error_code=LibraryErrorCode.WORKFLOW_CTX_MISSING_ID,
-                message=f"Task {task_fn.__name__}: {exception_text(exc)}",
-                data={"exception_type": exc_type},
+            error = failure(
+                LibraryErrorCode.WORKFLOW_CTX_MISSING_ID,
+                f"Task {task_fn.__name__}: {exception_text(exc)}",
+                {"exception_type": exc_type},
                 exception=exc,
             )
-            return TaskResult(err=error)
-        error = TaskError(
-            error_code=LibraryErrorCode.UNHANDLED_EXCEPTION,
-            message=(
-                f"Unhandled exception in task {task_fn.__name__}: {exc_type}: {exception_text(exc)}"
-            ),
-            data={"exception_type": exc_type},
+            return error
+        error = failure(
+            LibraryErrorCode.UNHANDLED_EXCEPTION,
+            (f"Unhandled exception in task {task_fn.__name__}: {exc_type}: {exception_text(exc)}"),
+            {"exception_type": exc_type},
             exception=exc,
         )
-        return TaskResult(err=error)
+        return error
     if isinstance(returned, TaskResult):
         return task_fn.validate_result(typing.cast("TaskResult[Any, Any]", returned))
     if inspect.iscoroutine(returned):
         # Never awaited: close it so Python does not warn about it.
         returned.close()
     returned_type = type(returned).__name__
-    error = TaskError(
-        error_code=LibraryErrorCode.TASK_EXCEPTION,
-        message=f"Task {task_fn.__name__} returned {returned_type} instead of TaskResult",
-        data={"task_name": task_fn.task_name, "returned_type": returned_type},
+    error = failure(
+        LibraryErrorCode.TASK_EXCEPTION,
+        f"Task {task_fn.__name__} returned {returned_type} instead of TaskResult",
+        {"task_name": task_fn.task_name, "returned_type": returned_type},
     )
-    return TaskResult(err=error)
+    return error
 
 
 # -- definition time ------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from typing import Any, Final, Literal, Protocol, TypeAlias, cast
 import orjson
 
 from horsies.codec import TASK_RESULT_TAG, dumps_json
-from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.failures import failure
+from horsies.results import LibraryErrorCode
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
 
 __all__ = [
@@ -433,7 +434,7 @@ def task_error_json(code: str, message: str, data: object = None) -> str:
 
     `data` is encoded leniently, like every error payload: it never makes encoding fail.
     """
-    return dumps_json(TaskError(error_code=code, message=message, data=data))
+    return dumps_json(failure(code, message, data).err)
 
 
 def success_case_not_met_json() -> str:
@@ -444,13 +445,15 @@ def success_case_not_met_json() -> str:
 
 
 def upstream_skipped_json(dependency_index: int) -> str:
-    """The `UPSTREAM_SKIPPED` sentinel (§9.4) as tagged `TaskResult` JSON text."""
-    error = TaskError(
-        error_code=LibraryErrorCode.UPSTREAM_SKIPPED,
-        message=_UPSTREAM_SKIPPED_MESSAGE,
-        data={"dependency_index": dependency_index},
+    """The `UPSTREAM_SKIPPED` sentinel as tagged `TaskResult` JSON text: what a node that
+    allows failed dependencies receives for a dependency that was skipped."""
+    return dumps_json(
+        failure(
+            LibraryErrorCode.UPSTREAM_SKIPPED,
+            _UPSTREAM_SKIPPED_MESSAGE,
+            {"dependency_index": dependency_index},
+        )
     )
-    return dumps_json(TaskResult(err=error))
 
 
 def dependency_result_json(node: NodeView, stored_result: str | None) -> str | None:

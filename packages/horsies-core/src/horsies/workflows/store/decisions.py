@@ -32,8 +32,9 @@ from horsies.codec import (
     loads_json,
     rehydrate_value,
     task_result_from_json,
+    task_result_to_json,
 )
-from horsies.failures import failure_json
+from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.workflows import engine, runtime
@@ -220,10 +221,12 @@ def _child_spec(
         sub_qualname=detail.sub_qualname,
     )
     if definition is None:
-        return failure_json(
-            LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
-            f"Cannot import workflow definition {detail.sub_module}.{detail.sub_qualname}",
-            data,
+        return task_result_to_json(
+            failure(
+                LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
+                f"Cannot import workflow definition {detail.sub_module}.{detail.sub_qualname}",
+                data,
+            )
         )
     try:
         args = args_from_json(detail.args)
@@ -232,10 +235,13 @@ def _child_spec(
         kwargs.update({key: task_result_from_json(text) for key, text in injected.items()})
         return definition.build_with(app, *args, **kwargs)
     except Exception as exc:
-        return failure_json(
-            LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
-            f"Building child workflow {detail.sub_qualname} failed: {type(exc).__name__}: {exc}",
-            data,
+        return task_result_to_json(
+            failure(
+                LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED,
+                f"Building child workflow {detail.sub_qualname} failed: "
+                f"{type(exc).__name__}: {exc}",
+                data,
+            )
         )
 
 

@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import orjson
 
-from horsies import failures
 from horsies.codec import loads_json, rehydrate_value, task_result_to_json
+from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.workflows.context import SubWorkflowError, SubWorkflowSummary
 from horsies.workflows.status import WorkflowStatus
@@ -27,17 +27,21 @@ def synthesized_result(task_id: str, task_status: str) -> str:
     the worker)."""
     data = {"task_id": task_id, "task_status": task_status, "recovery": "case_1_7"}
     if task_status == "CANCELLED":
-        return failures.failure_json(
-            LibraryErrorCode.TASK_CANCELLED, f"Task {task_id} was cancelled", data
+        return task_result_to_json(
+            failure(LibraryErrorCode.TASK_CANCELLED, f"Task {task_id} was cancelled", data)
         )
     if task_status == "COMPLETED":
-        return failures.failure_json(
-            LibraryErrorCode.RESULT_NOT_AVAILABLE,
-            "Result not available - task may not have been executed",
-            data,
+        return task_result_to_json(
+            failure(
+                LibraryErrorCode.RESULT_NOT_AVAILABLE,
+                "Result not available - task may not have been executed",
+                data,
+            )
         )
-    return failures.failure_json(
-        LibraryErrorCode.WORKER_CRASHED, f"Task {task_id} failed without a stored result", data
+    return task_result_to_json(
+        failure(
+            LibraryErrorCode.WORKER_CRASHED, f"Task {task_id} failed without a stored result", data
+        )
     )
 
 
