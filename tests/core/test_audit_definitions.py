@@ -18,7 +18,7 @@ from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import ErrorCode, TaskDefinitionError
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.decorator import MAX_TASK_NAME_LENGTH
-from horsies_worker.executor import execute_task
+from horsies_worker.execution import execute_task
 
 URL = "postgresql://user:secret@localhost:1/nowhere"
 

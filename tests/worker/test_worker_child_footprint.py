@@ -31,7 +31,7 @@ from horsies.results import TaskError, TaskResult
 from horsies.workflows.nodes import TaskNode
 from horsies.workflows.status import OnError
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
-from horsies_worker.executor import ChildInit
+from horsies_worker.spawn import ChildInit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")

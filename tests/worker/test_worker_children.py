@@ -12,7 +12,7 @@ from async_wait import wait_until
 from claimed_rows import claimed
 from horsies.codec import task_result_from_json
 from horsies_worker.children import Assignment, ChildPool, ChildProcess, ChildStartError
-from horsies_worker.executor import ChildInit
+from horsies_worker.spawn import ChildInit
 
 APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
 

@@ -126,11 +126,10 @@ async def test_a_dead_childs_task_fails_at_once_without_waiting_for_a_wake_up(
     worker = Worker(app, config, broker=broker, install_signal_handlers=False)
     run = asyncio.create_task(worker.run())
     try:
-        await asyncio.wait_for(wait_until(lambda: worker.ready is not None), 10)
-        assert worker.ready is not None
         await asyncio.wait_for(worker.ready.wait(), 60)
-        assert worker._pool is not None
-        worker._pool.stop_respawning()  # no replacement child, so no wake-up from one
+        state = worker._state  # pyright: ignore[reportPrivateUsage]
+        assert state is not None
+        state.pool.stop_respawning()  # no replacement child, so no wake-up from one
         task_id = await broker.enqueue_async("hard_exit", (3,))
 
         def crashed() -> bool:

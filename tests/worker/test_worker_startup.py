@@ -11,7 +11,8 @@ from horsies.config import PostgresConfig
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 from horsies_worker.children import ChildStartError
 from horsies_worker.config import WorkerConfig
-from horsies_worker.worker import Worker, locator_for_app
+from horsies_worker.run import locator_for_app
+from horsies_worker.worker import Worker
 from worker_slow_app import app as slow_app
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -27,7 +27,7 @@ from horsies.workflows.engine import (
 )
 from horsies.workflows.nodes import NodeKey
 from horsies.workflows.status import WorkflowStatus
-from horsies_worker.executor import execute_task, injection_params
+from horsies_worker.execution import execute_task, injection_params
 from worker_wf_app import RECEIVED, Report, app, ctx_probe, missing_id
 
 WF_ID = "6f1c2a4e-0000-4000-8000-000000000001"

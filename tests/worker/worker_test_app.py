@@ -1,4 +1,4 @@
-"""A tiny app used by the worker unit tests (executor in-process, children in spawned processes).
+"""A tiny app used by the worker unit tests (tasks run in-process, children in spawned processes).
 
 Never connects to a database: nothing here sends tasks.
 """

@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from horsies_worker.config import WorkerConfig
-    from horsies_worker.worker import Worker, run_worker
+    from horsies_worker.run import run_worker
+    from horsies_worker.worker import Worker
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]
 
-# Imported lazily: worker children import only the executor, and keep their start-up lean.
+# Imported lazily: worker children import only what a child runs, and keep their start-up lean.
 _EXPORTS = {
     "Worker": "horsies_worker.worker",
     "WorkerConfig": "horsies_worker.config",
-    "run_worker": "horsies_worker.worker",
+    "run_worker": "horsies_worker.run",
 }
 
 

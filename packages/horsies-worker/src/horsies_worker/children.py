@@ -1,7 +1,7 @@
 """Children: the worker's persistent child processes, seen from the main process.
 
-Each :class:`ChildProcess` is a new interpreter running :func:`horsies_worker.executor.child_main`
-(started by :func:`~horsies_worker.executor.spawn_child`), connected by one duplex pipe. The main
+Each :class:`ChildProcess` is a new interpreter running :func:`horsies_worker.child_main.child_main`
+(started by :func:`~horsies_worker.spawn.spawn_child`), connected by one duplex pipe. The main
 process never
 blocks on a child: the pipe and the process sentinel are registered with the event loop
 (``loop.add_reader``), so a result or a death is seen the moment it happens.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from horsies.logs import get_logger
 
-from horsies_worker.executor import ChildInit, SpawnedChild, spawn_child
+from horsies_worker.spawn import ChildInit, SpawnedChild, spawn_child
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

@@ -73,7 +73,7 @@ def worker_command(
     """
     from horsies.cli import discover_app
 
-    from horsies_worker.worker import run_worker
+    from horsies_worker.run import run_worker
 
     locator = module_option or module
     if not locator:

@@ -29,7 +29,7 @@ from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode
 from horsies.retry import TaskOptions, decide_retry
 
-from horsies_worker.executor import error_result_json
+from horsies_worker.execution import error_result_json
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from horsies.codec import task_result_from_json
 from horsies.results import LibraryErrorCode, TaskError
-from horsies_worker.executor import error_result_json, execute_task
+from horsies_worker.execution import error_result_json, execute_task
 from worker_test_app import app
 
 

@@ -1,0 +1,251 @@
+"""Running one task in a worker child: whatever happens (a return value, an exception, undecodable
+arguments, an unencodable result) becomes one encoded ``TaskResult``, so nothing a task does can
+stop the child's loop.
+
+Workflow nodes carry reserved kwargs (the context and meta payloads); :func:`execute_task` swaps
+them for the ``workflow_ctx`` / ``workflow_meta`` parameters the function declares.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from horsies.codec import (
+    PayloadTooLargeError,
+    SerializationError,
+    args_from_json,
+    check_payload_size,
+    kwargs_from_json,
+    task_result_to_json,
+)
+from horsies.failures import failure
+from horsies.results import LibraryErrorCode, TaskResult
+from horsies.workflows.context import WorkflowContext, WorkflowMeta
+from horsies.workflows.engine import CTX_KEY, META_KEY
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+    from horsies.tasks.decorator import TaskFunction
+
+__all__ = [
+    "InjectionParams",
+    "error_result_json",
+    "execute_task",
+    "inject_workflow_params",
+    "injection_params",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Result encoding helpers
+
+
+def error_result_json(
+    code: LibraryErrorCode | str,
+    message: str,
+    data: Any = None,
+    *,
+    exception: BaseException | None = None,
+) -> str:
+    """Encode an err result the worker made itself. Never raises: what cannot be encoded is
+    dropped (first the exception, then the data), and as a last resort a minimal hand-written
+    document of the same shape is returned, so reporting an error never stops the worker."""
+    attempts: list[tuple[Any, BaseException | None]] = [(data, exception)]
+    if exception is not None:
+        attempts.append((data, None))
+    if data is not None:
+        attempts.append((None, None))
+    for attempt_data, attempt_exception in attempts:
+        try:
+            return task_result_to_json(
+                failure(code, message, attempt_data, exception=attempt_exception)
+            )
+        except Exception:
+            continue
+    return (
+        '{"__task_result__":true,"ok":null,"err":{"__task_error__":true,'
+        f'"error_code":"{code!s}","message":"worker failed to encode its error",'
+        '"data":null}}'
+    )
+
+
+def _exception_result_json(code: LibraryErrorCode, message: str, exc: BaseException) -> str:
+    """Encode an err result that carries ``exc``."""
+    return error_result_json(code, message, {"exception_type": type(exc).__name__}, exception=exc)
+
+
+# --------------------------------------------------------------------------------------------------
+# Workflow injection (03 §10.2, §10.3, D14)
+
+CTX_PARAM = "workflow_ctx"
+"""Parameter that receives a `WorkflowContext` when the node lists `workflow_ctx_from`."""
+META_PARAM = "workflow_meta"
+"""Parameter that receives a `WorkflowMeta` (None outside a workflow)."""
+
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionParams:
+    """Which workflow parameters a task function declares (by name, passable as a keyword)."""
+
+    wants_ctx: bool
+    wants_meta: bool
+
+
+@functools.cache
+def injection_params(task_fn: TaskFunction[..., Any]) -> InjectionParams:
+    """Inspect `task_fn`'s signature once per function (cached for the life of the child).
+
+    A ``**kwargs`` catch-all does not count: only a parameter literally named ``workflow_ctx`` /
+    ``workflow_meta`` asks for an injection.
+    """
+    fn = task_fn._original_fn  # pyright: ignore[reportPrivateUsage]
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        # No introspectable signature (some builtins, C callables): nothing to inject into.
+        return InjectionParams(wants_ctx=False, wants_meta=False)
+
+    def declares(name: str) -> bool:
+        parameter = parameters.get(name)
+        return parameter is not None and parameter.kind in _KEYWORD_KINDS
+
+    return InjectionParams(wants_ctx=declares(CTX_PARAM), wants_meta=declares(META_PARAM))
+
+
+def _payload_mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SerializationError(f"workflow {what} payload must be a JSON object")
+    return cast("dict[str, Any]", value)
+
+
+def _workflow_meta(payload: object) -> WorkflowMeta:
+    fields = _payload_mapping(payload, "meta")
+    try:
+        return WorkflowMeta(
+            workflow_id=str(fields["workflow_id"]),
+            task_index=int(fields["task_index"]),
+            task_name=str(fields["task_name"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"invalid workflow meta payload: {exc!r}") from exc
+
+
+def _workflow_context(payload: object) -> WorkflowContext:
+    fields = _payload_mapping(payload, "context")
+    results = _payload_mapping(fields.get("results", {}), "context results")
+    summaries = _payload_mapping(fields.get("summaries", {}), "context summaries")
+    try:
+        return WorkflowContext.from_serialized(
+            workflow_id=str(fields["workflow_id"]),
+            task_index=int(fields["task_index"]),
+            task_name=str(fields["task_name"]),
+            results_by_id=results,
+            summaries_by_id=summaries,
+        )
+    except SerializationError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SerializationError(f"invalid workflow context payload: {exc!r}") from exc
+
+
+def inject_workflow_params(task_fn: TaskFunction[..., Any], kwargs: dict[str, Any]) -> None:
+    """Replace the engine's reserved kwargs with the parameters the function asks for (in place).
+
+    The reserved keys are always removed, so they never reach the task. ``workflow_ctx`` is set
+    only when the function declares it and the node carries a context; ``workflow_meta`` is set
+    when the function declares it and the caller did not pass one: a `WorkflowMeta` inside a
+    workflow, None outside (D14).
+
+    Raises:
+        SerializationError: a reserved payload is malformed.
+    """
+    ctx_payload = kwargs.pop(CTX_KEY, None)
+    meta_payload = kwargs.pop(META_KEY, None)
+    wanted = injection_params(task_fn)
+    if wanted.wants_ctx and ctx_payload is not None:
+        kwargs[CTX_PARAM] = _workflow_context(ctx_payload)
+    if wanted.wants_meta and META_PARAM not in kwargs:
+        kwargs[META_PARAM] = None if meta_payload is None else _workflow_meta(meta_payload)
+
+
+def execute_task(
+    app: Horsies, task_name: str, args_json: str | None, kwargs_json: str | None
+) -> tuple[str, bool]:
+    """Run one task in this process and return ``(result_json, ok)``.
+
+    Steps (04 §7): resolve the name in ``app.tasks`` (unknown → ``WORKER_RESOLUTION_ERROR``);
+    decode the arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta``
+    (``SerializationError`` or malformed JSON → ``WORKER_SERIALIZATION_ERROR``); call the task
+    through ``run_task_function`` (02 §3 rules); encode the ``TaskResult``
+    (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
+    ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
+    Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
+    ``TASK_EXCEPTION``. Never raises.
+    """
+    from horsies.tasks.decorator import run_task_function
+
+    # Step 5: resolve.
+    try:
+        task_fn = app.tasks[task_name]
+    except BaseException as exc:
+        return (
+            error_result_json(
+                LibraryErrorCode.WORKER_RESOLUTION_ERROR,
+                f"Failed to resolve {task_name}: {exc}",
+                {"task_name": task_name},
+            ),
+            False,
+        )
+    try:
+        # Step 6: decode. Malformed JSON surfaces as ValueError (orjson.JSONDecodeError); it is the
+        # same failure as an undecodable value, so both map to WORKER_SERIALIZATION_ERROR.
+        try:
+            args = args_from_json(args_json)
+            kwargs = kwargs_from_json(kwargs_json)
+            inject_workflow_params(task_fn, kwargs)
+        except (SerializationError, ValueError) as exc:
+            return (
+                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
+                False,
+            )
+        # Step 7: call (02 §3: the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
+        result: Any = run_task_function(task_fn, args, kwargs)
+        if result is None:
+            return (
+                error_result_json(
+                    LibraryErrorCode.TASK_EXCEPTION, f"Task {task_name} returned None"
+                ),
+                False,
+            )
+        typed = cast(
+            "TaskResult[Any, Any]",
+            result if isinstance(result, TaskResult) else TaskResult[Any, Any](ok=result),
+        )
+        # Step 8: encode (and keep within AppConfig.max_payload_bytes).
+        try:
+            encoded = task_result_to_json(typed)
+            check_payload_size("task result", (encoded,), app.config.max_payload_bytes)
+        except PayloadTooLargeError as exc:
+            data = {"task_name": task_name, "size": exc.size, "limit": exc.limit}
+            return (
+                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc), data),
+                False,
+            )
+        except SerializationError as exc:
+            return (
+                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
+                False,
+            )
+        return encoded, typed.is_ok()
+    except BaseException as exc:
+        return (
+            _exception_result_json(
+                LibraryErrorCode.TASK_EXCEPTION, f"{type(exc).__name__}: {exc}", exc
+            ),
+            False,
+        )

@@ -1,0 +1,93 @@
+"""The claim mode of cluster-wide caps (``cluster_wide_cap``, a queue's ``max_concurrency``):
+a CLAIMED phase under the cluster claim lock.
+
+A claim pass counts the in-flight tasks of the cluster under the claim advisory lock and claims
+what the caps leave (``broker.claim_async``); the tasks that have a child with room are started in
+one ``broker.start_async`` call. Outcomes are written by the completer's own writer, which also
+wakes the workers held back by a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from horsies.logs import get_logger
+
+from horsies_worker.state import WorkerState
+
+__all__ = ["ClaimedMode"]
+
+logger = get_logger("worker")
+
+
+class ClaimedMode:
+    """Claim under the cluster's caps, then start what the children can take."""
+
+    writes_outcomes = False
+
+    def __init__(self, state: WorkerState) -> None:
+        self._state = state
+
+    def _claim_budget(self) -> int:
+        """How many tasks a pass claims now: the free budget once it is a quarter of what this
+        worker may hold (or at once when nothing waits locally), else 0."""
+        state = self._state
+        budget = state.budget()
+        cfg = state.config
+        if state.pending and budget * 4 < cfg.processes + cfg.prefetch_buffer:
+            return 0
+        return budget
+
+    async def run_pass(self) -> None:
+        """Start waiting tasks on children with room and, at the same time, claim the free budget;
+        then start what the claim brought if a child has room.
+
+        The start and the claim are independent (different rows, different connections), so they
+        share the wait for their commits.
+        """
+        state = self._state
+        budget = 0 if state.stop.is_set() else self._claim_budget()
+        if budget <= 0:
+            if state.dispatch_due():
+                await self._dispatch()
+            return
+        jobs: list[Awaitable[Any]] = [state.claimer.claim(budget)]
+        if state.dispatch_due():
+            jobs.append(self._dispatch())
+        claimed, *dispatched = await asyncio.gather(*jobs, return_exceptions=True)
+        if isinstance(claimed, BaseException):
+            raise claimed
+        if claimed:
+            logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
+            state.pending.extend(claimed)
+        for failure in dispatched:
+            if isinstance(failure, BaseException):
+                raise failure
+        if state.dispatch_due():
+            await self._dispatch()
+        # A full batch may mean more work is waiting (max_claim_batch, several queues): go again.
+        if claimed and state.budget():
+            state.wake.set()
+
+    async def _dispatch(self) -> None:
+        """Start as many waiting tasks as the children have free slots, in one call."""
+        state = self._state
+        if not state.pending:
+            return
+        pairs = state.reserve_children()
+        if not pairs:
+            return
+        try:
+            started = await state.broker.start_async(
+                state.worker_id, state.hostname, [(a.task.id, c.pid) for c, a in pairs]
+            )
+        except BaseException:
+            for child, assignment in reversed(pairs):
+                child.unreserve(assignment)
+                state.pending.appendleft(assignment.task)
+            raise
+        state.hand_over_claims(pairs, started)
+        if state.dispatch_due():
+            state.wake.set()

@@ -1,0 +1,174 @@
+"""Running a worker: :func:`run_worker` (also behind ``horsies worker`` and
+``horsies.run_worker``), and what it does before the worker starts: find the app, build the
+configuration, import the task modules with sends suppressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from horsies import env
+from horsies.logs import configure_logging, get_logger
+
+from horsies_worker.config import WorkerConfig
+from horsies_worker.worker import Worker
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+__all__ = ["import_task_modules_suppressed", "locator_for_app", "prepare_worker", "run_worker"]
+
+logger = get_logger("worker")
+
+
+def locator_for_app(app: Horsies) -> tuple[str, list[str]]:
+    """Find a canonical locator for an app object, so children can import it again.
+
+    Looks for a module-level variable holding ``app`` in the loaded modules, preferring importable
+    modules over ``__main__`` (which is located by its real file path). Returns
+    ``(locator, sys_path_roots)``.
+
+    Raises:
+        ConfigurationError: E207 when no module-level variable holds the app (for example an app
+            built inside a function); pass a locator string instead.
+    """
+    from horsies.errors import ConfigurationError, ErrorCode
+
+    fallback: tuple[str, list[str]] | None = None
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("horsies.", "horsies_worker.")) and not name.startswith(
+            "horsies._dynamic."
+        ):
+            continue
+        try:
+            items = list(vars(module).items())
+        except TypeError:
+            continue
+        for attr, value in items:
+            if value is not app or attr.startswith("__"):
+                continue
+            file = getattr(module, "__file__", None)
+            if name in ("__main__", "__mp_main__") or name.startswith("horsies._dynamic."):
+                if file and fallback is None:
+                    real = os.path.realpath(file)
+                    fallback = (f"{real}:{attr}", [os.path.dirname(real)])
+                continue
+            return f"{name}:{attr}", []
+    if fallback is not None:
+        return fallback
+    raise ConfigurationError(
+        "cannot find a module-level variable holding this app",
+        code=ErrorCode.WORKER_INVALID_LOCATOR,
+    ).with_help(
+        "worker children import the app again; define it at module level or pass a locator "
+        "such as 'myapp.instance:app' to run_worker()"
+    )
+
+
+def import_task_modules_suppressed(app: Horsies, modules: list[str]) -> None:
+    """Import ``modules`` in this process with every send suppressed (D35)."""
+    from horsies.locator import sends_suppressed_by_env
+
+    if not modules:
+        return
+    with sends_suppressed_by_env():
+        app.import_task_modules(modules)
+
+
+def prepare_worker(
+    app_or_locator: Horsies | str,
+    *,
+    processes: int | None = None,
+    loglevel: str = "INFO",
+    max_claim_batch: int = 2,
+    max_claim_per_worker: int = 0,
+    shutdown_timeout_s: float = 30.0,
+    poll_interval_s: float = 1.0,
+    startup_timeout_s: float | None = None,
+) -> tuple[Horsies, WorkerConfig]:
+    """Locate the app (sends suppressed), build the worker configuration, import the task modules.
+
+    Steps 2-4 of 04 §2 without the banner; raises what the locator or the imports raise.
+    """
+    from horsies.locator import locate_app
+
+    if isinstance(app_or_locator, str):
+        location = locate_app(app_or_locator)
+        app = location.app
+        locator = location.canonical_locator
+        roots = list(location.sys_path_roots)
+    else:
+        app = app_or_locator
+        locator, roots = locator_for_app(app)
+    app.set_role("worker")
+    options: dict[str, Any] = {}
+    if startup_timeout_s is not None:
+        options["startup_timeout_s"] = startup_timeout_s
+    config = WorkerConfig.from_app(
+        app,
+        locator=locator,
+        sys_path_roots=roots,
+        processes=processes,
+        loglevel=loglevel,
+        max_claim_batch=max_claim_batch,
+        max_claim_per_worker=max_claim_per_worker,
+        shutdown_timeout_s=shutdown_timeout_s,
+        poll_interval_s=poll_interval_s,
+        **options,
+    )
+    if env.flag(env.DEBUG_IMPORTS):
+        logger.info(
+            "debug_imports: locator=%s sys_path_roots=%s task_modules=%s",
+            config.locator,
+            config.sys_path_roots,
+            config.task_modules,
+        )
+    import_task_modules_suppressed(app, config.task_modules)
+    return app, config
+
+
+def run_worker(
+    app_or_locator: Horsies | str,
+    *,
+    processes: int | None = None,
+    loglevel: str = "INFO",
+    max_claim_batch: int = 2,
+    max_claim_per_worker: int = 0,
+    shutdown_timeout_s: float = 30.0,
+    poll_interval_s: float = 1.0,
+    install_signal_handlers: bool = True,
+    configure_logs: bool = True,
+    banner: Callable[[Horsies], None] | None = None,
+) -> None:
+    """Run a worker in this process until SIGTERM/SIGINT, then shut down gracefully and return.
+
+    ``app_or_locator`` is a :class:`~horsies.app.Horsies` defined at module level, or a locator
+    string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; 04 §1.1). The options mirror
+    ``horsies worker``; ``processes`` defaults to the CPU count (D32). Prefer the CLI for
+    deployments; use this from a script (guard it with ``if __name__ == "__main__":`` — children are
+    spawned and
+    re-import the main module) or a process manager that wants a Python entry point.
+
+    Raises the locator's errors, ``ValueError`` for invalid options, and ``RuntimeError`` for a
+    start-up failure (children could not start, start-up timeout).
+    """
+    if configure_logs:
+        configure_logging(loglevel)
+    logger.info("Starting horsies worker")
+    app, config = prepare_worker(
+        app_or_locator,
+        processes=processes,
+        loglevel=loglevel,
+        max_claim_batch=max_claim_batch,
+        max_claim_per_worker=max_claim_per_worker,
+        shutdown_timeout_s=shutdown_timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+    if banner is not None:
+        banner(app)
+    worker = Worker(app, config, install_signal_handlers=install_signal_handlers)
+    asyncio.run(worker.run())

@@ -1,0 +1,245 @@
+"""What the worker's claim modes share with the worker: the tasks it holds, and handing them to
+children.
+
+One :class:`WorkerState` per worker, created by :class:`~horsies_worker.worker.Worker` once its
+children and its completer exist. Ownership: everything here is read and written on the worker's
+event-loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from horsies.logs import get_logger
+
+from horsies_worker.children import Assignment, ChildPool, ChildProcess
+
+if TYPE_CHECKING:
+    from horsies.broker import PostgresBroker
+    from horsies.broker.claims import ClaimedTask
+    from horsies.broker.exchange import StartedTask
+    from horsies.broker.hooks import NodeRef
+
+    from horsies_worker.claimer import Claimer
+    from horsies_worker.completer import Completer
+    from horsies_worker.config import WorkerConfig
+
+__all__ = ["WorkerState"]
+
+logger = get_logger("worker")
+
+_CHILD_QUEUE_MAX_RUNTIME_S: Final = 0.002
+"""Prefetch mode queues tasks behind a child's running one only while tasks usually take less
+than this (a queued task waits behind the running one)."""
+_CHILD_QUEUE_MAX: Final = 32
+"""At most this many tasks on one child at once."""
+_RUNTIME_EWMA_WEIGHT: Final = 0.2
+"""Weight of the newest execution time in the running average of execution times."""
+
+
+class WorkerState:
+    """The tasks a worker holds (on its children, waiting locally, with an unwritten outcome), the
+    events of its claim loop, and the hand-over of started tasks to children."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        hostname: str,
+        config: WorkerConfig,
+        broker: PostgresBroker,
+        claimer: Claimer,
+        pool: ChildPool,
+        completer: Completer,
+        wake: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        self.worker_id = worker_id
+        self.hostname = hostname
+        self.config = config
+        self.broker = broker
+        self.claimer = claimer
+        self.pool = pool
+        self.completer = completer
+        self.wake = wake
+        """Set to run a claim pass now (a notification, a result, a free child)."""
+        self.stop = stop
+        """Set when the worker stops claiming."""
+        self.pending: deque[ClaimedTask] = deque()
+        """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
+        self.orphaned_claims: list[str] = []
+        """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
+        here; the next exchange releases the claims among them and requeues the started ones."""
+        self.reconcile_needed = False
+        """Set when a claim-and-start round trip failed: it may have committed without its reply,
+        so the next one also sends this worker's untracked RUNNING rows back to PENDING."""
+        self.runtime_ewma: float | None = None
+        """Running average of task execution times (send to result)."""
+        self.jobs: set[asyncio.Task[None]] = set()
+        """Background jobs (requeues, workflow decisions); shutdown waits for them."""
+
+    # -- counts -----------------------------------------------------------------------------------
+
+    def assignments(self) -> list[tuple[ChildProcess, Assignment]]:
+        """Every task on a child, with its child."""
+        return self.pool.assignments()
+
+    def running_count(self) -> int:
+        """Tasks handed to children and not finished yet."""
+        return sum(1 for _, a in self.assignments() if a.sent)
+
+    def claimed_count(self) -> int:
+        """Tasks this worker holds in CLAIMED: waiting locally or being started."""
+        return len(self.pending) + sum(1 for _, a in self.assignments() if not a.sent)
+
+    def budget(self) -> int:
+        """How many more tasks this worker may take now."""
+        return self.claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+
+    def tracked_task_ids(self) -> list[str]:
+        """Every task this worker still holds: on a child, waiting locally, or with an unwritten
+        outcome."""
+        ids = [a.task.id for _, a in self.assignments()]
+        ids += [t.id for t in self.pending]
+        ids += self.completer.pending_ids()
+        return ids
+
+    def record_runtime(self, runtime_s: float) -> None:
+        """One more execution time for the running average."""
+        ewma = self.runtime_ewma
+        self.runtime_ewma = (
+            runtime_s if ewma is None else ewma + _RUNTIME_EWMA_WEIGHT * (runtime_s - ewma)
+        )
+
+    # -- children ---------------------------------------------------------------------------------
+
+    def child_depth(self) -> int:
+        """How many tasks one child may hold at once: 1, or in prefetch mode while tasks are short
+        up to its share of the prefetch buffer plus the running one.
+
+        A queued task is RUNNING from the hand-over (its lease was checked then); the child starts
+        it the moment the previous one returns instead of waiting for a database round trip of the
+        main process, which is what bounds a prefetching worker on short tasks otherwise.
+        """
+        cfg = self.config
+        typical = self.runtime_ewma
+        if not cfg.soft_cap or typical is None or typical > _CHILD_QUEUE_MAX_RUNTIME_S:
+            return 1
+        share = -(-cfg.prefetch_buffer // cfg.processes)
+        return min(_CHILD_QUEUE_MAX, 1 + share)
+
+    def dispatch_due(self) -> bool:
+        """True when a task waits locally and a child has room for it."""
+        if not self.pending:
+            return False
+        depth = self.child_depth()
+        return any(child.free_slots(depth) for child in self.pool.children)
+
+    def reserve_children(self) -> list[tuple[ChildProcess, Assignment]]:
+        """Reserve child slots for waiting tasks: idle children first, then one queued task per
+        child per round, so that the waiting tasks spread over the children."""
+        depth = self.child_depth()
+        pairs: list[tuple[ChildProcess, Assignment]] = []
+        pending = self.pending
+        for level in range(depth):
+            for child in self.pool.children:
+                if not pending:
+                    return pairs
+                if child.free_slots(depth) == 0 or len(child.assignments) != level:
+                    continue
+                assignment = Assignment(task=pending.popleft())
+                child.reserve(assignment)  # synchronously: no other pass can take the slot
+                pairs.append((child, assignment))
+        return pairs
+
+    def hand_over(self, children: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
+        """Give each task just started for a child pid to that child (its slot was free when the
+        pid was chosen)."""
+        by_pid = {child.pid: child for child in children}
+        orphans: list[ClaimedTask] = []
+        for item in started:
+            task = item.task
+            child = by_pid.get(item.pid)
+            if child is not None and child.alive:
+                assignment = Assignment(task=task)
+                child.reserve(assignment)
+                if child.send_task(assignment):
+                    logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                    continue
+                child.unreserve(assignment)
+            orphans.append(task)
+        if orphans:
+            self.requeue_unstarted(orphans, "its child process died during the round trip")
+
+    def hand_over_claims(
+        self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[str]
+    ) -> None:
+        """Send each reserved claim that was started to its child; drop the lost ones."""
+        orphans: list[ClaimedTask] = []
+        for child, assignment in pairs:
+            task = assignment.task
+            if task.id not in started:
+                # Lease expired and another worker took it, or it was requeued: not ours any more.
+                logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
+                child.unreserve(assignment)
+                continue
+            if child.holds(assignment) and child.send_task(assignment):
+                logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                continue
+            # The child died between reservation and hand-over: the row is RUNNING with its pid,
+            # but no user code ran it.
+            child.unreserve(assignment)
+            orphans.append(task)
+        if orphans:
+            self.requeue_unstarted(orphans, "its child process died before the hand-over")
+
+    # -- background jobs --------------------------------------------------------------------------
+
+    def in_background(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``job`` beside the claim loop; shutdown waits for it (bounded)."""
+        task = asyncio.get_running_loop().create_task(job, name=name)
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    def requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
+        """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
+        id: other round trips may be starting tasks meanwhile. Runs in the background."""
+        for task in tasks:
+            logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
+        ids = [task.id for task in tasks]
+
+        async def requeue() -> None:
+            try:
+                await self.broker.requeue_running_async(self.worker_id, ids)
+            except Exception as exc:
+                logger.error(
+                    "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",
+                    exc,
+                    len(tasks),
+                )
+            self.wake.set()
+
+        self.in_background(requeue(), "horsies-requeue")
+
+    def decide(self, nodes: Sequence[NodeRef]) -> None:
+        """Decide, in the background, workflow nodes that wait for the app's code (conditions,
+        child workflows): in a thread and outside every transaction, so a slow condition delays
+        only its own node."""
+        if not nodes:
+            return
+        chosen = list(nodes)
+
+        async def decide() -> None:
+            try:
+                await self.broker.decide_async(chosen)
+            except Exception as exc:
+                logger.error(
+                    "workflow_decide_failed: %s (the reaper decides the %s node(s) later)",
+                    exc,
+                    len(chosen),
+                )
+
+        self.in_background(decide(), "horsies-decide")
