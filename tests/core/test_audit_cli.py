@@ -108,14 +108,14 @@ def test_worker_bad_locators_are_rendered_like_check(locator: str, header: str) 
 def test_run_worker_is_public_and_delegates_to_the_worker_package(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import horsies_worker.worker
+    import horsies_worker.run
 
     calls: list[tuple[Any, dict[str, Any]]] = []
 
     def fake_run_worker(app_or_locator: Any, **options: Any) -> None:
         calls.append((app_or_locator, options))
 
-    monkeypatch.setattr(horsies_worker.worker, "run_worker", fake_run_worker)
+    monkeypatch.setattr(horsies_worker.run, "run_worker", fake_run_worker)
     assert "run_worker" in horsies.__all__
     horsies.run_worker("myapp.instance:app", processes=3, max_claim_batch=4)
     assert calls == [("myapp.instance:app", {"processes": 3, "max_claim_batch": 4})]

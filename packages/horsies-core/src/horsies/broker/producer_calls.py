@@ -1,0 +1,226 @@
+"""The calls producers make on `PostgresBroker`: sends (``enqueue``, ``enqueue_many``,
+``enqueue_calls``), result waits (``get_result``) and the operator actions on one task (cancel,
+retry), each with its ``*_async`` twin."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from horsies.broker import (
+    enqueue,
+    operator_actions,
+    retrieval,
+)
+from horsies.broker.broker_core import BrokerCore
+from horsies.broker.copy_encoder import TaskBatch
+from horsies.broker.enqueue import EnqueueRequest
+from horsies.broker.programs import Program
+from horsies.broker.send_coalescer import SendCoalescer
+from horsies.broker.steps import Step
+from horsies.results import TaskError, TaskResult
+
+__all__ = ["ProducerCalls"]
+
+
+class ProducerCalls(BrokerCore):
+    """What producers call: sends, result waits, and the operator actions on one task."""
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        sent_at: datetime | None = None,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+        task_id: str | None = None,
+    ) -> str:
+        """Insert one PENDING task and return its id (one INSERT; the trigger wakes the workers).
+
+        Low level: no queue validation (use ``task.send()``). ``sent_at`` None means now; a future
+        ``sent_at`` delays claiming. Raises SerializationError for arguments the codec cannot encode
+        (before touching the database) and BrokerError for database failures.
+
+        Waits up to ``pool_timeout`` for a connection while the database is unreachable (then
+        BrokerError, ``unreachable``: nothing was stored). An insert whose connection is lost
+        mid-statement is repeated on a new connection, which tells whether it had committed, so a
+        returned id is always stored and an error normally means nothing was.
+        """
+        request = EnqueueRequest(
+            task_name, args, kwargs, queue_name, priority, sent_at, good_until, task_options,
+            max_retries, task_id,
+        )  # fmt: skip
+        row = enqueue.request_row(request, self.max_payload_bytes)
+        self._sync.drive(enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue"))
+        return row[0]
+
+    async def enqueue_async(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        sent_at: datetime | None = None,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+        task_id: str | None = None,
+    ) -> str:
+        """Async twin of :meth:`enqueue`.
+
+        Concurrent calls in one event loop share round trips: while one insert is in flight, the
+        calls that arrive meanwhile are inserted together by the next statement. Each call still
+        returns only once its own task is stored, and fails only for its own reasons.
+        """
+        request = EnqueueRequest(
+            task_name, args, kwargs, queue_name, priority, sent_at, good_until, task_options,
+            max_retries, task_id,
+        )  # fmt: skip
+        row = enqueue.request_row(request, self.max_payload_bytes)
+        await self._coalescer().insert(row)
+        return row[0]
+
+    def _coalescer(self) -> SendCoalescer:
+        """The current event loop's send coalescer."""
+        loop = asyncio.get_running_loop()
+        coalescer = self._coalescers.get(loop)
+        if coalescer is None:
+
+            async def insert(step: Step, rows: Sequence[tuple[Any, ...]]) -> None:
+                await self._async.drive(enqueue.insert_program(step, rows, "enqueue"))
+
+            coalescer = self._coalescers[loop] = SendCoalescer(insert)
+        return coalescer
+
+    def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> list[str]:
+        """Insert a batch of PENDING tasks with one COPY; returns their ids in request order.
+
+        Prefer it over a loop of :meth:`enqueue` for more than a handful of tasks. Tasks of the
+        batch without ``sent_at`` are claimed in request order (within a priority). All or nothing.
+        """
+        if not requests:
+            return []
+        ids, rows = enqueue.enqueue_many_rows(requests, self.max_payload_bytes)
+        self._sync.drive(_many(rows))
+        return ids
+
+    async def enqueue_many_async(self, requests: Sequence[EnqueueRequest]) -> list[str]:
+        """Async twin of :meth:`enqueue_many`."""
+        if not requests:
+            return []
+        ids, rows = enqueue.enqueue_many_rows(requests, self.max_payload_bytes)
+        await self._async.drive(_many(rows))
+        return ids
+
+    def enqueue_calls(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+    ) -> list[str]:
+        """Insert one PENDING task of ``task_name`` per (args, kwargs) call with one COPY; returns
+        their ids in call order (``task.send_many``'s path; low level like :meth:`enqueue`).
+
+        Every call is encoded before anything is written (SerializationError), then the whole batch
+        is inserted or none of it. The tasks are claimed in call order (within a priority). Cheaper
+        per task than :meth:`enqueue_many`: the rows share everything but their arguments.
+        """
+        if not calls:
+            return []
+        batch = enqueue.encode_calls(
+            task_name, calls, queue_name=queue_name, priority=priority, good_until=good_until,
+            max_retries=max_retries, task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+        self._sync.drive(_batch(batch))
+        return batch.all_ids()
+
+    async def enqueue_calls_async(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        queue_name: str = "default",
+        *,
+        priority: int = 100,
+        good_until: datetime | None = None,
+        task_options: str | None = None,
+        max_retries: int = 0,
+    ) -> list[str]:
+        """Async twin of :meth:`enqueue_calls`."""
+        if not calls:
+            return []
+        batch = enqueue.encode_calls(
+            task_name, calls, queue_name=queue_name, priority=priority, good_until=good_until,
+            max_retries=max_retries, task_options=task_options,
+            max_payload_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+        await self._async.drive(_batch(batch))
+        return batch.all_ids()
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def get_result(self, task_id: str, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
+        """Wait for a task's result and return it; never raises.
+
+        ``timeout_ms`` None or 0 waits forever; on timeout the result is err WAIT_TIMEOUT. Other
+        outcomes: the task's own result, TASK_NOT_FOUND, TASK_CANCELLED, BROKER_ERROR. Woken by the
+        task's ``task_done`` notification; re-reads at least every 5 s as a fallback. Does not hold
+        a pooled connection while waiting.
+        """
+        return self._sync.drive(retrieval.result_program(self._waiters, task_id, timeout_ms))
+
+    async def get_result_async(
+        self, task_id: str, timeout_ms: int | None = None
+    ) -> TaskResult[Any, TaskError]:
+        """Async twin of :meth:`get_result` (only ``asyncio.CancelledError`` propagates)."""
+        return await self._async.drive(retrieval.result_program(self._waiters, task_id, timeout_ms))
+
+    # -- operator actions on a task ----------------------------------------------------------------
+
+    def cancel_task(self, task_id: str) -> bool:
+        """Cancel a task no worker has started; False when it had started, ended or is unknown.
+        A workflow task's node ends FAILED with ``TASK_CANCELLED`` and its workflow advances."""
+        return self._sync.drive(operator_actions.cancel_task_program(self._engine(), task_id))
+
+    async def cancel_task_async(self, task_id: str) -> bool:
+        """Async twin of :meth:`cancel_task`."""
+        return await self._async.drive(
+            operator_actions.cancel_task_program(self._engine(), task_id)
+        )
+
+    def retry_task(self, task_id: str) -> bool:
+        """Send an ended (FAILED or CANCELLED) plain task back to PENDING for a fresh run; False
+        for a workflow task, a task that has not ended, or an unknown id."""
+        return self._run_sync(operator_actions.retry_task_op(task_id), "task_retry")
+
+    async def retry_task_async(self, task_id: str) -> bool:
+        """Async twin of :meth:`retry_task`."""
+        return await self._run_async(operator_actions.retry_task_op(task_id), "task_retry")
+
+
+def _many(rows: list[list[Any]]) -> Program[None]:
+    return enqueue.insert_program(
+        lambda: enqueue.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
+    )
+
+
+def _batch(batch: TaskBatch) -> Program[None]:
+    return enqueue.insert_program(
+        lambda: enqueue.task_batch_op(batch), batch, "enqueue_many", transaction=True
+    )
