@@ -17,7 +17,7 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import ErrorCode, TaskDefinitionError
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.decorator import MAX_TASK_NAME_LENGTH
+from horsies.tasks.definition import MAX_TASK_NAME_LENGTH
 from horsies_worker.execution import execute_task
 
 URL = "postgresql://user:secret@localhost:1/nowhere"

@@ -28,7 +28,9 @@ from horsies.errors import (
 )
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.retry import RetryPolicy
-from horsies.tasks.decorator import TaskFunction, default_task_name, run_task_function
+from horsies.tasks.definition import default_task_name
+from horsies.tasks.execution import run_task_function
+from horsies.tasks.function import TaskFunction
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from horsies.workflows.engine import CTX_KEY, META_KEY
+from horsies.codec.tags import CTX_KEY, META_KEY
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from pydantic import BaseModel

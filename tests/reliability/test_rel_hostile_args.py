@@ -30,9 +30,9 @@ from horsies.codec import (
     task_result_from_json,
     task_result_to_json,
 )
+from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
-from horsies.workflows.engine import CTX_KEY, META_KEY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from horsies.broker import PostgresBroker
 from horsies.results import TaskError, TaskResult
-from horsies.tasks.decorator import TaskFunction
+from horsies.tasks.function import TaskFunction
 from horsies.tasks.handle import TaskHandle
 from process_harness import wait_until
 

@@ -15,17 +15,16 @@ from typing import Any
 
 import pytest
 from horsies.codec import dumps_json, task_result_from_json, task_result_to_json
+from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.workflows.context import SubWorkflowSummary, WorkflowContext, WorkflowMeta
-from horsies.workflows.engine import (
-    CTX_KEY,
-    META_KEY,
+from horsies.workflows.nodes import NodeKey
+from horsies.workflows.payloads import (
     WorkflowCtxPayload,
     WorkflowMetaPayload,
     node_kwargs_json,
     upstream_skipped_json,
 )
-from horsies.workflows.nodes import NodeKey
 from horsies.workflows.status import WorkflowStatus
 from horsies_worker.execution import execute_task, injection_params
 from worker_wf_app import RECEIVED, Report, app, ctx_probe, missing_id

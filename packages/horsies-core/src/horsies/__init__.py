@@ -32,6 +32,7 @@ from horsies.errors import (
     ErrorCode,
     MultipleValidationErrors,
     ValidationReport,
+    WorkflowContextMissingIdError,
     WorkflowValidationError,
     install_exception_hook,
 )
@@ -42,7 +43,6 @@ from horsies.workflows.context import (
     SubWorkflowError,
     SubWorkflowSummary,
     WorkflowContext,
-    WorkflowContextMissingIdError,
     WorkflowHandleMissingIdError,
     WorkflowMeta,
 )

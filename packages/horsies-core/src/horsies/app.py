@@ -30,7 +30,9 @@ from horsies.errors import (
 from horsies.locator import is_file_locator
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskResult
-from horsies.tasks.decorator import TaskFunction, define_task, exception_text, task_origin
+from horsies.tasks.definition import define_task, task_origin
+from horsies.tasks.execution import exception_text
+from horsies.tasks.function import TaskFunction
 from horsies.workflows.status import OnError
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 

@@ -26,7 +26,7 @@ import click
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
-    from horsies.tasks.decorator import TaskFunction
+    from horsies.tasks.function import TaskFunction
 
 from horsies import env
 from horsies.db_command import require_embedded

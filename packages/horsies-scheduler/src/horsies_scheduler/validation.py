@@ -29,7 +29,7 @@ from horsies_scheduler.calculator import config_hash
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.tasks.decorator import TaskFunction
+    from horsies.tasks.function import TaskFunction
 
 __all__ = ["missing_required_params", "resolve_schedule", "resolve_schedules"]
 

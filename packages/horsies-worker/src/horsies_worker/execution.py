@@ -21,14 +21,15 @@ from horsies.codec import (
     kwargs_from_json,
     task_result_to_json,
 )
+from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskResult
+from horsies.tasks.execution import run_task_function
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
-from horsies.workflows.engine import CTX_KEY, META_KEY
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.tasks.decorator import TaskFunction
+    from horsies.tasks.function import TaskFunction
 
 __all__ = [
     "InjectionParams",
@@ -187,8 +188,6 @@ def execute_task(
     Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
     ``TASK_EXCEPTION``. Never raises.
     """
-    from horsies.tasks.decorator import run_task_function
-
     # Step 5: resolve.
     try:
         task_fn = app.tasks[task_name]

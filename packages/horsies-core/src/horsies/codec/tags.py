@@ -12,6 +12,9 @@ come back as the same type:
 - other mapping: object with string keys; other sequence (tuple, ...): array (back as a list)
 - a mapping whose own keys include one of the tags above: `{"__mapping__": true, "data": {...}}`,
   so user data is never read back as a tagged value (it comes back as the same plain dict)
+
+Two reserved keyword-argument names mark, in a workflow node's stored kwargs, the context and meta
+payloads the engine adds for the task; the worker takes them out before calling the function.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any, Final
 from horsies.results import TaskError
 
 __all__ = [
+    "CTX_KEY",
     "DATACLASS_TAG",
     "DATETIME_TAG",
     "DATE_TAG",
     "MAPPING_TAG",
+    "META_KEY",
     "PYDANTIC_TAG",
     "TASK_ERROR_BASE_FIELDS",
     "TASK_ERROR_TAG",
@@ -43,6 +48,11 @@ PYDANTIC_TAG: Final = "__pydantic_model__"
 DATACLASS_TAG: Final = "__dataclass__"
 MAPPING_TAG: Final = "__mapping__"
 """Wraps a plain mapping whose own keys include a tag key, so it is never read as a tagged value."""
+
+CTX_KEY: Final = "__horsies_workflow_ctx__"
+"""Reserved kwargs key carrying the `WorkflowContext` payload (removed by the worker)."""
+META_KEY: Final = "__horsies_workflow_meta__"
+"""Reserved kwargs key carrying the `WorkflowMeta` payload (removed by the worker)."""
 
 _TAG_KEYS: Final = frozenset(
     {

@@ -1,8 +1,9 @@
-"""Compatibility path `horsies.core.task_decorator` (D43): `TaskHandle`, `TaskFunction`."""
+"""Compatibility path `horsies.core.task_decorator`: older code imports `TaskHandle` and
+`TaskFunction` from here."""
 
 from __future__ import annotations
 
-from horsies.tasks.decorator import TaskFunction
+from horsies.tasks.function import TaskFunction
 from horsies.tasks.handle import TaskHandle
 
 __all__ = ["TaskFunction", "TaskHandle"]

@@ -4,6 +4,9 @@ Every error the library raises for a user mistake is a `HorsiesError`: it carrie
 a short message, the user's source location (detected automatically), notes explaining what was
 found and a help text saying what to do. Validation phases that can find several problems at once
 collect them in a `ValidationReport` and raise them together through `raise_collected()`.
+
+`WorkflowContextMissingIdError` is the exception here that is not a `HorsiesError`: it is raised
+inside a running task and ends up as the task's error result rather than as a rendered diagnostic.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "RegistryError",
     "TaskDefinitionError",
     "ValidationReport",
+    "WorkflowContextMissingIdError",
     "WorkflowValidationError",
     "collected_error",
     "raise_collected",
@@ -173,6 +177,13 @@ class DuplicateTaskNameError(_TaskNameError):
 
     _code = ErrorCode.TASK_DUPLICATE_NAME
     _default_message = "duplicate task name '{}'"
+
+
+class WorkflowContextMissingIdError(RuntimeError):
+    """A `WorkflowContext` lookup was given a node whose `node_id` is None.
+
+    A task that lets it escape ends with err `WORKFLOW_CTX_MISSING_ID`.
+    """
 
 
 class ValidationReport:

@@ -3,7 +3,7 @@
 A task that declares a ``workflow_ctx`` parameter and whose node lists `workflow_ctx_from`
 receives a `WorkflowContext` holding the results (and child-workflow summaries) of those
 dependencies. A task that declares ``workflow_meta`` receives a `WorkflowMeta` (None outside a
-workflow, decision D14).
+workflow).
 
 `SubWorkflowError` is the error of a node whose child workflow did not complete.
 """
@@ -17,6 +17,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, PrivateAttr
 
+from horsies.codec import (
+    DATACLASS_TAG,
+    SerializationError,
+    loads_json,
+    rehydrate_value,
+    task_result_from_json,
+    to_jsonable,
+)
+from horsies.errors import WorkflowContextMissingIdError
 from horsies.results import TaskError, TaskResult
 from horsies.workflows.status import WorkflowStatus
 
@@ -33,13 +42,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class WorkflowContextMissingIdError(RuntimeError):
-    """A `WorkflowContext` lookup was given a node whose `node_id` is None.
-
-    A task that lets it escape ends with err `WORKFLOW_CTX_MISSING_ID`.
-    """
 
 
 class WorkflowHandleMissingIdError(RuntimeError):
@@ -95,8 +97,9 @@ class SubWorkflowSummary(Generic[T]):
         total_tasks / completed_tasks / failed_tasks / skipped_tasks: node counts in the child.
         error_summary: the message of the child's stored error, if any.
 
-    The short names `total`, `completed`, `failed`, `skipped` and `error` read the same values
-    (decision D15). A status given as a string (``"FAILED"``) is converted to `WorkflowStatus`.
+    The short names `total`, `completed`, `failed`, `skipped` and `error` read the same values, for
+    code written against either spelling. A status given as a string (``"FAILED"``) is converted
+    to `WorkflowStatus`.
     """
 
     status: WorkflowStatus
@@ -143,8 +146,6 @@ class SubWorkflowSummary(Generic[T]):
 
         Raises `horsies.codec.SerializationError` if `output` cannot be encoded.
         """
-        from horsies.codec import to_jsonable
-
         return {
             "status": self.status.value,
             "success_case": self.success_case,
@@ -164,8 +165,6 @@ class SubWorkflowSummary(Generic[T]):
         names (`total`, `error`, ...) and the codec's tagged dataclass form are accepted, and an
         `output` that cannot be rebuilt is kept in its stored form.
         """
-        from horsies.codec import DATACLASS_TAG, SerializationError, rehydrate_value
-
         payload: Mapping[str, Any] = data if isinstance(data, Mapping) else {}  # pyright: ignore[reportUnnecessaryIsInstance]
         inner = payload.get("data")
         if payload.get(DATACLASS_TAG) is True and isinstance(inner, Mapping):
@@ -242,7 +241,7 @@ class WorkflowContext(BaseModel):
         return node_id is not None and node_id in self._results
 
     def summary_for(self, node: SubWorkflowNode[T] | NodeKey[T]) -> SubWorkflowSummary[T]:
-        """The summary of a finished child workflow listed in `workflow_ctx_from` (D16).
+        """The summary of a finished child workflow listed in `workflow_ctx_from`.
 
         Raises:
             WorkflowContextMissingIdError: the node's `node_id` is None.
@@ -276,9 +275,6 @@ class WorkflowContext(BaseModel):
         `results_by_id` values are `TaskResult`s (JSON text or a parsed tagged dict is decoded);
         `summaries_by_id` values are `SubWorkflowSummary`s or their `to_json()` dicts (or text).
         """
-        from horsies.codec import loads_json, task_result_from_json
-        from horsies.results import TaskResult
-
         context = cls(workflow_id=workflow_id, task_index=task_index, task_name=task_name)
         for node_id, value in results_by_id.items():
             if isinstance(value, TaskResult):

@@ -1,60 +1,36 @@
-"""The workflow engine's rules, as pure functions over a snapshot of one workflow.
+"""The workflow engine's decisions, as pure functions over a snapshot of one workflow.
 
 Nothing here touches the database. The I/O layer reads a workflow's rows into a `WorkflowView`,
 asks the functions below what changes (which PENDING nodes become READY or SKIPPED, whether and how
-the workflow finishes), writes those changes, and builds the JSON it stores with the payload
-helpers at the end of this module. Keeping the decisions here lets every rule of spec 03 §9 and §13
+the workflow finishes), writes those changes, and builds the JSON it stores with
+`horsies.workflows.payloads`. Keeping the decisions here lets every join, skip and finishing rule
 be tested without PostgreSQL.
-
-The payload helpers take and return JSON text and never rebuild user objects: the process running
-them (a worker's main process, a producer calling `resume()`) may not be able to import the user's
-model classes. Stored results are spliced into the output as they are.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any, Final, Literal, Protocol, TypeAlias, cast
+from typing import Final, Literal, Protocol, TypeAlias
 
-import orjson
-
-from horsies.codec import TASK_RESULT_TAG, dumps_json
-from horsies.failures import failure
-from horsies.results import LibraryErrorCode
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
 
 __all__ = [
-    "CTX_KEY",
-    "META_KEY",
     "ErrorSource",
     "Finalization",
     "JoinType",
     "NodeView",
     "Propagation",
     "Readiness",
-    "WorkflowCtxPayload",
-    "WorkflowMetaPayload",
     "WorkflowView",
-    "args_from_injections",
-    "context_indices",
-    "context_results",
-    "dependency_result_json",
     "dependents_of",
-    "error_result_json_from_stored",
     "finalization",
-    "node_kwargs_json",
     "propagate",
     "propagate_all",
     "readiness",
     "sink_indices",
-    "sinks_result_json",
-    "success_case_not_met_json",
-    "task_error_json",
-    "upstream_skipped_json",
 ]
 
 JoinType: TypeAlias = Literal["all", "any", "quorum"]
@@ -133,7 +109,7 @@ class WorkflowView:
 
 
 # ---------------------------------------------------------------------------------------------
-# Readiness (spec 03 §9)
+# Readiness
 # ---------------------------------------------------------------------------------------------
 
 
@@ -184,7 +160,8 @@ def _decide(node: NodeView, status_of: _StatusLookup) -> Readiness:
     if node.join == "all":
         if terminal < total:
             return Readiness.WAIT
-        # §9.3 step 1 / §9.1: a failed or skipped dependency skips the node unless allowed.
+        # A node that needs all its dependencies cannot run on a failed or skipped one, unless it
+        # asked to receive such results.
         if (failed or skipped) and not node.allow_failed_deps:
             return Readiness.SKIP
         return Readiness.READY
@@ -207,10 +184,10 @@ def _decide(node: NodeView, status_of: _StatusLookup) -> Readiness:
 
 
 def readiness(view: WorkflowView, node: NodeView) -> Readiness:
-    """Decide a PENDING node from its dependencies' states in `view` (spec 03 §9).
+    """Decide a PENDING node from its dependencies' states in `view`.
 
     - `all`: READY when every dependency is terminal, except that a FAILED or SKIPPED dependency
-      gives SKIP unless `allow_failed_deps` (§9.1, §9.3 step 1).
+      gives SKIP unless `allow_failed_deps`.
     - `any`: READY once one dependency COMPLETED; SKIP when all are terminal and none COMPLETED.
     - `quorum`: READY once `min_success` dependencies COMPLETED; SKIP as soon as that is
       impossible (`completed + not-yet-terminal < min_success`).
@@ -226,7 +203,7 @@ def readiness(view: WorkflowView, node: NodeView) -> Readiness:
 
 
 # ---------------------------------------------------------------------------------------------
-# Propagation (spec 03 §8.2 step 5, §9.2, §12.3, §16 / D30)
+# Propagation
 # ---------------------------------------------------------------------------------------------
 
 
@@ -281,7 +258,7 @@ def _run(view: WorkflowView, start: Iterable[int], dependents: list[list[int]]) 
         elif decision is Readiness.SKIP:
             statuses[index] = _SKIPPED
             skipped.append(index)
-            # A skipped node is terminal: its dependents may now be decidable (§9.2 cascade).
+            # A skipped node is terminal: its dependents may now be decidable (skip cascade).
             for dependent in dependents[index]:
                 if dependent not in queued and statuses[dependent] == _PENDING:
                     queued.add(dependent)
@@ -293,7 +270,7 @@ def propagate(view: WorkflowView, changed: Iterable[int]) -> Propagation:
     """Decide the PENDING dependents of `changed` (nodes that just became terminal in `view`).
 
     `view` must already show the new statuses of `changed`. A node skipped here is terminal too, so
-    its own PENDING dependents are decided in the same step (skip cascade, §9.2) until nothing
+    its own PENDING dependents are decided in the same step (skip cascade) until nothing
     changes. Returns an empty `Propagation` unless the workflow is RUNNING. Every returned index
     was PENDING in `view` and appears once.
     """
@@ -305,7 +282,7 @@ def propagate(view: WorkflowView, changed: Iterable[int]) -> Propagation:
 def propagate_all(view: WorkflowView) -> Propagation:
     """Decide every PENDING node of `view`, with the same rules and cascade as `propagate`.
 
-    Used where no single finished node triggers the step: `resume()` and the recovery pass (D30).
+    Used where no single finished node triggers the step: `resume()` and the recovery pass.
     """
     return _run(view, range(len(view.nodes)), _dependents_map(view.nodes))
 
@@ -323,7 +300,7 @@ def sink_indices(view: WorkflowView) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Finalization (spec 03 §13)
+# Finalization
 # ---------------------------------------------------------------------------------------------
 
 
@@ -335,7 +312,7 @@ class ErrorSource(Enum):
     NODE = "NODE"
     """FAILED: the `err` of the stored result of node `Finalization.error_index`."""
     SUCCESS_CASE_NOT_MET = "SUCCESS_CASE_NOT_MET"
-    """FAILED: `WORKFLOW_SUCCESS_CASE_NOT_MET` (see `success_case_not_met_json`)."""
+    """FAILED: `WORKFLOW_SUCCESS_CASE_NOT_MET` (see `payloads.success_case_not_met_json`)."""
     NONE = "NONE"
     """COMPLETED: the workflow has no error."""
 
@@ -345,7 +322,7 @@ class Finalization:
     """How a workflow whose nodes are all terminal finishes.
 
     The final `result` is the stored result of `output_index` when it is set (JSON null when that
-    node has none), else `sinks_result_json` over `sink_indices` (always filled in).
+    node has none), else `payloads.sinks_result_json` over `sink_indices` (always filled in).
     """
 
     status: WorkflowStatus
@@ -356,7 +333,7 @@ class Finalization:
 
 
 def finalization(view: WorkflowView) -> Finalization | None:
-    """Decide whether and how the workflow finishes (spec 03 §13).
+    """Decide whether and how the workflow finishes.
 
     None unless the workflow is RUNNING, not finalized yet, and every node is terminal.
 
@@ -392,223 +369,3 @@ def finalization(view: WorkflowView) -> Finalization | None:
     if required_failed:
         return done(WorkflowStatus.FAILED, ErrorSource.NODE, required_failed[0])
     return done(WorkflowStatus.FAILED, ErrorSource.SUCCESS_CASE_NOT_MET)
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON payloads (spec 03 §9.4, §10, §13)
-# ---------------------------------------------------------------------------------------------
-
-CTX_KEY: Final = "__horsies_workflow_ctx__"
-"""Reserved kwargs key carrying the `WorkflowContext` payload (removed by the worker)."""
-META_KEY: Final = "__horsies_workflow_meta__"
-"""Reserved kwargs key carrying the `WorkflowMeta` payload (removed by the worker, D14)."""
-
-_UPSTREAM_SKIPPED_MESSAGE: Final = "Upstream dependency was SKIPPED"
-_SUCCESS_CASE_NOT_MET_MESSAGE: Final = "No success case was satisfied"
-
-
-def _dump(value: object) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # orjson caps nesting at 255 levels; the codec writes deeper values with the stdlib.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _load(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # Values nested deeper than orjson reads may have been written by the stdlib fallback.
-        return json.loads(text)
-
-
-def _object_text(members: Iterable[tuple[str, str]]) -> str:
-    """A JSON object from (key, already-encoded JSON value text) pairs; later keys win."""
-    merged = dict(members)
-    return "{" + ",".join(f"{_dump(key)}:{text}" for key, text in merged.items()) + "}"
-
-
-def task_error_json(code: str, message: str, data: object = None) -> str:
-    """Tagged `TaskError` JSON text (what the workflow `error` column stores).
-
-    `data` is encoded leniently, like every error payload: it never makes encoding fail.
-    """
-    return dumps_json(failure(code, message, data).err)
-
-
-def success_case_not_met_json() -> str:
-    """The workflow error for `ErrorSource.SUCCESS_CASE_NOT_MET` (tagged `TaskError` JSON)."""
-    return task_error_json(
-        LibraryErrorCode.WORKFLOW_SUCCESS_CASE_NOT_MET, _SUCCESS_CASE_NOT_MET_MESSAGE
-    )
-
-
-def upstream_skipped_json(dependency_index: int) -> str:
-    """The `UPSTREAM_SKIPPED` sentinel as tagged `TaskResult` JSON text: what a node that
-    allows failed dependencies receives for a dependency that was skipped."""
-    return dumps_json(
-        failure(
-            LibraryErrorCode.UPSTREAM_SKIPPED,
-            _UPSTREAM_SKIPPED_MESSAGE,
-            {"dependency_index": dependency_index},
-        )
-    )
-
-
-def dependency_result_json(node: NodeView, stored_result: str | None) -> str | None:
-    """What a dependent receives for `node`: its stored result when COMPLETED or FAILED, the
-    `UPSTREAM_SKIPPED` sentinel when SKIPPED, else None (the entry is omitted)."""
-    status = node.status
-    if status == _SKIPPED:
-        return upstream_skipped_json(node.index)
-    if status in (_COMPLETED, _FAILED):
-        return stored_result
-    return None
-
-
-def args_from_injections(
-    view: WorkflowView, node: NodeView, stored_results: Mapping[int, str | None]
-) -> dict[str, str]:
-    """The `args_from` kwargs of `node`: kwarg name -> TaskResult JSON text (§10.1).
-
-    Sources that are not terminal yet, or have no stored result, are omitted. `stored_results`
-    maps node index -> stored result text (missing index = no result).
-    """
-    injected: dict[str, str] = {}
-    for name, source in node.args_from:
-        text = dependency_result_json(view.nodes[source], stored_results.get(source))
-        if text is not None:
-            injected[name] = text
-    return injected
-
-
-def context_indices(node: NodeView, *, for_condition: bool = False) -> tuple[int, ...]:
-    """The nodes whose results go into `node`'s `WorkflowContext`.
-
-    For the task call: its `workflow_ctx_from` (empty when unset). For `run_when`/`skip_when`
-    (`for_condition=True`): `workflow_ctx_from` when set, else every dependency (D30).
-    """
-    if node.ctx_from is not None:
-        return node.ctx_from
-    return node.dependencies if for_condition else ()
-
-
-def context_results(
-    view: WorkflowView, indices: Iterable[int], stored_results: Mapping[int, str | None]
-) -> dict[str, str]:
-    """node_id -> TaskResult JSON text for the terminal nodes among `indices` (§10.2): stored
-    results for COMPLETED/FAILED, the sentinel for SKIPPED; others are omitted."""
-    results: dict[str, str] = {}
-    for index in indices:
-        source = view.nodes[index]
-        text = dependency_result_json(source, stored_results.get(index))
-        if text is not None:
-            results[source.node_id] = text
-    return results
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowMetaPayload:
-    """The `WorkflowMeta` fields injected under `META_KEY`."""
-
-    workflow_id: str
-    task_index: int
-    task_name: str
-
-    def to_json(self) -> str:
-        """`{"workflow_id", "task_index", "task_name"}` as JSON text."""
-        return _dump(
-            {
-                "workflow_id": self.workflow_id,
-                "task_index": self.task_index,
-                "task_name": self.task_name,
-            }
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowCtxPayload:
-    """The `WorkflowContext` payload injected under `CTX_KEY`.
-
-    `results`: node_id -> TaskResult JSON text (stored result or sentinel); `summaries`:
-    node_id -> SubWorkflowSummary JSON text (a plain JSON object).
-    """
-
-    workflow_id: str
-    task_index: int
-    task_name: str
-    results: Mapping[str, str]
-    summaries: Mapping[str, str]
-
-    def to_json(self) -> str:
-        """`{"workflow_id", "task_index", "task_name", "results": {...}, "summaries": {...}}`
-        with the result and summary texts embedded as JSON values."""
-        return _object_text(
-            [
-                ("workflow_id", _dump(self.workflow_id)),
-                ("task_index", _dump(self.task_index)),
-                ("task_name", _dump(self.task_name)),
-                ("results", _object_text(self.results.items())),
-                ("summaries", _object_text(self.summaries.items())),
-            ]
-        )
-
-
-def node_kwargs_json(
-    static_kwargs_json: str | None,
-    injected: Mapping[str, str],
-    ctx: WorkflowCtxPayload | None,
-    meta: WorkflowMetaPayload,
-) -> str:
-    """The kwargs JSON object of a node's task row (§8.3, §10).
-
-    Static kwargs first, then the `args_from` injections (TaskResult JSON texts, overriding static
-    kwargs of the same name), then `CTX_KEY` (when `ctx` is given) and `META_KEY`. Static values
-    are copied as they are; injected texts are embedded as JSON values, so `kwargs_from_json`
-    hands the task `TaskResult` objects.
-    Raises `ValueError` when `static_kwargs_json` is not a JSON object.
-    """
-    members: list[tuple[str, str]] = []
-    if static_kwargs_json is not None:
-        static = _load(static_kwargs_json)
-        if type(static) is not dict:
-            raise ValueError(f"static kwargs must be a JSON object, got {type(static).__name__}")
-        for key, value in cast("dict[str, Any]", static).items():
-            # The reserved keys are the engine's alone.
-            if key not in (CTX_KEY, META_KEY):
-                members.append((key, _dump(value)))
-    members.extend(injected.items())
-    if ctx is not None:
-        members.append((CTX_KEY, ctx.to_json()))
-    members.append((META_KEY, meta.to_json()))
-    return _object_text(members)
-
-
-def sinks_result_json(results_by_node_id: Mapping[str, str | None]) -> str:
-    """The final result without `output`: `TaskResult(ok={node_id: TaskResult | None})` as tagged
-    JSON text; a None value (e.g. a SKIPPED sink) is written as JSON null."""
-    ok = _object_text(
-        (node_id, "null" if text is None else text) for node_id, text in results_by_node_id.items()
-    )
-    return f'{{"{TASK_RESULT_TAG}":true,"ok":{ok},"err":null}}'
-
-
-def error_result_json_from_stored(stored_result: str | None) -> str | None:
-    """The `err` part of a stored TaskResult text, as TaskError JSON text.
-
-    None when there is no result, it is not an error result, or it cannot be parsed. The error is
-    copied as stored (a TaskError subclass keeps its tagged form).
-    """
-    if stored_result is None:
-        return None
-    try:
-        payload = _load(stored_result)
-    except ValueError:
-        return None
-    if type(payload) is not dict:
-        return None
-    err: object = cast("dict[str, Any]", payload).get("err")
-    if type(err) is not dict:
-        return None
-    return _dump(cast("dict[str, Any]", err))

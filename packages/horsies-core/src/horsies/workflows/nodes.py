@@ -20,7 +20,7 @@ from horsies.errors import WorkflowValidationError
 from horsies.workflows.status import SubWorkflowRetryMode
 
 if TYPE_CHECKING:
-    from horsies.tasks.decorator import TaskFunction
+    from horsies.tasks.function import TaskFunction
     from horsies.workflows.context import WorkflowContext
     from horsies.workflows.definition import WorkflowDefinition
 

@@ -37,7 +37,7 @@ from horsies.codec import (
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.workflows import engine, runtime
+from horsies.workflows import payloads, runtime
 from horsies.workflows.engine import NodeView
 from horsies.workflows.status import WorkflowStatus, WorkflowTaskStatus
 from horsies.workflows.store.session import Session, lock_roots_query
@@ -170,12 +170,12 @@ def _condition_skips(app: Horsies, wf: LoadedWorkflow, node: NodeView, inputs: _
         )
         return False
     details = inputs.details[wf.id]
-    sources = engine.context_indices(node, for_condition=True)
+    sources = payloads.context_indices(node, for_condition=True)
     view = wf.view()
     try:
         results: dict[str, TaskResult[Any, TaskError]] = {
             node_id: task_result_from_json(text)
-            for node_id, text in engine.context_results(
+            for node_id, text in payloads.context_results(
                 view, sources, stored_results(details)
             ).items()
         }
@@ -231,7 +231,7 @@ def _child_spec(
     try:
         args = args_from_json(detail.args)
         kwargs = kwargs_from_json(detail.kwargs)
-        injected = engine.args_from_injections(wf.view(), node, stored_results(details))
+        injected = payloads.args_from_injections(wf.view(), node, stored_results(details))
         kwargs.update({key: task_result_from_json(text) for key, text in injected.items()})
         return definition.build_with(app, *args, **kwargs)
     except Exception as exc:

@@ -25,7 +25,7 @@ from horsies.codec import task_result_to_json
 from horsies.logs import get_logger
 from horsies.results import TaskResult
 from horsies.retry import TaskOptions
-from horsies.workflows import engine
+from horsies.workflows import engine, payloads
 from horsies.workflows.engine import NodeView, WorkflowView
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
 from horsies.workflows.store.node_results import (
@@ -71,7 +71,7 @@ class Session(Snapshot):
         """Apply on_error for nodes that just FAILED: store the error, or pause the workflow."""
         if not failed or wf.status is not WorkflowStatus.RUNNING:
             return
-        error = engine.error_result_json_from_stored(failed[-1][1])
+        error = payloads.error_result_json_from_stored(failed[-1][1])
         if wf.on_error is OnError.PAUSE:
             yield Query(wf_sql.WF_PAUSE_ON_ERROR, {"id": wf.id, "error": error}, rows="none")
             wf.status = WorkflowStatus.PAUSED
@@ -210,15 +210,15 @@ class Session(Snapshot):
         if final.output_index is not None:
             result = details[final.output_index].result
         else:
-            result = engine.sinks_result_json(
+            result = payloads.sinks_result_json(
                 {wf.nodes[i].node_id: details[i].result for i in final.sink_indices}
             )
         error: str | None = None
         if final.status is WorkflowStatus.FAILED:
             if final.error_source is engine.ErrorSource.NODE and final.error_index is not None:
-                error = engine.error_result_json_from_stored(details[final.error_index].result)
+                error = payloads.error_result_json_from_stored(details[final.error_index].result)
             elif final.error_source is engine.ErrorSource.SUCCESS_CASE_NOT_MET:
-                error = engine.success_case_not_met_json()
+                error = payloads.success_case_not_met_json()
         res = yield Query(
             wf_sql.WF_FINALIZE,
             {"id": wf.id, "status": final.status.value, "result": result, "error": error},
@@ -371,21 +371,21 @@ def _task_row(
     stored = stored_results(details)
     ctx = None
     if node.ctx_from is not None:
-        ctx = engine.WorkflowCtxPayload(
+        ctx = payloads.WorkflowCtxPayload(
             workflow_id=wf.id,
             task_index=node.index,
             task_name=detail.task_name,
-            results=engine.context_results(view, node.ctx_from, stored),
+            results=payloads.context_results(view, node.ctx_from, stored),
             summaries={
                 view.nodes[d].node_id: summary
                 for d in node.ctx_from
                 if d in details and (summary := details[d].summary) is not None
             },
         )
-    meta = engine.WorkflowMetaPayload(
+    meta = payloads.WorkflowMetaPayload(
         workflow_id=wf.id, task_index=node.index, task_name=detail.task_name
     )
-    injected = engine.args_from_injections(view, node, stored)
+    injected = payloads.args_from_injections(view, node, stored)
     options = TaskOptions.from_json(detail.task_options)
     return {
         "id": task_id,
@@ -393,7 +393,7 @@ def _task_row(
         "queue_name": detail.queue_name,
         "priority": detail.priority,
         "args": detail.args,
-        "kwargs": engine.node_kwargs_json(detail.kwargs, injected, ctx, meta),
+        "kwargs": payloads.node_kwargs_json(detail.kwargs, injected, ctx, meta),
         "good_until": None if options.good_until is None else options.good_until.isoformat(),
         "max_retries": options.max_retries,
         "task_options": detail.task_options,

@@ -1,59 +1,42 @@
-"""Task functions: what `@app.task` returns, and how a task function is run.
+"""`TaskFunction`, what `@app.task` returns: call it to run the task here, send it to a worker.
 
-A `TaskFunction` wraps the user's function. Calling it runs the function in-process
-(`run_task_function`, also used by worker children); `send` / `send_async` / `schedule` /
-`send_many` enqueue rows through the app's broker and never raise for runtime problems: failures
-come back as `"<error>"` / `"<suppressed>"` handles (spec 02 §3-§4).
-
-Everything a send needs that does not depend on the call (options JSON, retry count, expiry, queue)
-is computed once at definition time, so the per-send Python work is a suppression check, a cheap
-queue re-validation and the broker call.
+The sending methods (`send`, `send_async`, `schedule`, `send_many`, `send_many_async`) write rows
+through the app's broker and never raise for runtime problems: a failure comes back as an
+`"<error>"` or `"<suppressed>"` handle, so producer code has one path whether or not the database
+answers. Everything a send needs that does not depend on the call (options JSON, retry count,
+expiry, queue) is computed once when the task is defined, so the per-send Python work is a
+suppression check, a cheap queue re-validation and the broker call. A result the function returns
+is checked here against its declared `TaskResult[T, E]`.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic.errors import PydanticUserError
+from pydantic import ValidationError
 
-from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
+from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
-from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.tasks.execution import exception_text, run_task_function, safe_text
 from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
-from horsies.workflows.context import WorkflowContextMissingIdError
-from horsies.workflows.engine import CTX_KEY, META_KEY
+from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker.postgres import PostgresBroker
     from horsies.retry import TaskOptions
 
-__all__ = [
-    "ERROR_TASK_ID",
-    "KNOWN_TASK_OPTIONS",
-    "SUPPRESSED_TASK_ID",
-    "TaskFunction",
-    "default_task_name",
-    "define_task",
-    "exception_text",
-    "run_task_function",
-    "task_origin",
-]
+__all__ = ["SendManyCall", "TaskFunction"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _logger = get_logger("tasks")
-_NO_ADAPTER: Any = object()
-_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 _Action = Literal["send", "schedule"]
 
 SendManyCall = Mapping[str, Any] | tuple[Any, ...]
@@ -62,85 +45,10 @@ SendManyCall = Mapping[str, Any] | tuple[Any, ...]
 _ManyPrepared = tuple["PostgresBroker", str, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
 
 
-def default_task_name(fn: Callable[..., Any]) -> str:
-    """Name of a task defined without one: `"<module>.<qualname>"` (decision D4).
-
-    The module is the function's `__module__`, except for files imported by path (synthetic
-    `horsies._dynamic.*` modules), which are named through their package hierarchy so that
-    producer, worker and children agree on the name.
-
-    Raises:
-        TaskDefinitionError: (E102) the function is defined in `__main__`, where no other
-            process could import it under the same name.
-    """
-    module = getattr(fn, "__module__", None) or ""
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    if module in _MAIN_MODULES or not module:
-        raise TaskDefinitionError(
-            f"cannot derive a task name for '{qualname}' defined in the __main__ module",
-            code=ErrorCode.TASK_INVALID_OPTIONS,
-        ).with_help(
-            "workers import tasks by name, and __main__ differs in every process:\n"
-            f'give the task an explicit name: @app.task("{qualname}")\n'
-            "or move it into an importable module"
-        )
-    if module.startswith(DYNAMIC_MODULE_PREFIX):
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            module = module_name_for_path(code.co_filename)
-    return f"{module}.{qualname}"
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return (
-            tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
-        )
-    return repr(tp).replace("typing.", "")
-
-
-def _build_adapter(tp: Any) -> Any:
-    """A TypeAdapter for `tp`, or `_NO_ADAPTER` for types that accept anything or cannot adapt."""
-    if tp is Any or tp is object:
-        return _NO_ADAPTER
-    try:
-        return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True))
-    except PydanticUserError:
-        # Models, dataclasses and TypedDicts carry their own config and refuse an extra one.
-        pass
-    except Exception as exc:
-        _logger.debug("no runtime return validation for %s: %s", _type_name(tp), exc)
-        return _NO_ADAPTER
-    try:
-        return TypeAdapter(tp)
-    except Exception as exc:
-        _logger.debug("no runtime return validation for %s: %s", _type_name(tp), exc)
-        return _NO_ADAPTER
-
-
-def exception_text(exc: BaseException) -> str:
-    """One-line text of an exception for result messages.
-
-    `str()` of a `HorsiesError` is its multi-line rendering; messages use its message and notes.
-    """
-    if isinstance(exc, HorsiesError):
-        return "; ".join([exc.message, *exc.notes])
-    return _safe_text(exc, str)
-
-
-def _safe_text(value: object, render: Callable[[object], str] = repr) -> str:
-    """`render(value)`, or a placeholder when that raises: building an error result must not fail
-    because of the very object it reports (an exception whose `__str__` raises, say)."""
-    try:
-        return render(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
-
-
 def _error_handle(
     task_fn: TaskFunction[..., Any], prefix: str, exc: BaseException
 ) -> TaskHandle[Any]:
-    """`"<error>"` handle for a send that failed before (or while) writing its row (02 §4)."""
+    """`"<error>"` handle for a send that failed before (or while) writing its row."""
     error = failure(
         LibraryErrorCode.UNHANDLED_EXCEPTION,
         f"{prefix}: {exception_text(exc)}",
@@ -208,17 +116,17 @@ class TaskFunction(Generic[P, T]):
 
         Exceptions (except `KeyboardInterrupt`) become an `UNHANDLED_EXCEPTION` error result; a
         returned value that does not match the declared `TaskResult[T, E]` becomes
-        `RETURN_TYPE_MISMATCH` (spec 02 §3, §6).
+        `RETURN_TYPE_MISMATCH`.
         """
         return run_task_function(self, args, kwargs)
 
     def _adapters(self) -> tuple[Any, Any]:
         ok_adapter = self._ok_adapter
         if ok_adapter is None:
-            ok_adapter = self._ok_adapter = _build_adapter(self._ok_type)
+            ok_adapter = self._ok_adapter = build_adapter(self._ok_type)
         err_adapter = self._err_adapter
         if err_adapter is None:
-            err_adapter = self._err_adapter = _build_adapter(self._err_type)
+            err_adapter = self._err_adapter = build_adapter(self._err_type)
         return ok_adapter, err_adapter
 
     def validate_result(self, result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
@@ -232,7 +140,7 @@ class TaskFunction(Generic[P, T]):
             variant, value, adapter, expected = "ok", result.ok, ok_adapter, self._ok_type
         else:
             variant, value, adapter, expected = "err", result.err, err_adapter, self._err_type
-        if adapter is _NO_ADAPTER:
+        if adapter is NO_ADAPTER:
             return result
         try:
             adapter.validate_python(value)
@@ -243,16 +151,16 @@ class TaskFunction(Generic[P, T]):
             # declared type cannot be checked, so results are kept as returned from now on.
             _logger.debug("cannot validate the result of %s: %s", self.task_name, exc)
             if variant == "ok":
-                self._ok_adapter = _NO_ADAPTER
+                self._ok_adapter = NO_ADAPTER
             else:
-                self._err_adapter = _NO_ADAPTER
+                self._err_adapter = NO_ADAPTER
         return result
 
     def _mismatch(
         self, variant: str, value: object, expected: Any, exc: ValidationError
     ) -> TaskResult[Any, Any]:
-        expected_name = _type_name(expected)
-        actual = _safe_text(value)
+        expected_name = type_name(expected)
+        actual = safe_text(value)
         error = failure(
             LibraryErrorCode.RETURN_TYPE_MISMATCH,
             (
@@ -301,7 +209,7 @@ class TaskFunction(Generic[P, T]):
         return self._send_one("send", args, kwargs)
 
     def schedule(self, delay_seconds: float, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
-        """Enqueue the task so that it becomes claimable after `delay_seconds` seconds (D7).
+        """Enqueue the task so that it becomes claimable after `delay_seconds` seconds.
 
         Same rules as `send`; failures are reported as `Failed to schedule task …` on an
         `"<error>"` handle.
@@ -378,7 +286,7 @@ class TaskFunction(Generic[P, T]):
         return TaskHandle(task_id, broker=broker)
 
     def _prepare_many(self, calls: Iterable[SendManyCall]) -> _ManyPrepared | list[TaskHandle[T]]:
-        """Steps 1-3 of 02 §4 for `send_many`: every item checked and split into (args, kwargs)
+        """The checks of a send, for `send_many`: every item checked and split into (args, kwargs)
         first; then the broker, queue and calls, or the handles to return instead (suppressed
         sends, a queue error, a refused item)."""
         items = list(calls)
@@ -492,239 +400,3 @@ def _check_delay(delay_seconds: object) -> float:
     ):
         raise ValueError(f"delay_seconds must be a finite number >= 0, got {delay_seconds!r}")
     return float(delay_seconds)
-
-
-def run_task_function(
-    task_fn: TaskFunction[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> TaskResult[Any, TaskError]:
-    """Run a task function and turn every outcome into a `TaskResult` (spec 02 §3, §6, decision D9).
-
-    Used by direct calls and by worker children. A returned `TaskResult` is checked against the
-    declared types (`RETURN_TYPE_MISMATCH` on failure); a raised exception becomes
-    `UNHANDLED_EXCEPTION` (with the exception object and `data={"exception_type": ...}`), except
-    `WorkflowContextMissingIdError`, which becomes `WORKFLOW_CTX_MISSING_ID` (spec 03 §10.2); a
-    return value that is not a `TaskResult` becomes `TASK_EXCEPTION`. Only `KeyboardInterrupt`
-    propagates.
-    """
-    fn = task_fn._original_fn  # pyright: ignore[reportPrivateUsage]
-    try:
-        # Typed as object: the function may break its annotation and return anything.
-        returned = typing.cast(object, fn(*args, **kwargs))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
-        exc_type = type(exc).__name__
-        if isinstance(exc, WorkflowContextMissingIdError):
-            # A lookup by a node without an id is a workflow wiring mistake, not a task bug.
-            error = failure(
-                LibraryErrorCode.WORKFLOW_CTX_MISSING_ID,
-                f"Task {task_fn.__name__}: {exception_text(exc)}",
-                {"exception_type": exc_type},
-                exception=exc,
-            )
-            return error
-        error = failure(
-            LibraryErrorCode.UNHANDLED_EXCEPTION,
-            (f"Unhandled exception in task {task_fn.__name__}: {exc_type}: {exception_text(exc)}"),
-            {"exception_type": exc_type},
-            exception=exc,
-        )
-        return error
-    if isinstance(returned, TaskResult):
-        return task_fn.validate_result(typing.cast("TaskResult[Any, Any]", returned))
-    if inspect.iscoroutine(returned):
-        # Never awaited: close it so Python does not warn about it.
-        returned.close()
-    returned_type = type(returned).__name__
-    error = failure(
-        LibraryErrorCode.TASK_EXCEPTION,
-        f"Task {task_fn.__name__} returned {returned_type} instead of TaskResult",
-        {"task_name": task_fn.task_name, "returned_type": returned_type},
-    )
-    return error
-
-
-# -- definition time ------------------------------------------------------------------------------
-
-KNOWN_TASK_OPTIONS = ("queue_name", "good_until", "auto_retry_for", "retry_policy")
-"""Keyword options accepted by `@app.task`; anything else is refused (decision D5)."""
-
-MAX_TASK_NAME_LENGTH = 255
-"""Longest task name the `task_name` column holds."""
-
-_RETURN_HELP = (
-    "annotate the function's result, for example:\n"
-    "def my_task(x: int) -> TaskResult[int, TaskError]: ..."
-)
-
-
-def _options_error(message: str, location: SourceLocation | None) -> TaskDefinitionError:
-    error = TaskDefinitionError(message, code=ErrorCode.TASK_INVALID_OPTIONS)
-    return error.with_location(location) if location is not None else error
-
-
-def _checked_name(
-    fn: Callable[..., Any], task_name: str | None, location: SourceLocation | None
-) -> str:
-    name = default_task_name(fn) if task_name is None else task_name
-    if not isinstance(name, str) or not name.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise _options_error("invalid task name", location).with_note(
-            f"task names must be non-empty strings, got {name!r}"
-        )
-    if len(name) > MAX_TASK_NAME_LENGTH:
-        raise _options_error("invalid task name", location).with_note(
-            f"task names are at most {MAX_TASK_NAME_LENGTH} characters, got {len(name)}"
-        )
-    if "\x00" in name:
-        # PostgreSQL text cannot hold NUL: every send would fail.
-        raise _options_error("invalid task name", location).with_note(
-            f"task names cannot contain NUL characters, got {name!r}"
-        )
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _options_error("invalid task name", location).with_note(
-                f"task names must be valid UTF-8 text (no lone surrogates), got {name!r}"
-            ) from None
-    return name
-
-
-def _validated_options(
-    options: Mapping[str, Any], location: SourceLocation | None
-) -> tuple[str | None, TaskOptions]:
-    from horsies.retry import TaskOptions
-
-    unknown = [name for name in options if name not in KNOWN_TASK_OPTIONS]
-    if unknown:
-        listed = ", ".join(repr(name) for name in unknown)
-        noun = "option" if len(unknown) == 1 else "options"
-        raise _options_error(f"unknown task {noun} {listed}", location).with_help(
-            f"supported options: {', '.join(KNOWN_TASK_OPTIONS)}"
-        )
-    queue_name = options.get("queue_name")
-    if queue_name is not None and not isinstance(queue_name, str):
-        raise _options_error("invalid task options", location).with_note(
-            f"queue_name: expected a string, got {type(queue_name).__name__}"
-        )
-    auto_retry_for = options.get("auto_retry_for")
-    if isinstance(auto_retry_for, tuple | set | frozenset):
-        auto_retry_for = list(typing.cast("Iterable[Any]", auto_retry_for))
-    try:
-        task_options = TaskOptions(
-            auto_retry_for=auto_retry_for,
-            retry_policy=options.get("retry_policy"),
-            good_until=options.get("good_until"),
-        )
-    except ValidationError as exc:
-        error = _options_error("invalid task options", location)
-        for detail in exc.errors(include_url=False):
-            field = ".".join(str(part) for part in detail["loc"]) or "options"
-            error = error.with_note(f"{field}: {detail['msg']}")
-        raise error from exc
-    return queue_name, task_options
-
-
-def _resolve_return_type(fn: Callable[..., Any]) -> Any:
-    annotations: Mapping[str, Any] = getattr(fn, "__annotations__", None) or {}
-    if "return" not in annotations:
-        raise TaskDefinitionError(
-            "task function must declare an explicit return type",
-            code=ErrorCode.TASK_NO_RETURN_TYPE,
-        ).with_help(_RETURN_HELP)
-    try:
-        return typing.get_type_hints(fn)["return"]
-    except Exception:
-        # Another annotation may be unresolvable (e.g. a TYPE_CHECKING import); only the result
-        # matters.
-        pass
-    raw = annotations["return"]
-    if not isinstance(raw, str):
-        return raw
-    try:
-        return eval(raw, dict(getattr(fn, "__globals__", {})))
-    except Exception as exc:
-        raise (
-            TaskDefinitionError(
-                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
-            )
-            .with_note(f"cannot resolve the return annotation {raw!r}: {exc}")
-            .with_help("define the types used in the annotation at module level")
-        ) from exc
-
-
-def _declared_result_types(fn: Callable[..., Any]) -> tuple[Any, Any]:
-    declared = _resolve_return_type(fn)
-    if typing.get_origin(declared) is not TaskResult:
-        raise (
-            TaskDefinitionError(
-                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
-            )
-            .with_note(f"declared return type: {_type_name(declared)}")
-            .with_help(_RETURN_HELP)
-        )
-    type_args = typing.get_args(declared)
-    if len(type_args) != 2:
-        raise (
-            TaskDefinitionError(
-                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
-            )
-            .with_note(
-                f"TaskResult takes 2 type arguments (ok type, error type), got {len(type_args)}"
-            )
-            .with_help(_RETURN_HELP)
-        )
-    return type_args[0], type_args[1]
-
-
-def define_task(
-    app: Horsies,
-    fn: Callable[P, TaskResult[T, Any]],
-    *,
-    task_name: str | None,
-    options: Mapping[str, Any],
-) -> TaskFunction[P, T]:
-    """Run the definition-time checks of spec 02 §1 and build the (unregistered) `TaskFunction`.
-
-    Order (first failure raises, with the function's source location): unknown options (E102, D5);
-    option validation (E102); task name (E102, D4); queue rules (E200 / E103); missing return
-    annotation (E100); not `TaskResult[T, E]` (E101); `async def` (E101: a coroutine is never a
-    `TaskResult`). Duplicate names (E301) are checked by the registry.
-    """
-    location = SourceLocation.from_function(fn)
-    if not callable(fn):  # pyright: ignore[reportUnnecessaryComparison]
-        raise _options_error(f"a task must be a function, got {type(fn).__name__}", location)
-    queue_name, task_options = _validated_options(options, location)
-    try:
-        name = _checked_name(fn, task_name, location)
-        app.validate_queue_name(queue_name)
-        ok_type, err_type = _declared_result_types(fn)
-    except HorsiesError as error:
-        raise (error.with_location(location) if location is not None else error) from None
-    if inspect.iscoroutinefunction(fn):
-        raise (
-            TaskDefinitionError(
-                "task function must return TaskResult",
-                code=ErrorCode.TASK_INVALID_RETURN_TYPE,
-                location=location,
-            )
-            .with_note("async def functions return a coroutine, not a TaskResult")
-            .with_help("define the task with def; call async code inside it with asyncio.run(...)")
-        )
-    return TaskFunction(
-        app,
-        fn,
-        task_name=name,
-        queue_name=queue_name,
-        options=task_options,
-        ok_type=ok_type,
-        err_type=err_type,
-    )
-
-
-def task_origin(fn: Callable[..., Any]) -> str:
-    """`realpath(file):first_line` of a function: identifies it when checking duplicate names."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return f"<object {id(fn)}>"
-    return f"{os.path.realpath(code.co_filename)}:{code.co_firstlineno}"

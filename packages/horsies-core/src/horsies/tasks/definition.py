@@ -1,0 +1,250 @@
+"""Checking a task when `@app.task` defines it, and building its `TaskFunction`.
+
+Every mistake a definition can show (an unknown option, a bad name or queue, a missing or wrong
+return annotation, an `async def`) is raised here, pointing at the user's function, so it surfaces
+when the module is imported rather than on the first send. The default task name and the origin
+used to tell duplicate names apart are decided here too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from pydantic import ValidationError
+
+from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
+from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
+from horsies.results import TaskResult
+from horsies.retry import TaskOptions
+from horsies.tasks.function import TaskFunction
+from horsies.tasks.result_types import type_name
+
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
+__all__ = [
+    "KNOWN_TASK_OPTIONS",
+    "MAX_TASK_NAME_LENGTH",
+    "default_task_name",
+    "define_task",
+    "task_origin",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+
+KNOWN_TASK_OPTIONS = ("queue_name", "good_until", "auto_retry_for", "retry_policy")
+"""Keyword options accepted by `@app.task`; anything else is refused, so that a misspelt option
+fails at definition instead of being silently ignored."""
+
+MAX_TASK_NAME_LENGTH = 255
+"""Longest task name the `task_name` column holds."""
+
+_RETURN_HELP = (
+    "annotate the function's result, for example:\n"
+    "def my_task(x: int) -> TaskResult[int, TaskError]: ..."
+)
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """Name of a task defined without one: `"<module>.<qualname>"`, the same in every process.
+
+    The module is the function's `__module__`, except for files imported by path (synthetic
+    `horsies._dynamic.*` modules), which are named through their package hierarchy so that
+    producer, worker and children agree on the name.
+
+    Raises:
+        TaskDefinitionError: (E102) the function is defined in `__main__`, where no other
+            process could import it under the same name.
+    """
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    if module in _MAIN_MODULES or not module:
+        raise TaskDefinitionError(
+            f"cannot derive a task name for '{qualname}' defined in the __main__ module",
+            code=ErrorCode.TASK_INVALID_OPTIONS,
+        ).with_help(
+            "workers import tasks by name, and __main__ differs in every process:\n"
+            f'give the task an explicit name: @app.task("{qualname}")\n'
+            "or move it into an importable module"
+        )
+    if module.startswith(DYNAMIC_MODULE_PREFIX):
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            module = module_name_for_path(code.co_filename)
+    return f"{module}.{qualname}"
+
+
+def _options_error(message: str, location: SourceLocation | None) -> TaskDefinitionError:
+    error = TaskDefinitionError(message, code=ErrorCode.TASK_INVALID_OPTIONS)
+    return error.with_location(location) if location is not None else error
+
+
+def _checked_name(
+    fn: Callable[..., Any], task_name: str | None, location: SourceLocation | None
+) -> str:
+    name = default_task_name(fn) if task_name is None else task_name
+    if not isinstance(name, str) or not name.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise _options_error("invalid task name", location).with_note(
+            f"task names must be non-empty strings, got {name!r}"
+        )
+    if len(name) > MAX_TASK_NAME_LENGTH:
+        raise _options_error("invalid task name", location).with_note(
+            f"task names are at most {MAX_TASK_NAME_LENGTH} characters, got {len(name)}"
+        )
+    if "\x00" in name:
+        # PostgreSQL text cannot hold NUL: every send would fail.
+        raise _options_error("invalid task name", location).with_note(
+            f"task names cannot contain NUL characters, got {name!r}"
+        )
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _options_error("invalid task name", location).with_note(
+                f"task names must be valid UTF-8 text (no lone surrogates), got {name!r}"
+            ) from None
+    return name
+
+
+def _validated_options(
+    options: Mapping[str, Any], location: SourceLocation | None
+) -> tuple[str | None, TaskOptions]:
+    unknown = [name for name in options if name not in KNOWN_TASK_OPTIONS]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        noun = "option" if len(unknown) == 1 else "options"
+        raise _options_error(f"unknown task {noun} {listed}", location).with_help(
+            f"supported options: {', '.join(KNOWN_TASK_OPTIONS)}"
+        )
+    queue_name = options.get("queue_name")
+    if queue_name is not None and not isinstance(queue_name, str):
+        raise _options_error("invalid task options", location).with_note(
+            f"queue_name: expected a string, got {type(queue_name).__name__}"
+        )
+    auto_retry_for = options.get("auto_retry_for")
+    if isinstance(auto_retry_for, tuple | set | frozenset):
+        auto_retry_for = list(typing.cast("Iterable[Any]", auto_retry_for))
+    try:
+        task_options = TaskOptions(
+            auto_retry_for=auto_retry_for,
+            retry_policy=options.get("retry_policy"),
+            good_until=options.get("good_until"),
+        )
+    except ValidationError as exc:
+        error = _options_error("invalid task options", location)
+        for detail in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in detail["loc"]) or "options"
+            error = error.with_note(f"{field}: {detail['msg']}")
+        raise error from exc
+    return queue_name, task_options
+
+
+def _resolve_return_type(fn: Callable[..., Any]) -> Any:
+    annotations: Mapping[str, Any] = getattr(fn, "__annotations__", None) or {}
+    if "return" not in annotations:
+        raise TaskDefinitionError(
+            "task function must declare an explicit return type",
+            code=ErrorCode.TASK_NO_RETURN_TYPE,
+        ).with_help(_RETURN_HELP)
+    try:
+        return typing.get_type_hints(fn)["return"]
+    except Exception:
+        # Another annotation may be unresolvable (e.g. a TYPE_CHECKING import); only the result
+        # matters.
+        pass
+    raw = annotations["return"]
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return eval(raw, dict(getattr(fn, "__globals__", {})))
+    except Exception as exc:
+        raise (
+            TaskDefinitionError(
+                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
+            )
+            .with_note(f"cannot resolve the return annotation {raw!r}: {exc}")
+            .with_help("define the types used in the annotation at module level")
+        ) from exc
+
+
+def _declared_result_types(fn: Callable[..., Any]) -> tuple[Any, Any]:
+    declared = _resolve_return_type(fn)
+    if typing.get_origin(declared) is not TaskResult:
+        raise (
+            TaskDefinitionError(
+                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
+            )
+            .with_note(f"declared return type: {type_name(declared)}")
+            .with_help(_RETURN_HELP)
+        )
+    type_args = typing.get_args(declared)
+    if len(type_args) != 2:
+        raise (
+            TaskDefinitionError(
+                "task function must return TaskResult", code=ErrorCode.TASK_INVALID_RETURN_TYPE
+            )
+            .with_note(
+                f"TaskResult takes 2 type arguments (ok type, error type), got {len(type_args)}"
+            )
+            .with_help(_RETURN_HELP)
+        )
+    return type_args[0], type_args[1]
+
+
+def define_task(
+    app: Horsies,
+    fn: Callable[P, TaskResult[T, Any]],
+    *,
+    task_name: str | None,
+    options: Mapping[str, Any],
+) -> TaskFunction[P, T]:
+    """Check a task's definition and build its (unregistered) `TaskFunction`.
+
+    Order (first failure raises, with the function's source location): unknown options (E102);
+    option validation (E102); task name (E102); queue rules (E200 / E103); missing return
+    annotation (E100); not `TaskResult[T, E]` (E101); `async def` (E101: a coroutine is never a
+    `TaskResult`). Duplicate names (E301) are checked by the registry.
+    """
+    location = SourceLocation.from_function(fn)
+    if not callable(fn):  # pyright: ignore[reportUnnecessaryComparison]
+        raise _options_error(f"a task must be a function, got {type(fn).__name__}", location)
+    queue_name, task_options = _validated_options(options, location)
+    try:
+        name = _checked_name(fn, task_name, location)
+        app.validate_queue_name(queue_name)
+        ok_type, err_type = _declared_result_types(fn)
+    except HorsiesError as error:
+        raise (error.with_location(location) if location is not None else error) from None
+    if inspect.iscoroutinefunction(fn):
+        raise (
+            TaskDefinitionError(
+                "task function must return TaskResult",
+                code=ErrorCode.TASK_INVALID_RETURN_TYPE,
+                location=location,
+            )
+            .with_note("async def functions return a coroutine, not a TaskResult")
+            .with_help("define the task with def; call async code inside it with asyncio.run(...)")
+        )
+    return TaskFunction(
+        app,
+        fn,
+        task_name=name,
+        queue_name=queue_name,
+        options=task_options,
+        ok_type=ok_type,
+        err_type=err_type,
+    )
+
+
+def task_origin(fn: Callable[..., Any]) -> str:
+    """`realpath(file):first_line` of a function: identifies it when checking duplicate names."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return f"<object {id(fn)}>"
+    return f"{os.path.realpath(code.co_filename)}:{code.co_firstlineno}"

@@ -1,0 +1,104 @@
+"""Running a task function, and the text of an exception as error results quote it.
+
+`run_task_function` serves direct calls of a task function and worker children alike, so both turn
+an exception or a wrong return value into the same error result. It takes any object shaped like a
+`TaskFunction` (`RunnableTask`), so this module stays below the class that calls it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from horsies.errors import HorsiesError, WorkflowContextMissingIdError
+from horsies.failures import failure
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+
+__all__ = ["RunnableTask", "exception_text", "run_task_function", "safe_text"]
+
+
+class RunnableTask(Protocol):
+    """What `run_task_function` uses of a task function (a `TaskFunction` has all of it)."""
+
+    @property
+    def __name__(self) -> str: ...
+
+    @property
+    def task_name(self) -> str: ...
+
+    @property
+    def _original_fn(self) -> Callable[..., Any]: ...
+
+    def validate_result(self, result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
+        """The result itself when it matches the declared types, else a mismatch error."""
+        ...
+
+
+def exception_text(exc: BaseException) -> str:
+    """One-line text of an exception for result messages.
+
+    `str()` of a `HorsiesError` is its multi-line rendering; messages use its message and notes.
+    """
+    if isinstance(exc, HorsiesError):
+        return "; ".join([exc.message, *exc.notes])
+    return safe_text(exc, str)
+
+
+def safe_text(value: object, render: Callable[[object], str] = repr) -> str:
+    """`render(value)`, or a placeholder when that raises: building an error result must not fail
+    because of the very object it reports (an exception whose `__str__` raises, say)."""
+    try:
+        return render(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def run_task_function(
+    task_fn: RunnableTask, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> TaskResult[Any, TaskError]:
+    """Run a task function and turn every outcome into a `TaskResult`.
+
+    Used by direct calls and by worker children. A returned `TaskResult` is checked against the
+    declared types (`RETURN_TYPE_MISMATCH` on failure); a raised exception becomes
+    `UNHANDLED_EXCEPTION` (with the exception object and `data={"exception_type": ...}`), except
+    `WorkflowContextMissingIdError`, which becomes `WORKFLOW_CTX_MISSING_ID`; a return value that
+    is not a `TaskResult` becomes `TASK_EXCEPTION`. Only `KeyboardInterrupt` propagates.
+    """
+    fn = task_fn._original_fn  # pyright: ignore[reportPrivateUsage]
+    try:
+        # Typed as object: the function may break its annotation and return anything.
+        returned = typing.cast(object, fn(*args, **kwargs))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        exc_type = type(exc).__name__
+        if isinstance(exc, WorkflowContextMissingIdError):
+            # A lookup by a node without an id is a workflow wiring mistake, not a task bug.
+            error = failure(
+                LibraryErrorCode.WORKFLOW_CTX_MISSING_ID,
+                f"Task {task_fn.__name__}: {exception_text(exc)}",
+                {"exception_type": exc_type},
+                exception=exc,
+            )
+            return error
+        error = failure(
+            LibraryErrorCode.UNHANDLED_EXCEPTION,
+            (f"Unhandled exception in task {task_fn.__name__}: {exc_type}: {exception_text(exc)}"),
+            {"exception_type": exc_type},
+            exception=exc,
+        )
+        return error
+    if isinstance(returned, TaskResult):
+        return task_fn.validate_result(typing.cast("TaskResult[Any, Any]", returned))
+    if inspect.iscoroutine(returned):
+        # Never awaited: close it so Python does not warn about it.
+        returned.close()
+    returned_type = type(returned).__name__
+    error = failure(
+        LibraryErrorCode.TASK_EXCEPTION,
+        f"Task {task_fn.__name__} returned {returned_type} instead of TaskResult",
+        {"task_name": task_fn.task_name, "returned_type": returned_type},
+    )
+    return error
