@@ -311,7 +311,7 @@ def test_missing_database_errors_and_logs_hide_the_password(database_url: str) -
     error = result.unwrap_err()
     assert error.error_code == LibraryErrorCode.BROKER_ERROR
     assert not leaks(f"{error.message} {error.data} {error.exception}")
-    assert lines, "the failure was logged"  # psycopg_pool reports each failed attempt
+    assert lines, "the failure was logged"  # the pool reports failed connection attempts
     assert not [line for line in lines if leaks(line)]
 
 

@@ -11,12 +11,8 @@ import pytest
 from horsies.app import Horsies
 from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
 from horsies.errors import ConfigurationError, ErrorCode
-from horsies.locator import (
-    import_file_module,
-    locate_app,
-    module_name_for_path,
-    sends_suppressed_by_env,
-)
+from horsies.locator import locate_app, sends_suppressed_by_env
+from horsies.module_files import import_file_module, module_name_for_path
 from import_sandbox import restored_imports, write
 
 APP_SOURCE = """

@@ -17,7 +17,6 @@ PACKAGES = REPO / "packages"
 ALLOWED_THIRD_PARTY = {
     "horsies": {
         "psycopg",
-        "psycopg_pool",
         "pydantic",
         "pydantic_core",
         "orjson",

@@ -1,7 +1,7 @@
 """What a worker child costs: no database driver until a task needs one, no helper processes.
 
 Children are plain interpreters started with ``subprocess`` (no ``multiprocessing`` start method, so
-no resource-tracker process). Importing an app loads neither psycopg nor psycopg_pool: the database
+no resource-tracker process). Importing an app loads neither psycopg nor asyncio: the database
 URL's libpq check waits for the broker in a child, and a workflow built at import time creates its
 broker when it is first needed. A child that sends a task loads the driver then.
 """
@@ -35,7 +35,7 @@ from horsies_worker.spawn import ChildInit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
-DRIVER_MODULES = ["psycopg", "psycopg_pool", "asyncio"]
+DRIVER_MODULES = ["psycopg", "asyncio"]
 
 
 class Recorder:

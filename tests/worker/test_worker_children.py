@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from async_wait import wait_until
@@ -148,20 +150,22 @@ async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it(
 
 
 @pytest.mark.timeout(90)
-async def test_a_dead_child_reports_its_whole_queue_in_order() -> None:
+async def test_a_dead_child_reports_its_whole_queue_in_order(tmp_path: Path) -> None:
     rec = Recorder()
+    go = tmp_path / "die-now"
     init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
     pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
     await asyncio.wait_for(pool.start(), 60)
     try:
         child = pool.idle_children()[0]
-        doomed = Assignment(task=claimed("crash", "hard_exit", "[3]"))
+        doomed = Assignment(task=claimed("crash", "hard_exit", json.dumps([3, str(go)])))
         queued = Assignment(task=claimed("queued", "add", "[1, 2]"))
         reserved = Assignment(task=claimed("reserved", "add", "[1, 2]"))
         for assignment in (doomed, queued, reserved):
             child.reserve(assignment)
         assert child.send_task(doomed)
         assert child.send_task(queued)
+        go.touch()
         await wait_until(lambda: len(rec.exits) == 1)
         assert rec.exits[0][1:] == ("crash", 3)
         assert rec.held_at_exit == [[("crash", True), ("queued", True), ("reserved", False)]]

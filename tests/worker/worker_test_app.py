@@ -70,7 +70,14 @@ def sleep(seconds: float) -> TaskResult[float, TaskError]:
 
 
 @app.task("hard_exit")
-def hard_exit(code: int) -> TaskResult[int, TaskError]:
+def hard_exit(code: int, when_exists: str | None = None) -> TaskResult[int, TaskError]:
+    """Exit at once with ``code``; with ``when_exists``, first wait (at most 30 s) for that file,
+    so a test can queue more work on the child before it dies."""
+    deadline = time.monotonic() + 30
+    while when_exists is not None and not os.path.exists(when_exists):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     os._exit(code)
 
 

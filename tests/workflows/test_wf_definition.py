@@ -17,8 +17,8 @@ from horsies import (
     WorkflowSpec,
     WorkflowValidationError,
 )
-from horsies.workflows.definition import definition_nodes
-from horsies.workflows.spec import registered_spec
+from horsies.workflows.nodes import definition_nodes
+from horsies.workflows.registry import registered_spec
 from wf_app import Child, NamedMetaPipeline, Parent, Pipeline, add, app, fetch, store
 
 

@@ -14,7 +14,7 @@ import pytest
 import wf_param_app as wfp
 from horsies import WorkflowHandle, WorkflowStatus, start_workflow
 from horsies.broker import PostgresBroker
-from horsies.workflows import spec as spec_module
+from horsies.workflows import registry as spec_registry
 from wf_exchange import app_broker, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,9 +68,9 @@ def test_a_parameterised_parent_is_not_rebuilt_without_its_parameters(
 ) -> None:
     handle = start_workflow(wfp.Root.build_with(wfp.app, child="b"), broker)
     # A worker's registry never saw the parent (only the producer built it).
-    registry = dict(spec_module._registry)  # pyright: ignore[reportPrivateUsage]
+    registry = dict(spec_registry._registry)  # pyright: ignore[reportPrivateUsage]
     registry.pop("wfparam_root", None)
-    monkeypatch.setattr(spec_module, "_registry", registry)
+    monkeypatch.setattr(spec_registry, "_registry", registry)
     engine_log = logging.getLogger("horsies.workflow.engine")
     engine_log.addHandler(caplog.handler)
     try:

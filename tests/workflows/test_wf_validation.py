@@ -22,7 +22,7 @@ from horsies import (
     WorkflowValidationError,
 )
 from horsies.errors import ConfigurationError, HorsiesError, MultipleConfigurationErrors
-from horsies.workflows.spec import registered_spec
+from horsies.workflows.registry import registered_spec
 from wf_app import (
     Child,
     add,

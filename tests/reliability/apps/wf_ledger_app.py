@@ -37,13 +37,12 @@ from horsies.results import TaskError, TaskResult
 from horsies.retry import RetryPolicy
 from horsies.workflows.definition import WorkflowDefinition
 from horsies.workflows.nodes import AnyNode, SubWorkflowNode, TaskNode
-from horsies.workflows.spec import build_workflow_spec
+from horsies.workflows.spec import WorkflowSpec
 
 from tests.reliability.ledger import record
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.workflows.spec import WorkflowSpec
 
 __all__ = [
     "CRASH_RETRIES",
@@ -111,13 +110,13 @@ def _task_node(
 
 
 def _spec(cls: type[WorkflowDefinition[Any]], app: Horsies, nodes: list[AnyNode]) -> WorkflowSpec:
-    return build_workflow_spec(
-        app,
-        cls.name,
-        nodes,
+    return WorkflowSpec(
+        name=cls.name,
+        tasks=nodes,
         output=nodes[-1],
         workflow_def_module=cls.__module__,
         workflow_def_qualname=cls.__qualname__,
+        broker=app.get_broker(),
     )
 
 

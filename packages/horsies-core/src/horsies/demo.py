@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 from horsies import env
 from horsies.db_command import require_embedded
+from horsies.embedded import start_embedded
 
 # Read by horsies.demo_app when it builds its app, in this process and in the worker's.
-DATABASE_URL_ENV = env.DEMO_DATABASE_URL
 _WORKER_START_TIMEOUT_S = 90.0
 _WORKER_STOP_TIMEOUT_S = 30.0
 _RESULT_TIMEOUT_MS = 30_000
@@ -122,8 +122,6 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
     require_embedded()
     if importlib.util.find_spec("horsies_worker") is None:
         raise click.ClickException("the demo runs a worker: pip install horsies-worker")
-    from horsies.embedded import start_embedded
-
     echo(
         click.style("horsies demo", bold=True)
         + f": {tasks} tasks, a worker with {processes} processes"
@@ -136,8 +134,8 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
         server_start_s = time.perf_counter() - started
         echo(f"  PostgreSQL ready in {server_start_s:.1f}s (embedded, {server.data_dir})")
 
-        # The demo app reads its URL at import time: set it before the first import.
-        os.environ[DATABASE_URL_ENV] = server.url
+        os.environ[env.DEMO_DATABASE_URL] = server.url
+        # Imported only now: the demo app reads its database URL when it is imported.
         from horsies import demo_app
 
         broker = demo_app.app.get_broker()
@@ -146,8 +144,10 @@ def run_demo(*, tasks: int, processes: int, live_progress: bool | None = None) -
 
         log_path = scratch / "worker.log"
         log = stack.enter_context(log_path.open("w"))
-        env = {**os.environ, DATABASE_URL_ENV: server.url}
-        worker = stack.enter_context(worker_subprocess("horsies.demo_app:app", processes, env, log))
+        worker_env = {**os.environ, env.DEMO_DATABASE_URL: server.url}
+        worker = stack.enter_context(
+            worker_subprocess("horsies.demo_app:app", processes, worker_env, log)
+        )
 
         def worker_is_up() -> bool:
             if worker.poll() is not None:

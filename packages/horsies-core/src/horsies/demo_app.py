@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from horsies import env
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
-from horsies.demo import DATABASE_URL_ENV
 from horsies.results import TaskError, TaskResult
 from horsies.retry import RetryPolicy
 from horsies.workflows.context import WorkflowContext
@@ -23,7 +23,9 @@ from horsies.workflows.nodes import SuccessCase, SuccessPolicy, TaskNode
 app = Horsies(
     AppConfig(
         broker=PostgresConfig(
-            database_url=os.environ.get(DATABASE_URL_ENV, "postgresql://localhost/horsies_demo")
+            database_url=os.environ.get(
+                env.DEMO_DATABASE_URL, "postgresql://localhost/horsies_demo"
+            )
         )
     )
 )

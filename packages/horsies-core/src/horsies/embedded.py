@@ -124,7 +124,7 @@ class _RunAs:
 def _run_as() -> _RunAs:
     if os.name != "posix" or os.geteuid() != 0:
         return _RunAs()
-    import pwd
+    import pwd  # POSIX only, and needed only when running as root
 
     try:
         entry = pwd.getpwnam(_PG_USER_ROOT)

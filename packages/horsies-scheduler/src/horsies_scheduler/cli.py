@@ -9,7 +9,8 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from horsies.cli import app_command_options, run_service
+from horsies.banner import render_banner
+from horsies.cli import app_command_options, discover_app, run_service
 from horsies.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ logger = get_logger("scheduler")
 
 def print_banner(app: Horsies) -> None:
     """Print the start-up banner (06 §5) and the configured schedules to stdout."""
-    from horsies.banner import render_banner
-
     lines = [render_banner(app, role="scheduler")]
     config = app.config.schedule
     if config is not None:
@@ -43,8 +42,7 @@ def scheduler_command(*, module: str | None, module_option: str | None, loglevel
     'path/to/app.py'. The schedules come from AppConfig(schedule=ScheduleConfig(...)). Several
     schedulers may run at once: each slot is still enqueued once. Stops on SIGTERM/SIGINT.
     """
-    from horsies.cli import discover_app
-
+    # Loaded when the command runs, not when `horsies --help` lists it.
     from horsies_scheduler.service import run_scheduler
 
     configure_logging(loglevel.upper())

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+from horsies.broker.postgres import PostgresBroker
 from horsies.broker.schedule_ops import (
     DueResult,
     DueStatus,
@@ -30,6 +31,7 @@ from horsies.broker.schedule_ops import (
     ScheduleTarget,
 )
 from horsies.errors import ConfigurationError, ErrorCode
+from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
 
 from horsies_scheduler.calculator import WakePlan, due_names, error_backoff
@@ -38,7 +40,6 @@ from horsies_scheduler.validation import resolve_schedules
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.broker.postgres import PostgresBroker
     from horsies.config.schedules import ScheduleConfig
 
 __all__ = ["Scheduler", "prepare_scheduler", "run_scheduler"]
@@ -95,8 +96,6 @@ class Scheduler:
         self.config = schedule_config_of(app)
         self._owns_broker = broker is None
         if broker is None:
-            from horsies.broker.postgres import PostgresBroker
-
             pool = {"pool_size": _POOL_SIZE, "max_overflow": _POOL_OVERFLOW}
             broker = PostgresBroker(app.config.broker.model_copy(update=pool), app=app)
         self.broker: PostgresBroker = broker
@@ -351,7 +350,6 @@ class Scheduler:
 def import_task_modules_logged(app: Horsies) -> list[str]:
     """Import the app's discovered task modules with sends suppressed (D35); a module that fails
     to import is logged as a warning and skipped (spec 05 §1 step 3). Returns what was imported."""
-    from horsies.locator import sends_suppressed_by_env
 
     imported: list[str] = []
     with sends_suppressed_by_env():
@@ -376,12 +374,7 @@ def prepare_scheduler(app_or_locator: Horsies | str) -> Horsies:
     Raises what the locator raises, and ConfigurationError (E205) when the app has no schedule
     configuration.
     """
-    if isinstance(app_or_locator, str):
-        from horsies.locator import locate_app
-
-        app = locate_app(app_or_locator).app
-    else:
-        app = app_or_locator
+    app = locate_app(app_or_locator).app if isinstance(app_or_locator, str) else app_or_locator
     app.set_role("scheduler")
     schedule_config_of(app)
     import_task_modules_logged(app)

@@ -47,7 +47,7 @@ def _die_with_parent(parent_pid: int) -> None:
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
-            import ctypes
+            import ctypes  # prctl and malloc_trim exist only on Linux
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -104,7 +104,7 @@ def _release_free_memory() -> None:
     gc.collect()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
-            import ctypes
+            import ctypes  # prctl and malloc_trim exist only on Linux
 
             ctypes.CDLL(None).malloc_trim(0)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-from horsies.cli import app_command_options, run_service
+from horsies.banner import render_banner
+from horsies.cli import app_command_options, discover_app, run_service
 from horsies.logs import configure_logging, get_logger
 
 from horsies_worker.config import default_processes
@@ -21,8 +22,6 @@ logger = get_logger("worker")
 
 def print_banner(app: Horsies) -> None:
     """Print the start-up banner (06 §5) to stdout."""
-    from horsies.banner import render_banner
-
     click.echo(render_banner(app, role="worker"))
 
 
@@ -71,8 +70,7 @@ def worker_command(
     MODULE is the app locator: 'pkg.module:app', 'pkg.module', 'path/to/app.py:app' or
     'path/to/app.py'.
     """
-    from horsies.cli import discover_app
-
+    # Loaded when the command runs, not when `horsies --help` lists it.
     from horsies_worker.run import run_worker
 
     locator = module_option or module

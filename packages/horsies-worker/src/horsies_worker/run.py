@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from horsies import env
+from horsies.errors import ConfigurationError, ErrorCode
+from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
 
 from horsies_worker.config import WorkerConfig
@@ -36,7 +38,6 @@ def locator_for_app(app: Horsies) -> tuple[str, list[str]]:
         ConfigurationError: E207 when no module-level variable holds the app (for example an app
             built inside a function); pass a locator string instead.
     """
-    from horsies.errors import ConfigurationError, ErrorCode
 
     fallback: tuple[str, list[str]] | None = None
     for name, module in list(sys.modules.items()):
@@ -71,7 +72,6 @@ def locator_for_app(app: Horsies) -> tuple[str, list[str]]:
 
 def import_task_modules_suppressed(app: Horsies, modules: list[str]) -> None:
     """Import ``modules`` in this process with every send suppressed (D35)."""
-    from horsies.locator import sends_suppressed_by_env
 
     if not modules:
         return
@@ -94,7 +94,6 @@ def prepare_worker(
 
     Steps 2-4 of 04 §2 without the banner; raises what the locator or the imports raise.
     """
-    from horsies.locator import locate_app
 
     if isinstance(app_or_locator, str):
         location = locate_app(app_or_locator)

@@ -44,8 +44,8 @@ def main(database_url: str | None, tick_rate: float, frame_rate: float) -> None:
     except ValueError as exc:
         click.echo(f"syce: {exc}", err=True)
         sys.exit(2)
-    # Textual reads its frame rate from the environment when it is imported.
     os.environ["TEXTUAL_FPS"] = str(int(frame_rate))
+    # Imported only now: Textual reads its frame rate from the environment when it is imported.
     from syce.app import SyceApp
 
     SyceApp(config, tick_rate=tick_rate).run()

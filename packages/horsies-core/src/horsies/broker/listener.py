@@ -18,6 +18,7 @@ one is created on first use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -77,8 +78,6 @@ class Subscription:
 
     async def wait_active_async(self, timeout: float) -> bool:
         """Async twin of :meth:`wait_active` (does not block the event loop)."""
-        import asyncio
-
         if self.active_event.is_set():
             return True
         loop = asyncio.get_running_loop()

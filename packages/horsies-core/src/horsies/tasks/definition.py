@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
-from horsies.locator import DYNAMIC_MODULE_PREFIX, module_name_for_path
+from horsies.module_files import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.results import TaskResult
 from horsies.retry import TaskOptions
 from horsies.tasks.function import TaskFunction

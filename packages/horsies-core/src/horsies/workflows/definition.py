@@ -26,28 +26,21 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from horsies.errors import ErrorCode, HorsiesError, WorkflowValidationError, raise_collected
-from horsies.workflows.nodes import AnyNode, SubWorkflowNode, SuccessCase, SuccessPolicy, TaskNode
+from horsies.workflows.nodes import (
+    AnyNode,
+    SuccessCase,
+    SuccessPolicy,
+    definition_nodes,
+)
 from horsies.workflows.status import OnError
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.workflows.spec import WorkflowSpec
 
-__all__ = ["WorkflowDefinition", "definition_nodes"]
+__all__ = ["WorkflowDefinition"]
 
 T = TypeVar("T")
-
-
-def definition_nodes(definition: type[Any]) -> list[tuple[str, AnyNode]]:
-    """`(attribute name, node)` for every node in the class's own namespace, in definition order.
-
-    Inherited attributes are not included: each definition lists its own nodes.
-    """
-    return [
-        (attribute, value)
-        for attribute, value in vars(definition).items()
-        if isinstance(value, TaskNode | SubWorkflowNode)
-    ]
 
 
 class WorkflowDefinition(Generic[T]):
@@ -80,8 +73,6 @@ class WorkflowDefinition(Generic[T]):
                 `MultipleValidationErrors`).
             ConfigurationError: a node's queue does not fit the app's queue configuration.
         """
-        from horsies.workflows.spec import build_workflow_spec
-
         errors: list[HorsiesError] = []
         name: object = getattr(cls, "name", None)
         if not isinstance(name, str) or not name.strip():
@@ -114,16 +105,18 @@ class WorkflowDefinition(Generic[T]):
         for attribute, node in attributes:
             if node.node_id is None:
                 node.node_id = attribute
-        return build_workflow_spec(
-            app,
+        spec = app.workflow(
             cast(str, name),
             [node for _, node in attributes],
             on_error=on_error,
             output=output,
             success_policy=policy,
-            workflow_def_module=cls.__module__,
-            workflow_def_qualname=cls.__qualname__,
         )
+        # Recorded on the workflow row, so that any worker can import the class again to
+        # evaluate node conditions and build child workflows.
+        spec.workflow_def_module = cls.__module__
+        spec.workflow_def_qualname = cls.__qualname__
+        return spec
 
     @classmethod
     def build_with(cls, app: Horsies, *args: Any, **params: Any) -> WorkflowSpec:

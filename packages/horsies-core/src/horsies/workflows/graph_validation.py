@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, WorkflowValidationError
-from horsies.workflows.definition import definition_nodes
 from horsies.workflows.nodes import (
     JOIN_TYPES,
     AnyNode,
@@ -24,6 +23,7 @@ from horsies.workflows.nodes import (
     SuccessCase,
     SuccessPolicy,
     TaskNode,
+    definition_nodes,
 )
 from horsies.workflows.status import SubWorkflowRetryMode
 

@@ -35,6 +35,7 @@ __all__ = [
     "SuccessCase",
     "SuccessPolicy",
     "TaskNode",
+    "definition_nodes",
     "slugify",
 ]
 
@@ -224,3 +225,15 @@ class SuccessPolicy:
 
     cases: Sequence[SuccessCase]
     optional: Sequence[AnyNode | str] | None = None
+
+
+def definition_nodes(definition: type[Any]) -> list[tuple[str, AnyNode]]:
+    """`(attribute name, node)` for every node in the class's own namespace, in definition order.
+
+    Inherited attributes are not included: each definition lists its own nodes.
+    """
+    return [
+        (attribute, value)
+        for attribute, value in vars(definition).items()
+        if isinstance(value, TaskNode | SubWorkflowNode)
+    ]

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
+from horsies.workflows.context import WorkflowContext
+from horsies.workflows.definition import WorkflowDefinition
+from horsies.workflows.nodes import AnyNode, SubWorkflowNode, definition_nodes
+from horsies.workflows.registry import registered_spec
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.workflows.definition import WorkflowDefinition
-    from horsies.workflows.nodes import AnyNode
     from horsies.workflows.spec import WorkflowSpec
 
 __all__ = ["condition_skips", "find_definition", "find_node", "import_object"]
@@ -44,8 +46,6 @@ def import_object(module: str, qualname: str) -> object | None:
 def _definition_class(
     module: str | None, qualname: str | None
 ) -> type[WorkflowDefinition[Any]] | None:
-    from horsies.workflows.definition import WorkflowDefinition
-
     if not module or not qualname:
         return None
     obj = import_object(module, qualname)
@@ -57,9 +57,6 @@ def _definition_class(
 def _spec_of(
     app: Horsies | None, name: str, module: str | None, qualname: str | None
 ) -> WorkflowSpec | None:
-    from horsies.workflows.definition import definition_nodes
-    from horsies.workflows.spec import registered_spec
-
     spec = registered_spec(name)
     if spec is not None:
         return spec
@@ -113,8 +110,6 @@ def find_definition(
     parameterisation of the parent (a different child at this index). The parent's node object
     (registry, or its rebuilt definition) is the fallback when the recorded class cannot be
     imported here."""
-    from horsies.workflows.nodes import SubWorkflowNode
-
     recorded = _definition_class(sub_module, sub_qualname)
     if recorded is not None:
         return recorded
@@ -135,8 +130,6 @@ def condition_skips(
 ) -> bool:
     """Evaluate ``skip_when`` then ``run_when`` on the node's context (03 §11): True when the node
     must be SKIPPED. A condition that raises skips the node (logged)."""
-    from horsies.workflows.context import WorkflowContext
-
     if node.skip_when is None and node.run_when is None:
         return False
     ctx = WorkflowContext.from_serialized(

@@ -1,4 +1,4 @@
-"""`WorkflowSpec`: a validated workflow ready to start, and the per-process spec registry.
+"""`WorkflowSpec`: a validated workflow ready to start.
 
 Building a spec (directly, through `app.workflow(...)` or `WorkflowDefinition.build(app)`)
 numbers its nodes, gives every node an id and validates it in two gates: the name (E001, a
@@ -6,13 +6,12 @@ non-blank string) and each node with its id (`node_validation`), whose errors st
 the graph (`graph_validation`), whose errors are all reported together. Several errors of one gate
 are raised together as `MultipleValidationErrors`. A valid spec is registered under its name (the
 last one built wins), so the process advancing the workflow can find its node objects (conditions,
-child definitions) with `registered_spec(name)`.
+child definitions) with `registry.registered_spec(name)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, cast
@@ -30,6 +29,7 @@ from horsies.workflows import start as workflow_start
 from horsies.workflows.graph_validation import check_graph
 from horsies.workflows.node_validation import check_node_ids, coerce_on_error
 from horsies.workflows.nodes import AnyNode, SubWorkflowNode, SuccessPolicy, TaskNode
+from horsies.workflows.registry import register_spec
 from horsies.workflows.status import OnError
 
 if TYPE_CHECKING:
@@ -37,24 +37,10 @@ if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
     from horsies.workflows.handle import WorkflowHandle
 
-__all__ = ["WorkflowSpec", "build_workflow_spec", "registered_spec"]
+__all__ = ["WorkflowSpec", "build_workflow_spec"]
 
 DEFAULT_QUEUE: Final = "default"
 DEFAULT_PRIORITY: Final = 100
-
-_registry: dict[str, WorkflowSpec] = {}
-_registry_lock = threading.Lock()
-
-
-def registered_spec(name: str) -> WorkflowSpec | None:
-    """The last valid spec built in this process under `name`, or None."""
-    with _registry_lock:
-        return _registry.get(name)
-
-
-def _register(spec: WorkflowSpec) -> None:
-    with _registry_lock:
-        _registry[spec.name] = spec
 
 
 class _SpecBroker:
@@ -145,7 +131,7 @@ class WorkflowSpec:
             if node.node_id is None:
                 node.node_id = node_id
         _resolve_task_queues(self.tasks)
-        _register(self)
+        register_spec(self)
 
     def __repr__(self) -> str:
         return (
@@ -221,8 +207,6 @@ def build_workflow_spec(
     on_error: OnError | str = OnError.FAIL,
     output: AnyNode | None = None,
     success_policy: SuccessPolicy | None = None,
-    workflow_def_module: str | None = None,
-    workflow_def_qualname: str | None = None,
 ) -> WorkflowSpec:
     """What `Horsies.workflow(...)` does: check queues, then build the spec.
 
@@ -266,8 +250,6 @@ def build_workflow_spec(
         on_error=cast(OnError, on_error),
         output=output,
         success_policy=success_policy,
-        workflow_def_module=workflow_def_module,
-        workflow_def_qualname=workflow_def_qualname,
     )
     # The broker is created when first needed (see _SpecBroker).
     spec._app = app  # pyright: ignore[reportPrivateUsage]
