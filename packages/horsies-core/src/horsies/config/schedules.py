@@ -367,33 +367,33 @@ class HourlySchedule(_Pattern):
         return f"hourly at :{self.minute:02d}:{self.second:02d}"
 
 
-class DailySchedule(_Pattern):
+class _AtTimeOfDay(_Pattern):
+    """A pattern that runs at a local wall-clock `time`. Each subclass declares the field itself,
+    so that it keeps its place in the dumped model (which the scheduler hashes)."""
+
+    @field_validator("time", check_fields=False)
+    @classmethod
+    def _check_time(cls, value: dt.time) -> dt.time:
+        return _wall_clock_time(value)
+
+
+class DailySchedule(_AtTimeOfDay):
     """Run every day at `time` local time (microseconds are ignored)."""
 
     type: Literal["daily"] = "daily"
     time: dt.time
-
-    @field_validator("time")
-    @classmethod
-    def _check_time(cls, value: dt.time) -> dt.time:
-        return _wall_clock_time(value)
 
     def describe(self) -> str:
         """``daily at 03:00:00``."""
         return f"daily at {self.time:%H:%M:%S}"
 
 
-class WeeklySchedule(_Pattern):
+class WeeklySchedule(_AtTimeOfDay):
     """Run on each of `days` at `time` local time (at least one day, no duplicates)."""
 
     type: Literal["weekly"] = "weekly"
     days: list[Weekday] = Field(min_length=1)
     time: dt.time
-
-    @field_validator("time")
-    @classmethod
-    def _check_time(cls, value: dt.time) -> dt.time:
-        return _wall_clock_time(value)
 
     @model_validator(mode="after")
     def _check_days(self) -> Self:
@@ -413,7 +413,7 @@ class WeeklySchedule(_Pattern):
         return f"weekly on {days} at {self.time:%H:%M:%S}"
 
 
-class MonthlySchedule(_Pattern):
+class MonthlySchedule(_AtTimeOfDay):
     """Run every month on `day` at `time` local time.
 
     Months shorter than `day` run on their last day (``day=31`` runs on 30 April and on 28 or
@@ -423,11 +423,6 @@ class MonthlySchedule(_Pattern):
     type: Literal["monthly"] = "monthly"
     day: int = Field(ge=1, le=31)
     time: dt.time
-
-    @field_validator("time")
-    @classmethod
-    def _check_time(cls, value: dt.time) -> dt.time:
-        return _wall_clock_time(value)
 
     def describe(self) -> str:
         """``monthly on day 1 at 00:00:00``."""
