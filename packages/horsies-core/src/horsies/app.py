@@ -1,4 +1,4 @@
-"""`Horsies`: the application object (spec 01 §1).
+"""`Horsies`: the application object.
 
 It holds the configuration, the task registry, the list of task modules to discover, the
 send-suppression flag, and lazily one `PostgresBroker`. Creating an app does no I/O.
@@ -63,7 +63,7 @@ _GLOB_CHARS = frozenset("*?[]")
 
 
 class TaskRegistry(Mapping[str, TaskFunction[..., Any]]):
-    """Read-only mapping `task name -> TaskFunction`, in registration order (decision D40).
+    """Read-only mapping `task name -> TaskFunction`, in registration order.
 
     `registry[name]` raises `NotRegistered` (E300, also a `KeyError`) for unknown names, while
     `name in registry` and `registry.get(name)` answer False / None. Tasks are added only by
@@ -202,7 +202,7 @@ class Horsies:
         func: Callable[..., Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Register a task function; use as a decorator or call it (spec 02 §1, D4, D5).
+        """Register a task function; use as a decorator or call it.
 
         Forms: `@app.task`, `@app.task()`, `@app.task("name", queue_name=..., ...)`,
         `app.task("name", fn)`. Without a name the task is called `"<module>.<qualname>"`. Options:
@@ -254,7 +254,7 @@ class Horsies:
         output: AnyNode | None = None,
         success_policy: SuccessPolicy | None = None,
     ) -> WorkflowSpec:
-        """Build a workflow spec whose nodes run on this app's queues (spec 03 §4).
+        """Build a workflow spec whose nodes run on this app's queues.
 
         Each `TaskNode` gets its queue (its own `queue`, else its task's queue, else
         ``"default"``) and, unless it sets one, that queue's priority; the spec gets this app's
@@ -293,7 +293,7 @@ class Horsies:
     def expand_module_globs(
         self, patterns: Sequence[str], exclude: Sequence[str] | None = None
     ) -> list[str]:
-        """Expand file globs into real `.py` paths; dotted module names pass through (spec 01 §1.3).
+        """Expand file globs into real `.py` paths; dotted module names pass through.
 
         `exclude` (default `*_test.py`, `test_*.py`, `conftest.py`) is matched against the full
         path and the basename. Output is de-duplicated in first-seen order.
@@ -382,13 +382,13 @@ class Horsies:
 
     @property
     def broker(self) -> PostgresBroker:
-        """Same as `get_broker()` (decision D3)."""
+        """Same as `get_broker()`; both spellings exist for compatibility with the original API."""
         return self.get_broker()
 
     # -- sends ------------------------------------------------------------------------------------
 
     def suppress_sends(self, value: bool = True) -> None:
-        """Make `send`/`send_async`/`schedule` of this app's tasks enqueue nothing (spec 02 §10).
+        """Make `send`/`send_async`/`schedule` of this app's tasks enqueue nothing.
 
         While suppressed they return a `"<suppressed>"` handle (err `SEND_SUPPRESSED`). Used while
         importing user modules, so that a module-level `send()` has no side effect.
@@ -440,7 +440,7 @@ class Horsies:
         ).with_note(f"valid queues: {', '.join(self.get_valid_queue_names())}")
 
     def validate_queue_name(self, queue_name: str | None) -> str:
-        """Resolve a task's queue name against the queue mode (spec 01 §1.2).
+        """Resolve a task's queue name against the queue mode.
 
         Raises:
             ConfigurationError: E200 for a name in DEFAULT mode or no name in CUSTOM mode;
@@ -464,7 +464,7 @@ class Horsies:
     # -- validation -------------------------------------------------------------------------------
 
     def check(self, *, live: bool = False) -> list[HorsiesError]:
-        """Validate the app without starting anything; return every problem found (spec 01 §1.4).
+        """Validate the app without starting anything; return every problem found.
 
         Imports every discovered task module with sends suppressed (which also validates the
         workflow specs built at import time) and, with `live=True` and no error so far, runs

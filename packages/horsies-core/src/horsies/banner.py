@@ -1,4 +1,4 @@
-"""The start-up banner printed by `horsies worker` and `horsies scheduler` (spec 06 §5).
+"""The start-up banner printed by `horsies worker` and `horsies scheduler`.
 
 Cosmetic: the content (app, role, queue mode, queues, masked broker URL, cluster cap, registered
 tasks) is what matters; the layout may change.

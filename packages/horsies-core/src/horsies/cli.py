@@ -127,7 +127,8 @@ def discover_app(locator: str | None, *, allow_factory: bool = False) -> AppLoca
     """Locate the app for a CLI command; every failure becomes a `HorsiesError` (E206).
 
     Sub-commands of other packages (worker, scheduler) use it so all commands report discovery
-    problems the same way. The import runs with sends suppressed (decision D35).
+    problems the same way. The import runs with sends suppressed, so a module-level `send()`
+    enqueues nothing.
 
     Raises:
         HorsiesError: missing or invalid locator, module not importable, app not found, or any error

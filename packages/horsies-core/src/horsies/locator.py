@@ -1,6 +1,6 @@
 """Find the `Horsies` application named by a command-line locator.
 
-Locators are shared by `horsies worker`, `horsies scheduler` and `horsies check` (spec 04 §1.1):
+Locators are shared by `horsies worker`, `horsies scheduler` and `horsies check` (docs/cli.md):
 
 | Form | Example |
 |---|---|
@@ -9,9 +9,9 @@ Locators are shared by `horsies worker`, `horsies scheduler` and `horsies check`
 | file path + attribute | `app/configs/instance.py:app` |
 | file path | `app/configs/instance.py` or `app/configs/instance` (`.py` appended) |
 
-Every import done here runs with sends suppressed through the `TASKLIB_SUPPRESS_SENDS` environment
-variable (decision D35): the application object does not exist before its module is imported, so
-the per-app flag cannot be used yet.
+Every import done here runs with sends suppressed, so importing user code enqueues nothing. It goes
+through the `TASKLIB_SUPPRESS_SENDS` environment variable: the application object does not exist
+before its module is imported, so the per-app flag cannot be used yet.
 
 `locate_app` returns an `AppLocation` whose `canonical_locator` (`<real file path>:<var>` or
 `<module>:<var>`) lets worker children find the very same application again.
@@ -59,7 +59,7 @@ class AppLocation:
 def sends_suppressed_by_env() -> Generator[None]:
     """Suppress every send in this process for the duration of the block, then restore the variable.
 
-    Used around imports of user modules (decision D35): a module-level `task.send()` then returns a
+    Used around imports of user modules: a module-level `task.send()` then returns a
     `"<suppressed>"` handle instead of enqueuing a task.
     """
     previous = os.environ.get(env.SUPPRESS_SENDS)
@@ -179,10 +179,10 @@ def _resolve_attribute(
 def locate_app(locator: str, *, allow_factory: bool = False) -> AppLocation:
     """Import the module named by `locator` (with sends suppressed) and return its `Horsies` app.
 
-    Rules (spec 04 §1.1): the locator is split on its last `:` into a module part and an optional
-    attribute; a module part ending in `.py` or containing a path separator is a file. Before
-    importing, the current directory is put in front of `sys.path` when it holds `pyproject.toml`,
-    `setup.cfg` or `setup.py`.
+    Rules: the locator is split on its last `:` into a module part and an optional attribute; a
+    module part ending in `.py` or containing a path separator is a file. Before importing, the
+    current directory is put in front of `sys.path` when it holds `pyproject.toml`, `setup.cfg` or
+    `setup.py`.
 
     Args:
         locator: `module:attr`, `module`, `path/file.py:attr`, `path/file.py` or `path/file`.

@@ -40,7 +40,7 @@ def module_name_for_path(path: str) -> str:
     Walks up from the file's directory while the directories are regular packages (contain
     `__init__.py`): `/proj/app/configs/instance.py` with `app/__init__.py` and
     `app/configs/__init__.py` gives `app.configs.instance`; a file outside any package gives its
-    stem. Used to name tasks of file-imported modules the same way in every process (decision D4).
+    stem. Used to name tasks of file-imported modules the same way in every process.
     """
     real = os.path.realpath(path)
     directory, filename = os.path.split(real)

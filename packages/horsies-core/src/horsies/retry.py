@@ -176,7 +176,8 @@ class TaskOptions(BaseModel):
 
 
 def _exception_names(exception: BaseException | Mapping[str, Any] | None) -> Iterator[str]:
-    """Class names an exception answers to: its own class and every base class (D9)."""
+    """Class names an exception answers to: its own class and every base class, so that
+    ``"ConnectionError"`` in ``auto_retry_for`` also catches ``ConnectionRefusedError``."""
     if exception is None:
         return
     if isinstance(exception, BaseException):

@@ -3,7 +3,7 @@
 The scheduler service stores each schedule's next run and asks this module for the one after;
 everything here is a pure function of its arguments, so the rules are tested without a database.
 
-Semantics (spec 05 §4, D36, D37):
+Semantics (see docs/scheduling.md):
 
 - `IntervalSchedule`: plain elapsed time, ``after + interval``; the timezone plays no part.
 - Wall-clock patterns (hourly, daily, weekly, monthly, cron) define *slots*: local wall-clock
@@ -17,7 +17,8 @@ Semantics (spec 05 §4, D36, D37):
 
   So a daily 09:00 schedule fires exactly once per local day at 09:00, on DST days too, and no
   slot is skipped or repeated. Slots that fall into the same gap collapse into one run.
-- ``MonthlySchedule(day=31)`` runs on the last day of shorter months (D36).
+- ``MonthlySchedule(day=31)`` runs on the last day of shorter months, so a month-end job runs
+  every month instead of skipping February.
 
 All returned datetimes are timezone-aware UTC.
 """
@@ -143,7 +144,7 @@ def _next_cron_slot(fields: CronFields, cursor: dt.datetime) -> dt.datetime:
 
 
 def _monthly_slot(year: int, month: int, pattern: MonthlySchedule) -> dt.datetime:
-    day = min(pattern.day, calendar.monthrange(year, month)[1])  # D36: short months → last day
+    day = min(pattern.day, calendar.monthrange(year, month)[1])  # short months: their last day
     return dt.datetime.combine(dt.date(year, month, day), pattern.time)
 
 
@@ -214,7 +215,7 @@ def missed_runs(
     *,
     limit: int | None = None,
 ) -> list[dt.datetime]:
-    """The runs due by `now` for catch-up (D37): one per missed slot, the overdue one included.
+    """The runs due by `now` for catch-up: one per missed slot, the overdue one included.
 
     `next_run_at` is the stored (overdue) next run; the result is ``[next_run_at, s1, s2, ...]``
     where each slot is `next_run_after` the previous one and every slot is <= `now`; empty when
@@ -255,7 +256,7 @@ def plan_due_runs(
     catch_up_missed: bool,
     limit: int | None = None,
 ) -> DueRuns:
-    """Decide the runs of a schedule whose stored next run is `next_run_at`, at time `now` (D37).
+    """Decide the runs of a schedule whose stored next run is `next_run_at`, at time `now`.
 
     - Not due yet (`next_run_at` > `now`): no runs, `next_run_at` unchanged.
     - Without catch-up: one run for the overdue slot; the next run is computed from `now`, so

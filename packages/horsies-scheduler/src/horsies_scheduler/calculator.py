@@ -39,8 +39,8 @@ ERROR_BACKOFF_MAX_S: Final = 30.0
 def config_hash(pattern: SchedulePattern, timezone: str) -> str:
     """SHA-256 hex of the codec JSON of ``{"pattern": pattern.model_dump(), "timezone": tz}``.
 
-    Only the pattern and the timezone take part (spec 05 §8): changing a schedule's arguments,
-    queue, task or catch-up setting keeps its stored next run.
+    Only the pattern and the timezone take part: changing a schedule's arguments, queue, task or
+    catch-up setting keeps its stored next run.
     """
     text = dumps_json({"pattern": pattern.model_dump(), "timezone": timezone})
     return hashlib.sha256(text.encode()).hexdigest()

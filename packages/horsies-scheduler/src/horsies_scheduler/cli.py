@@ -1,6 +1,6 @@
 """``horsies scheduler``: the click command contributed to the ``horsies`` CLI (entry point group
-``horsies.commands``, name ``scheduler``). Exit codes follow spec 05 §1: 0 after a stop by
-SIGTERM/SIGINT/Ctrl+C, 1 for discovery, configuration, validation and start-up failures.
+``horsies.commands``, name ``scheduler``). Exit codes: 0 after a stop by SIGTERM/SIGINT/Ctrl+C,
+1 for discovery, configuration, validation and start-up failures (see docs/scheduling.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ logger = get_logger("scheduler")
 
 
 def print_banner(app: Horsies) -> None:
-    """Print the start-up banner (06 §5) and the configured schedules to stdout."""
+    """Print the start-up banner and the configured schedules to stdout."""
     lines = [render_banner(app, role="scheduler")]
     config = app.config.schedule
     if config is not None:

@@ -192,7 +192,7 @@ class Scheduler:
             installed.append(signum)
         return installed
 
-    # -- start-up (spec 05 §5) ---------------------------------------------------------------------
+    # -- start-up ----------------------------------------------------------------------------------
 
     async def _start(self) -> None:
         # Validation needs no database: its errors are reported even when the database is down.
@@ -240,7 +240,7 @@ class Scheduler:
         for name, at in report.kept.items():
             logger.info("schedule_resumed: '%s': next run at %s", name, _iso(at))
 
-    # -- the loop (spec 05 §5, §7) -----------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
         assert self._stop is not None
@@ -348,8 +348,10 @@ class Scheduler:
 
 
 def import_task_modules_logged(app: Horsies) -> list[str]:
-    """Import the app's discovered task modules with sends suppressed (D35); a module that fails
-    to import is logged as a warning and skipped (spec 05 §1 step 3). Returns what was imported."""
+    """Import the app's discovered task modules with sends suppressed, so a module-level `send()`
+    enqueues nothing. A module that fails to import is logged as a warning and skipped: the
+    schedules of its tasks then fail validation (E300) with a precise message. Returns what was
+    imported."""
 
     imported: list[str] = []
     with sends_suppressed_by_env():

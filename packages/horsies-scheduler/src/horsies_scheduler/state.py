@@ -37,7 +37,7 @@ class ScheduleStore:
         return await self.broker.execute_async(load_states_op(names), action="schedule_load")
 
     async def initialize(self, targets: Sequence[ScheduleTarget]) -> InitReport:
-        """Create missing rows, reset rows whose config hash changed (spec 05 §5 start, §8)."""
+        """Create missing rows, reset rows whose config hash (pattern, timezone) changed."""
         return await self.broker.execute_async(
             initialize_states_op(targets), action="schedule_initialize"
         )

@@ -1,10 +1,10 @@
 """Start-up validation of the enabled schedules, and their resolution into broker targets.
 
-Spec 05 §6: the task must be registered (E300), its queue must resolve under the app's queue rules
-(E205), and every required parameter of the task function must be given (E205). Beyond the spec,
-arguments the function cannot accept and arguments the codec cannot serialize are reported here too
-(E205), so that they fail at start-up rather than at every run. Every enabled schedule is checked
-and all problems are reported together (one alone is raised as itself).
+The task must be registered (E300), its queue must resolve under the app's queue rules (E205),
+and every required parameter of the task function must be given (E205). Arguments the function
+cannot accept and arguments the codec cannot serialize are reported here too (E205), so that they
+fail at start-up rather than at every run. Every enabled schedule is checked and all problems are
+reported together (one alone is raised as itself).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _LISTED_TASKS_MAX: Final = 20
 def missing_required_params(
     signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> list[str]:
-    """Required parameters of `signature` that `args`/`kwargs` leave unset (spec 05 §6).
+    """Required parameters of `signature` that `args`/`kwargs` leave unset.
 
     Positional(-only) and positional-or-keyword parameters consume `args` in order, then may come
     from `kwargs`; keyword-only parameters must be in `kwargs`; parameters with a default,
@@ -154,8 +154,9 @@ def _check_serializable(schedule: TaskSchedule) -> None:
 def resolve_schedule(app: Horsies, schedule: TaskSchedule) -> ScheduleTarget:
     """Validate one schedule against `app` and return what the broker runs for it.
 
-    The task rows it produces use the task's own options (D38): retry policy, auto_retry_for and
-    good_until, and the task's queue unless the schedule overrides it, with that queue's priority.
+    The task rows it produces use the task's own options, so a scheduled run is retried and
+    expires like a `send()` of the task: retry policy, auto_retry_for and good_until, and the
+    task's queue unless the schedule overrides it, with that queue's priority.
 
     Raises:
         NotRegistered: (E300, a `RegistryError`) the task is not registered.

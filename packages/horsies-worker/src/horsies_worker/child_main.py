@@ -57,11 +57,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def initialize_child(init: ChildInit) -> Horsies:
-    """Initialise this child process (04 §3) and return its app.
+    """Initialise this child process and return its app.
 
     Ignores SIGINT (the parent coordinates shutdown), marks the process as a worker child,
     applies the log level, prepends the sys.path roots, locates the app with the canonical
-    locator (factories allowed) and imports the task modules with sends suppressed (D35).
+    locator (factories allowed) and imports the task modules with sends suppressed, so that
+    importing them enqueues nothing.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ[env.CHILD_PROCESS] = "1"

@@ -5,8 +5,8 @@ Each :class:`ChildProcess` is a new interpreter running :func:`horsies_worker.ch
 process never
 blocks on a child: the pipe and the process sentinel are registered with the event loop
 (``loop.add_reader``), so a result or a death is seen the moment it happens.
-:class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one
-(D34).
+:class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one,
+so a crashing task costs a child, never the worker.
 
 A child runs one task at a time, in the order it received them; the worker may queue a few more
 behind the running one (prefetch mode, short tasks: see ``Worker._child_depth``), so the child never

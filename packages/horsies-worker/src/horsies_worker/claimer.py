@@ -1,4 +1,4 @@
-"""Claimer: how many tasks this worker may claim now (04 §5-6), and the claim call itself.
+"""Claimer: how many tasks this worker may claim now, and the claim call itself.
 
 The budget math is pure so it can be unit-tested; the cluster-wide parts (queue ``max_concurrency``,
 ``cluster_wide_cap``, the advisory lock) are enforced by the broker inside the claim transaction.
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def max_claimed(processes: int, prefetch_buffer: int, max_claim_per_worker: int) -> int:
-    """Return the cap on this worker's CLAIMED-but-not-running tasks (04 §5 step 1).
+    """Return the cap on this worker's CLAIMED-but-not-running tasks.
 
     An explicit ``max_claim_per_worker`` (> 0) wins; otherwise ``processes + prefetch_buffer`` in
     soft-cap mode and ``processes`` in hard-cap mode.

@@ -1,6 +1,6 @@
 """``horsies worker``: the click command contributed to the ``horsies`` CLI (entry point group
-``horsies.commands``, name ``worker``). Exit codes follow 04 §1.2: 0 after a clean stop
-(SIGTERM/SIGINT/Ctrl+C), 1 for discovery, configuration, start-up or run-time failures.
+``horsies.commands``, name ``worker``). Exit codes: 0 after a clean stop (SIGTERM/SIGINT/Ctrl+C),
+1 for discovery, configuration, start-up or run-time failures (see docs/worker.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ logger = get_logger("worker")
 
 
 def print_banner(app: Horsies) -> None:
-    """Print the start-up banner (06 §5) to stdout."""
+    """Print the start-up banner to stdout."""
     click.echo(render_banner(app, role="worker"))
 
 

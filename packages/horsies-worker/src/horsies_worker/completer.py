@@ -1,4 +1,4 @@
-"""Completer: turns finished executions into outcomes and persists them in batches (04 §8).
+"""Completer: turns finished executions into outcomes and persists them in batches.
 
 Results arrive from children one by one; the completer decides retry or final status for each
 (:func:`build_outcome`, using ``decide_retry``) and queues the outcome. Queued outcomes are written
@@ -48,9 +48,9 @@ def retry_delay_for(
 ) -> int | None:
     """Return the retry delay in seconds for a failed execution of ``task``, or None (final).
 
-    Decodes the err result and applies 02 §8 / D9 / D10 through ``decide_retry`` with the row's
-    ``retry_count``, ``max_retries`` and ``task_options``. Undecodable results or options are never
-    retried.
+    Decodes the err result and applies the retry rules (see docs/tasks.md, "Retries") through
+    ``decide_retry`` with the row's ``retry_count``, ``max_retries`` and ``task_options``.
+    Undecodable results or options are never retried.
     """
     try:
         result: Any = task_result_from_json(result_json)
@@ -109,7 +109,7 @@ def crashed_result_json(
     reason: str,
     started_at: datetime | None = None,
 ) -> str:
-    """Encode the ``WORKER_CRASHED`` result of a task whose child process died (D34)."""
+    """Encode the ``WORKER_CRASHED`` result of a task whose child process died."""
     signum = -exitcode if exitcode is not None and exitcode < 0 else None
     data: dict[str, Any] = {
         "task_id": task.id,

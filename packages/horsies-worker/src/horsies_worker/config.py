@@ -1,4 +1,4 @@
-"""Worker configuration: CLI options plus what the worker derives from the app (04 §2 step 3)."""
+"""Worker configuration: CLI options plus what the worker derives from the app."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """Accepted ``--loglevel`` values (case-insensitive on the command line)."""
 
 STARTUP_TIMEOUT_S = 30.0
-"""Upper bound for ``Worker.start()`` (children ready, listener subscribed), 04 §2 step 6."""
+"""Upper bound for ``Worker.start()`` (children ready, listener subscribed): past it, start-up
+fails (``RuntimeError``; the CLI exits with status 1) instead of hanging."""
 
 SNAPSHOT_INTERVAL_S = 5.0
-"""Period of worker-state snapshots (04 §11)."""
+"""Period of worker-state snapshots (``horsies_worker_states`` rows)."""
 
 
 def default_processes() -> int:
-    """Return the default child-process count: the machine's CPU count (D32), at least 1."""
+    """Return the default child-process count: the machine's CPU count, at least 1."""
     return os.cpu_count() or 1
 
 
@@ -84,7 +85,7 @@ class WorkerConfig:
 
     @property
     def soft_cap(self) -> bool:
-        """True in soft-cap (prefetch) mode: ``prefetch_buffer > 0`` (04 §6)."""
+        """True in soft-cap (prefetch) mode: ``prefetch_buffer > 0`` (see docs/worker.md)."""
         return self.prefetch_buffer > 0
 
     @property
@@ -117,7 +118,7 @@ class WorkerConfig:
         queues: list[QueueSpec]
         if cfg.queue_mode == QueueMode.CUSTOM:
             custom = list(cfg.custom_queues or [])
-            # sorted() is stable, so equal priorities keep their configuration order (04 §5 step 2).
+            # sorted() is stable, so equal priorities keep their configuration order.
             queues = [
                 QueueSpec(q.name, q.priority, q.max_concurrency)
                 for q in sorted(custom, key=lambda q: q.priority)

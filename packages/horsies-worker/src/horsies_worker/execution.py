@@ -79,7 +79,7 @@ def _exception_result_json(code: LibraryErrorCode, message: str, exc: BaseExcept
 
 
 # --------------------------------------------------------------------------------------------------
-# Workflow injection (03 §10.2, §10.3, D14)
+# Workflow injection: ``workflow_ctx`` and ``workflow_meta`` (see docs/workflows.md)
 
 CTX_PARAM = "workflow_ctx"
 """Parameter that receives a `WorkflowContext` when the node lists `workflow_ctx_from`."""
@@ -160,7 +160,7 @@ def inject_workflow_params(task_fn: TaskFunction[..., Any], kwargs: dict[str, An
     The reserved keys are always removed, so they never reach the task. ``workflow_ctx`` is set
     only when the function declares it and the node carries a context; ``workflow_meta`` is set
     when the function declares it and the caller did not pass one: a `WorkflowMeta` inside a
-    workflow, None outside (D14).
+    workflow, None outside, so one task function serves both.
 
     Raises:
         SerializationError: a reserved payload is malformed.
@@ -179,16 +179,17 @@ def execute_task(
 ) -> tuple[str, bool]:
     """Run one task in this process and return ``(result_json, ok)``.
 
-    Steps (04 §7): resolve the name in ``app.tasks`` (unknown → ``WORKER_RESOLUTION_ERROR``);
-    decode the arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta``
+    Steps: resolve the name in ``app.tasks`` (unknown → ``WORKER_RESOLUTION_ERROR``); decode the
+    arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta``
     (``SerializationError`` or malformed JSON → ``WORKER_SERIALIZATION_ERROR``); call the task
-    through ``run_task_function`` (02 §3 rules); encode the ``TaskResult``
+    through ``run_task_function``, the wrapper of a direct call, so a task gives the same result
+    in a worker as when called in-process; encode the ``TaskResult``
     (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
     ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
     Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
     ``TASK_EXCEPTION``. Never raises.
     """
-    # Step 5: resolve.
+    # Resolve.
     try:
         task_fn = app.tasks[task_name]
     except BaseException as exc:
@@ -201,7 +202,7 @@ def execute_task(
             False,
         )
     try:
-        # Step 6: decode. Malformed JSON surfaces as ValueError (orjson.JSONDecodeError); it is the
+        # Decode. Malformed JSON surfaces as ValueError (orjson.JSONDecodeError); it is the
         # same failure as an undecodable value, so both map to WORKER_SERIALIZATION_ERROR.
         try:
             args = args_from_json(args_json)
@@ -212,7 +213,7 @@ def execute_task(
                 error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
                 False,
             )
-        # Step 7: call (02 §3: the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
+        # Call (the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
         result: Any = run_task_function(task_fn, args, kwargs)
         if result is None:
             return (
@@ -225,7 +226,7 @@ def execute_task(
             "TaskResult[Any, Any]",
             result if isinstance(result, TaskResult) else TaskResult[Any, Any](ok=result),
         )
-        # Step 8: encode (and keep within AppConfig.max_payload_bytes).
+        # Encode (and keep within AppConfig.max_payload_bytes).
         try:
             encoded = task_result_to_json(typed)
             check_payload_size("task result", (encoded,), app.config.max_payload_bytes)

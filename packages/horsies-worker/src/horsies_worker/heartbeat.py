@@ -1,4 +1,4 @@
-"""Heartbeat: one ``write_heartbeats`` call per interval for every task this worker holds (04 §9).
+"""Heartbeat: one ``write_heartbeats`` call per interval for every task this worker holds.
 
 Claimer beats cover tasks in CLAIMED (held locally, not yet started); runner beats cover tasks
 running in children, with sender ``<worker id>:<child pid>``, and finished tasks whose outcome the

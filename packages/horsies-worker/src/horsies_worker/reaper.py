@@ -1,8 +1,8 @@
-"""Reaper: periodic stale-task recovery through ``broker.reap`` (04 §10, D10).
+"""Reaper: periodic stale-task recovery through ``broker.reap``.
 
 Every worker runs one; the broker makes sure only one reaper works at a time cluster-wide, requeues
-CLAIMED tasks whose claimer stopped beating and fails (or retries, D10) RUNNING tasks whose runner
-heartbeats stopped.
+CLAIMED tasks whose claimer stopped beating and fails RUNNING tasks whose runner heartbeats stopped
+(or retries them, when their ``auto_retry_for`` lists ``WORKER_CRASHED``).
 """
 
 from __future__ import annotations

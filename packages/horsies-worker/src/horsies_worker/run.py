@@ -71,7 +71,8 @@ def locator_for_app(app: Horsies) -> tuple[str, list[str]]:
 
 
 def import_task_modules_suppressed(app: Horsies, modules: list[str]) -> None:
-    """Import ``modules`` in this process with every send suppressed (D35)."""
+    """Import ``modules`` in this process with every send suppressed (module-level sends do
+    nothing)."""
 
     if not modules:
         return
@@ -92,7 +93,8 @@ def prepare_worker(
 ) -> tuple[Horsies, WorkerConfig]:
     """Locate the app (sends suppressed), build the worker configuration, import the task modules.
 
-    Steps 2-4 of 04 §2 without the banner; raises what the locator or the imports raise.
+    The start-up of ``horsies worker`` up to its banner; raises what the locator or the imports
+    raise.
     """
 
     if isinstance(app_or_locator, str):
@@ -146,8 +148,8 @@ def run_worker(
     """Run a worker in this process until SIGTERM/SIGINT, then shut down gracefully and return.
 
     ``app_or_locator`` is a :class:`~horsies.app.Horsies` defined at module level, or a locator
-    string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; 04 §1.1). The options mirror
-    ``horsies worker``; ``processes`` defaults to the CPU count (D32). Prefer the CLI for
+    string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; see docs/cli.md). The options
+    mirror ``horsies worker``; ``processes`` defaults to the CPU count. Prefer the CLI for
     deployments; use this from a script (guard it with ``if __name__ == "__main__":`` — children are
     spawned and
     re-import the main module) or a process manager that wants a Python entry point.

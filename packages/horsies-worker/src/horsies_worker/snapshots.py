@@ -1,4 +1,4 @@
-"""Snapshots: one ``horsies_worker_states`` row every 5 s (04 §11), with psutil figures."""
+"""Snapshots: one ``horsies_worker_states`` row every 5 s, with psutil figures."""
 
 from __future__ import annotations
 

@@ -45,10 +45,11 @@ class ChildInit:
 def child_environment() -> dict[str, str]:
     """Environment of a new child: this process's, marked as a worker child with sends suppressed.
 
-    Both variables hold from the child's first instruction: suppression (D35) must hold while it
-    imports the app, and ``HORSIES_CHILD_PROCESS`` tells the library it runs in a worker child
-    (quiet configuration logs, database URL checked when the broker is first needed). The child
-    restores the parent's own ``TASKLIB_SUPPRESS_SENDS`` once its imports are done.
+    Both variables hold from the child's first instruction: suppression must hold while it imports
+    the app (a module-level ``send()`` would otherwise enqueue once per child), and
+    ``HORSIES_CHILD_PROCESS`` tells the library it runs in a worker child (quiet configuration
+    logs, database URL checked when the broker is first needed). The child restores the parent's
+    own ``TASKLIB_SUPPRESS_SENDS`` once its imports are done.
     """
     environment = dict(os.environ)
     environment[env.CHILD_PROCESS] = "1"

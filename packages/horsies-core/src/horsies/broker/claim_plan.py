@@ -1,13 +1,13 @@
 """Claim budget planning: how many tasks one claim pass may take from each queue (pure, no I/O).
 
-Rules (spec 04 §5-6 with D31):
+Rules (see docs/worker.md):
 
 - the pass budget is the worker's free capacity (``local_budget``), lowered to what
   ``cluster_wide_cap`` leaves free cluster-wide (RUNNING + CLAIMED of every queue);
 - queues are visited most urgent first (ascending priority; ties keep the configured order), and
   each queue takes at most the budget still left, so an urgent queue is filled before a less urgent
   one;
-- per queue and pass at most ``max_claim_batch`` tasks (in both queue modes, D31; <= 0 disables it);
+- per queue and pass at most ``max_claim_batch`` tasks (in both queue modes; <= 0 disables it);
 - a queue with ``max_concurrency`` takes at most what its cluster-wide limit leaves free: in-flight
   is RUNNING + CLAIMED in hard-cap mode, RUNNING only in soft-cap (prefetch) mode.
 
@@ -33,7 +33,7 @@ class QueueClaimSpec:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """What one claim pass of a worker may take (04 §5-6, D31).
+    """What one claim pass of a worker may take.
 
     ``local_budget`` is the worker's free capacity, already computed by the worker (hard cap:
     processes - running - claimed; soft cap: processes + prefetch - running). ``max_claim_batch``

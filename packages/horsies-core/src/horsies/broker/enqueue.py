@@ -34,7 +34,7 @@ class EnqueueRequest:
     `PostgresBroker.enqueue`).
 
     ``args``/``kwargs`` are Python values, encoded with the codec at enqueue time; ``task_options``
-    is the options JSON text (02 §12.5); ``task_id`` None means a fresh UUID4.
+    is the options JSON text (``TaskOptions.to_json()``); ``task_id`` None means a fresh UUID4.
     """
 
     task_name: str

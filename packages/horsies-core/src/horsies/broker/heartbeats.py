@@ -16,8 +16,7 @@ from horsies.codec import (
 
 @dataclass(frozen=True, slots=True)
 class WorkerStateRow:
-    """One worker snapshot for ``horsies_worker_states`` (06 §6.3); ``snapshot_at`` is set by the
-    database."""
+    """One worker snapshot for ``horsies_worker_states``; ``snapshot_at`` is set by the database."""
 
     worker_id: str
     hostname: str

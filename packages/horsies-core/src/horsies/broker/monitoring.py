@@ -25,5 +25,5 @@ def get_task_op(task_id: str) -> Op[dict[str, Any] | None]:
 
 
 def stale_tasks_op(stale_threshold_minutes: int) -> Op[list[dict[str, Any]]]:
-    """get_stale_tasks rows (06 §1)."""
+    """get_stale_tasks rows."""
     return dict_rows(mon_sql.MONITOR_STALE_TASKS, {"threshold_minutes": stale_threshold_minutes})

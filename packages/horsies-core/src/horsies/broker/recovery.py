@@ -44,7 +44,7 @@ STALE_RUNNING_BATCH: Final = 500
 
 
 def requeue_stale_claimed_op(threshold_ms: int) -> Op[int]:
-    """Stale CLAIMED -> PENDING (04 §10 step 1); returns the number requeued."""
+    """Stale CLAIMED -> PENDING (safe: their code never started); returns the number requeued."""
     res = yield Query(task_sql.TASK_REQUEUE_STALE_CLAIMED, {"threshold_ms": threshold_ms})
     if res.rows:
         _log.warning(
@@ -91,7 +91,7 @@ def fail_stale_running_op(
     threshold_ms: int, *, allow_retry: bool, max_batches: int | None
 ) -> Op[tuple[int, int]]:
     """Stale RUNNING -> FAILED with WORKER_CRASHED, or -> PENDING for a retry when the task's
-    auto_retry_for lists WORKER_CRASHED and retries remain (D10; only with ``allow_retry``).
+    auto_retry_for lists WORKER_CRASHED and retries remain (only with ``allow_retry``).
 
     Run in a transaction. Returns (failed, retried). ``max_batches`` bounds the work of one call.
     """

@@ -1,4 +1,4 @@
-"""Sans-IO operations of the scheduler service (spec 05 §5, §7-§9, D37, D38).
+"""Sans-IO operations of the scheduler service (see docs/scheduling.md).
 
 Like ``horsies.broker.ops``, each operation is a generator of :class:`~horsies.broker.ops.Query`
 steps run by ``PostgresBroker.execute`` / ``execute_async``; the decisions (what is due, which
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 SCHEDULE_LOCK_PREFIX: Final = "horsies-schedule:"
-"""Advisory lock key of a schedule: ``advisory_key(SCHEDULE_LOCK_PREFIX + name)`` (spec 05 §5)."""
+"""Advisory lock key of a schedule: ``advisory_key(SCHEDULE_LOCK_PREFIX + name)``."""
 
 CATCH_UP_BATCH: Final = 500
 """Most missed slots enqueued in one transaction; the rest follow at once in further ones."""
@@ -64,8 +64,9 @@ class ScheduleTarget:
 
     ``task`` is the template of every row (task name, arguments, queue and priority, and the task's
     own options: retry policy and auto_retry_for in ``task_options``, ``max_retries``,
-    ``good_until``, D38); its ``task_id`` and ``sent_at`` are ignored (each run gets a fresh id and
-    is claimable at once). ``config_hash`` identifies pattern + timezone (spec 05 §8).
+    ``good_until``, so a run behaves like a ``send()``); its ``task_id`` and ``sent_at`` are ignored
+    (each run gets a fresh id and is claimable at once). ``config_hash`` identifies pattern +
+    timezone.
     """
 
     name: str
@@ -120,7 +121,7 @@ def load_states_op(names: Sequence[str]) -> Op[StateSnapshot]:
     return StateSnapshot(now=res.rows[0][0], states=states)
 
 
-# -- start-up (spec 05 §5 start step 4, §8) --------------------------------------------------------
+# -- start-up --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ def _state_rows_params(
 
 
 def initialize_states_op(targets: Sequence[ScheduleTarget]) -> Op[InitReport]:
-    """Create missing state rows and reset those whose config hash changed (spec 05 §5, §8).
+    """Create missing state rows and reset those whose config hash changed.
 
     Safe with several schedulers starting at once: inserts skip rows that appeared meanwhile and
     resets apply only while the stored hash still differs. Rows of schedules not in ``targets``
@@ -208,7 +209,7 @@ def initialize_states_op(targets: Sequence[ScheduleTarget]) -> Op[InitReport]:
     )
 
 
-# -- running due schedules (spec 05 §5 loop, §7, D37, D38) -----------------------------------------
+# -- running due schedules -------------------------------------------------------------------------
 
 
 class DueStatus(StrEnum):
@@ -257,7 +258,7 @@ def run_due_op(target: ScheduleTarget) -> Op[DueResult]:
        the row and the database clock.
     2. No row (or no next run): initialise it as at start-up, return ``CREATED``. Next run in the
        future: ``NOT_DUE``.
-    3. Otherwise plan the runs (D37: without catch-up one run now and the next slot computed from
+    3. Otherwise plan the runs (without catch-up one run now and the next slot computed from
        now; with catch-up one run per missed slot, at most :data:`CATCH_UP_BATCH` per call, the next
        run following the last), insert one task per run and advance the row, in one round trip.
        Raises :class:`ScheduleRaceLost` (rolling the transaction back) if the row changed anyway.

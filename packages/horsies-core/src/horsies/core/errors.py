@@ -1,4 +1,4 @@
-"""Compatibility path `horsies.core.errors` (decision D43): the library's error classes."""
+"""Compatibility path `horsies.core.errors` (see `horsies.core`): the library's error classes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`TaskHandle`: what a send returns; waits for and caches the task's result (02 §5, D8)."""
+"""`TaskHandle`: what a send returns; waits for and caches the task's result."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ ERROR_TASK_ID = "<error>"
 
 T = TypeVar("T")
 
-# Outcomes that say nothing final about the task: a later get() must ask the database again (D8).
+# Outcomes that say nothing final about the task: a later get() must ask the database again.
 _TRANSIENT_CODES: tuple[str, ...] = (
     LibraryErrorCode.WAIT_TIMEOUT.value,
     LibraryErrorCode.BROKER_ERROR.value,
@@ -46,7 +46,7 @@ class TaskHandle(Generic[T]):
 
     Final outcomes (the task's own ok/err result, `TASK_CANCELLED`, `TASK_NOT_FOUND`) are cached on
     the handle and returned by later calls without touching the database; `WAIT_TIMEOUT` and
-    `BROKER_ERROR` are not cached, so calling `get()` again keeps waiting (decision D8).
+    `BROKER_ERROR` are not cached, so calling `get()` again keeps waiting.
 
     Handles of failed or suppressed sends (`task_id` `"<error>"` / `"<suppressed>"`) carry their
     result from the start.

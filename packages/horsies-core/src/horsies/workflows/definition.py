@@ -1,4 +1,4 @@
-"""Class-based workflow definitions: `WorkflowDefinition` (spec 03 §5).
+"""Class-based workflow definitions: `WorkflowDefinition`.
 
 A definition is a class whose body holds the workflow's nodes as attributes::
 
@@ -47,8 +47,8 @@ class WorkflowDefinition(Generic[T]):
     """Base class of class-based workflow definitions; `T` is the workflow's output type.
 
     Subclasses set `name` (required) and hold their nodes as class attributes. An optional inner
-    `class Meta` sets `output` (a node or, decision D21, a node's attribute name), `on_error`
-    (default `OnError.FAIL`) and `success_policy` (whose entries may be attribute names too).
+    `class Meta` sets `output` (a node or a node's attribute name), `on_error` (default
+    `OnError.FAIL`) and `success_policy` (whose entries may be attribute names too).
 
     Python scoping hides the class body's names from `Meta`'s body, so `Meta` refers to nodes by
     attribute name or through names visible from its own scope (module-level variables).
@@ -207,7 +207,7 @@ def _resolve_policy(
     by_attribute: Mapping[str, AnyNode],
     errors: list[HorsiesError],
 ) -> SuccessPolicy | None:
-    """The Meta success policy with attribute names replaced by nodes (decision D21).
+    """The Meta success policy with attribute names replaced by nodes (`Meta` cannot see them).
 
     Anything that is not a well-formed `SuccessPolicy` is passed on unchanged for the spec's own
     validation (E012).

@@ -40,7 +40,7 @@ class WorkflowTaskInfo:
     completed_at: datetime | None
     """When the node became terminal."""
     node_id: str | None = None
-    """The node's id (beyond the reference: handy to key a display)."""
+    """The node's id (not in the original API; handy to key a display)."""
 
 
 def _node_id(node: _NodeRef[Any]) -> str:
@@ -91,7 +91,7 @@ class WorkflowHandle:
         )
 
     def get(self, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
-        """Wait for the workflow to end and return its outcome (03 §15).
+        """Wait for the workflow to end and return its outcome.
 
         COMPLETED: the final result (the output node's result, or ``{node_id: TaskResult | None}``
         over the sink nodes). FAILED / CANCELLED: err with the stored error (or
@@ -151,9 +151,10 @@ class WorkflowHandle:
     # -- control --------------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Cancel the workflow and its child workflows (D28): unstarted tasks are cancelled, running
-        ones finish but no longer change anything; CANCELLED is final. A child cancelled on its own
-        fails its parent's node (D29). No-op on a finished workflow."""
+        """Cancel the workflow and its child workflows: unstarted tasks are cancelled, running ones
+        finish but no longer change anything; CANCELLED is final. A child cancelled on its own
+        fails its parent's node, so the parent never waits for it forever. No-op on a finished
+        workflow."""
         self.broker.run_program(cancel_program(self.broker.app, self.workflow_id))
 
     async def cancel_async(self) -> None:
@@ -161,8 +162,9 @@ class WorkflowHandle:
         await self.broker.run_program_async(cancel_program(self.broker.app, self.workflow_id))
 
     def pause(self) -> bool:
-        """RUNNING -> PAUSED, with every running child workflow (03 §12.2). Tasks already enqueued
-        may still run (D27); nothing new starts until :meth:`resume`. False if not RUNNING."""
+        """RUNNING -> PAUSED, with every running child workflow. Tasks already enqueued may still
+        run (their results are acted upon at resume); nothing new starts until :meth:`resume`.
+        False if not RUNNING."""
         return self.broker.execute(
             pause_op(self.workflow_id), action="workflow_pause", transaction=True
         )
@@ -175,7 +177,7 @@ class WorkflowHandle:
 
     def resume(self) -> bool:
         """PAUSED -> RUNNING with its paused child workflows: pending nodes are re-evaluated and
-        ready ones enqueued (03 §12.3); a workflow whose nodes all ended meanwhile is finished.
+        ready ones enqueued; a workflow whose nodes all ended meanwhile is finished.
         False if not PAUSED."""
         return self.broker.run_program(resume_program(self.broker.app, self.workflow_id))
 

@@ -1,4 +1,4 @@
-"""Workflow nodes: what a `WorkflowSpec` is made of (spec 03 §1, §2, §13).
+"""Workflow nodes: what a `WorkflowSpec` is made of.
 
 A `TaskNode` runs one task; a `SubWorkflowNode` runs a whole child workflow built from a
 `WorkflowDefinition`. Edges come from `waits_for`. Nodes are plain mutable dataclasses built with
@@ -42,7 +42,7 @@ __all__ = [
 T = TypeVar("T")
 
 JoinType: TypeAlias = Literal["all", "any", "quorum"]
-"""How a node combines its dependencies (spec 03 §9)."""
+"""How a node combines its dependencies (see docs/workflows.md, "Join modes")."""
 
 JOIN_TYPES: Final[tuple[JoinType, ...]] = ("all", "any", "quorum")
 
@@ -209,7 +209,8 @@ class SuccessCase:
     """One way for a workflow to succeed: every `required` node ends COMPLETED.
 
     Entries are nodes of the workflow; inside a `WorkflowDefinition` they may also be attribute
-    names (``SuccessCase(required=["store"])``, decision D21).
+    names (``SuccessCase(required=["store"])``), because `class Meta` cannot see the class
+    body's names.
     """
 
     required: Sequence[AnyNode | str]

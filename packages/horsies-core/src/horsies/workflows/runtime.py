@@ -3,8 +3,8 @@
 The database holds everything about a workflow except its callables (``run_when``/``skip_when``) and
 child definition classes. The process advancing a workflow (a worker, or a producer calling
 ``resume()``) finds them in the per-process spec registry (every spec built in this process) or, for
-class-based definitions, by importing the class recorded on the workflow row and building it
-(03 §11). Class-based definitions are therefore the portable form.
+class-based definitions, by importing the class recorded on the workflow row and building it.
+Class-based definitions are therefore the portable form.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def find_definition(
     sub_module: str | None,
     sub_qualname: str | None,
 ) -> type[WorkflowDefinition[Any]] | None:
-    """The child definition class of the sub-workflow node at ``index`` (03 §14 step 1).
+    """The child definition class of the sub-workflow node at ``index``.
 
     The class recorded on the node row comes first: it was taken from that very node when the
     workflow started, whereas the spec registry is keyed by workflow name only and may hold another
@@ -128,8 +128,8 @@ def condition_skips(
     results: Mapping[str, TaskResult[Any, TaskError]],
     summaries: Mapping[str, Any],
 ) -> bool:
-    """Evaluate ``skip_when`` then ``run_when`` on the node's context (03 §11): True when the node
-    must be SKIPPED. A condition that raises skips the node (logged)."""
+    """Evaluate ``skip_when`` then ``run_when`` on the node's context: True when the node must be
+    SKIPPED. A condition that raises skips the node (logged)."""
     if node.skip_when is None and node.run_when is None:
         return False
     ctx = WorkflowContext.from_serialized(

@@ -1,4 +1,4 @@
-"""SQL of worker liveness: task heartbeats and worker state snapshots (spec 04 §9, §11)."""
+"""SQL of worker liveness: task heartbeats and worker state snapshots."""
 
 from __future__ import annotations
 

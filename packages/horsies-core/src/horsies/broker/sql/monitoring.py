@@ -1,4 +1,4 @@
-"""Read-only SQL of the monitoring methods (spec 06 §1, D39). Rows are returned as dicts."""
+"""Read-only SQL of the monitoring methods (docs/worker.md). Rows are returned as dicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQL of the scheduler service: the ``horsies_schedule_state`` rows (spec 05 §5, §8, §9).
+"""SQL of the scheduler service: the ``horsies_schedule_state`` rows.
 
 Names read noun, verb, precondition. Several schedulers may run at once; a slot is never enqueued
 twice because a run holds the schedule's advisory lock (``SCHEDULE_TRY_LOCK``) and advances the row

@@ -5,7 +5,8 @@ Each migration is ``(version, description, sql)``; the SQL of one migration runs
 under the schema advisory lock, so it may hold several statements. Migrations are append-only: never
 edit a released one, add a new version instead, and never DROP user data.
 
-Table and column names follow spec 06 §6 (user SQL and the docs' maintenance queries keep working).
+Table and column names are kept from the original horsies schema (documented in docs/schema.md), so
+user SQL and the docs' maintenance queries keep working.
 Indexes are chosen for the hot paths and kept small with partial predicates, because every status
 transition rewrites every index of ``horsies_tasks``:
 
@@ -15,7 +16,7 @@ transition rewrites every index of ``horsies_tasks``:
 - ``ix_horsies_tasks_good_until`` / ``_next_retry_at`` / ``_claim_expires_at``: partial on NOT NULL,
   so they cost nothing for tasks that do not use the feature.
 
-NOTIFY (spec 06 §7): a statement-level INSERT trigger sends one ``task_new`` and one
+NOTIFY (channels in docs/schema.md): a statement-level INSERT trigger sends one ``task_new`` and one
 ``task_queue_<q>`` notification per queue and statement (payload: a task id of that queue), so a
 bulk insert of 10 000 rows does not flood every listener; a row-level UPDATE trigger, filtered by a
 WHEN clause so that claim/start updates never enter PL/pgSQL, sends ``task_done`` with the task id

@@ -243,14 +243,14 @@ WHERE id = ANY(%(ids)s::text[]) AND status = %(from_status)s
 RETURNING id
 """
 
-# Cancel workflows (D28): CANCELLED and final; returns the ids changed.
+# Cancel workflows: CANCELLED and final; returns the ids changed.
 WF_CANCEL: Final = """
 UPDATE horsies_workflows SET status = 'CANCELLED', completed_at = now(), updated_at = now()
 WHERE id = ANY(%(ids)s::text[]) AND status IN ('PENDING', 'RUNNING', 'PAUSED')
 RETURNING id
 """
 
-# Cancel the task rows of these workflows that no worker has started (D28).
+# Cancel the task rows of these workflows that no worker has started (running ones finish).
 WF_CANCEL_UNSTARTED_TASKS: Final = """
 UPDATE horsies_tasks
 SET status = 'CANCELLED', claimed = false, claim_expires_at = NULL, updated_at = now()
@@ -296,7 +296,7 @@ SELECT result FROM horsies_workflow_tasks
 WHERE workflow_id = %(id)s AND node_id = %(node_id)s
 """
 
-# -- recovery (03 §16) -----------------------------------------------------------------------------
+# -- recovery (the reaper's pass; see docs/workflows.md, "Crash recovery") -------------------------
 
 # Nodes still waiting on a task that has ended (e.g. failed by the stale reaper): their task ids
 # and workflows.

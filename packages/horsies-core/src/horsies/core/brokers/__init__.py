@@ -1,1 +1,1 @@
-"""Compatibility re-exports of the broker (decision D43)."""
+"""Compatibility re-exports of the broker (see `horsies.core`)."""

@@ -1,4 +1,4 @@
-"""Compatibility path `horsies.core.brokers.postgres` (decision D43): `PostgresBroker`."""
+"""Compatibility path `horsies.core.brokers.postgres` (see `horsies.core`): `PostgresBroker`."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Compatibility re-exports of the JSON codec (decision D43)."""
+"""Compatibility re-exports of the JSON codec (see `horsies.core`)."""

@@ -1,4 +1,4 @@
-"""Compatibility path `horsies.core.codec.serde` (decision D43): the JSON codec helpers."""
+"""Compatibility path `horsies.core.codec.serde` (see `horsies.core`): the JSON codec helpers."""
 
 from __future__ import annotations
 

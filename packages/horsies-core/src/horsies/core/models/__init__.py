@@ -1,1 +1,1 @@
-"""Compatibility re-exports of the configuration models (decision D43)."""
+"""Compatibility re-exports of the configuration models (see `horsies.core`)."""

@@ -1,4 +1,4 @@
-"""Compatibility path `horsies.core.models.queues` (D43); prefer `from horsies import ...`."""
+"""Compatibility path `horsies.core.models.queues`; prefer `from horsies import ...`."""
 
 from __future__ import annotations
 

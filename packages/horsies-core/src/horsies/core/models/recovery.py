@@ -1,4 +1,4 @@
-"""Compatibility path `horsies.core.models.recovery` (D43); prefer `from horsies import ...`."""
+"""Compatibility path `horsies.core.models.recovery`; prefer `from horsies import ...`."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class StartRows:
 
 
 def _task_options_json(node: Any) -> str:
-    """The node task's options JSON, with the node's own good_until when it sets one (03 §6)."""
+    """The node task's options JSON, with the node's own good_until when it sets one."""
     options = node.fn.task_options
     if node.good_until is not None:
         options = options.model_copy(update={"good_until": node.good_until})
