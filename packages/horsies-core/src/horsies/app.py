@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from horsies import env
 from horsies.config import AppConfig, QueueMode
@@ -34,7 +34,7 @@ from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.definition import define_task, task_origin
 from horsies.tasks.execution import exception_text
 from horsies.tasks.function import TaskFunction
-from horsies.workflows.spec import build_workflow_spec
+from horsies.workflows.spec import WorkflowSpec, bind_app, check_node_queues
 from horsies.workflows.status import OnError
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
     from horsies.retry import RetryPolicy
     from horsies.workflows.nodes import AnyNode, SuccessPolicy
-    from horsies.workflows.spec import WorkflowSpec
 
 __all__ = ["DEFAULT_GLOB_EXCLUDES", "ROLES", "Horsies", "TaskRegistry"]
 
@@ -269,9 +268,15 @@ class Horsies:
             WorkflowValidationError: the graph is invalid (E003-E017, see `WorkflowSpec`);
                 several at once as `MultipleValidationErrors`.
         """
-        return build_workflow_spec(
-            self, name, tasks, on_error=on_error, output=output, success_policy=success_policy
+        check_node_queues(self, name, tasks)
+        spec = WorkflowSpec(
+            name=name,
+            tasks=list(tasks),
+            on_error=cast(OnError, on_error),
+            output=output,
+            success_policy=success_policy,
         )
+        return bind_app(spec, self)
 
     # -- task module discovery --------------------------------------------------------------------
 

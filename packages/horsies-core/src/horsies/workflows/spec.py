@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
     from horsies.workflows.handle import WorkflowHandle
 
-__all__ = ["WorkflowSpec", "build_workflow_spec"]
+__all__ = ["WorkflowSpec", "bind_app", "check_node_queues"]
 
 DEFAULT_QUEUE: Final = "default"
 DEFAULT_PRIORITY: Final = 100
@@ -103,7 +103,7 @@ class WorkflowSpec:
     workflow_def_qualname: str | None = None
     broker: _SpecBroker = _SpecBroker()
     _app: Horsies | None = field(default=None, init=False, repr=False)
-    """The app whose broker `broker` returns when none was given (`build_workflow_spec`)."""
+    """The app whose broker `broker` returns when none was given (`bind_app`)."""
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -199,16 +199,8 @@ def _node_label(node: AnyNode, index: int) -> str:
     return f"tasks[{index}] ({node.name})"
 
 
-def build_workflow_spec(
-    app: Horsies,
-    name: str,
-    tasks: Sequence[AnyNode],
-    *,
-    on_error: OnError | str = OnError.FAIL,
-    output: AnyNode | None = None,
-    success_policy: SuccessPolicy | None = None,
-) -> WorkflowSpec:
-    """What `Horsies.workflow(...)` does: check queues, then build the spec.
+def check_node_queues(app: Horsies, name: str, tasks: Sequence[AnyNode]) -> None:
+    """What `Horsies.workflow(...)` checks before building the spec: the nodes' queues.
 
     Each `TaskNode`'s queue (its own, else its task's, else ``"default"``) must be a configured
     queue in CUSTOM mode (E103) and ``"default"`` in DEFAULT mode (E200); all such problems are
@@ -244,14 +236,11 @@ def build_workflow_spec(
         if node.priority is None:
             node.priority = _queue_priority(app, queue)
     raise_collected(errors, f"workflow '{name}'")
-    spec = WorkflowSpec(
-        name=name,
-        tasks=list(tasks),
-        on_error=cast(OnError, on_error),
-        output=output,
-        success_policy=success_policy,
-    )
-    # The broker is created when first needed (see _SpecBroker).
+
+
+def bind_app(spec: WorkflowSpec, app: Horsies) -> WorkflowSpec:
+    """Give ``spec`` the app whose broker it starts on, created when first needed (see
+    `_SpecBroker`): building a spec at import time loads no database driver."""
     spec._app = app  # pyright: ignore[reportPrivateUsage]
     return spec
 

@@ -30,20 +30,20 @@ def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | Non
     for node in spec.tasks:
         if not isinstance(node, TaskNode):
             continue
-        if node.queue is None:
-            errors.append(
-                WorkflowValidationError(
-                    f"TaskNode '{node.node_id}' has no resolved queue",
-                    code=ErrorCode.WORKFLOW_UNRESOLVED_QUEUE,
-                ).with_help("build the spec with app.workflow(...) or give the node queue=...")
+        unresolved = [
+            (field, code)
+            for field, value, code in (
+                ("queue", node.queue, ErrorCode.WORKFLOW_UNRESOLVED_QUEUE),
+                ("priority", node.priority, ErrorCode.WORKFLOW_UNRESOLVED_PRIORITY),
             )
-        if node.priority is None:
-            errors.append(
-                WorkflowValidationError(
-                    f"TaskNode '{node.node_id}' has no resolved priority",
-                    code=ErrorCode.WORKFLOW_UNRESOLVED_PRIORITY,
-                ).with_help("build the spec with app.workflow(...) or give the node priority=...")
-            )
+            if value is None
+        ]
+        errors.extend(
+            WorkflowValidationError(
+                f"TaskNode '{node.node_id}' has no resolved {field}", code=code
+            ).with_help(f"build the spec with app.workflow(...) or give the node {field}=...")
+            for field, code in unresolved
+        )
     raise_collected(errors, "workflow start")
     return start_rows(spec, workflow_id or str(uuid.uuid4()))
 

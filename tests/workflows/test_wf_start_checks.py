@@ -1,0 +1,25 @@
+"""What `start_workflow` refuses before it writes anything: nodes whose queue or priority was
+cleared after the spec was built (a spec resolves both when it is built)."""
+
+from __future__ import annotations
+
+import pytest
+import wf_app as wa
+from horsies import ErrorCode, MultipleValidationErrors, TaskNode, WorkflowSpec, start_workflow
+
+
+def test_a_node_without_queue_and_priority_is_refused_with_both_errors() -> None:
+    node = TaskNode(fn=wa.add, args=(1, 2))
+    spec = WorkflowSpec(name="cleared", tasks=[node], broker=wa.app.get_broker())
+    node.queue = None
+    node.priority = None
+
+    with pytest.raises(MultipleValidationErrors) as raised:
+        start_workflow(spec, wa.app.get_broker())
+
+    assert [error.code for error in raised.value.errors] == [
+        ErrorCode.WORKFLOW_UNRESOLVED_QUEUE,
+        ErrorCode.WORKFLOW_UNRESOLVED_PRIORITY,
+    ]
+    assert "give the node queue=..." in str(raised.value.errors[0])
+    assert "give the node priority=..." in str(raised.value.errors[1])
