@@ -4,37 +4,34 @@ from __future__ import annotations
 
 from typing import Final
 
+from horsies.broker.sql import fragments
+
 # RUNNING tasks whose latest runner heartbeat (or started_at) is older than N minutes.
-MONITOR_STALE_TASKS: Final = """
+MONITOR_STALE_TASKS: Final = (
+    """
 SELECT t.id, t.worker_hostname, t.worker_pid, t.worker_process_name, hb.last_heartbeat,
-       t.started_at, t.task_name
-FROM horsies_tasks AS t
-LEFT JOIN LATERAL (
-    SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h
-    WHERE h.task_id = t.id AND h.role = 'runner'
-) AS hb ON true
-WHERE t.status = 'RUNNING'
-  AND t.started_at IS NOT NULL
-  AND GREATEST(t.started_at, hb.last_heartbeat)
+       t.started_at, t.task_name"""
+    + fragments.RUNNING_SILENT_SINCE
+    + """
       < now() - %(threshold_minutes)s::int * interval '1 minute'
 ORDER BY hb.last_heartbeat ASC NULLS FIRST, t.started_at, t.id
 """
+)
 
 # RUNNING tasks per executing child process, busiest first.
-MONITOR_WORKER_STATS: Final = """
+MONITOR_WORKER_STATS: Final = (
+    """
 SELECT t.worker_hostname, t.worker_pid, t.worker_process_name,
        count(*) AS active_tasks,
        min(t.started_at) AS oldest_task_start,
-       max(hb.last_heartbeat) AS latest_heartbeat
-FROM horsies_tasks AS t
-LEFT JOIN LATERAL (
-    SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h
-    WHERE h.task_id = t.id AND h.role = 'runner'
-) AS hb ON true
+       max(hb.last_heartbeat) AS latest_heartbeat"""
+    + fragments.TASKS_WITH_LAST_HEARTBEAT
+    + """
 WHERE t.status = 'RUNNING' AND t.worker_hostname IS NOT NULL
 GROUP BY t.worker_hostname, t.worker_pid, t.worker_process_name
 ORDER BY active_tasks DESC, t.worker_hostname, t.worker_pid
 """
+)
 
 # PENDING tasks past their good_until (never claimable again), oldest deadline first.
 MONITOR_EXPIRED_TASKS: Final = """

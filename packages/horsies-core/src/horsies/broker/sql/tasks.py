@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from horsies.broker.sql import fragments
+
 # -- producing -------------------------------------------------------------------------------------
 
 # Insert one PENDING task (sent_at NULL = now); the INSERT trigger sends task_new + task_queue_<q>.
@@ -163,6 +165,17 @@ started_nodes AS (
 SELECT * FROM started
 """
 
+# Moves the updated rows to RUNNING in the child whose pid is ``s.pid`` (no lease any more).
+_SET_RUNNING_FOR_PID: Final = """
+    SET status = 'RUNNING',
+        claimed = false,
+        claim_expires_at = NULL,
+        started_at = now(),
+        worker_pid = s.pid,
+        worker_hostname = %(hostname)s,
+        worker_process_name = 'worker-' || s.pid,
+        updated_at = now()"""
+
 # Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
 # due; not expired), most urgent then oldest first, skipping rows another pass has locked.
 TASK_CLAIM_AVAILABLE: Final = (
@@ -206,21 +219,15 @@ assigned AS (
     JOIN unnest(%(pids)s::int[]) WITH ORDINALITY AS p(pid, n) ON p.n = c.n
 ),
 started AS (
-    UPDATE horsies_tasks AS t
-    SET status = 'RUNNING',
-        claimed = false,
+    UPDATE horsies_tasks AS t"""
+    + _SET_RUNNING_FOR_PID
+    + """,
         claimed_at = now(),
-        claimed_by_worker_id = %(worker_id)s,
-        claim_expires_at = NULL,
-        started_at = now(),
-        worker_pid = a.pid,
-        worker_hostname = %(hostname)s,
-        worker_process_name = 'worker-' || a.pid,
-        updated_at = now()
-    FROM assigned AS a
-    WHERE t.id = a.id"""
+        claimed_by_worker_id = %(worker_id)s
+    FROM assigned AS s
+    WHERE t.id = s.id"""
     + _CLAIMED_TASK_COLUMNS
-    + """, a.pid
+    + """, s.pid
 ),"""
     + _START_WORKFLOW_NODES
 )
@@ -255,15 +262,9 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
 TASK_START_IF_CLAIMED_MANY: Final = (
     """
 WITH started AS (
-    UPDATE horsies_tasks AS t
-    SET status = 'RUNNING',
-        claimed = false,
-        claim_expires_at = NULL,
-        started_at = now(),
-        worker_pid = s.pid,
-        worker_hostname = %(hostname)s,
-        worker_process_name = 'worker-' || s.pid,
-        updated_at = now()
+    UPDATE horsies_tasks AS t"""
+    + _SET_RUNNING_FOR_PID
+    + """
     FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
     WHERE t.id = s.id
       AND t.id = ANY(%(ids)s::text[])
@@ -417,23 +418,19 @@ RETURNING t.id
 """
 
 # RUNNING tasks whose latest runner heartbeat (or started_at) is older than the threshold, locked.
-TASK_GET_STALE_RUNNING: Final = """
+TASK_GET_STALE_RUNNING: Final = (
+    """
 SELECT t.id, t.task_name, t.queue_name, t.worker_pid, t.worker_hostname, t.claimed_by_worker_id,
        t.started_at, hb.last_heartbeat, t.retry_count, t.max_retries, t.task_options,
-       now() AS detected_at, t.workflow_id
-FROM horsies_tasks AS t
-LEFT JOIN LATERAL (
-    SELECT max(h.sent_at) AS last_heartbeat FROM horsies_heartbeats AS h
-    WHERE h.task_id = t.id AND h.role = 'runner'
-) AS hb ON true
-WHERE t.status = 'RUNNING'
-  AND t.started_at IS NOT NULL
-  AND GREATEST(t.started_at, hb.last_heartbeat)
+       now() AS detected_at, t.workflow_id"""
+    + fragments.RUNNING_SILENT_SINCE
+    + """
       < now() - %(threshold_ms)s::int * interval '1 millisecond'
 ORDER BY t.started_at, t.id
 LIMIT %(limit)s
 FOR UPDATE OF t SKIP LOCKED
 """
+)
 
 # -- notifications ---------------------------------------------------------------------------------
 

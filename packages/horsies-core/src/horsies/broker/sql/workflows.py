@@ -29,14 +29,7 @@ FOR UPDATE OF r
 
 # Same for the reaper: roots locked by someone else are skipped (retried on the next pass), so
 # recovery never waits behind, or deadlocks with, a worker.
-WF_LOCK_ROOTS_SKIP_LOCKED: Final = """
-SELECT r.id FROM horsies_workflows AS r
-WHERE r.id IN (
-    SELECT COALESCE(w.root_workflow_id, w.id) FROM horsies_workflows AS w
-    WHERE w.id = ANY(%(ids)s::text[]))
-ORDER BY r.id
-FOR UPDATE OF r SKIP LOCKED
-"""
+WF_LOCK_ROOTS_SKIP_LOCKED: Final = WF_LOCK_ROOTS + "SKIP LOCKED\n"
 
 # -- starting --------------------------------------------------------------------------------------
 
