@@ -12,12 +12,12 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
-from itertools import islice
 from typing import Any, Final, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from horsies.codec.copy_on_write import dict_changed_at, list_changed_at
 from horsies.codec.errors import SerializationError
 from horsies.codec.tags import (
     DATACLASS_TAG,
@@ -177,41 +177,19 @@ def _rehydrate_dict(value: dict[str, Any]) -> Any:
 
 
 def _rehydrate_entries(value: dict[str, Any]) -> dict[str, Any]:
-    index = 0
-    for key, item in value.items():
-        tp: type[Any] = type(item)  # pyright: ignore[reportUnknownVariableType]
-        if tp is dict:
-            new = _rehydrate_dict(item)
-        elif tp is list:
-            new = _rehydrate_list(item)
-        else:
-            index += 1
-            continue
+    for index, (key, item) in enumerate(value.items()):
+        new = _rehydrate(item)
         if new is item:
-            index += 1
             continue
-        out = dict(islice(value.items(), index))
-        out[key] = new
-        for rest_key, rest in islice(value.items(), index + 1, None):
-            out[rest_key] = _rehydrate(rest)
-        return out
+        return dict_changed_at(value, index, key, new, _rehydrate)
     return value
 
 
 def _rehydrate_list(value: list[Any]) -> list[Any]:
     for index, item in enumerate(value):
-        tp: type[Any] = type(item)  # pyright: ignore[reportUnknownVariableType]
-        if tp is dict:
-            new = _rehydrate_dict(item)
-        elif tp is list:
-            new = _rehydrate_list(item)
-        else:
-            continue
+        new = _rehydrate(item)
         if new is not item:
-            out = value[:index]
-            out.append(new)
-            out.extend([_rehydrate(rest) for rest in islice(value, index + 1, None)])
-            return out
+            return list_changed_at(value, index, new, _rehydrate)
     return value
 
 

@@ -16,13 +16,13 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from enum import Enum
-from itertools import islice
 from typing import Any, Final, TypeAlias
 
 import orjson
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from horsies.codec.copy_on_write import dict_changed_at, list_changed_at
 from horsies.codec.errors import SerializationError
 from horsies.codec.limits import INT_RANGE_MESSAGE, check_finite, check_int_range, reject_float
 from horsies.codec.tags import (
@@ -104,6 +104,11 @@ def _key_to_str(key: object) -> str:
     if isinstance(key, int) and not isinstance(key, bool):
         return int.__repr__(key)
     return str(key)
+
+
+def _str_key(key: object) -> str:
+    # A plain str key is kept as the very object (no copy).
+    return key if type(key) is str else _key_to_str(key)
 
 
 def _exception_names(tp: type[BaseException]) -> list[str]:
@@ -220,10 +225,7 @@ class _Encoder:
                 else:
                     new = encode(item)
                 if new is not item:
-                    out = value[:index]
-                    out.append(new)
-                    out.extend([encode_item(rest) for rest in islice(value, index + 1, None)])
-                    return out
+                    return list_changed_at(value, index, new, encode_item)
             return value
 
         def encode_tuple(value: tuple[Any, ...]) -> Sequence[Any]:
@@ -236,10 +238,7 @@ class _Encoder:
                     continue
                 new = encode_item(item)
                 if new is not item:
-                    out = list(value[:index])
-                    out.append(new)
-                    out.extend([encode_item(rest) for rest in value[index + 1 :]])
-                    return out
+                    return list_changed_at(value, index, new, encode_item)
             return value
 
         def encode_dict(value: dict[Any, Any]) -> dict[str, Any]:
@@ -265,12 +264,7 @@ class _Encoder:
                 if new is item and new_key is key:
                     index += 1
                     continue
-                out: dict[str, Any] = dict(islice(value.items(), index))
-                out[new_key] = new
-                for rest_key, rest in islice(value.items(), index + 1, None):
-                    out[rest_key if type(rest_key) is str else _key_to_str(rest_key)] = encode_item(
-                        rest
-                    )
+                out = dict_changed_at(value, index, new_key, new, encode_item, convert_key=_str_key)
                 return out if tag_free(out) else escaped(out)
             return value if tag_free(value) else escaped(value)
 
@@ -376,20 +370,19 @@ class _Encoder:
     def _handler_for(self, tp: type[Any]) -> _Handler:
         """Pick the handler for a type, following the order of the encoding table."""
         refused = tp
-        if issubclass(tp, str):
-            return _plain_str
-        if issubclass(tp, int):
-            return _plain_int
-        if issubclass(tp, float):
-            return self._plain_float
-        if issubclass(tp, datetime):
-            return _encode_datetime
-        if issubclass(tp, date):
-            return _encode_date
-        if issubclass(tp, time):
-            return _encode_time
-        if issubclass(tp, TaskResult):
-            return self._encode_task_result
+        fixed: tuple[tuple[type[Any], _Handler], ...] = (
+            (str, _plain_str),
+            (int, _plain_int),
+            (float, self._plain_float),
+            # datetime before date: a datetime is a date too.
+            (datetime, _encode_datetime),
+            (date, _encode_date),
+            (time, _encode_time),
+            (TaskResult, self._encode_task_result),
+        )
+        for base, handler in fixed:
+            if issubclass(tp, base):
+                return handler
         if issubclass(tp, TaskError):
             return self._make_task_error_handler(tp)
         try:

@@ -312,40 +312,45 @@ WHERE t.id = o.id
 RETURNING t.id
 """
 
-# CLAIMED (owned by this worker) -> PENDING, e.g. unstarted claims at graceful shutdown.
-TASK_RELEASE_CLAIMED_MANY: Final = """
-UPDATE horsies_tasks
+# Back to PENDING with no claim: any worker may take the rows again.
+_SET_PENDING_UNCLAIMED: Final = """
 SET status = 'PENDING',
     claimed = false,
     claimed_at = NULL,
     claimed_by_worker_id = NULL,
     claim_expires_at = NULL,
-    updated_at = now()
+    updated_at = now()"""
+
+# CLAIMED (owned by this worker) -> PENDING, e.g. unstarted claims at graceful shutdown.
+TASK_RELEASE_CLAIMED_MANY: Final = (
+    """
+UPDATE horsies_tasks"""
+    + _SET_PENDING_UNCLAIMED
+    + """
 WHERE id = ANY(%(ids)s::text[])
   AND status = 'CLAIMED'
   AND claimed_by_worker_id = %(worker_id)s
 RETURNING id
 """
+)
 
 # RUNNING (owned by this worker) -> PENDING for rows the worker is not running: started by a claim
 # whose reply was lost (connection dropped after the commit) or whose child died before the
 # hand-over, so no child ever ran them (not an attempt: retry_count stays). Only the owning worker
 # may run this, passing every task it still runs or has an unwritten outcome for.
-_REQUEUE_NEVER_STARTED: Final = """
-UPDATE horsies_tasks
-SET status = 'PENDING',
-    claimed = false,
-    claimed_at = NULL,
-    claimed_by_worker_id = NULL,
+_REQUEUE_NEVER_STARTED: Final = (
+    """
+UPDATE horsies_tasks"""
+    + _SET_PENDING_UNCLAIMED
+    + """,
     started_at = NULL,
     worker_pid = NULL,
     worker_hostname = NULL,
-    worker_process_name = NULL,
-    claim_expires_at = NULL,
-    updated_at = now()
+    worker_process_name = NULL
 WHERE status = 'RUNNING'
   AND claimed_by_worker_id = %(worker_id)s
 """
+)
 
 TASK_REQUEUE_UNTRACKED_RUNNING: Final = (
     _REQUEUE_NEVER_STARTED
@@ -400,14 +405,11 @@ TASK_REAPER_TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock(%(key)s)"
 
 # CLAIMED -> PENDING when neither the latest claimer heartbeat nor claimed_at is newer than the
 # threshold.
-TASK_REQUEUE_STALE_CLAIMED: Final = """
-UPDATE horsies_tasks AS t
-SET status = 'PENDING',
-    claimed = false,
-    claimed_at = NULL,
-    claimed_by_worker_id = NULL,
-    claim_expires_at = NULL,
-    updated_at = now()
+TASK_REQUEUE_STALE_CLAIMED: Final = (
+    """
+UPDATE horsies_tasks AS t"""
+    + _SET_PENDING_UNCLAIMED
+    + """
 WHERE t.status = 'CLAIMED'
   AND GREATEST(
         t.claimed_at,
@@ -416,6 +418,7 @@ WHERE t.status = 'CLAIMED'
       ) < now() - %(threshold_ms)s::int * interval '1 millisecond'
 RETURNING t.id
 """
+)
 
 # RUNNING tasks whose latest runner heartbeat (or started_at) is older than the threshold, locked.
 TASK_GET_STALE_RUNNING: Final = (
