@@ -89,14 +89,37 @@ def _no_kwargs() -> dict[str, Any]:
     return {}
 
 
-def _missing_id_error(kind: str) -> WorkflowValidationError:
-    return WorkflowValidationError(
-        f"{kind} node_id is not set: build the workflow first or give the node an explicit node_id"
-    ).with_help(f"{kind}(..., node_id='my_step') gives the node a stable id")
+@dataclass(eq=False, kw_only=True, repr=False)
+class _Node(Generic[T]):
+    """What every kind of node has: its static arguments, its place in the graph, the conditions
+    it runs under and its identity. Each kind adds what it runs (see the kinds' docstrings)."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=_no_kwargs)
+    waits_for: Sequence[AnyNode] = field(default_factory=_no_nodes)
+    args_from: Mapping[str, AnyNode] = field(default_factory=_no_sources)
+    workflow_ctx_from: Sequence[AnyNode] | None = None
+    allow_failed_deps: bool = False
+    run_when: Callable[[WorkflowContext], bool] | None = None
+    skip_when: Callable[[WorkflowContext], bool] | None = None
+    join: JoinType = "all"
+    min_success: int | None = None
+    index: int | None = None
+    node_id: str | None = None
+
+    def key(self) -> NodeKey[T]:
+        """`NodeKey(node_id)`; raises `WorkflowValidationError` while `node_id` is None."""
+        if self.node_id is None:
+            kind = type(self).__name__
+            raise WorkflowValidationError(
+                f"{kind} node_id is not set: build the workflow first or give the node an "
+                "explicit node_id"
+            ).with_help(f"{kind}(..., node_id='my_step') gives the node a stable id")
+        return NodeKey(self.node_id)
 
 
 @dataclass(eq=False, kw_only=True, repr=False)
-class TaskNode(Generic[T]):
+class TaskNode(_Node[T]):
     """A workflow node that runs one task; `T` is the task's ok type.
 
     Build it with keyword arguments only, e.g.
@@ -121,32 +144,14 @@ class TaskNode(Generic[T]):
     """
 
     fn: TaskFunction[..., T]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=_no_kwargs)
-    waits_for: Sequence[AnyNode] = field(default_factory=_no_nodes)
-    args_from: Mapping[str, AnyNode] = field(default_factory=_no_sources)
-    workflow_ctx_from: Sequence[AnyNode] | None = None
     queue: str | None = None
     priority: int | None = None
-    allow_failed_deps: bool = False
-    run_when: Callable[[WorkflowContext], bool] | None = None
-    skip_when: Callable[[WorkflowContext], bool] | None = None
-    join: JoinType = "all"
-    min_success: int | None = None
     good_until: datetime | None = None
-    index: int | None = None
-    node_id: str | None = None
 
     @property
     def name(self) -> str:
         """The task's registered name."""
         return self.fn.task_name
-
-    def key(self) -> NodeKey[T]:
-        """`NodeKey(node_id)`; raises `WorkflowValidationError` while `node_id` is None."""
-        if self.node_id is None:
-            raise _missing_id_error("TaskNode")
-        return NodeKey(self.node_id)
 
     def __repr__(self) -> str:
         # Short on purpose: the default repr would print every dependency recursively.
@@ -155,7 +160,7 @@ class TaskNode(Generic[T]):
 
 
 @dataclass(eq=False, kw_only=True, repr=False)
-class SubWorkflowNode(Generic[T]):
+class SubWorkflowNode(_Node[T]):
     """A workflow node that runs a whole child workflow; `T` is the child's output type.
 
     The child spec is `workflow_def.build_with(app, *args, **kwargs)`, built when the node
@@ -167,30 +172,12 @@ class SubWorkflowNode(Generic[T]):
     """
 
     workflow_def: type[WorkflowDefinition[T]]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=_no_kwargs)
-    waits_for: Sequence[AnyNode] = field(default_factory=_no_nodes)
-    args_from: Mapping[str, AnyNode] = field(default_factory=_no_sources)
-    workflow_ctx_from: Sequence[AnyNode] | None = None
-    allow_failed_deps: bool = False
-    run_when: Callable[[WorkflowContext], bool] | None = None
-    skip_when: Callable[[WorkflowContext], bool] | None = None
-    join: JoinType = "all"
-    min_success: int | None = None
     retry_mode: SubWorkflowRetryMode = SubWorkflowRetryMode.RERUN_FAILED_ONLY
-    index: int | None = None
-    node_id: str | None = None
 
     @property
     def name(self) -> str:
         """The child workflow's name (`workflow_def.name`)."""
         return self.workflow_def.name
-
-    def key(self) -> NodeKey[T]:
-        """`NodeKey(node_id)`; raises `WorkflowValidationError` while `node_id` is None."""
-        if self.node_id is None:
-            raise _missing_id_error("SubWorkflowNode")
-        return NodeKey(self.node_id)
 
     def __repr__(self) -> str:
         definition = getattr(self.workflow_def, "__qualname__", self.workflow_def)

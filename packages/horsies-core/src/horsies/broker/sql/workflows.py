@@ -118,11 +118,11 @@ WHERE workflow_id = ANY(%(ids)s::text[])
 """
 
 # The heavy columns of some nodes of one workflow: what enqueuing them, evaluating their conditions,
-# or building a result needs.
+# or building a result needs (the fields of the store's NodeDetails, in order).
 WF_LOAD_NODE_DETAILS: Final = """
 SELECT task_index, node_id, task_name, task_args, task_kwargs, queue_name, priority,
        task_options, result, sub_workflow_summary, sub_workflow_module, sub_workflow_qualname,
-       status, has_conditions
+       has_conditions
 FROM horsies_workflow_tasks
 WHERE workflow_id = %(workflow_id)s AND task_index = ANY(%(indices)s::int[])
 """

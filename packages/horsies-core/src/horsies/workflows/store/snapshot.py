@@ -187,7 +187,7 @@ def _apply_statuses(rows: Iterable[Sequence[Any]], workflows: Mapping[str, Loade
 
 @dataclass(frozen=True, slots=True)
 class NodeDetails:
-    """Heavy columns of one node (WF_LOAD_NODE_DETAILS)."""
+    """Heavy columns of one node: the columns of WF_LOAD_NODE_DETAILS, in order."""
 
     index: int
     node_id: str
@@ -262,21 +262,5 @@ class Snapshot:
         if not wanted:
             return {}
         res = yield Query(wf_sql.WF_LOAD_NODE_DETAILS, {"workflow_id": wf.id, "indices": wanted})
-        return {
-            int(r[0]): NodeDetails(
-                index=int(r[0]),
-                node_id=r[1],
-                task_name=r[2],
-                args=r[3],
-                kwargs=r[4],
-                queue_name=r[5],
-                priority=int(r[6]),
-                task_options=r[7],
-                result=r[8],
-                summary=r[9],
-                sub_module=r[10],
-                sub_qualname=r[11],
-                has_conditions=bool(r[13]),
-            )
-            for r in res.rows
-        }
+        # The statement's columns are NodeDetails' fields, in order.
+        return {int(row[0]): NodeDetails(*row) for row in res.rows}
