@@ -204,22 +204,8 @@ class AppConfig(ConfigModel):
             help_text="use one of the configured queues, or add it to custom_queues",
         )
 
-    def queue_priority(self, name: str) -> int:
-        """Effective priority of a queue (1 = most urgent): 100 in DEFAULT mode.
-
-        Raises `ConfigurationError` (E103) for a queue this config does not have.
-        """
-        if self.queue_mode is QueueMode.DEFAULT:
-            if name != DEFAULT_QUEUE_NAME:
-                raise self._unknown_queue(name)
-            return DEFAULT_QUEUE_PRIORITY
-        queue = self._custom_queue(name)
-        if queue is None:
-            raise self._unknown_queue(name)
-        return queue.priority
-
-    def queue_max_concurrency(self, name: str) -> int | None:
-        """Cluster-wide in-flight limit of a queue; None (no limit) in DEFAULT mode.
+    def _known_queue(self, name: str) -> CustomQueueConfig | None:
+        """The custom queue called ``name`` (None for the default queue in DEFAULT mode).
 
         Raises `ConfigurationError` (E103) for a queue this config does not have.
         """
@@ -230,7 +216,23 @@ class AppConfig(ConfigModel):
         queue = self._custom_queue(name)
         if queue is None:
             raise self._unknown_queue(name)
-        return queue.max_concurrency
+        return queue
+
+    def queue_priority(self, name: str) -> int:
+        """Effective priority of a queue (1 = most urgent): 100 in DEFAULT mode.
+
+        Raises `ConfigurationError` (E103) for a queue this config does not have.
+        """
+        queue = self._known_queue(name)
+        return DEFAULT_QUEUE_PRIORITY if queue is None else queue.priority
+
+    def queue_max_concurrency(self, name: str) -> int | None:
+        """Cluster-wide in-flight limit of a queue; None (no limit) in DEFAULT mode.
+
+        Raises `ConfigurationError` (E103) for a queue this config does not have.
+        """
+        queue = self._known_queue(name)
+        return None if queue is None else queue.max_concurrency
 
     # -- logging ---------------------------------------------------------------------------------
 

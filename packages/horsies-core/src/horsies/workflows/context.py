@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class WorkflowHandleMissingIdError(RuntimeError):
@@ -86,6 +87,27 @@ def _optional_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class _SameAs(Generic[V]):
+    """A read-only second name of another attribute."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _SameAs[V]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> V: ...
+    def __get__(self, obj: object, owner: type | None = None) -> V | _SameAs[V]:
+        if obj is None:
+            return self  # looked up on the class (help(), introspection)
+        return cast(V, getattr(obj, self._target))
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"read-only: set {self._target} instead")
+
+
 @dataclass
 class SubWorkflowSummary(Generic[T]):
     """How a child workflow ended, as seen by its parent (`T`: the child's output type).
@@ -116,30 +138,11 @@ class SubWorkflowSummary(Generic[T]):
         if not isinstance(self.status, WorkflowStatus):  # pyright: ignore[reportUnnecessaryIsInstance]
             self.status = WorkflowStatus(str(self.status).upper())
 
-    @property
-    def total(self) -> int:
-        """Same as `total_tasks`."""
-        return self.total_tasks
-
-    @property
-    def completed(self) -> int:
-        """Same as `completed_tasks`."""
-        return self.completed_tasks
-
-    @property
-    def failed(self) -> int:
-        """Same as `failed_tasks`."""
-        return self.failed_tasks
-
-    @property
-    def skipped(self) -> int:
-        """Same as `skipped_tasks`."""
-        return self.skipped_tasks
-
-    @property
-    def error(self) -> str | None:
-        """Same as `error_summary`."""
-        return self.error_summary
+    total = _SameAs[int]("total_tasks")
+    completed = _SameAs[int]("completed_tasks")
+    failed = _SameAs[int]("failed_tasks")
+    skipped = _SameAs[int]("skipped_tasks")
+    error = _SameAs["str | None"]("error_summary")
 
     def to_json(self) -> dict[str, Any]:
         """A plain JSON-able dict; `output` in the codec's tagged form (see `from_json`).
