@@ -9,7 +9,7 @@ from typing import Final, Self
 from pydantic import Field, model_validator
 
 from horsies import env
-from horsies.config.model import ConfigModel, duplicate_names
+from horsies.config.model import ConfigModel, repetition_error
 from horsies.config.postgres import PostgresConfig
 from horsies.config.queues import (
     DEFAULT_QUEUE_NAME,
@@ -96,16 +96,14 @@ class AppConfig(ConfigModel):
                 )
             )
         if self.queue_mode is QueueMode.CUSTOM and queues:
-            repeated = duplicate_names([queue.name for queue in queues])
-            if repeated:
-                errors.append(
-                    _config_error(
-                        mode_code,
-                        "duplicate queue names in custom_queues",
-                        note="repeated: " + ", ".join(f"'{name}'" for name in repeated),
-                        help_text="give every CustomQueueConfig a different name",
-                    )
-                )
+            repeated = repetition_error(
+                [f"'{queue.name}'" for queue in queues],
+                "duplicate queue names in custom_queues",
+                code=mode_code,
+                help_text="give every CustomQueueConfig a different name",
+            )
+            if repeated is not None:
+                errors.append(repeated)
 
         cap = self.cluster_wide_cap
         prefetch = self.prefetch_buffer

@@ -21,10 +21,16 @@ from typing import Any, LiteralString, Self, cast
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from horsies.errors import HorsiesError, MultipleValidationErrors, collected_error
+from horsies.errors import (
+    ConfigurationError,
+    ErrorCode,
+    HorsiesError,
+    MultipleValidationErrors,
+    collected_error,
+)
 from horsies.redact import mask_database_url
 
-__all__ = ["ConfigModel", "duplicate_names", "mask_validation_error"]
+__all__ = ["ConfigModel", "mask_validation_error", "repetition_error"]
 
 
 def _wrapped_library_error(detail: ErrorDetails) -> HorsiesError | None:
@@ -144,12 +150,19 @@ class ConfigModel(BaseModel):
             raise
 
 
-def duplicate_names(names: Sequence[str]) -> list[str]:
-    """The names that occur more than once, each listed once, in order of first repetition."""
+def repetition_error(
+    names: Sequence[str], message: str, *, code: ErrorCode, help_text: str
+) -> ConfigurationError | None:
+    """An error listing the names that occur more than once (each once, in order of first
+    repetition), or None when every name is unique."""
     seen: set[str] = set()
     repeated: list[str] = []
     for name in names:
         if name in seen and name not in repeated:
             repeated.append(name)
         seen.add(name)
-    return repeated
+    if not repeated:
+        return None
+    return ConfigurationError(
+        message, code=code, notes=["repeated: " + ", ".join(repeated)], help_text=help_text
+    )

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from horsies.config.model import ConfigModel, duplicate_names
+from horsies.config.model import ConfigModel, repetition_error
 from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
 
 __all__ = [
@@ -397,14 +397,14 @@ class WeeklySchedule(_AtTimeOfDay):
 
     @model_validator(mode="after")
     def _check_days(self) -> Self:
-        repeated = duplicate_names([day.value for day in self.days])
-        if repeated:
-            raise ConfigurationError(
-                "duplicate days in WeeklySchedule",
-                code=_SCHEDULE_CODE,
-                notes=["repeated: " + ", ".join(repeated)],
-                help_text="list each weekday once, e.g. days=[Weekday.MONDAY, Weekday.FRIDAY]",
-            )
+        repeated = repetition_error(
+            [day.value for day in self.days],
+            "duplicate days in WeeklySchedule",
+            code=_SCHEDULE_CODE,
+            help_text="list each weekday once, e.g. days=[Weekday.MONDAY, Weekday.FRIDAY]",
+        )
+        if repeated is not None:
+            raise repeated
         return self
 
     def describe(self) -> str:
@@ -549,17 +549,17 @@ class ScheduleConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
-        repeated = duplicate_names([schedule.name for schedule in self.schedules])
-        if repeated:
-            raise ConfigurationError(
-                "duplicate schedule names",
-                code=_SCHEDULE_CODE,
-                notes=["repeated: " + ", ".join(f"'{name}'" for name in repeated)],
-                help_text=(
-                    "give every TaskSchedule a different name: the name identifies its\n"
-                    "stored state (last and next run)"
-                ),
-            )
+        repeated = repetition_error(
+            [f"'{schedule.name}'" for schedule in self.schedules],
+            "duplicate schedule names",
+            code=_SCHEDULE_CODE,
+            help_text=(
+                "give every TaskSchedule a different name: the name identifies its\n"
+                "stored state (last and next run)"
+            ),
+        )
+        if repeated is not None:
+            raise repeated
         return self
 
     def enabled_schedules(self) -> list[TaskSchedule]:

@@ -206,7 +206,9 @@ class ValidationReport:
         colors = colors_enabled() if use_colors is None else use_colors
         palette = Palette(colors)
         parts = [error.format_rust_style(use_colors=colors) for error in self.errors]
-        trailer = palette.header(f"error: aborting due to {len(self.errors)} previous errors")
+        trailer = palette.paint(
+            "header", f"error: aborting due to {len(self.errors)} previous errors"
+        )
         return "\n".join(parts) + "\n\n" + trailer
 
     def __str__(self) -> str:

@@ -77,33 +77,33 @@ def render_error(error: Diagnostic, c: Palette) -> str:
     """The error as a compiler-style diagnostic: starts with an empty line, no trailing newline."""
     lines: list[str] = [""]
     head = f"error[{error.code.value}]" if error.code is not None else "error"
-    lines.append(c.header(f"{head}: {error.message}"))
+    lines.append(c.paint("header", f"{head}: {error.message}"))
 
     location = error.location
     if location is not None:
         shown = SourceLocation(
             _display_path(location.file), location.line, location.column, location.end_column
         )
-        lines.append(f"  {c.blue('-->')} {c.cyan(shown.format_short())}")
+        lines.append(f"  {c.paint('blue', '-->')} {c.paint('cyan', shown.format_short())}")
         source = location.get_source_line()
         if source is not None:
             source = _mask_passwords(source)
         if source is not None and source.strip():
             number = str(location.line)
-            gutter = "   " + " " * len(number) + c.blue("|")
+            gutter = "   " + " " * len(number) + c.paint("blue", "|")
             prefix, count = _caret_span(source, location)
             lines.append(gutter)
-            lines.append(f"   {c.blue(number + '|')} {source}")
-            lines.append(f"{gutter} {prefix}{c.red('^' * count)}")
+            lines.append(f"   {c.paint('blue', number + '|')} {source}")
+            lines.append(f"{gutter} {prefix}{c.paint('red', '^' * count)}")
 
     for note in error.notes:
         first, *rest = note.splitlines() or [""]
-        lines.append(f"   {c.blue('=')} {c.bold_blue('note')}: {first}")
+        lines.append(f"   {c.paint('blue', '=')} {c.paint('bold_blue', 'note')}: {first}")
         lines.extend(" " * 10 + extra for extra in rest)
 
     if error.help_text is not None:
         lines.append("")
-        lines.append(f"   {c.blue('=')} {c.bold_green('help')}:")
+        lines.append(f"   {c.paint('blue', '=')} {c.paint('bold_green', 'help')}:")
         lines.extend(" " * 8 + text for text in error.help_text.splitlines() or [""])
 
     return "\n".join(lines)

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from typing import Final, Literal, TextIO, TypeAlias
 
 from horsies import env
 
-__all__ = ["Palette", "colors_enabled"]
+__all__ = ["Palette", "Style", "colors_enabled"]
+
+Style: TypeAlias = Literal["header", "blue", "cyan", "red", "bold_blue", "bold_green"]
+"""The styles of an error report: its header, the gutter and arrows, locations, carets, labels."""
+
+_SGR: Final[dict[Style, str]] = {
+    "header": "1;31",
+    "blue": "34",
+    "cyan": "36",
+    "red": "31",
+    "bold_blue": "1;34",
+    "bold_green": "1;32",
+}
 
 
 def colors_enabled(stream: TextIO | None = None) -> bool:
@@ -37,25 +49,8 @@ class Palette:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def _wrap(self, codes: str, text: str) -> str:
+    def paint(self, style: Style, text: str) -> str:
+        """``text`` in ``style``; unchanged when colours are off."""
         if not self.enabled or not text:
             return text
-        return f"\x1b[{codes}m{text}\x1b[0m"
-
-    def header(self, text: str) -> str:
-        return self._wrap("1;31", text)
-
-    def blue(self, text: str) -> str:
-        return self._wrap("34", text)
-
-    def cyan(self, text: str) -> str:
-        return self._wrap("36", text)
-
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-    def bold_blue(self, text: str) -> str:
-        return self._wrap("1;34", text)
-
-    def bold_green(self, text: str) -> str:
-        return self._wrap("1;32", text)
+        return f"\x1b[{_SGR[style]}m{text}\x1b[0m"
