@@ -1,9 +1,7 @@
 """Compatibility path `horsies.core.task_decorator`: older code imports `TaskHandle` and
 `TaskFunction` from here."""
 
-from __future__ import annotations
-
-from horsies.tasks.function import TaskFunction
-from horsies.tasks.handle import TaskHandle
-
-__all__ = ["TaskFunction", "TaskHandle"]
+# Each name is re-exported explicitly (`import X as X`), so type checkers see it here too.
+# ruff: noqa: PLC0414
+from horsies.tasks.function import TaskFunction as TaskFunction
+from horsies.tasks.handle import TaskHandle as TaskHandle

@@ -1,7 +1,5 @@
 """Compatibility path `horsies.core.models.recovery`; prefer `from horsies import ...`."""
 
-from __future__ import annotations
-
-from horsies.config import RecoveryConfig
-
-__all__ = ["RecoveryConfig"]
+# Each name is re-exported explicitly (`import X as X`), so type checkers see it here too.
+# ruff: noqa: PLC0414
+from horsies.config import RecoveryConfig as RecoveryConfig
