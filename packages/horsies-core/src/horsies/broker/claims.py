@@ -76,16 +76,11 @@ def claimed_rows(rows: Iterable[Sequence[Any]]) -> list[ClaimedTask]:
     return sorted((ClaimedTask(*r) for r in rows), key=lambda t: (t.priority, t.sent_at, t.id))
 
 
-def start_op(
-    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool = False
-) -> Op[set[str]]:
-    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started.
-
-    ``resume``: this repeats a call whose connection was lost, so rows it had already started
-    (RUNNING for this worker and the same pid) count as started."""
-    if not starts:
-        return set()
-    res = yield Query(
+def start_query(
+    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool
+) -> Query:
+    """The statement of :func:`start_op` (also sent within the prefetch exchange)."""
+    return Query(
         task_sql.TASK_START_IF_CLAIMED_MANY,
         {
             "ids": [task_id for task_id, _ in starts],
@@ -95,6 +90,18 @@ def start_op(
             "resume": resume,
         },
     )
+
+
+def start_op(
+    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool = False
+) -> Op[set[str]]:
+    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started.
+
+    ``resume``: this repeats a call whose connection was lost, so rows it had already started
+    (RUNNING for this worker and the same pid) count as started."""
+    if not starts:
+        return set()
+    res = yield start_query(worker_id, hostname, starts, resume=resume)
     started = {r[0] for r in res.rows}
     log_lost("task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker")
     return started

@@ -18,11 +18,7 @@ from horsies.broker.ids import new_task_id, new_task_ids
 from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import STEP_TYPES, Copy, CopyData, Op, Prepared, Query, QueryResult, Step
-from horsies.codec import (
-    args_to_json,
-    check_payload_size,
-    kwargs_to_json,
-)
+from horsies.codec import args_to_json, check_payload_size, kwargs_to_json
 from horsies.logs import get_logger
 
 _log = get_logger("broker")

@@ -11,6 +11,7 @@ from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
 from horsies.broker.claims import ClaimedTask
 from horsies.broker.finish import (
+    Finished,
     TaskOutcome,
     finish_query,
     finished_ids,
@@ -19,7 +20,7 @@ from horsies.broker.finish import (
 )
 from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
-from horsies.broker.steps import Op, Query, together
+from horsies.broker.steps import Op, Query, QueryResult, together
 from horsies.logs import get_logger
 
 _log = get_logger("broker")
@@ -132,18 +133,43 @@ def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
     return started
 
 
+@dataclass(slots=True)
+class ExchangeStatements:
+    """The statements of one worker exchange, sent in one round trip: its head (see
+    :func:`exchange_head`), what the mode adds, then the first reads of the workflow advance."""
+
+    outcomes: Sequence[TaskOutcome]
+    statements: list[Query]
+    workflow_ids: list[str]
+    finish_at: int
+
+    def send(self, engine: WorkflowEngine | None) -> Op[tuple[tuple[QueryResult, ...], Finished]]:
+        """Send the statements; return every statement's result and what the finish did."""
+        advance = workflow_advance(engine, self.outcomes, self.workflow_ids)
+        advance_at = len(self.statements)
+        if advance is not None:
+            self.statements.extend(advance.queries())
+        parts = yield from together(self.statements)
+        finished = (
+            finished_ids(self.outcomes, parts[self.finish_at]) if self.outcomes else set[str]()
+        )
+        undecided: list[NodeRef] = []
+        if advance is not None:
+            undecided = yield from advance.run(parts[advance_at:])
+        return parts, Finished(finished, undecided)
+
+
 def exchange_head(
     outcomes: Sequence[TaskOutcome],
     worker_id: str,
     engine: WorkflowEngine | None,
     *,
     durable: bool,
-) -> tuple[list[Query], list[str], int]:
-    """The first statements of a worker exchange — its settings (generic plans: see
+) -> ExchangeStatements:
+    """The first statements of a worker exchange: its settings (generic plans: see
     TASK_PLANS_GENERIC_IN_TRANSACTION; they end with the exchange's implicit or explicit
-    transaction), the locks of the outcomes' workflow trees, the finish — with the workflow ids
-    (none without an ``engine``: the reaper advances those workflows) and the index of the finish
-    statement."""
+    transaction), the locks of the outcomes' workflow trees, the finish. Its workflows are none
+    without an ``engine``: the reaper advances those."""
     first: list[Query] = [_exchange_settings(durable=durable)]
     workflow_ids = workflow_ids_of(outcomes) if engine is not None else []
     if engine is not None and workflow_ids:
@@ -151,7 +177,7 @@ def exchange_head(
     finish_at = len(first)
     if outcomes:
         first.append(finish_query(outcomes, worker_id))
-    return first, workflow_ids, finish_at
+    return ExchangeStatements(outcomes, first, workflow_ids, finish_at)
 
 
 def exchange_op(
@@ -186,7 +212,8 @@ def exchange_op(
     if request is not None and not can_start_directly(request):
         raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
     durable = bool(outcomes) or keep_running_ids is not None
-    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, engine, durable=durable)
+    batch = exchange_head(outcomes, worker_id, engine, durable=durable)
+    first = batch.statements
     if outcomes and notify_capacity:
         first.append(CAPACITY_FREED)
     reconcile_at = -1
@@ -203,22 +230,14 @@ def exchange_op(
     limits = direct_claim_limits(request, len(pids)) if request is not None else []
     claim_at = -1
     asked = 0
-    if limits and not workflow_ids:
+    if limits and not batch.workflow_ids:
         claim_at = len(first)
         queue_name, asked = limits[0]
         first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
         limits = limits[1:]
-    advance = workflow_advance(engine, outcomes, workflow_ids)
-    advance_at = len(first)
-    if advance is not None:
-        first.extend(advance.queries())
     if len(first) == 1 and not limits:
         return TaskExchange()
-    parts = yield from together(first)
-    finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
-    undecided: list[NodeRef] = []
-    if advance is not None:
-        undecided = yield from advance.run(parts[advance_at:])
+    parts, done = yield from batch.send(engine)
     requeued: list[str] = []
     if reconcile_at >= 0:
         requeued = [r[0] for r in parts[reconcile_at].rows]
@@ -232,11 +251,11 @@ def exchange_op(
     started: list[StartedTask] = started_rows(parts[claim_at].rows) if claim_at >= 0 else []
     asked += yield from claim_and_start_more(worker_id, hostname, limits, pids, started)
     return TaskExchange(
-        finished=finished,
+        finished=done.ids,
         started=started,
         requeued=requeued,
         full=0 < asked == len(started),
-        undecided=undecided,
+        undecided=done.undecided,
     )
 
 

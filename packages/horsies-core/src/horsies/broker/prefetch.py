@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from horsies.broker.channels import wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
-from horsies.broker.claims import ClaimedTask, claimed_rows
+from horsies.broker.claims import ClaimedTask, claimed_rows, start_query
 from horsies.broker.exchange import (
     StartedTask,
     claim_and_start_more,
@@ -17,10 +17,10 @@ from horsies.broker.exchange import (
     exchange_head,
     started_rows,
 )
-from horsies.broker.finish import TaskOutcome, finished_ids, log_lost, workflow_advance
+from horsies.broker.finish import TaskOutcome, log_lost
 from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
-from horsies.broker.steps import Op, Query, together
+from horsies.broker.steps import Op, Query
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,8 @@ def prefetch_exchange_op(
     if request is not None and needs_cluster_counts(request):
         raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
     durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
-    first, workflow_ids, finish_at = exchange_head(outcomes, worker_id, engine, durable=durable)
+    batch = exchange_head(outcomes, worker_id, engine, durable=durable)
+    first = batch.statements
     if keep_running_ids is not None or release_ids:
         keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
         if keep_running_ids is not None:
@@ -89,18 +90,7 @@ def prefetch_exchange_op(
         first.append(wake_workers_query("requeued"))
     start_at = len(first)
     if starts:
-        first.append(
-            Query(
-                task_sql.TASK_START_IF_CLAIMED_MANY,
-                {
-                    "ids": [task_id for task_id, _ in starts],
-                    "pids": [pid for _, pid in starts],
-                    "hostname": hostname,
-                    "worker_id": worker_id,
-                    "resume": False,
-                },
-            )
-        )
+        first.append(start_query(worker_id, hostname, starts, resume=False))
     direct = direct_claim_limits(request, len(direct_pids)) if direct_pids and request else []
     direct_at = len(first)
     if direct:
@@ -111,17 +101,9 @@ def prefetch_exchange_op(
         first.append(
             prefetch_claim_query(worker_id, request, limits[0][0], min(limits[0][1], total))
         )
-    advance = workflow_advance(engine, outcomes, workflow_ids)
-    advance_at = len(first)
-    if advance is not None:
-        first.extend(advance.queries())
     if len(first) == 1:
         return PrefetchExchange()
-    parts = yield from together(first)
-    finished = finished_ids(outcomes, parts[finish_at]) if outcomes else set[str]()
-    undecided: list[NodeRef] = []
-    if advance is not None:
-        undecided = yield from advance.run(parts[advance_at:])
+    parts, done = yield from batch.send(engine)
     started: set[str] = set()
     if starts:
         started = {r[0] for r in parts[start_at].rows}
@@ -144,11 +126,11 @@ def prefetch_exchange_op(
             res = yield prefetch_claim_query(worker_id, request, queue_name, n)
             claimed.extend(claimed_rows(res.rows))
     return PrefetchExchange(
-        finished=finished,
+        finished=done.ids,
         started=started,
         direct=direct_started,
         claimed=claimed,
-        undecided=undecided,
+        undecided=done.undecided,
     )
 
 
