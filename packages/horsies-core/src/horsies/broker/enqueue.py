@@ -60,47 +60,12 @@ def enqueue_params(
     return task_id, dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
 
 
-def task_row(
-    task_id: str,
-    task_name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None,
-    *,
-    queue_name: str,
-    priority: int,
-    sent_at: datetime | None,
-    good_until: datetime | None,
-    max_retries: int,
-    task_options: str | None,
-    max_payload_bytes: int | None,
-) -> tuple[Any, ...]:
-    """The values of a new task row, in ``TASK_COPY_COLUMNS`` order: arguments encoded (codec
-    errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
-    unlimited)."""
-    _check_priority(priority)
-    args_json = args_to_json(tuple(args)) if args else None
-    kwargs_json = kwargs_to_json(kwargs) if kwargs else None
-    check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
-    return (
-        task_id,
-        task_name,
-        queue_name,
-        priority,
-        args_json,
-        kwargs_json,
-        sent_at,
-        good_until,
-        max_retries,
-        task_options,
-    )
-
-
 _TASK_INSERT_NAME: Final = "horsies_task_insert_v1"
 """Name of TASK_INSERT's prepared statement (change it with the statement)."""
 
 
 def task_insert_step(row: tuple[Any, ...]) -> Prepared:
-    """The single-row insert of a :func:`task_row` (TASK_INSERT as a libpq prepared statement)."""
+    """The insert of one :func:`request_row` (TASK_INSERT as a libpq prepared statement)."""
     return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
 
 
@@ -122,7 +87,7 @@ _INSERT_MANY_ARRAYS: Final = (
 
 
 def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
-    """One TASK_INSERT_MANY statement for :func:`task_row` rows (several sends in one statement:
+    """One TASK_INSERT_MANY statement for :func:`request_row` rows (several sends in one statement:
     one transaction, one round trip). Rows without ``sent_at`` get the statement's ``now()`` minus
     a microsecond per later row, so they are claimed in row order."""
     columns = zip(*rows, strict=True)
@@ -137,20 +102,25 @@ def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
 def request_row(
     req: EnqueueRequest, max_payload_bytes: int | None, task_id: str | None = None
 ) -> tuple[Any, ...]:
-    """:func:`task_row` of an `EnqueueRequest`, under ``task_id``, else the request's own id, else
-    a fresh one."""
-    return task_row(
+    """The values of the new task row of ``req``, in ``TASK_COPY_COLUMNS`` order, under
+    ``task_id``, else the request's own id, else a fresh one. The arguments are encoded (codec
+    errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
+    unlimited)."""
+    _check_priority(req.priority)
+    args_json = args_to_json(tuple(req.args)) if req.args else None
+    kwargs_json = kwargs_to_json(req.kwargs) if req.kwargs else None
+    check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
+    return (
         task_id or req.task_id or new_task_id(),
         req.task_name,
-        req.args,
-        req.kwargs,
-        queue_name=req.queue_name,
-        priority=req.priority,
-        sent_at=req.sent_at,
-        good_until=req.good_until,
-        max_retries=req.max_retries,
-        task_options=req.task_options,
-        max_payload_bytes=max_payload_bytes,
+        req.queue_name,
+        req.priority,
+        args_json,
+        kwargs_json,
+        req.sent_at,
+        req.good_until,
+        req.max_retries,
+        req.task_options,
     )
 
 

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, TypeVar
 
-from horsies.broker.programs import Program
+from horsies.broker.programs import Program, Run
 from horsies.broker.steps import Op, Query, QueryResult
 from horsies.config import AppConfig
 
-__all__ = ["BrokerApp", "NodeRef", "WorkflowAdvance", "WorkflowEngine", "WorkflowHooks"]
+__all__ = [
+    "BrokerApp",
+    "NodeRef",
+    "WorkflowAdvance",
+    "WorkflowEngine",
+    "WorkflowHooks",
+    "run_then_decide",
+]
+
+T = TypeVar("T")
 
 NodeRef: TypeAlias = tuple[str, int]
 """A workflow node: (workflow id, node index)."""
@@ -97,3 +106,15 @@ class WorkflowEngine:
     def decide(self, nodes: Sequence[NodeRef]) -> Program[None]:
         """See :meth:`WorkflowHooks.decide`."""
         return self.hooks.decide(self.app, nodes)
+
+
+def run_then_decide(
+    engine: WorkflowEngine | None, op: Op[tuple[T, list[NodeRef]]], action: str
+) -> Program[T]:
+    """Run ``op`` in a transaction, then decide the workflow nodes it left waiting for user code:
+    after the commit, so the app's code never runs while the transaction's locks are held."""
+    outcome: tuple[T, list[NodeRef]] = yield Run(op, action, transaction=True)
+    value, undecided = outcome
+    if engine is not None and undecided:
+        yield from engine.decide(undecided)
+    return value

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from horsies.broker.channels import TASK_DONE, TASK_NEW, notify_query, queue_channel
-from horsies.broker.hooks import NodeRef, WorkflowEngine
-from horsies.broker.programs import Program, Run
+from horsies.broker.hooks import NodeRef, WorkflowEngine, run_then_decide
+from horsies.broker.programs import Program
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, together
 
@@ -34,13 +34,7 @@ def _cancel_task_op(engine: WorkflowEngine | None, task_id: str) -> Op[tuple[boo
 def cancel_task_program(engine: WorkflowEngine | None, task_id: str) -> Program[bool]:
     """Cancel a task no worker has started (see ``_cancel_task_op``), then decide the workflow
     nodes that became READY because of it."""
-    outcome: tuple[bool, list[NodeRef]] = yield Run(
-        _cancel_task_op(engine, task_id), "task_cancel", transaction=True
-    )
-    cancelled, undecided = outcome
-    if engine is not None and undecided:
-        yield from engine.decide(undecided)
-    return cancelled
+    return (yield from run_then_decide(engine, _cancel_task_op(engine, task_id), "task_cancel"))
 
 
 def retry_task_op(task_id: str) -> Op[bool]:

@@ -10,9 +10,9 @@ from typing import Any, Final
 from horsies import failures
 from horsies.broker.channels import wake_workers_query
 from horsies.broker.finish import TaskOutcome, finish_op
-from horsies.broker.hooks import NodeRef, WorkflowEngine
+from horsies.broker.hooks import NodeRef, WorkflowEngine, run_then_decide
 from horsies.broker.locks import REAPER_LOCK_KEY
-from horsies.broker.programs import Program, Run
+from horsies.broker.programs import Program
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query
 from horsies.codec import (
@@ -202,10 +202,4 @@ def _reap_op(
 def reap_program(recovery: RecoveryConfig, engine: WorkflowEngine | None) -> Program[ReapReport]:
     """One reaper pass (see ``_reap_op``), then the decisions of the workflow nodes it left
     READY."""
-    outcome: tuple[ReapReport, list[NodeRef]] = yield Run(
-        _reap_op(recovery, engine), "reap", transaction=True
-    )
-    report, undecided = outcome
-    if engine is not None and undecided:
-        yield from engine.decide(undecided)
-    return report
+    return (yield from run_then_decide(engine, _reap_op(recovery, engine), "reap"))

@@ -86,7 +86,7 @@ class SendCoalescer:
         self._flusher: asyncio.Task[None] | None = None
 
     async def insert(self, row: tuple[Any, ...]) -> None:
-        """Insert one task row (``enqueue.task_row``); returns once it is committed."""
+        """Insert one task row (``enqueue.request_row``); returns once it is committed."""
         if not self._direct and self._flusher is None:
             self._direct += 1
             try:
