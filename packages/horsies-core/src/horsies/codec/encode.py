@@ -218,12 +218,7 @@ class _Encoder:
                     continue
                 if tp is float and (not for_dump or isfinite(item)):
                     continue
-                if tp is dict:
-                    new = encode_dict(item)
-                elif tp is list:
-                    new = encode_list(item)
-                else:
-                    new = encode(item)
+                new = encode_item(item)
                 if new is not item:
                     return list_changed_at(value, index, new, encode_item)
             return value
@@ -255,12 +250,7 @@ class _Encoder:
                     new_key = key
                 else:
                     new_key = _key_to_str(key)
-                if tp is dict:
-                    new = encode_dict(item)
-                elif tp is list:
-                    new = encode_list(item)
-                else:
-                    new = encode(item)
+                new = encode_item(item)
                 if new is item and new_key is key:
                     index += 1
                     continue

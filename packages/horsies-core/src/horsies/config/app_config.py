@@ -29,11 +29,14 @@ MIN_MAX_PAYLOAD_BYTES: Final = 1024
 """Smallest accepted `AppConfig.max_payload_bytes` (anything smaller is most likely a unit slip)."""
 
 
-def _config_error(
-    code: ErrorCode, message: str, *, note: str | None = None, help_text: str
-) -> ConfigurationError:
+def _rule(
+    broken: bool, code: ErrorCode, message: str, note: str | None, help_text: str
+) -> ConfigurationError | None:
+    """The error of a broken configuration rule, or None when it holds."""
+    if not broken:
+        return None
     return ConfigurationError(
-        message, code=code, notes=[note] if note is not None else [], help_text=help_text
+        message, code=code, notes=[] if note is None else [note], help_text=help_text
     )
 
 
@@ -69,113 +72,85 @@ class AppConfig(ConfigModel):
         return self
 
     def _rule_violations(self) -> list[HorsiesError]:
-        errors: list[HorsiesError] = []
         queues = self.custom_queues
-        mode_code = ErrorCode.CONFIG_INVALID_QUEUE_MODE
-        if self.queue_mode is QueueMode.DEFAULT and queues is not None:
-            errors.append(
-                _config_error(
-                    mode_code,
-                    "custom_queues must be None in DEFAULT mode",
-                    note=f"custom_queues={[queue.name for queue in queues]!r}",
-                    help_text=(
-                        "remove custom_queues to use the single 'default' queue,\n"
-                        "or set queue_mode=QueueMode.CUSTOM to use named queues"
-                    ),
-                )
-            )
-        if self.queue_mode is QueueMode.CUSTOM and not queues:
-            errors.append(
-                _config_error(
-                    mode_code,
-                    "custom_queues required in CUSTOM mode",
-                    help_text=(
-                        "list the queues, e.g. custom_queues=[CustomQueueConfig(name='emails')],\n"
-                        "or use queue_mode=QueueMode.DEFAULT"
-                    ),
-                )
-            )
-        if self.queue_mode is QueueMode.CUSTOM and queues:
-            repeated = repetition_error(
-                [f"'{queue.name}'" for queue in queues],
-                "duplicate queue names in custom_queues",
-                code=mode_code,
-                help_text="give every CustomQueueConfig a different name",
-            )
-            if repeated is not None:
-                errors.append(repeated)
-
-        cap = self.cluster_wide_cap
-        prefetch = self.prefetch_buffer
-        lease = self.claim_lease_ms
+        custom = self.queue_mode is QueueMode.CUSTOM
+        cap, prefetch, lease = self.cluster_wide_cap, self.prefetch_buffer, self.claim_lease_ms
+        mode = ErrorCode.CONFIG_INVALID_QUEUE_MODE
         cap_code = ErrorCode.CONFIG_INVALID_CLUSTER_CAP
         prefetch_code = ErrorCode.CONFIG_INVALID_PREFETCH
-        if cap is not None and cap <= 0:
-            errors.append(
-                _config_error(
-                    cap_code,
-                    "cluster_wide_cap must be positive",
-                    note=f"cluster_wide_cap={cap}",
-                    help_text="use a positive number of tasks, or None for no cluster-wide limit",
-                )
+        # Every rule that holds across fields, in the order errors are reported.
+        checks: list[HorsiesError | None] = [
+            _rule(
+                not custom and queues is not None,
+                mode,
+                "custom_queues must be None in DEFAULT mode",
+                f"custom_queues={[queue.name for queue in queues or ()]!r}",
+                "remove custom_queues to use the single 'default' queue,\n"
+                "or set queue_mode=QueueMode.CUSTOM to use named queues",
+            ),
+            _rule(
+                custom and not queues,
+                mode,
+                "custom_queues required in CUSTOM mode",
+                None,
+                "list the queues, e.g. custom_queues=[CustomQueueConfig(name='emails')],\n"
+                "or use queue_mode=QueueMode.DEFAULT",
+            ),
+            repetition_error(
+                [f"'{queue.name}'" for queue in queues],
+                "duplicate queue names in custom_queues",
+                code=mode,
+                help_text="give every CustomQueueConfig a different name",
             )
-        if prefetch < 0:
-            errors.append(
-                _config_error(
-                    prefetch_code,
-                    "prefetch_buffer must be non-negative",
-                    note=f"prefetch_buffer={prefetch}",
-                    help_text=(
-                        "use 0 (hard-cap mode: claim only what can start now)\n"
-                        "or a positive number (soft-cap mode: claim that many tasks ahead)"
-                    ),
-                )
-            )
-        if prefetch > 0 and lease is None:
-            errors.append(
-                _config_error(
-                    prefetch_code,
-                    "claim_lease_ms required when prefetch_buffer > 0",
-                    note=f"prefetch_buffer={prefetch}",
-                    help_text=(
-                        "set claim_lease_ms (e.g. 60000) so prefetched tasks that do not start\n"
-                        "in time can be claimed by other workers"
-                    ),
-                )
-            )
-        if lease is not None and lease <= 0:
-            errors.append(
-                _config_error(
-                    prefetch_code,
-                    "claim_lease_ms must be positive",
-                    note=f"claim_lease_ms={lease}",
-                    help_text="use a positive number of milliseconds, e.g. 60000",
-                )
-            )
-        if prefetch == 0 and lease is not None:
-            errors.append(
-                _config_error(
-                    prefetch_code,
-                    "claim_lease_ms incompatible with hard cap mode",
-                    note=f"prefetch_buffer=0 (hard-cap mode), claim_lease_ms={lease}",
-                    help_text=(
-                        "remove claim_lease_ms, or set prefetch_buffer > 0 to use soft-cap mode"
-                    ),
-                )
-            )
-        if cap is not None and prefetch > 0:
-            errors.append(
-                _config_error(
-                    cap_code,
-                    "cluster_wide_cap incompatible with prefetch mode",
-                    note=f"cluster_wide_cap={cap}, prefetch_buffer={prefetch}",
-                    help_text=(
-                        "a cluster-wide cap needs hard-cap mode: set prefetch_buffer=0,\n"
-                        "or remove cluster_wide_cap to keep prefetching"
-                    ),
-                )
-            )
-        return errors
+            if custom and queues
+            else None,
+            _rule(
+                cap is not None and cap <= 0,
+                cap_code,
+                "cluster_wide_cap must be positive",
+                f"cluster_wide_cap={cap}",
+                "use a positive number of tasks, or None for no cluster-wide limit",
+            ),
+            _rule(
+                prefetch < 0,
+                prefetch_code,
+                "prefetch_buffer must be non-negative",
+                f"prefetch_buffer={prefetch}",
+                "use 0 (hard-cap mode: claim only what can start now)\n"
+                "or a positive number (soft-cap mode: claim that many tasks ahead)",
+            ),
+            _rule(
+                prefetch > 0 and lease is None,
+                prefetch_code,
+                "claim_lease_ms required when prefetch_buffer > 0",
+                f"prefetch_buffer={prefetch}",
+                "set claim_lease_ms (e.g. 60000) so prefetched tasks that do not start\n"
+                "in time can be claimed by other workers",
+            ),
+            _rule(
+                lease is not None and lease <= 0,
+                prefetch_code,
+                "claim_lease_ms must be positive",
+                f"claim_lease_ms={lease}",
+                "use a positive number of milliseconds, e.g. 60000",
+            ),
+            _rule(
+                prefetch == 0 and lease is not None,
+                prefetch_code,
+                "claim_lease_ms incompatible with hard cap mode",
+                f"prefetch_buffer=0 (hard-cap mode), claim_lease_ms={lease}",
+                "remove claim_lease_ms, or set prefetch_buffer > 0 to use soft-cap mode",
+            ),
+            _rule(
+                cap is not None and prefetch > 0,
+                cap_code,
+                "cluster_wide_cap incompatible with prefetch mode",
+                f"cluster_wide_cap={cap}, prefetch_buffer={prefetch}",
+                "a cluster-wide cap needs hard-cap mode: set prefetch_buffer=0,\n"
+                "or remove cluster_wide_cap to keep prefetching",
+            ),
+        ]
+        return [error for error in checks if error is not None]
 
     # -- helpers used by the app, the broker and the worker ------------------------------------
 
