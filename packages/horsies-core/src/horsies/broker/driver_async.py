@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -483,44 +484,38 @@ class AsyncWaiter:
         return "poked" if woke else "timeout"
 
 
+@dataclass(eq=False)
 class AsyncDriver:
     """Runs programs and operations on the current loop's pools: ``pools`` for everything,
     ``hot_pools`` for effects marked ``hot``, bringing the schema up to date before the first
     statement."""
 
-    def __init__(
-        self,
-        config: PostgresConfig,
-        pools: AsyncPools,
-        hot_pools: AsyncPools,
-        schema: SchemaGate,
-    ) -> None:
-        self._config = config
-        self._pools = pools
-        self._hot_pools = hot_pools
-        self._schema = schema
+    config: PostgresConfig
+    pools: AsyncPools
+    hot_pools: AsyncPools
+    schema: SchemaGate
 
     async def migrate(
         self, deadline: float | None = None, action: str = "schema initialisation"
     ) -> None:
         """Bring the schema up to date unless this broker already did (concurrent first calls may
         both migrate: harmless, the migrations' advisory lock serialises them)."""
-        if not self._schema.ready:
+        if not self.schema.ready:
             await self.drive(migrate_program(deadline, action), bootstrap=True)
-            self._schema.ready = True
+            self.schema.ready = True
 
     async def run(self, effect: Run[T], *, bootstrap: bool = False) -> T:
         """Carry out one :class:`~horsies.broker.programs.Run`; driver errors become
         ``BrokerError``. ``bootstrap``: skip the schema check (the migrations themselves)."""
         op = effect.op
         try:
-            if not bootstrap and not self._schema.ready:
+            if not bootstrap and not self.schema.ready:
                 await self.migrate(effect.deadline, effect.action)
-            pool = await (self._hot_pools if effect.hot else self._pools).pool()
-            conn = await pool.getconn(checkout_wait(self._config, effect.deadline))
+            pool = await (self.hot_pools if effect.hot else self.pools).pool()
+            conn = await pool.getconn(checkout_wait(self.config, effect.deadline))
             failed = True
             try:
-                echo = self._config.echo
+                echo = self.config.echo
                 if effect.transaction:
                     async with conn.transaction():
                         result = await _run_any(conn, op, echo)

@@ -228,10 +228,9 @@ class NotificationListener:
         """Remove a subscription (prefer ``Subscription.close``)."""
         with self._lock:
             chan = self._channels.get(sub.channel)
-            if chan is None:
+            if chan is None or sub not in chan.subscriptions:
                 return
-            with contextlib.suppress(ValueError):
-                chan.subscriptions.remove(sub)
+            chan.subscriptions.remove(sub)
         self._wake()
 
     def _wake(self) -> None:

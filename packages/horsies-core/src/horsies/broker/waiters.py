@@ -8,7 +8,6 @@ poked to re-read its row, because notifications sent while the connection was do
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Literal, Protocol
@@ -84,13 +83,11 @@ class ResultWaiters:
     def unregister(self, waiter: Waiter) -> None:
         """Stop routing notifications to ``waiter``."""
         with self._lock:
-            waiters = self._waiters.get(waiter.key)
-            if waiters is None:
-                return
-            with contextlib.suppress(ValueError):
+            waiters = self._waiters.get(waiter.key, [])
+            if waiter in waiters:
                 waiters.remove(waiter)
             if not waiters:
-                del self._waiters[waiter.key]
+                self._waiters.pop(waiter.key, None)
 
     def _on_notify(self, _channel: str, payload: str) -> None:
         with self._lock:

@@ -195,12 +195,12 @@ def _rehydrate_list(value: list[Any]) -> list[Any]:
 
 def _rehydrate(value: Any) -> Any:
     tp: type[Any] = type(value)  # pyright: ignore[reportUnknownVariableType]
+    if tp is str or tp is int or tp is float or tp is bool or value is None:
+        return value
     if tp is dict:
         return _rehydrate_dict(value)
     if tp is list:
         return _rehydrate_list(value)
-    if tp is str or tp is int or tp is float or tp is bool or value is None:
-        return value
     if isinstance(value, Mapping):
         return _rehydrate_dict(dict(cast("Mapping[str, Any]", value)))
     if isinstance(value, list):
