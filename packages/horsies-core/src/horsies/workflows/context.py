@@ -83,6 +83,13 @@ def _lenient_count(value: object) -> int:
     return 0
 
 
+def _listed(entries: Mapping[str, V], node_id: str, missing: str) -> V:
+    """``entries[node_id]``; a KeyError saying ``missing`` when the node is not there."""
+    if node_id not in entries:
+        raise KeyError(missing)
+    return entries[node_id]
+
+
 def _optional_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -230,13 +237,12 @@ class WorkflowContext(BaseModel):
             KeyError: the node is not in this context.
         """
         node_id = self._required_id(node)
-        try:
-            return self._results[node_id]
-        except KeyError:
-            raise KeyError(
-                f"Node '{node_id}' not in workflow context. Ensure the node is included in "
-                "workflow_ctx_from."
-            ) from None
+        return _listed(
+            self._results,
+            node_id,
+            f"Node '{node_id}' not in workflow context. Ensure the node is included in "
+            "workflow_ctx_from.",
+        )
 
     def has_result(self, node: TaskNode[Any] | SubWorkflowNode[Any] | NodeKey[Any]) -> bool:
         """True if the context holds a result for the node (False when its node_id is None)."""
@@ -251,13 +257,12 @@ class WorkflowContext(BaseModel):
             KeyError: no summary for the node in this context.
         """
         node_id = self._required_id(node)
-        try:
-            return self._summaries[node_id]
-        except KeyError:
-            raise KeyError(
-                f"Sub-workflow summary for '{node_id}' not in workflow context. Ensure the "
-                "SubWorkflowNode is included in workflow_ctx_from."
-            ) from None
+        return _listed(
+            self._summaries,
+            node_id,
+            f"Sub-workflow summary for '{node_id}' not in workflow context. Ensure the "
+            "SubWorkflowNode is included in workflow_ctx_from.",
+        )
 
     def has_summary(self, node: SubWorkflowNode[Any] | NodeKey[Any]) -> bool:
         """True if the context holds a summary for the node (False when its node_id is None)."""

@@ -99,11 +99,16 @@ def _workflow_from_row(row: Sequence[Any]) -> LoadedWorkflow:
     )
 
 
-def _node_views(rows: Iterable[Sequence[Any]], workflows: Mapping[str, LoadedWorkflow]) -> None:
-    by_workflow: dict[str, list[Sequence[Any]]] = {}
+def _by_workflow(rows: Iterable[Sequence[Any]]) -> dict[str, list[Sequence[Any]]]:
+    """Rows whose first column is a workflow id, grouped by it."""
+    grouped: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
-        by_workflow.setdefault(row[0], []).append(row)
-    for workflow_id, node_rows in by_workflow.items():
+        grouped.setdefault(row[0], []).append(row)
+    return grouped
+
+
+def _node_views(rows: Iterable[Sequence[Any]], workflows: Mapping[str, LoadedWorkflow]) -> None:
+    for workflow_id, node_rows in _by_workflow(rows).items():
         wf = workflows.get(workflow_id)
         if wf is None:
             continue
@@ -166,10 +171,7 @@ def remember_child_spec(workflow_id: str, spec: WorkflowSpec) -> None:
 
 
 def _apply_statuses(rows: Iterable[Sequence[Any]], workflows: Mapping[str, LoadedWorkflow]) -> None:
-    by_workflow: dict[str, list[Sequence[Any]]] = {}
-    for row in rows:
-        by_workflow.setdefault(row[0], []).append(row)
-    for workflow_id, status_rows in by_workflow.items():
+    for workflow_id, status_rows in _by_workflow(rows).items():
         wf = workflows.get(workflow_id)
         with _structures_lock:
             cached = _structures.get(workflow_id)
