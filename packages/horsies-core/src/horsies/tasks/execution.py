@@ -22,14 +22,9 @@ __all__ = ["RunnableTask", "exception_text", "run_task_function", "safe_text"]
 class RunnableTask(Protocol):
     """What `run_task_function` uses of a task function (a `TaskFunction` has all of it)."""
 
-    @property
-    def __name__(self) -> str: ...
-
-    @property
-    def task_name(self) -> str: ...
-
-    @property
-    def _original_fn(self) -> Callable[..., Any]: ...
+    __name__: str
+    task_name: str
+    _original_fn: Callable[..., Any]
 
     def validate_result(self, result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
         """The result itself when it matches the declared types, else a mismatch error."""
