@@ -12,9 +12,10 @@ is checked here against its declared `TaskResult[T, E]`.
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
@@ -42,7 +43,13 @@ _Action = Literal["send", "schedule"]
 SendManyCall = Mapping[str, Any] | tuple[Any, ...]
 """One call of `send_many`: a mapping of keyword arguments or a tuple of positional arguments."""
 
-_ManyPrepared = tuple["PostgresBroker", str, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]
+
+class _Checked(NamedTuple):
+    """What a send inserts with, once its checks passed."""
+
+    broker: PostgresBroker
+    queue_name: str
+    priority: int
 
 
 def _error_handle(
@@ -94,6 +101,12 @@ class TaskFunction(Generic[P, T]):
             options.retry_policy.max_retries if options.retry_policy is not None else 0
         )
         self.task_good_until: datetime | None = options.good_until
+        # The broker's insert arguments that are the same for every send of this task.
+        self._insert_options: dict[str, Any] = {
+            "good_until": self.task_good_until,
+            "task_options": self.task_options_json,
+            "max_retries": self.task_max_retries,
+        }
         self._ok_type = ok_type
         self._err_type = err_type
         self._ok_adapter: Any = None
@@ -216,6 +229,46 @@ class TaskFunction(Generic[P, T]):
         """
         return self._send_one("schedule", args, kwargs, delay_seconds)
 
+    def _checked(
+        self, action: _Action, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> _Checked | list[TaskHandle[T]]:
+        """The checks of a send that need no database, for one call or a batch: the broker, queue
+        and priority to insert with, or the handles to return instead (suppressed sends, a queue
+        error, a reserved keyword)."""
+        app = self.app
+        if app.are_sends_suppressed():
+            return [self._suppressed_handle(action) for _ in calls]
+        try:
+            queue_name, priority = app.resolve_queue(self.task_queue_name)
+        except Exception as exc:
+            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
+            return [handle for _ in calls]
+        try:
+            for _, call_kwargs in calls:
+                if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
+                    _refuse_reserved(call_kwargs)
+            return _Checked(app.get_broker(), queue_name, priority)
+        except Exception as exc:
+            return self._failed(action, exc, len(calls))
+
+    def _handles(
+        self, action: _Action, count: int, broker: PostgresBroker, insert: Callable[[], list[str]]
+    ) -> list[TaskHandle[T]]:
+        """The handles of ``count`` calls whose rows ``insert`` writes (its failure in each)."""
+        try:
+            return [TaskHandle(task_id, broker) for task_id in insert()]
+        except Exception as exc:
+            return self._failed(action, exc, count)
+
+    async def _handles_async(
+        self, count: int, broker: PostgresBroker, insert: Awaitable[list[str]]
+    ) -> list[TaskHandle[T]]:
+        """Async twin of `_handles` (async sends are never scheduled)."""
+        try:
+            return [TaskHandle(task_id, broker) for task_id in await insert]
+        except Exception as exc:
+            return self._failed("send", exc, count)
+
     def _send_one(
         self,
         action: _Action,
@@ -223,35 +276,22 @@ class TaskFunction(Generic[P, T]):
         kwargs: dict[str, Any],
         delay_seconds: object = None,
     ) -> TaskHandle[T]:
-        # `_prepare` for one call, inlined: this is the hot path of every send.
-        app = self.app
-        if app.are_sends_suppressed():
-            return self._suppressed_handle(action)
-        try:
-            queue_name, priority = app.resolve_queue(self.task_queue_name)
-        except Exception as exc:
-            return _error_handle(self, f"Task execution error for {self.__name__}", exc)
-        try:
-            if kwargs and (CTX_KEY in kwargs or META_KEY in kwargs):
-                _refuse_reserved(kwargs)
+        checked = self._checked(action, [(args, kwargs)])
+        if not isinstance(checked, _Checked):
+            return checked[0]
+        broker, queue_name, priority = checked
+
+        def insert() -> list[str]:
             sent_at = None
             if action == "schedule":
                 sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
-            broker = app.get_broker()
             task_id = broker.enqueue(
-                self.task_name,
-                args,
-                kwargs or None,
-                queue_name,
-                priority=priority,
-                sent_at=sent_at,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return self._failed(action, exc)[0]
-        return TaskHandle(task_id, broker=broker)
+                self.task_name, args, kwargs or None, queue_name, priority=priority,
+                sent_at=sent_at, **self._insert_options,
+            )  # fmt: skip
+            return [task_id]
+
+        return self._handles(action, 1, broker, insert)[0]
 
     async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Async twin of `send`: same rules; the insert runs on the broker's async pool.
@@ -260,35 +300,24 @@ class TaskFunction(Generic[P, T]):
         while an insert is in flight are inserted together by the next one. Each call still
         returns once its own task is stored, and fails only for its own reasons.
         """
-        app = self.app
-        if app.are_sends_suppressed():
-            return self._suppressed_handle("send")
-        try:
-            queue_name, priority = app.resolve_queue(self.task_queue_name)
-        except Exception as exc:
-            return _error_handle(self, f"Task execution error for {self.__name__}", exc)
-        try:
-            if kwargs and (CTX_KEY in kwargs or META_KEY in kwargs):
-                _refuse_reserved(kwargs)
-            broker = app.get_broker()
-            task_id = await broker.enqueue_async(
-                self.task_name,
-                args,
-                kwargs or None,
-                queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return self._failed("send", exc)[0]
-        return TaskHandle(task_id, broker=broker)
+        checked = self._checked("send", [(args, kwargs)])
+        if not isinstance(checked, _Checked):
+            return checked[0]
+        broker, queue_name, priority = checked
 
-    def _prepare_many(self, calls: Iterable[SendManyCall]) -> _ManyPrepared | list[TaskHandle[T]]:
-        """The checks of a send, for `send_many`: every item checked and split into (args, kwargs)
-        first; then the broker, queue and calls, or the handles to return instead (suppressed
-        sends, a queue error, a refused item)."""
+        async def insert() -> list[str]:
+            task_id = await broker.enqueue_async(
+                self.task_name, args, kwargs or None, queue_name, priority=priority,
+                **self._insert_options,
+            )  # fmt: skip
+            return [task_id]
+
+        return (await self._handles_async(1, broker, insert()))[0]
+
+    def _many(
+        self, calls: Iterable[SendManyCall]
+    ) -> tuple[_Checked, list[tuple[tuple[Any, ...], dict[str, Any]]]] | list[TaskHandle[T]]:
+        """`_checked` for `send_many`: every item is split into (args, kwargs) first."""
         items = list(calls)
         try:
             # A dict is by far the most common item: skip the call for it.
@@ -300,24 +329,12 @@ class TaskFunction(Generic[P, T]):
             ]
         except TypeError as exc:
             return self._failed("send", exc, len(items))
-        app = self.app
-        if app.are_sends_suppressed():
-            return [self._suppressed_handle("send") for _ in pairs]
-        try:
-            queue_name, priority = app.resolve_queue(self.task_queue_name)
-        except Exception as exc:
-            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
-            return [handle for _ in pairs]
         if not pairs:
             return []
-        try:
-            for _, call_kwargs in pairs:
-                if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
-                    _refuse_reserved(call_kwargs)
-            broker = app.get_broker()
-        except Exception as exc:
-            return self._failed("send", exc, len(pairs))
-        return broker, queue_name, priority, pairs
+        checked = self._checked("send", pairs)
+        if not isinstance(checked, _Checked):
+            return checked
+        return checked, pairs
 
     def send_many(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Enqueue many calls in one database statement; one handle per call, in order.
@@ -328,43 +345,26 @@ class TaskFunction(Generic[P, T]):
         cannot be serialized or the insert fails, nothing is written and every handle is an
         `"<error>"` handle. Prefer it over a loop of `send()` for large fan-outs.
         """
-        prepared = self._prepare_many(calls)
-        if isinstance(prepared, list):
-            return prepared
-        broker, queue_name, priority, pairs = prepared
-        try:
-            task_ids = broker.enqueue_calls(
-                self.task_name,
-                pairs,
-                queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return self._failed("send", exc, len(pairs))
-        return [TaskHandle(task_id, broker) for task_id in task_ids]
+        many = self._many(calls)
+        if isinstance(many, list):
+            return many
+        (broker, queue_name, priority), pairs = many
+        insert = partial(
+            broker.enqueue_calls, self.task_name, pairs, queue_name, priority=priority,
+            **self._insert_options,
+        )  # fmt: skip
+        return self._handles("send", len(pairs), broker, insert)
 
     async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Async twin of `send_many` (same forms, same all-or-nothing rule)."""
-        prepared = self._prepare_many(calls)
-        if isinstance(prepared, list):
-            return prepared
-        broker, queue_name, priority, pairs = prepared
-        try:
-            task_ids = await broker.enqueue_calls_async(
-                self.task_name,
-                pairs,
-                queue_name,
-                priority=priority,
-                good_until=self.task_good_until,
-                task_options=self.task_options_json,
-                max_retries=self.task_max_retries,
-            )
-        except Exception as exc:
-            return self._failed("send", exc, len(pairs))
-        return [TaskHandle(task_id, broker) for task_id in task_ids]
+        many = self._many(calls)
+        if isinstance(many, list):
+            return many
+        (broker, queue_name, priority), pairs = many
+        insert = broker.enqueue_calls_async(
+            self.task_name, pairs, queue_name, priority=priority, **self._insert_options
+        )
+        return await self._handles_async(len(pairs), broker, insert)
 
 
 def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
