@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypedDict
 
 from horsies.broker.copy_encoder import TaskBatch
 from horsies.broker.errors import BrokerError
@@ -43,6 +43,24 @@ class EnqueueRequest:
     task_options: str | None = None
     max_retries: int = 0
     task_id: str | None = None
+
+
+class BatchOptions(TypedDict, total=False):
+    """What the tasks of one ``enqueue_calls`` batch share besides their task and queue (defaults:
+    priority 100, no expiry, no options, no retries)."""
+
+    priority: int
+    good_until: datetime | None
+    task_options: str | None
+    max_retries: int
+
+
+class EnqueueOptions(BatchOptions, total=False):
+    """The keyword options of ``enqueue``: a batch's, plus when the task becomes claimable
+    (``sent_at``, default now) and its id (default: a new one)."""
+
+    sent_at: datetime | None
+    task_id: str | None
 
 
 def _check_priority(priority: int) -> None:
@@ -178,16 +196,13 @@ _SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
 def encode_calls(
     task_name: str,
     calls: Iterable[tuple[Sequence[Any], Mapping[str, Any] | None]],
-    *,
     queue_name: str,
-    priority: int,
-    good_until: datetime | None,
-    max_retries: int,
-    task_options: str | None,
     max_payload_bytes: int | None,
+    options: BatchOptions,
 ) -> TaskBatch:
     """One :class:`TaskBatch` row per (args, kwargs) call, in order: every call encoded and checked
     (codec errors, ``PayloadTooLargeError``) before anything is written."""
+    priority = options.get("priority", 100)
     _check_priority(priority)
     all_args: list[str | None] = []
     all_kwargs: list[str | None] = []
@@ -204,9 +219,9 @@ def encode_calls(
         all_kwargs,
         queue_name=queue_name,
         priority=priority,
-        good_until=good_until,
-        max_retries=max_retries,
-        task_options=task_options,
+        good_until=options.get("good_until"),
+        max_retries=options.get("max_retries", 0),
+        task_options=options.get("task_options"),
     )
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from horsies.broker import (
     enqueue,
@@ -16,7 +15,7 @@ from horsies.broker import (
 )
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.copy_encoder import TaskBatch
-from horsies.broker.enqueue import EnqueueRequest
+from horsies.broker.enqueue import BatchOptions, EnqueueOptions, EnqueueRequest
 from horsies.broker.programs import Program
 from horsies.broker.send_coalescer import SendCoalescer
 from horsies.broker.steps import Step
@@ -36,29 +35,22 @@ class ProducerCalls(BrokerCore):
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         queue_name: str = "default",
-        *,
-        priority: int = 100,
-        sent_at: datetime | None = None,
-        good_until: datetime | None = None,
-        task_options: str | None = None,
-        max_retries: int = 0,
-        task_id: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> str:
         """Insert one PENDING task and return its id (one INSERT; the trigger wakes the workers).
 
-        Low level: no queue validation (use ``task.send()``). ``sent_at`` None means now; a future
-        ``sent_at`` delays claiming. Raises SerializationError for arguments the codec cannot encode
-        (before touching the database) and BrokerError for database failures.
+        Low level: no queue validation (use ``task.send()``). Options (keyword only): ``priority``
+        (1-100, default 100), ``sent_at`` (None means now; a future one delays claiming),
+        ``good_until``, ``task_options`` (JSON), ``max_retries`` and ``task_id`` (default: a new
+        one). Raises SerializationError for arguments the codec cannot encode (before touching
+        the database) and BrokerError for database failures.
 
         Waits up to ``pool_timeout`` for a connection while the database is unreachable (then
         BrokerError, ``unreachable``: nothing was stored). An insert whose connection is lost
         mid-statement is repeated on a new connection, which tells whether it had committed, so a
         returned id is always stored and an error normally means nothing was.
         """
-        request = EnqueueRequest(
-            task_name, args, kwargs, queue_name, priority, sent_at, good_until, task_options,
-            max_retries, task_id,
-        )  # fmt: skip
+        request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
         self._sync.drive(enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue"))
         return row[0]
@@ -69,13 +61,7 @@ class ProducerCalls(BrokerCore):
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         queue_name: str = "default",
-        *,
-        priority: int = 100,
-        sent_at: datetime | None = None,
-        good_until: datetime | None = None,
-        task_options: str | None = None,
-        max_retries: int = 0,
-        task_id: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> str:
         """Async twin of :meth:`enqueue`.
 
@@ -83,10 +69,7 @@ class ProducerCalls(BrokerCore):
         calls that arrive meanwhile are inserted together by the next statement. Each call still
         returns only once its own task is stored, and fails only for its own reasons.
         """
-        request = EnqueueRequest(
-            task_name, args, kwargs, queue_name, priority, sent_at, good_until, task_options,
-            max_retries, task_id,
-        )  # fmt: skip
+        request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
         await self._coalescer().insert(row)
         return row[0]
@@ -128,14 +111,11 @@ class ProducerCalls(BrokerCore):
         task_name: str,
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
         queue_name: str = "default",
-        *,
-        priority: int = 100,
-        good_until: datetime | None = None,
-        task_options: str | None = None,
-        max_retries: int = 0,
+        **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Insert one PENDING task of ``task_name`` per (args, kwargs) call with one COPY; returns
-        their ids in call order (``task.send_many``'s path; low level like :meth:`enqueue`).
+        their ids in call order (``task.send_many``'s path; low level like :meth:`enqueue`, with
+        the same options but ``sent_at`` and ``task_id``).
 
         Every call is encoded before anything is written (SerializationError), then the whole batch
         is inserted or none of it. The tasks are claimed in call order (within a priority). Cheaper
@@ -143,11 +123,7 @@ class ProducerCalls(BrokerCore):
         """
         if not calls:
             return []
-        batch = enqueue.encode_calls(
-            task_name, calls, queue_name=queue_name, priority=priority, good_until=good_until,
-            max_retries=max_retries, task_options=task_options,
-            max_payload_bytes=self.max_payload_bytes,
-        )  # fmt: skip
+        batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
         self._sync.drive(_batch(batch))
         return batch.all_ids()
 
@@ -156,20 +132,12 @@ class ProducerCalls(BrokerCore):
         task_name: str,
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
         queue_name: str = "default",
-        *,
-        priority: int = 100,
-        good_until: datetime | None = None,
-        task_options: str | None = None,
-        max_retries: int = 0,
+        **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Async twin of :meth:`enqueue_calls`."""
         if not calls:
             return []
-        batch = enqueue.encode_calls(
-            task_name, calls, queue_name=queue_name, priority=priority, good_until=good_until,
-            max_retries=max_retries, task_options=task_options,
-            max_payload_bytes=self.max_payload_bytes,
-        )  # fmt: skip
+        batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
         await self._async.drive(_batch(batch))
         return batch.all_ids()
 
