@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from horsies.broker.claims import ClaimedTask
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
-    from horsies.broker.claims import ClaimedTask
     from horsies.broker.exchange import StartedTask
     from horsies.broker.hooks import NodeRef
 
     from horsies_worker.claimer import Claimer
     from horsies_worker.completer import Completer
     from horsies_worker.config import WorkerConfig
+    from horsies_worker.identity import WorkerIdentity
 
 __all__ = ["WorkerState"]
 
@@ -40,46 +42,33 @@ _RUNTIME_EWMA_WEIGHT: Final = 0.2
 """Weight of the newest execution time in the running average of execution times."""
 
 
+@dataclass(eq=False, kw_only=True)
 class WorkerState:
     """The tasks a worker holds (on its children, waiting locally, with an unwritten outcome), the
     events of its claim loop, and the hand-over of started tasks to children."""
 
-    def __init__(
-        self,
-        *,
-        worker_id: str,
-        hostname: str,
-        config: WorkerConfig,
-        broker: PostgresBroker,
-        claimer: Claimer,
-        pool: ChildPool,
-        completer: Completer,
-        wake: asyncio.Event,
-        stop: asyncio.Event,
-    ) -> None:
-        self.worker_id = worker_id
-        self.hostname = hostname
-        self.config = config
-        self.broker = broker
-        self.claimer = claimer
-        self.pool = pool
-        self.completer = completer
-        self.wake = wake
-        """Set to run a claim pass now (a notification, a result, a free child)."""
-        self.stop = stop
-        """Set when the worker stops claiming."""
-        self.pending: deque[ClaimedTask] = deque()
-        """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
-        self.orphaned_claims: list[str] = []
-        """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
-        here; the next exchange releases the claims among them and requeues the started ones."""
-        self.reconcile_needed = False
-        """Set when a claim-and-start round trip failed: it may have committed without its reply,
-        so the next one also sends this worker's untracked RUNNING rows back to PENDING."""
-        self.runtime_ewma: float | None = None
-        """Running average of task execution times (send to result)."""
-        self.jobs: set[asyncio.Task[None]] = set()
-        """Background jobs (requeues, workflow decisions); shutdown waits for them."""
+    identity: WorkerIdentity
+    config: WorkerConfig
+    broker: PostgresBroker
+    claimer: Claimer
+    pool: ChildPool
+    completer: Completer
+    wake: asyncio.Event
+    """Set to run a claim pass now (a notification, a result, a free child)."""
+    stop: asyncio.Event
+    """Set when the worker stops claiming."""
+    pending: deque[ClaimedTask] = field(init=False, default_factory=deque[ClaimedTask])
+    """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
+    orphaned_claims: list[str] = field(init=False, default_factory=list[str])
+    """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
+    here; the next exchange releases the claims among them and requeues the started ones."""
+    reconcile_needed: bool = field(init=False, default=False)
+    """Set when a claim-and-start round trip failed: it may have committed without its reply,
+    so the next one also sends this worker's untracked RUNNING rows back to PENDING."""
+    runtime_ewma: float | None = field(init=False, default=None)
+    """Running average of task execution times (send to result)."""
+    jobs: set[asyncio.Task[None]] = field(init=False, default_factory=set[asyncio.Task[None]])
+    """Background jobs (requeues, workflow decisions); shutdown waits for them."""
 
     # -- counts -----------------------------------------------------------------------------------
 
@@ -213,7 +202,7 @@ class WorkerState:
 
         async def requeue() -> None:
             try:
-                await self.broker.requeue_running_async(self.worker_id, ids)
+                await self.broker.requeue_running_async(self.identity.worker_id, ids)
             except Exception as exc:
                 logger.error(
                     "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",

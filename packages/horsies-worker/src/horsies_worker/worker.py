@@ -40,6 +40,7 @@ from horsies_worker.claimer import Claimer
 from horsies_worker.completer import Completer, build_outcome, crashed_result_json
 from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
+from horsies_worker.identity import WorkerIdentity
 from horsies_worker.modes import ClaimMode, choose_mode
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
@@ -95,6 +96,8 @@ class Worker:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = datetime.now(UTC)
+        self.identity = WorkerIdentity(self.worker_id, self.hostname, self.pid, self.started_at)
+        """The four above, as the worker's collaborators take them."""
         self._install_signal_handlers = install_signal_handlers
         self._claimer = Claimer(self.broker, self.worker_id, config)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -247,8 +250,7 @@ class Worker:
             on_ready=self._on_child_ready,
         )
         state = self._state = WorkerState(
-            worker_id=self.worker_id,
-            hostname=self.hostname,
+            identity=self.identity,
             config=cfg,
             broker=self.broker,
             claimer=self._claimer,
@@ -275,21 +277,12 @@ class Worker:
         recovery = cfg.recovery
         heartbeater = Heartbeater(
             self.broker,
-            worker_id=self.worker_id,
-            hostname=self.hostname,
-            pid=self.pid,
+            self.identity,
             claimer_interval_s=recovery.claimer_heartbeat_interval_ms / 1000.0,
             runner_interval_s=recovery.runner_heartbeat_interval_ms / 1000.0,
             source=self._heartbeat_source,
         )
-        snapshots = SnapshotWriter(
-            self.broker,
-            cfg,
-            worker_id=self.worker_id,
-            hostname=self.hostname,
-            started_at=self.started_at,
-            counts=self._counts,
-        )
+        snapshots = SnapshotWriter(self.broker, cfg, self.identity, counts=self._counts)
         reaper = Reaper(self.broker, recovery)
         stop = self._maintenance_stop
         self._background = [
@@ -373,18 +366,7 @@ class Worker:
         assert state is not None
         task = assignment.task
         state.record_runtime(time.monotonic() - assignment.started_monotonic)
-        try:
-            outcome = build_outcome(task, result_json, ok)
-        except Exception as exc:  # defensive: never lose the slot over a bad result
-            logger.exception("outcome_failed: %s: %s", task.id, exc)
-            outcome = TaskOutcome(
-                task_id=task.id,
-                result_json=result_json,
-                ok=ok,
-                retry_delay_s=None,
-                retry_count=task.retry_count,
-                workflow_id=task.workflow_id,
-            )
+        outcome = build_outcome(task, result_json, ok)
         state.completer.submit(outcome)
         if ok:
             logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)

@@ -81,7 +81,9 @@ class ClaimedMode:
             return
         try:
             started = await state.broker.start_async(
-                state.worker_id, state.hostname, [(a.task.id, c.pid) for c, a in pairs]
+                state.identity.worker_id,
+                state.identity.hostname,
+                [(a.task.id, c.pid) for c, a in pairs],
             )
         except BaseException:
             for child, assignment in reversed(pairs):

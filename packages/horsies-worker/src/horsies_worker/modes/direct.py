@@ -80,8 +80,8 @@ class DirectStartMode:
             return
         try:
             exchange = await state.broker.exchange_async(
-                state.worker_id,
-                state.hostname,
+                state.identity.worker_id,
+                state.identity.hostname,
                 outcomes=batch,
                 request=state.claimer.request(len(idle)) if idle else None,
                 pids=[child.pid for child in idle],

@@ -55,8 +55,8 @@ class PrefetchMode:
             return
         try:
             exchange = await state.broker.prefetch_exchange_async(
-                state.worker_id,
-                state.hostname,
+                state.identity.worker_id,
+                state.identity.hostname,
                 outcomes=batch,
                 starts=[(a.task.id, c.pid) for c, a in pairs],
                 direct_pids=direct_pids,
