@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from horsies.broker.schedule_ops import (
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
+from horsies.stop_signals import stop_on_signals
 
 from horsies_scheduler.calculator import WakePlan, due_names, error_backoff
 from horsies_scheduler.state import ScheduleStore
@@ -160,11 +160,11 @@ class Scheduler:
         self._main = asyncio.current_task()
         if self._stop_requested_early:
             self._stop.set()
-        installed = self._add_signal_handlers(loop) if self._install_signal_handlers else []
         try:
-            await self._start()
-            self.ready.set()
-            await self._serve()
+            with stop_on_signals(loop, self.request_stop, install=self._install_signal_handlers):
+                await self._start()
+                self.ready.set()
+                await self._serve()
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
@@ -173,24 +173,11 @@ class Scheduler:
             if task is not None:
                 task.uncancel()
         finally:
-            for signum in installed:
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signum)
             if self._owns_broker:
                 with contextlib.suppress(Exception):
                     await self.broker.close_async()
             if self.ready.is_set():
                 logger.info("Scheduler stopped (%d task(s) enqueued)", self.tasks_enqueued)
-
-    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, self.request_stop)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # not the main thread, or no loop signal handlers on this platform
-            installed.append(signum)
-        return installed
 
     # -- start-up ----------------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import time
 import uuid
@@ -33,6 +32,7 @@ from horsies import env
 from horsies.broker.channels import TASK_NEW, queue_channel
 from horsies.broker.finish import TaskOutcome
 from horsies.logs import get_logger
+from horsies.stop_signals import stop_on_signals
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
@@ -189,42 +189,27 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        installed = self._add_signal_handlers(loop) if self._install_signal_handlers else []
-        try:
-            await self.broker.ensure_schema_initialized()
+        with stop_on_signals(loop, self.request_stop, install=self._install_signal_handlers):
             try:
-                await asyncio.wait_for(self._start(), timeout=self.config.startup_timeout_s)
-            except TimeoutError as exc:
-                raise RuntimeError(
-                    f"Worker startup timeout: not ready within {self.config.startup_timeout_s:g}s"
-                ) from exc
-            self.ready.set()
-            logger.info(
-                "Worker %s ready: pid=%s processes=%s queues=%s",
-                self.worker_id,
-                self.pid,
-                self.config.processes,
-                ", ".join(self.config.queue_names),
-            )
-            await self._serve()
-        finally:
-            try:
-                await self._shutdown()
+                await self.broker.ensure_schema_initialized()
+                try:
+                    await asyncio.wait_for(self._start(), timeout=self.config.startup_timeout_s)
+                except TimeoutError as exc:
+                    raise RuntimeError(
+                        "Worker startup timeout: not ready within "
+                        f"{self.config.startup_timeout_s:g}s"
+                    ) from exc
+                self.ready.set()
+                logger.info(
+                    "Worker %s ready: pid=%s processes=%s queues=%s",
+                    self.worker_id,
+                    self.pid,
+                    self.config.processes,
+                    ", ".join(self.config.queue_names),
+                )
+                await self._serve()
             finally:
-                for signum in installed:
-                    with contextlib.suppress(Exception):
-                        loop.remove_signal_handler(signum)
-
-    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, self.request_stop)
-            except (NotImplementedError, RuntimeError, ValueError):
-                # Not the main thread, or a platform without loop signal handlers.
-                continue
-            installed.append(signum)
-        return installed
+                await self._shutdown()
 
     async def _start(self) -> None:
         cfg = self.config
