@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from horsies.banner import render_banner
@@ -50,6 +50,7 @@ def print_banner(app: Horsies) -> None:
 )
 @click.option(
     "--shutdown-timeout",
+    "shutdown_timeout_s",
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
@@ -61,9 +62,7 @@ def worker_command(
     module_option: str | None,
     processes: int,
     loglevel: str,
-    max_claim_batch: int,
-    max_claim_per_worker: int,
-    shutdown_timeout: float,
+    **tuning: Any,  # the other options, named as run_worker's keywords (WorkerTuning)
 ) -> None:
     """Run a worker: claim tasks of every configured queue and execute them in child processes.
 
@@ -85,11 +84,9 @@ def worker_command(
             locator,
             processes=processes,
             loglevel=loglevel.upper(),
-            max_claim_batch=max_claim_batch,
-            max_claim_per_worker=max_claim_per_worker,
-            shutdown_timeout_s=shutdown_timeout,
             configure_logs=False,
             banner=print_banner,
+            **tuning,
         ),
         name="Worker",
         logger=logger,

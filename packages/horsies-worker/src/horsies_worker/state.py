@@ -150,18 +150,14 @@ class WorkerState:
         by_pid = {child.pid: child for child in children}
         orphans: list[ClaimedTask] = []
         for item in started:
-            task = item.task
             child = by_pid.get(item.pid)
             if child is not None and child.alive:
-                assignment = Assignment(task=task)
+                assignment = Assignment(task=item.task)
                 child.reserve(assignment)
-                if child.send_task(assignment):
-                    logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                if self._send(child, assignment):
                     continue
-                child.unreserve(assignment)
-            orphans.append(task)
-        if orphans:
-            self.requeue_unstarted(orphans, "its child process died during the round trip")
+            orphans.append(item.task)
+        self.requeue_unstarted(orphans, "its child process died during the round trip")
 
     def hand_over_claims(
         self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[str]
@@ -174,16 +170,22 @@ class WorkerState:
                 # Lease expired and another worker took it, or it was requeued: not ours any more.
                 logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
                 child.unreserve(assignment)
-                continue
-            if child.holds(assignment) and child.send_task(assignment):
-                logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
-                continue
-            # The child died between reservation and hand-over: the row is RUNNING with its pid,
-            # but no user code ran it.
-            child.unreserve(assignment)
-            orphans.append(task)
-        if orphans:
-            self.requeue_unstarted(orphans, "its child process died before the hand-over")
+            elif not self._send(child, assignment):
+                # The child died between reservation and hand-over: the row is RUNNING with its
+                # pid, but no user code ran it.
+                orphans.append(task)
+        self.requeue_unstarted(orphans, "its child process died before the hand-over")
+
+    @staticmethod
+    def _send(child: ChildProcess, assignment: Assignment) -> bool:
+        """Send a task reserved on ``child`` to it; False, its reservation dropped, when the child
+        is gone."""
+        if child.holds(assignment) and child.send_task(assignment):
+            task = assignment.task
+            logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+            return True
+        child.unreserve(assignment)
+        return False
 
     # -- background jobs --------------------------------------------------------------------------
 
@@ -196,6 +198,8 @@ class WorkerState:
     def requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
         """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
         id: other round trips may be starting tasks meanwhile. Runs in the background."""
+        if not tasks:
+            return
         for task in tasks:
             logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
         ids = [task.id for task in tasks]

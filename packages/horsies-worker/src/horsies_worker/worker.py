@@ -115,10 +115,6 @@ class Worker:
         self._shutting_down = False
         # Written by the listener thread and the loop; see _subscribe.
         self._notify_scheduled = False
-        # Finished rows free cluster-wide capacity only when a cluster-wide cap applies.
-        self._cluster_capped = config.cluster_wide_cap is not None or any(
-            q.max_concurrency is not None for q in config.queues
-        )
         self.ready = asyncio.Event()
         """Set once start-up has finished (children ready, listening); for embedding and tests."""
 
@@ -217,7 +213,7 @@ class Worker:
             self.broker,
             self.worker_id,
             on_flushed=self._on_flushed,
-            notify_capacity=self._cluster_capped,
+            notify_capacity=cfg.cluster_capped,
         )
         init = ChildInit(
             locator=cfg.locator,
@@ -437,7 +433,7 @@ class Worker:
             if outcome.retry_delay_s is not None and outcome.task_id in finished:
                 # A local wake-up when the retry becomes due; other workers' poll covers theirs.
                 loop.call_later(outcome.retry_delay_s + _RETRY_WAKE_SLACK_S, self._wake.set)
-        if self._cluster_capped:
+        if self.config.cluster_capped:
             # Finished rows free cluster-wide capacity (queue caps): claim again.
             self._wake.set()
 

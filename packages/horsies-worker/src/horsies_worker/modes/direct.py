@@ -15,7 +15,7 @@ from typing import Final
 from horsies.logs import get_logger
 
 from horsies_worker.children import ChildProcess
-from horsies_worker.state import WorkerState
+from horsies_worker.modes.base import ClaimMode
 
 __all__ = ["DirectStartMode"]
 
@@ -25,13 +25,10 @@ _LINGER_MAX_S: Final = 0.002
 """Tasks that usually run longer than this are never held back to share a round trip."""
 
 
-class DirectStartMode:
+class DirectStartMode(ClaimMode):
     """Claim-and-start in one round trip, one task per idle child."""
 
     writes_outcomes = True
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
 
     async def run_pass(self) -> None:
         """Linger for short tasks, then one exchange."""

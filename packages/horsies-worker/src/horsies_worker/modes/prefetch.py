@@ -13,20 +13,17 @@ from __future__ import annotations
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildProcess
-from horsies_worker.state import WorkerState
+from horsies_worker.modes.base import ClaimMode
 
 __all__ = ["PrefetchMode"]
 
 logger = get_logger("worker")
 
 
-class PrefetchMode:
+class PrefetchMode(ClaimMode):
     """Leased claims ahead of the children, outcomes and starts in the same round trip."""
 
     writes_outcomes = True
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
 
     async def run_pass(self) -> None:
         """One pass: write the queued outcomes, start waiting claims on children with room, and
