@@ -22,13 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from horsies.broker.postgres import PostgresBroker
-from horsies.broker.schedule_ops import (
-    DueResult,
-    DueStatus,
-    InitReport,
-    ScheduleRaceLost,
-    ScheduleTarget,
-)
+from horsies.broker.schedule_ops import DueStatus, ScheduleRaceLost
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
@@ -40,6 +34,7 @@ from horsies_scheduler.validation import resolve_schedules
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker.schedule_ops import DueResult, InitReport, ScheduleTarget
     from horsies.config.schedules import ScheduleConfig
 
 __all__ = ["Scheduler", "prepare_scheduler", "run_scheduler"]
