@@ -96,6 +96,18 @@ class WorkerState:
         ids += self.completer.pending_ids()
         return ids
 
+    def ids_to_reconcile(self) -> list[str] | None:
+        """Every task this worker still holds when the next round trip must also give back what a
+        failed one may have committed (orphaned claims, untracked RUNNING rows); else None."""
+        if self.orphaned_claims or self.reconcile_needed:
+            return self.tracked_task_ids()
+        return None
+
+    def reconciled(self) -> None:
+        """A round trip that carried :meth:`ids_to_reconcile` committed: nothing is left over."""
+        self.orphaned_claims = []
+        self.reconcile_needed = False
+
     def record_runtime(self, runtime_s: float) -> None:
         """One more execution time for the running average."""
         ewma = self.runtime_ewma

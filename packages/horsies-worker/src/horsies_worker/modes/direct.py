@@ -72,7 +72,7 @@ class DirectStartMode(ClaimMode):
         if not state.stop.is_set():
             idle = pool.idle_children()[: max(0, state.budget())]
         batch = completer.take()
-        keep = state.tracked_task_ids() if state.reconcile_needed else None
+        keep = state.ids_to_reconcile()
         if not idle and not batch and keep is None:
             return
         try:
@@ -91,7 +91,7 @@ class DirectStartMode(ClaimMode):
                 state.reconcile_needed = True
             raise
         if keep is not None:
-            state.reconcile_needed = False
+            state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.started:
             logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))

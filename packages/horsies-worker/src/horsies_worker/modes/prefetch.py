@@ -47,7 +47,7 @@ class PrefetchMode(ClaimMode):
                 budget = len(direct_pids)  # claim once a quarter of the budget is free
         batch = completer.take()
         release = state.orphaned_claims
-        keep = state.tracked_task_ids() if release or state.reconcile_needed else None
+        keep = state.ids_to_reconcile()
         if not pairs and not batch and budget <= 0 and keep is None:
             return
         try:
@@ -72,8 +72,7 @@ class PrefetchMode(ClaimMode):
                 state.reconcile_needed = True
             raise
         if keep is not None:
-            state.orphaned_claims = []
-            state.reconcile_needed = False
+            state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)
