@@ -16,23 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from horsies.broker.postgres import PostgresBroker
-from horsies.broker.schedule_ops import (
-    DueResult,
-    DueStatus,
-    InitReport,
-    ScheduleRaceLost,
-    ScheduleTarget,
-)
+from horsies.broker.schedule_ops import DueStatus, ScheduleRaceLost
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
+from horsies.stop_signals import stop_on_signals
 
 from horsies_scheduler.calculator import WakePlan, due_names, error_backoff
 from horsies_scheduler.state import ScheduleStore
@@ -40,6 +34,7 @@ from horsies_scheduler.validation import resolve_schedules
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker.schedule_ops import DueResult, InitReport, ScheduleTarget
     from horsies.config.schedules import ScheduleConfig
 
 __all__ = ["Scheduler", "prepare_scheduler", "run_scheduler"]
@@ -160,11 +155,11 @@ class Scheduler:
         self._main = asyncio.current_task()
         if self._stop_requested_early:
             self._stop.set()
-        installed = self._add_signal_handlers(loop) if self._install_signal_handlers else []
         try:
-            await self._start()
-            self.ready.set()
-            await self._serve()
+            with stop_on_signals(loop, self.request_stop, install=self._install_signal_handlers):
+                await self._start()
+                self.ready.set()
+                await self._serve()
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
@@ -173,24 +168,11 @@ class Scheduler:
             if task is not None:
                 task.uncancel()
         finally:
-            for signum in installed:
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signum)
             if self._owns_broker:
                 with contextlib.suppress(Exception):
                     await self.broker.close_async()
             if self.ready.is_set():
                 logger.info("Scheduler stopped (%d task(s) enqueued)", self.tasks_enqueued)
-
-    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, self.request_stop)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # not the main thread, or no loop signal handlers on this platform
-            installed.append(signum)
-        return installed
 
     # -- start-up ----------------------------------------------------------------------------------
 

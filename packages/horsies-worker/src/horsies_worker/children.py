@@ -22,7 +22,7 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,7 @@ ExitCallback = Callable[["ChildProcess", "Sequence[Assignment]", "int | None"], 
 a child dies."""
 
 
+@dataclass(eq=False)
 class ChildProcess:
     """One persistent child process and its pipe.
 
@@ -82,34 +83,26 @@ class ChildProcess:
     there).
     """
 
-    def __init__(
-        self,
-        index: int,
-        init: ChildInit,
-        *,
-        on_result: ResultCallback,
-        on_exit: ExitCallback,
-    ) -> None:
-        self.index = index
-        self._init = init
-        self._on_result = on_result
-        self._on_exit = on_exit
-        self.state = ChildState.STARTING
-        self.assignments: deque[Assignment] = deque()
-        self.exitcode: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: Connection | None = None
-        self._process: SpawnedChild | None = None
-        self._ready: asyncio.Future[int] | None = None
-        self._expect_exit = False
-        self._pid = 0
+    index: int
+    init: ChildInit
+    _: KW_ONLY
+    on_result: ResultCallback
+    on_exit: ExitCallback
+    state: ChildState = field(init=False, default=ChildState.STARTING)
+    assignments: deque[Assignment] = field(init=False, default_factory=deque[Assignment])
+    exitcode: int | None = field(init=False, default=None)
+    _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
+    _conn: Connection | None = field(init=False, default=None)
+    _process: SpawnedChild | None = field(init=False, default=None)
+    _ready: asyncio.Future[int] | None = field(init=False, default=None)
+    _expect_exit: bool = field(init=False, default=False)
 
     # -- properties --------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int:
         """The child's pid (0 before it was started)."""
-        return self._pid
+        return 0 if self._process is None else self._process.pid
 
     @property
     def assignment(self) -> Assignment | None:
@@ -159,8 +152,7 @@ class ChildProcess:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._ready = loop.create_future()
-        process, parent_conn = spawn_child(self._init)
-        self._pid = process.pid
+        process, parent_conn = spawn_child(self.init)
         self._conn = parent_conn
         self._process = process
         loop.add_reader(parent_conn.fileno(), self._on_readable)
@@ -307,7 +299,7 @@ class ChildProcess:
                 # The child starts its next queued task right after sending this result.
                 queue[0].started_monotonic = time.monotonic()
             self._write_waiting()
-            self._on_result(self, assignment, str(result_json), bool(ok))
+            self.on_result(self, assignment, str(result_json), bool(ok))
 
     def _remove_pipe_reader(self) -> None:
         if self._loop is not None and self._conn is not None:
@@ -340,9 +332,10 @@ class ChildProcess:
             )
         assignments = list(self.assignments)
         self.assignments.clear()
-        self._on_exit(self, assignments, self.exitcode)
+        self.on_exit(self, assignments, self.exitcode)
 
 
+@dataclass(eq=False)
 class ChildPool:
     """Keeps ``size`` persistent children running and replaces dead ones.
 
@@ -350,28 +343,22 @@ class ChildPool:
     (re)spawned child becomes ready, so the worker can dispatch to it.
     """
 
-    def __init__(
-        self,
-        size: int,
-        init: ChildInit,
-        *,
-        on_result: ResultCallback,
-        on_exit: ExitCallback,
-        on_ready: Callable[[ChildProcess], None],
-    ) -> None:
-        self.size = size
-        self._init = init
-        self._on_result = on_result
-        self._on_exit = on_exit
-        self._on_ready = on_ready
-        self.children: list[ChildProcess] = []
-        self._closed = False
-        self._respawn = True
-        self._respawn_tasks: set[asyncio.Task[None]] = set()
-        self._backoff = _RESPAWN_BACKOFF_MIN_S
+    size: int
+    init: ChildInit
+    _: KW_ONLY
+    on_result: ResultCallback
+    on_exit: ExitCallback
+    on_ready: Callable[[ChildProcess], None]
+    children: list[ChildProcess] = field(init=False, default_factory=list[ChildProcess])
+    _closed: bool = field(init=False, default=False)
+    _respawn: bool = field(init=False, default=True)
+    _respawn_tasks: set[asyncio.Task[None]] = field(
+        init=False, default_factory=set[asyncio.Task[None]]
+    )
+    _backoff: float = field(init=False, default=_RESPAWN_BACKOFF_MIN_S)
 
     def _new_child(self, index: int) -> ChildProcess:
-        return ChildProcess(index, self._init, on_result=self._on_result, on_exit=self._child_exit)
+        return ChildProcess(index, self.init, on_result=self.on_result, on_exit=self._child_exit)
 
     async def start(self) -> None:
         """Start all children in parallel and wait until each reports readiness.
@@ -404,7 +391,7 @@ class ChildPool:
     def _child_exit(
         self, child: ChildProcess, assignments: Sequence[Assignment], exitcode: int | None
     ) -> None:
-        self._on_exit(child, assignments, exitcode)
+        self.on_exit(child, assignments, exitcode)
         if not self._closed and self._respawn:
             task = asyncio.get_running_loop().create_task(self._respawn_child(child.index))
             self._respawn_tasks.add(task)
@@ -432,7 +419,7 @@ class ChildPool:
                 return
             self._backoff = _RESPAWN_BACKOFF_MIN_S
             logger.info("child_respawned: index=%s pid=%s", index, pid)
-            self._on_ready(child)
+            self.on_ready(child)
             return
 
     async def wait_until_idle(self, timeout: float, interrupt: asyncio.Event | None = None) -> bool:

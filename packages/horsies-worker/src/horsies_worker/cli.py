@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from horsies.banner import render_banner
@@ -19,37 +20,49 @@ if TYPE_CHECKING:
 
 logger = get_logger("worker")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def print_banner(app: Horsies) -> None:
     """Print the start-up banner to stdout."""
     click.echo(render_banner(app, role="worker"))
 
 
+def count_option(
+    flag: str,
+    *,
+    least: int,
+    default: int | Callable[[], int],
+    help: str,
+    show_default: str | bool = True,
+) -> Callable[[F], F]:
+    """An option counting something, at least ``least``."""
+    return click.option(
+        flag, type=click.IntRange(min=least), default=default, show_default=show_default, help=help
+    )
+
+
 @click.command("worker")
 @app_command_options(default_loglevel="INFO")
-@click.option(
+@count_option(
     "--processes",
-    type=click.IntRange(min=1),
+    least=1,
     default=default_processes,
     show_default="CPU count",
     help="Number of child processes (= concurrent executions on this worker).",
 )
-@click.option(
-    "--max-claim-batch",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Most tasks claimed per queue in one claim pass.",
+@count_option(
+    "--max-claim-batch", least=1, default=2, help="Most tasks claimed per queue in one claim pass."
 )
-@click.option(
+@count_option(
     "--max-claim-per-worker",
-    type=click.IntRange(min=0),
+    least=0,
     default=0,
-    show_default=True,
     help="Cap on this worker's claimed-not-yet-running tasks; 0 = auto.",
 )
 @click.option(
     "--shutdown-timeout",
+    "shutdown_timeout_s",
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
@@ -61,9 +74,7 @@ def worker_command(
     module_option: str | None,
     processes: int,
     loglevel: str,
-    max_claim_batch: int,
-    max_claim_per_worker: int,
-    shutdown_timeout: float,
+    **tuning: Any,  # the other options, named as run_worker's keywords (WorkerTuning)
 ) -> None:
     """Run a worker: claim tasks of every configured queue and execute them in child processes.
 
@@ -85,11 +96,9 @@ def worker_command(
             locator,
             processes=processes,
             loglevel=loglevel.upper(),
-            max_claim_batch=max_claim_batch,
-            max_claim_per_worker=max_claim_per_worker,
-            shutdown_timeout_s=shutdown_timeout,
             configure_logs=False,
             banner=print_banner,
+            **tuning,
         ),
         name="Worker",
         logger=logger,

@@ -20,6 +20,7 @@ import contextlib
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from horsies.broker.hooks import NodeRef
 
 logger = get_logger("worker")
+
+FlushedCallback = Callable[[Sequence[TaskOutcome], set[str], Sequence["NodeRef"]], None]
+"""Called with (outcomes, ids of the rows they finished, workflow nodes left undecided) after
+every successful write."""
 
 MAX_BATCH = 500
 _BACKOFF_MIN_S = 0.2
@@ -77,23 +82,23 @@ def build_outcome(
     failed_reason: str | None = None,
     rng: random.Random | None = None,
 ) -> TaskOutcome:
-    """Build the outcome of one execution: COMPLETED for ok, retry (PENDING + delay) or FAILED."""
-    if ok:
-        return TaskOutcome(
-            task_id=task.id,
-            result_json=result_json,
-            ok=True,
-            retry_delay_s=None,
-            retry_count=task.retry_count,
-            workflow_id=task.workflow_id,
-        )
-    delay = retry_delay_for(task, result_json, rng=rng)
+    """Build the outcome of one execution: COMPLETED for ok, retry (PENDING + delay) or FAILED.
+
+    ``failed_reason`` is kept only for a final failure. A retry decision that fails is logged and
+    the failure is final: a bad result never costs the task its outcome.
+    """
+    delay: int | None = None
+    if not ok:
+        try:
+            delay = retry_delay_for(task, result_json, rng=rng)
+        except Exception as exc:
+            logger.exception("outcome_failed: %s: %s", task.id, exc)
     return TaskOutcome(
         task_id=task.id,
         result_json=result_json,
-        ok=False,
+        ok=ok,
         retry_delay_s=float(delay) if delay is not None else None,
-        failed_reason=failed_reason if delay is None else None,
+        failed_reason=None if ok or delay is not None else failed_reason,
         retry_count=task.retry_count,
         workflow_id=task.workflow_id,
     )
@@ -126,6 +131,7 @@ def crashed_result_json(
     return error_result_json(LibraryErrorCode.WORKER_CRASHED, reason, data)
 
 
+@dataclass(eq=False)
 class Completer:
     """Queues outcomes and hands them out in batches for writing.
 
@@ -140,26 +146,19 @@ class Completer:
     ``restore``, all on the loop thread; several batches may be in flight at once.
     """
 
-    def __init__(
-        self,
-        broker: PostgresBroker,
-        worker_id: str,
-        *,
-        on_flushed: Callable[[Sequence[TaskOutcome], set[str], Sequence[NodeRef]], None]
-        | None = None,
-        max_batch: int = MAX_BATCH,
-        notify_capacity: bool = True,
-    ) -> None:
-        self._broker = broker
-        self._worker_id = worker_id
-        self._on_flushed = on_flushed
-        self._max_batch = max_batch
-        self._notify_capacity = notify_capacity
-        self._queue: deque[TaskOutcome] = deque()
-        self._in_flight: list[TaskOutcome] = []
-        self._has_items = asyncio.Event()
-        self._closing = False
-        self._idle = asyncio.Event()
+    broker: PostgresBroker
+    worker_id: str
+    _: KW_ONLY
+    on_flushed: FlushedCallback | None = None
+    max_batch: int = MAX_BATCH
+    notify_capacity: bool = True
+    _queue: deque[TaskOutcome] = field(init=False, default_factory=deque[TaskOutcome])
+    _in_flight: list[TaskOutcome] = field(init=False, default_factory=list[TaskOutcome])
+    _has_items: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _closing: bool = field(init=False, default=False)
+    _idle: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
         self._idle.set()
 
     @property
@@ -185,11 +184,11 @@ class Completer:
         queue = self._queue
         if not queue:
             return []
-        if len(queue) <= self._max_batch:
+        if len(queue) <= self.max_batch:
             batch = list(queue)
             queue.clear()
         else:
-            batch = [queue.popleft() for _ in range(self._max_batch)]
+            batch = [queue.popleft() for _ in range(self.max_batch)]
         self._in_flight.extend(batch)
         return batch
 
@@ -219,9 +218,9 @@ class Completer:
             self._idle.set()
             if self._closing:
                 self._has_items.set()  # let a closing run() see that nothing is left
-        if self._on_flushed is not None:
+        if self.on_flushed is not None:
             try:
-                self._on_flushed(batch, finished, undecided)
+                self.on_flushed(batch, finished, undecided)
             except Exception:
                 logger.exception("on_flushed callback failed")
 
@@ -247,8 +246,8 @@ class Completer:
                 continue
             batch = self.take()
             try:
-                finished = await self._broker.finish_async(
-                    batch, worker_id=self._worker_id, notify_capacity=self._notify_capacity
+                finished = await self.broker.finish_async(
+                    batch, worker_id=self.worker_id, notify_capacity=self.notify_capacity
                 )
             except asyncio.CancelledError:
                 self.restore(batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from horsies.config import QueueMode, RecoveryConfig
 
@@ -25,6 +25,18 @@ SNAPSHOT_INTERVAL_S = 5.0
 def default_processes() -> int:
     """Return the default child-process count: the machine's CPU count, at least 1."""
     return os.cpu_count() or 1
+
+
+class WorkerTuning(TypedDict, total=False):
+    """How a worker claims, polls and stops: the options of :func:`~horsies_worker.run_worker` and
+    :meth:`WorkerConfig.from_app` besides ``processes`` and ``loglevel``. Their defaults are
+    :class:`WorkerConfig`'s."""
+
+    max_claim_batch: int
+    max_claim_per_worker: int
+    shutdown_timeout_s: float
+    poll_interval_s: float
+    startup_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,15 @@ class WorkerConfig:
         return self.prefetch_buffer > 0
 
     @property
+    def cluster_capped(self) -> bool:
+        """True when a cluster-wide cap applies (``cluster_wide_cap`` or a queue's
+        ``max_concurrency``): claims then need the cluster claim lock, and finished rows free
+        capacity other workers may wait for."""
+        return self.cluster_wide_cap is not None or any(
+            q.max_concurrency is not None for q in self.queues
+        )
+
+    @property
     def queue_names(self) -> list[str]:
         """Served queue names in claim order (ascending priority, ties keep config order)."""
         return [q.name for q in self.queues]
@@ -107,13 +128,10 @@ class WorkerConfig:
         sys_path_roots: list[str] | None = None,
         processes: int | None = None,
         loglevel: str = "INFO",
-        max_claim_batch: int = 2,
-        max_claim_per_worker: int = 0,
-        shutdown_timeout_s: float = 30.0,
-        poll_interval_s: float = 1.0,
-        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        **tuning: Unpack[WorkerTuning],
     ) -> WorkerConfig:
-        """Derive the worker configuration from ``app`` plus the CLI / ``run_worker`` options."""
+        """Derive the worker configuration from ``app`` plus the CLI / ``run_worker`` options
+        (``processes`` None: the CPU count)."""
         cfg = app.config
         queues: list[QueueSpec]
         if cfg.queue_mode == QueueMode.CUSTOM:
@@ -139,11 +157,6 @@ class WorkerConfig:
             locator=locator,
             processes=processes if processes is not None else default_processes(),
             loglevel=loglevel,
-            max_claim_batch=max_claim_batch,
-            max_claim_per_worker=max_claim_per_worker,
-            shutdown_timeout_s=shutdown_timeout_s,
-            poll_interval_s=poll_interval_s,
-            startup_timeout_s=startup_timeout_s,
             queue_mode=cfg.queue_mode,
             queues=queues,
             cluster_wide_cap=cfg.cluster_wide_cap,
@@ -152,4 +165,5 @@ class WorkerConfig:
             recovery=cfg.recovery,
             task_modules=modules,
             sys_path_roots=roots,
+            **tuning,
         )

@@ -45,7 +45,7 @@ __all__ = [
 
 
 def error_result_json(
-    code: LibraryErrorCode | str,
+    code: LibraryErrorCode,
     message: str,
     data: Any = None,
     *,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from horsies.logs import get_logger
@@ -20,43 +21,34 @@ from horsies.logs import get_logger
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
 
+    from horsies_worker.identity import WorkerIdentity
+
 logger = get_logger("worker")
 
 HeartbeatSource = Callable[[], tuple[Sequence[str], Sequence[tuple[str, int]]]]
 """Returns (claimed task ids, (running task id, child pid) pairs) at the moment of the beat."""
 
 
+@dataclass(eq=False)
 class Heartbeater:
     """Writes claimer and runner heartbeats, each at its own interval, in one statement."""
 
-    def __init__(
-        self,
-        broker: PostgresBroker,
-        *,
-        worker_id: str,
-        hostname: str,
-        pid: int,
-        claimer_interval_s: float,
-        runner_interval_s: float,
-        source: HeartbeatSource,
-    ) -> None:
-        self._broker = broker
-        self._worker_id = worker_id
-        self._hostname = hostname
-        self._pid = pid
-        self._claimer_interval = claimer_interval_s
-        self._runner_interval = runner_interval_s
-        self._source = source
+    broker: PostgresBroker
+    identity: WorkerIdentity
+    claimer_interval_s: float
+    runner_interval_s: float
+    source: HeartbeatSource
 
     async def beat(self, *, claimer: bool = True, runner: bool = True) -> None:
         """Write one heartbeat statement now for the selected roles (nothing if no tasks)."""
-        claimed, running = self._source()
+        claimed, running = self.source()
         claimed_ids = list(claimed) if claimer else []
         running_pairs = list(running) if runner else []
         if not claimed_ids and not running_pairs:
             return
-        await self._broker.write_heartbeats_async(
-            self._worker_id, self._hostname, self._pid, claimed_ids, running_pairs
+        me = self.identity
+        await self.broker.write_heartbeats_async(
+            me.worker_id, me.hostname, me.pid, claimed_ids, running_pairs
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -74,9 +66,9 @@ class Heartbeater:
                 except Exception as exc:
                     logger.error("heartbeat_failed: %s", exc)
                 if claimer_due:
-                    next_claimer = now + self._claimer_interval
+                    next_claimer = now + self.claimer_interval_s
                 if runner_due:
-                    next_runner = now + self._runner_interval
+                    next_runner = now + self.runner_interval_s
             timeout = max(0.0, min(next_claimer, next_runner) - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout)

@@ -9,14 +9,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from horsies import env
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
 
-from horsies_worker.config import WorkerConfig
+from horsies_worker.config import WorkerConfig, WorkerTuning
 from horsies_worker.worker import Worker
 
 if TYPE_CHECKING:
@@ -83,13 +83,9 @@ def import_task_modules_suppressed(app: Horsies, modules: list[str]) -> None:
 def prepare_worker(
     app_or_locator: Horsies | str,
     *,
-    processes: int | None = None,
-    loglevel: str = "INFO",
-    max_claim_batch: int = 2,
-    max_claim_per_worker: int = 0,
-    shutdown_timeout_s: float = 30.0,
-    poll_interval_s: float = 1.0,
-    startup_timeout_s: float | None = None,
+    processes: int | None,
+    loglevel: str,
+    **tuning: Unpack[WorkerTuning],
 ) -> tuple[Horsies, WorkerConfig]:
     """Locate the app (sends suppressed), build the worker configuration, import the task modules.
 
@@ -106,20 +102,8 @@ def prepare_worker(
         app = app_or_locator
         locator, roots = locator_for_app(app)
     app.set_role("worker")
-    options: dict[str, Any] = {}
-    if startup_timeout_s is not None:
-        options["startup_timeout_s"] = startup_timeout_s
     config = WorkerConfig.from_app(
-        app,
-        locator=locator,
-        sys_path_roots=roots,
-        processes=processes,
-        loglevel=loglevel,
-        max_claim_batch=max_claim_batch,
-        max_claim_per_worker=max_claim_per_worker,
-        shutdown_timeout_s=shutdown_timeout_s,
-        poll_interval_s=poll_interval_s,
-        **options,
+        app, locator=locator, sys_path_roots=roots, processes=processes, loglevel=loglevel, **tuning
     )
     if env.flag(env.DEBUG_IMPORTS):
         logger.info(
@@ -137,19 +121,18 @@ def run_worker(
     *,
     processes: int | None = None,
     loglevel: str = "INFO",
-    max_claim_batch: int = 2,
-    max_claim_per_worker: int = 0,
-    shutdown_timeout_s: float = 30.0,
-    poll_interval_s: float = 1.0,
     install_signal_handlers: bool = True,
     configure_logs: bool = True,
     banner: Callable[[Horsies], None] | None = None,
+    **tuning: Unpack[WorkerTuning],
 ) -> None:
     """Run a worker in this process until SIGTERM/SIGINT, then shut down gracefully and return.
 
     ``app_or_locator`` is a :class:`~horsies.app.Horsies` defined at module level, or a locator
     string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; see docs/cli.md). The options
-    mirror ``horsies worker``; ``processes`` defaults to the CPU count. Prefer the CLI for
+    mirror ``horsies worker``; ``processes`` defaults to the CPU count, the others
+    (``max_claim_batch``, ``max_claim_per_worker``, ``shutdown_timeout_s``, ``poll_interval_s``,
+    ``startup_timeout_s``) to :class:`~horsies_worker.config.WorkerConfig`'s. Prefer the CLI for
     deployments; use this from a script (guard it with ``if __name__ == "__main__":`` — children are
     spawned and
     re-import the main module) or a process manager that wants a Python entry point.
@@ -160,15 +143,7 @@ def run_worker(
     if configure_logs:
         configure_logging(loglevel)
     logger.info("Starting horsies worker")
-    app, config = prepare_worker(
-        app_or_locator,
-        processes=processes,
-        loglevel=loglevel,
-        max_claim_batch=max_claim_batch,
-        max_claim_per_worker=max_claim_per_worker,
-        shutdown_timeout_s=shutdown_timeout_s,
-        poll_interval_s=poll_interval_s,
-    )
+    app, config = prepare_worker(app_or_locator, processes=processes, loglevel=loglevel, **tuning)
     if banner is not None:
         banner(app)
     worker = Worker(app, config, install_signal_handlers=install_signal_handlers)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -18,6 +17,8 @@ from horsies_worker.config import SNAPSHOT_INTERVAL_S, WorkerConfig
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
+
+    from horsies_worker.identity import WorkerIdentity
 
 logger = get_logger("worker")
 
@@ -39,50 +40,33 @@ def recovery_json(config: WorkerConfig) -> dict[str, Any]:
     }
 
 
+@dataclass(eq=False)
 class SnapshotWriter:
     """Builds and inserts worker-state rows; failures are logged and ignored."""
 
-    def __init__(
-        self,
-        broker: PostgresBroker,
-        config: WorkerConfig,
-        *,
-        worker_id: str,
-        hostname: str,
-        started_at: datetime,
-        counts: CountsSource,
-        interval_s: float = SNAPSHOT_INTERVAL_S,
-    ) -> None:
-        self._broker = broker
-        self._config = config
-        self._worker_id = worker_id
-        self._hostname = hostname
-        self._started_at = started_at
-        self._counts = counts
-        self._interval = interval_s
-        self._process = psutil.Process(os.getpid())
+    broker: PostgresBroker
+    config: WorkerConfig
+    identity: WorkerIdentity
+    counts: CountsSource
+    interval_s: float = SNAPSHOT_INTERVAL_S
+    _process: psutil.Process = field(init=False, default_factory=psutil.Process)
+    _fixed: WorkerStateRow = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._fixed = self._fixed_row()
         # The first cpu_percent(None) call only starts the measurement window.
         with contextlib.suppress(Exception):
             self._process.cpu_percent(None)
 
-    def build(self) -> WorkerStateRow:
-        """Build the current snapshot row (CPU is averaged since the previous snapshot)."""
-        cfg = self._config
-        running, claimed = self._counts()
+    def _fixed_row(self) -> WorkerStateRow:
+        """What every snapshot of this worker says alike: who it is (the pid of the process whose
+        figures the snapshots carry) and how it is configured."""
+        cfg, me = self.config, self.identity
         custom = cfg.queue_mode == QueueMode.CUSTOM
-        memory_mb: float | None = None
-        memory_percent: float | None = None
-        cpu_percent: float | None = None
-        with contextlib.suppress(Exception):
-            memory_mb = self._process.memory_info().rss / (1024 * 1024)
-            memory_percent = float(self._process.memory_percent())
-            # Non-blocking: the average over the whole interval is a better figure than a 0.1 s
-            # sample, and it never stalls the event loop.
-            cpu_percent = float(self._process.cpu_percent(None))
         return WorkerStateRow(
-            worker_id=self._worker_id,
-            hostname=self._hostname,
-            pid=os.getpid(),
+            worker_id=me.worker_id,
+            hostname=me.hostname,
+            pid=self._process.pid,
             processes=cfg.processes,
             max_claim_batch=cfg.max_claim_batch,
             max_claim_per_worker=cfg.effective_max_claim_per_worker,
@@ -93,17 +77,36 @@ class SnapshotWriter:
                 {q.name: q.max_concurrency for q in cfg.queues} if custom else None
             ),
             recovery_config=recovery_json(cfg),
+            tasks_running=0,
+            tasks_claimed=0,
+            worker_started_at=me.started_at,
+        )
+
+    def build(self) -> WorkerStateRow:
+        """Build the current snapshot row: the fixed part with the task counts and the figures of
+        this process now (CPU is averaged since the previous snapshot)."""
+        running, claimed = self.counts()
+        memory_mb: float | None = None
+        memory_percent: float | None = None
+        cpu_percent: float | None = None
+        with contextlib.suppress(Exception):
+            memory_mb = self._process.memory_info().rss / (1024 * 1024)
+            memory_percent = float(self._process.memory_percent())
+            # Non-blocking: the average over the whole interval is a better figure than a 0.1 s
+            # sample, and it never stalls the event loop.
+            cpu_percent = float(self._process.cpu_percent(None))
+        return replace(
+            self._fixed,
             tasks_running=running,
             tasks_claimed=claimed,
             memory_usage_mb=memory_mb,
             memory_percent=memory_percent,
             cpu_percent=cpu_percent,
-            worker_started_at=self._started_at,
         )
 
     async def write_once(self) -> None:
         """Insert one snapshot now."""
-        await self._broker.insert_worker_state_async(self.build())
+        await self.broker.insert_worker_state_async(self.build())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Insert a snapshot at once and then every interval until ``stop`` is set."""
@@ -113,4 +116,4 @@ class SnapshotWriter:
             except Exception as exc:
                 logger.warning("worker_state_snapshot_failed: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+                await asyncio.wait_for(stop.wait(), self.interval_s)

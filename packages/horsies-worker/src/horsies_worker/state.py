@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from horsies.broker.claims import ClaimedTask
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
-    from horsies.broker.claims import ClaimedTask
     from horsies.broker.exchange import StartedTask
     from horsies.broker.hooks import NodeRef
 
     from horsies_worker.claimer import Claimer
     from horsies_worker.completer import Completer
     from horsies_worker.config import WorkerConfig
+    from horsies_worker.identity import WorkerIdentity
 
 __all__ = ["WorkerState"]
 
@@ -40,46 +42,33 @@ _RUNTIME_EWMA_WEIGHT: Final = 0.2
 """Weight of the newest execution time in the running average of execution times."""
 
 
+@dataclass(eq=False, kw_only=True)
 class WorkerState:
     """The tasks a worker holds (on its children, waiting locally, with an unwritten outcome), the
     events of its claim loop, and the hand-over of started tasks to children."""
 
-    def __init__(
-        self,
-        *,
-        worker_id: str,
-        hostname: str,
-        config: WorkerConfig,
-        broker: PostgresBroker,
-        claimer: Claimer,
-        pool: ChildPool,
-        completer: Completer,
-        wake: asyncio.Event,
-        stop: asyncio.Event,
-    ) -> None:
-        self.worker_id = worker_id
-        self.hostname = hostname
-        self.config = config
-        self.broker = broker
-        self.claimer = claimer
-        self.pool = pool
-        self.completer = completer
-        self.wake = wake
-        """Set to run a claim pass now (a notification, a result, a free child)."""
-        self.stop = stop
-        """Set when the worker stops claiming."""
-        self.pending: deque[ClaimedTask] = deque()
-        """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
-        self.orphaned_claims: list[str] = []
-        """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
-        here; the next exchange releases the claims among them and requeues the started ones."""
-        self.reconcile_needed = False
-        """Set when a claim-and-start round trip failed: it may have committed without its reply,
-        so the next one also sends this worker's untracked RUNNING rows back to PENDING."""
-        self.runtime_ewma: float | None = None
-        """Running average of task execution times (send to result)."""
-        self.jobs: set[asyncio.Task[None]] = set()
-        """Background jobs (requeues, workflow decisions); shutdown waits for them."""
+    identity: WorkerIdentity
+    config: WorkerConfig
+    broker: PostgresBroker
+    claimer: Claimer
+    pool: ChildPool
+    completer: Completer
+    wake: asyncio.Event
+    """Set to run a claim pass now (a notification, a result, a free child)."""
+    stop: asyncio.Event
+    """Set when the worker stops claiming."""
+    pending: deque[ClaimedTask] = field(init=False, default_factory=deque[ClaimedTask])
+    """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
+    orphaned_claims: list[str] = field(init=False, default_factory=list[str])
+    """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
+    here; the next exchange releases the claims among them and requeues the started ones."""
+    reconcile_needed: bool = field(init=False, default=False)
+    """Set when a claim-and-start round trip failed: it may have committed without its reply,
+    so the next one also sends this worker's untracked RUNNING rows back to PENDING."""
+    runtime_ewma: float | None = field(init=False, default=None)
+    """Running average of task execution times (send to result)."""
+    jobs: set[asyncio.Task[None]] = field(init=False, default_factory=set[asyncio.Task[None]])
+    """Background jobs (requeues, workflow decisions); shutdown waits for them."""
 
     # -- counts -----------------------------------------------------------------------------------
 
@@ -106,6 +95,18 @@ class WorkerState:
         ids += [t.id for t in self.pending]
         ids += self.completer.pending_ids()
         return ids
+
+    def ids_to_reconcile(self) -> list[str] | None:
+        """Every task this worker still holds when the next round trip must also give back what a
+        failed one may have committed (orphaned claims, untracked RUNNING rows); else None."""
+        if self.orphaned_claims or self.reconcile_needed:
+            return self.tracked_task_ids()
+        return None
+
+    def reconciled(self) -> None:
+        """A round trip that carried :meth:`ids_to_reconcile` committed: nothing is left over."""
+        self.orphaned_claims = []
+        self.reconcile_needed = False
 
     def record_runtime(self, runtime_s: float) -> None:
         """One more execution time for the running average."""
@@ -161,18 +162,14 @@ class WorkerState:
         by_pid = {child.pid: child for child in children}
         orphans: list[ClaimedTask] = []
         for item in started:
-            task = item.task
             child = by_pid.get(item.pid)
             if child is not None and child.alive:
-                assignment = Assignment(task=task)
+                assignment = Assignment(task=item.task)
                 child.reserve(assignment)
-                if child.send_task(assignment):
-                    logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+                if self._send(child, assignment):
                     continue
-                child.unreserve(assignment)
-            orphans.append(task)
-        if orphans:
-            self.requeue_unstarted(orphans, "its child process died during the round trip")
+            orphans.append(item.task)
+        self.requeue_unstarted(orphans, "its child process died during the round trip")
 
     def hand_over_claims(
         self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[str]
@@ -185,16 +182,22 @@ class WorkerState:
                 # Lease expired and another worker took it, or it was requeued: not ours any more.
                 logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
                 child.unreserve(assignment)
-                continue
-            if child.holds(assignment) and child.send_task(assignment):
-                logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
-                continue
-            # The child died between reservation and hand-over: the row is RUNNING with its pid,
-            # but no user code ran it.
-            child.unreserve(assignment)
-            orphans.append(task)
-        if orphans:
-            self.requeue_unstarted(orphans, "its child process died before the hand-over")
+            elif not self._send(child, assignment):
+                # The child died between reservation and hand-over: the row is RUNNING with its
+                # pid, but no user code ran it.
+                orphans.append(task)
+        self.requeue_unstarted(orphans, "its child process died before the hand-over")
+
+    @staticmethod
+    def _send(child: ChildProcess, assignment: Assignment) -> bool:
+        """Send a task reserved on ``child`` to it; False, its reservation dropped, when the child
+        is gone."""
+        if child.holds(assignment) and child.send_task(assignment):
+            task = assignment.task
+            logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+            return True
+        child.unreserve(assignment)
+        return False
 
     # -- background jobs --------------------------------------------------------------------------
 
@@ -207,13 +210,15 @@ class WorkerState:
     def requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
         """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
         id: other round trips may be starting tasks meanwhile. Runs in the background."""
+        if not tasks:
+            return
         for task in tasks:
             logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
         ids = [task.id for task in tasks]
 
         async def requeue() -> None:
             try:
-                await self.broker.requeue_running_async(self.worker_id, ids)
+                await self.broker.requeue_running_async(self.identity.worker_id, ids)
             except Exception as exc:
                 logger.error(
                     "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import time
 import uuid
@@ -33,6 +32,7 @@ from horsies import env
 from horsies.broker.channels import TASK_NEW, queue_channel
 from horsies.broker.finish import TaskOutcome
 from horsies.logs import get_logger
+from horsies.stop_signals import stop_on_signals
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
@@ -40,6 +40,7 @@ from horsies_worker.claimer import Claimer
 from horsies_worker.completer import Completer, build_outcome, crashed_result_json
 from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
+from horsies_worker.identity import WorkerIdentity
 from horsies_worker.modes import ClaimMode, choose_mode
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
@@ -95,6 +96,8 @@ class Worker:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = datetime.now(UTC)
+        self.identity = WorkerIdentity(self.worker_id, self.hostname, self.pid, self.started_at)
+        """The four above, as the worker's collaborators take them."""
         self._install_signal_handlers = install_signal_handlers
         self._claimer = Claimer(self.broker, self.worker_id, config)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,10 +115,6 @@ class Worker:
         self._shutting_down = False
         # Written by the listener thread and the loop; see _subscribe.
         self._notify_scheduled = False
-        # Finished rows free cluster-wide capacity only when a cluster-wide cap applies.
-        self._cluster_capped = config.cluster_wide_cap is not None or any(
-            q.max_concurrency is not None for q in config.queues
-        )
         self.ready = asyncio.Event()
         """Set once start-up has finished (children ready, listening); for embedding and tests."""
 
@@ -186,42 +185,27 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        installed = self._add_signal_handlers(loop) if self._install_signal_handlers else []
-        try:
-            await self.broker.ensure_schema_initialized()
+        with stop_on_signals(loop, self.request_stop, install=self._install_signal_handlers):
             try:
-                await asyncio.wait_for(self._start(), timeout=self.config.startup_timeout_s)
-            except TimeoutError as exc:
-                raise RuntimeError(
-                    f"Worker startup timeout: not ready within {self.config.startup_timeout_s:g}s"
-                ) from exc
-            self.ready.set()
-            logger.info(
-                "Worker %s ready: pid=%s processes=%s queues=%s",
-                self.worker_id,
-                self.pid,
-                self.config.processes,
-                ", ".join(self.config.queue_names),
-            )
-            await self._serve()
-        finally:
-            try:
-                await self._shutdown()
+                await self.broker.ensure_schema_initialized()
+                try:
+                    await asyncio.wait_for(self._start(), timeout=self.config.startup_timeout_s)
+                except TimeoutError as exc:
+                    raise RuntimeError(
+                        "Worker startup timeout: not ready within "
+                        f"{self.config.startup_timeout_s:g}s"
+                    ) from exc
+                self.ready.set()
+                logger.info(
+                    "Worker %s ready: pid=%s processes=%s queues=%s",
+                    self.worker_id,
+                    self.pid,
+                    self.config.processes,
+                    ", ".join(self.config.queue_names),
+                )
+                await self._serve()
             finally:
-                for signum in installed:
-                    with contextlib.suppress(Exception):
-                        loop.remove_signal_handler(signum)
-
-    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, self.request_stop)
-            except (NotImplementedError, RuntimeError, ValueError):
-                # Not the main thread, or a platform without loop signal handlers.
-                continue
-            installed.append(signum)
-        return installed
+                await self._shutdown()
 
     async def _start(self) -> None:
         cfg = self.config
@@ -229,7 +213,7 @@ class Worker:
             self.broker,
             self.worker_id,
             on_flushed=self._on_flushed,
-            notify_capacity=self._cluster_capped,
+            notify_capacity=cfg.cluster_capped,
         )
         init = ChildInit(
             locator=cfg.locator,
@@ -247,8 +231,7 @@ class Worker:
             on_ready=self._on_child_ready,
         )
         state = self._state = WorkerState(
-            worker_id=self.worker_id,
-            hostname=self.hostname,
+            identity=self.identity,
             config=cfg,
             broker=self.broker,
             claimer=self._claimer,
@@ -275,21 +258,12 @@ class Worker:
         recovery = cfg.recovery
         heartbeater = Heartbeater(
             self.broker,
-            worker_id=self.worker_id,
-            hostname=self.hostname,
-            pid=self.pid,
+            self.identity,
             claimer_interval_s=recovery.claimer_heartbeat_interval_ms / 1000.0,
             runner_interval_s=recovery.runner_heartbeat_interval_ms / 1000.0,
             source=self._heartbeat_source,
         )
-        snapshots = SnapshotWriter(
-            self.broker,
-            cfg,
-            worker_id=self.worker_id,
-            hostname=self.hostname,
-            started_at=self.started_at,
-            counts=self._counts,
-        )
+        snapshots = SnapshotWriter(self.broker, cfg, self.identity, counts=self._counts)
         reaper = Reaper(self.broker, recovery)
         stop = self._maintenance_stop
         self._background = [
@@ -373,18 +347,7 @@ class Worker:
         assert state is not None
         task = assignment.task
         state.record_runtime(time.monotonic() - assignment.started_monotonic)
-        try:
-            outcome = build_outcome(task, result_json, ok)
-        except Exception as exc:  # defensive: never lose the slot over a bad result
-            logger.exception("outcome_failed: %s: %s", task.id, exc)
-            outcome = TaskOutcome(
-                task_id=task.id,
-                result_json=result_json,
-                ok=ok,
-                retry_delay_s=None,
-                retry_count=task.retry_count,
-                workflow_id=task.workflow_id,
-            )
+        outcome = build_outcome(task, result_json, ok)
         state.completer.submit(outcome)
         if ok:
             logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)
@@ -470,7 +433,7 @@ class Worker:
             if outcome.retry_delay_s is not None and outcome.task_id in finished:
                 # A local wake-up when the retry becomes due; other workers' poll covers theirs.
                 loop.call_later(outcome.retry_delay_s + _RETRY_WAKE_SLACK_S, self._wake.set)
-        if self._cluster_capped:
+        if self.config.cluster_capped:
             # Finished rows free cluster-wide capacity (queue caps): claim again.
             self._wake.set()
 

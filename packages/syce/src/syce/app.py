@@ -273,14 +273,7 @@ class SyceApp(App[None]):
 
     def confirm_task_action(self, action: str, task_id: str) -> None:
         calls = {"cancel": self.actions.cancel_task, "retry": self.actions.retry_task}
-        call = calls[action]
-        label = f"{action} task {task_id}"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._run_action(label, lambda: call(task_id))
-
-        self.push_screen(ConfirmScreen(f"{label.capitalize()}?"), answered)
+        self._confirm(f"{action} task {task_id}", calls[action], task_id)
 
     def confirm_workflow_action(self, action: str, workflow_id: str) -> None:
         calls = {
@@ -288,11 +281,13 @@ class SyceApp(App[None]):
             "resume": self.actions.resume_workflow,
             "cancel": self.actions.cancel_workflow,
         }
-        call = calls[action]
-        label = f"{action} workflow {workflow_id}"
+        self._confirm(f"{action} workflow {workflow_id}", calls[action], workflow_id)
+
+    def _confirm(self, label: str, call: Callable[[str], bool], target_id: str) -> None:
+        """Ask before ``label``; on yes, run ``call(target_id)`` in a thread worker."""
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._run_action(label, lambda: call(workflow_id))
+                self._run_action(label, lambda: call(target_id))
 
         self.push_screen(ConfirmScreen(f"{label.capitalize()}?"), answered)

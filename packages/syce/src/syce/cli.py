@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from syce.config import NoDatabaseUrl, resolve_config
 
 __all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def per_second(
+    flag: str, short: str, *, least: float, most: float, default: float, what: str
+) -> Callable[[F], F]:
+    """An option for how many ``what`` per second, within ``least`` and ``most``."""
+    return click.option(
+        flag,
+        short,
+        type=click.FloatRange(min=least, max=most),
+        default=default,
+        show_default=True,
+        help=f"{what} per second.",
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,22 +37,8 @@ __all__ = ["main"]
     default=None,
     help="PostgreSQL URL (default: $DATABASE_URL, then DATABASE_URL in ./.env).",
 )
-@click.option(
-    "--tick-rate",
-    "-t",
-    type=click.FloatRange(min=0.1, max=60.0),
-    default=4.0,
-    show_default=True,
-    help="Data refreshes per second.",
-)
-@click.option(
-    "--frame-rate",
-    "-f",
-    type=click.FloatRange(min=1.0, max=240.0),
-    default=60.0,
-    show_default=True,
-    help="UI frames per second.",
-)
+@per_second("--tick-rate", "-t", least=0.1, most=60.0, default=4.0, what="Data refreshes")
+@per_second("--frame-rate", "-f", least=1.0, most=240.0, default=60.0, what="UI frames")
 def main(database_url: str | None, tick_rate: float, frame_rate: float) -> None:
     """Syce: a terminal dashboard for a horsies cluster (reads its PostgreSQL database)."""
     try:

@@ -23,6 +23,15 @@ CHART_WINDOWS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRef:
+    """How the dashboard names a task."""
+
+    task_id: str
+    task_name: str
+    queue_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """The latest snapshot of one worker."""
 
@@ -46,10 +55,7 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class StaleClaim:
-    task_id: str
-    task_name: str
-    queue_name: str
+class StaleClaim(TaskRef):
     worker_id: str | None
     age: timedelta
 
@@ -123,10 +129,7 @@ class TaskGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskSummary:
-    task_id: str
-    task_name: str
-    queue_name: str
+class TaskSummary(TaskRef):
     status: str
     sent_at: datetime | None
     retry_count: int

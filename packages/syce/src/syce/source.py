@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, LiteralString
+from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar
 
 import psycopg
 from horsies.config import PostgresConfig
@@ -36,6 +37,9 @@ from syce.models import (
     WorkflowSummary,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 __all__ = ["SourceUnavailable", "SyceSource", "row_to_json"]
 
 LIVE_WINDOW: Final = timedelta(minutes=2)
@@ -54,6 +58,14 @@ class SourceUnavailable(Exception):
 
 
 Row = dict[str, Any]
+M = TypeVar("M", bound="DataclassInstance")
+
+
+def _model(model: type[M], row: Row, **named_otherwise: Any) -> M:
+    """A ``model`` snapshot of ``row``: each field is the column of its name, but for the fields
+    given here (their column is named otherwise, or its value needs converting)."""
+    values = {f.name: row[f.name] for f in fields(model) if f.name not in named_otherwise}
+    return model(**values, **named_otherwise)
 
 
 def _search_params(search: str) -> dict[str, str]:
@@ -141,19 +153,11 @@ class SyceSource:
     def live_workers(self, since: timedelta = LIVE_WINDOW) -> tuple[WorkerInfo, ...]:
         rows = self._fetch(queries.LATEST_WORKER_SNAPSHOTS, {"since": since})
         workers = [
-            WorkerInfo(
-                worker_id=r["worker_id"],
-                hostname=r["hostname"],
-                pid=r["pid"],
-                processes=r["processes"],
-                tasks_running=r["tasks_running"],
-                tasks_claimed=r["tasks_claimed"],
-                cpu_percent=r["cpu_percent"],
+            _model(
+                WorkerInfo,
+                r,
                 memory_mb=r["memory_usage_mb"],
-                memory_percent=r["memory_percent"],
                 started_at=r["worker_started_at"],
-                snapshot_at=r["snapshot_at"],
-                age=r["age"],
                 queues=tuple(r["queues"] or ()),
             )
             for r in rows
@@ -184,9 +188,7 @@ class SyceSource:
             )
         )
         stale = tuple(
-            StaleClaim(
-                r["id"], r["task_name"], r["queue_name"], r["claimed_by_worker_id"], r["age"]
-            )
+            _model(StaleClaim, r, task_id=r["id"], worker_id=r["claimed_by_worker_id"])
             for r in self._fetch(queries.STALE_CLAIMS, {"threshold": STALE_CLAIM_AFTER})
         )
         return DashboardData(
@@ -214,10 +216,7 @@ class SyceSource:
                 queries.WORKER_HISTORY,
                 {"worker_id": selected, "window": window, "bucket": window / 60},
             )
-            history = tuple(
-                WorkerSample(r["bucket"], r["running"], r["claimed"], r["cpu"], r["memory"])
-                for r in rows
-            )
+            history = tuple(_model(WorkerSample, r, at=r["bucket"]) for r in rows)
         return WorkersData(
             workers=workers,
             selected=selected if workers else None,
@@ -267,17 +266,7 @@ class SyceSource:
         oldest = datetime.min.replace(tzinfo=UTC)
         rows.sort(key=lambda r: r["id"])
         rows.sort(key=lambda r: r["sent_at"] or oldest, reverse=True)
-        return tuple(
-            TaskSummary(
-                r["id"],
-                r["task_name"],
-                r["queue_name"],
-                r["status"],
-                r["sent_at"],
-                r["retry_count"],
-            )
-            for r in rows[:100]
-        )
+        return tuple(_model(TaskSummary, r, task_id=r["id"]) for r in rows[:100])
 
     def task(self, task_id: str) -> Row | None:
         rows = self._fetch(queries.TASK_BY_ID, {"id": task_id})
@@ -289,23 +278,17 @@ class SyceSource:
         rows = self._fetch(
             queries.WORKFLOWS, {"statuses": list(statuses), **_search_params(search)}
         )
-        return tuple(
-            WorkflowSummary(r["id"], r["name"], r["status"], r["total"], r["done"], r["updated_at"])
-            for r in rows
-        )
+        return tuple(_model(WorkflowSummary, r, workflow_id=r["id"]) for r in rows)
 
     def workflow(self, workflow_id: str) -> WorkflowDetail | None:
         rows = self._fetch(queries.WORKFLOW_BY_ID, {"id": workflow_id})
         if not rows:
             return None
         nodes = tuple(
-            WorkflowNode(
+            _model(
+                WorkflowNode,
+                r,
                 index=r["task_index"],
-                node_id=r["node_id"],
-                task_name=r["task_name"],
-                status=r["status"],
-                task_id=r["task_id"],
-                queue_name=r["queue_name"],
                 dependencies=tuple(r["dependencies"] or ()),
                 is_subworkflow=bool(r["is_subworkflow"]),
             )

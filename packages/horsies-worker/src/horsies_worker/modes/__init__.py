@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from horsies_worker.modes.base import ClaimMode
 from horsies_worker.modes.claimed import ClaimedMode
 from horsies_worker.modes.direct import DirectStartMode
 from horsies_worker.modes.prefetch import PrefetchMode
@@ -21,24 +20,10 @@ from horsies_worker.state import WorkerState
 __all__ = ["ClaimMode", "ClaimedMode", "DirectStartMode", "PrefetchMode", "choose_mode"]
 
 
-class ClaimMode(Protocol):
-    """One pass of a worker's claim loop."""
-
-    writes_outcomes: bool
-    """True when the passes write the completer's outcomes themselves (in their round trips);
-    False when the completer's own writer must run."""
-
-    async def run_pass(self) -> None:
-        """Write what is due, claim and start what fits; raise to be retried after a back-off."""
-        ...
-
-
 def choose_mode(state: WorkerState) -> ClaimMode:
     """The mode of a worker's configuration."""
     config = state.config
-    if config.cluster_wide_cap is not None or any(
-        q.max_concurrency is not None for q in config.queues
-    ):
+    if config.cluster_capped:
         return ClaimedMode(state)
     if config.soft_cap:
         return PrefetchMode(state)

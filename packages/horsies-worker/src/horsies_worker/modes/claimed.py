@@ -15,20 +15,17 @@ from typing import Any
 
 from horsies.logs import get_logger
 
-from horsies_worker.state import WorkerState
+from horsies_worker.modes.base import ClaimMode
 
 __all__ = ["ClaimedMode"]
 
 logger = get_logger("worker")
 
 
-class ClaimedMode:
+class ClaimedMode(ClaimMode):
     """Claim under the cluster's caps, then start what the children can take."""
 
     writes_outcomes = False
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
 
     def _claim_budget(self) -> int:
         """How many tasks a pass claims now: the free budget once it is a quarter of what this
@@ -81,7 +78,9 @@ class ClaimedMode:
             return
         try:
             started = await state.broker.start_async(
-                state.worker_id, state.hostname, [(a.task.id, c.pid) for c, a in pairs]
+                state.identity.worker_id,
+                state.identity.hostname,
+                [(a.task.id, c.pid) for c, a in pairs],
             )
         except BaseException:
             for child, assignment in reversed(pairs):

@@ -15,7 +15,7 @@ from typing import Final
 from horsies.logs import get_logger
 
 from horsies_worker.children import ChildProcess
-from horsies_worker.state import WorkerState
+from horsies_worker.modes.base import ClaimMode
 
 __all__ = ["DirectStartMode"]
 
@@ -25,13 +25,10 @@ _LINGER_MAX_S: Final = 0.002
 """Tasks that usually run longer than this are never held back to share a round trip."""
 
 
-class DirectStartMode:
+class DirectStartMode(ClaimMode):
     """Claim-and-start in one round trip, one task per idle child."""
 
     writes_outcomes = True
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
 
     async def run_pass(self) -> None:
         """Linger for short tasks, then one exchange."""
@@ -75,13 +72,13 @@ class DirectStartMode:
         if not state.stop.is_set():
             idle = pool.idle_children()[: max(0, state.budget())]
         batch = completer.take()
-        keep = state.tracked_task_ids() if state.reconcile_needed else None
+        keep = state.ids_to_reconcile()
         if not idle and not batch and keep is None:
             return
         try:
             exchange = await state.broker.exchange_async(
-                state.worker_id,
-                state.hostname,
+                state.identity.worker_id,
+                state.identity.hostname,
                 outcomes=batch,
                 request=state.claimer.request(len(idle)) if idle else None,
                 pids=[child.pid for child in idle],
@@ -94,7 +91,7 @@ class DirectStartMode:
                 state.reconcile_needed = True
             raise
         if keep is not None:
-            state.reconcile_needed = False
+            state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.started:
             logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))

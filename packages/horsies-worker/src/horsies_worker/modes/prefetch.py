@@ -13,20 +13,17 @@ from __future__ import annotations
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildProcess
-from horsies_worker.state import WorkerState
+from horsies_worker.modes.base import ClaimMode
 
 __all__ = ["PrefetchMode"]
 
 logger = get_logger("worker")
 
 
-class PrefetchMode:
+class PrefetchMode(ClaimMode):
     """Leased claims ahead of the children, outcomes and starts in the same round trip."""
 
     writes_outcomes = True
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
 
     async def run_pass(self) -> None:
         """One pass: write the queued outcomes, start waiting claims on children with room, and
@@ -50,13 +47,13 @@ class PrefetchMode:
                 budget = len(direct_pids)  # claim once a quarter of the budget is free
         batch = completer.take()
         release = state.orphaned_claims
-        keep = state.tracked_task_ids() if release or state.reconcile_needed else None
+        keep = state.ids_to_reconcile()
         if not pairs and not batch and budget <= 0 and keep is None:
             return
         try:
             exchange = await state.broker.prefetch_exchange_async(
-                state.worker_id,
-                state.hostname,
+                state.identity.worker_id,
+                state.identity.hostname,
                 outcomes=batch,
                 starts=[(a.task.id, c.pid) for c, a in pairs],
                 direct_pids=direct_pids,
@@ -75,8 +72,7 @@ class PrefetchMode:
                 state.reconcile_needed = True
             raise
         if keep is not None:
-            state.orphaned_claims = []
-            state.reconcile_needed = False
+            state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar, cast
 
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
-from syce._nodes import syce_app
+from syce._nodes import cursor_key, syce_app, table_of
 from syce.messages import Loaded, SourceFailed, SourceRecovered
 from syce.source import SourceUnavailable, SyceSource
 
@@ -18,13 +19,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["FilteredPane", "SycePane", "filter_bindings"]
+__all__ = ["TASK_ACTIONS", "WORKFLOW_ACTIONS", "FilteredPane", "StatusFilter", "SycePane"]
+
+TASK_ACTIONS: Final = (
+    Binding("X", "task_action('cancel')", "Cancel task"),
+    Binding("R", "task_action('retry')", "Retry task"),
+)
+"""The keys of the actions on a task, wherever one is selected (the Tasks tab, a task's detail)."""
+
+WORKFLOW_ACTIONS: Final = (
+    Binding("P", "workflow_action('pause')", "Pause"),
+    Binding("R", "workflow_action('resume')", "Resume"),
+    Binding("X", "workflow_action('cancel')", "Cancel"),
+)
+"""The keys of the actions on a workflow (the Workflows tab, a workflow's detail)."""
 
 
 class SycePane(Vertical, Generic[T]):
     """Subclasses implement `load` (blocking, runs off the UI loop) and `show` (UI thread)."""
 
     SEARCH_HINT = "search"
+    TABLE: ClassVar[str] = ""
+    """Id of the pane's main table, which gets the focus when the tab becomes active."""
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
@@ -49,8 +65,17 @@ class SycePane(Vertical, Generic[T]):
     def show(self, data: T) -> None:
         raise NotImplementedError
 
+    @property
+    def main_table(self) -> DataTable[str]:
+        return table_of(self, f"#{self.TABLE}")
+
     def focus_main(self) -> None:
-        """Give focus to the pane's main widget (when its tab becomes active)."""
+        """Give focus to the pane's main table (when its tab becomes active)."""
+        self.main_table.focus()
+
+    def cursor_key(self) -> str | None:
+        """The key of the main table's row under the cursor (None when the table is empty)."""
+        return cursor_key(self.main_table)
 
     def refresh_data(self, *, force: bool = False) -> None:
         """Start a load unless one is already running (``force`` starts one anyway)."""
@@ -84,42 +109,57 @@ class SycePane(Vertical, Generic[T]):
         self.loads += 1
 
 
-def filter_bindings(filter_keys: Mapping[str, str]) -> list[Binding]:
-    """One toggle key per status, plus `a` (all) and `n` (none)."""
-    return [
-        *(
-            Binding(key, f"toggle_status('{status}')", status.title())
-            for key, status in filter_keys.items()
-        ),
-        Binding("a", "all_filters", "All"),
-        Binding("n", "no_filters", "None"),
-    ]
+@dataclass(frozen=True)
+class StatusFilter:
+    """A pane's filter by status: one toggle key per status, plus ``a`` (all) and ``n`` (none),
+    shown in a `Static`."""
+
+    keys: Mapping[str, str]
+    """Key -> status, in the order the statuses are listed."""
+    widget: str
+    """Selector of the `Static` that shows the filter."""
+    hint: str
+    """The pane's keys listed after the filter's own."""
+
+    def bindings(self) -> list[Binding]:
+        return [
+            *(
+                Binding(key, f"toggle_status('{status}')", status.title())
+                for key, status in self.keys.items()
+            ),
+            Binding("a", "all_filters", "All"),
+            Binding("n", "no_filters", "None"),
+        ]
+
+    def render(self, chosen: set[str]) -> str:
+        parts = [
+            f"[reverse] {key} {status.title()} [/reverse]"
+            if status in chosen
+            else f" {key} [dim]{status.title()}[/dim] "
+            for key, status in self.keys.items()
+        ]
+        return "Filters: " + " ".join(parts) + "   a all · n none · " + self.hint
 
 
 class FilteredPane(SycePane[T]):
-    """A pane whose rows are filtered by status with toggle keys (`filter_bindings`)."""
+    """A pane whose rows are filtered by status (its `FILTER`)."""
 
-    FILTER_KEYS: ClassVar[Mapping[str, str]] = {}
-    """Key -> status."""
-    FILTERS_WIDGET: ClassVar[str] = ""
-    """Selector of the `Static` that shows the filters."""
-    FILTERS_HINT: ClassVar[str] = ""
-    """Keys listed after the filters."""
+    FILTER: ClassVar[StatusFilter]
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
-        self.filters: set[str] = set(self.FILTER_KEYS.values())
+        self.filters: set[str] = set(self.FILTER.keys.values())
+
+    @property
+    def statuses(self) -> list[str]:
+        """The chosen statuses, in the filter's order."""
+        return [s for s in self.FILTER.keys.values() if s in self.filters]
+
+    def on_mount(self) -> None:
+        self._show_filters()
 
     def _show_filters(self) -> None:
-        parts = [
-            f"[reverse] {key} {status.title()} [/reverse]"
-            if status in self.filters
-            else f" {key} [dim]{status.title()}[/dim] "
-            for key, status in self.FILTER_KEYS.items()
-        ]
-        self.query_one(self.FILTERS_WIDGET, Static).update(
-            "Filters: " + " ".join(parts) + "   " + self.FILTERS_HINT
-        )
+        self.query_one(self.FILTER.widget, Static).update(self.FILTER.render(self.filters))
 
     def _changed(self) -> None:
         self._show_filters()
@@ -130,7 +170,7 @@ class FilteredPane(SycePane[T]):
         self._changed()
 
     def action_all_filters(self) -> None:
-        self.filters = set(self.FILTER_KEYS.values())
+        self.filters = set(self.FILTER.keys.values())
         self._changed()
 
     def action_no_filters(self) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets import Sparkline, Static
 
-from syce._nodes import table_of
+from syce._nodes import row_table
 from syce.format import bar, count, duration
 from syce.models import TASK_STATUSES, WORKFLOW_STATUSES, DashboardData
 from syce.queries import STATUS_COUNT_CAP
@@ -17,6 +17,7 @@ __all__ = ["DashboardPane"]
 
 class DashboardPane(SycePane[DashboardData]):
     SEARCH_HINT = "search (Dashboard has nothing to search; used by Workers/Tasks/Workflows)"
+    TABLE = "queue-counts"
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -29,12 +30,7 @@ class DashboardPane(SycePane[DashboardData]):
                 yield Sparkline([], id="trend")
             yield Static(id="alerts", classes="box")
         yield Static("Live tasks per queue", classes="title")
-        table: DataTable[str] = DataTable(id="queue-counts", cursor_type="row")
-        table.add_columns("Queue", "Pending", "Claimed", "Running")
-        yield table
-
-    def focus_main(self) -> None:
-        table_of(self, "#queue-counts").focus()
+        yield row_table(self.TABLE, "Queue", "Pending", "Claimed", "Running")
 
     def load(self) -> DashboardData:
         return self.source.dashboard()
@@ -75,7 +71,7 @@ class DashboardPane(SycePane[DashboardData]):
         if len(alerts) == 1:
             alerts.append("[green]no active alerts[/green]")
         self.query_one("#alerts", Static).update("\n".join(alerts))
-        table = table_of(self, "#queue-counts")
+        table = self.main_table
         per_queue: dict[str, dict[str, int]] = {}
         for queue, status, n in data.queue_counts:
             per_queue.setdefault(queue, {})[status] = n

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
-from syce._nodes import table_of
+from syce._nodes import row_table
 from syce.format import duration, histogram
 from syce.models import MaintenanceData
 from syce.screens.base import SycePane
@@ -36,16 +36,12 @@ def age_histogram(ages: list[float]) -> list[int]:
 
 class MaintenancePane(SycePane[MaintenanceData]):
     SEARCH_HINT = "search (Maintenance has nothing to search)"
+    TABLE = "dead-table"
 
     def compose(self) -> ComposeResult:
         yield Static(id="age-histogram", classes="box")
         yield Static(id="dead-title", classes="title")
-        table: DataTable[str] = DataTable(id="dead-table", cursor_type="row")
-        table.add_columns("Hostname", "PID", "Worker id", "Last snapshot", "Age")
-        yield table
-
-    def focus_main(self) -> None:
-        table_of(self, "#dead-table").focus()
+        yield row_table(self.TABLE, "Hostname", "PID", "Worker id", "Last snapshot", "Age")
 
     def load(self) -> MaintenanceData:
         return self.source.maintenance()
@@ -60,7 +56,7 @@ class MaintenancePane(SycePane[MaintenanceData]):
         self.query_one("#dead-title", Static).update(
             f"Dead workers (no snapshot for more than {data.dead_after_s:.0f}s): {len(dead)}"
         )
-        table = table_of(self, "#dead-table")
+        table = self.main_table
         table.clear()
         now = datetime.now(UTC)
         for a in dead:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
-from syce._nodes import syce_app
+from syce._nodes import row_table, syce_app
 from syce.models import WorkflowDetail
+from syce.screens.base import TASK_ACTIONS, WORKFLOW_ACTIONS
 from syce.source import row_to_json
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ConfirmScreen", "HelpScreen", "TaskDetailScreen", "WorkflowDetailScreen"]
 
@@ -76,50 +75,50 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
-class TaskDetailScreen(ModalScreen[None]):
+class DetailScreen(ModalScreen[None]):
+    """One row as JSON, ready to be copied; ``KIND`` names what it holds."""
+
+    KIND: ClassVar[str]
+    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("y", "copy", "Copy JSON")]
+
+    def __init__(self, row: Mapping[str, Any] | None) -> None:
+        super().__init__()
+        self.json = "null" if row is None else row_to_json(row)
+
+    def action_copy(self) -> None:
+        syce_app(self).copy_to_clipboard(self.json)
+        self.notify(f"{self.KIND} JSON copied to the clipboard")
+
+
+class TaskDetailScreen(DetailScreen):
     """The full row of one task as JSON."""
 
-    BINDINGS = [
-        Binding("escape", "dismiss", "Close"),
-        Binding("y", "copy", "Copy JSON"),
-        Binding("X", "task_action('cancel')", "Cancel task"),
-        Binding("R", "task_action('retry')", "Retry task"),
-    ]
+    KIND = "task"
+    BINDINGS = list(TASK_ACTIONS)
 
     def __init__(self, task_id: str, row: dict[str, object] | None) -> None:
-        super().__init__()
+        super().__init__(row)
         self.task_id = task_id
-        self.json = "null" if row is None else row_to_json(row)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog detail"):
             yield Static(f"[b]Task {self.task_id}[/b]   y copy · X cancel · R retry · Esc close")
             yield Static(self.json, id="task-json", markup=False)
 
-    def action_copy(self) -> None:
-        syce_app(self).copy_to_clipboard(self.json)
-        self.notify("task JSON copied to the clipboard")
-
     def action_task_action(self, action: str) -> None:
         syce_app(self).confirm_task_action(action, self.task_id)
 
 
-class WorkflowDetailScreen(ModalScreen[None]):
+class WorkflowDetailScreen(DetailScreen):
     """A workflow's row and its nodes with their states."""
 
-    BINDINGS = [
-        Binding("escape", "dismiss", "Close"),
-        Binding("y", "copy", "Copy JSON"),
-        Binding("P", "workflow_action('pause')", "Pause"),
-        Binding("R", "workflow_action('resume')", "Resume"),
-        Binding("X", "workflow_action('cancel')", "Cancel"),
-    ]
+    KIND = "workflow"
+    BINDINGS = list(WORKFLOW_ACTIONS)
 
     def __init__(self, workflow_id: str, detail: WorkflowDetail | None) -> None:
-        super().__init__()
+        super().__init__(None if detail is None else detail.row)
         self.workflow_id = workflow_id
         self.detail = detail
-        self.json = "null" if detail is None else row_to_json(detail.row)
 
     def compose(self) -> ComposeResult:
         detail = self.detail
@@ -134,8 +133,7 @@ class WorkflowDetailScreen(ModalScreen[None]):
                 "y copy · P pause · R resume · X cancel · Esc close",
                 id="workflow-title",
             )
-            table: DataTable[str] = DataTable(id="nodes-table", cursor_type="row")
-            table.add_columns("#", "Node", "Task", "Status", "Depends on", "Task id")
+            table = row_table("nodes-table", "#", "Node", "Task", "Status", "Depends on", "Task id")
             for node in detail.nodes:
                 table.add_row(
                     str(node.index),
@@ -147,10 +145,6 @@ class WorkflowDetailScreen(ModalScreen[None]):
                     key=str(node.index),
                 )
             yield table
-
-    def action_copy(self) -> None:
-        syce_app(self).copy_to_clipboard(self.json)
-        self.notify("workflow JSON copied to the clipboard")
 
     def action_workflow_action(self, action: str) -> None:
         syce_app(self).confirm_workflow_action(action, self.workflow_id)

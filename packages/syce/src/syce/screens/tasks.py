@@ -6,11 +6,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from syce._nodes import table_of
+from syce._nodes import row_table
 from syce.format import count
 from syce.models import TASK_STATUSES, TasksData
 from syce.queries import GROUP_COUNT_CAP
-from syce.screens.base import FilteredPane, filter_bindings
+from syce.screens.base import TASK_ACTIONS, FilteredPane, StatusFilter
 
 __all__ = ["TasksPane"]
 
@@ -21,17 +21,11 @@ UNCLAIMED = "(not claimed)"
 
 
 class TasksPane(FilteredPane[TasksData]):
-    FILTER_KEYS = FILTER_KEYS
-    FILTERS_WIDGET = "#task-filters"
-    FILTERS_HINT = "a all · n none · Enter expand/detail"
+    FILTER = StatusFilter(FILTER_KEYS, "#task-filters", "Enter expand/detail")
     SEARCH_HINT = "search tasks by name or id prefix"
+    TABLE = "tasks-table"
 
-    BINDINGS = [
-        *filter_bindings(FILTER_KEYS),
-        Binding("escape", "collapse", "Collapse / quit"),
-        Binding("X", "cancel_task", "Cancel task"),
-        Binding("R", "retry_task", "Retry task"),
-    ]
+    BINDINGS = [*FILTER.bindings(), Binding("escape", "collapse", "Collapse / quit"), *TASK_ACTIONS]
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
@@ -39,19 +33,9 @@ class TasksPane(FilteredPane[TasksData]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="task-filters")
-        table: DataTable[str] = DataTable(id="tasks-table", cursor_type="row")
-        table.add_columns("Worker / task", "Name", *(s.title() for s in TASK_STATUSES), "Total")
-        yield table
-
-    def on_mount(self) -> None:
-        self._show_filters()
-
-    def focus_main(self) -> None:
-        table_of(self, "#tasks-table").focus()
-
-    @property
-    def statuses(self) -> list[str]:
-        return [s for s in TASK_STATUSES if s in self.filters]
+        yield row_table(
+            self.TABLE, "Worker / task", "Name", *(s.title() for s in TASK_STATUSES), "Total"
+        )
 
     def load(self) -> TasksData:
         search = self.syce.search
@@ -69,14 +53,8 @@ class TasksPane(FilteredPane[TasksData]):
         self.expanded = None
         self.refresh_data(force=True)
 
-    def current_key(self) -> str | None:
-        table = table_of(self, "#tasks-table")
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-
     def current_task_id(self) -> str | None:
-        key = self.current_key()
+        key = self.cursor_key()
         return key[2:] if key is not None and key.startswith("t:") else None
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -90,20 +68,15 @@ class TasksPane(FilteredPane[TasksData]):
         elif key.startswith("t:"):
             self.syce.open_task(key[2:])
 
-    def action_cancel_task(self) -> None:
+    def action_task_action(self, action: str) -> None:
         task_id = self.current_task_id()
         if task_id is not None:
-            self.syce.confirm_task_action("cancel", task_id)
-
-    def action_retry_task(self) -> None:
-        task_id = self.current_task_id()
-        if task_id is not None:
-            self.syce.confirm_task_action("retry", task_id)
+            self.syce.confirm_task_action(action, task_id)
 
     def show(self, data: TasksData) -> None:
         self.expanded = data.expanded
-        table = table_of(self, "#tasks-table")
-        previous = self.current_key()
+        table = self.main_table
+        previous = self.cursor_key()
         table.clear()
         keys: list[str] = []
         for group in data.groups:

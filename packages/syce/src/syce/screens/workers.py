@@ -9,16 +9,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
-from syce._nodes import table_of
+from syce._nodes import row_table
 from syce.format import duration, percent
 from syce.models import CHART_WINDOWS, WorkersData
 from syce.screens.base import SycePane
 
 __all__ = ["WorkersPane"]
 
+_COLUMNS = ("Hostname", "PID", "Procs", "Running", "Claimed", "CPU", "Memory", "Uptime", "Seen")
+
 
 class WorkersPane(SycePane[WorkersData]):
     SEARCH_HINT = "search workers by hostname or worker id"
+    TABLE = "workers-table"
 
     BINDINGS = [
         Binding("left_square_bracket", "window(-1)", "Shorter window"),
@@ -31,11 +34,7 @@ class WorkersPane(SycePane[WorkersData]):
         self.window_index = 0
 
     def compose(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(id="workers-table", cursor_type="row")
-        table.add_columns(
-            "Hostname", "PID", "Procs", "Running", "Claimed", "CPU", "Memory", "Uptime", "Seen"
-        )
-        yield table
+        yield row_table(self.TABLE, *_COLUMNS)
         with Horizontal(classes="row"):
             yield Static(id="worker-detail", classes="box")
             with Vertical(classes="box"):
@@ -44,9 +43,6 @@ class WorkersPane(SycePane[WorkersData]):
                 yield Sparkline([], id="chart-running")
                 yield Static("CPU %", classes="label")
                 yield Sparkline([], id="chart-cpu")
-
-    def focus_main(self) -> None:
-        table_of(self, "#workers-table").focus()
 
     def load(self) -> WorkersData:
         return self.source.workers(self.selected, self.window_index, self.syce.search)
@@ -66,7 +62,7 @@ class WorkersPane(SycePane[WorkersData]):
 
     def show(self, data: WorkersData) -> None:
         now = datetime.now(UTC)
-        table = table_of(self, "#workers-table")
+        table = self.main_table
         with self.prevent(DataTable.RowHighlighted):
             table.clear()
             for w in data.workers:

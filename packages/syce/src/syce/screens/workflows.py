@@ -6,10 +6,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from syce._nodes import table_of
+from syce._nodes import row_table
 from syce.format import bar
 from syce.models import WORKFLOW_STATUSES, WorkflowSummary
-from syce.screens.base import FilteredPane, filter_bindings
+from syce.screens.base import WORKFLOW_ACTIONS, FilteredPane, StatusFilter
 
 __all__ = ["WORKFLOW_FILTER_KEYS", "WorkflowsPane"]
 
@@ -18,40 +18,21 @@ WORKFLOW_FILTER_KEYS = dict(zip("puofsc", WORKFLOW_STATUSES, strict=True))
 
 
 class WorkflowsPane(FilteredPane[tuple[WorkflowSummary, ...]]):
-    FILTER_KEYS = WORKFLOW_FILTER_KEYS
-    FILTERS_WIDGET = "#workflow-filters"
-    FILTERS_HINT = "a all · n none · Enter detail · P/R/X"
+    FILTER = StatusFilter(WORKFLOW_FILTER_KEYS, "#workflow-filters", "Enter detail · P/R/X")
     SEARCH_HINT = "search workflows by name or id prefix"
+    TABLE = "workflows-table"
 
-    BINDINGS = [
-        *filter_bindings(WORKFLOW_FILTER_KEYS),
-        Binding("y", "copy", "Copy JSON"),
-        Binding("P", "workflow_action('pause')", "Pause"),
-        Binding("R", "workflow_action('resume')", "Resume"),
-        Binding("X", "workflow_action('cancel')", "Cancel"),
-    ]
+    BINDINGS = [*FILTER.bindings(), Binding("y", "copy", "Copy JSON"), *WORKFLOW_ACTIONS]
 
     def compose(self) -> ComposeResult:
         yield Static(id="workflow-filters")
-        table: DataTable[str] = DataTable(id="workflows-table", cursor_type="row")
-        table.add_columns("Id", "Name", "Status", "Tasks", "Progress")
-        yield table
-
-    def on_mount(self) -> None:
-        self._show_filters()
-
-    def focus_main(self) -> None:
-        table_of(self, "#workflows-table").focus()
+        yield row_table(self.TABLE, "Id", "Name", "Status", "Tasks", "Progress")
 
     def load(self) -> tuple[WorkflowSummary, ...]:
-        statuses = [s for s in WORKFLOW_STATUSES if s in self.filters]
-        return self.source.workflows(statuses, self.syce.search)
+        return self.source.workflows(self.statuses, self.syce.search)
 
     def current_id(self) -> str | None:
-        table = table_of(self, "#workflows-table")
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.cursor_key()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
@@ -68,7 +49,7 @@ class WorkflowsPane(FilteredPane[tuple[WorkflowSummary, ...]]):
             self.syce.confirm_workflow_action(action, workflow_id)
 
     def show(self, data: tuple[WorkflowSummary, ...]) -> None:
-        table = table_of(self, "#workflows-table")
+        table = self.main_table
         previous = self.current_id()
         table.clear()
         for wf in data:
