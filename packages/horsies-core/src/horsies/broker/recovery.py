@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from horsies import failures
 from horsies.broker.channels import wake_workers_query
@@ -61,28 +61,37 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _worker_crashed(
-    threshold_ms: int,
-    *,
-    worker_pid: int | None,
-    worker_hostname: str | None,
-    worker_id: str | None,
-    started_at: datetime | None,
-    last_heartbeat: datetime | None,
-    detected_at: datetime,
-) -> tuple[TaskResult[Any, TaskError], str]:
+class _StaleRun(NamedTuple):
+    """A row of TASK_GET_STALE_RUNNING, in its column order."""
+
+    task_id: str
+    task_name: str
+    queue_name: str
+    worker_pid: int | None
+    worker_hostname: str | None
+    worker_id: str | None
+    started_at: datetime | None
+    last_heartbeat: datetime | None
+    retry_count: int
+    max_retries: int
+    task_options: str | None
+    detected_at: datetime
+    workflow_id: str | None
+
+
+def _worker_crashed(threshold_ms: int, run: _StaleRun) -> tuple[TaskResult[Any, TaskError], str]:
     """(WORKER_CRASHED result, failed_reason) for a task whose runner went silent."""
     seconds = f"{threshold_ms / 1000:g}s"
     reason = f"Worker process crashed (no runner heartbeat for {threshold_ms}ms = {seconds})"
     data = {
         "stale_threshold_ms": threshold_ms,
         "stale_threshold_seconds": threshold_ms / 1000,
-        "worker_pid": worker_pid,
-        "worker_hostname": worker_hostname,
-        "worker_id": worker_id,
-        "started_at": _iso(started_at),
-        "last_heartbeat": _iso(last_heartbeat),
-        "detected_at": _iso(detected_at),
+        "worker_pid": run.worker_pid,
+        "worker_hostname": run.worker_hostname,
+        "worker_id": run.worker_id,
+        "started_at": _iso(run.started_at),
+        "last_heartbeat": _iso(run.last_heartbeat),
+        "detected_at": _iso(run.detected_at),
     }
     return failures.failure(LibraryErrorCode.WORKER_CRASHED, reason, data), reason
 
@@ -107,57 +116,35 @@ def fail_stale_running_op(
             break
         outcomes: list[TaskOutcome] = []
         for row in res.rows:
-            (
-                task_id,
-                task_name,
-                _queue,
-                worker_pid,
-                worker_hostname,
-                worker_id,
-                started_at,
-                last_heartbeat,
-                retry_count,
-                max_retries,
-                task_options,
-                detected_at,
-                workflow_id,
-            ) = row
-            result, reason = _worker_crashed(
-                threshold_ms,
-                worker_pid=worker_pid,
-                worker_hostname=worker_hostname,
-                worker_id=worker_id,
-                started_at=started_at,
-                last_heartbeat=last_heartbeat,
-                detected_at=detected_at,
-            )
+            run = _StaleRun(*row)
+            result, reason = _worker_crashed(threshold_ms, run)
             delay = (
                 retry_delay_for_stored(
                     result,
-                    retry_count=retry_count,
-                    max_retries=max_retries,
-                    options_json=task_options,
+                    retry_count=run.retry_count,
+                    max_retries=run.max_retries,
+                    options_json=run.task_options,
                 )
                 if allow_retry
                 else None
             )
             outcomes.append(
                 TaskOutcome(
-                    task_id=task_id,
+                    task_id=run.task_id,
                     result_json=task_result_to_json(result),
                     ok=False,
                     retry_delay_s=delay,
                     failed_reason=reason,
-                    retry_count=retry_count,
-                    workflow_id=workflow_id,
+                    retry_count=run.retry_count,
+                    workflow_id=run.workflow_id,
                 )
             )
             _log.warning(
                 "task_worker_crashed: task %s (%s) on %s pid %s: %s%s",
-                task_id,
-                task_name,
-                worker_hostname,
-                worker_pid,
+                run.task_id,
+                run.task_name,
+                run.worker_hostname,
+                run.worker_pid,
                 reason,
                 f"; retrying in {delay:g}s" if delay is not None else "",
             )

@@ -100,18 +100,10 @@ class StateSnapshot:
 
 def _state(row: Sequence[Any]) -> ScheduleState | None:
     """A ScheduleState from a ``SCHEDULE_STATE_GET*`` row (``now`` first), None for no row."""
-    _now, name, last_run_at, next_run_at, last_task_id, run_count, config_hash, updated_at = row
-    if name is None:
+    if row[1] is None:
         return None
-    return ScheduleState(
-        schedule_name=name,
-        last_run_at=last_run_at,
-        next_run_at=next_run_at,
-        last_task_id=last_task_id,
-        run_count=run_count,
-        config_hash=config_hash,
-        updated_at=updated_at,
-    )
+    # The columns after ``now`` are ScheduleState's fields, in order.
+    return ScheduleState(*row[1:])
 
 
 def load_states_op(names: Sequence[str]) -> Op[StateSnapshot]:

@@ -420,7 +420,8 @@ RETURNING t.id
 """
 )
 
-# RUNNING tasks whose latest runner heartbeat (or started_at) is older than the threshold, locked.
+# RUNNING tasks whose latest runner heartbeat (or started_at) is older than the threshold, locked
+# (columns: the fields of the reaper's _StaleRun, in order).
 TASK_GET_STALE_RUNNING: Final = (
     """
 SELECT t.id, t.task_name, t.queue_name, t.worker_pid, t.worker_hostname, t.claimed_by_worker_id,
