@@ -1,5 +1,6 @@
-"""Real subprocesses for the end-to-end tests (workers, schedulers): one logged process class and
-one bounded wait, shared by every test directory (pytest puts ``tests/`` on ``sys.path``).
+"""Real subprocesses for the end-to-end tests (workers, schedulers): one logged process class,
+one bounded wait, and runs of a command line to completion (``run_python``, ``run_horsies``),
+shared by every test directory (pytest puts ``tests/`` on ``sys.path``).
 
 A process runs with ``cwd`` at the repository root and its output in a log file (never a pipe
 that could fill up). Every wait is bounded and polls a condition; ``reap`` stops only the process
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,38 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
     env.pop("TASKLIB_SUPPRESS_SENDS", None)
     return env
+
+
+_STYLE_ENV = ("HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE")
+
+
+def run_python(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT, timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` to completion (bounded by ``timeout``), its output captured as text.
+
+    ``env`` is the whole environment of the process (default: this process's)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        check=False,
+    )
+
+
+def run_horsies(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m horsies <args>`` to completion with plain output: no colours
+    (``NO_COLOR``), no send suppression or verbose mode inherited from this process; ``env`` is
+    added to this process's environment."""
+    plain = {key: value for key, value in os.environ.items() if key not in _STYLE_ENV}
+    return run_python(
+        "-m", "horsies", *args, env={**plain, "NO_COLOR": "1", **(env or {})}, cwd=cwd
+    )
 
 
 class LoggedProcess:

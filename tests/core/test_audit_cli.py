@@ -7,7 +7,6 @@ Python traceback; `from horsies import run_worker` reaches the worker package or
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +14,11 @@ from typing import Any
 
 import horsies
 import pytest
+from process_harness import run_horsies
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 OK_SUFFIX = "ok: all validations passed\n  2 task(s) registered\n"
-
-
-def run_horsies(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
-    }
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def assert_rendered(result: subprocess.CompletedProcess[str], header: str) -> None:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import runpy
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +28,7 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode
+from process_harness import run_horsies
 from pydantic import ValidationError
 
 PASSWORD = "Pw9-zq7Secret"
@@ -151,23 +149,6 @@ def with_password(url: str, password: str, database: str) -> str:
     user, _, host = parts.netloc.rpartition("@")
     user = user.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}", path=f"/{database}"))
-
-
-def run_horsies(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
-    }
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=full_env,
-        check=False,
-    )
 
 
 # -- config models --------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from db_rows import Db
 from e2e_harness import StartWorker, WorkerProcess
+from wf_control_harness import Gates
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +43,12 @@ def start_worker(
 @pytest.fixture(scope="module")
 def db(database_url: str) -> Db:
     return Db(database_url)
+
+
+@pytest.fixture
+def gates(tmp_path: Path) -> Iterator[Gates]:
+    """The gate files of one test's ``wf_control`` workflows; every gate is opened at teardown so
+    that no worker child stays blocked after a failed test."""
+    opened = Gates(tmp_path / "gates")
+    yield opened
+    opened.release_all()

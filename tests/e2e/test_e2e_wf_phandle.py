@@ -11,14 +11,13 @@ the lead; pool workers still connecting are cancelled before the pool's closer r
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import ROOT, Db, StartWorker, WorkerProcess
+from e2e_harness import Db, WorkerProcess, error_of, producer_app, worker_fixture
 from horsies import (
     Horsies,
     LibraryErrorCode,
@@ -34,11 +33,7 @@ from horsies import (
     start_workflow,
     start_workflow_async,
 )
-
-# Same module name as the worker's locator (see test_e2e_wf_patterns.py).
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
-from tests.e2e.apps import wf_patterns as wf
+from wf_apps import wf_patterns as wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -48,18 +43,10 @@ SHORT_MS = 300
 C = WorkflowTaskStatus.COMPLETED
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = wf.make_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
+app = producer_app(wf.make_app)
 
 
-@pytest.fixture(scope="module")
-def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
-    del app  # the schema exists before the worker starts
-    return start_worker("wf_patterns", "--processes", "2")
+worker = worker_fixture("wf_patterns", "--processes", "2")
 
 
 @pytest.fixture
@@ -76,13 +63,6 @@ def gate_path(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "gate"
     yield path
     path.touch()  # never leave a worker child blocked on a failed test's gate
-
-
-def error_of(result: TaskResult[Any, TaskError]) -> TaskError:
-    assert result.is_err(), result
-    error = result.err
-    assert error is not None
-    return error
 
 
 def gated_spec(app: Horsies, name: str, gate_path: Path) -> tuple[WorkflowSpec, TaskNode[Any]]:

@@ -15,9 +15,10 @@ import pytest
 from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
 from horsies.broker.exchange import TaskExchange
-from horsies.config import PostgresConfig, RecoveryConfig
+from horsies.config import PostgresConfig
 from horsies_worker.config import WorkerConfig
 from horsies_worker.worker import Worker
+from recovery_timing import fast_recovery
 from worker_test_app import app
 
 APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
@@ -167,13 +168,7 @@ async def test_a_finished_task_whose_outcome_is_not_written_yet_is_not_reaped(
 ) -> None:
     """The worker keeps beating for a task whose result it holds but has not written yet, so a
     reaper does not fail it as WORKER_CRASHED (nor retry a task that completed)."""
-    recovery = RecoveryConfig(
-        running_stale_threshold_ms=2_000,
-        runner_heartbeat_interval_ms=1_000,
-        claimed_stale_threshold_ms=2_000,
-        claimer_heartbeat_interval_ms=1_000,
-        check_interval_ms=1_000,
-    )
+    recovery = fast_recovery(stale_ms=2_000)
     broker = SlowWriteBroker(PostgresConfig(database_url=database_url), delay_s=5.0)
     config = WorkerConfig(
         locator=f"{APP_FILE}:app",

@@ -25,13 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from horsies.app import Horsies
-from horsies.config import (
-    AppConfig,
-    CustomQueueConfig,
-    PostgresConfig,
-    QueueMode,
-    RecoveryConfig,
-)
+from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
 from horsies.results import TaskError, TaskResult
 from horsies.retry import RetryPolicy
 from horsies.workflows.context import WorkflowContext
@@ -40,6 +34,8 @@ from horsies.workflows.nodes import AnyNode, NodeKey, SubWorkflowNode, TaskNode
 from horsies.workflows.spec import WorkflowSpec
 from horsies.workflows.status import OnError
 from pydantic import BaseModel
+
+from tests.recovery_timing import fast_recovery
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
@@ -59,13 +55,7 @@ def make_config(database_url: str) -> AppConfig:
             CustomQueueConfig(name="parked", priority=10, max_concurrency=0),
         ],
         broker=PostgresConfig(database_url=database_url),
-        recovery=RecoveryConfig(
-            claimed_stale_threshold_ms=3_000,
-            claimer_heartbeat_interval_ms=1_000,
-            running_stale_threshold_ms=3_000,
-            runner_heartbeat_interval_ms=1_000,
-            check_interval_ms=1_000,
-        ),
+        recovery=fast_recovery(stale_ms=3_000),
     )
 
 
