@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,12 @@ class LoggedProcess:
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    ready_text = " ready: "
+    """What the process prints once it is ready (``wait_ready``)."""
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_output(self.ready_text, timeout)
+
     def wait_output(self, text: str, timeout: float = 30.0) -> None:
         """Wait until ``text`` appears in the log (fails early if the process exits first)."""
 
@@ -138,3 +144,30 @@ class LoggedProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+ProcessT = TypeVar("ProcessT", bound=LoggedProcess)
+
+
+class StartedProcesses(Generic[ProcessT]):
+    """The processes one fixture started, each with its own log file in ``log_dir``; teardown
+    (``reap_all``) stops every one of them and nothing else."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._started: list[ProcessT] = []
+
+    def next_log(self, kind: str) -> Path:
+        """The log file of the next process: ``<kind>-<n>.log``."""
+        return self.log_dir / f"{kind}-{len(self._started)}.log"
+
+    def add(self, process: ProcessT, *, ready: bool) -> ProcessT:
+        """Keep ``process`` for teardown and, with ``ready``, wait until it is ready."""
+        self._started.append(process)
+        if ready:
+            process.wait_ready()
+        return process
+
+    def reap_all(self) -> None:
+        for process in self._started:
+            process.reap()

@@ -9,7 +9,6 @@ failures against the real test server and against a loopback server that rejects
 from __future__ import annotations
 
 import contextlib
-import logging
 import runpy
 import socket
 import struct
@@ -28,6 +27,7 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode
+from log_capture import captured_logs
 from process_harness import run_horsies
 from pydantic import ValidationError
 
@@ -43,33 +43,6 @@ def leaks(text: str, password: str = PASSWORD) -> bool:
     """True if `text` shows the password or any 5-character piece of it (pydantic elides the
     middle of long inputs, which can leave the end of a password visible)."""
     return any(password[i : i + 5] in text for i in range(len(password) - 4))
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[list[str]]:
-    """Every record of the root logger and of the (non-propagating) horsies loggers, as text."""
-    handler = _Capture()
-    loggers = [logging.getLogger(), logging.getLogger("horsies")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.lines
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
 
 
 class WrongPasswordServer:
@@ -282,7 +255,7 @@ def test_missing_database_errors_and_logs_hide_the_password(database_url: str) -
     url = with_password(database_url, PASSWORD, "no_such_database_audit")
     broker = PostgresBroker(PostgresConfig(database_url=url, pool_timeout=1))
     try:
-        with captured_logs() as lines:
+        with captured_logs("", "horsies") as lines:
             with pytest.raises(BrokerError) as raised:
                 broker.enqueue("audit.t")
             result = broker.get_result("some-id", timeout_ms=500)
@@ -303,7 +276,7 @@ def test_wrong_password_errors_and_logs_hide_the_password(
         PostgresConfig(database_url=wrong_password_server.url(), pool_timeout=1)
     )
     try:
-        with captured_logs() as lines:
+        with captured_logs("", "horsies") as lines:
             with pytest.raises(BrokerError) as raised:
                 broker.enqueue("audit.t")
             result = broker.get_result("some-id", timeout_ms=500)

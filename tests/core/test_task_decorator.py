@@ -405,13 +405,21 @@ def test_wrong_arguments_are_unhandled_exception(app: Horsies) -> None:
     assert error.data == {"exception_type": "TypeError"}
 
 
-def test_return_type_mismatch(app: Horsies) -> None:
-    @app.task("mismatch")
-    def mismatch() -> TaskResult[int, TaskError]:
-        return TaskResult(ok="not a number")  # type: ignore[arg-type]  # pyright: ignore
+def mismatched_return(app: Horsies, name: str, returned: TaskResult[Any, Any]) -> TaskError:
+    """Call a task ``name`` declared as returning ``TaskResult[int, TaskError]`` that returns
+    ``returned``: the call's error, which must be RETURN_TYPE_MISMATCH."""
 
-    error = mismatch().unwrap_err()
+    @app.task(name)
+    def task() -> TaskResult[int, TaskError]:
+        return returned
+
+    error = task().unwrap_err()
     assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
+    return error
+
+
+def test_return_type_mismatch(app: Horsies) -> None:
+    error = mismatched_return(app, "mismatch", TaskResult(ok="not a number"))
     assert error.message == (
         "Task mismatch returned TaskResult(ok='not a number') but expected type int"
     )
@@ -424,12 +432,7 @@ def test_return_type_mismatch(app: Horsies) -> None:
 
 
 def test_err_side_is_validated_too(app: Horsies) -> None:
-    @app.task("bad_err")
-    def bad_err() -> TaskResult[int, TaskError]:
-        return TaskResult(err="plain string")  # type: ignore[arg-type]  # pyright: ignore
-
-    error = bad_err().unwrap_err()
-    assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
+    error = mismatched_return(app, "bad_err", TaskResult(err="plain string"))  # type: ignore[arg-type]  # pyright: ignore
     assert error.data["variant"] == "err"
 
 

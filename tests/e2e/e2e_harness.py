@@ -60,9 +60,6 @@ class WorkerProcess(LoggedProcess):
             ]
         super().__init__(command, child_env({ENV_URL: database_url}), log_path)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        self.wait_output(" ready: ", timeout)
-
 
 StartWorker = Callable[..., WorkerProcess]
 

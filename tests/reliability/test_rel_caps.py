@@ -99,8 +99,7 @@ def test_caps_hold_under_contention(
         f"ledger overlap capped={overlap_capped} all={overlap_all} "
         f"per-worker={per_worker_peak} lost={report.lost} duplicated={report.duplicated}"
     )
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
     assert sum(report.ends.values()) == len(ids), report.summary()
     assert sampler.samples > 100, "the sampler barely ran"

@@ -101,8 +101,7 @@ def test_child_kill_fails_only_its_task_and_keeps_capacity(
         f"capacity_overlap={overlap}/{PROCESSES} children_after={sorted(children)} "
         f"statuses={dict(report.statuses)} lost={report.lost} duplicated={report.duplicated}"
     )
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
 
     # The plain task failed at once, through the child's death, with the documented code.
     assert crashed.status == "FAILED", crashed

@@ -11,7 +11,6 @@ cannot be rebuilt) instead of raising or waiting.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -23,7 +22,7 @@ from horsies.tasks.handle import TaskHandle
 from psycopg import sql
 
 from tests.reliability.harness import LedgerWorker
-from tests.reliability.hostile import module_worker
+from tests.reliability.hostile import module_worker_fixture
 from tests.reliability.ledger import compare
 
 pytestmark = pytest.mark.timeout(180)
@@ -79,13 +78,7 @@ UNHYDRATABLE_RESULT = (
 """A well-formed result whose ok value cannot be rebuilt: PYDANTIC_HYDRATION_ERROR (02 §12.4)."""
 
 
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LedgerWorker]:
-    log_dir = tmp_path_factory.mktemp("corrupt-rows")
-    with module_worker(database_url, database_conninfo, log_dir, "--processes", "1") as started:
-        yield started
+worker = module_worker_fixture("--processes", "1")
 
 
 NOW = object()
@@ -162,8 +155,7 @@ def test_corrupt_arguments_fail_that_task_alone_and_the_worker_keeps_working(
     assert bad_options.get(timeout_ms=RESULT_TIMEOUT_MS).is_ok()
 
     report = compare(database_conninfo, {**ids, unknown_key: unknown.task_id})
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"FAILED": len(ids) + 1}, report.summary()
     assert sum(report.starts[key] for key in [*ids, unknown_key]) == 0, "a corrupt task ran"
     healthy = compare(database_conninfo, {**later, options_key: bad_options.task_id})

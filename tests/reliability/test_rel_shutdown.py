@@ -76,8 +76,7 @@ def test_sigterm_under_load_finishes_running_and_releases_claims(
     )
     assert returncode == 0, log
     assert exit_s <= SHUTDOWN_TIMEOUT_S + EXIT_SLACK_S
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
     for key in ids:
         assert (report.starts[key], report.ends[key]) == (1, 1), key

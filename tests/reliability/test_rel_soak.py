@@ -248,8 +248,7 @@ def _workflow_outcomes(conninfo: str, sent: Sent) -> tuple[Counter[str], dict[st
 def _check_tasks(conninfo: str, report: LedgerReport, ids: dict[str, str]) -> None:
     """Nothing lost or finished twice; the only failure is WORKER_CRASHED, never for a task that
     is retried after a crash."""
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert set(report.statuses) <= {"COMPLETED", "FAILED"}, report.summary()
     assert set(report.error_codes) <= {"WORKER_CRASHED"}, report.summary()
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -151,8 +151,7 @@ def test_worker_group_sigkill_under_load(
         f"retried={sum(1 for s in states.values() if s.retry_count)} "
         f"lost={report.lost} duplicated={report.duplicated}"
     )
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert all(kill.recovery_s <= RECOVERY_BOUND_S for kill in kills), recoveries
     assert running_keys, "no kill hit a running task"
     # A claim requeued after one kill may be running on the victim of a later kill: the checks

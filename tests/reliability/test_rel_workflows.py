@@ -113,8 +113,7 @@ def _check_nodes(
     nodes, ids = settled_nodes(conninfo, [h.workflow_id for h in handles])
     assert len(nodes) == len(handles) * SIZE
     report = compare(conninfo, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     skipped = [n.key for n in nodes if n.status == "SKIPPED"]
     assert not [k for k in skipped if k and report.starts[k]], "a SKIPPED node ran"
     return nodes, report

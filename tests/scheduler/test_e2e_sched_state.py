@@ -6,33 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from db_rows import Db
 from process_harness import wait_until
-from sched_harness import (
-    StartScheduler,
-    interval_schedule,
-    scheduler_factory,
-)
+from sched_harness import StartScheduler, interval_schedule
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartScheduler]:
-    with scheduler_factory(database_url, tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
-def sched_db(database_url: str, clean_db: str) -> Db:
-    del clean_db
-    return Db(database_url)
 
 
 def _minutely(name: str, **extra: Any) -> dict[str, Any]:

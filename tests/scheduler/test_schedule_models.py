@@ -36,12 +36,7 @@ from horsies.config.schedules import (
     parse_cron,
     resolve_timezone,
 )
-from horsies.errors import (
-    ConfigurationError,
-    ErrorCode,
-    HorsiesError,
-    MultipleConfigurationErrors,
-)
+from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, MultipleConfigurationErrors
 from pydantic import TypeAdapter, ValidationError
 
 E205 = ErrorCode.CONFIG_INVALID_SCHEDULE

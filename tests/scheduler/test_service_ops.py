@@ -97,6 +97,14 @@ def run_due(broker: PostgresBroker, t: ScheduleTarget) -> DueResult:
     return broker.execute(run_due_op(t), action="schedule_run", transaction=True)
 
 
+def overdue_target(broker: PostgresBroker, rows: Rows) -> ScheduleTarget:
+    """Schedule ``s`` (every minute) initialised, its stored next run a second ago."""
+    t = target()
+    broker.execute(initialize_states_op([t]), action="t")
+    rows.set_next_run("s", -1.0)
+    return t
+
+
 # -- every SQL constant prepares against the migrated schema ---------------------------------------
 
 
@@ -334,9 +342,7 @@ def test_load_states_reads_the_database_clock_and_the_rows(
 def test_a_schedule_locked_by_another_scheduler_is_skipped(
     broker: PostgresBroker, rows: Rows
 ) -> None:
-    t = target()
-    broker.execute(initialize_states_op([t]), action="t")
-    rows.set_next_run("s", -1.0)
+    t = overdue_target(broker, rows)
     with psycopg.connect(rows.conninfo, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (schedule_lock_key("s"),))
         result = run_due(broker, t)
@@ -350,9 +356,7 @@ def test_a_schedule_locked_by_another_scheduler_is_skipped(
 def test_a_row_changed_during_the_run_rolls_the_insert_back(
     broker: PostgresBroker, rows: Rows
 ) -> None:
-    t = target()
-    broker.execute(initialize_states_op([t]), action="t")
-    rows.set_next_run("s", -1.0)
+    t = overdue_target(broker, rows)
     op = run_due_op(t)
 
     def run_with_interference(conn: psycopg.Connection[Any]) -> None:
