@@ -195,15 +195,10 @@ def test_broker_is_created_once_and_lazily(app: Horsies) -> None:
 
 
 def test_broker_construction_error_is_a_value_error(
-    app: Horsies, monkeypatch: pytest.MonkeyPatch
+    app: Horsies, broker_construction_fails: str
 ) -> None:
-    import horsies.broker
-
-    def explode(*_: object, **__: object) -> None:
-        raise RuntimeError("bad pool settings")
-
-    monkeypatch.setattr(horsies.broker, "PostgresBroker", explode)
-    with pytest.raises(ValueError, match=r"^Failed to get broker: bad pool settings$"):
+    expected = f"^Failed to get broker: {broker_construction_fails}$"
+    with pytest.raises(ValueError, match=expected):
         app.get_broker()
 
 

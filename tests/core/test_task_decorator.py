@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
-import psycopg
 import pytest
+from db_rows import sql
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
@@ -31,7 +31,6 @@ from horsies.retry import RetryPolicy
 from horsies.tasks.definition import default_task_name
 from horsies.tasks.execution import run_task_function
 from horsies.tasks.function import TaskFunction
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 
 UNREACHABLE_URL = "postgresql://user:secret@localhost:1/nowhere"
@@ -549,22 +548,16 @@ def test_send_revalidates_the_queue() -> None:
 
 
 def test_broker_construction_failure_is_an_error_handle(
-    app: Horsies, monkeypatch: pytest.MonkeyPatch
+    app: Horsies, broker_construction_fails: str
 ) -> None:
-    import horsies.broker
-
-    def explode(*_: object, **__: object) -> None:
-        raise RuntimeError("no broker today")
-
-    monkeypatch.setattr(horsies.broker, "PostgresBroker", explode)
 
     @app.task("unsendable")
     def unsendable() -> TaskResult[int, TaskError]:
         return TaskResult(ok=1)
 
     error = unsendable.send().get().unwrap_err()
-    assert (
-        error.message == "Failed to enqueue task unsendable: Failed to get broker: no broker today"
+    assert error.message == (
+        f"Failed to enqueue task unsendable: Failed to get broker: {broker_construction_fails}"
     )
     assert error.data == {"task_name": "unsendable", "exception_type": "ValueError"}
 
@@ -595,25 +588,18 @@ def db_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Horsi
 
 def fetch_row(url: str, task_id: str) -> dict[str, Any] | None:
     conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))
-        return cur.fetchone()
+    rows = sql(conninfo, "SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))
+    return rows[0] if rows else None
 
 
-def execute(url: str, sql: LiteralString, params: tuple[Any, ...]) -> None:
-    conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql, params)
+def execute(url: str, statement: LiteralString, params: tuple[Any, ...]) -> None:
+    sql(PostgresConfig(database_url=url).conninfo, statement, params)
 
 
 def count_rows(url: str, task_name: str) -> int:
     conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM horsies_tasks WHERE task_name = %s", (task_name,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    query = "SELECT count(*) AS n FROM horsies_tasks WHERE task_name = %s"
+    return int(sql(conninfo, query, (task_name,))[0]["n"])
 
 
 def test_send_writes_one_pending_row(db_app: Horsies, database_url: str) -> None:

@@ -23,16 +23,13 @@ from horsies import (
     WorkflowTaskStatus,
 )
 from horsies.codec import task_result_from_json
+from node_status_letters import C, F, S
 from wf_apps import wf_patterns as wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 GET_MS = 30_000
 WAIT_S = 30.0
-
-C = WorkflowTaskStatus.COMPLETED
-F = WorkflowTaskStatus.FAILED
-S = WorkflowTaskStatus.SKIPPED
 
 
 app = producer_app(wf.make_app)

@@ -33,14 +33,13 @@ from horsies import (
     start_workflow,
     start_workflow_async,
 )
+from node_status_letters import C
 from wf_apps import wf_patterns as wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 GET_MS = 30_000
 SHORT_MS = 300
-
-C = WorkflowTaskStatus.COMPLETED
 
 
 app = producer_app(wf.make_app)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 import pytest
+from db_rows import sql
 from horsies.app import Horsies
 from horsies.results import LibraryErrorCode, TaskError
 from horsies.workflows.handle import WorkflowHandle
@@ -65,15 +66,13 @@ TERMINAL_TIMEOUT_MS = 150_000
 
 def _start_pids(conninfo: str, keys: Iterable[str]) -> dict[str, list[int]]:
     """Key -> worker pids of its ledger ``start`` rows, in order (keys never started absent)."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT key, worker_pid FROM reliability_ledger"
-            " WHERE key = ANY(%s) AND phase = 'start' ORDER BY seq",
-            (list(keys),),
-        ).fetchall()
+    query = (
+        "SELECT key, worker_pid FROM reliability_ledger"
+        " WHERE key = ANY(%s) AND phase = 'start' ORDER BY seq"
+    )
     pids: dict[str, list[int]] = {}
-    for key, pid in rows:
-        pids.setdefault(key, []).append(pid)
+    for row in sql(conninfo, query, (list(keys),)):
+        pids.setdefault(row["key"], []).append(row["worker_pid"])
     return pids
 
 

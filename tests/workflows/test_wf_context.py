@@ -295,24 +295,6 @@ def test_sub_workflow_error_pickles() -> None:
     assert pickle.loads(pickle.dumps(error)) == error
 
 
-# -- library error codes ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "WORKFLOW_STOPPED",
-        "WORKFLOW_PAUSED",
-        "WORKFLOW_CANCELLED",
-        "WORKFLOW_FAILED",
-        "SUBWORKFLOW_FAILED",
-        "SUBWORKFLOW_LOAD_FAILED",
-    ],
-)
-def test_workflow_library_error_codes(name: str) -> None:
-    assert LibraryErrorCode[name].value == name
-
-
 def test_handle_missing_id_error_is_a_runtime_error() -> None:
     assert issubclass(WorkflowHandleMissingIdError, RuntimeError)
     assert issubclass(WorkflowContextMissingIdError, RuntimeError)

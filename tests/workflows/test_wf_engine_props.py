@@ -27,12 +27,8 @@ from horsies.workflows.engine import (
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_status_letters import C, F, P, R, S
 
-P = WorkflowTaskStatus.PENDING
-R = WorkflowTaskStatus.READY
-C = WorkflowTaskStatus.COMPLETED
-F = WorkflowTaskStatus.FAILED
-S = WorkflowTaskStatus.SKIPPED
 TERMINAL = frozenset({C, F, S})
 
 MAX_NODES = 25
