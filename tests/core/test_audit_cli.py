@@ -1,4 +1,4 @@
-"""Audit: the `horsies` command line and `horsies.run_worker` (06 §3, 04 §1, D19).
+"""Audit: the `horsies` command line and `horsies.run_worker`.
 
 `horsies check` accepts every locator form; every bad argument of `horsies check` and
 `horsies worker` is rendered as a `HorsiesError` (E206) on stderr with exit status 1 and no
@@ -28,7 +28,7 @@ def assert_rendered(result: subprocess.CompletedProcess[str], header: str) -> No
     assert header in result.stderr, output
 
 
-# -- horsies check: the locator forms not covered elsewhere (04 §1.1) ------------------------------
+# -- horsies check: the locator forms not covered elsewhere ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_check_accepts_every_locator_form(args: list[str], cwd: Path) -> None:
     assert result.stdout.endswith(OK_SUFFIX)
 
 
-# -- horsies worker: bad arguments are rendered errors (04 §1.2) -----------------------------------
+# -- horsies worker: bad arguments are rendered errors ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_worker_bad_locators_are_rendered_like_check(locator: str, header: str) 
     assert header in run_horsies("check", locator).stderr
 
 
-# -- horsies.run_worker (D19) ---------------------------------------------------------------------
+# -- horsies.run_worker ----------------------------------------------------------------------------
 
 
 def test_run_worker_is_public_and_delegates_to_the_worker_package(

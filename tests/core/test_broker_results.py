@@ -1,4 +1,4 @@
-"""Result retrieval (02 §5, D6, D8): every outcome with its exact message, NOTIFY wake-up, fallback
+"""Result retrieval: every outcome with its exact message, NOTIFY wake-up, fallback
 poll, reconnect, and the async twin."""
 
 from __future__ import annotations

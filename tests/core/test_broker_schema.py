@@ -1,4 +1,5 @@
-"""Schema migrations (fresh, idempotent, concurrent), the schema objects of spec 06 §6-7, and a
+"""Schema migrations (fresh, idempotent, concurrent), the documented tables, columns, indexes and
+notification triggers, and a
 PREPARE of every SQL constant against the migrated schema (a renamed column fails here)."""
 
 from __future__ import annotations

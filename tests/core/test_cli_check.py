@@ -1,4 +1,5 @@
-"""The `horsies` CLI: `horsies check` (spec 06 §3, D35), plugin sub-commands, error rendering."""
+"""The `horsies` CLI: `horsies check` (its imports run with sends suppressed), plugin sub-commands,
+error rendering."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_check_ok_with_file_locator() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
     assert "Task send suppressed during module import/discovery: check_ok.hello" in result.stdout
-    # Every import done by the command runs with sends suppressed (D35).
+    # Every import done by the command runs with sends suppressed.
     assert "app-module-send:<suppressed>" in result.stderr
     assert "task-module-send:<suppressed>" in result.stderr
 

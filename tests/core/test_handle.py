@@ -1,4 +1,5 @@
-"""`TaskHandle` (spec 02 §5, decisions D6, D8): preset results, caching of final outcomes only."""
+"""`TaskHandle`: preset results, a timeout is a WAIT_TIMEOUT result (never raised), and only final
+outcomes are cached."""
 
 from __future__ import annotations
 

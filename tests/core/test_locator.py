@@ -1,4 +1,4 @@
-"""App locators (spec 04 §1.1, D4, D35): every form, every error, suppression, children."""
+"""App locators: every form, every error, send suppression during the import, children."""
 
 from __future__ import annotations
 
@@ -266,7 +266,7 @@ def test_default_task_names_of_file_modules_follow_the_package_path(project: Pat
     assert "pkg_named.tasks_mod.unnamed" in location.app.tasks
 
 
-# -- send suppression during imports (D35) --------------------------------------------------------
+# -- send suppression during imports ---------------------------------------------------------------
 
 SENDING_APP = (
     APP_SOURCE

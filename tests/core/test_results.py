@@ -1,4 +1,4 @@
-"""TaskResult, TaskError and LibraryErrorCode (spec 02 §11)."""
+"""TaskResult, TaskError and LibraryErrorCode."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TaskStatus and TASK_TERMINAL_STATES (spec 02 §13.1, D11, D12)."""
+"""TaskStatus and TASK_TERMINAL_STATES: REQUEUED is kept but never written; the database stores
+upper-case names, the Python enum lower-case values."""
 
 from __future__ import annotations
 

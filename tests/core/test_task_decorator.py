@@ -1,7 +1,7 @@
 """`@app.task` and task functions.
 
-Definition checks (02 §1, D4, D5, D44), direct calls (02 §3, §6, D9), sends (02 §4, §10, D7) and
-`send_many`.
+Definition checks (default names, unknown options, return annotations), direct calls, sends
+(`schedule` takes seconds) and `send_many`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
@@ -64,7 +64,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Horsies:
     return default_app()
 
 
-# -- call forms (D4) ------------------------------------------------------------------------------
+# -- call forms, with and without a name -----------------------------------------------------------
 
 
 def test_decorator_with_name_and_options(app: Horsies) -> None:
@@ -154,7 +154,7 @@ def test_function_defined_in_main_needs_a_name(app: Horsies) -> None:
     assert app.task("job", namespace["job"]).task_name == "job"
 
 
-# -- definition checks, in order (02 §1, D5, D44) ------------------------------------------------
+# -- definition checks, in order -------------------------------------------------------------------
 
 
 def test_unknown_option_is_refused(app: Horsies) -> None:
@@ -355,7 +355,7 @@ def test_unresolvable_return_annotation(app: Horsies) -> None:
     assert info.value.code is ErrorCode.TASK_INVALID_RETURN_TYPE
 
 
-# -- direct call (02 §3, §6, D9) -----------------------------------------------------------------
+# -- direct call -----------------------------------------------------------------------------------
 
 
 def test_exception_becomes_unhandled_exception(app: Horsies) -> None:
@@ -404,21 +404,19 @@ def test_wrong_arguments_are_unhandled_exception(app: Horsies) -> None:
     assert error.data == {"exception_type": "TypeError"}
 
 
-def mismatched_return(app: Horsies, name: str, returned: TaskResult[Any, Any]) -> TaskError:
-    """Call a task ``name`` declared as returning ``TaskResult[int, TaskError]`` that returns
-    ``returned``: the call's error, which must be RETURN_TYPE_MISMATCH."""
-
-    @app.task(name)
-    def task() -> TaskResult[int, TaskError]:
-        return returned
-
+def return_type_error(task: Callable[[], TaskResult[Any, TaskError]]) -> TaskError:
+    """The error of calling ``task``, which must be RETURN_TYPE_MISMATCH."""
     error = task().unwrap_err()
     assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
     return error
 
 
 def test_return_type_mismatch(app: Horsies) -> None:
-    error = mismatched_return(app, "mismatch", TaskResult(ok="not a number"))
+    @app.task("mismatch")
+    def mismatch() -> TaskResult[int, TaskError]:
+        return TaskResult(ok="not a number")  # type: ignore[arg-type]  # pyright: ignore
+
+    error = return_type_error(mismatch)
     assert error.message == (
         "Task mismatch returned TaskResult(ok='not a number') but expected type int"
     )
@@ -431,7 +429,11 @@ def test_return_type_mismatch(app: Horsies) -> None:
 
 
 def test_err_side_is_validated_too(app: Horsies) -> None:
-    error = mismatched_return(app, "bad_err", TaskResult(err="plain string"))  # type: ignore[arg-type]  # pyright: ignore
+    @app.task("bad_err")
+    def bad_err() -> TaskResult[int, TaskError]:
+        return TaskResult(err="plain string")  # type: ignore[arg-type]  # pyright: ignore
+
+    error = return_type_error(bad_err)
     assert error.data["variant"] == "err"
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -51,7 +54,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert "error_code=UNHANDLED_EXCEPTION" in output
     assert "ZeroDivisionError: division by zero" in output
     assert "result after 1 retry: 'fetched on the second attempt'" in output
-    # The workflow: one failed branch, handled by the allow_failed_deps summary (spec 03, demo).
+    # The workflow: one failed branch, handled by the allow_failed_deps summary (as in the demo).
     assert re.search(r"quote_NOSUCH\s+FAILED\s+err=UNHANDLED_EXCEPTION", output)
     assert re.search(r"quote_ACME\s+COMPLETED", output)
     assert re.search(
@@ -67,9 +70,20 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert not data_dir.exists(), "the demo's PostgreSQL data directory was not removed"
 
 
+@pytest.fixture
+def db_data_dir() -> Iterator[Path]:
+    """A data directory for ``horsies db``, outside pytest's temporary root: the server runs as
+    another user, so ``horsies db`` opens the directory's parents to it, and any pytest session
+    starting meanwhile on this machine closes ``/tmp/pytest-of-<user>`` again (mode 0700), which
+    would lock the server's user out before ``stop``."""
+    parent = Path(tempfile.mkdtemp(prefix="horsies-db-test-"))
+    yield parent / "db"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.mark.timeout(180)
-def test_db_start_url_stop(tmp_path: Path) -> None:
-    data_dir = tmp_path / "db"
+def test_db_start_url_stop(db_data_dir: Path) -> None:
+    data_dir = db_data_dir
     started = _horsies("db", "start", "--data-dir", str(data_dir), timeout=120)
     try:
         assert started.returncode == 0, started.stderr

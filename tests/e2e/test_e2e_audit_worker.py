@@ -1,8 +1,8 @@
 """Audit: one ``horsies worker`` (2 children) against bad input, odd names and a dead child.
 
-Spec: 02 §4 (names are data), 04 §7 (corrupt rows fail one task), D34 (a fresh child replaces a
-dead one), D35 (every import the worker does — app module and task modules, in the main process
-and in each child — runs with sends suppressed).
+Task names and values are data, never SQL; a corrupt row fails its task alone; a fresh child
+replaces a dead one; every import the worker does (app module and task modules, in the main
+process and in each child) runs with sends suppressed.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def park(
     return task_id
 
 
-# -- D35 ------------------------------------------------------------------------------------------
+# -- imports done by the worker run with sends suppressed -----------------------------------------
 
 
 def test_every_import_of_the_worker_suppresses_module_level_sends(
@@ -97,8 +97,9 @@ def test_every_import_of_the_worker_suppresses_module_level_sends(
 def test_default_task_name_is_computed_the_same_way_in_the_children(
     worker: WorkerProcess, app: Horsies, db: Db
 ) -> None:
-    # D4: "<module>.<qualname>". This process imports the app module as "apps.audit_app", the
-    # worker (and so each child, through the canonical locator) as "tests.e2e.apps.audit_app".
+    # The default name is "<module>.<qualname>". This process imports the app module as
+    # "apps.audit_app", the worker (and so each child, through the canonical locator) as
+    # "tests.e2e.apps.audit_app".
     (local,) = [name for name in app.list_tasks() if name.endswith(".bare")]
     assert local == "apps.audit_app.create_app.<locals>.bare"
     task_id = app.get_broker().enqueue(f"tests.e2e.{local}")
@@ -106,7 +107,7 @@ def test_default_task_name_is_computed_the_same_way_in_the_children(
     assert task_result_from_json(row["result"]).unwrap() == "bare"
 
 
-# -- names and values are data (02 §4) ------------------------------------------------------------
+# -- names and values are data -------------------------------------------------------------------
 
 
 def test_task_named_like_sql_injection_runs_and_round_trips_its_arguments(
@@ -120,7 +121,7 @@ def test_task_named_like_sql_injection_runs_and_round_trips_its_arguments(
     assert worker.alive
 
 
-# -- bad input fails one task, never the worker (04 §7-8) ------------------------------------------
+# -- bad input fails one task, never the worker --------------------------------------------------
 
 
 def test_unserializable_result_fails_the_task_and_the_worker_keeps_serving(
@@ -180,7 +181,7 @@ def test_the_same_failure_with_readable_options_is_retried(
     assert worker.alive
 
 
-# -- D34: a dead child is replaced by a fresh one --------------------------------------------------
+# -- a dead child is replaced by a fresh one -----------------------------------------------------
 
 
 def test_killed_child_is_replaced_and_both_children_serve_again(

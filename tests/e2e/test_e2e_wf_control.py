@@ -1,7 +1,8 @@
 """Workflow control flow with real workers: on_error=PAUSE, pause(), resume(), cancel().
 
-Spec 03 §12 and §15, decisions D26 (get() on a PAUSED workflow), D27 (pause and enqueued tasks),
-D28 (cancel). The workflows are class-based definitions of ``tests.e2e.apps.wf_control``, built in
+get() on a PAUSED workflow answers WORKFLOW_PAUSED at once; after a pause, tasks already enqueued
+may still run but nothing new is enqueued until resume; a cancelled workflow stays CANCELLED. The
+workflows are class-based definitions of ``tests.e2e.apps.wf_control``, built in
 this process with a producer app on the module's database and executed by one worker.
 
 The gates, node and task queries and waits are in ``wf_control_harness`` (shared with the other
@@ -35,7 +36,7 @@ def test_on_error_pause_holds_dependents_and_resume_continues(
     handle = wf.PauseOnError.build_with(app, gates_dir=gates.path).start()
     gates.wait_started("good")
 
-    # The failure pauses the workflow; get() reports that instead of waiting for the end (D26).
+    # The failure pauses the workflow; get() reports that instead of waiting for the end.
     assert error_of(handle.get(timeout_ms=GET_MS)).error_code == LibraryErrorCode.WORKFLOW_PAUSED
     started = time.monotonic()
     paused = error_of(handle.get(timeout_ms=GET_MS))

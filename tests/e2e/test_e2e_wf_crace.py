@@ -1,8 +1,8 @@
 """Concurrency of the workflow engine with two real workers (two children each), run many times.
 
-Every advance of a workflow tree serialises on its root row's lock (spec 03 §8.2, plan "Storage"),
+Every advance of a workflow tree serialises on its root row's lock,
 so: two dependencies finishing at the same moment enqueue their dependent exactly once; a pause
-racing completions loses no node (D27); a cancel racing completions stays CANCELLED (D28).
+racing completions loses no node; a cancel racing completions stays CANCELLED.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_pause_racing_completions_loses_no_node(
         wait_until(reached, 30, f"{threshold} nodes done", interval=0.005)
         if handle.pause():
             paused_rounds += 1
-            # Already enqueued tasks may still run (D27); once they are done nothing moves.
+            # Already enqueued tasks may still run after a pause; once they are done nothing moves.
             wait_until(settled(db, wid), 30, "in-flight nodes to finish")
             assert handle.status() is WorkflowStatus.PAUSED, round_
             statuses = db.node_statuses(wid)

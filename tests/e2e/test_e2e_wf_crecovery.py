@@ -1,7 +1,7 @@
 """Workflow recovery with real workers: killed workers and desynchronised node rows.
 
-Spec 03 §16 (reconciliation by every worker's reaper), 04 §9-10 (stale RUNNING tasks fail with
-WORKER_CRASHED), D10 (such a crash is retried when listed in auto_retry_for). The app's recovery
+Every worker's reaper reconciles node rows with their tasks; a stale RUNNING task fails with
+WORKER_CRASHED, and such a crash is retried when listed in auto_retry_for. The app's recovery
 thresholds are 3 s with 1 s checks.
 """
 
@@ -114,7 +114,7 @@ def test_node_rows_out_of_sync_with_their_tasks_are_reconciled(
         "shown": "COMPLETED",
         "blocked": "SKIPPED",
     }
-    # A stored result is taken as it is; a missing one is synthesized (03 §16 case 4).
+    # A stored result is taken as it is; a missing one is synthesized.
     assert node_result(db.nodes(wid)["forged"]).unwrap() == "forged by hand"
     assert handle.results()["shown"].unwrap()["ok"] == "forged by hand"
     lost_error = error_of(handle.result_for(NodeKey("lost")))

@@ -1,8 +1,9 @@
 """Sub-workflows with real workers: results, failures, summaries, cancel and pause cascades.
 
-Spec 03 §14 and §12.2-12.4, decisions D15 (summary aliases), D16 (summary_for), D17
-(SubWorkflowError round-trip), D18 (build_with inputs), D28 (cancel reaches children) and D29 (a
-child cancelled on its own fails its parent's node). The child specs are built by the worker from
+The child's summary answers to both sets of field names and is returned by ``summary_for``; a
+child's failure round-trips as a SubWorkflowError; ``build_with`` receives its inputs rehydrated;
+cancelling a parent cancels its children, and a child cancelled on its own fails its parent's
+node. The child specs are built by the worker from
 the definitions of ``tests.e2e.apps.wf_control``.
 """
 
@@ -40,7 +41,7 @@ worker = worker_fixture("wf_control", "--processes", "4")
 
 
 def summary_of(error: Any) -> SubWorkflowSummary[Any]:
-    """The summary of a SubWorkflowError, matched structurally (D17)."""
+    """The summary of a SubWorkflowError read back from storage, matched structurally."""
     match error:
         case SubWorkflowError(sub_workflow_summary=SubWorkflowSummary() as summary):
             return summary
@@ -57,7 +58,8 @@ def test_completed_child_gives_its_result_to_the_parent_node(
     wid = handle.workflow_id
 
     # The node's result is the child's final result (its output node's), and build_with got
-    # the args_from input as a TaskResult, the positional arg, a datetime and a model (D18).
+    # the args_from input as a TaskResult, the positional arg, a datetime and a model, all
+    # rehydrated.
     assert handle.result_for(wf.ParentSum.sub).unwrap() == CHILD_REPORT
     assert db.node_statuses(wid) == {
         "src": "COMPLETED",
@@ -78,8 +80,8 @@ def test_completed_child_gives_its_result_to_the_parent_node(
     )
     assert db.node_statuses(child_id) == {"total": "COMPLETED", "report": "COMPLETED"}
 
-    # Downstream: args_from delivers the child's result, workflow_ctx the real summary (D16),
-    # readable under both field names (D15).
+    # Downstream: args_from delivers the child's result, workflow_ctx the real summary
+    # (summary_for works), readable under both field names.
     report = result.unwrap()
     assert report["child_type"] == "TaskResult"
     assert report["child_ok"] == CHILD_REPORT
@@ -118,7 +120,7 @@ def test_failed_child_fails_the_parent_node_with_a_subworkflow_error(
         "after": "SKIPPED",
     }
 
-    # The stored node error reads back as a SubWorkflowError (D17).
+    # The stored node error reads back as a SubWorkflowError.
     node_error = error_of(handle.result_for(wf.ParentFail.sub))
     assert isinstance(node_error, SubWorkflowError)
     assert node_error.error_code == LibraryErrorCode.SUBWORKFLOW_FAILED
@@ -160,7 +162,8 @@ def test_child_cancelled_by_its_own_handle_fails_the_parent_node(
     child.cancel()
 
     assert child.status() is WorkflowStatus.CANCELLED
-    # D29: the parent's node fails with a SubWorkflowError and the parent goes on (FAIL policy).
+    # A child cancelled on its own: the parent's node fails with a SubWorkflowError and the
+    # parent goes on (FAIL policy).
     final = error_of(handle.get(timeout_ms=GET_MS))
     assert handle.status() is WorkflowStatus.FAILED
     assert isinstance(final, SubWorkflowError)
@@ -195,7 +198,7 @@ def test_cancel_reaches_the_child_workflow(
     handle.cancel()
 
     assert handle.status() is WorkflowStatus.CANCELLED
-    assert child.status() is WorkflowStatus.CANCELLED  # D28
+    assert child.status() is WorkflowStatus.CANCELLED  # the cancel reached the child
     assert error_of(child.get(timeout_ms=GET_MS)).error_code == (
         LibraryErrorCode.WORKFLOW_CANCELLED
     )

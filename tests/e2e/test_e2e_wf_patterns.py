@@ -1,6 +1,6 @@
 """Workflow patterns end to end: a real ``horsies worker`` (2 children) runs every node.
 
-Spec 03 §8-§13 and §15, decisions D14, D25, D30. Each test starts a workflow from this process
+Each test starts a workflow from this process
 (a producer app with the worker's queue configuration) and checks the documented node statuses,
 results and workflow outcome. Nodes that must not finish yet wait on a gate file the test opens.
 """
@@ -323,11 +323,11 @@ def test_conditions_run_when_and_skip_when(worker: WorkerProcess, app: Horsies) 
         "skip_wins": S,  # skip_when True wins over run_when True
         "run_false": S,
         "after_skip": S,  # a condition skip cascades like any skip
-        "run_true": C,  # no workflow_ctx_from: the condition saw its dependency (D30)
+        "run_true": C,  # no workflow_ctx_from: the condition saw its dependency
         "skip_false": C,
         "raises": S,  # a raising condition skips the node
         "ctx_from": C,  # with workflow_ctx_from the condition sees only those nodes
-        "root_skipped": S,  # root conditions are evaluated (D30)
+        "root_skipped": S,  # root conditions are evaluated
         "root_runs": C,  # ... with an empty context
     }
     # Sinks only; a SKIPPED sink maps to None.

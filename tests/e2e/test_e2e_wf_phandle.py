@@ -1,8 +1,8 @@
 """`WorkflowHandle` end to end against a real ``horsies worker`` (2 children).
 
-Spec 03 §6 (idempotent start) and §15 (status, get, results, result_for, tasks; sync and async
-twins), decisions D6 and D25. A gate file keeps one node running while the test looks at the
-workflow from outside.
+Idempotent start; status, get, results (keyed by node id), result_for and tasks, sync and async
+twins; a get() that times out answers WAIT_TIMEOUT. A gate file keeps one node running while the
+test looks at the workflow from outside.
 
 Async tests use a broker of their own and close it with ``close_async()`` inside their event loop:
 a broker whose async pool is left for loop shutdown to close can hang that shutdown (reported to
@@ -223,7 +223,7 @@ def test_same_task_twice_without_ids_is_keyed_by_generated_node_ids(
     second = TaskNode(fn=wf.value, args=("two",))
     handle = app.workflow("wfp same task twice!", [first, second]).start()
     result = handle.get(timeout_ms=GET_MS).unwrap()
-    # "<slugified workflow name>:<index>" (03 §2); both nodes are sinks.
+    # "<slugified workflow name>:<index>"; both nodes are sinks.
     assert {key: r.unwrap() for key, r in result.items()} == {
         "wfp_same_task_twice:0": "one",
         "wfp_same_task_twice:1": "two",

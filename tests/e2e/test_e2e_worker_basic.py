@@ -1,6 +1,8 @@
 """One shared ``horsies worker`` (DEFAULT mode, 2 children) running the basic app end to end.
 
-Spec: 04 §5-8 (claim, execute, finalize, retry), D33 (fallback poll), D34 (dead child), D10.
+Claim, execute, finalize and retry; the bounded fallback poll (delayed tasks run without a new
+notification); a dead child fails its task at once or, when WORKER_CRASHED is in auto_retry_for,
+the task is retried.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def test_retries_exhausted_fail_with_the_last_error(
 def test_scheduled_task_runs_after_its_delay_without_notifications(
     worker: WorkerProcess, app: Horsies
 ) -> None:
-    # Nothing else is sent meanwhile: only the worker's bounded poll (D33) can pick it up.
+    # Nothing else is sent meanwhile: only the worker's bounded poll can pick it up.
     sent = time.time()
     handle = app.tasks["e2e.stamp"].schedule(2.0)
     ran_at = handle.get(timeout_ms=GET_MS).unwrap()
@@ -162,7 +164,7 @@ def test_killed_child_fails_its_task_at_once_and_worker_keeps_serving(
 def test_crashed_task_is_retried_when_worker_crashed_is_listed(
     worker: WorkerProcess, app: Horsies, db: Db, tmp_path: Path
 ) -> None:
-    # D10: the first attempt SIGKILLs its own child; WORKER_CRASHED is in auto_retry_for.
+    # The first attempt SIGKILLs its own child; WORKER_CRASHED is in auto_retry_for.
     handle = app.tasks["e2e.crash_once"].send(str(tmp_path / "crash.log"))
     assert handle.get(timeout_ms=GET_MS).unwrap() == "survived"
     assert db.task(handle.task_id)["retry_count"] == 1

@@ -1,4 +1,5 @@
-"""``horsies worker`` command line: options and exit codes (spec 04 §1, §1.2, D32)."""
+"""``horsies worker`` command line: options (``--processes`` defaults to the CPU count) and exit
+codes."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_help_lists_every_option() -> None:
         "--shutdown-timeout",
     ):
         assert option in result.stdout
-    assert "CPU count" in " ".join(result.stdout.split())  # D32 default
+    assert "CPU count" in " ".join(result.stdout.split())  # the default of --processes
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,7 @@ class Refused:
 
 
 def _key_to_str(key: object) -> str:
-    # The documented rule (02 §12.1): non-string keys become strings.
+    # The documented rule of the JSON encoding: non-string keys become strings.
     if isinstance(key, str):
         return str.__str__(key)
     if isinstance(key, int) and not isinstance(key, bool):
@@ -160,7 +160,7 @@ class _Oracle:
         if isinstance(value, dt.datetime | dt.date | dt.time):
             return value
         if isinstance(value, BaseModel):
-            # A model is stored as its `model_dump(mode="json")` (02 §12.1): it comes back as
+            # A model is stored as its `model_dump(mode="json")`: it comes back as
             # pydantic's own JSON round trip (which, e.g., replaces lone surrogates in dict keys).
             dumped = value.model_dump(mode="json")
             known = len(self.issues)

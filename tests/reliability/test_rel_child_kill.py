@@ -1,12 +1,12 @@
 """Scenario 2, child killed: SIGKILL to one child process of a ``--processes 2`` worker while it
-runs a long task (D34), in hard-cap (direct start) and soft-cap (prefetch) mode.
+runs a long task, in hard-cap (direct start) and soft-cap (prefetch) mode.
 
 What it proves:
 
 - the task that child ran ends FAILED with ``WORKER_CRASHED`` (``rel.work``), detected by the worker
   through the child's sentinel (its ``failed_reason`` names the dead child, not the reaper's
   missing-heartbeat text) long before the stale threshold; a task with
-  ``auto_retry_for=[WORKER_CRASHED]`` (``rel.stall``) is retried instead and completes (D10);
+  ``auto_retry_for=[WORKER_CRASHED]`` (``rel.stall``) is retried instead and completes;
 - no other task is touched: the long task on the other child and the short tasks sent around
   the kills complete, each exactly once;
 - the worker lives on with its full capacity: a fresh child replaces the dead one, and afterwards

@@ -4,7 +4,8 @@ Garbage in the ``args``/``kwargs`` column of a PENDING task makes that task (alo
 ``WORKER_SERIALIZATION_ERROR``; an unknown task name fails with ``WORKER_RESOLUTION_ERROR``; the
 worker keeps working (later tasks complete). Garbage in the ``result`` column of a finished task
 makes ``get()`` return at once an error result (``BROKER_ERROR`` holding the codec's
-``SerializationError``, as 02 §5 step 6 says; ``PYDANTIC_HYDRATION_ERROR`` when only the ok value
+``SerializationError``, as documented for results that cannot be decoded;
+``PYDANTIC_HYDRATION_ERROR`` when only the ok value
 cannot be rebuilt) instead of raising or waiting.
 """
 
@@ -70,12 +71,12 @@ UNDECODABLE_RESULTS = [
     '{"__task_result__": true, "ok": [' * 300 + "1" + "]" * 300 + "}",
     '{"__task_result__": true, "ok": [' + "[" * 2_000 + "]" * 2_000 + "]}",
 ]
-"""Stored results that are not a TaskResult at all: get() answers BROKER_ERROR (02 §5 step 6)."""
+"""Stored results that are not a TaskResult at all: get() answers BROKER_ERROR."""
 UNHYDRATABLE_RESULT = (
     '{"__task_result__": true, "ok": {"__pydantic_model__": true, "module": "gone",'
     ' "qualname": "M", "data": {}}, "err": null}'
 )
-"""A well-formed result whose ok value cannot be rebuilt: PYDANTIC_HYDRATION_ERROR (02 §12.4)."""
+"""A well-formed result whose ok value cannot be rebuilt: PYDANTIC_HYDRATION_ERROR."""
 
 
 worker = module_worker_fixture("--processes", "1")
@@ -175,7 +176,8 @@ async def test_corrupt_stored_results_give_a_clear_error_from_get(
 ) -> None:
     """Garbage in the ``result`` column of a COMPLETED or FAILED task: ``get()`` and
     ``get_async()`` return at once (never raise, never wait) err BROKER_ERROR carrying the
-    codec's SerializationError that says what is wrong (02 §5 step 6); it is not cached (D8), so
+    codec's SerializationError that says what is wrong; it is not cached (only final outcomes
+    are), so
     once the row is repaired the same handle reads the real result. A well-formed result whose
     value cannot be rebuilt gives PYDANTIC_HYDRATION_ERROR."""
     ids = _later_tasks_complete(producer, len(UNDECODABLE_RESULTS) + 1)

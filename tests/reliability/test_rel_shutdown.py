@@ -1,6 +1,7 @@
 """Scenario 5, graceful shutdown under load: SIGTERM to a prefetching worker (``--processes 2``,
 ``prefetch_buffer`` 2) while it runs two tasks and holds claimed-but-unstarted ones, with a second
-worker serving the same queue (04 §12, improved: claims are released at once, results written).
+worker serving the same queue (claims not started are released at once and the results of the
+running tasks are written, so the other worker takes over without waiting for a reaper).
 
 What it proves:
 

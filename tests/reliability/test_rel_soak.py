@@ -9,7 +9,8 @@ Sizes can be tuned with ``HORSIES_SOAK_TASKS``, ``HORSIES_SOAK_MINUTES`` and
 ``HORSIES_SOAK_SEED`` (soak mode only); run it as
 ``HORSIES_SOAK=1 uv run pytest tests/reliability/test_rel_soak.py -s``.
 
-What it proves, from the ledger and the tables (spec 04 §10, D10, 03 §16):
+What it proves, from the ledger and the tables (killed workers are recovered by the others'
+reapers, crashed tasks are retried when they ask for it, workflows are reconciled):
 
 - no task lost (every accepted send ends terminal, a COMPLETED task really ran), none finished
   twice (ledger ends <= attempts);

@@ -2,7 +2,8 @@
 at seeded random moments under load, two workers (``--processes 2``, prefetch mode so each also
 holds CLAIMED-but-unstarted tasks), three kills, a replacement worker started after each.
 
-What it proves, from the ledger and the task table (spec 04 §10, D10):
+What it proves, from the ledger and the task table (another worker's reaper recovers the killed
+worker's tasks; a crash is retried when ``WORKER_CRASHED`` is in ``auto_retry_for``):
 
 - every task ends terminal, nothing is lost, no task ends more often than it had attempts;
 - a task the killed worker held in CLAIMED was never started by it (the row goes RUNNING *before*

@@ -1,5 +1,5 @@
 """End to end: a real ``horsies scheduler`` process enqueues on time, validates its configuration at
-start-up and stops cleanly on SIGTERM/SIGINT (spec 05 §1, §5, §6, §10)."""
+start-up and stops cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 

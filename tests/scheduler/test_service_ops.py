@@ -1,6 +1,7 @@
 """The scheduler's broker operations against PostgreSQL (horsies.broker.schedule_ops): state
-initialisation and config changes (spec 05 §5, §8), due runs and catch-up (§7, D37), the task's own
-options (D38), and duplicate prevention under concurrency and races (§9)."""
+initialisation and config changes, due runs and catch-up (one run per missed slot, the overdue one
+included), the task's own options on scheduled rows, and duplicate prevention under concurrency
+and races."""
 
 from __future__ import annotations
 
@@ -283,7 +284,9 @@ def test_catch_up_enqueues_one_task_per_missed_slot_and_keeps_the_cadence(
     assert overdue is not None
     result = run_due(broker, t)
     assert result.status is DueStatus.RAN
-    assert result.slots == tuple(overdue + i * MINUTE for i in range(4))  # D37: overdue included
+    assert result.slots == tuple(
+        overdue + i * MINUTE for i in range(4)
+    )  # the overdue slot is included
     assert result.next_run_at == overdue + 4 * MINUTE
     tasks = rows.tasks()
     assert [task["id"] for task in tasks] == list(result.task_ids)

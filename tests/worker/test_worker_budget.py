@@ -1,4 +1,5 @@
-"""Local claim budget of one worker (spec 04 §5 steps 1 and 4, §6)."""
+"""Local claim budget of one worker: how many tasks one claim pass may ask for, in hard-cap and
+soft-cap (prefetch) mode, bounded by max_claim_per_worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Persistent child processes seen from the main process (spec 04 §3, D34), without a database."""
+"""Persistent child processes seen from the main process, without a database: a child that dies
+is reported with its task and replaced by a fresh one, and the worker lives on."""
 
 from __future__ import annotations
 

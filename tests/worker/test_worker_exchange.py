@@ -118,8 +118,9 @@ async def test_a_claim_whose_reply_was_lost_is_requeued_and_runs_once(
 async def test_a_dead_childs_task_fails_at_once_without_waiting_for_a_wake_up(
     database_url: str, clean_db: str
 ) -> None:
-    """D34 in hard-cap mode: the WORKER_CRASHED outcome of a task whose child died is written at
-    once, not at the next poll or when a replacement child is ready (neither comes here)."""
+    """A dead child in hard-cap mode: the WORKER_CRASHED outcome of a task whose child died is
+    written at once, not at the next poll or when a replacement child is ready (neither comes
+    here)."""
     broker = RecordingBroker(PostgresConfig(database_url=database_url))
     config = WorkerConfig(
         locator=f"{APP_FILE}:app", processes=1, loglevel="WARNING", poll_interval_s=60.0

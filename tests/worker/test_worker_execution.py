@@ -1,4 +1,5 @@
-"""Child-side execution of one task (spec 04 §7 steps 5-9), run in-process."""
+"""Child-side execution of one task (decode the arguments, resolve the task, run it, encode the
+outcome), run in-process."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def test_unserializable_result_is_worker_serialization_error() -> None:
 
 
 def test_nan_result_is_task_exception() -> None:
-    # A non-SerializationError while encoding the result (02 §11.4).
+    # Encoding the result fails with an error other than SerializationError (NaN is refused).
     assert run_failing("returns_nan").error_code == LibraryErrorCode.TASK_EXCEPTION
 
 

@@ -1,4 +1,5 @@
-"""Worker start-up bounds (spec 04 §1.2, §2 step 6), with a stand-in broker (no database)."""
+"""Worker start-up bounds (how long start-up may wait for the database and the children), with a
+stand-in broker (no database)."""
 
 from __future__ import annotations
 

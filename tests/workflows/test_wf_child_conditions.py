@@ -1,6 +1,6 @@
-"""Conditions of a parameterised child workflow are those of the child as it was built (03 §5:
-``build_with`` must be deterministic because workers rebuild it), even in a process that never built
-it and whose spec registry holds another parameterisation under the same name."""
+"""Conditions of a parameterised child workflow are those of the child as it was built
+(``build_with`` must be deterministic because workers rebuild it), even in a process that never
+built it and whose spec registry holds another parameterisation under the same name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Unit tests of the workflow engine's pure rules (spec 03 §9, §9.1-§9.4, §10, §13)."""
+"""Unit tests of the workflow engine's pure rules: readiness and joins, propagation, finalization
+and the payloads a task receives."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def decide(dep_statuses: list[WorkflowTaskStatus], **node_kw: Any) -> Readiness:
 
 
 # ---------------------------------------------------------------------------------------------
-# readiness: join "all" (§9 table, §9.1, §9.3 step 1)
+# readiness: join "all"
 # ---------------------------------------------------------------------------------------------
 
 
@@ -205,7 +206,7 @@ def test_non_pending_node_is_never_decided(status: WorkflowTaskStatus) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# propagate / propagate_all (§8.2 step 5, §9.2)
+# propagate / propagate_all
 # ---------------------------------------------------------------------------------------------
 
 
@@ -368,7 +369,7 @@ def test_sink_indices_and_dependents_of() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# finalization (§13)
+# finalization
 # ---------------------------------------------------------------------------------------------
 
 
@@ -491,7 +492,7 @@ def test_policy_without_cases_never_completes() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Payloads (§9.4, §10, §13)
+# Payloads
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """A parameterised parent workflow (``build_with`` only) started by a producer: the worker that
-reaches its sub-workflow node starts the child class recorded on that node (03 §14 step 1), not a
+reaches its sub-workflow node starts the child class recorded on that node, not a
 child found through the name-keyed spec registry (which may hold another parameterisation of the
 parent), and it does not try to rebuild the parent without its parameters (which could only fail
 with E002 and log a misleading ``workflow_definition_build_failed`` error on every child start)."""
