@@ -167,6 +167,15 @@ def test_pydantic_errors_do_not_show_the_password(build: Any) -> None:
     assert "validation error" in text  # still pydantic's own, helpful message
 
 
+def refused_url_error(url: str) -> ConfigurationError:
+    """The error of a config built from ``url``, which must be refused as an invalid URL (E203)."""
+    with pytest.raises(ConfigurationError) as info:
+        PostgresConfig(database_url=url)
+    assert info.value.code is ErrorCode.BROKER_INVALID_URL
+    assert info.value.message == "invalid database URL"
+    return info.value
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -179,11 +188,7 @@ def test_pydantic_errors_do_not_show_the_password(build: Any) -> None:
 def test_url_libpq_cannot_parse_is_e203_without_the_password(url: str) -> None:
     # libpq quotes the offending part of the URL in its message, password included; refusing
     # such URLs when the config is built keeps that message out of every later error and log.
-    with pytest.raises(ConfigurationError) as info:
-        PostgresConfig(database_url=url)
-    error = info.value
-    assert error.code is ErrorCode.BROKER_INVALID_URL
-    assert error.message == "invalid database URL"
+    error = refused_url_error(url)
     rendered = str(error)
     assert "Pw9-zq7Secret" not in rendered
     assert "Pw9 zq7Secret" not in rendered
@@ -238,11 +243,7 @@ def test_password_with_question_mark_is_accepted_and_masked_everywhere() -> None
 )
 def test_raw_at_or_slash_in_the_password_is_refused(url: str) -> None:
     # libpq would cut the password there and report the rest as a host or database name.
-    with pytest.raises(ConfigurationError) as info:
-        PostgresConfig(database_url=url)
-    error = info.value
-    assert error.code is ErrorCode.BROKER_INVALID_URL
-    assert error.message == "invalid database URL"
+    error = refused_url_error(url)
     assert "the user name or password contains a raw '@' or '/'" in error.notes
     assert not leaks(str(error), "Pw9@zq7Secret")
     assert not leaks(str(error), "Pw9/zq7Secret")

@@ -1,5 +1,5 @@
-"""TaskStatus and TASK_TERMINAL_STATES: REQUEUED is kept but never written; the database stores
-upper-case names, the Python enum lower-case values."""
+"""TaskStatus and TASK_TERMINAL_STATES: the members (REQUEUED is kept for compatibility), lower-case
+values in Python, upper-case names in the database."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Worker start-up bounds (how long start-up may wait for the database and the children), with a
-stand-in broker (no database)."""
+"""Worker start-up bounds: a start-up slower than its limit fails and cleans up, a child that
+cannot start aborts the run; with a stand-in broker (no database)."""
 
 from __future__ import annotations
 
