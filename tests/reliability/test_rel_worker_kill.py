@@ -127,7 +127,14 @@ def test_worker_group_sigkill_under_load(
 
     kills: list[Kill] = []
     began = time.monotonic()
-    for _ in range(plan.kills):
+    for round_ in range(plan.kills):
+        # Each kill needs work left to catch: on a loaded machine worker start-ups and recoveries
+        # slow down while the tasks (sleeps) do not, so the first load may be done before the last
+        # kill. A few more long tasks go out before each kill (checked like every other task).
+        more = [("rel.work", f"k{round_}-{i}", rng.uniform(0.3, 1.0)) for i in range(6 * n)]
+        sent = send_mixed(app, more)
+        ids |= sent
+        key_of |= {task_id: key for key, task_id in sent.items()}
         victim, kill, victim_id = _kill_one(rng, live, ledger)
         replacement = start_worker(*args, env=env, ready=False)
         kill.recovery_s = wait_released(ledger, victim_id, RECOVERY_BOUND_S + 10)
