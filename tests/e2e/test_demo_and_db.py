@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -70,20 +67,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert not data_dir.exists(), "the demo's PostgreSQL data directory was not removed"
 
 
-@pytest.fixture
-def db_data_dir() -> Iterator[Path]:
-    """A data directory for ``horsies db``, outside pytest's temporary root: the server runs as
-    another user, so ``horsies db`` opens the directory's parents to it, and any pytest session
-    starting meanwhile on this machine closes ``/tmp/pytest-of-<user>`` again (mode 0700), which
-    would lock the server's user out before ``stop``."""
-    parent = Path(tempfile.mkdtemp(prefix="horsies-db-test-"))
-    yield parent / "db"
-    shutil.rmtree(parent, ignore_errors=True)
-
-
 @pytest.mark.timeout(180)
-def test_db_start_url_stop(db_data_dir: Path) -> None:
-    data_dir = db_data_dir
+def test_db_start_url_stop(server_data_parent: Path) -> None:
+    data_dir = server_data_parent / "db"
     started = _horsies("db", "start", "--data-dir", str(data_dir), timeout=120)
     try:
         assert started.returncode == 0, started.stderr

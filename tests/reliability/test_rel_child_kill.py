@@ -81,6 +81,9 @@ def test_child_kill_fails_only_its_task_and_keeps_capacity(
     retry_pid, retry_detect_s = _kill_child(worker, ledger, "retry", ids["retry"])
     wait_terminal(ledger, ids, 60)
 
+    # Capacity is measured once both dead children are replaced: a fresh child may take seconds
+    # to start on a loaded machine, and until then the other child runs the tasks one by one.
+    wait_until(lambda: worker.output().count("child_respawned:") >= 2, 60, "both children replaced")
     # Capacity: PROCESSES tasks of 0.5 s each, twice over; the ledger shows them overlap.
     capacity = send_load(app, "rel.work", [(f"c{i}", 0.5) for i in range(2 * PROCESSES)])
     ids |= capacity
