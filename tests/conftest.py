@@ -12,15 +12,19 @@ Fixtures:
 - ``database_conninfo`` (module): the same database as a plain libpq URL, for psycopg.
 - ``clean_db`` (function): empties every horsies table of the module database before the test.
 - ``broker`` (function): a ``PostgresBroker`` on the module database, closed after the test.
+- ``server_data_parent`` (function): a directory for the data of a server a test starts itself.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -172,3 +176,15 @@ def broker(database_url: str) -> Iterator[PostgresBroker]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def server_data_parent() -> Iterator[Path]:
+    """An empty directory outside pytest's temporary root, removed after the test, to hold the
+    data directory of a PostgreSQL server started by the test. The server runs as another user,
+    so its directory's parents are opened to that user; any pytest session starting meanwhile on
+    this machine closes ``/tmp/pytest-of-<user>`` again (mode 0700), which would lock the server's
+    user out of a data directory below it."""
+    parent = Path(tempfile.mkdtemp(prefix="horsies-test-data-"))
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)

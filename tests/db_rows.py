@@ -47,6 +47,13 @@ class Db:
         assert rows, f"task {task_id} not found"
         return rows[0]
 
+    def failed_task(self, task_id: str) -> dict[str, Any]:
+        """The row of a task that must have failed: status FAILED with a ``failed_at`` time."""
+        row = self.task(task_id)
+        assert row["status"] == "FAILED", row
+        assert row["failed_at"] is not None, row
+        return row
+
     def status(self, task_id: str) -> str:
         return str(self.task(task_id)["status"])
 
@@ -89,3 +96,61 @@ class Db:
 
     def now(self) -> datetime:
         return self.query("SELECT clock_timestamp() AS now")[0]["now"]
+
+    # -- workflows ---------------------------------------------------------------------------------
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        """The ``horsies_workflows`` row of one workflow."""
+        rows = self.query("SELECT * FROM horsies_workflows WHERE id = %s", (workflow_id,))
+        assert rows, f"workflow {workflow_id} not found"
+        return rows[0]
+
+    def nodes(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """The node rows (``horsies_workflow_tasks``) of a workflow by node id, in index order."""
+        rows = self.query(
+            "SELECT * FROM horsies_workflow_tasks WHERE workflow_id = %s ORDER BY task_index",
+            (workflow_id,),
+        )
+        return {row["node_id"]: row for row in rows}
+
+    def node_statuses(self, workflow_id: str) -> dict[str, str]:
+        return {node_id: row["status"] for node_id, row in self.nodes(workflow_id).items()}
+
+    def no_active_nodes(self, workflow_id: str) -> bool:
+        """No node of the workflow is ENQUEUED or RUNNING."""
+        statuses = self.node_statuses(workflow_id).values()
+        return not any(status in ("ENQUEUED", "RUNNING") for status in statuses)
+
+    def workflow_tasks(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The ``horsies_tasks`` rows created for a workflow's task nodes, in sending order."""
+        return self.query(
+            "SELECT * FROM horsies_tasks WHERE workflow_id = %s ORDER BY sent_at, id",
+            (workflow_id,),
+        )
+
+    def wait_node(
+        self, workflow_id: str, node_id: str, *statuses: str, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Wait until the node's status is one of ``statuses``; its row."""
+
+        def check() -> dict[str, Any] | None:
+            row = self.nodes(workflow_id).get(node_id)
+            return row if row is not None and row["status"] in statuses else None
+
+        return wait_until(check, timeout, f"node {node_id} of {workflow_id} to be {statuses}")
+
+    def wait_workflow(self, workflow_id: str, status: str, timeout: float = 30.0) -> None:
+        wait_until(
+            lambda: self.workflow(workflow_id)["status"] == status,
+            timeout,
+            f"workflow {workflow_id} to be {status}",
+        )
+
+    def child_workflow_id(self, workflow_id: str, node_id: str, timeout: float = 30.0) -> str:
+        """The child workflow started by a sub-workflow node (waits until it is recorded)."""
+        row = wait_until(
+            lambda: (r := self.nodes(workflow_id)[node_id])["sub_workflow_id"] and r,
+            timeout,
+            f"child workflow of node {node_id}",
+        )
+        return str(row["sub_workflow_id"])

@@ -1,5 +1,6 @@
-"""Real subprocesses for the end-to-end tests (workers, schedulers): one logged process class and
-one bounded wait, shared by every test directory (pytest puts ``tests/`` on ``sys.path``).
+"""Real subprocesses for the end-to-end tests (workers, schedulers): one logged process class,
+one bounded wait, and runs of a command line to completion (``run_python``, ``run_horsies``),
+shared by every test directory (pytest puts ``tests/`` on ``sys.path``).
 
 A process runs with ``cwd`` at the repository root and its output in a log file (never a pipe
 that could fill up). Every wait is bounded and polls a condition; ``reap`` stops only the process
@@ -11,10 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,38 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+_STYLE_ENV = ("HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE")
+
+
+def run_python(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT, timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` to completion (bounded by ``timeout``), its output captured as text.
+
+    ``env`` is the whole environment of the process (default: this process's)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        check=False,
+    )
+
+
+def run_horsies(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m horsies <args>`` to completion with plain output: no colours
+    (``NO_COLOR``), no send suppression or verbose mode inherited from this process; ``env`` is
+    added to this process's environment."""
+    plain = {key: value for key, value in os.environ.items() if key not in _STYLE_ENV}
+    return run_python(
+        "-m", "horsies", *args, env={**plain, "NO_COLOR": "1", **(env or {})}, cwd=cwd
+    )
+
+
 class LoggedProcess:
     """One subprocess started by a test, its output in ``log_path``."""
 
@@ -63,6 +97,12 @@ class LoggedProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    ready_text = " ready: "
+    """What the process prints once it is ready (``wait_ready``)."""
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_output(self.ready_text, timeout)
 
     def wait_output(self, text: str, timeout: float = 30.0) -> None:
         """Wait until ``text`` appears in the log (fails early if the process exits first)."""
@@ -104,3 +144,30 @@ class LoggedProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+ProcessT = TypeVar("ProcessT", bound=LoggedProcess)
+
+
+class StartedProcesses(Generic[ProcessT]):
+    """The processes one fixture started, each with its own log file in ``log_dir``; teardown
+    (``reap_all``) stops every one of them and nothing else."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._started: list[ProcessT] = []
+
+    def next_log(self, kind: str) -> Path:
+        """The log file of the next process: ``<kind>-<n>.log``."""
+        return self.log_dir / f"{kind}-{len(self._started)}.log"
+
+    def add(self, process: ProcessT, *, ready: bool) -> ProcessT:
+        """Keep ``process`` for teardown and, with ``ready``, wait until it is ready."""
+        self._started.append(process)
+        if ready:
+            process.wait_ready()
+        return process
+
+    def reap_all(self) -> None:
+        for process in self._started:
+            process.reap()

@@ -1,4 +1,4 @@
-"""Audit: the `horsies` command line and `horsies.run_worker` (06 §3, 04 §1, D19).
+"""Audit: the `horsies` command line and `horsies.run_worker`.
 
 `horsies check` accepts every locator form; every bad argument of `horsies check` and
 `horsies worker` is rendered as a `HorsiesError` (E206) on stderr with exit status 1 and no
@@ -7,7 +7,6 @@ Python traceback; `from horsies import run_worker` reaches the worker package or
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +14,11 @@ from typing import Any
 
 import horsies
 import pytest
+from process_harness import run_horsies
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 OK_SUFFIX = "ok: all validations passed\n  2 task(s) registered\n"
-
-
-def run_horsies(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
-    }
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def assert_rendered(result: subprocess.CompletedProcess[str], header: str) -> None:
@@ -46,7 +28,7 @@ def assert_rendered(result: subprocess.CompletedProcess[str], header: str) -> No
     assert header in result.stderr, output
 
 
-# -- horsies check: the locator forms not covered elsewhere (04 §1.1) ------------------------------
+# -- horsies check: the locator forms not covered elsewhere ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -64,7 +46,7 @@ def test_check_accepts_every_locator_form(args: list[str], cwd: Path) -> None:
     assert result.stdout.endswith(OK_SUFFIX)
 
 
-# -- horsies worker: bad arguments are rendered errors (04 §1.2) -----------------------------------
+# -- horsies worker: bad arguments are rendered errors ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -102,7 +84,7 @@ def test_worker_bad_locators_are_rendered_like_check(locator: str, header: str) 
     assert header in run_horsies("check", locator).stderr
 
 
-# -- horsies.run_worker (D19) ---------------------------------------------------------------------
+# -- horsies.run_worker ----------------------------------------------------------------------------
 
 
 def test_run_worker_is_public_and_delegates_to_the_worker_package(

@@ -1,4 +1,5 @@
-"""Audit: `@app.task` definition checks not covered elsewhere (spec 02 §1, D4, D5).
+"""Audit: `@app.task` definition checks not covered elsewhere (a task without a name gets
+"<module>.<qualname>"; unknown options are refused).
 
 Every refusal must carry its `ErrorCode`, point at the user's code, and register nothing.
 """
@@ -51,7 +52,7 @@ def test_invalid_task_names_are_e102(app: Horsies, name: str, note: str) -> None
     assert error.notes == [note]
     assert error.location is not None
     assert os.path.realpath(error.location.file) == os.path.realpath(__file__)
-    assert isinstance(error, TypeError)  # D44: definition errors are TypeErrors too
+    assert isinstance(error, TypeError)  # definition errors are TypeErrors too, as the docs say
     assert app.list_tasks() == []
 
 
@@ -101,7 +102,7 @@ def test_sql_metacharacters_in_task_names_are_plain_data(app: Horsies) -> None:
     assert name in app.tasks
 
 
-# -- D40: app.tasks is a read-only mapping ---------------------------------------------------------
+# -- app.tasks is a read-only mapping --------------------------------------------------------------
 
 
 def test_task_registry_mapping_protocol_and_read_only(app: Horsies) -> None:
@@ -117,7 +118,7 @@ def test_task_registry_mapping_protocol_and_read_only(app: Horsies) -> None:
     assert "present" in app.tasks
 
 
-# -- D43: every documented deep import path (spec README) ------------------------------------------
+# -- every documented deep import path -------------------------------------------------------------
 
 DEEP_IMPORTS: dict[str, tuple[str, ...]] = {
     "horsies.core.models.queues": ("QueueMode", "CustomQueueConfig"),
@@ -144,13 +145,13 @@ def test_documented_deep_import_paths_resolve(module: str) -> None:
     imported = importlib.import_module(module)
     missing = [name for name in DEEP_IMPORTS[module] if not hasattr(imported, name)]
     assert missing == []
-    # Thin re-exports (D43): the same objects as the top-level package where it exports them.
+    # Thin re-exports: the same objects as the top-level package where it exports them.
     for name in DEEP_IMPORTS[module]:
         if name in horsies.__all__:
             assert getattr(imported, name) is getattr(horsies, name)
 
 
-# -- 02 §3: building the error result never fails on the object it reports ------------------------
+# -- building the error result never fails on the object it reports --------------------------------
 
 
 class UnprintableError(Exception):

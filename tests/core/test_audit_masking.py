@@ -9,13 +9,9 @@ failures against the real test server and against a loopback server that rejects
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import runpy
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +27,8 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode
+from log_capture import captured_logs
+from process_harness import run_horsies
 from pydantic import ValidationError
 
 PASSWORD = "Pw9-zq7Secret"
@@ -45,33 +43,6 @@ def leaks(text: str, password: str = PASSWORD) -> bool:
     """True if `text` shows the password or any 5-character piece of it (pydantic elides the
     middle of long inputs, which can leave the end of a password visible)."""
     return any(password[i : i + 5] in text for i in range(len(password) - 4))
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[list[str]]:
-    """Every record of the root logger and of the (non-propagating) horsies loggers, as text."""
-    handler = _Capture()
-    loggers = [logging.getLogger(), logging.getLogger("horsies")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.lines
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
 
 
 class WrongPasswordServer:
@@ -153,23 +124,6 @@ def with_password(url: str, password: str, database: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}", path=f"/{database}"))
 
 
-def run_horsies(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
-    }
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=full_env,
-        check=False,
-    )
-
-
 # -- config models --------------------------------------------------------------------------------
 
 URL = f"postgresql+psycopg://alice:{PASSWORD}@db.example:5432/app"
@@ -213,6 +167,15 @@ def test_pydantic_errors_do_not_show_the_password(build: Any) -> None:
     assert "validation error" in text  # still pydantic's own, helpful message
 
 
+def refused_url_error(url: str) -> ConfigurationError:
+    """The error of a config built from ``url``, which must be refused as an invalid URL (E203)."""
+    with pytest.raises(ConfigurationError) as info:
+        PostgresConfig(database_url=url)
+    assert info.value.code is ErrorCode.BROKER_INVALID_URL
+    assert info.value.message == "invalid database URL"
+    return info.value
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -225,11 +188,7 @@ def test_pydantic_errors_do_not_show_the_password(build: Any) -> None:
 def test_url_libpq_cannot_parse_is_e203_without_the_password(url: str) -> None:
     # libpq quotes the offending part of the URL in its message, password included; refusing
     # such URLs when the config is built keeps that message out of every later error and log.
-    with pytest.raises(ConfigurationError) as info:
-        PostgresConfig(database_url=url)
-    error = info.value
-    assert error.code is ErrorCode.BROKER_INVALID_URL
-    assert error.message == "invalid database URL"
+    error = refused_url_error(url)
     rendered = str(error)
     assert "Pw9-zq7Secret" not in rendered
     assert "Pw9 zq7Secret" not in rendered
@@ -284,11 +243,7 @@ def test_password_with_question_mark_is_accepted_and_masked_everywhere() -> None
 )
 def test_raw_at_or_slash_in_the_password_is_refused(url: str) -> None:
     # libpq would cut the password there and report the rest as a host or database name.
-    with pytest.raises(ConfigurationError) as info:
-        PostgresConfig(database_url=url)
-    error = info.value
-    assert error.code is ErrorCode.BROKER_INVALID_URL
-    assert error.message == "invalid database URL"
+    error = refused_url_error(url)
     assert "the user name or password contains a raw '@' or '/'" in error.notes
     assert not leaks(str(error), "Pw9@zq7Secret")
     assert not leaks(str(error), "Pw9/zq7Secret")
@@ -301,7 +256,7 @@ def test_missing_database_errors_and_logs_hide_the_password(database_url: str) -
     url = with_password(database_url, PASSWORD, "no_such_database_audit")
     broker = PostgresBroker(PostgresConfig(database_url=url, pool_timeout=1))
     try:
-        with captured_logs() as lines:
+        with captured_logs("", "horsies") as lines:
             with pytest.raises(BrokerError) as raised:
                 broker.enqueue("audit.t")
             result = broker.get_result("some-id", timeout_ms=500)
@@ -322,7 +277,7 @@ def test_wrong_password_errors_and_logs_hide_the_password(
         PostgresConfig(database_url=wrong_password_server.url(), pool_timeout=1)
     )
     try:
-        with captured_logs() as lines:
+        with captured_logs("", "horsies") as lines:
             with pytest.raises(BrokerError) as raised:
                 broker.enqueue("audit.t")
             result = broker.get_result("some-id", timeout_ms=500)

@@ -1,4 +1,4 @@
-"""Audit: bad input gets a clear error and nothing is lost (02 §4-5, §12, D1, D7, D8, D39).
+"""Audit: bad input gets a clear error and nothing is lost.
 
 Against the module's PostgreSQL database: corrupt stored results never make `get()` raise, names
 and arguments full of SQL metacharacters round-trip as plain data, unserializable arguments are
@@ -68,7 +68,7 @@ def app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Horsies]
     producer.get_broker().close()
 
 
-# -- corrupt stored results (02 §5 step 6, D8) ----------------------------------------------------
+# -- corrupt stored results: an error result, not cached -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,8 @@ def test_corrupt_stored_result_is_broker_error_not_an_exception(
     assert error.data == {"task_id": task_id, "timeout_ms": None}
     assert isinstance(error.exception, SerializationError)
     assert reason in str(error.exception)
-    # Not cached (D8): once the row is repaired, the same handle reads the real result.
+    # Not cached (only final outcomes are): once the row is repaired, the same handle reads the
+    # real result.
     finish_with(clean_db, task_id, task_result_to_json(TaskResult(ok="repaired")))
     assert handle.get(timeout_ms=5_000) == TaskResult(ok="repaired")
 
@@ -130,13 +131,13 @@ def test_task_not_found_is_final_and_cached(broker: PostgresBroker, clean_db: st
     handle: TaskHandle[Any] = TaskHandle("audit-missing-id", broker=broker)
     first = handle.get(timeout_ms=1_000).unwrap_err()
     assert first.error_code == LibraryErrorCode.TASK_NOT_FOUND
-    # A row appearing later does not change a cached final outcome (D8).
+    # A row appearing later does not change a cached final outcome.
     broker.enqueue("audit.t", task_id="audit-missing-id")
     finish_with(clean_db, "audit-missing-id", task_result_to_json(TaskResult(ok=1)))
     assert handle.get(timeout_ms=1_000).unwrap_err().error_code == LibraryErrorCode.TASK_NOT_FOUND
 
 
-# -- names and values are data, never SQL (02 §4) -------------------------------------------------
+# -- names and values are data, never SQL ----------------------------------------------------------
 
 
 def test_task_name_and_arguments_with_sql_metacharacters_round_trip(
@@ -190,7 +191,7 @@ async def test_queue_with_dots_dashes_and_capitals_notifies_and_claims(
         await broker.close_async()
 
 
-# -- unserializable arguments: refused, nothing written (02 §4 step 3) ----------------------------
+# -- unserializable arguments: refused, nothing written --------------------------------------------
 
 
 def count_rows(conninfo: str) -> int:
@@ -227,7 +228,7 @@ async def test_unserializable_arguments_write_nothing_on_any_send_path(
     await app.get_broker().close_async()
 
 
-# -- schedule() takes seconds, int or float (D7) ---------------------------------------------------
+# -- schedule() takes seconds, int or float --------------------------------------------------------
 
 
 def test_schedule_accepts_fractional_and_zero_seconds(app: Horsies, clean_db: str) -> None:
@@ -247,7 +248,7 @@ def test_schedule_accepts_fractional_and_zero_seconds(app: Horsies, clean_db: st
     assert before <= rows[now.task_id] <= after
 
 
-# -- monitoring methods return at least the documented keys (D39, 06 §1) --------------------------
+# -- monitoring methods return at least the documented keys ----------------------------------------
 
 
 async def test_monitoring_methods_return_the_documented_keys(

@@ -1,4 +1,5 @@
-"""Claim budget planning (pure): spec 04 §5-6 with D31 (max_claim_batch honoured in both modes)."""
+"""Claim budget planning (pure): local budget, queue caps, and max_claim_batch honoured in both
+queue modes."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_max_claim_batch_caps_each_queue_in_default_mode() -> None:
     assert simulate_pass(plan, {"default": 100}) == {"default": 2}
 
 
-def test_max_claim_batch_caps_each_queue_in_custom_mode_too_d31() -> None:
+def test_max_claim_batch_caps_each_queue_in_custom_mode_too() -> None:
     plan = plan_claims(req(CUSTOM, local_budget=8, max_claim_batch=2), {})
     assert simulate_pass(plan, {"urgent": 100, "normal": 100, "low": 100}) == {
         "urgent": 2,

@@ -15,8 +15,11 @@ from horsies.embedded import find_running, reap_orphans, start_embedded, stop_em
 
 
 @pytest.mark.timeout(90)
-def test_persistent_server_survives_restart_and_is_found_by_data_dir(tmp_path: Path) -> None:
-    data_dir = tmp_path / ("long-directory-name-" * 5) / "db"  # socket path too long: /tmp fallback
+def test_persistent_server_survives_restart_and_is_found_by_data_dir(
+    server_data_parent: Path,
+) -> None:
+    # A socket path that long does not fit: the server falls back to a socket directory in /tmp.
+    data_dir = server_data_parent / ("long-directory-name-" * 5) / "db"
     server = start_embedded(data_dir, persistent=True, timeout_s=60)
     try:
         assert server.is_running()

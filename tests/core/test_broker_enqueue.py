@@ -1,4 +1,4 @@
-"""Enqueue: the row written (02 §4), bulk enqueue, NOTIFY on insert (06 §7), error translation."""
+"""Enqueue: the row written, bulk enqueue, NOTIFY on insert, error translation."""
 
 from __future__ import annotations
 

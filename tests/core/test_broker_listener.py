@@ -10,7 +10,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
+from horsies.broker.listener import (
+    NotificationListener,
+    Subscription,
+    acquire_listener,
+    release_listener,
+)
 
 
 @pytest.fixture
@@ -32,13 +37,19 @@ def collector() -> tuple[queue.Queue[tuple[str, str]], object]:
     return got, lambda channel, payload: got.put((channel, payload))
 
 
+def subscribe_collecting(
+    listener: NotificationListener, channel: str
+) -> tuple[queue.Queue[tuple[str, str]], Subscription]:
+    """Subscribe to ``channel``; the queue receives every ``(channel, payload)`` delivered."""
+    got, callback = collector()
+    return got, listener.subscribe(channel, callback)  # type: ignore[arg-type]
+
+
 def test_subscribers_receive_notifications_of_their_channel(
     listener: NotificationListener, database_conninfo: str
 ) -> None:
-    got_a, cb_a = collector()
-    got_b, cb_b = collector()
-    sub_a = listener.subscribe("chan_a", cb_a)  # type: ignore[arg-type]
-    sub_b = listener.subscribe("chan_a", cb_b)  # type: ignore[arg-type]
+    got_a, sub_a = subscribe_collecting(listener, "chan_a")
+    got_b, sub_b = subscribe_collecting(listener, "chan_a")
     assert sub_a.active  # subscribe returns once LISTEN is confirmed
     assert sub_b.active
     notify(database_conninfo, "chan_a", "hello")
@@ -59,11 +70,9 @@ def test_channel_names_are_quoted(listener: NotificationListener, database_conni
 def test_closed_subscription_receives_nothing(
     listener: NotificationListener, database_conninfo: str
 ) -> None:
-    got_old, cb_old = collector()
-    got_sentinel, cb_sentinel = collector()
-    old = listener.subscribe("gone", cb_old)  # type: ignore[arg-type]
+    got_old, old = subscribe_collecting(listener, "gone")
     old.close()
-    sentinel = listener.subscribe("sentinel", cb_sentinel)  # type: ignore[arg-type]
+    got_sentinel, sentinel = subscribe_collecting(listener, "sentinel")
     with psycopg.connect(database_conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_notify('gone', '1')")
         conn.execute("SELECT pg_notify('sentinel', '2')")

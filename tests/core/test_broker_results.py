@@ -1,4 +1,4 @@
-"""Result retrieval (02 §5, D6, D8): every outcome with its exact message, NOTIFY wake-up, fallback
+"""Result retrieval: every outcome with its exact message, NOTIFY wake-up, fallback
 poll, reconnect, and the async twin."""
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ def _in_thread(fn: Callable[[], TaskResult[Any, TaskError]]) -> tuple[threading.
     thread = threading.Thread(target=lambda: box.append((fn(), time.monotonic())), daemon=True)
     thread.start()
     return thread, box
+
+
+def _waiting_get(
+    broker: PostgresBroker, timeout_ms: int | None
+) -> tuple[str, threading.Thread, list[Any]]:
+    """Enqueue a task and call ``get_result`` for it in a thread; returns once that call waits
+    (registered, LISTEN active): the task id, the thread and the box its outcome lands in."""
+    task_id = broker.enqueue("t")
+    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=timeout_ms))
+    _wait_for_waiter(broker)
+    return task_id, thread, box
 
 
 def _wait_for_waiter(broker: PostgresBroker, timeout: float = 5.0) -> None:
@@ -126,9 +137,7 @@ def test_finished_rows_without_result_are_reported_not_raised(
 def test_none_and_zero_timeout_wait_until_completion(
     broker: PostgresBroker, clean_db: str, timeout_ms: int | None
 ) -> None:
-    task_id = broker.enqueue("t")
-    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=timeout_ms))
-    _wait_for_waiter(broker)
+    task_id, thread, box = _waiting_get(broker, timeout_ms=timeout_ms)
     _finish(clean_db, task_id, TaskResult(ok=1))
     thread.join(10)
     assert box[0][0] == TaskResult(ok=1)
@@ -137,9 +146,7 @@ def test_none_and_zero_timeout_wait_until_completion(
 def test_notification_wakes_the_waiter_well_before_the_fallback_poll(
     broker: PostgresBroker, clean_db: str
 ) -> None:
-    task_id = broker.enqueue("t")
-    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=30_000))
-    _wait_for_waiter(broker)
+    task_id, thread, box = _waiting_get(broker, timeout_ms=30_000)
     finished_at = time.monotonic()
     _finish(clean_db, task_id, TaskResult(ok="done"))
     thread.join(10)
@@ -152,18 +159,14 @@ def test_lost_notification_is_covered_by_the_fallback_poll(
     broker: PostgresBroker, clean_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(programs, "FALLBACK_POLL_S", 0.3)
-    task_id = broker.enqueue("t")
-    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=20_000))
-    _wait_for_waiter(broker)
+    task_id, thread, box = _waiting_get(broker, timeout_ms=20_000)
     _finish(clean_db, task_id, TaskResult(ok=2), triggers=False)
     thread.join(10)
     assert box[0][0] == TaskResult(ok=2)
 
 
 def test_listener_reconnect_makes_waiters_re_read(broker: PostgresBroker, clean_db: str) -> None:
-    task_id = broker.enqueue("t")
-    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=20_000))
-    _wait_for_waiter(broker)
+    task_id, thread, box = _waiting_get(broker, timeout_ms=20_000)
     _finish(clean_db, task_id, TaskResult(ok=3), triggers=False)
     poked_at = time.monotonic()
     broker.listener.force_reconnect()
@@ -176,9 +179,7 @@ def test_listener_reconnect_makes_waiters_re_read(broker: PostgresBroker, clean_
 def test_notification_without_final_status_is_wait_timeout(
     broker: PostgresBroker, clean_db: str
 ) -> None:
-    task_id = broker.enqueue("t")
-    thread, box = _in_thread(lambda: broker.get_result(task_id, timeout_ms=20_000))
-    _wait_for_waiter(broker)
+    task_id, thread, box = _waiting_get(broker, timeout_ms=20_000)
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("SELECT pg_notify('task_done', %s)", (task_id,))
     thread.join(10)

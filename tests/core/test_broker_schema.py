@@ -1,4 +1,5 @@
-"""Schema migrations (fresh, idempotent, concurrent), the schema objects of spec 06 §6-7, and a
+"""Schema migrations (fresh, idempotent, concurrent), the documented tables, columns, indexes and
+notification triggers, and a
 PREPARE of every SQL constant against the migrated schema (a renamed column fails here)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from horsies.broker.migrations import LATEST_VERSION, next_migration
 from horsies.broker.sql import heartbeats, monitoring, schema, tasks
 from horsies.config import PostgresConfig
 from psycopg import sql
+from schema_setup import migrate
 
 if TYPE_CHECKING:
     from tests.conftest import PgCluster
@@ -36,14 +38,6 @@ def empty_db(pg_cluster: PgCluster) -> Iterator[str]:
             )
 
 
-def _migrate(conninfo: str) -> None:
-    broker = PostgresBroker(PostgresConfig(database_url=conninfo, pool_size=1))
-    try:
-        broker.ensure_schema_initialized_sync()
-    finally:
-        broker.close()
-
-
 def _versions(conninfo: str) -> list[int]:
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
@@ -60,18 +54,18 @@ def test_migrations_are_numbered_without_gaps() -> None:
 
 
 def test_fresh_database_is_migrated_and_recorded(empty_db: str) -> None:
-    _migrate(empty_db)
+    migrate(empty_db)
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))
 
 
 def test_migrating_twice_changes_nothing(empty_db: str) -> None:
-    _migrate(empty_db)
+    migrate(empty_db)
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
             "VALUES ('keep-me', 't', 'default', 'PENDING', now())"
         )
-    _migrate(empty_db)
+    migrate(empty_db)
     with psycopg.connect(empty_db, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM horsies_tasks").fetchone() == (1,)
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))

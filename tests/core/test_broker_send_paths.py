@@ -18,7 +18,6 @@ import asyncio
 import gc
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -250,14 +249,6 @@ async def test_async_pool_also_reuses_the_most_recent_connection(database_url: s
 
 
 # -- send_many: the COPY built by horsies ---------------------------------------------------------
-
-
-@pytest.fixture
-def app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Horsies]:
-    monkeypatch.delenv(SUPPRESS_SENDS_ENV, raising=False)
-    app = Horsies(AppConfig(broker=PostgresConfig(database_url=database_url)))
-    yield app
-    app.get_broker().close()
 
 
 def test_send_many_writes_every_row_in_call_order(app: Horsies, clean_db: str) -> None:

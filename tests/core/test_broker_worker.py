@@ -1,6 +1,6 @@
 """Worker-facing broker methods against PostgreSQL: claim (order, SKIP LOCKED, caps, eligibility),
-start/finish/retry/release guards, heartbeats, worker snapshots and the reaper (04 §5-11, D10,
-D31)."""
+start/finish/retry/release guards, heartbeats, worker snapshots and the reaper (a crashed
+task is retried when it asks for it; max_claim_batch holds in both queue modes)."""
 
 from __future__ import annotations
 
@@ -413,7 +413,7 @@ async def test_reaper_fails_stale_running_tasks_with_worker_crashed(
     assert row(clean_db, "dead")["status"] == "FAILED"
 
 
-async def test_reaper_retries_crashed_tasks_that_ask_for_it_d10(
+async def test_reaper_retries_crashed_tasks_that_ask_for_it(
     broker: PostgresBroker, clean_db: str
 ) -> None:
     options = TaskOptions(

@@ -1,8 +1,8 @@
-"""The `horsies` CLI: `horsies check` (spec 06 §3, D35), plugin sub-commands, error rendering."""
+"""The `horsies` CLI: `horsies check` (its imports run with sends suppressed), plugin sub-commands,
+error rendering."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,31 +14,10 @@ import click
 import pytest
 from click.testing import CliRunner
 from horsies import cli
+from process_harness import run_horsies
 
 APPS = Path(__file__).resolve().parent / "apps"
 OK_APP = f"{APPS / 'check_ok_app.py'}:app"
-
-
-def horsies(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m horsies <args>` with plain (uncoloured) output."""
-    full_env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE"}
-    }
-    full_env["NO_COLOR"] = "1"
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=full_env,
-        check=False,
-    )
 
 
 def assert_rendered_failure(result: subprocess.CompletedProcess[str]) -> None:
@@ -51,28 +30,28 @@ def assert_rendered_failure(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_check_ok_with_file_locator() -> None:
-    result = horsies("check", OK_APP)
+    result = run_horsies("check", OK_APP)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
     assert "Task send suppressed during module import/discovery: check_ok.hello" in result.stdout
-    # Every import done by the command runs with sends suppressed (D35).
+    # Every import done by the command runs with sends suppressed.
     assert "app-module-send:<suppressed>" in result.stderr
     assert "task-module-send:<suppressed>" in result.stderr
 
 
 def test_check_ok_with_dotted_locator_option() -> None:
-    result = horsies("check", "-m", "check_ok_app:app", "--loglevel", "debug", cwd=APPS)
+    result = run_horsies("check", "-m", "check_ok_app:app", "--loglevel", "debug", cwd=APPS)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
 
 
 def test_check_finds_the_single_app_without_attribute() -> None:
-    result = horsies("check", str(APPS / "check_ok_app.py"))
+    result = run_horsies("check", str(APPS / "check_ok_app.py"))
     assert result.returncode == 0, result.stderr
 
 
 def test_check_live_against_postgres(database_url: str) -> None:
-    result = horsies("check", OK_APP, "--live", env={"HORSIES_TEST_APP_DB_URL": database_url})
+    result = run_horsies("check", OK_APP, "--live", env={"HORSIES_TEST_APP_DB_URL": database_url})
     assert result.returncode == 0, result.stderr
     assert "ok: all validations passed" in result.stdout
 
@@ -81,7 +60,7 @@ def test_check_live_against_postgres(database_url: str) -> None:
 
 
 def test_check_reports_every_error_together() -> None:
-    result = horsies("check", f"{APPS / 'check_bad_app.py'}:app")
+    result = run_horsies("check", f"{APPS / 'check_bad_app.py'}:app")
     assert_rendered_failure(result)
     stderr = result.stderr
     assert "error[E200]: cannot specify queue_name in DEFAULT mode" in stderr
@@ -92,7 +71,7 @@ def test_check_reports_every_error_together() -> None:
 
 
 def test_check_live_with_unreachable_database() -> None:
-    result = horsies("check", OK_APP, "--live")
+    result = run_horsies("check", OK_APP, "--live")
     assert_rendered_failure(result)
     assert "error[E203]: broker connectivity check failed" in result.stderr
     assert "aborting due to 1 previous errors" in result.stderr
@@ -103,14 +82,14 @@ def test_check_live_with_unreachable_database() -> None:
 
 
 def test_definition_error_in_the_app_module() -> None:
-    result = horsies("check", f"{APPS / 'check_broken_app.py'}:app")
+    result = run_horsies("check", f"{APPS / 'check_broken_app.py'}:app")
     assert_rendered_failure(result)
     assert "error[E100]: task function must declare an explicit return type" in result.stderr
     assert "check_broken_app.py:11" in result.stderr
 
 
 def test_exception_in_the_app_module_points_at_the_line() -> None:
-    result = horsies("check", f"{APPS / 'check_crash_app.py'}:app")
+    result = run_horsies("check", f"{APPS / 'check_crash_app.py'}:app")
     assert_rendered_failure(result)
     assert "error[E206]: failed to import app module" in result.stderr
     assert "KeyError: 'DATABASE_URL'" in result.stderr
@@ -119,7 +98,9 @@ def test_exception_in_the_app_module_points_at_the_line() -> None:
 
 
 def test_verbose_shows_the_traceback_of_import_failures() -> None:
-    result = horsies("check", f"{APPS / 'check_crash_app.py'}:app", env={"HORSIES_VERBOSE": "1"})
+    result = run_horsies(
+        "check", f"{APPS / 'check_crash_app.py'}:app", env={"HORSIES_VERBOSE": "1"}
+    )
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
 
@@ -142,7 +123,7 @@ def test_verbose_shows_the_traceback_of_import_failures() -> None:
     ],
 )
 def test_bad_input_is_a_rendered_error(args: Sequence[str], expected: str) -> None:
-    result = horsies(*args)
+    result = run_horsies(*args)
     assert_rendered_failure(result)
     assert expected in result.stderr
 
@@ -151,14 +132,14 @@ def test_bad_input_is_a_rendered_error(args: Sequence[str], expected: str) -> No
 
 
 def test_help_lists_core_and_plugin_commands() -> None:
-    result = horsies("--help")
+    result = run_horsies("--help")
     assert result.returncode == 0
     for name in ("check", "worker", "scheduler"):
         assert f"  {name}" in result.stdout
 
 
 def test_no_arguments_prints_help() -> None:
-    result = horsies()
+    result = run_horsies()
     assert result.returncode == 0
     assert "Usage: horsies" in result.stdout
 
@@ -173,7 +154,7 @@ def test_console_script_and_version() -> None:
 
 
 def test_installed_worker_plugin_is_loaded() -> None:
-    result = horsies("worker", "--help")
+    result = run_horsies("worker", "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage: horsies worker" in result.stdout
 

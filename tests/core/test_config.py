@@ -45,7 +45,7 @@ def assert_unwrapped(error: BaseException) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# QueueMode / CustomQueueConfig (01 §4)
+# QueueMode / CustomQueueConfig
 # --------------------------------------------------------------------------------------------------
 
 
@@ -106,11 +106,11 @@ def test_queue_name_limit_keeps_the_notify_channel_within_63_bytes() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# PostgresConfig (01 §3, D1)
+# PostgresConfig (the documented pool defaults)
 # --------------------------------------------------------------------------------------------------
 
 
-def test_postgres_config_defaults_follow_d1() -> None:
+def test_postgres_config_defaults_are_the_documented_ones() -> None:
     config = broker()
     assert config.database_url == URL
     assert config.pool_pre_ping is True
@@ -224,7 +224,7 @@ def test_mask_database_url(url: str, masked: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# RecoveryConfig (01 §5, D2)
+# RecoveryConfig
 # --------------------------------------------------------------------------------------------------
 
 RECOVERY_RANGES = {
@@ -302,7 +302,7 @@ def test_running_threshold_below_twice_the_heartbeat_raises_e204() -> None:
     assert error.message == "running_stale_threshold_ms too low"
     assert error.help_text is not None
     assert "60000" in error.help_text  # the minimum
-    assert isinstance(error, ValueError)  # D2
+    assert isinstance(error, ValueError)  # configuration errors are ValueErrors too
 
 
 def test_claimed_threshold_below_twice_the_heartbeat_raises_e204() -> None:
@@ -343,7 +343,7 @@ def test_both_recovery_rules_are_collected() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# AppConfig rules 1-9 (01 §2)
+# AppConfig rules 1-9
 # --------------------------------------------------------------------------------------------------
 
 
@@ -546,7 +546,7 @@ def test_queue_helpers_refuse_unknown_queues(config: AppConfig, name: str) -> No
 
 
 # --------------------------------------------------------------------------------------------------
-# log_config (01 §2.1)
+# log_config
 # --------------------------------------------------------------------------------------------------
 
 

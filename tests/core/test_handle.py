@@ -1,17 +1,16 @@
-"""`TaskHandle` (spec 02 §5, decisions D6, D8): preset results, caching of final outcomes only."""
+"""`TaskHandle`: preset results, a timeout is a WAIT_TIMEOUT result (never raised), and only final
+outcomes are cached."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, LiteralString, cast
 
 import psycopg
 import pytest
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
-from horsies.config import AppConfig, PostgresConfig
-from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
+from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
 
@@ -122,14 +121,6 @@ def test_an_exception_from_the_broker_becomes_broker_error() -> None:
 
 
 # -- against PostgreSQL ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Horsies]:
-    monkeypatch.delenv(SUPPRESS_SENDS_ENV, raising=False)
-    app = Horsies(AppConfig(broker=PostgresConfig(database_url=database_url)))
-    yield app
-    app.get_broker().close()
 
 
 def run_sql(url: str, sql: LiteralString, params: tuple[Any, ...]) -> None:

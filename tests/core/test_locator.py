@@ -1,4 +1,4 @@
-"""App locators (spec 04 §1.1, D4, D35): every form, every error, suppression, children."""
+"""App locators: every form, every error, send suppression during the import, children."""
 
 from __future__ import annotations
 
@@ -128,11 +128,16 @@ def test_cwd_without_marker_is_not_added(project: Path) -> None:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def test_ambiguous_dotted_file_locator(project: Path) -> None:
+def invalid_locator_error(locator: str) -> ConfigurationError:
+    """The error ``locate_app(locator)`` raises: a ConfigurationError with CLI_INVALID_ARGS."""
     with pytest.raises(ConfigurationError) as info:
-        locate_app("myapp.instance.py:app")
-    error = info.value
-    assert error.code is ErrorCode.CLI_INVALID_ARGS
+        locate_app(locator)
+    assert info.value.code is ErrorCode.CLI_INVALID_ARGS
+    return info.value
+
+
+def test_ambiguous_dotted_file_locator(project: Path) -> None:
+    error = invalid_locator_error("myapp.instance.py:app")
     assert error.message == "ambiguous module locator: 'myapp.instance.py'"
     assert error.help_text is not None
     assert "myapp.instance" in error.help_text
@@ -145,10 +150,7 @@ def test_missing_file_raises_file_not_found(project: Path) -> None:
 
 
 def test_unknown_dotted_module(project: Path) -> None:
-    with pytest.raises(ConfigurationError) as info:
-        locate_app("no_such_module_xyz.sub:app")
-    error = info.value
-    assert error.code is ErrorCode.CLI_INVALID_ARGS
+    error = invalid_locator_error("no_such_module_xyz.sub:app")
     assert error.message == "module not found: no_such_module_xyz.sub"
     assert error.location is None
     assert any("sys.path" in note for note in error.notes)
@@ -264,7 +266,7 @@ def test_default_task_names_of_file_modules_follow_the_package_path(project: Pat
     assert "pkg_named.tasks_mod.unnamed" in location.app.tasks
 
 
-# -- send suppression during imports (D35) --------------------------------------------------------
+# -- send suppression during imports ---------------------------------------------------------------
 
 SENDING_APP = (
     APP_SOURCE

@@ -26,7 +26,7 @@ ALLOWED_THIRD_PARTY = {
     "horsies_worker": {"horsies", "psutil", "psycopg", "click", "pydantic"},
     "horsies_scheduler": {"horsies", "click"},
 }
-# D19: `from horsies import run_worker` imports the worker lazily and explains what to install when
+# `from horsies import run_worker` imports the worker lazily and explains what to install when
 # it is missing. That one optional import is the only exception to "core imports no sibling".
 LAZY_OPTIONAL_IMPORTS = {"horsies": {"horsies_worker"}}
 
@@ -65,7 +65,7 @@ def test_core_imports_the_worker_only_lazily() -> None:
 
 
 def test_worker_and_scheduler_never_import_each_other() -> None:
-    """ARCHITECTURE §1: the worker and the scheduler depend on core only."""
+    """The worker and the scheduler depend on core only (and not on each other)."""
     for package, other in (
         ("horsies_scheduler", "horsies_worker"),
         ("horsies_worker", "horsies_scheduler"),

@@ -1,4 +1,4 @@
-"""TaskResult, TaskError and LibraryErrorCode (spec 02 §11)."""
+"""TaskResult, TaskError and LibraryErrorCode."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from typing import Any, get_args, get_origin
 import pytest
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from pydantic import ValidationError
+
+WORKFLOW_OUTCOME_CODES = [
+    "WORKFLOW_STOPPED",
+    "WORKFLOW_PAUSED",
+    "WORKFLOW_CANCELLED",
+    "WORKFLOW_FAILED",
+    "SUBWORKFLOW_FAILED",
+    "SUBWORKFLOW_LOAD_FAILED",
+]
+"""The codes of a workflow's own outcome (its ``get()`` and its sub-workflow nodes)."""
 
 ALL_CODES = [
     "UNHANDLED_EXCEPTION",
@@ -29,12 +39,7 @@ ALL_CODES = [
     "UPSTREAM_SKIPPED",
     "WORKFLOW_CTX_MISSING_ID",
     "WORKFLOW_SUCCESS_CASE_NOT_MET",
-    "WORKFLOW_STOPPED",
-    "WORKFLOW_PAUSED",
-    "WORKFLOW_CANCELLED",
-    "WORKFLOW_FAILED",
-    "SUBWORKFLOW_FAILED",
-    "SUBWORKFLOW_LOAD_FAILED",
+    *WORKFLOW_OUTCOME_CODES,
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -263,3 +268,8 @@ def test_results_and_errors_survive_pickling_and_copying() -> None:
     assert restored_ok.is_ok()
     assert restored_ok.ok_value is None
     assert copy.deepcopy(result) == result
+
+
+@pytest.mark.parametrize("name", WORKFLOW_OUTCOME_CODES)
+def test_workflow_library_error_codes(name: str) -> None:
+    assert LibraryErrorCode[name].value == name

@@ -1,4 +1,5 @@
-"""RetryPolicy, retry delays, TaskOptions and the retry decision (02 §7, §8, §12.5; D9, D10)."""
+"""RetryPolicy, retry delays, TaskOptions and the retry decision (auto_retry_for
+matches an error code or an exception type name; WORKER_CRASHED is retried when listed)."""
 
 from __future__ import annotations
 
@@ -232,7 +233,7 @@ def test_options_max_retries() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# error_matches (D9)
+# error_matches: an error code, or the name of the exception type (or one of its bases)
 # --------------------------------------------------------------------------------------------
 
 
@@ -289,7 +290,7 @@ def test_is_retryable_treats_none_as_never() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# decide_retry (02 §8, D9, D10)
+# decide_retry
 # --------------------------------------------------------------------------------------------
 
 POLICY = RetryPolicy.fixed([5, 30, 120], jitter=False)

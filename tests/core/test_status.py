@@ -1,4 +1,5 @@
-"""TaskStatus and TASK_TERMINAL_STATES (spec 02 §13.1, D11, D12)."""
+"""TaskStatus and TASK_TERMINAL_STATES: the members (REQUEUED is kept for compatibility), lower-case
+values in Python, upper-case names in the database."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`@app.task` and task functions.
 
-Definition checks (02 §1, D4, D5, D44), direct calls (02 §3, §6, D9), sends (02 §4, §10, D7) and
-`send_many`.
+Definition checks (default names, unknown options, return annotations), direct calls, sends
+(`schedule` takes seconds) and `send_many`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
-import psycopg
 import pytest
+from db_rows import sql
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
@@ -31,7 +31,6 @@ from horsies.retry import RetryPolicy
 from horsies.tasks.definition import default_task_name
 from horsies.tasks.execution import run_task_function
 from horsies.tasks.function import TaskFunction
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 
 UNREACHABLE_URL = "postgresql://user:secret@localhost:1/nowhere"
@@ -65,7 +64,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Horsies:
     return default_app()
 
 
-# -- call forms (D4) ------------------------------------------------------------------------------
+# -- call forms, with and without a name -----------------------------------------------------------
 
 
 def test_decorator_with_name_and_options(app: Horsies) -> None:
@@ -155,7 +154,7 @@ def test_function_defined_in_main_needs_a_name(app: Horsies) -> None:
     assert app.task("job", namespace["job"]).task_name == "job"
 
 
-# -- definition checks, in order (02 §1, D5, D44) ------------------------------------------------
+# -- definition checks, in order -------------------------------------------------------------------
 
 
 def test_unknown_option_is_refused(app: Horsies) -> None:
@@ -356,7 +355,7 @@ def test_unresolvable_return_annotation(app: Horsies) -> None:
     assert info.value.code is ErrorCode.TASK_INVALID_RETURN_TYPE
 
 
-# -- direct call (02 §3, §6, D9) -----------------------------------------------------------------
+# -- direct call -----------------------------------------------------------------------------------
 
 
 def test_exception_becomes_unhandled_exception(app: Horsies) -> None:
@@ -405,13 +404,19 @@ def test_wrong_arguments_are_unhandled_exception(app: Horsies) -> None:
     assert error.data == {"exception_type": "TypeError"}
 
 
+def return_type_error(task: Callable[[], TaskResult[Any, TaskError]]) -> TaskError:
+    """The error of calling ``task``, which must be RETURN_TYPE_MISMATCH."""
+    error = task().unwrap_err()
+    assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
+    return error
+
+
 def test_return_type_mismatch(app: Horsies) -> None:
     @app.task("mismatch")
     def mismatch() -> TaskResult[int, TaskError]:
         return TaskResult(ok="not a number")  # type: ignore[arg-type]  # pyright: ignore
 
-    error = mismatch().unwrap_err()
-    assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
+    error = return_type_error(mismatch)
     assert error.message == (
         "Task mismatch returned TaskResult(ok='not a number') but expected type int"
     )
@@ -428,8 +433,7 @@ def test_err_side_is_validated_too(app: Horsies) -> None:
     def bad_err() -> TaskResult[int, TaskError]:
         return TaskResult(err="plain string")  # type: ignore[arg-type]  # pyright: ignore
 
-    error = bad_err().unwrap_err()
-    assert error.error_code is LibraryErrorCode.RETURN_TYPE_MISMATCH
+    error = return_type_error(bad_err)
     assert error.data["variant"] == "err"
 
 
@@ -546,22 +550,16 @@ def test_send_revalidates_the_queue() -> None:
 
 
 def test_broker_construction_failure_is_an_error_handle(
-    app: Horsies, monkeypatch: pytest.MonkeyPatch
+    app: Horsies, broker_construction_fails: str
 ) -> None:
-    import horsies.broker
-
-    def explode(*_: object, **__: object) -> None:
-        raise RuntimeError("no broker today")
-
-    monkeypatch.setattr(horsies.broker, "PostgresBroker", explode)
 
     @app.task("unsendable")
     def unsendable() -> TaskResult[int, TaskError]:
         return TaskResult(ok=1)
 
     error = unsendable.send().get().unwrap_err()
-    assert (
-        error.message == "Failed to enqueue task unsendable: Failed to get broker: no broker today"
+    assert error.message == (
+        f"Failed to enqueue task unsendable: Failed to get broker: {broker_construction_fails}"
     )
     assert error.data == {"task_name": "unsendable", "exception_type": "ValueError"}
 
@@ -592,25 +590,18 @@ def db_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Horsi
 
 def fetch_row(url: str, task_id: str) -> dict[str, Any] | None:
     conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))
-        return cur.fetchone()
+    rows = sql(conninfo, "SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))
+    return rows[0] if rows else None
 
 
-def execute(url: str, sql: LiteralString, params: tuple[Any, ...]) -> None:
-    conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql, params)
+def execute(url: str, statement: LiteralString, params: tuple[Any, ...]) -> None:
+    sql(PostgresConfig(database_url=url).conninfo, statement, params)
 
 
 def count_rows(url: str, task_name: str) -> int:
     conninfo = PostgresConfig(database_url=url).conninfo
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM horsies_tasks WHERE task_name = %s", (task_name,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    query = "SELECT count(*) AS n FROM horsies_tasks WHERE task_name = %s"
+    return int(sql(conninfo, query, (task_name,))[0]["n"])
 
 
 def test_send_writes_one_pending_row(db_app: Horsies, database_url: str) -> None:

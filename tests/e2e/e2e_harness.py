@@ -20,8 +20,18 @@ from process_harness import ROOT, LoggedProcess, child_env, wait_until
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.results import TaskError, TaskResult
 
-__all__ = ["ROOT", "Db", "StartWorker", "WorkerProcess", "producer_app", "wait_until"]
+__all__ = [
+    "ROOT",
+    "Db",
+    "StartWorker",
+    "WorkerProcess",
+    "error_of",
+    "producer_app",
+    "wait_until",
+    "worker_fixture",
+]
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 
@@ -50,9 +60,6 @@ class WorkerProcess(LoggedProcess):
             ]
         super().__init__(command, child_env({ENV_URL: database_url}), log_path)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        self.wait_output(" ready: ", timeout)
-
 
 StartWorker = Callable[..., WorkerProcess]
 
@@ -72,3 +79,24 @@ def producer_app(create_app: Callable[[str], Horsies]) -> Any:
         producer.get_broker().close()
 
     return app
+
+
+def worker_fixture(app_module: str, *args: str) -> Any:
+    """A module-scoped ``worker`` fixture: ``worker = worker_fixture("basic", "--processes", "2")``.
+
+    One worker of ``tests.e2e.apps.<app_module>`` with the command-line options ``args``, started
+    (and ready) after the module's ``app`` fixture created the schema.
+    """
+
+    @pytest.fixture(scope="module")
+    def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
+        del app  # the producer creates the schema before the worker starts
+        return start_worker(app_module, *args)
+
+    return worker
+
+
+def error_of(result: TaskResult[Any, TaskError]) -> TaskError:
+    """The error of a result that must be an error (fails with the result otherwise)."""
+    assert result.is_err(), result
+    return result.unwrap_err()

@@ -51,7 +51,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert "error_code=UNHANDLED_EXCEPTION" in output
     assert "ZeroDivisionError: division by zero" in output
     assert "result after 1 retry: 'fetched on the second attempt'" in output
-    # The workflow: one failed branch, handled by the allow_failed_deps summary (spec 03, demo).
+    # The workflow: one failed branch, handled by the allow_failed_deps summary (as in the demo).
     assert re.search(r"quote_NOSUCH\s+FAILED\s+err=UNHANDLED_EXCEPTION", output)
     assert re.search(r"quote_ACME\s+COMPLETED", output)
     assert re.search(
@@ -68,8 +68,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_db_start_url_stop(tmp_path: Path) -> None:
-    data_dir = tmp_path / "db"
+def test_db_start_url_stop(server_data_parent: Path) -> None:
+    data_dir = server_data_parent / "db"
     started = _horsies("db", "start", "--data-dir", str(data_dir), timeout=120)
     try:
         assert started.returncode == 0, started.stderr

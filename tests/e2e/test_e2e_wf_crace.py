@@ -1,32 +1,20 @@
 """Concurrency of the workflow engine with two real workers (two children each), run many times.
 
-Every advance of a workflow tree serialises on its root row's lock (spec 03 §8.2, plan "Storage"),
+Every advance of a workflow tree serialises on its root row's lock,
 so: two dependencies finishing at the same moment enqueue their dependent exactly once; a pause
-racing completions loses no node (D27); a cancel racing completions stays CANCELLED (D28).
+racing completions loses no node; a cancel racing completions stays CANCELLED.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from e2e_harness import Db, StartWorker, WorkerProcess, producer_app, wait_until
+from e2e_harness import Db, StartWorker, WorkerProcess, error_of, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.results import LibraryErrorCode
 from horsies.workflows.status import WorkflowStatus
-from test_e2e_wf_control import (
-    GET_MS,
-    Gates,
-    error_of,
-    gates_fixture,
-    no_active_nodes,
-    node_statuses,
-    task_rows,
-    wait_node,
-    wf,
-    workflow_row,
-)
+from wf_control_harness import GET_MS, Gates, wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -46,23 +34,18 @@ def workers(start_worker: StartWorker, app: Horsies) -> list[WorkerProcess]:
     return started
 
 
-@pytest.fixture
-def gates(tmp_path: Path) -> Iterator[Gates]:
-    yield from gates_fixture(tmp_path)
-
-
 def until_completed(db: Db, workflow_id: str, count: int) -> Callable[[], bool]:
     """A wait condition: at least ``count`` nodes COMPLETED."""
 
     def check() -> bool:
-        return sum(s == "COMPLETED" for s in node_statuses(db, workflow_id).values()) >= count
+        return sum(s == "COMPLETED" for s in db.node_statuses(workflow_id).values()) >= count
 
     return check
 
 
 def settled(db: Db, workflow_id: str) -> Callable[[], bool]:
     """A wait condition: no node ENQUEUED or RUNNING."""
-    return lambda: no_active_nodes(db, workflow_id)
+    return lambda: db.no_active_nodes(workflow_id)
 
 
 def occupy_one_child_per_worker(app: Horsies, db: Db, gates: Gates) -> None:
@@ -75,7 +58,7 @@ def occupy_one_child_per_worker(app: Horsies, db: Db, gates: Gates) -> None:
     for attempt in range(3):
         run = gates.sub(f"hog{attempt}")
         handle = wf.Gates.build_with(app, gates_dir=run.path, names=("hog",), join=False).start()
-        task_id = wait_node(db, handle.workflow_id, "hog", "RUNNING")["task_id"]
+        task_id = db.wait_node(handle.workflow_id, "hog", "RUNNING")["task_id"]
         owner = db.wait_status(task_id, "RUNNING")["claimed_by_worker_id"]
         by_worker.setdefault(owner, []).append(run)
         if len(by_worker) == 2:
@@ -99,14 +82,14 @@ def test_two_dependencies_ending_together_enqueue_their_join_once(
         run = gates.sub(f"round{round_}")
         handle = wf.RaceJoin.build_with(app, gates_dir=run.path).start()
         run.wait_started("left", "right")
-        rows = task_rows(db, handle.workflow_id)
+        rows = db.workflow_tasks(handle.workflow_id)
         # Each worker has one free child: the two dependencies run on different workers.
         assert len({r["claimed_by_worker_id"] for r in rows}) == 2, rows
         # One file releases both gates: the two workers finish within a few milliseconds.
         run.release("both")
         result = handle.get(timeout_ms=GET_MS)
         assert handle.status() is WorkflowStatus.COMPLETED, (round_, result)
-        rows = task_rows(db, handle.workflow_id)
+        rows = db.workflow_tasks(handle.workflow_id)
         assert sorted(r["task_name"] for r in rows) == ["wfc.gate", "wfc.gate", "wfc.record"]
         assert run.runs("join") == 1, round_
         assert (run.runs("left"), run.runs("right")) == (1, 1)
@@ -115,7 +98,7 @@ def test_two_dependencies_ending_together_enqueue_their_join_once(
         finished = max(r["completed_at"] for r in rows if r["task_name"] == "wfc.gate")
         (join,) = [r for r in rows if r["task_name"] == "wfc.record"]
         assert (join["sent_at"] - finished).total_seconds() < 0.5, (round_, rows)
-        assert node_statuses(db, handle.workflow_id) == {
+        assert db.node_statuses(handle.workflow_id) == {
             "left": "COMPLETED",
             "right": "COMPLETED",
             "join": "COMPLETED",
@@ -136,19 +119,19 @@ def test_pause_racing_completions_loses_no_node(
         wait_until(reached, 30, f"{threshold} nodes done", interval=0.005)
         if handle.pause():
             paused_rounds += 1
-            # Already enqueued tasks may still run (D27); once they are done nothing moves.
+            # Already enqueued tasks may still run after a pause; once they are done nothing moves.
             wait_until(settled(db, wid), 30, "in-flight nodes to finish")
             assert handle.status() is WorkflowStatus.PAUSED, round_
-            statuses = node_statuses(db, wid)
+            statuses = db.node_statuses(wid)
             started = [n for n, s in statuses.items() if s != "PENDING"]
             assert all(statuses[n] == "COMPLETED" for n in started), statuses
-            assert len(task_rows(db, wid)) == len(started), (round_, statuses)
+            assert len(db.workflow_tasks(wid)) == len(started), (round_, statuses)
             assert handle.resume() is True
         result = handle.get(timeout_ms=GET_MS)
         assert handle.status() is WorkflowStatus.COMPLETED, (round_, result)
         assert result.unwrap() == "final"
-        assert set(node_statuses(db, wid).values()) == {"COMPLETED"}, round_
-        assert len(task_rows(db, wid)) == len(LATTICE)
+        assert set(db.node_statuses(wid).values()) == {"COMPLETED"}, round_
+        assert len(db.workflow_tasks(wid)) == len(LATTICE)
         assert [run.runs(name) for name in LATTICE] == [1] * len(LATTICE), round_
     assert paused_rounds >= ROUNDS // 2
 
@@ -175,10 +158,10 @@ def test_cancel_racing_completions_stays_cancelled(
         assert error_of(handle.get(timeout_ms=GET_MS)).error_code == (
             LibraryErrorCode.WORKFLOW_CANCELLED
         )
-        assert workflow_row(db, wid)["result"] is None
-        statuses = node_statuses(db, wid)
+        assert db.workflow(wid)["result"] is None
+        statuses = db.node_statuses(wid)
         assert set(statuses.values()) <= {"COMPLETED", "SKIPPED"}, statuses
-        rows = task_rows(db, wid)
+        rows = db.workflow_tasks(wid)
         assert {r["status"] for r in rows} <= {"COMPLETED", "CANCELLED"}, rows
         completed = [n for n, s in statuses.items() if s == "COMPLETED"]
         assert sum(r["status"] == "COMPLETED" for r in rows) == len(completed)

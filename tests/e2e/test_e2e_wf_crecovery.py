@@ -1,7 +1,7 @@
 """Workflow recovery with real workers: killed workers and desynchronised node rows.
 
-Spec 03 §16 (reconciliation by every worker's reaper), 04 §9-10 (stale RUNNING tasks fail with
-WORKER_CRASHED), D10 (such a crash is retried when listed in auto_retry_for). The app's recovery
+Every worker's reaper reconciles node rows with their tasks; a stale RUNNING task fails with
+WORKER_CRASHED, and such a crash is retried when listed in auto_retry_for. The app's recovery
 thresholds are 3 s with 1 s checks.
 """
 
@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
-from e2e_harness import Db, StartWorker, producer_app, wait_until
+from e2e_harness import Db, StartWorker, error_of, producer_app, wait_until
 from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.workflows.nodes import NodeKey
 from horsies.workflows.status import WorkflowStatus
-from test_e2e_wf_control import (
-    Gates,
-    error_of,
-    gates_fixture,
-    node_result,
-    node_statuses,
-    nodes,
-    wait_node,
-    wf,
-)
+from wf_control_harness import Gates, node_result, wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -37,11 +26,6 @@ RECOVERY_GET_MS = 45_000
 
 
 app = producer_app(wf.create_app)
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Iterator[Gates]:
-    yield from gates_fixture(tmp_path)
 
 
 def test_killed_worker_tasks_end_per_policy_and_workflows_finish_through_the_reaper(
@@ -54,7 +38,7 @@ def test_killed_worker_tasks_end_per_policy_and_workflows_finish_through_the_rea
     plain_gates.wait_started("victim")
     retried_gates.wait_started("victim")
     victims = {
-        handle.workflow_id: wait_node(db, handle.workflow_id, "victim", "RUNNING")["task_id"]
+        handle.workflow_id: db.wait_node(handle.workflow_id, "victim", "RUNNING")["task_id"]
         for handle in (plain, retried)
     }
     child_pids = {
@@ -75,7 +59,7 @@ def test_killed_worker_tasks_end_per_policy_and_workflows_finish_through_the_rea
     assert plain.status() is WorkflowStatus.FAILED
     assert error.error_code == LibraryErrorCode.WORKER_CRASHED
     assert db.status(victims[plain.workflow_id]) == "FAILED"
-    assert node_statuses(db, plain.workflow_id) == {
+    assert db.node_statuses(plain.workflow_id) == {
         "victim": "FAILED",
         "after": "SKIPPED",
         "rescue": "COMPLETED",
@@ -87,7 +71,7 @@ def test_killed_worker_tasks_end_per_policy_and_workflows_finish_through_the_rea
     # Retried after the crash (the node stays RUNNING across attempts), then it completes.
     result = retried.get(timeout_ms=RECOVERY_GET_MS)
     assert retried.status() is WorkflowStatus.COMPLETED, result
-    assert node_statuses(db, retried.workflow_id) == {
+    assert db.node_statuses(retried.workflow_id) == {
         "victim": "COMPLETED",
         "after": "COMPLETED",
         "rescue": "COMPLETED",
@@ -106,8 +90,8 @@ def test_node_rows_out_of_sync_with_their_tasks_are_reconciled(
     handle = wf.Desync.build_with(app, gates_dir=gates.path).start()
     wid = handle.workflow_id
     gates.wait_started("forged", "lost")
-    forged = wait_node(db, wid, "forged", "RUNNING")["task_id"]
-    lost = wait_node(db, wid, "lost", "RUNNING")["task_id"]
+    forged = db.wait_node(wid, "forged", "RUNNING")["task_id"]
+    lost = db.wait_node(wid, "lost", "RUNNING")["task_id"]
 
     # Finish both task rows behind the engine's back while the tasks still run: the nodes say
     # RUNNING until a reaper notices.
@@ -124,14 +108,14 @@ def test_node_rows_out_of_sync_with_their_tasks_are_reconciled(
 
     error = error_of(handle.get(timeout_ms=RECOVERY_GET_MS))
     assert handle.status() is WorkflowStatus.FAILED
-    assert node_statuses(db, wid) == {
+    assert db.node_statuses(wid) == {
         "forged": "COMPLETED",
         "lost": "FAILED",
         "shown": "COMPLETED",
         "blocked": "SKIPPED",
     }
-    # A stored result is taken as it is; a missing one is synthesized (03 §16 case 4).
-    assert node_result(nodes(db, wid)["forged"]).unwrap() == "forged by hand"
+    # A stored result is taken as it is; a missing one is synthesized.
+    assert node_result(db.nodes(wid)["forged"]).unwrap() == "forged by hand"
     assert handle.results()["shown"].unwrap()["ok"] == "forged by hand"
     lost_error = error_of(handle.result_for(NodeKey("lost")))
     assert lost_error.error_code == LibraryErrorCode.WORKER_CRASHED

@@ -1,40 +1,25 @@
 """Sub-workflows with real workers: results, failures, summaries, cancel and pause cascades.
 
-Spec 03 §14 and §12.2-12.4, decisions D15 (summary aliases), D16 (summary_for), D17
-(SubWorkflowError round-trip), D18 (build_with inputs), D28 (cancel reaches children) and D29 (a
-child cancelled on its own fails its parent's node). The child specs are built by the worker from
+The child's summary answers to both sets of field names and is returned by ``summary_for``; a
+child's failure round-trips as a SubWorkflowError; ``build_with`` receives its inputs rehydrated;
+cancelling a parent cancels its children, and a child cancelled on its own fails its parent's
+node. The child specs are built by the worker from
 the definitions of ``tests.e2e.apps.wf_control``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Db, StartWorker, WorkerProcess, producer_app
+from e2e_harness import Db, WorkerProcess, error_of, producer_app, worker_fixture
 from horsies.app import Horsies
 from horsies.results import LibraryErrorCode
 from horsies.workflows.context import SubWorkflowError, SubWorkflowSummary
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.nodes import NodeKey
 from horsies.workflows.status import WorkflowStatus
-from test_e2e_wf_control import (
-    GET_MS,
-    Gates,
-    child_id_of,
-    error_of,
-    gates_fixture,
-    node_result,
-    node_statuses,
-    nodes,
-    task_rows,
-    wait_node,
-    wait_workflow,
-    wf,
-    workflow_row,
-)
+from wf_control_harness import GET_MS, Gates, node_result, wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -52,19 +37,11 @@ CHILD_REPORT = {
 app = producer_app(wf.create_app)
 
 
-@pytest.fixture(scope="module")
-def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
-    del app  # the producer creates the schema before the worker starts
-    return start_worker("wf_control", "--processes", "4")
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Iterator[Gates]:
-    yield from gates_fixture(tmp_path)
+worker = worker_fixture("wf_control", "--processes", "4")
 
 
 def summary_of(error: Any) -> SubWorkflowSummary[Any]:
-    """The summary of a SubWorkflowError, matched structurally (D17)."""
+    """The summary of a SubWorkflowError read back from storage, matched structurally."""
     match error:
         case SubWorkflowError(sub_workflow_summary=SubWorkflowSummary() as summary):
             return summary
@@ -81,16 +58,17 @@ def test_completed_child_gives_its_result_to_the_parent_node(
     wid = handle.workflow_id
 
     # The node's result is the child's final result (its output node's), and build_with got
-    # the args_from input as a TaskResult, the positional arg, a datetime and a model (D18).
+    # the args_from input as a TaskResult, the positional arg, a datetime and a model, all
+    # rehydrated.
     assert handle.result_for(wf.ParentSum.sub).unwrap() == CHILD_REPORT
-    assert node_statuses(db, wid) == {
+    assert db.node_statuses(wid) == {
         "src": "COMPLETED",
         "sub": "COMPLETED",
         "inspect": "COMPLETED",
     }
 
-    child_id = child_id_of(db, wid, "sub")
-    child = workflow_row(db, child_id)
+    child_id = db.child_workflow_id(wid, "sub")
+    child = db.workflow(child_id)
     assert child["status"] == "COMPLETED"
     assert child["parent_workflow_id"] == wid
     assert child["parent_task_index"] == 1
@@ -100,10 +78,10 @@ def test_completed_child_gives_its_result_to_the_parent_node(
     assert WorkflowHandle(child_id, app.get_broker()).get(timeout_ms=GET_MS).unwrap() == (
         CHILD_REPORT
     )
-    assert node_statuses(db, child_id) == {"total": "COMPLETED", "report": "COMPLETED"}
+    assert db.node_statuses(child_id) == {"total": "COMPLETED", "report": "COMPLETED"}
 
-    # Downstream: args_from delivers the child's result, workflow_ctx the real summary (D16),
-    # readable under both field names (D15).
+    # Downstream: args_from delivers the child's result, workflow_ctx the real summary
+    # (summary_for works), readable under both field names.
     report = result.unwrap()
     assert report["child_type"] == "TaskResult"
     assert report["child_ok"] == CHILD_REPORT
@@ -134,15 +112,15 @@ def test_failed_child_fails_the_parent_node_with_a_subworkflow_error(
     final = error_of(handle.get(timeout_ms=GET_MS))
     wid = handle.workflow_id
     assert handle.status() is WorkflowStatus.FAILED
-    child_id = child_id_of(db, wid, "sub")
-    assert workflow_row(db, child_id)["status"] == "FAILED"
-    assert node_statuses(db, child_id) == {
+    child_id = db.child_workflow_id(wid, "sub")
+    assert db.workflow(child_id)["status"] == "FAILED"
+    assert db.node_statuses(child_id) == {
         "fine": "COMPLETED",
         "boom": "FAILED",
         "after": "SKIPPED",
     }
 
-    # The stored node error reads back as a SubWorkflowError (D17).
+    # The stored node error reads back as a SubWorkflowError.
     node_error = error_of(handle.result_for(wf.ParentFail.sub))
     assert isinstance(node_error, SubWorkflowError)
     assert node_error.error_code == LibraryErrorCode.SUBWORKFLOW_FAILED
@@ -160,7 +138,7 @@ def test_failed_child_fails_the_parent_node_with_a_subworkflow_error(
 
     # FAIL policy: the join-all dependent is skipped, the allow_failed_deps one runs and sees the
     # SubWorkflowError and the child's summary.
-    assert node_statuses(db, wid) == {"sub": "FAILED", "skipped": "SKIPPED", "handler": "COMPLETED"}
+    assert db.node_statuses(wid) == {"sub": "FAILED", "skipped": "SKIPPED", "handler": "COMPLETED"}
     report = handle.results()["handler"].unwrap()
     assert report["child_type"] == "TaskResult"
     assert report["error_type"] == "SubWorkflowError"
@@ -177,14 +155,15 @@ def test_child_cancelled_by_its_own_handle_fails_the_parent_node(
 ) -> None:
     handle = wf.ParentGate.build_with(app, gates_dir=gates.path).start()
     wid = handle.workflow_id
-    child_id = child_id_of(db, wid, "sub")
+    child_id = db.child_workflow_id(wid, "sub")
     child = WorkflowHandle(child_id, app.get_broker())
     gates.wait_started("child")
 
     child.cancel()
 
     assert child.status() is WorkflowStatus.CANCELLED
-    # D29: the parent's node fails with a SubWorkflowError and the parent goes on (FAIL policy).
+    # A child cancelled on its own: the parent's node fails with a SubWorkflowError and the
+    # parent goes on (FAIL policy).
     final = error_of(handle.get(timeout_ms=GET_MS))
     assert handle.status() is WorkflowStatus.FAILED
     assert isinstance(final, SubWorkflowError)
@@ -194,17 +173,17 @@ def test_child_cancelled_by_its_own_handle_fails_the_parent_node(
     summary = summary_of(node_error)
     assert summary.status is WorkflowStatus.CANCELLED
     assert summary.total == 2
-    assert node_statuses(db, wid) == {"sub": "FAILED", "after": "SKIPPED", "rescue": "COMPLETED"}
+    assert db.node_statuses(wid) == {"sub": "FAILED", "after": "SKIPPED", "rescue": "COMPLETED"}
     report = handle.results()["rescue"].unwrap()
     assert report["error_type"] == "SubWorkflowError"
     assert report["summary"]["status"] == "CANCELLED"
 
     # The child's running gate still finishes; nothing changes any more.
     gates.release("child")
-    wait_node(db, child_id, "gate", "COMPLETED")
+    db.wait_node(child_id, "gate", "COMPLETED")
     assert child.status() is WorkflowStatus.CANCELLED
     assert handle.status() is WorkflowStatus.FAILED
-    assert node_statuses(db, child_id)["tail"] == "SKIPPED"
+    assert db.node_statuses(child_id)["tail"] == "SKIPPED"
 
 
 def test_cancel_reaches_the_child_workflow(
@@ -212,32 +191,32 @@ def test_cancel_reaches_the_child_workflow(
 ) -> None:
     handle = wf.ParentGate.build_with(app, gates_dir=gates.path).start()
     wid = handle.workflow_id
-    child_id = child_id_of(db, wid, "sub")
+    child_id = db.child_workflow_id(wid, "sub")
     child = WorkflowHandle(child_id, app.get_broker())
     gates.wait_started("child")
 
     handle.cancel()
 
     assert handle.status() is WorkflowStatus.CANCELLED
-    assert child.status() is WorkflowStatus.CANCELLED  # D28
+    assert child.status() is WorkflowStatus.CANCELLED  # the cancel reached the child
     assert error_of(child.get(timeout_ms=GET_MS)).error_code == (
         LibraryErrorCode.WORKFLOW_CANCELLED
     )
-    assert node_statuses(db, child_id) == {"gate": "RUNNING", "tail": "SKIPPED"}
-    parent_nodes = node_statuses(db, wid)
+    assert db.node_statuses(child_id) == {"gate": "RUNNING", "tail": "SKIPPED"}
+    parent_nodes = db.node_statuses(wid)
     assert parent_nodes["after"] == "SKIPPED"
     assert parent_nodes["rescue"] == "SKIPPED"
 
     gates.release("child")
-    wait_node(db, child_id, "gate", "COMPLETED")
+    db.wait_node(child_id, "gate", "COMPLETED")
     assert child.status() is WorkflowStatus.CANCELLED
     assert handle.status() is WorkflowStatus.CANCELLED
     assert error_of(handle.get(timeout_ms=GET_MS)).error_code == (
         LibraryErrorCode.WORKFLOW_CANCELLED
     )
-    assert [t["task_name"] for t in task_rows(db, child_id)] == ["wfc.gate"]
-    assert task_rows(db, wid) == []
-    assert node_statuses(db, wid)["rescue"] == "SKIPPED"
+    assert [t["task_name"] for t in db.workflow_tasks(child_id)] == ["wfc.gate"]
+    assert db.workflow_tasks(wid) == []
+    assert db.node_statuses(wid)["rescue"] == "SKIPPED"
 
 
 def test_pause_cascades_to_the_child_and_resume_resumes_it(
@@ -245,7 +224,7 @@ def test_pause_cascades_to_the_child_and_resume_resumes_it(
 ) -> None:
     handle = wf.ParentGate.build_with(app, gates_dir=gates.path).start()
     wid = handle.workflow_id
-    child_id = child_id_of(db, wid, "sub")
+    child_id = db.child_workflow_id(wid, "sub")
     child = WorkflowHandle(child_id, app.get_broker())
     gates.wait_started("child")
 
@@ -256,22 +235,22 @@ def test_pause_cascades_to_the_child_and_resume_resumes_it(
 
     # The child's running gate finishes; its successor waits for the resume.
     gates.release("child")
-    wait_node(db, child_id, "gate", "COMPLETED")
-    assert node_statuses(db, child_id)["tail"] == "PENDING"
-    assert len(task_rows(db, child_id)) == 1
+    db.wait_node(child_id, "gate", "COMPLETED")
+    assert db.node_statuses(child_id)["tail"] == "PENDING"
+    assert len(db.workflow_tasks(child_id)) == 1
     assert child.status() is WorkflowStatus.PAUSED
-    assert nodes(db, wid)["sub"]["status"] == "RUNNING"
+    assert db.nodes(wid)["sub"]["status"] == "RUNNING"
 
     assert handle.resume() is True
     result = handle.get(timeout_ms=GET_MS)
     assert handle.status() is WorkflowStatus.COMPLETED, result
-    wait_workflow(db, child_id, "COMPLETED", timeout=1)
-    assert node_statuses(db, child_id) == {"gate": "COMPLETED", "tail": "COMPLETED"}
-    assert node_statuses(db, wid) == {
+    db.wait_workflow(child_id, "COMPLETED", timeout=1)
+    assert db.node_statuses(child_id) == {"gate": "COMPLETED", "tail": "COMPLETED"}
+    assert db.node_statuses(wid) == {
         "sub": "COMPLETED",
         "after": "COMPLETED",
         "rescue": "COMPLETED",
     }
-    assert node_result(nodes(db, wid)["sub"]).unwrap() == "tail"
+    assert node_result(db.nodes(wid)["sub"]).unwrap() == "tail"
     assert result.unwrap()["rescue"].unwrap()["child_ok"] == "tail"
     assert gates.runs("child") == 1

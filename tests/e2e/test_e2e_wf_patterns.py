@@ -1,61 +1,41 @@
 """Workflow patterns end to end: a real ``horsies worker`` (2 children) runs every node.
 
-Spec 03 §8-§13 and §15, decisions D14, D25, D30. Each test starts a workflow from this process
+Each test starts a workflow from this process
 (a producer app with the worker's queue configuration) and checks the documented node statuses,
 results and workflow outcome. Nodes that must not finish yet wait on a gate file the test opens.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import ROOT, Db, StartWorker, WorkerProcess, wait_until
+from e2e_harness import Db, WorkerProcess, error_of, producer_app, wait_until, worker_fixture
 from horsies import (
     Horsies,
     LibraryErrorCode,
-    TaskError,
     TaskNode,
-    TaskResult,
     WorkflowHandle,
     WorkflowStatus,
     WorkflowTaskStatus,
 )
 from horsies.codec import task_result_from_json
-
-# The worker imports the app as "tests.e2e.apps.wf_patterns" and records nothing else; importing
-# it under the same name here makes the definition module stored on each workflow row importable
-# by the worker (conditions are found that way).
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
-from tests.e2e.apps import wf_patterns as wf
+from node_status_letters import C, F, S
+from wf_apps import wf_patterns as wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 GET_MS = 30_000
 WAIT_S = 30.0
 
-C = WorkflowTaskStatus.COMPLETED
-F = WorkflowTaskStatus.FAILED
-S = WorkflowTaskStatus.SKIPPED
+
+app = producer_app(wf.make_app)
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = wf.make_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
-
-
-@pytest.fixture(scope="module")
-def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
-    del app  # the schema exists before the worker starts
-    return start_worker("wf_patterns", "--processes", "2")
+worker = worker_fixture("wf_patterns", "--processes", "2")
 
 
 class Gate:
@@ -77,21 +57,6 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
 
 def statuses(handle: WorkflowHandle) -> dict[str, WorkflowTaskStatus]:
     return {str(t.node_id): t.status for t in handle.tasks()}
-
-
-def error_of(result: TaskResult[Any, TaskError]) -> TaskError:
-    assert result.is_err(), result
-    error = result.err
-    assert error is not None
-    return error
-
-
-def node_rows(db: Db, workflow_id: str) -> dict[str, dict[str, Any]]:
-    rows = db.query(
-        "SELECT * FROM horsies_workflow_tasks WHERE workflow_id = %s ORDER BY task_index",
-        (workflow_id,),
-    )
-    return {row["node_id"]: row for row in rows}
 
 
 def wait_node(handle: WorkflowHandle, node_id: str, status: WorkflowTaskStatus) -> None:
@@ -210,7 +175,7 @@ def test_join_all_with_a_failed_dependency_skips_and_cascades(
     assert (error.error_code, error.message) == ("BOOM", "cascade root failed")
     assert handle.status() is WorkflowStatus.FAILED
     assert statuses(handle) == {"ok": C, "bad": F, "mid": S, "end": S, "side": C}
-    rows = node_rows(db, handle.workflow_id)
+    rows = db.nodes(handle.workflow_id)
     assert rows["mid"]["task_id"] is None  # skipped nodes never get a task row
     assert rows["end"]["task_id"] is None
     assert rows["mid"]["completed_at"] is not None
@@ -358,11 +323,11 @@ def test_conditions_run_when_and_skip_when(worker: WorkerProcess, app: Horsies) 
         "skip_wins": S,  # skip_when True wins over run_when True
         "run_false": S,
         "after_skip": S,  # a condition skip cascades like any skip
-        "run_true": C,  # no workflow_ctx_from: the condition saw its dependency (D30)
+        "run_true": C,  # no workflow_ctx_from: the condition saw its dependency
         "skip_false": C,
         "raises": S,  # a raising condition skips the node
         "ctx_from": C,  # with workflow_ctx_from the condition sees only those nodes
-        "root_skipped": S,  # root conditions are evaluated (D30)
+        "root_skipped": S,  # root conditions are evaluated
         "root_runs": C,  # ... with an empty context
     }
     # Sinks only; a SKIPPED sink maps to None.
@@ -407,7 +372,7 @@ def test_success_policy_failed_reports_lowest_index_failed_required_node(
     # z failed last (after y), but y has the lowest index among the cases' failed required nodes.
     assert (error.error_code, error.message) == ("BOOM", "y failed first")
     assert statuses(handle) == {"x": C, "y": F, "z": F}
-    rows = node_rows(db, handle.workflow_id)
+    rows = db.nodes(handle.workflow_id)
     assert rows["z"]["completed_at"] > rows["y"]["completed_at"]
 
 
@@ -430,7 +395,7 @@ def test_queue_and_priority_overrides_reach_the_task_rows(
 ) -> None:
     handle = wf.QueueOverrideWorkflow.build(app).start()
     handle.get(timeout_ms=GET_MS).unwrap()
-    rows = node_rows(db, handle.workflow_id)
+    rows = db.nodes(handle.workflow_id)
     expected = {
         "plain": ("main", wf.MAIN_PRIORITY),
         "override": ("alt", 7),
@@ -458,7 +423,7 @@ def test_node_good_until_overrides_the_task_option(
         wait_node(handle, "later", C)
         # Another workflow goes through afterwards: the worker kept claiming meanwhile.
         wf.MetaWorkflow.build(app).start().get(timeout_ms=GET_MS).unwrap()
-        rows = node_rows(db, handle.workflow_id)
+        rows = db.nodes(handle.workflow_id)
         tasks = {node_id: db.task(rows[node_id]["task_id"]) for node_id in rows}
         assert tasks["expired"]["good_until"] == expired_at
         assert tasks["plain"]["good_until"] == wf.DECORATOR_GOOD_UNTIL
@@ -481,7 +446,7 @@ def test_retried_node_stays_running_across_attempts(
     )
     after = TaskNode(fn=wf.value, args=("after",), waits_for=[flaky], node_id="after")
     handle = app.workflow("wfp_retry", [flaky, after]).start()
-    task_id = node_rows(db, handle.workflow_id)["flaky"]["task_id"]
+    task_id = db.nodes(handle.workflow_id)["flaky"]["task_id"]
     wait_until(lambda: db.task(task_id)["retry_count"] == 1, WAIT_S, "the first retry")
     # The first attempt's err is not the node's result: the node waits for the final attempt.
     assert statuses(handle) == {

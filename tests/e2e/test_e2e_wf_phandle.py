@@ -1,8 +1,8 @@
 """`WorkflowHandle` end to end against a real ``horsies worker`` (2 children).
 
-Spec 03 §6 (idempotent start) and §15 (status, get, results, result_for, tasks; sync and async
-twins), decisions D6 and D25. A gate file keeps one node running while the test looks at the
-workflow from outside.
+Idempotent start; status, get, results (keyed by node id), result_for and tasks, sync and async
+twins; a get() that times out answers WAIT_TIMEOUT. A gate file keeps one node running while the
+test looks at the workflow from outside.
 
 Async tests use a broker of their own and close it with ``close_async()`` inside their event loop:
 a broker whose async pool is left for loop shutdown to close can hang that shutdown (reported to
@@ -11,14 +11,13 @@ the lead; pool workers still connecting are cancelled before the pool's closer r
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import ROOT, Db, StartWorker, WorkerProcess
+from e2e_harness import Db, WorkerProcess, error_of, producer_app, worker_fixture
 from horsies import (
     Horsies,
     LibraryErrorCode,
@@ -34,32 +33,19 @@ from horsies import (
     start_workflow,
     start_workflow_async,
 )
-
-# Same module name as the worker's locator (see test_e2e_wf_patterns.py).
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
-from tests.e2e.apps import wf_patterns as wf
+from node_status_letters import C
+from wf_apps import wf_patterns as wf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 GET_MS = 30_000
 SHORT_MS = 300
 
-C = WorkflowTaskStatus.COMPLETED
+
+app = producer_app(wf.make_app)
 
 
-@pytest.fixture(scope="module")
-def app(database_url: str) -> Iterator[Horsies]:
-    producer = wf.make_app(database_url)
-    producer.get_broker().ensure_schema_initialized_sync()
-    yield producer
-    producer.get_broker().close()
-
-
-@pytest.fixture(scope="module")
-def worker(start_worker: StartWorker, app: Horsies) -> WorkerProcess:
-    del app  # the schema exists before the worker starts
-    return start_worker("wf_patterns", "--processes", "2")
+worker = worker_fixture("wf_patterns", "--processes", "2")
 
 
 @pytest.fixture
@@ -76,13 +62,6 @@ def gate_path(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "gate"
     yield path
     path.touch()  # never leave a worker child blocked on a failed test's gate
-
-
-def error_of(result: TaskResult[Any, TaskError]) -> TaskError:
-    assert result.is_err(), result
-    error = result.err
-    assert error is not None
-    return error
 
 
 def gated_spec(app: Horsies, name: str, gate_path: Path) -> tuple[WorkflowSpec, TaskNode[Any]]:
@@ -244,7 +223,7 @@ def test_same_task_twice_without_ids_is_keyed_by_generated_node_ids(
     second = TaskNode(fn=wf.value, args=("two",))
     handle = app.workflow("wfp same task twice!", [first, second]).start()
     result = handle.get(timeout_ms=GET_MS).unwrap()
-    # "<slugified workflow name>:<index>" (03 §2); both nodes are sinks.
+    # "<slugified workflow name>:<index>"; both nodes are sinks.
     assert {key: r.unwrap() for key, r in result.items()} == {
         "wfp_same_task_twice:0": "one",
         "wfp_same_task_twice:1": "two",

@@ -1,6 +1,6 @@
 """Two concurrent workers never exceed a queue's max_concurrency or the cluster_wide_cap.
 
-Spec 04 §5-6: caps are cluster-wide, enforced inside the claim transaction. Each task records its
+Caps are cluster-wide, enforced inside the claim transaction. Each task records its
 own start and end time; the measured intervals lie inside the rows' RUNNING windows, so their
 maximum overlap can never exceed a cap the database enforces.
 """

@@ -1,29 +1,16 @@
-"""``horsies worker`` command line: options and exit codes (spec 04 §1, §1.2, D32)."""
+"""``horsies worker`` command line: options (``--processes`` defaults to the CPU count) and exit
+codes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from e2e_harness import ROOT
+from process_harness import run_horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "horsies", "worker", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_help_lists_every_option() -> None:
-    result = run_cli("--help")
+    result = run_horsies("worker", "--help")
     assert result.returncode == 0
     for option in (
         "--module",
@@ -34,7 +21,7 @@ def test_help_lists_every_option() -> None:
         "--shutdown-timeout",
     ):
         assert option in result.stdout
-    assert "CPU count" in " ".join(result.stdout.split())  # D32 default
+    assert "CPU count" in " ".join(result.stdout.split())  # the default of --processes
 
 
 @pytest.mark.parametrize(
@@ -47,25 +34,27 @@ def test_help_lists_every_option() -> None:
     ],
 )
 def test_bad_locator_exits_1(locator: str) -> None:
-    result = run_cli(locator, "--processes", "1")
+    result = run_horsies("worker", locator, "--processes", "1")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_module_option_wins_over_positional() -> None:
-    result = run_cli("tests.e2e.apps.basic:app", "-m", "tests.e2e.apps.no_such_module:app")
+    result = run_horsies(
+        "worker", "tests.e2e.apps.basic:app", "-m", "tests.e2e.apps.no_such_module:app"
+    )
     assert result.returncode == 1
     assert "no_such_module" in result.stdout + result.stderr
 
 
 def test_invalid_processes_is_a_usage_error() -> None:
-    result = run_cli("tests.e2e.apps.basic:app", "--processes", "0")
+    result = run_horsies("worker", "tests.e2e.apps.basic:app", "--processes", "0")
     assert result.returncode != 0
     assert "processes" in result.stderr
 
 
 def test_unreachable_database_exits_1() -> None:
-    result = run_cli("tests.e2e.apps.unreachable:app", "--processes", "1")
+    result = run_horsies("worker", "tests.e2e.apps.unreachable:app", "--processes", "1")
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert "secret" not in output  # the password is never printed

@@ -1,7 +1,8 @@
 """Two real workers on one queue in hard-cap mode, where a claim moves a task from PENDING straight
 to RUNNING: every task runs exactly once, on exactly one worker, and ends COMPLETED.
 
-Spec 04 §5 (claims under concurrency, SKIP LOCKED); the combined claim+start statement.
+Concurrent claims skip rows another worker has locked (SKIP LOCKED); the claim and the start are
+one statement.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Every locator form starts a working worker (spec 04 §1.1).
+"""Every locator form (file path, dotted module, with or without the attribute) starts a working
+worker.
 
 A worker logs "ready" only after each child has re-located the app through the canonical locator,
 so readiness proves the children found the same app for every form.

@@ -1,4 +1,5 @@
-"""``run_worker(app)`` called from a script (D19, D35)."""
+"""``run_worker(app)`` (importable from ``horsies``) called from a script; the imports done by the
+worker run with sends suppressed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A worker killed with SIGKILL is recovered by another worker's reaper (spec 04 §9-10).
+"""A worker killed with SIGKILL is recovered by another worker's reaper.
 
 The recovery app runs in soft-cap mode (prefetch 2, 10-minute lease), so the killed worker holds
 CLAIMED rows that nobody may take before the reaper requeues them; thresholds are 2 s.

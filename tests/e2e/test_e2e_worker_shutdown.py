@@ -1,4 +1,4 @@
-"""Graceful shutdown on SIGTERM/SIGINT (spec 04 §1.2, §12, improved per plan.md).
+"""Graceful shutdown on SIGTERM/SIGINT.
 
 Running tasks finish and their results are written, unstarted claims go back to PENDING at once,
 tasks still running after --shutdown-timeout are terminated as WORKER_CRASHED, and the exit code

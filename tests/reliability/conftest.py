@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from process_harness import ROOT
+from process_harness import ROOT, StartedProcesses
 
 # Workers import the app as ``tests.reliability.apps.ledger_app``; the tests use the same name.
 if str(ROOT) not in sys.path:
@@ -36,20 +36,14 @@ def ledger(database_conninfo: str, clean_db: str) -> str:
 @pytest.fixture
 def start_worker(database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
     """Factory: ``start_worker("--processes", "2", env={...}, ready=True)``."""
-    started: list[LedgerWorker] = []
+    started = StartedProcesses[LedgerWorker](tmp_path)
 
     def start(*args: str, env: Mapping[str, str] | None = None, ready: bool = True) -> LedgerWorker:
-        worker = LedgerWorker(
-            database_url, tmp_path / f"worker-{len(started)}.log", list(args), env or {}
-        )
-        started.append(worker)
-        if ready:
-            worker.wait_ready()
-        return worker
+        worker = LedgerWorker(database_url, started.next_log("worker"), list(args), env or {})
+        return started.add(worker, ready=ready)
 
     yield start
-    for worker in started:
-        worker.reap()
+    started.reap_all()
 
 
 @pytest.fixture

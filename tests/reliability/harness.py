@@ -39,9 +39,6 @@ class LedgerWorker(LoggedProcess):
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        self.wait_output(" ready: ", timeout)
-
     def kill_group(self) -> None:
         """SIGKILL the worker and every child it started (the whole process group)."""
         if self.alive:

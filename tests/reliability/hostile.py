@@ -7,7 +7,7 @@
   worker (:class:`Accepted`), or which documented refusals a send may answer with
   (:class:`Refused`).
 - :func:`same`: strict structural comparison (types included: ``1`` is not ``True`` nor ``1.0``).
-- :func:`module_worker`: one real ``horsies worker`` of the ledger app for a whole test module
+- ``module_worker_fixture``: one real ``horsies worker`` of the ledger app for a whole test module
   (hypothesis runs many examples against it).
 """
 
@@ -22,13 +22,12 @@ import re
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
+import pytest
 from horsies.codec.tags import CTX_KEY, META_KEY
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
@@ -49,7 +48,7 @@ __all__ = [
     "Refused",
     "examples",
     "expect",
-    "module_worker",
+    "module_worker_fixture",
     "same",
 ]
 
@@ -101,7 +100,7 @@ class Refused:
 
 
 def _key_to_str(key: object) -> str:
-    # The documented rule (02 §12.1): non-string keys become strings.
+    # The documented rule of the JSON encoding: non-string keys become strings.
     if isinstance(key, str):
         return str.__str__(key)
     if isinstance(key, int) and not isinstance(key, bool):
@@ -161,7 +160,7 @@ class _Oracle:
         if isinstance(value, dt.datetime | dt.date | dt.time):
             return value
         if isinstance(value, BaseModel):
-            # A model is stored as its `model_dump(mode="json")` (02 §12.1): it comes back as
+            # A model is stored as its `model_dump(mode="json")`: it comes back as
             # pydantic's own JSON round trip (which, e.g., replaces lone surrogates in dict keys).
             dumped = value.model_dump(mode="json")
             known = len(self.issues)
@@ -381,20 +380,27 @@ KWARG_NAMES = (SAFE_TEXT | SAFE_TEXT | TEXT | st.sampled_from([CTX_KEY, META_KEY
 # -- one worker for the whole module ------------------------------------------------------------
 
 
-@contextmanager
-def module_worker(
-    database_url: str,
-    database_conninfo: str,
-    log_dir: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-) -> Iterator[LedgerWorker]:
-    """A ready ``horsies worker`` of the ledger app on the module's database (ledger created),
-    stopped (only it) when the block ends."""
-    create_ledger(database_conninfo)
-    worker = LedgerWorker(database_url, log_dir / "worker.log", list(args), env or {})
-    try:
-        worker.wait_ready()
-        yield worker
-    finally:
-        worker.reap()
+def module_worker_fixture(
+    *args: str, env: Mapping[str, str] | None = None, name: str = "worker"
+) -> Any:
+    """A module-scoped fixture ``name``: ``worker = module_worker_fixture("--processes", "1")``.
+
+    A ready ``horsies worker`` of the ledger app on the module's database (ledger created), with
+    the command-line options ``args`` and the app environment ``env``; stopped (only it) after
+    the module.
+    """
+
+    @pytest.fixture(scope="module", name=name)
+    def worker(
+        database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[LedgerWorker]:
+        create_ledger(database_conninfo)
+        log_path = tmp_path_factory.mktemp(name) / "worker.log"
+        started = LedgerWorker(database_url, log_path, list(args), env or {})
+        try:
+            started.wait_ready()
+            yield started
+        finally:
+            started.reap()
+
+    return worker

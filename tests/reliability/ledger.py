@@ -125,6 +125,12 @@ class LedgerReport:
     def duplicated(self) -> int:
         return len(self.ran_more_than_attempts)
 
+    def assert_nothing_lost_or_duplicated(self) -> None:
+        """Every sent task has a row, ended and was finished by a run the ledger saw; none ended
+        more often than it had attempts."""
+        assert self.lost == 0, self.summary()
+        assert self.duplicated == 0, self.summary()
+
     def summary(self) -> str:
         return (
             f"sent={self.sent} statuses={dict(self.statuses)} codes={dict(self.error_codes)} "

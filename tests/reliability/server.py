@@ -100,14 +100,7 @@ class RestartableServer:
     def stop(self) -> None:
         """Fast shutdown: every client connection is terminated; the data is kept."""
         # A fresh handle each time: EmbeddedServer.stop is once-only per instance.
-        server = self.server
-        EmbeddedServer(
-            data_dir=server.data_dir,
-            socket_dir=server.socket_dir,
-            persistent=True,
-            pid=server.pid,
-            run_as=server.run_as,
-        ).stop(timeout_s=_START_TIMEOUT_S)
+        _fresh_handle(self.server).stop(timeout_s=_START_TIMEOUT_S)
         self.down_at = time.monotonic()
 
     def restart(self, down_s: float = 0.0) -> float:
@@ -128,12 +121,18 @@ class RestartableServer:
         try:
             if server is not None:
                 with contextlib.suppress(Exception):
-                    EmbeddedServer(
-                        data_dir=server.data_dir,
-                        socket_dir=server.socket_dir,
-                        persistent=True,
-                        pid=server.pid,
-                        run_as=server.run_as,
-                    ).stop(timeout_s=30)
+                    _fresh_handle(server).stop(timeout_s=30)
         finally:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _fresh_handle(server: EmbeddedServer) -> EmbeddedServer:
+    """A new handle on the same running server (``EmbeddedServer.stop`` is once-only per
+    instance, and the server is stopped and restarted several times)."""
+    return EmbeddedServer(
+        data_dir=server.data_dir,
+        socket_dir=server.socket_dir,
+        persistent=True,
+        pid=server.pid,
+        run_as=server.run_as,
+    )

@@ -1,12 +1,12 @@
 """Scenario 2, child killed: SIGKILL to one child process of a ``--processes 2`` worker while it
-runs a long task (D34), in hard-cap (direct start) and soft-cap (prefetch) mode.
+runs a long task, in hard-cap (direct start) and soft-cap (prefetch) mode.
 
 What it proves:
 
 - the task that child ran ends FAILED with ``WORKER_CRASHED`` (``rel.work``), detected by the worker
   through the child's sentinel (its ``failed_reason`` names the dead child, not the reaper's
   missing-heartbeat text) long before the stale threshold; a task with
-  ``auto_retry_for=[WORKER_CRASHED]`` (``rel.stall``) is retried instead and completes (D10);
+  ``auto_retry_for=[WORKER_CRASHED]`` (``rel.stall``) is retried instead and completes;
 - no other task is touched: the long task on the other child and the short tasks sent around
   the kills complete, each exactly once;
 - the worker lives on with its full capacity: a fresh child replaces the dead one, and afterwards
@@ -81,6 +81,9 @@ def test_child_kill_fails_only_its_task_and_keeps_capacity(
     retry_pid, retry_detect_s = _kill_child(worker, ledger, "retry", ids["retry"])
     wait_terminal(ledger, ids, 60)
 
+    # Capacity is measured once both dead children are replaced: a fresh child may take seconds
+    # to start on a loaded machine, and until then the other child runs the tasks one by one.
+    wait_until(lambda: worker.output().count("child_respawned:") >= 2, 60, "both children replaced")
     # Capacity: PROCESSES tasks of 0.5 s each, twice over; the ledger shows them overlap.
     capacity = send_load(app, "rel.work", [(f"c{i}", 0.5) for i in range(2 * PROCESSES)])
     ids |= capacity
@@ -101,8 +104,7 @@ def test_child_kill_fails_only_its_task_and_keeps_capacity(
         f"capacity_overlap={overlap}/{PROCESSES} children_after={sorted(children)} "
         f"statuses={dict(report.statuses)} lost={report.lost} duplicated={report.duplicated}"
     )
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
 
     # The plain task failed at once, through the child's death, with the documented code.
     assert crashed.status == "FAILED", crashed

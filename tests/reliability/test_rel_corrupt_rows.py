@@ -4,14 +4,14 @@ Garbage in the ``args``/``kwargs`` column of a PENDING task makes that task (alo
 ``WORKER_SERIALIZATION_ERROR``; an unknown task name fails with ``WORKER_RESOLUTION_ERROR``; the
 worker keeps working (later tasks complete). Garbage in the ``result`` column of a finished task
 makes ``get()`` return at once an error result (``BROKER_ERROR`` holding the codec's
-``SerializationError``, as 02 §5 step 6 says; ``PYDANTIC_HYDRATION_ERROR`` when only the ok value
+``SerializationError``, as documented for results that cannot be decoded;
+``PYDANTIC_HYDRATION_ERROR`` when only the ok value
 cannot be rebuilt) instead of raising or waiting.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -23,7 +23,7 @@ from horsies.tasks.handle import TaskHandle
 from psycopg import sql
 
 from tests.reliability.harness import LedgerWorker
-from tests.reliability.hostile import module_worker
+from tests.reliability.hostile import module_worker_fixture
 from tests.reliability.ledger import compare
 
 pytestmark = pytest.mark.timeout(180)
@@ -71,21 +71,15 @@ UNDECODABLE_RESULTS = [
     '{"__task_result__": true, "ok": [' * 300 + "1" + "]" * 300 + "}",
     '{"__task_result__": true, "ok": [' + "[" * 2_000 + "]" * 2_000 + "]}",
 ]
-"""Stored results that are not a TaskResult at all: get() answers BROKER_ERROR (02 §5 step 6)."""
+"""Stored results that are not a TaskResult at all: get() answers BROKER_ERROR."""
 UNHYDRATABLE_RESULT = (
     '{"__task_result__": true, "ok": {"__pydantic_model__": true, "module": "gone",'
     ' "qualname": "M", "data": {}}, "err": null}'
 )
-"""A well-formed result whose ok value cannot be rebuilt: PYDANTIC_HYDRATION_ERROR (02 §12.4)."""
+"""A well-formed result whose ok value cannot be rebuilt: PYDANTIC_HYDRATION_ERROR."""
 
 
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LedgerWorker]:
-    log_dir = tmp_path_factory.mktemp("corrupt-rows")
-    with module_worker(database_url, database_conninfo, log_dir, "--processes", "1") as started:
-        yield started
+worker = module_worker_fixture("--processes", "1")
 
 
 NOW = object()
@@ -162,8 +156,7 @@ def test_corrupt_arguments_fail_that_task_alone_and_the_worker_keeps_working(
     assert bad_options.get(timeout_ms=RESULT_TIMEOUT_MS).is_ok()
 
     report = compare(database_conninfo, {**ids, unknown_key: unknown.task_id})
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"FAILED": len(ids) + 1}, report.summary()
     assert sum(report.starts[key] for key in [*ids, unknown_key]) == 0, "a corrupt task ran"
     healthy = compare(database_conninfo, {**later, options_key: bad_options.task_id})
@@ -183,7 +176,8 @@ async def test_corrupt_stored_results_give_a_clear_error_from_get(
 ) -> None:
     """Garbage in the ``result`` column of a COMPLETED or FAILED task: ``get()`` and
     ``get_async()`` return at once (never raise, never wait) err BROKER_ERROR carrying the
-    codec's SerializationError that says what is wrong (02 §5 step 6); it is not cached (D8), so
+    codec's SerializationError that says what is wrong; it is not cached (only final outcomes
+    are), so
     once the row is repaired the same handle reads the real result. A well-formed result whose
     value cannot be rebuilt gives PYDANTIC_HYDRATION_ERROR."""
     ids = _later_tasks_complete(producer, len(UNDECODABLE_RESULTS) + 1)

@@ -47,7 +47,7 @@ from tests.reliability.hostile import (
     Refused,
     examples,
     expect,
-    module_worker,
+    module_worker_fixture,
     same,
 )
 from tests.reliability.ledger import compare
@@ -185,15 +185,7 @@ class Tally:
     via_send_many: int = 0
 
 
-@pytest.fixture(scope="module")
-def echo_worker(
-    database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LedgerWorker]:
-    log_dir = tmp_path_factory.mktemp("hostile-args")
-    with module_worker(
-        database_url, database_conninfo, log_dir, "--processes", "2", "--loglevel", "INFO"
-    ) as worker:
-        yield worker
+echo_worker = module_worker_fixture("--processes", "2", "--loglevel", "INFO", name="echo_worker")
 
 
 @pytest.fixture(scope="module")
@@ -280,8 +272,7 @@ def test_random_arguments_round_trip_through_a_worker_or_are_refused_at_send(
         ids[key] = handle.task_id
     tally.ids.update(ids)
     report = compare(database_conninfo, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses["COMPLETED"] == len(ids), report.summary()
     assert echo_worker.alive, echo_worker.output()
 

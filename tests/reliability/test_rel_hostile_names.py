@@ -11,7 +11,6 @@ Nothing is ever executed as SQL: every table is intact afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -36,7 +35,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.apps.hostile_tasks import HOSTILE_TASK_NAMES
 from tests.reliability.harness import LedgerWorker
-from tests.reliability.hostile import RELAXED, SQL_STRINGS, TEXT, examples, module_worker
+from tests.reliability.hostile import RELAXED, SQL_STRINGS, TEXT, examples, module_worker_fixture
 from tests.reliability.ledger import compare
 
 pytestmark = pytest.mark.timeout(180)
@@ -87,13 +86,7 @@ def hostile_fn(value: int) -> TaskResult[int, TaskError]:
     return TaskResult(ok=value)
 
 
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LedgerWorker]:
-    log_dir = tmp_path_factory.mktemp("hostile-names")
-    with module_worker(database_url, database_conninfo, log_dir, "--processes", "1") as started:
-        yield started
+worker = module_worker_fixture("--processes", "1")
 
 
 def _stored_name(conninfo: str, task_id: str) -> str:
@@ -193,8 +186,7 @@ def test_hostile_task_names_and_sql_arguments_run_on_a_real_worker(
     assert dict(rows) == dict.fromkeys(HOSTILE_TASK_NAMES, len(SQL_NAMES))
     ids = {key: handle.task_id for key, handle in sent.items()}
     report = compare(database_conninfo, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
     _assert_tables_intact(database_conninfo)
     assert worker.alive, worker.output()

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from tests.reliability.apps.ledger_app import create_app
 from tests.reliability.harness import LedgerWorker
-from tests.reliability.hostile import SOAK, module_worker
+from tests.reliability.hostile import SOAK, module_worker_fixture
 from tests.reliability.ledger import compare
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,15 +37,7 @@ RESULT_TIMEOUT_MS = 60_000
 MB = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str, database_conninfo: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LedgerWorker]:
-    log_dir = tmp_path_factory.mktemp("payload")
-    with module_worker(
-        database_url, database_conninfo, log_dir, "--processes", "1", env=LIMITED
-    ) as started:
-        yield started
+worker = module_worker_fixture("--processes", "1", env=LIMITED)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +162,7 @@ def test_a_configured_limit_is_obeyed_for_arguments_and_results(
     assert later.get(timeout_ms=RESULT_TIMEOUT_MS).is_ok()
     ids = {key: handle.task_id for key, handle in sent.items()}
     report = compare(database_conninfo, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses == {"COMPLETED": 3, "FAILED": 2}, report.summary()
     assert report.error_codes == {"WORKER_SERIALIZATION_ERROR": 2}, report.summary()
     assert worker.alive, worker.output()

@@ -12,7 +12,6 @@ user-info and, for the in-process checks, as a ``?password=`` parameter too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -30,6 +29,7 @@ from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import HorsiesError
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.handle import TaskHandle
+from log_capture import captured_logs
 from process_harness import LoggedProcess, child_env, wait_until
 
 from tests.reliability.ledger import compare, create_ledger
@@ -185,33 +185,6 @@ def probe(value: int) -> TaskResult[int, TaskError]:
     return TaskResult(ok=value)
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(logging.Formatter("%(name)s %(levelname)s %(message)s").format(record))
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[list[str]]:
-    """Every record (DEBUG and up) of the root, horsies and psycopg loggers, formatted."""
-    handler = _Capture()
-    loggers = [logging.getLogger(name) for name in ("", "horsies", "psycopg", "psycopg.pool")]
-    saved = [(logger.level, logger.propagate) for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.lines
-    finally:
-        for logger, (level, propagate) in zip(loggers, saved, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-            logger.propagate = propagate
-
-
 def exception_texts(exc: BaseException) -> list[str]:
     """The formatted traceback, and ``str``/``repr``/args/notes of every exception in the chain."""
     texts = ["".join(traceback.format_exception(exc))]
@@ -246,7 +219,7 @@ async def test_errors_results_reprs_and_logs_never_show_the_password(url: str) -
     async) error results and their exception chains, the low-level enqueue's exception,
     ``check(live=True)``'s errors, config reprs and ``log_config()``, and every log record."""
     texts: list[str] = []
-    with captured_logs() as lines:
+    with captured_logs("", "horsies", "psycopg", "psycopg.pool") as lines:
         app = Horsies(AppConfig(broker=PostgresConfig(database_url=url, pool_timeout=1)))
         task = app.task("masked.probe")(probe)
         broker = app.get_broker()

@@ -2,7 +2,8 @@
 at seeded random moments under load, two workers (``--processes 2``, prefetch mode so each also
 holds CLAIMED-but-unstarted tasks), three kills, a replacement worker started after each.
 
-What it proves, from the ledger and the task table (spec 04 §10, D10):
+What it proves, from the ledger and the task table (another worker's reaper recovers the killed
+worker's tasks; a crash is retried when ``WORKER_CRASHED`` is in ``auto_retry_for``):
 
 - every task ends terminal, nothing is lost, no task ends more often than it had attempts;
 - a task the killed worker held in CLAIMED was never started by it (the row goes RUNNING *before*
@@ -126,7 +127,14 @@ def test_worker_group_sigkill_under_load(
 
     kills: list[Kill] = []
     began = time.monotonic()
-    for _ in range(plan.kills):
+    for round_ in range(plan.kills):
+        # Each kill needs work left to catch: on a loaded machine worker start-ups and recoveries
+        # slow down while the tasks (sleeps) do not, so the first load may be done before the last
+        # kill. A few more long tasks go out before each kill (checked like every other task).
+        more = [("rel.work", f"k{round_}-{i}", rng.uniform(0.3, 1.0)) for i in range(6 * n)]
+        sent = send_mixed(app, more)
+        ids |= sent
+        key_of |= {task_id: key for key, task_id in sent.items()}
         victim, kill, victim_id = _kill_one(rng, live, ledger)
         replacement = start_worker(*args, env=env, ready=False)
         kill.recovery_s = wait_released(ledger, victim_id, RECOVERY_BOUND_S + 10)
@@ -151,8 +159,7 @@ def test_worker_group_sigkill_under_load(
         f"retried={sum(1 for s in states.values() if s.retry_count)} "
         f"lost={report.lost} duplicated={report.duplicated}"
     )
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert all(kill.recovery_s <= RECOVERY_BOUND_S for kill in kills), recoveries
     assert running_keys, "no kill hit a running task"
     # A claim requeued after one kill may be running on the victim of a later kill: the checks

@@ -3,16 +3,17 @@
 wide fan-out/fan-in (``root -> f0..f197 -> sink``), once with nodes that are not retried
 (``rel.work``) and once with nodes retried after a crash (``rel.retried``).
 
-What the spec says must happen (03 §8, §12, §13, §16; 04 §10; D10), and what is asserted:
+What must happen (node propagation, on_error, workflow outcome, reconciliation of node rows with
+their tasks, reaping of stale tasks, crash retries), and what is asserted:
 
 - a node whose task was RUNNING on the killed worker ends with that task: the surviving worker's
   reaper fails the task with ``WORKER_CRASHED`` (stale runner heartbeat) and the workflow
-  reconciliation carries it into the node (03 §16 case 4). With
+  reconciliation carries it into the node (the task ended but its node did not). With
   ``auto_retry_for=["WORKER_CRASHED"]`` the task is retried instead and the node stays RUNNING
-  until the retry's result arrives (D10);
+  until the retry's result arrives;
 - without retry the node is FAILED with ``WORKER_CRASHED``; under ``on_error=FAIL`` its
   dependents are SKIPPED, every other node still runs, and the workflow ends FAILED with that
-  error (03 §12, §13). With retries every node ends COMPLETED and so does the workflow;
+  error. With retries every node ends COMPLETED and so does the workflow;
 - tasks CLAIMED by the killed worker but not started go back to PENDING and run once;
 - every node row ends terminal (no node stuck), each node's task ran at most once per attempt
   (ledger: ends <= retry_count + 1), no task lost; a SKIPPED node never ran.
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 import pytest
+from db_rows import sql
 from horsies.app import Horsies
 from horsies.results import LibraryErrorCode, TaskError
 from horsies.workflows.handle import WorkflowHandle
@@ -65,15 +67,13 @@ TERMINAL_TIMEOUT_MS = 150_000
 
 def _start_pids(conninfo: str, keys: Iterable[str]) -> dict[str, list[int]]:
     """Key -> worker pids of its ledger ``start`` rows, in order (keys never started absent)."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT key, worker_pid FROM reliability_ledger"
-            " WHERE key = ANY(%s) AND phase = 'start' ORDER BY seq",
-            (list(keys),),
-        ).fetchall()
+    query = (
+        "SELECT key, worker_pid FROM reliability_ledger"
+        " WHERE key = ANY(%s) AND phase = 'start' ORDER BY seq"
+    )
     pids: dict[str, list[int]] = {}
-    for key, pid in rows:
-        pids.setdefault(key, []).append(pid)
+    for row in sql(conninfo, query, (list(keys),)):
+        pids.setdefault(row["key"], []).append(row["worker_pid"])
     return pids
 
 
@@ -113,8 +113,7 @@ def _check_nodes(
     nodes, ids = settled_nodes(conninfo, [h.workflow_id for h in handles])
     assert len(nodes) == len(handles) * SIZE
     report = compare(conninfo, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     skipped = [n.key for n in nodes if n.status == "SKIPPED"]
     assert not [k for k in skipped if k and report.starts[k]], "a SKIPPED node ran"
     return nodes, report

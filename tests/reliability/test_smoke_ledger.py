@@ -26,6 +26,5 @@ def test_ledger_accounts_for_every_task(
     ids = {key: handle.task_id for key, handle in handles.items()}
     wait_until(lambda: compare(ledger, ids).statuses["COMPLETED"] == 40, 60, "40 completed")
     report = compare(ledger, ids)
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert sum(report.ends.values()) == 40

@@ -187,8 +187,7 @@ def wait_all_terminal(conninfo: str, ids: Mapping[str, str], timeout: float) -> 
 def assert_nothing_lost(report: LedgerReport) -> None:
     """No task lost or finished twice, and every one of them COMPLETED (the faults under test
     must not fail tasks: they only delay them)."""
-    assert report.lost == 0, report.summary()
-    assert report.duplicated == 0, report.summary()
+    report.assert_nothing_lost_or_duplicated()
     assert report.statuses["COMPLETED"] == report.sent, report.summary()
     assert sum(report.ends.values()) >= report.sent, report.summary()
     assert set(report.statuses) <= TERMINAL

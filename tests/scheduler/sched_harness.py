@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from process_harness import LoggedProcess, child_env
+from process_harness import LoggedProcess, StartedProcesses, child_env
 
 APP_LOCATOR = "tests.scheduler.sched_app:app"
 ENV_URL = "HORSIES_SCHED_DATABASE_URL"
@@ -52,6 +52,7 @@ class SchedulerProcess(LoggedProcess):
     """One ``horsies scheduler`` subprocess started by a test."""
 
     kind = "scheduler"
+    ready_text = READY_MARKER
 
     def __init__(
         self,
@@ -65,9 +66,6 @@ class SchedulerProcess(LoggedProcess):
         env.pop("HORSIES_FORCE_COLOR", None)
         command = [sys.executable, "-m", "horsies", "scheduler", locator, *args]
         super().__init__(command, env, log_path)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        self.wait_output(READY_MARKER, timeout)
 
     def runs(self) -> dict[str, tuple[str, datetime]]:
         """Task id -> (schedule name, slot) of every ``schedule_run`` line logged so far."""
@@ -91,7 +89,7 @@ def scheduler_factory(database_url: str, log_dir: Path) -> Iterator[StartSchedul
     ``database_url`` and waits until it is ready (``ready=False`` returns at once; extra positional
     strings are command-line options; ``database_url=`` overrides the database). Every process
     started is reaped on exit."""
-    started: list[SchedulerProcess] = []
+    started = StartedProcesses[SchedulerProcess](log_dir)
 
     def start(
         spec: Mapping[str, Any],
@@ -100,20 +98,11 @@ def scheduler_factory(database_url: str, log_dir: Path) -> Iterator[StartSchedul
         locator: str = APP_LOCATOR,
         database_url: str = database_url,
     ) -> SchedulerProcess:
-        process = SchedulerProcess(
-            database_url,
-            spec,
-            log_dir / f"scheduler-{len(started)}.log",
-            list(args),
-            locator=locator,
-        )
-        started.append(process)
-        if ready:
-            process.wait_ready()
-        return process
+        log_path = started.next_log("scheduler")
+        process = SchedulerProcess(database_url, spec, log_path, list(args), locator=locator)
+        return started.add(process, ready=ready)
 
     try:
         yield start
     finally:
-        for process in started:
-            process.reap()
+        started.reap_all()

@@ -1,5 +1,5 @@
 """End to end: a real ``horsies scheduler`` process enqueues on time, validates its configuration at
-start-up and stops cleanly on SIGTERM/SIGINT (spec 05 §1, §5, §6, §10)."""
+start-up and stops cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,33 +8,16 @@ import re
 import signal
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from db_rows import Db
 from process_harness import wait_until
-from sched_harness import (
-    StartScheduler,
-    interval_schedule,
-    scheduler_factory,
-)
+from sched_harness import StartScheduler, interval_schedule
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartScheduler]:
-    with scheduler_factory(database_url, tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
-def sched_db(database_url: str, clean_db: str) -> Db:
-    del clean_db
-    return Db(database_url)
 
 
 @pytest.mark.timeout(90)

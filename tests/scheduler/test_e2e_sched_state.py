@@ -1,38 +1,20 @@
 """End to end: real ``horsies scheduler`` processes and the stored schedule state — two schedulers
-never enqueue a slot twice, a restart resumes from the stored next run, catch-up (D37), config
-changes (spec 05 §8), and the task's own options on scheduled rows (D38)."""
+never enqueue a slot twice, a restart resumes from the stored next run, catch-up (one run
+per missed slot), config changes, and the task's own options on scheduled rows."""
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from db_rows import Db
 from process_harness import wait_until
-from sched_harness import (
-    StartScheduler,
-    interval_schedule,
-    scheduler_factory,
-)
+from sched_harness import StartScheduler, interval_schedule
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def start_scheduler(database_url: str, tmp_path: Path) -> Iterator[StartScheduler]:
-    with scheduler_factory(database_url, tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
-def sched_db(database_url: str, clean_db: str) -> Db:
-    del clean_db
-    return Db(database_url)
 
 
 def _minutely(name: str, **extra: Any) -> dict[str, Any]:
@@ -119,12 +101,15 @@ def test_restart_resumes_from_the_stored_next_run(
     # Time "passes" while no scheduler runs: the stored next run is now 2 s away.
     due = sched_db.set_next_run("hourly-ish", 2.0)
     second = start_scheduler(spec)
+    # On a loaded machine the start-up may take longer than the 2 s: the run is then due when the
+    # scheduler gets ready, and it must come right away instead of on time.
+    ready_at = sched_db.now()
     assert "schedule_resumed: 'hourly-ish'" in second.output()
     assert "schedule_config_changed" not in second.output()
     wait_until(sched_db.tasks, 15.0, "the resumed run")
     (row,) = sched_db.tasks()
     assert row["created_at"] >= due
-    assert row["created_at"] - due < timedelta(seconds=1)
+    assert row["created_at"] - max(due, ready_at) < timedelta(seconds=1)
     state = sched_db.state("hourly-ish")
     assert state is not None
     assert state["run_count"] == 1
@@ -223,7 +208,7 @@ def test_scheduled_rows_carry_the_tasks_own_options_and_arguments(
     )
     assert proc.stop() == 0
     retrying = sched_db.tasks("sched.retrying")[0]
-    assert retrying["max_retries"] == 2  # D38: the task's retry policy applies
+    assert retrying["max_retries"] == 2  # the task's own retry policy applies
     options = json.loads(retrying["task_options"])
     assert options["auto_retry_for"] == ["ValueError"]
     assert options["retry_policy"]["intervals"] == [1, 2]

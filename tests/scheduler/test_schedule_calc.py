@@ -1,4 +1,5 @@
-"""Tests for horsies.schedule_calc: next runs of every pattern, DST, D36 short months, D37 catch-up.
+"""Tests for horsies.schedule_calc: next runs of every pattern, DST, day 31 in short months (the
+month's last day), catch-up of missed slots.
 
 Besides worked examples, the calculator is checked against an independent brute force: a simulated
 wall clock of the zone, read minute by minute, where a slot fires at the first instant the clock
@@ -168,7 +169,7 @@ def test_monthly() -> None:
     assert next_run_after(monthly, utc(2024, 12, 20)) == utc(2025, 1, 15, 6, 30)
 
 
-def test_monthly_day_31_runs_on_the_last_day_of_short_months() -> None:  # D36
+def test_monthly_day_31_runs_on_the_last_day_of_short_months() -> None:
     assert runs(MonthlySchedule(day=31, time=dt.time(0)), utc(2024, 1, 1), 13) == [
         utc(2024, m, calendar.monthrange(2024, m)[1]) for m in range(1, 13)
     ] + [utc(2025, 1, 31)]
@@ -333,7 +334,7 @@ def test_midnight_transitions() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# missed_runs / plan_due_runs (D37)
+# missed_runs / plan_due_runs: one run per missed slot with catch-up, else one run now
 # --------------------------------------------------------------------------------------------------
 
 HOURLY = HourlySchedule(minute=0)

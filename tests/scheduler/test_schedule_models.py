@@ -2,7 +2,8 @@
 
 Field type/range violations raise pydantic's ValidationError; library rules raise
 ConfigurationError E205 (collected into MultipleConfigurationErrors when several are found).
-Also covers AppConfig.schedule and its log_config block (01 §2.1, §6) and the D43 deep import.
+Also covers AppConfig.schedule and its log_config block, and the documented deep import
+``horsies.core.models.schedule``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,7 @@ from horsies.config.schedules import (
     parse_cron,
     resolve_timezone,
 )
-from horsies.errors import (
-    ConfigurationError,
-    ErrorCode,
-    HorsiesError,
-    MultipleConfigurationErrors,
-)
+from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, MultipleConfigurationErrors
 from pydantic import TypeAdapter, ValidationError
 
 E205 = ErrorCode.CONFIG_INVALID_SCHEDULE
@@ -611,7 +607,7 @@ def test_schedule_config_json_round_trip() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# AppConfig.schedule and log_config (01 §2, §2.1, §6)
+# AppConfig.schedule and log_config
 # --------------------------------------------------------------------------------------------------
 
 
@@ -695,7 +691,7 @@ def test_log_config_schedule_block(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Public names (README list, D43 deep import)
+# Public names (README list, the documented deep import)
 # --------------------------------------------------------------------------------------------------
 
 SCHEDULE_NAMES = [

@@ -1,4 +1,5 @@
-"""The service's pure decisions: config hashes (spec 05 §8), what is due, when to wake, backoff."""
+"""The service's pure decisions: config hashes (a changed schedule is
+noticed), what is due, when to wake, backoff."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The scheduler service loop in-process (horsies_scheduler.service.Scheduler): start-up, checks,
-waking on time, catch-up batches, stopping, and error handling (spec 05 §5, §7, §10).
+waking on time, catch-up batches, stopping, and error handling.
 
 Tests against PostgreSQL use the module database; the error-path tests use a fake store."""
 

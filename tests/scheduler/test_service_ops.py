@@ -1,6 +1,7 @@
 """The scheduler's broker operations against PostgreSQL (horsies.broker.schedule_ops): state
-initialisation and config changes (spec 05 §5, §8), due runs and catch-up (§7, D37), the task's own
-options (D38), and duplicate prevention under concurrency and races (§9)."""
+initialisation and config changes, due runs and catch-up (one run per missed slot, the overdue one
+included), the task's own options on scheduled rows, and duplicate prevention under concurrency
+and races."""
 
 from __future__ import annotations
 
@@ -95,6 +96,14 @@ def rows(clean_db: str) -> Rows:
 
 def run_due(broker: PostgresBroker, t: ScheduleTarget) -> DueResult:
     return broker.execute(run_due_op(t), action="schedule_run", transaction=True)
+
+
+def overdue_target(broker: PostgresBroker, rows: Rows) -> ScheduleTarget:
+    """Schedule ``s`` (every minute) initialised, its stored next run a second ago."""
+    t = target()
+    broker.execute(initialize_states_op([t]), action="t")
+    rows.set_next_run("s", -1.0)
+    return t
 
 
 # -- every SQL constant prepares against the migrated schema ---------------------------------------
@@ -275,7 +284,9 @@ def test_catch_up_enqueues_one_task_per_missed_slot_and_keeps_the_cadence(
     assert overdue is not None
     result = run_due(broker, t)
     assert result.status is DueStatus.RAN
-    assert result.slots == tuple(overdue + i * MINUTE for i in range(4))  # D37: overdue included
+    assert result.slots == tuple(
+        overdue + i * MINUTE for i in range(4)
+    )  # the overdue slot is included
     assert result.next_run_at == overdue + 4 * MINUTE
     tasks = rows.tasks()
     assert [task["id"] for task in tasks] == list(result.task_ids)
@@ -334,9 +345,7 @@ def test_load_states_reads_the_database_clock_and_the_rows(
 def test_a_schedule_locked_by_another_scheduler_is_skipped(
     broker: PostgresBroker, rows: Rows
 ) -> None:
-    t = target()
-    broker.execute(initialize_states_op([t]), action="t")
-    rows.set_next_run("s", -1.0)
+    t = overdue_target(broker, rows)
     with psycopg.connect(rows.conninfo, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (schedule_lock_key("s"),))
         result = run_due(broker, t)
@@ -350,9 +359,7 @@ def test_a_schedule_locked_by_another_scheduler_is_skipped(
 def test_a_row_changed_during_the_run_rolls_the_insert_back(
     broker: PostgresBroker, rows: Rows
 ) -> None:
-    t = target()
-    broker.execute(initialize_states_op([t]), action="t")
-    rows.set_next_run("s", -1.0)
+    t = overdue_target(broker, rows)
     op = run_due_op(t)
 
     def run_with_interference(conn: psycopg.Connection[Any]) -> None:

@@ -1,4 +1,5 @@
-"""Start-up validation of schedules (spec 05 §6) and what a valid schedule enqueues (D38).
+"""Start-up validation of schedules and what a valid schedule enqueues (with the task's own
+options: queue unless overridden, retry policy, auto_retry_for).
 
 No database: building an app and resolving its schedules does no I/O.
 """
@@ -130,7 +131,7 @@ def test_custom_mode_uses_the_task_queue_or_the_override_with_its_priority() -> 
     assert (own.queue_name, own.priority) == ("low", 90)
     override = resolve_schedule(app, schedule("report", queue_name="urgent")).task
     assert (override.queue_name, override.priority) == ("urgent", 1)
-    # D38: the task's own options, good_until included.
+    # The task's own options, good_until included.
     assert override.good_until == dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
 
 
@@ -153,7 +154,7 @@ def _f(a: int, b: int, /, c: int, *rest: int, d: int, e: int = 0, **more: Any) -
         ((1, 2), {"c": 3, "d": 4}, []),  # positional-or-keyword may come from kwargs
         ((1, 2, 3, 4, 5), {"d": 4}, []),  # surplus positionals go to *rest
         ((1,), {"d": 1}, ["b", "c"]),
-        ((), {"a": 1, "b": 2, "c": 3, "d": 4}, []),  # spec rule: then from kwargs
+        ((), {"a": 1, "b": 2, "c": 3, "d": 4}, []),  # positional-only ones may be given by name too
     ],
 )
 def test_missing_required_params_rule(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from syce.screens.modals import ConfirmScreen
 from textual.pilot import Pilot
 
 WORKERS = {
@@ -127,3 +128,10 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         await pilot.pause(0.02)
+
+
+async def confirm(pilot: Pilot[Any], key: str, answer: str = "y") -> None:
+    """Press ``key``, wait for the confirmation dialog it opens, then answer it with ``answer``."""
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), what="confirm")
+    await pilot.press(answer)

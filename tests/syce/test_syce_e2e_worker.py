@@ -22,9 +22,9 @@ from horsies.workflows.status import WorkflowStatus
 from process_harness import LoggedProcess, child_env
 from syce.app import SyceApp
 from syce.models import TasksData, WorkersData, WorkflowSummary
-from syce.screens.modals import ConfirmScreen, WorkflowDetailScreen
+from syce.screens.modals import WorkflowDetailScreen
 from syce.screens.tasks import TasksPane
-from syce_seed import wait_for
+from syce_seed import confirm, wait_for
 from textual.widgets import DataTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,35 +152,17 @@ async def test_syce_e2e_tasks_workflow_and_actions(
                 ["b", "wfc.gate", "running"],
                 ["join", "wfc.record", "pending"],
             ]
+
+            async def confirm_until(key: str, status: WorkflowStatus, what: str) -> None:
+                """Press ``key``, confirm, and wait until the workflow has ``status``."""
+                await confirm(pilot, key)
+                await wait_for(pilot, lambda: handle.status() == status, timeout=WAIT_S, what=what)
+
             # pause from the detail, then resume and cancel from the list
-            await pilot.press("P")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
-            await wait_for(
-                pilot,
-                lambda: handle.status() == WorkflowStatus.PAUSED,
-                timeout=WAIT_S,
-                what="paused",
-            )
+            await confirm_until("P", WorkflowStatus.PAUSED, "paused")
             await pilot.press("escape")
-            await pilot.press("R")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
-            await wait_for(
-                pilot,
-                lambda: handle.status() == WorkflowStatus.RUNNING,
-                timeout=WAIT_S,
-                what="resumed",
-            )
-            await pilot.press("X")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
-            await wait_for(
-                pilot,
-                lambda: handle.status() == WorkflowStatus.CANCELLED,
-                timeout=WAIT_S,
-                what="cancelled",
-            )
+            await confirm_until("R", WorkflowStatus.RUNNING, "resumed")
+            await confirm_until("X", WorkflowStatus.CANCELLED, "cancelled")
             await wait_for(
                 pilot,
                 lambda: (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+from db_rows import sql
 from horsies.config import PostgresConfig
 from syce.app import THEMES, SyceApp
 from syce.models import DashboardData, MaintenanceData, TasksData, WorkersData
@@ -17,7 +18,7 @@ from syce.screens.modals import (
 from syce.screens.tasks import TasksPane
 from syce.screens.workers import WorkersPane
 from syce.screens.workflows import WorkflowsPane
-from syce_seed import seed, wait_for
+from syce_seed import confirm, seed, wait_for
 from textual.widgets import DataTable, Static
 
 pytestmark = pytest.mark.timeout(90)
@@ -211,9 +212,7 @@ async def test_syce_task_cancel_asks_then_cancels_the_selected_pending_task(
         )
         await pilot.press("n")
         assert not isinstance(syce_app.screen, ConfirmScreen)
-        await pilot.press("X")
-        await wait_for(pilot, lambda: isinstance(syce_app.screen, ConfirmScreen))
-        await pilot.press("y")
+        await confirm(pilot, "X")
         await wait_for(
             pilot,
             lambda: any(": done" in str(n.message) for n in syce_app._notifications),
@@ -276,15 +275,10 @@ async def test_syce_workflows_list_filters_detail_and_copy(syce_app: SyceApp) ->
 async def test_syce_workflow_pause_and_cancel_change_the_database(
     syce_app: SyceApp, clean_db: str
 ) -> None:
-    import psycopg
 
     def status(wf_id: str) -> str:
-        with psycopg.connect(clean_db) as conn:
-            row = conn.execute(
-                "SELECT status FROM horsies_workflows WHERE id = %s", (wf_id,)
-            ).fetchone()
-            assert row is not None
-            return str(row[0])
+        rows = sql(clean_db, "SELECT status FROM horsies_workflows WHERE id = %s", (wf_id,))
+        return str(rows[0]["status"])
 
     async with syce_app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
@@ -295,9 +289,7 @@ async def test_syce_workflow_pause_and_cancel_change_the_database(
         await wait_for(pilot, lambda: isinstance(syce_app.screen, ConfirmScreen))
         await pilot.press("escape")  # no
         assert status("wf-etl") == "RUNNING"
-        await pilot.press("P")
-        await wait_for(pilot, lambda: isinstance(syce_app.screen, ConfirmScreen))
-        await pilot.press("y")
+        await confirm(pilot, "P")
         await wait_for(pilot, lambda: status("wf-etl") == "PAUSED", what="paused in db")
         await wait_for(
             pilot,
@@ -307,9 +299,7 @@ async def test_syce_workflow_pause_and_cancel_change_the_database(
         # cancel from the detail modal
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(syce_app.screen, WorkflowDetailScreen))
-        await pilot.press("X")
-        await wait_for(pilot, lambda: isinstance(syce_app.screen, ConfirmScreen))
-        await pilot.press("y")
+        await confirm(pilot, "X")
         await wait_for(pilot, lambda: status("wf-etl") == "CANCELLED", what="cancelled in db")
 
 

@@ -1,4 +1,5 @@
-"""Local claim budget of one worker (spec 04 §5 steps 1 and 4, §6)."""
+"""Local claim budget of one worker: how many tasks one claim pass may ask for, in hard-cap and
+soft-cap (prefetch) mode, bounded by max_claim_per_worker."""
 
 from __future__ import annotations
 
@@ -47,48 +48,30 @@ def test_hard_cap_budget_is_processes_minus_running_and_claimed(
     )
 
 
-def test_soft_cap_budget_allows_prefetch_beyond_processes() -> None:
-    # processes + prefetch_buffer - running: 2 + 3 - 2 = 3 more tasks may be held.
-    assert (
-        local_budget(processes=2, prefetch_buffer=3, max_claim_per_worker=0, running=2, claimed=0)
-        == 3
+@pytest.mark.parametrize(
+    ("processes", "prefetch", "per_worker", "running", "claimed", "expected"),
+    [
+        # processes + prefetch_buffer - running: 2 + 3 - 2 = 3 more tasks may be held.
+        pytest.param(2, 3, 0, 2, 0, 3, id="soft-cap-allows-prefetch-beyond-processes"),
+        # A worker never holds more than processes + prefetch_buffer tasks in total.
+        pytest.param(2, 3, 0, 2, 2, 1, id="soft-cap-counts-tasks-already-held"),
+        pytest.param(2, 3, 0, 2, 3, 0, id="soft-cap-full"),
+        # Explicit max_claim_per_worker=2 with 2 tasks already claimed: nothing more this pass.
+        pytest.param(8, 4, 2, 0, 2, 0, id="claimed-guard-stops-at-max-claim-per-worker"),
+        # 12 free slots, but only 3 more claimed-not-running tasks are allowed.
+        pytest.param(8, 4, 3, 0, 0, 3, id="claimed-guard-limits-one-pass"),
+        pytest.param(8, 0, 3, 1, 1, 2, id="claimed-guard-counts-the-claimed-ones"),
+        pytest.param(1, 0, 0, 5, 5, 0, id="never-negative"),
+    ],
+)
+def test_budget_with_prefetch_and_the_claimed_guard(
+    processes: int, prefetch: int, per_worker: int, running: int, claimed: int, expected: int
+) -> None:
+    budget = local_budget(
+        processes=processes,
+        prefetch_buffer=prefetch,
+        max_claim_per_worker=per_worker,
+        running=running,
+        claimed=claimed,
     )
-
-
-def test_soft_cap_budget_counts_tasks_already_held() -> None:
-    # A worker never holds more than processes + prefetch_buffer tasks in total.
-    assert (
-        local_budget(processes=2, prefetch_buffer=3, max_claim_per_worker=0, running=2, claimed=2)
-        == 1
-    )
-    assert (
-        local_budget(processes=2, prefetch_buffer=3, max_claim_per_worker=0, running=2, claimed=3)
-        == 0
-    )
-
-
-def test_claimed_guard_stops_claiming_at_max_claim_per_worker() -> None:
-    # Explicit max_claim_per_worker=2 with 2 tasks already claimed: nothing more this pass.
-    assert (
-        local_budget(processes=8, prefetch_buffer=4, max_claim_per_worker=2, running=0, claimed=2)
-        == 0
-    )
-
-
-def test_claimed_guard_limits_one_pass() -> None:
-    # 12 free slots, but only 3 more claimed-not-running tasks are allowed.
-    assert (
-        local_budget(processes=8, prefetch_buffer=4, max_claim_per_worker=3, running=0, claimed=0)
-        == 3
-    )
-    assert (
-        local_budget(processes=8, prefetch_buffer=0, max_claim_per_worker=3, running=1, claimed=1)
-        == 2
-    )
-
-
-def test_budget_never_negative() -> None:
-    assert (
-        local_budget(processes=1, prefetch_buffer=0, max_claim_per_worker=0, running=5, claimed=5)
-        == 0
-    )
+    assert budget == expected

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 
@@ -32,6 +31,7 @@ from horsies.workflows.nodes import TaskNode
 from horsies.workflows.status import OnError
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 from horsies_worker.spawn import ChildInit
+from process_harness import run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
@@ -160,14 +160,7 @@ def test_building_a_workflow_does_not_create_the_broker() -> None:
 
 def _run_as_child(code: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HORSIES_CHILD_PROCESS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python("-c", textwrap.dedent(code), env=env)
 
 
 def test_in_a_child_the_url_is_checked_by_libpq_when_the_broker_is_created() -> None:

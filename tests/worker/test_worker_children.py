@@ -1,4 +1,5 @@
-"""Persistent child processes seen from the main process (spec 04 §3, D34), without a database."""
+"""Persistent child processes seen from the main process, without a database: a child that dies
+is reported with its task and replaced by a fresh one, and the worker lives on."""
 
 from __future__ import annotations
 
@@ -39,12 +40,20 @@ class Recorder:
     def on_ready(self, child: ChildProcess) -> None:
         self.ready.append(child.pid)
 
+    def pool(self, size: int, app_attribute: str = "app") -> ChildPool:
+        """A pool of ``size`` children of the test app (``<APP_FILE>:<app_attribute>``) whose
+        results, exits and readiness this recorder records."""
+        locator = f"{APP_FILE}:{app_attribute}"
+        init = ChildInit(locator=locator, loglevel="WARNING", parent_pid=os.getpid())
+        return ChildPool(
+            size, init, on_result=self.on_result, on_exit=self.on_exit, on_ready=self.on_ready
+        )
+
 
 @pytest.mark.timeout(90)
 async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() -> None:
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
-    pool = ChildPool(2, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    pool = rec.pool(2)
     await asyncio.wait_for(pool.start(), 60)
     try:
         idle = pool.idle_children()
@@ -90,8 +99,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
 @pytest.mark.timeout(90)
 async def test_close_terminates_busy_children_and_reports_their_tasks() -> None:
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
-    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    pool = rec.pool(1)
     await asyncio.wait_for(pool.start(), 60)
     child = pool.idle_children()[0]
     long_task = Assignment(task=claimed("long", "sleep", "[60]"))
@@ -110,8 +118,7 @@ async def test_close_terminates_busy_children_and_reports_their_tasks() -> None:
 @pytest.mark.timeout(90)
 async def test_child_start_failure_is_reported() -> None:
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:no_such_app", loglevel="WARNING", parent_pid=os.getpid())
-    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    pool = rec.pool(1, "no_such_app")
     with pytest.raises(ChildStartError, match="no_such_app"):
         await asyncio.wait_for(pool.start(), 60)
     await pool.close(timeout=5)
@@ -122,8 +129,7 @@ async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it(
     """Prefetch mode queues tasks behind a running one: results come back in order; a task whose
     message is large is written only when the child gets to it (the pipe never fills up)."""
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
-    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    pool = rec.pool(1)
     await asyncio.wait_for(pool.start(), 60)
     try:
         child = pool.idle_children()[0]
@@ -153,8 +159,7 @@ async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it(
 async def test_a_dead_child_reports_its_whole_queue_in_order(tmp_path: Path) -> None:
     rec = Recorder()
     go = tmp_path / "die-now"
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
-    pool = ChildPool(1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready)
+    pool = rec.pool(1)
     await asyncio.wait_for(pool.start(), 60)
     try:
         child = pool.idle_children()[0]

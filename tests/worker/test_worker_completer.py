@@ -1,4 +1,6 @@
-"""Outcome building and batched persistence (spec 04 §8, 02 §7-8, D9, D10, D34)."""
+"""Outcome building and batched persistence: retry decisions (auto_retry_for matches an error
+code or an exception type name; WORKER_CRASHED is retried when listed) and the outcome of a dead
+child."""
 
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def test_listed_error_code_is_retried_with_the_policy_delay() -> None:
 
 
 def test_exception_base_class_name_matches_after_encoding() -> None:
-    # D9: "ConnectionError" catches ConnectionRefusedError, even after the trip through JSON.
+    # An exception type name in auto_retry_for: "ConnectionError" catches ConnectionRefusedError,
+    # even after the trip through JSON.
     options = TaskOptions(retry_policy=POLICY, auto_retry_for=["ConnectionError"])
     task = claimed(max_retries=2, options=options)
     text = err_json("UNHANDLED_EXCEPTION", ConnectionRefusedError("nope"))
@@ -110,7 +113,8 @@ def test_crash_keeps_failed_reason_unless_retried() -> None:
     outcome = build_outcome(plain, crash_json(plain), False, failed_reason=reason)
     assert outcome.failed_reason == reason
     assert outcome.retry_delay_s is None
-    # D10: WORKER_CRASHED listed in auto_retry_for → retried like any other listed error.
+    # A crash is retried too: WORKER_CRASHED listed in auto_retry_for → retried like any other
+    # listed error.
     options = TaskOptions(retry_policy=POLICY, auto_retry_for=["WORKER_CRASHED"])
     retried = claimed(max_retries=2, options=options)
     outcome = build_outcome(retried, crash_json(retried), False, failed_reason=reason)

@@ -1,4 +1,5 @@
-"""WorkerConfig derivation from the app (spec 04 §2 step 3, §5 step 2, D32)."""
+"""WorkerConfig derivation from the app: queues in claim order, caps, and the default number of
+processes (the machine's CPU count)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_soft_cap_settings_come_from_the_app() -> None:
     assert config.soft_cap
     assert config.prefetch_buffer == 4
     assert config.claim_lease_ms == 5000
-    # Snapshots report processes when max_claim_per_worker is 0 (04 §11).
+    # With max_claim_per_worker 0 (automatic), the snapshots report the number of processes.
     assert config.effective_max_claim_per_worker == 2
 
 

@@ -15,9 +15,10 @@ import pytest
 from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
 from horsies.broker.exchange import TaskExchange
-from horsies.config import PostgresConfig, RecoveryConfig
+from horsies.config import PostgresConfig
 from horsies_worker.config import WorkerConfig
 from horsies_worker.worker import Worker
+from recovery_timing import fast_recovery
 from worker_test_app import app
 
 APP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_test_app.py")
@@ -117,8 +118,9 @@ async def test_a_claim_whose_reply_was_lost_is_requeued_and_runs_once(
 async def test_a_dead_childs_task_fails_at_once_without_waiting_for_a_wake_up(
     database_url: str, clean_db: str
 ) -> None:
-    """D34 in hard-cap mode: the WORKER_CRASHED outcome of a task whose child died is written at
-    once, not at the next poll or when a replacement child is ready (neither comes here)."""
+    """A dead child in hard-cap mode: the WORKER_CRASHED outcome of a task whose child died is
+    written at once, not at the next poll or when a replacement child is ready (neither comes
+    here)."""
     broker = RecordingBroker(PostgresConfig(database_url=database_url))
     config = WorkerConfig(
         locator=f"{APP_FILE}:app", processes=1, loglevel="WARNING", poll_interval_s=60.0
@@ -167,13 +169,7 @@ async def test_a_finished_task_whose_outcome_is_not_written_yet_is_not_reaped(
 ) -> None:
     """The worker keeps beating for a task whose result it holds but has not written yet, so a
     reaper does not fail it as WORKER_CRASHED (nor retry a task that completed)."""
-    recovery = RecoveryConfig(
-        running_stale_threshold_ms=2_000,
-        runner_heartbeat_interval_ms=1_000,
-        claimed_stale_threshold_ms=2_000,
-        claimer_heartbeat_interval_ms=1_000,
-        check_interval_ms=1_000,
-    )
+    recovery = fast_recovery(stale_ms=2_000)
     broker = SlowWriteBroker(PostgresConfig(database_url=database_url), delay_s=5.0)
     config = WorkerConfig(
         locator=f"{APP_FILE}:app",

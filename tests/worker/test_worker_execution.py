@@ -1,4 +1,5 @@
-"""Child-side execution of one task (spec 04 §7 steps 5-9), run in-process."""
+"""Child-side execution of one task (decode the arguments, resolve the task, run it, encode the
+outcome), run in-process."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def err_of(result: Any) -> TaskError:
     return result.unwrap_err()
 
 
+def run_failing(name: str, args: str | None = "[]", kwargs: str | None = "{}") -> TaskError:
+    """Run a task that must fail: its result is flagged not ok; the error."""
+    result, ok = run(name, args, kwargs)
+    assert not ok
+    return err_of(result)
+
+
 def test_ok_result_is_encoded_and_flagged_ok() -> None:
     result, ok = run("add", "[2, 3]")
     assert ok
@@ -39,9 +47,7 @@ def test_kwargs_are_passed() -> None:
 
 
 def test_unknown_task_name_is_worker_resolution_error() -> None:
-    result, ok = run("no.such.task")
-    assert not ok
-    error = err_of(result)
+    error = run_failing("no.such.task")
     assert error.error_code == LibraryErrorCode.WORKER_RESOLUTION_ERROR
     assert error.message is not None
     assert error.message.startswith("Failed to resolve no.such.task: ")
@@ -62,15 +68,13 @@ def test_unknown_task_name_is_worker_resolution_error() -> None:
     ],
 )
 def test_undecodable_arguments_are_worker_serialization_error(args: str, kwargs: str) -> None:
-    result, ok = run("add", args, kwargs)
-    assert not ok
-    assert err_of(result).error_code == LibraryErrorCode.WORKER_SERIALIZATION_ERROR
+    assert (
+        run_failing("add", args, kwargs).error_code == LibraryErrorCode.WORKER_SERIALIZATION_ERROR
+    )
 
 
 def test_exception_in_task_is_unhandled_exception_with_type() -> None:
-    result, ok = run("boom")
-    assert not ok
-    error = err_of(result)
+    error = run_failing("boom")
     assert error.error_code == LibraryErrorCode.UNHANDLED_EXCEPTION
     assert error.data == {"exception_type": "ConnectionRefusedError"}
     assert isinstance(error.exception, dict)
@@ -78,32 +82,24 @@ def test_exception_in_task_is_unhandled_exception_with_type() -> None:
 
 
 def test_unserializable_result_is_worker_serialization_error() -> None:
-    result, ok = run("returns_set")
-    assert not ok
-    error = err_of(result)
+    error = run_failing("returns_set")
     assert error.error_code == LibraryErrorCode.WORKER_SERIALIZATION_ERROR
     assert "set" in (error.message or "")
 
 
 def test_nan_result_is_task_exception() -> None:
-    # A non-SerializationError while encoding the result (02 §11.4).
-    result, ok = run("returns_nan")
-    assert not ok
-    assert err_of(result).error_code == LibraryErrorCode.TASK_EXCEPTION
+    # Encoding the result fails with an error other than SerializationError (NaN is refused).
+    assert run_failing("returns_nan").error_code == LibraryErrorCode.TASK_EXCEPTION
 
 
 def test_keyboard_interrupt_from_task_is_task_exception() -> None:
-    result, ok = run("interrupt")
-    assert not ok
-    error = err_of(result)
+    error = run_failing("interrupt")
     assert error.error_code == LibraryErrorCode.TASK_EXCEPTION
     assert error.message == "KeyboardInterrupt: stop it"
 
 
 def test_domain_error_is_passed_through() -> None:
-    result, ok = run("domain_error")
-    assert not ok
-    error = err_of(result)
+    error = run_failing("domain_error")
     assert error.error_code == "RATE_LIMITED"
     assert error.message == "slow down"
 

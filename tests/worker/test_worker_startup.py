@@ -1,4 +1,5 @@
-"""Worker start-up bounds (spec 04 §1.2, §2 step 6), with a stand-in broker (no database)."""
+"""Worker start-up bounds: a start-up slower than its limit fails and cleans up, a child that
+cannot start aborts the run; with a stand-in broker (no database)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Workflow parameters in the worker child (spec 03 §10.2-§10.3, decision D14).
+"""Workflow parameters in the worker child: ``workflow_ctx`` and ``workflow_meta`` (the latter
+injected into any task that declares it, None outside workflows).
 
 ``execute_task`` is called in-process with kwargs JSON shaped as the engine writes it: the
 ``__horsies_workflow_ctx__`` / ``__horsies_workflow_meta__`` payloads are replaced by a

@@ -4,24 +4,18 @@ still commit; the broken workflow is logged and left for the reaper."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 import wf_child_app as wfc
 from horsies import WorkflowSpec, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker
 from horsies.workflows.nodes import TaskNode
-from wf_exchange import app_broker, exchange, ok_outcome
+from wf_exchange import app_broker_fixture, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
-    del clean_db
-    with app_broker(database_url, wfc.app) as b:
-        yield b
+broker = app_broker_fixture(wfc.app)
 
 
 def _chain(name: str) -> WorkflowSpec:

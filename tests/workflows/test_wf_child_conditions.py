@@ -1,10 +1,8 @@
-"""Conditions of a parameterised child workflow are those of the child as it was built (03 §5:
-``build_with`` must be deterministic because workers rebuild it), even in a process that never built
-it and whose spec registry holds another parameterisation under the same name."""
+"""Conditions of a parameterised child workflow are those of the child as it was built
+(``build_with`` must be deterministic because workers rebuild it), even in a process that never
+built it and whose spec registry holds another parameterisation under the same name."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -12,17 +10,12 @@ import wf_child_app as wfc
 from horsies import WorkflowHandle, WorkflowStatus, WorkflowTaskStatus, start_workflow
 from horsies.broker import PostgresBroker
 from horsies.workflows.store import reads, snapshot
-from wf_exchange import app_broker, exchange, ok_outcome
+from wf_exchange import app_broker_fixture, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
-    """A broker of the test database that knows the app (needed to start child workflows)."""
-    del clean_db
-    with app_broker(database_url, wfc.app) as b:
-        yield b
+broker = app_broker_fixture(wfc.app)
 
 
 def test_child_conditions_come_from_the_child_as_built(broker: PostgresBroker) -> None:

@@ -1,5 +1,6 @@
-"""`WorkflowContext`, `WorkflowMeta`, `SubWorkflowSummary` and `SubWorkflowError` (spec 03 §10, §14,
-decisions D15, D16, D17)."""
+"""`WorkflowContext`, `WorkflowMeta`, `SubWorkflowSummary` and `SubWorkflowError` : what a task
+reads about its workflow, the summary of a child workflow under both sets of field names, and
+the error of a failed child, which round-trips through storage."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def context(**summaries: Any) -> WorkflowContext:
     )
 
 
-# -- WorkflowContext (§10.2) -----------------------------------------------------------------------
+# -- WorkflowContext -------------------------------------------------------------------------------
 
 
 def test_public_fields_only_in_model_dump() -> None:
@@ -97,7 +98,7 @@ def test_missing_node_id_raises_and_has_checks_are_false() -> None:
     assert not ctx.has_summary(sub)
 
 
-def test_summary_for_returns_the_stored_summary_d16() -> None:
+def test_summary_for_returns_the_stored_summary() -> None:
     stored = summary()
     ctx = context(kid=stored)
     node = SubWorkflowNode(workflow_def=Child, node_id="kid")
@@ -149,7 +150,7 @@ def test_context_defaults_are_per_instance() -> None:
     assert second.has_result(NodeKey("x"))
 
 
-# -- WorkflowMeta (§10.3, D14) ---------------------------------------------------------------------
+# -- WorkflowMeta ----------------------------------------------------------------------------------
 
 
 def test_workflow_meta() -> None:
@@ -159,10 +160,10 @@ def test_workflow_meta() -> None:
         meta.task_index = 3  # pyright: ignore[reportAttributeAccessIssue]
 
 
-# -- SubWorkflowSummary (§14, D15) -----------------------------------------------------------------
+# -- SubWorkflowSummary: the documented and the reference field names ------------------------------
 
 
-def test_summary_aliases_d15() -> None:
+def test_summary_answers_to_the_documented_and_the_reference_field_names() -> None:
     value = summary()
     assert value.total == value.total_tasks == 4
     assert value.completed == value.completed_tasks == 2
@@ -220,7 +221,7 @@ def test_summary_from_json_accepts_doc_names_and_tagged_form() -> None:
     assert SubWorkflowSummary.from_json(tagged) == value
 
 
-# -- SubWorkflowError (§14, D17) -------------------------------------------------------------------
+# -- SubWorkflowError: round-trips through the codec -----------------------------------------------
 
 
 def sub_error(with_summary: bool = True) -> SubWorkflowError:
@@ -243,7 +244,7 @@ def test_sub_workflow_error_is_a_task_error() -> None:
 
 
 @pytest.mark.parametrize("with_summary", [True, False])
-def test_sub_workflow_error_round_trips_through_the_codec_d17(with_summary: bool) -> None:
+def test_sub_workflow_error_round_trips_through_the_codec(with_summary: bool) -> None:
     original: TaskResult[Any, TaskError] = TaskResult(err=sub_error(with_summary))
     back = task_result_from_json(task_result_to_json(original))
     assert back == original
@@ -293,24 +294,6 @@ def test_sub_workflow_error_accepts_a_summary_dict() -> None:
 def test_sub_workflow_error_pickles() -> None:
     error = sub_error()
     assert pickle.loads(pickle.dumps(error)) == error
-
-
-# -- library error codes ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "WORKFLOW_STOPPED",
-        "WORKFLOW_PAUSED",
-        "WORKFLOW_CANCELLED",
-        "WORKFLOW_FAILED",
-        "SUBWORKFLOW_FAILED",
-        "SUBWORKFLOW_LOAD_FAILED",
-    ],
-)
-def test_workflow_library_error_codes(name: str) -> None:
-    assert LibraryErrorCode[name].value == name
 
 
 def test_handle_missing_id_error_is_a_runtime_error() -> None:

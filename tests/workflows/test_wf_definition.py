@@ -1,4 +1,5 @@
-"""Class-based workflow definitions (spec 03 §5, decisions D20, D21, D23)."""
+"""Class-based workflow definitions: validation codes through `build`, `Meta` entries given as
+attribute names (the documented form cannot see the class body), `on_error` as a string."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_build_the_spec_example() -> None:
     assert built.workflow_def_qualname == "Pipeline"
     assert built.broker is app.get_broker()
     assert registered_spec("pipeline") is built
-    # Queues come from app.workflow (§4).
+    # Queues come from app.workflow.
     assert (Pipeline.fetch.queue, Pipeline.fetch.priority) == ("default", 100)
 
 
@@ -46,7 +47,7 @@ def test_build_is_repeatable() -> None:
     assert [node.node_id for node in second.tasks] == ["fetch", "store"]
 
 
-def test_meta_by_attribute_name_d21_and_string_on_error_d23() -> None:
+def test_meta_by_attribute_name_and_string_on_error() -> None:
     built = NamedMetaPipeline.build(app)
     first, second, last = NamedMetaPipeline.first, NamedMetaPipeline.second, NamedMetaPipeline.last
     assert built.output is last
@@ -229,7 +230,8 @@ def test_spec_validation_errors_come_through_build() -> None:
 
 
 def test_documented_meta_scoping_raises_name_error() -> None:
-    # Names of the class body are invisible inside Meta (plain Python scoping): the reason for D21.
+    # Names of the class body are invisible inside Meta (plain Python scoping): the reason `Meta`
+    # also accepts attribute names as strings.
     with pytest.raises(NameError):
 
         class Broken(WorkflowDefinition[int]):  # pyright: ignore[reportUnusedClass]
@@ -274,7 +276,7 @@ def test_build_with_override_for_parameterised_definitions() -> None:
     assert built.workflow_def_module == __name__
     first = built.tasks[0]
     assert isinstance(first, TaskNode)
-    assert first.queue == "default"  # D22
+    assert first.queue == "default"  # from the task's own options
 
 
 def test_sub_workflow_nodes_in_a_definition() -> None:

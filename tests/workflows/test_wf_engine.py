@@ -1,4 +1,5 @@
-"""Unit tests of the workflow engine's pure rules (spec 03 §9, §9.1-§9.4, §10, §13)."""
+"""Unit tests of the workflow engine's pure rules: readiness and joins, propagation, finalization
+and the payloads a task receives."""
 
 from __future__ import annotations
 
@@ -7,14 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from horsies.codec import (
-    kwargs_from_json,
-    kwargs_to_json,
-    loads_json,
-    rehydrate_value,
-    task_result_from_json,
-    task_result_to_json,
-)
+from horsies import codec
 from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.workflows.engine import (
@@ -47,14 +41,7 @@ from horsies.workflows.payloads import (
     upstream_skipped_json,
 )
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
-
-P = WorkflowTaskStatus.PENDING
-R = WorkflowTaskStatus.READY
-E = WorkflowTaskStatus.ENQUEUED
-RUN = WorkflowTaskStatus.RUNNING
-C = WorkflowTaskStatus.COMPLETED
-F = WorkflowTaskStatus.FAILED
-S = WorkflowTaskStatus.SKIPPED
+from node_status_letters import RUN, C, E, F, P, R, S
 
 
 def n(
@@ -95,7 +82,7 @@ def decide(dep_statuses: list[WorkflowTaskStatus], **node_kw: Any) -> Readiness:
 
 
 # ---------------------------------------------------------------------------------------------
-# readiness: join "all" (§9 table, §9.1, §9.3 step 1)
+# readiness: join "all"
 # ---------------------------------------------------------------------------------------------
 
 
@@ -219,7 +206,7 @@ def test_non_pending_node_is_never_decided(status: WorkflowTaskStatus) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# propagate / propagate_all (§8.2 step 5, §9.2)
+# propagate / propagate_all
 # ---------------------------------------------------------------------------------------------
 
 
@@ -382,7 +369,7 @@ def test_sink_indices_and_dependents_of() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# finalization (§13)
+# finalization
 # ---------------------------------------------------------------------------------------------
 
 
@@ -505,16 +492,16 @@ def test_policy_without_cases_never_completes() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Payloads (§9.4, §10, §13)
+# Payloads
 # ---------------------------------------------------------------------------------------------
 
 
 def _ok_json(value: Any) -> str:
-    return task_result_to_json(TaskResult(ok=value))
+    return codec.task_result_to_json(TaskResult(ok=value))
 
 
 def _err_json(code: str, message: str = "boom", data: Any = None) -> str:
-    return task_result_to_json(
+    return codec.task_result_to_json(
         TaskResult(err=TaskError(error_code=code, message=message, data=data))
     )
 
@@ -528,8 +515,8 @@ def test_upstream_skipped_sentinel_round_trips() -> None:
             data={"dependency_index": 7},
         )
     )
-    assert task_result_from_json(text) == expected
-    assert text == task_result_to_json(expected)
+    assert codec.task_result_from_json(text) == expected
+    assert text == codec.task_result_to_json(expected)
     payload = orjson.loads(text)
     assert payload["__task_result__"] is True
     assert payload["ok"] is None
@@ -552,7 +539,7 @@ def test_task_error_json_round_trips() -> None:
     text = task_error_json(
         "SUBWORKFLOW_LOAD_FAILED", "cannot load", {"module": "m", "qualname": "Q"}
     )
-    error = rehydrate_value(loads_json(text))
+    error = codec.rehydrate_value(codec.loads_json(text))
     assert error == TaskError(
         error_code="SUBWORKFLOW_LOAD_FAILED",
         message="cannot load",
@@ -563,14 +550,14 @@ def test_task_error_json_round_trips() -> None:
 
 def test_task_error_json_accepts_library_codes_and_unencodable_data() -> None:
     text = task_error_json(LibraryErrorCode.WORKER_CRASHED, "gone", {"ids": {1, 2}})
-    error = rehydrate_value(loads_json(text))
+    error = codec.rehydrate_value(codec.loads_json(text))
     assert isinstance(error, TaskError)
     assert error.error_code == LibraryErrorCode.WORKER_CRASHED
     assert sorted(error.data["ids"]) == [1, 2]
 
 
 def test_success_case_not_met_json() -> None:
-    error = rehydrate_value(loads_json(success_case_not_met_json()))
+    error = codec.rehydrate_value(codec.loads_json(success_case_not_met_json()))
     assert error == TaskError(
         error_code=LibraryErrorCode.WORKFLOW_SUCCESS_CASE_NOT_MET,
         message="No success case was satisfied",
@@ -579,7 +566,7 @@ def test_success_case_not_met_json() -> None:
 
 def test_node_kwargs_json_layers_static_injected_ctx_meta() -> None:
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    static = kwargs_to_json({"when": when, "raw": "static", "n": 1})
+    static = codec.kwargs_to_json({"when": when, "raw": "static", "n": 1})
     injected = {"raw": _ok_json({"a": [1, 2]}), "other": upstream_skipped_json(0)}
     ctx = WorkflowCtxPayload(
         workflow_id="wf-1",
@@ -594,18 +581,18 @@ def test_node_kwargs_json_layers_static_injected_ctx_meta() -> None:
     raw = orjson.loads(text)
     assert list(raw) == ["when", "raw", "n", "other", CTX_KEY, META_KEY]
 
-    kwargs = kwargs_from_json(text)
+    kwargs = codec.kwargs_from_json(text)
     assert kwargs["when"] == when
     assert kwargs["n"] == 1
     assert kwargs["raw"] == TaskResult(ok={"a": [1, 2]})
-    assert kwargs["other"] == task_result_from_json(upstream_skipped_json(0))
+    assert kwargs["other"] == codec.task_result_from_json(upstream_skipped_json(0))
     assert kwargs[META_KEY] == {"workflow_id": "wf-1", "task_index": 2, "task_name": "tasks.join"}
     payload = kwargs[CTX_KEY]
     assert payload["workflow_id"] == "wf-1"
     assert payload["task_index"] == 2
     assert payload["task_name"] == "tasks.join"
     assert payload["results"]["fetch"] == TaskResult(ok=5)
-    assert payload["results"]["gone"] == task_result_from_json(upstream_skipped_json(1))
+    assert payload["results"]["gone"] == codec.task_result_from_json(upstream_skipped_json(1))
     assert payload["summaries"] == {"child": {"status": "COMPLETED", "total_tasks": 2}}
 
 
@@ -613,7 +600,7 @@ def test_node_kwargs_json_without_static_or_ctx() -> None:
     meta = WorkflowMetaPayload(workflow_id="w", task_index=0, task_name="t")
     text = node_kwargs_json(None, {}, None, meta)
     assert orjson.loads(text) == {META_KEY: {"workflow_id": "w", "task_index": 0, "task_name": "t"}}
-    assert CTX_KEY not in kwargs_from_json(node_kwargs_json("{}", {}, None, meta))
+    assert CTX_KEY not in codec.kwargs_from_json(node_kwargs_json("{}", {}, None, meta))
 
 
 def test_node_kwargs_json_replaces_reserved_keys_in_static_kwargs() -> None:
@@ -646,16 +633,16 @@ def test_node_kwargs_json_keeps_deeply_nested_static_kwargs() -> None:
     deep: Any = "leaf"
     for _ in range(400):
         deep = [deep]
-    static = kwargs_to_json({"deep": deep})
+    static = codec.kwargs_to_json({"deep": deep})
     meta = WorkflowMetaPayload(workflow_id="w", task_index=0, task_name="t")
-    kwargs = kwargs_from_json(node_kwargs_json(static, {}, None, meta))
+    kwargs = codec.kwargs_from_json(node_kwargs_json(static, {}, None, meta))
     assert kwargs["deep"] == deep
 
 
 def test_node_kwargs_json_preserves_unicode_and_big_values() -> None:
-    static = kwargs_to_json({"name": "żółw ☃", "big": 2**62})
+    static = codec.kwargs_to_json({"name": "żółw ☃", "big": 2**62})
     meta = WorkflowMetaPayload(workflow_id="w", task_index=0, task_name="ünï")
-    kwargs = kwargs_from_json(node_kwargs_json(static, {}, None, meta))
+    kwargs = codec.kwargs_from_json(node_kwargs_json(static, {}, None, meta))
     assert kwargs["name"] == "żółw ☃"
     assert kwargs["big"] == 2**62
     assert kwargs[META_KEY]["task_name"] == "ünï"
@@ -663,7 +650,7 @@ def test_node_kwargs_json_preserves_unicode_and_big_values() -> None:
 
 def test_sinks_result_json_round_trips() -> None:
     text = sinks_result_json({"b": _ok_json([1]), "c": None, "d": _err_json("E1")})
-    result = task_result_from_json(text)
+    result = codec.task_result_from_json(text)
     assert result.is_ok()
     assert result.ok == {
         "b": TaskResult(ok=[1]),
@@ -673,14 +660,14 @@ def test_sinks_result_json_round_trips() -> None:
 
 
 def test_sinks_result_json_empty() -> None:
-    assert task_result_from_json(sinks_result_json({})) == TaskResult(ok={})
+    assert codec.task_result_from_json(sinks_result_json({})) == TaskResult(ok={})
 
 
 def test_error_result_json_from_stored() -> None:
     stored = _err_json("DOMAIN", "bad input", {"field": "x"})
     text = error_result_json_from_stored(stored)
     assert text is not None
-    assert rehydrate_value(loads_json(text)) == TaskError(
+    assert codec.rehydrate_value(codec.loads_json(text)) == TaskError(
         error_code="DOMAIN", message="bad input", data={"field": "x"}
     )
     assert error_result_json_from_stored(_ok_json({"err": 1})) is None

@@ -3,7 +3,8 @@
 The executor repeatedly takes READY nodes and finishes them (ok, err, or a condition skip), one at
 a time or as a batch, optionally pausing and resuming the workflow, and applies the engine's
 propagation after each step. Every decision the engine makes is checked against an independent
-statement of the join rules (spec 03 §9), written here without using the engine.
+statement of the join rules (all, any, quorum; conditions; allow_failed_deps), written here
+without using the engine.
 """
 
 from __future__ import annotations
@@ -27,12 +28,8 @@ from horsies.workflows.engine import (
 from horsies.workflows.status import OnError, WorkflowStatus, WorkflowTaskStatus
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_status_letters import C, F, P, R, S
 
-P = WorkflowTaskStatus.PENDING
-R = WorkflowTaskStatus.READY
-C = WorkflowTaskStatus.COMPLETED
-F = WorkflowTaskStatus.FAILED
-S = WorkflowTaskStatus.SKIPPED
 TERMINAL = frozenset({C, F, S})
 
 MAX_NODES = 25
@@ -99,7 +96,7 @@ def dags(draw: st.DrawFn) -> Dag:
 
 
 # ---------------------------------------------------------------------------------------------
-# The oracle: spec 03 §9 over a node's dependencies, stated directly.
+# The oracle: the join rules over a node's dependencies, stated directly.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -194,10 +191,10 @@ class Run:
             {i: _OUTCOME_STATUS[o] for i, o in zip(indices, outcomes, strict=True)}
         )
         if "err" in outcomes and before.status == WorkflowStatus.RUNNING:
-            # on_error=FAIL stores the failure on the workflow while it is RUNNING (§12).
+            # on_error=FAIL stores the failure on the workflow while it is RUNNING.
             before = replace(before, has_stored_error=True)
         if before.status != WorkflowStatus.RUNNING:
-            # Paused: results are recorded but nothing propagates until resume (§12.1).
+            # Paused: results are recorded but nothing propagates until resume.
             assert propagate(before, indices) == Propagation()
             self.paused_finished.update(indices)
             self.view = before
@@ -319,8 +316,9 @@ def test_random_dags_with_pause_and_resume(dag: Dag, data: st.DataObject) -> Non
 @settings(max_examples=100, report_multiple_bugs=False)
 @given(dag=dags(), data=st.data())
 def test_propagate_from_scratch_matches_step_by_step(dag: Dag, data: st.DataObject) -> None:
-    # Recovery (D30) re-decides a whole workflow with propagate_all: starting from the roots'
-    # outcomes it must reach the same states as the step-by-step run with the same outcomes.
+    # Recovery applies the same rules as the normal path: it re-decides a whole workflow with
+    # propagate_all; starting from the roots' outcomes it must reach the same states as the
+    # step-by-step run with the same outcomes.
     run = Run(dag)
     view = run.view
     outcome_of: dict[int, WorkflowTaskStatus] = {}

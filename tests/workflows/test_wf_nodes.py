@@ -1,4 +1,4 @@
-"""Workflow nodes, node keys, success policies and `slugify` (spec 03 §1, §2, §13)."""
+"""Workflow nodes, node keys, success policies and `slugify`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from horsies import (
 from horsies.workflows.nodes import MAX_NODE_ID_LENGTH, NODE_ID_PATTERN
 from wf_app import Child, add, fetch
 
-# -- slugify (§2) ----------------------------------------------------------------------------------
+# -- slugify ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_node_id_limits() -> None:
     assert not NODE_ID_PATTERN.match("")
 
 
-# -- TaskNode (§1.1) -------------------------------------------------------------------------------
+# -- TaskNode --------------------------------------------------------------------------------------
 
 
 def test_task_node_defaults() -> None:
@@ -123,7 +123,7 @@ def test_task_node_repr_is_short() -> None:
     assert len(repr(chain)) < 100
 
 
-# -- SubWorkflowNode (§1.2) ------------------------------------------------------------------------
+# -- SubWorkflowNode -------------------------------------------------------------------------------
 
 
 def test_sub_workflow_node_defaults_and_name() -> None:
@@ -145,7 +145,7 @@ def test_sub_workflow_node_key() -> None:
     assert "SubWorkflowNode" in repr(SubWorkflowNode(workflow_def=Child))
 
 
-# -- NodeKey (§1.3) --------------------------------------------------------------------------------
+# -- NodeKey ---------------------------------------------------------------------------------------
 
 
 def test_node_key_is_frozen_and_hashable() -> None:
@@ -163,7 +163,7 @@ def test_any_node_alias_covers_both_kinds() -> None:
     assert "SubWorkflowNode" in text
 
 
-# -- SuccessPolicy / SuccessCase (§13) -------------------------------------------------------------
+# -- SuccessPolicy / SuccessCase -------------------------------------------------------------------
 
 
 def test_success_policy_construction() -> None:
@@ -174,7 +174,8 @@ def test_success_policy_construction() -> None:
     assert policy.optional is not None
     assert policy.optional[0] is b
     assert SuccessPolicy([case]).optional is None
-    # D21: attribute names are representable too (resolved by WorkflowDefinition.build).
+    # Nodes named by attribute name (a string) are representable too (resolved by
+    # WorkflowDefinition.build).
     named: Any = SuccessCase(required=["a"])
     assert named.required == ["a"]
 

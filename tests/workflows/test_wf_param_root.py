@@ -1,5 +1,5 @@
 """A parameterised parent workflow (``build_with`` only) started by a producer: the worker that
-reaches its sub-workflow node starts the child class recorded on that node (03 §14 step 1), not a
+reaches its sub-workflow node starts the child class recorded on that node, not a
 child found through the name-keyed spec registry (which may hold another parameterisation of the
 parent), and it does not try to rebuild the parent without its parameters (which could only fail
 with E002 and log a misleading ``workflow_definition_build_failed`` error on every child start)."""
@@ -7,7 +7,6 @@ with E002 and log a misleading ``workflow_definition_build_failed`` error on eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,16 +14,12 @@ import wf_param_app as wfp
 from horsies import WorkflowHandle, WorkflowStatus, start_workflow
 from horsies.broker import PostgresBroker
 from horsies.workflows import registry as spec_registry
-from wf_exchange import app_broker, exchange, ok_outcome
+from wf_exchange import app_broker_fixture, exchange, ok_outcome
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
-    del clean_db
-    with app_broker(database_url, wfp.app) as b:
-        yield b
+broker = app_broker_fixture(wfp.app)
 
 
 def _run(broker: PostgresBroker, handle: WorkflowHandle) -> list[str]:

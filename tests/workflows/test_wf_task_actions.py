@@ -4,7 +4,6 @@ async twins, on plain tasks and on a workflow node's task."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,16 +13,12 @@ from horsies.broker import PostgresBroker
 from horsies.tasks.handle import TaskHandle
 from horsies.workflows.nodes import TaskNode
 from psycopg.rows import dict_row
-from wf_exchange import app_broker
+from wf_exchange import app_broker_fixture
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
-    del clean_db
-    with app_broker(database_url, wfc.app) as b:
-        yield b
+broker = app_broker_fixture(wfc.app)
 
 
 def _sql(broker: PostgresBroker, query: str, *params: object) -> list[dict[str, object]]:

@@ -1,5 +1,6 @@
-"""`WorkflowSpec` construction-time validation, node ids, queues and the registry (spec 03 §2-§4,
-decisions D19, D20, D22, D23)."""
+"""`WorkflowSpec` construction-time validation, node ids, queues and the registry:
+each problem raises the error code that names it, `on_error` accepts a string, `with_on_error`
+exists, and a spec built outside `app.workflow(...)` takes queues from each task's options."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def chain(count: int) -> list[AnyNode]:
     return nodes
 
 
-# -- indices and node ids (§2, §3.1 steps 1-2) -----------------------------------------------------
+# -- indices and node ids --------------------------------------------------------------------------
 
 
 def test_valid_spec_assigns_indices_and_ids() -> None:
@@ -192,7 +193,7 @@ def test_sub_workflow_node_needs_a_definition_class() -> None:
     assert "WorkflowDefinition" in error.message
 
 
-# -- gate 2 (§3.1 step 3, D20) ---------------------------------------------------------------------
+# -- gate 2: the DAG checks, each with the error code that names the problem -----------------------
 
 
 def test_e005_empty_workflow() -> None:
@@ -455,7 +456,7 @@ def test_gate_two_errors_are_collected_in_order() -> None:
     assert "aborting due to 3 previous errors" in str(error)
 
 
-# -- on_error (D23) and with_on_error (D19) --------------------------------------------------------
+# -- on_error (a string is accepted) and with_on_error ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -493,7 +494,7 @@ def test_with_on_error_returns_a_modified_copy() -> None:
     assert original.with_on_error("pause").on_error is OnError.PAUSE
 
 
-# -- registry (§3.1 step 4) ------------------------------------------------------------------------
+# -- registry --------------------------------------------------------------------------------------
 
 
 def test_valid_specs_are_registered_last_one_wins() -> None:
@@ -507,7 +508,7 @@ def test_valid_specs_are_registered_last_one_wins() -> None:
     assert registered_spec("registry-never-valid") is None
 
 
-# -- queues and priorities (§4, D22) ---------------------------------------------------------------
+# -- queues and priorities (also for a spec built directly with a broker) --------------------------
 
 
 def test_direct_spec_resolves_queue_and_priority_from_the_task() -> None:
@@ -569,7 +570,7 @@ def test_app_workflow_runs_the_spec_validation() -> None:
     assert info.value.code is ErrorCode.WORKFLOW_NO_ROOT_TASKS
 
 
-# -- start (§6) ------------------------------------------------------------------------------------
+# -- start -----------------------------------------------------------------------------------------
 
 
 def test_start_without_broker_raises() -> None:

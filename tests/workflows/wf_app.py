@@ -100,7 +100,7 @@ _store = TaskNode(fn=store, waits_for=[_fetch], args_from={"raw": _fetch})
 
 
 class Pipeline(WorkflowDefinition[bool]):
-    """The spec's own example: Meta refers to module-level names."""
+    """The documented example: Meta refers to module-level names."""
 
     name = "pipeline"
     fetch = _fetch
@@ -112,7 +112,7 @@ class Pipeline(WorkflowDefinition[bool]):
 
 
 class NamedMetaPipeline(WorkflowDefinition[int]):
-    """Meta given as attribute names (decision D21), on_error as a string (D23)."""
+    """Meta given as attribute names, on_error as a string."""
 
     name = "named meta pipeline"
     first = TaskNode(fn=add, kwargs={"a": 1, "b": 1})

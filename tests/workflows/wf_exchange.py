@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from horsies.broker import PostgresBroker
 from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
 from horsies.broker.claims import ClaimedTask
@@ -69,3 +70,19 @@ def app_broker(database_url: str, app: Horsies | None) -> Iterator[PostgresBroke
         yield broker
     finally:
         broker.close()
+
+
+def app_broker_fixture(app: Horsies) -> Any:
+    """A ``broker`` fixture: ``broker = app_broker_fixture(wfc.app)`` in a test module.
+
+    Each test gets emptied tables and a broker of the test database that knows ``app`` (needed to
+    evaluate conditions and start child workflows); it is closed after the test.
+    """
+
+    @pytest.fixture
+    def broker(database_url: str, clean_db: str) -> Iterator[PostgresBroker]:
+        del clean_db
+        with app_broker(database_url, app) as b:
+            yield b
+
+    return broker

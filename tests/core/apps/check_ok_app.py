@@ -27,5 +27,5 @@ def hello(name: str) -> TaskResult[str, TaskError]:
     return TaskResult(ok=f"hello {name}")
 
 
-# A module-level send must not enqueue while `horsies check` imports this module (D35).
+# A module-level send must not enqueue while `horsies check` imports this module.
 sys.stderr.write(f"app-module-send:{hello.send('import').task_id}\n")

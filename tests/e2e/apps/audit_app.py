@@ -1,4 +1,5 @@
-"""App of the audit end-to-end tests: odd task names, module-level sends (D35), bad results.
+"""App of the audit end-to-end tests: odd task names, module-level sends (suppressed while the
+worker imports the module), bad results.
 
 The module and its discovered task module (``audit_tasks``) each send a task while being imported;
 every import a worker performs must suppress it. Each such send prints a marker line
@@ -35,7 +36,7 @@ def create_app(database_url: str) -> Horsies:
     def odd(*values: Any, **named: Any) -> TaskResult[list[Any], TaskError]:
         return TaskResult(ok=[*values, named])
 
-    @app.task  # default name "<module>.<qualname>" (D4)
+    @app.task  # default name "<module>.<qualname>"
     def bare() -> TaskResult[str, TaskError]:
         return TaskResult(ok="bare")
 

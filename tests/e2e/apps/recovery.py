@@ -6,8 +6,10 @@ import os
 import time
 
 from horsies.app import Horsies
-from horsies.config import AppConfig, PostgresConfig, RecoveryConfig
+from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
+
+from tests.recovery_timing import fast_recovery
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
@@ -23,13 +25,7 @@ def create_app(database_url: str) -> Horsies:
             broker=PostgresConfig(database_url=database_url),
             prefetch_buffer=2,
             claim_lease_ms=600_000,
-            recovery=RecoveryConfig(
-                claimed_stale_threshold_ms=2_000,
-                claimer_heartbeat_interval_ms=1_000,
-                running_stale_threshold_ms=2_000,
-                runner_heartbeat_interval_ms=1_000,
-                check_interval_ms=1_000,
-            ),
+            recovery=fast_recovery(stale_ms=2_000),
         )
     )
 

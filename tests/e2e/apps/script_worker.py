@@ -1,7 +1,7 @@
 """A script that runs a worker programmatically: ``python tests/e2e/apps/script_worker.py``.
 
 Its module-level ``send`` runs once in the parent; the worker's children import this file again
-(by its path, not as ``__main__``) with sends suppressed (D35), so they add no tasks.
+(by its path, not as ``__main__``) with sends suppressed, so they add no tasks.
 """
 
 from __future__ import annotations

@@ -25,13 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from horsies.app import Horsies
-from horsies.config import (
-    AppConfig,
-    CustomQueueConfig,
-    PostgresConfig,
-    QueueMode,
-    RecoveryConfig,
-)
+from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
 from horsies.results import TaskError, TaskResult
 from horsies.retry import RetryPolicy
 from horsies.workflows.context import WorkflowContext
@@ -40,6 +34,8 @@ from horsies.workflows.nodes import AnyNode, NodeKey, SubWorkflowNode, TaskNode
 from horsies.workflows.spec import WorkflowSpec
 from horsies.workflows.status import OnError
 from pydantic import BaseModel
+
+from tests.recovery_timing import fast_recovery
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
@@ -59,13 +55,7 @@ def make_config(database_url: str) -> AppConfig:
             CustomQueueConfig(name="parked", priority=10, max_concurrency=0),
         ],
         broker=PostgresConfig(database_url=database_url),
-        recovery=RecoveryConfig(
-            claimed_stale_threshold_ms=3_000,
-            claimer_heartbeat_interval_ms=1_000,
-            running_stale_threshold_ms=3_000,
-            runner_heartbeat_interval_ms=1_000,
-            check_interval_ms=1_000,
-        ),
+        recovery=fast_recovery(stale_ms=3_000),
     )
 
 
@@ -78,7 +68,8 @@ app = Horsies(make_config(os.environ.get(ENV_URL, _UNUSED_URL)))
 
 
 class Box(BaseModel):
-    """A model passed to a child definition's `build_with` (must come back as a `Box`, D18)."""
+    """A model passed to a child definition's `build_with` (must come back as a `Box`:
+    inputs are rehydrated)."""
 
     label: str
     size: int
@@ -147,7 +138,7 @@ def gate(
 def gate_retry(
     runs: str, release: str, value: str = "opened", timeout_s: float = GATE_TIMEOUT_S
 ) -> TaskResult[str, TaskError]:
-    """`gate` that is retried once after a crash (D10)."""
+    """`gate` that is retried once after a crash (WORKER_CRASHED in auto_retry_for)."""
     return _wait_gate(runs, release, value, timeout_s)
 
 
@@ -187,7 +178,8 @@ def inspect_child(
     workflow_ctx: WorkflowContext | None = None,
 ) -> TaskResult[dict[str, Any], TaskError]:
     """Report what a downstream node sees of a sub-workflow node: the injected result and the
-    context's summary, under both the reference and the documented field names (D15, D16)."""
+    context's summary (through ``summary_for``), under both the reference and the documented field
+    names."""
     report: dict[str, Any] = {"child_type": type(child).__name__}
     if child is not None and child.is_err():
         error = child.unwrap_err()
@@ -243,7 +235,8 @@ def _spec(
     output: str | None = None,
     on_error: OnError = OnError.FAIL,
 ) -> WorkflowSpec:
-    """A spec of ``cls`` built directly (D22), its nodes named by the dict keys."""
+    """A spec of ``cls`` built directly (queues from each task's options), its nodes named by the
+    dict keys."""
     for node_id, node in nodes.items():
         node.node_id = node_id
     return WorkflowSpec(

@@ -1,4 +1,4 @@
-"""CUSTOM-mode app for the workflow-pattern end-to-end tests (spec 03, decisions D14-D30).
+"""CUSTOM-mode app for the workflow-pattern end-to-end tests.
 
 Two queues: ``main`` (priority 10, every task's own queue) and ``alt`` (priority 50, used only by
 node overrides). Tasks, nodes and class-based definitions live at module level so that the worker
@@ -331,7 +331,7 @@ class ContextWorkflow(WorkflowDefinition[Any]):
         output = ctx_reader
 
 
-# -- WorkflowMeta injection (D14) ------------------------------------------------------------------
+# -- WorkflowMeta injection -----------------------------------------------------------------------
 
 meta_first = TaskNode(fn=value, args=(0,))
 meta_reader = TaskNode(fn=read_meta, waits_for=[meta_first])
@@ -346,7 +346,7 @@ class MetaWorkflow(WorkflowDefinition[Any]):
         output = meta_reader
 
 
-# -- conditions (run_when / skip_when, D30) --------------------------------------------------------
+# -- conditions (run_when / skip_when) -----------------------------------------------------------
 
 
 def _always(ctx: WorkflowContext) -> bool:
@@ -364,7 +364,7 @@ def _raises(ctx: WorkflowContext) -> bool:
 
 
 def _src_is_five(ctx: WorkflowContext) -> bool:
-    # No workflow_ctx_from on the node: the condition must still see its dependency (D30).
+    # No workflow_ctx_from on the node: the condition must still see its dependency.
     return ctx.result_for(NodeKey("cond_src")).unwrap() == 5
 
 
@@ -373,7 +373,7 @@ def _only_ctx_from_visible(ctx: WorkflowContext) -> bool:
 
 
 def _root_context_is_empty(ctx: WorkflowContext) -> bool:
-    # Root nodes are evaluated too, with an empty context (D30).
+    # Root nodes are evaluated too, with an empty context.
     return not ctx.has_result(NodeKey("cond_src")) and ctx.task_name == "wfp.value"
 
 

@@ -28,15 +28,10 @@ import os
 import time
 
 from horsies.app import Horsies
-from horsies.config import (
-    AppConfig,
-    CustomQueueConfig,
-    PostgresConfig,
-    QueueMode,
-    RecoveryConfig,
-)
+from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RecoveryConfig
 from horsies.results import TaskError, TaskResult
 
+from tests.recovery_timing import fast_recovery
 from tests.reliability.apps.hostile_tasks import add_hostile_tasks, payload_options
 from tests.reliability.apps.wf_ledger_app import add_workflow_tasks
 from tests.reliability.ledger import record
@@ -44,26 +39,12 @@ from tests.reliability.ledger import record
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
 
-RECOVERY = RecoveryConfig(
-    claimed_stale_threshold_ms=2_000,
-    claimer_heartbeat_interval_ms=1_000,
-    running_stale_threshold_ms=2_000,
-    runner_heartbeat_interval_ms=1_000,
-    check_interval_ms=1_000,
-)
+RECOVERY = fast_recovery(stale_ms=2_000)
 
 
 def _recovery(env: dict[str, str]) -> RecoveryConfig:
     stale_ms = env.get("RELIABILITY_STALE_MS")
-    if not stale_ms:
-        return RECOVERY
-    return RecoveryConfig(
-        claimed_stale_threshold_ms=int(stale_ms),
-        claimer_heartbeat_interval_ms=RECOVERY.claimer_heartbeat_interval_ms,
-        running_stale_threshold_ms=int(stale_ms),
-        runner_heartbeat_interval_ms=RECOVERY.runner_heartbeat_interval_ms,
-        check_interval_ms=RECOVERY.check_interval_ms,
-    )
+    return fast_recovery(int(stale_ms)) if stale_ms else RECOVERY
 
 
 def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:

@@ -3,8 +3,8 @@
 Tasks (registered on the ledger app in default queue mode by :func:`add_workflow_tasks`, next to
 ``rel.work(key, seconds)``, which a crash fails with ``WORKER_CRASHED``):
 
-- ``rel.retried(key, seconds)``: the body of ``rel.work``, retried after a crash (D10,
-  ``CRASH_RETRIES``);
+- ``rel.retried(key, seconds)``: the body of ``rel.work``, retried after a crash
+  (``WORKER_CRASHED`` in ``auto_retry_for``, ``CRASH_RETRIES``);
 - ``rel.stall(key, seconds, stall_s)``: the same, but its first run (the first ``start`` of
   ``key`` in the ledger) sleeps ``stall_s``: a test can wait for it to start and kill its worker
   while it surely runs, and the retry then finishes quickly.
