@@ -94,10 +94,10 @@ def test_heartbeat_query_rows_and_empty_batch() -> None:
 
 
 def test_worker_crashed_reason_formats_seconds() -> None:
-    _, reason = recovery._worker_crashed(  # pyright: ignore[reportPrivateUsage]
-        1500, worker_pid=1, worker_hostname="h", worker_id="w", started_at=None,
-        last_heartbeat=None, detected_at=datetime.now(UTC),
-    )  # fmt: skip
+    run = recovery._StaleRun(  # pyright: ignore[reportPrivateUsage]
+        "t", "task", "default", 1, "h", "w", None, None, 0, 0, None, datetime.now(UTC), None
+    )
+    _, reason = recovery._worker_crashed(1500, run)  # pyright: ignore[reportPrivateUsage]
     assert reason == "Worker process crashed (no runner heartbeat for 1500ms = 1.5s)"
 
 
