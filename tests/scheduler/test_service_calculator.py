@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 from horsies import CronSchedule, DailySchedule, HourlySchedule, IntervalSchedule
-from horsies.broker.locks import advisory_key
-from horsies.broker.schedule_ops import ScheduleState, schedule_lock_key
+from horsies.broker.locks import advisory_key, schedule_lock_key
+from horsies.broker.schedules import ScheduleState
 from horsies_scheduler.calculator import (
     ERROR_BACKOFF_MAX_S,
     MIN_WAKE_S,

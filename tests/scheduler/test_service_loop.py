@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 import pytest
-from horsies.broker import schedule_ops
-from horsies.broker.schedule_ops import (
+from horsies.broker import schedules
+from horsies.broker.schedules import (
     DueResult,
     DueStatus,
     InitReport,
@@ -116,7 +116,7 @@ async def test_a_long_catch_up_is_finished_in_batches_at_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(schedule_ops, "CATCH_UP_BATCH", 3)
+    monkeypatch.setattr(schedules, "CATCH_UP_BATCH", 3)
     app = make_app(database_url, interval("sync", 60, catch_up_missed=True))
     scheduler = Scheduler(app, broker=broker, install_signal_handlers=False)
     with caplog.at_level(logging.INFO, logger="horsies.scheduler"):

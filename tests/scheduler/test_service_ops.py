@@ -1,4 +1,4 @@
-"""The scheduler's broker operations against PostgreSQL (horsies.broker.schedule_ops): state
+"""The scheduler's broker operations against PostgreSQL (horsies.broker.schedules): state
 initialisation and config changes, due runs and catch-up (one run per missed slot, the overdue one
 included), the task's own options on scheduled rows, and duplicate prevention under concurrency
 and races."""
@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from horsies import DailySchedule, IntervalSchedule, SchedulePattern
-from horsies.broker import schedule_ops
+from horsies.broker import schedules
 from horsies.broker.driver_sync import run_step
 from horsies.broker.enqueue import EnqueueRequest
-from horsies.broker.schedule_ops import (
+from horsies.broker.locks import schedule_lock_key
+from horsies.broker.schedules import (
     DueResult,
     DueStatus,
     ScheduleRaceLost,
@@ -25,7 +26,6 @@ from horsies.broker.schedule_ops import (
     initialize_states_op,
     load_states_op,
     run_due_op,
-    schedule_lock_key,
 )
 from horsies.broker.sql import schedules as sched_sql
 from horsies.schedule_calc import next_run_after
@@ -298,7 +298,7 @@ def test_catch_up_enqueues_one_task_per_missed_slot_and_keeps_the_cadence(
 def test_long_catch_up_is_split_into_batches(
     broker: PostgresBroker, rows: Rows, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(schedule_ops, "CATCH_UP_BATCH", 3)
+    monkeypatch.setattr(schedules, "CATCH_UP_BATCH", 3)
     t = target(catch_up=True)
     broker.execute(initialize_states_op([t]), action="t")
     overdue = rows.set_next_run("s", -450.0)  # slots S .. S+7m are due

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
-from horsies.broker.schedule_ops import ScheduleState
+from horsies.broker.schedules import ScheduleState
 from horsies.codec import dumps_json
 from horsies.config.schedules import SchedulePattern
 from horsies.schedule_calc import missed_runs, next_run_after, plan_due_runs

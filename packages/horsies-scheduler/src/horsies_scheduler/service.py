@@ -9,7 +9,7 @@ transaction (:meth:`ScheduleStore.run_due`: advisory lock, re-read, insert the t
 and the loop exits after the check in progress.
 
 Several schedulers may run against one database: a slot is enqueued exactly once (see
-`horsies.broker.schedule_ops`). A restarted scheduler resumes from the stored next runs.
+`horsies.broker.schedules`). A restarted scheduler resumes from the stored next runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from horsies.broker.postgres import PostgresBroker
-from horsies.broker.schedule_ops import DueStatus, ScheduleRaceLost
+from horsies.broker.schedules import DueStatus, ScheduleRaceLost
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging, get_logger
@@ -34,7 +34,7 @@ from horsies_scheduler.validation import resolve_schedules
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
-    from horsies.broker.schedule_ops import DueResult, InitReport, ScheduleTarget
+    from horsies.broker.schedules import DueResult, InitReport, ScheduleTarget
     from horsies.config.schedules import ScheduleConfig
 
 __all__ = ["Scheduler", "prepare_scheduler", "run_scheduler"]

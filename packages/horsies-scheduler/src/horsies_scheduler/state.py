@@ -1,6 +1,6 @@
 """The schedule state store: the service's only door to the database.
 
-Thin async wrappers that run the sans-IO operations of `horsies.broker.schedule_ops` on the
+Thin async wrappers that run the sans-IO operations of `horsies.broker.schedules` on the
 broker's async pool (``PostgresBroker.execute_async``); the service never writes SQL. Driver
 errors arrive as `horsies.broker.BrokerError`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from horsies.broker.schedule_ops import (
+from horsies.broker.schedules import (
     DueResult,
     InitReport,
     ScheduleTarget,

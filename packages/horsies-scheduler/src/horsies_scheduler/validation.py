@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.enqueue import EnqueueRequest
-from horsies.broker.schedule_ops import ScheduleTarget
+from horsies.broker.schedules import ScheduleTarget
 from horsies.codec import args_to_json, kwargs_to_json
 from horsies.config.schedules import TaskSchedule
 from horsies.errors import (

@@ -1,8 +1,9 @@
-"""Sans-IO operations of the scheduler service (see docs/scheduling.md).
+"""What the scheduler service does in the database: its schedule state rows, and enqueuing due slots
+(see docs/scheduling.md).
 
-Like ``horsies.broker.ops``, each operation is a generator of :class:`~horsies.broker.ops.Query`
-steps run by ``PostgresBroker.execute`` / ``execute_async``; the decisions (what is due, which
-slots to enqueue, the next run) are pure functions of ``horsies.schedule_calc``.
+Each operation is a generator of :class:`~horsies.broker.steps.Query` steps run by
+``PostgresBroker.execute`` / ``execute_async``; the decisions (what is due, which slots to
+enqueue, the next run) are pure functions of ``horsies.schedule_calc``.
 
 Duplicate prevention (several schedulers may run at once): :func:`run_due_op` runs in one
 transaction that takes the schedule's advisory lock (a scheduler that finds it held skips the
@@ -21,7 +22,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from horsies.broker.enqueue import EnqueueRequest, enqueue_many_params
-from horsies.broker.locks import advisory_key
+from horsies.broker.locks import schedule_lock_key
 from horsies.broker.sql import schedules as sched_sql
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Pipeline, Query
@@ -30,7 +31,6 @@ from horsies.schedule_calc import next_run_after, plan_due_runs
 
 __all__ = [
     "CATCH_UP_BATCH",
-    "SCHEDULE_LOCK_PREFIX",
     "DueResult",
     "DueStatus",
     "InitReport",
@@ -42,20 +42,11 @@ __all__ = [
     "load_states_op",
     "plan_initialization",
     "run_due_op",
-    "schedule_lock_key",
 ]
 
-SCHEDULE_LOCK_PREFIX: Final = "horsies-schedule:"
-"""Advisory lock key of a schedule: ``advisory_key(SCHEDULE_LOCK_PREFIX + name)``."""
 
 CATCH_UP_BATCH: Final = 500
 """Most missed slots enqueued in one transaction; the rest follow at once in further ones."""
-
-
-def schedule_lock_key(name: str) -> int:
-    """The schedule's advisory lock key: the first 8 bytes (big-endian, signed) of
-    ``sha256("horsies-schedule:" + name)``."""
-    return advisory_key(SCHEDULE_LOCK_PREFIX + name)
 
 
 @dataclass(frozen=True, slots=True)
