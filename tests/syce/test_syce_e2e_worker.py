@@ -60,6 +60,8 @@ def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield process.pid
     finally:
         process.reap()
+        # Shown by pytest only when a test using this worker failed.
+        print(process.output())
 
 
 @pytest.fixture
