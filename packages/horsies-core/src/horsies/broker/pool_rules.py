@@ -64,6 +64,8 @@ _LOG_EVERY_S: Final = 10.0
 _POLLIN: Final = getattr(select, "POLLIN", 1)
 _MAX_IDLE_S: Final = 600.0
 """Idle connections beyond ``pool_size`` are closed after this long."""
+_SWEEP_EVERY_S: Final = 1.0
+"""How often a returning connection also sweeps the idle ones (server-ended, idle too long)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +233,7 @@ class PoolState(Generic[C]):
     """The bookkeeping of one pool, without I/O or locking: the sync pool calls it under its lock,
     the async pool from its one event loop."""
 
-    __slots__ = ("closed", "failures", "idle", "limits", "opening")
+    __slots__ = ("closed", "failures", "idle", "limits", "opening", "swept_at")
 
     def __init__(self, limits: PoolLimits) -> None:
         self.limits = limits
@@ -239,6 +241,7 @@ class PoolState(Generic[C]):
         self.opening = 0
         self.closed = False
         self.failures = ConnectFailures(limits.name)
+        self.swept_at = 0.0
 
     def take(self, now: float) -> Take[C]:
         """The next step of a checkout."""
@@ -266,6 +269,11 @@ class PoolState(Generic[C]):
             self.idle.forget(conn)
             return [conn]
         self.idle.push(conn, now)
+        # A checkout checks the connection it hands out; sweeping the others on every return
+        # costs a poll per idle connection per call for what a periodic look finds as well.
+        if now - self.swept_at < _SWEEP_EVERY_S:
+            return []
+        self.swept_at = now
         return self.idle.sweep(self.limits, now)
 
     def discard(self, conn: C) -> list[C]:
