@@ -90,15 +90,16 @@ async def test_claim_honours_due_time_expiry_and_leases(
     await broker.enqueue_async("t", task_id="future", sent_at=now + timedelta(minutes=5))
     await broker.enqueue_async("t", task_id="expired", good_until=now - timedelta(seconds=1))
     await broker.enqueue_async("t", task_id="leased")
-    await broker.claim_async(W2, req(1, soft_cap=True, claim_lease_ms=60_000))
+    [first_claim] = await broker.claim_async(W2, req(1, soft_cap=True, claim_lease_ms=60_000))
     exchange = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
     assert exchange.started == []  # nothing due, unexpired and unleased
     sql(clean_db, "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 second'")
     exchange = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
-    assert [s.task.id for s in exchange.started] == ["leased"]  # an expired lease is claimable
+    # An expired lease is claimable (a new attempt of the row).
+    assert [s.task.key for s in exchange.started] == [("leased", 2)]
     assert row(clean_db, "leased")["claimed_by_worker_id"] == W1
     # The first owner lost it: its start is refused.
-    assert await broker.start_async(W2, "h", [("leased", 9)]) == set()
+    assert await broker.start_async(W2, "h", [(*first_claim.key, 9)]) == set()
 
 
 async def test_finish_and_start_writes_every_outcome_and_starts_the_next_tasks(
@@ -106,11 +107,11 @@ async def test_finish_and_start_writes_every_outcome_and_starts_the_next_tasks(
 ) -> None:
     await enqueue_ordered(broker, ["ok", "bad", "again", "next"])
     first = await broker.exchange_async(W1, "h", request=req(3), pids=[1, 2, 3])
-    assert [s.task.id for s in first.started] == ["ok", "bad", "again"]
+    assert [s.task.key for s in first.started] == [("ok", 1), ("bad", 1), ("again", 1)]
     outcomes = [
-        TaskOutcome("ok", OK_JSON, True, retry_count=0),
-        TaskOutcome("bad", ERR_JSON, False, failed_reason="no luck", retry_count=0),
-        TaskOutcome("again", ERR_JSON, False, retry_delay_s=30, retry_count=0),
+        TaskOutcome("ok", OK_JSON, True, attempt=1),
+        TaskOutcome("bad", ERR_JSON, False, failed_reason="no luck", attempt=1),
+        TaskOutcome("again", ERR_JSON, False, retry_delay_s=30, attempt=1),
     ]
     second = await broker.exchange_async(W1, "h", outcomes=outcomes, request=req(3), pids=[1, 2, 3])
     assert second.finished == {"ok", "bad", "again"}
@@ -122,12 +123,13 @@ async def test_finish_and_start_writes_every_outcome_and_starts_the_next_tasks(
     assert bad["failed_at"] is not None
     assert bad["completed_at"] is None
     assert (again["status"], again["retry_count"], again["result"]) == ("PENDING", 1, None)
+    assert again["attempt"] == 1  # the next claim makes the next attempt
     assert (again["claimed_by_worker_id"], again["claimed_at"]) == (None, None)
     assert again["next_retry_at"] == again["sent_at"]
     assert again["next_retry_at"] > datetime.now(UTC) + timedelta(seconds=20)
     # A duplicate or stale result changes nothing.
     stale = await broker.exchange_async(
-        W1, "h", outcomes=[TaskOutcome("ok", ERR_JSON, False, retry_count=0)]
+        W1, "h", outcomes=[TaskOutcome("ok", ERR_JSON, False, attempt=1)]
     )
     assert stale.finished == set()
     assert row(clean_db, "ok")["status"] == "COMPLETED"
@@ -140,7 +142,7 @@ async def test_outcome_texts_survive_the_json_batch_unchanged(
     result = task_result_to_json(TaskResult(ok={"s": 'quote " backslash \\ \u00e9 \n nul \x00'}))
     await enqueue_ordered(broker, [task_id])
     await broker.exchange_async(W1, "h", request=req(1), pids=[1])
-    outcome = TaskOutcome(task_id, result, True, failed_reason="r\u00e9ason", retry_count=0)
+    outcome = TaskOutcome(task_id, result, True, failed_reason="r\u00e9ason", attempt=1)
     done = await broker.exchange_async(W1, "h", outcomes=[outcome])
     assert done.finished == {task_id}
     r = row(clean_db, task_id)
@@ -154,11 +156,12 @@ async def test_outcomes_of_another_worker_or_attempt_are_refused(
     await enqueue_ordered(broker, ["x"])
     await broker.exchange_async(W1, "h", request=req(1), pids=[1])
     refused = await broker.exchange_async(
-        W2, "h", outcomes=[TaskOutcome("x", OK_JSON, True, retry_count=0)]
+        W2, "h", outcomes=[TaskOutcome("x", OK_JSON, True, attempt=1)]
     )
     assert refused.finished == set()
-    stale = TaskOutcome("x", OK_JSON, True, retry_count=3)
-    assert (await broker.exchange_async(W1, "h", outcomes=[stale])).finished == set()
+    for attempt in (0, 2):  # the row's attempt is 1
+        stale = TaskOutcome("x", OK_JSON, True, attempt=attempt)
+        assert (await broker.exchange_async(W1, "h", outcomes=[stale])).finished == set()
     assert row(clean_db, "x")["status"] == "RUNNING"
 
 
@@ -171,18 +174,18 @@ async def test_two_workers_exchanging_concurrently_never_start_a_task_twice(
 
         async def drain(b: PostgresBroker, worker: str) -> list[str]:
             started: list[str] = []
-            running: list[str] = []
+            running: list[tuple[str, int]] = []
             while True:
                 exchange = await b.exchange_async(
                     worker,
                     "h",
-                    outcomes=[TaskOutcome(t, OK_JSON, True, retry_count=0) for t in running],
+                    outcomes=[TaskOutcome(t, OK_JSON, True, attempt=a) for t, a in running],
                     request=req(3),
                     pids=[1, 2, 3],
                 )
-                assert exchange.finished == set(running)
-                running = [s.task.id for s in exchange.started]
-                started += running
+                assert exchange.finished == {t for t, _ in running}
+                running = [s.task.key for s in exchange.started]
+                started += [t for t, _ in running]
                 if not running:
                     return started
 
@@ -242,8 +245,10 @@ async def test_reconcile_sends_this_workers_untracked_running_rows_back_to_pendi
     exchange = await broker.exchange_async(
         W1,
         "h",
-        outcomes=[TaskOutcome("done", OK_JSON, True, retry_count=0)],
-        keep_running_ids=["kept"],  # "done" is kept implicitly: it has an outcome
+        outcomes=[TaskOutcome("done", OK_JSON, True, attempt=1)],
+        # "done" is kept implicitly: it has an outcome; "orphan" is named in another attempt than
+        # its row's (1), so it is not kept.
+        keep_running=[("kept", 1), ("orphan", 2)],
     )
     assert exchange.finished == {"done"}
     assert exchange.requeued == ["orphan"]
@@ -264,9 +269,10 @@ async def test_reconcile_and_claim_in_one_exchange_restart_the_orphan(
 ) -> None:
     await enqueue_ordered(broker, ["orphan"])
     await broker.exchange_async(W1, "h", request=req(1), pids=[1])  # reply "lost"
-    exchange = await broker.exchange_async(W1, "h", request=req(1), pids=[2], keep_running_ids=[])
+    exchange = await broker.exchange_async(W1, "h", request=req(1), pids=[2], keep_running=[])
     assert exchange.requeued == ["orphan"]
     assert [(s.task.id, s.pid) for s in exchange.started] == [("orphan", 2)]
+    assert exchange.started[0].task.attempt == 2  # claimed again: a new attempt
     assert row(clean_db, "orphan")["worker_pid"] == 2
 
 
@@ -278,7 +284,7 @@ async def test_exchange_forces_generic_plans_only_inside_its_transaction(
             conn,
             exchange.exchange_op(
                 W1, "h", outcomes=(), request=req(1), pids=[1], notify_capacity=False,
-                keep_running_ids=None,
+                keep_running=None,
             ),
         )  # fmt: skip
         cur = await conn.execute("SHOW plan_cache_mode")
@@ -309,16 +315,29 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
             task_sql.TASK_FINISH_IF_RUNNING_MANY,
             {"outcomes": '[{"id": "id10", "ok": true}]', "ids": ["id10"], "worker_id": "w10"},
         ),
-        (task_sql.TASK_REQUEUE_UNTRACKED_RUNNING, {"worker_id": "w10", "keep_ids": ["id10"]}),
+        (
+            task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
+            {"worker_id": "w10", "keep_ids": ["id10"], "keep_attempts": [0]},
+        ),
         (
             task_sql.TASK_CLAIM_AVAILABLE,
             {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
         ),
         (
             task_sql.TASK_START_IF_CLAIMED_MANY,
-            {"ids": ["id1"], "pids": [1], "hostname": "h", "worker_id": "w1", "resume": False},
+            {
+                "ids": ["id1"],
+                "attempts": [0],
+                "pids": [1],
+                "hostname": "h",
+                "worker_id": "w1",
+                "resume": False,
+            },
         ),
-        (task_sql.TASK_RELEASE_CLAIMED_MANY, {"ids": ["id1"], "worker_id": "w1"}),
+        (
+            task_sql.TASK_RELEASE_CLAIMED_MANY,
+            {"ids": ["id1"], "attempts": [0], "worker_id": "w1"},
+        ),
     ]
     with psycopg.connect(database_conninfo, cursor_factory=psycopg.ClientCursor) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -398,7 +417,7 @@ async def test_the_exchange_works_without_pipeline_mode(
     await enqueue_ordered(broker, ["a", "b"])
     first = await broker.exchange_async(W1, "h", request=req(1), pids=[1])
     second = await broker.exchange_async(
-        W1, "h", outcomes=[TaskOutcome("a", OK_JSON, True, retry_count=0)], request=req(1), pids=[2]
+        W1, "h", outcomes=[TaskOutcome("a", OK_JSON, True, attempt=1)], request=req(1), pids=[2]
     )
     assert [s.task.id for s in first.started] == ["a"]
     assert (second.finished, [s.task.id for s in second.started]) == ({"a"}, ["b"])

@@ -222,13 +222,13 @@ async def test_start_lost_after_commit_still_reports_the_task_started(
 ) -> None:
     await broker.enqueue_async("t", task_id="s1")
     request = ClaimRequest(queues=[QueueClaimSpec("default")], local_budget=1, max_claim_batch=0)
-    assert [t.id for t in await broker.claim_async("w1", request)] == ["s1"]
+    assert [t.key for t in await broker.claim_async("w1", request)] == [("s1", 1)]
     lose_next_call(monkeypatch, broker, run_first=True)
-    assert await broker.start_async("w1", "host", [("s1", 41)]) == {"s1"}
+    assert await broker.start_async("w1", "host", [("s1", 1, 41)]) == {("s1", 1)}
     assert row(clean_db, "s1")["status"] == "RUNNING"
     monkeypatch.undo()
     # A separate later call still refuses to start a running task.
-    assert await broker.start_async("w1", "host", [("s1", 41)]) == set()
+    assert await broker.start_async("w1", "host", [("s1", 1, 41)]) == set()
 
 
 # -- result waits ----------------------------------------------------------------------------------

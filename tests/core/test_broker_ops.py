@@ -85,9 +85,11 @@ def test_advisory_keys_are_stable_signed_64_bit_constants() -> None:
 
 def test_heartbeat_query_rows_and_empty_batch() -> None:
     assert heartbeats.heartbeat_query("w", "h", 1, [], []) is None
-    query = heartbeats.heartbeat_query("w", "h", 1, ["c"], [("r", 9)])
+    query = heartbeats.heartbeat_query("w", "h", 1, [("c", 1)], [("r", 2, 9)])
     assert query is not None
     assert query.params is not None
+    assert query.params["task_ids"] == ["c", "r"]
+    assert query.params["attempts"] == [1, 2]
     assert query.params["sender_ids"] == ["w", "w:9"]
     assert query.params["roles"] == ["claimer", "runner"]
     assert query.params["pids"] == [1, 9]
@@ -95,7 +97,7 @@ def test_heartbeat_query_rows_and_empty_batch() -> None:
 
 def test_worker_crashed_reason_formats_seconds() -> None:
     run = recovery._StaleRun(  # pyright: ignore[reportPrivateUsage]
-        "t", "task", "default", 1, "h", "w", None, None, 0, 0, None, datetime.now(UTC), None
+        "t", "task", "default", 1, "h", "w", None, None, 0, 0, None, datetime.now(UTC), None, 1
     )
     _, reason = recovery._worker_crashed(1500, run)  # pyright: ignore[reportPrivateUsage]
     assert reason == "Worker process crashed (no runner heartbeat for 1500ms = 1.5s)"

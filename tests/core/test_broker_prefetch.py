@@ -44,24 +44,30 @@ async def test_one_call_finishes_starts_fills_free_slots_and_claims_with_a_lease
 ) -> None:
     await enqueue_ordered(broker, ["a", "b", "c", "d", "e", "f", "g"])
     first = await broker.prefetch_exchange_async(W1, "host", request=req(2))
-    assert [t.id for t in first.claimed] == ["a", "b"]
+    assert [t.key for t in first.claimed] == [("a", 1), ("b", 1)]
     claimed = row(clean_db, "a")
     assert claimed["status"] == "CLAIMED"
     assert claimed["claim_expires_at"] is not None
 
     # a, b were handed to children; two more free slots and a budget of 5 in total.
     second = await broker.prefetch_exchange_async(
-        W1, "host", starts=[("a", 11), ("b", 12)], direct_pids=[11, 12], request=req(5)
+        W1, "host", starts=[("a", 1, 11), ("b", 1, 12)], direct_pids=[11, 12], request=req(5)
     )
-    assert second.started == {"a", "b"}
+    assert second.started == {("a", 1), ("b", 1)}
     assert [(s.task.id, s.pid) for s in second.direct] == [("c", 11), ("d", 12)]
+    assert [s.task.attempt for s in second.direct] == [1, 1]
     assert [t.id for t in second.claimed] == ["e", "f", "g"]  # the budget left after the slots
     a, c = row(clean_db, "a"), row(clean_db, "c")
     assert (a["status"], a["worker_pid"], a["claim_expires_at"]) == ("RUNNING", 11, None)
     assert (c["status"], c["worker_pid"], c["claimed_by_worker_id"]) == ("RUNNING", 11, W1)
 
     third = await broker.prefetch_exchange_async(
-        W1, "host", outcomes=[TaskOutcome("a", OK_JSON, True, retry_count=0)]
+        W1,
+        "host",
+        outcomes=[
+            TaskOutcome("a", OK_JSON, True, attempt=1),
+            TaskOutcome("b", OK_JSON, True, attempt=2),  # not b's attempt: changes nothing
+        ],
     )
     assert third.finished == {"a"}
     assert statuses(clean_db) == {
@@ -82,8 +88,15 @@ async def test_a_claim_taken_by_another_worker_is_not_started(
     )
     taken = await broker.prefetch_exchange_async(W2, "h", request=req(1))
     assert [t.id for t in taken.claimed] == ["lost"]
-    exchange = await broker.prefetch_exchange_async(W1, "h", starts=[("mine", 1), ("lost", 2)])
-    assert exchange.started == {"mine"}
+    assert [t.key for t in taken.claimed] == [("lost", 2)]
+    # The old claim of "lost" does not start, not even for its new owner.
+    stale = await broker.prefetch_exchange_async(W2, "h", starts=[("lost", 1, 3)])
+    assert stale.started == set()
+    assert row(clean_db, "lost")["status"] == "CLAIMED"
+    exchange = await broker.prefetch_exchange_async(
+        W1, "h", starts=[("mine", 1, 1), ("lost", 1, 2)]
+    )
+    assert exchange.started == {("mine", 1)}
     assert row(clean_db, "lost")["claimed_by_worker_id"] == W2
 
 
@@ -93,9 +106,12 @@ async def test_after_a_failed_call_its_tasks_are_given_back(
     await enqueue_ordered(broker, ["kept", "started", "claimed"])
     await broker.prefetch_exchange_async(W1, "h", request=req(3))
     # A call whose reply was lost started "started" and "kept"; the worker only kept "kept".
-    await broker.prefetch_exchange_async(W1, "h", starts=[("kept", 1), ("started", 2)])
+    await broker.prefetch_exchange_async(W1, "h", starts=[("kept", 1, 1), ("started", 1, 2)])
+    # Giving back a claim in another attempt than the row's (1) changes nothing.
+    await broker.prefetch_exchange_async(W1, "h", release=[("claimed", 2)])
+    assert statuses(clean_db)["claimed"] == "CLAIMED"
     exchange = await broker.prefetch_exchange_async(
-        W1, "h", release_ids=["started", "claimed"], keep_running_ids=["kept"]
+        W1, "h", release=[("started", 1), ("claimed", 1)], keep_running=[("kept", 1)]
     )
     assert exchange == type(exchange)()
     assert statuses(clean_db) == {"kept": "RUNNING", "started": "PENDING", "claimed": "PENDING"}
@@ -132,8 +148,11 @@ async def test_requeue_running_names_its_rows(broker: PostgresBroker, clean_db: 
     assert statuses(clean_db) == {
         "queued": "RUNNING", "running": "RUNNING", "theirs": "RUNNING", "claimed": "CLAIMED",
     }  # fmt: skip
-    requeued = await broker.requeue_running_async(W1, ["queued", "theirs", "claimed"])
+    # "running" is named in another attempt than its row's (1): not requeued.
+    keys = [("queued", 1), ("running", 2), ("theirs", 1), ("claimed", 1)]
+    requeued = await broker.requeue_running_async(W1, keys)
     assert requeued == ["queued"]
+    assert statuses(clean_db)["running"] == "RUNNING"
     assert statuses(clean_db)["queued"] == "PENDING"
     assert row(clean_db, "queued")["started_at"] is None
     assert row(clean_db, "queued")["retry_count"] == 0

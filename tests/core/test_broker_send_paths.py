@@ -1,9 +1,9 @@
 """The producer's fast send paths (issue 6): what they must keep of the plain ones.
 
 - a single send runs TASK_INSERT as a libpq prepared statement: same rows, same errors, falls back
-  to a psycopg cursor for what it cannot send as is (NUL, naive datetimes, big ints, another client
-  encoding, echo), prepares again after ``DEALLOCATE ALL``, and a connection killed mid-statement is
-  still retried without storing the task twice;
+  to a psycopg cursor for what it cannot send as is (NUL, datetime subclasses, big ints, another
+  client encoding, echo), prepares again after ``DEALLOCATE ALL``, and a connection killed
+  mid-statement is still retried without storing the task twice;
 - the pools hand out the most recently used idle connection first;
 - ``send_many`` streams one binary COPY built by horsies: same rows, call order kept, all or
   nothing, exactly once after a lost connection;
@@ -134,15 +134,6 @@ def test_values_the_libpq_path_does_not_send_get_psycopg_errors(
     assert str(raised.value).startswith("enqueue failed: ")
     assert not raised.value.connection_lost
     assert sql(clean_db, "SELECT id FROM horsies_tasks") == []
-
-
-def test_a_naive_datetime_is_sent_through_psycopg(broker: PostgresBroker, clean_db: str) -> None:
-    naive = datetime(2030, 1, 2, 3, 4, 5)
-    task_id = broker.enqueue("t", good_until=naive)
-    with psycopg.connect(clean_db, application_name="horsies") as conn:
-        found = conn.execute("SELECT %s::timestamptz", (naive,)).fetchone()
-    assert found is not None
-    assert row(clean_db, task_id)["good_until"] == found[0]
 
 
 def test_echo_and_another_client_encoding_use_the_cursor_path(
@@ -347,12 +338,15 @@ def test_enqueue_calls_falls_back_to_the_driver_for_unusual_values(
     ids = broker.enqueue_calls("t", [((1,), None), ((), {"a": 1})], good_until=until)
     assert [row(clean_db, i)["good_until"] for i in ids] == [until, until]
     assert broker.enqueue_calls("t", []) == []
-    # A naive good_until is refused by the driver, as by enqueue_many.
-    with pytest.raises(TypeError) as calls_error:
-        broker.enqueue_calls("t", [((), None)], good_until=datetime(2031, 1, 1))
-    with pytest.raises(TypeError) as many_error:
-        broker.enqueue_many([EnqueueRequest("t", good_until=datetime(2031, 1, 1))])
-    assert str(calls_error.value) == str(many_error.value)
+    # A naive good_until is refused before any I/O, as by enqueue_many and enqueue.
+    naive = datetime(2031, 1, 1)
+    with pytest.raises(ValueError, match="good_until must be timezone-aware") as calls_error:
+        broker.enqueue_calls("t", [((), None)], good_until=naive)
+    with pytest.raises(ValueError) as many_error:
+        broker.enqueue_many([EnqueueRequest("t", good_until=naive)])
+    with pytest.raises(ValueError) as one_error:
+        broker.enqueue("t", good_until=naive)
+    assert str(calls_error.value) == str(many_error.value) == str(one_error.value)
     assert len(sql(clean_db, "SELECT id FROM horsies_tasks")) == 2
 
 

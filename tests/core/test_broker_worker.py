@@ -44,9 +44,9 @@ async def claim_and_start(
 ) -> list[ClaimedTask]:
     claimed = await broker.claim_async(worker, claim_req(n))
     started = await broker.start_async(
-        worker, "host-a", [(t.id, 4000 + i) for i, t in enumerate(claimed)]
+        worker, "host-a", [(t.id, t.attempt, 4000 + i) for i, t in enumerate(claimed)]
     )
-    assert started == {t.id for t in claimed}
+    assert started == {t.key for t in claimed}
     return claimed
 
 
@@ -80,7 +80,9 @@ async def test_claim_returns_rows_in_order_and_marks_them(
         "mod.t", "default", 2, "[1]", '{"k":1}',
     )  # fmt: skip
     assert (first.retry_count, first.max_retries, first.task_options) == (0, 2, "{}")
+    assert (first.attempt, first.key) == (1, ("t1", 1))  # the first claim of the row
     r = row(clean_db, "t1")
+    assert r["attempt"] == 1
     assert (r["status"], r["claimed"], r["claimed_by_worker_id"]) == ("CLAIMED", True, W1)
     assert r["claimed_at"] is not None
     assert r["claim_expires_at"] is None  # hard-cap mode: no lease
@@ -159,10 +161,14 @@ async def test_soft_cap_claims_carry_a_lease_and_expired_leases_are_reclaimed(
     sql(clean_db, "UPDATE horsies_tasks SET claim_expires_at = now() - interval '1 second'")
     [again] = await broker.claim_async(W2, claim_req(1, **soft))
     assert again.id == first.id
+    assert (first.attempt, again.attempt) == (1, 2)  # re-claiming an expired lease: a new attempt
     assert row(clean_db, "leased")["claimed_by_worker_id"] == W2
     # The first owner lost the claim: its start is refused.
-    assert await broker.start_async(W1, "host", [("leased", 1)]) == set()
-    assert await broker.start_async(W2, "host", [("leased", 2)]) == {"leased"}
+    assert await broker.start_async(W1, "host", [("leased", first.attempt, 1)]) == set()
+    # The new owner naming the old attempt is refused too; its own attempt starts.
+    assert await broker.start_async(W2, "host", [("leased", first.attempt, 2)]) == set()
+    assert row(clean_db, "leased")["status"] == "CLAIMED"
+    assert await broker.start_async(W2, "host", [("leased", again.attempt, 2)]) == {again.key}
 
 
 async def test_queue_max_concurrency_counts_in_flight_cluster_wide(
@@ -201,12 +207,16 @@ async def test_strict_priority_across_queues(broker: PostgresBroker, clean_db: s
 async def test_start_moves_owned_claims_to_running(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_async("t", task_id="s1")
     await broker.enqueue_async("t", task_id="s2")
-    await broker.claim_async(W1, claim_req(2))
-    assert await broker.start_async(W2, "host-b", [("s1", 11)]) == set()  # not the owner
-    assert await broker.start_async(W1, "host-a", [("s1", 11), ("s2", 12), ("nope", 13)]) == {
-        "s1",
-        "s2",
-    }
+    claimed = await broker.claim_async(W1, claim_req(2))
+    assert [t.key for t in claimed] == [("s1", 1), ("s2", 1)]
+    assert await broker.start_async(W2, "host-b", [("s1", 1, 11)]) == set()  # not the owner
+    # The owner naming another attempt than the row's starts nothing.
+    assert await broker.start_async(W1, "host-a", [("s1", 0, 11), ("s2", 2, 12)]) == set()
+    assert row(clean_db, "s1")["status"] == row(clean_db, "s2")["status"] == "CLAIMED"
+    started = await broker.start_async(
+        W1, "host-a", [("s1", 1, 11), ("s2", 1, 12), ("nope", 1, 13)]
+    )
+    assert started == {("s1", 1), ("s2", 1)}
     r = row(clean_db, "s1")
     assert (r["status"], r["claimed"], r["worker_pid"], r["worker_hostname"]) == (
         "RUNNING", False, 11, "host-a",
@@ -214,7 +224,7 @@ async def test_start_moves_owned_claims_to_running(broker: PostgresBroker, clean
     assert r["worker_process_name"] == "worker-11"
     assert r["started_at"] is not None
     assert r["claim_expires_at"] is None
-    assert await broker.start_async(W1, "host-a", [("s1", 11)]) == set()  # already running
+    assert await broker.start_async(W1, "host-a", [("s1", 1, 11)]) == set()  # already running
 
 
 async def finish(
@@ -246,14 +256,16 @@ async def test_finish_is_guarded_by_status_owner_and_attempt(
 ) -> None:
     await broker.enqueue_async("t", task_id="g")
     assert await finish(broker, [TaskOutcome("g", OK_JSON, True)], worker_id=None) == set()
-    await claim_and_start(broker)
+    [task] = await claim_and_start(broker)
+    assert task.attempt == 1
     assert await finish(broker, [TaskOutcome("g", OK_JSON, True)], worker_id=W2) == set()
-    stale = TaskOutcome("g", OK_JSON, True, retry_count=5)
-    assert await finish(broker, [stale], worker_id=W1) == set()
+    # An outcome of another attempt than the row's (one before, one after) changes nothing.
+    for attempt in (task.attempt - 1, task.attempt + 1):
+        stale = TaskOutcome("g", OK_JSON, True, attempt=attempt)
+        assert await finish(broker, [stale], worker_id=W1) == set()
     assert row(clean_db, "g")["status"] == "RUNNING"
-    assert await finish(broker, [TaskOutcome("g", OK_JSON, True, retry_count=0)], worker_id=W1) == {
-        "g"
-    }
+    current = TaskOutcome("g", OK_JSON, True, attempt=task.attempt)
+    assert await finish(broker, [current], worker_id=W1) == {"g"}
     # A second (duplicate) result changes nothing.
     assert await finish(broker, [TaskOutcome("g", ERR_JSON, False)], worker_id=W1) == set()
     assert row(clean_db, "g")["status"] == "COMPLETED"
@@ -291,9 +303,13 @@ async def test_finish_wakes_workers_with_a_capacity_notification(
 async def test_release_returns_unstarted_claims(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=f"c{i}") for i in range(3)])
     claimed = await broker.claim_async(W1, claim_req(3))
-    await broker.start_async(W1, "h", [("c0", 1)])
-    assert await broker.release_claimed_async(W2, [t.id for t in claimed]) == 0  # not the owner
-    assert await broker.release_claimed_async(W1, [t.id for t in claimed]) == 2  # c0 is running
+    await broker.start_async(W1, "h", [("c0", 1, 1)])
+    keys = [t.key for t in claimed]
+    assert await broker.release_claimed_async(W2, keys) == 0  # not the owner
+    # Claims naming another attempt than the rows' are not given back.
+    assert await broker.release_claimed_async(W1, [(t.id, t.attempt + 1) for t in claimed]) == 0
+    assert row(clean_db, "c1")["status"] == "CLAIMED"
+    assert await broker.release_claimed_async(W1, keys) == 2  # c0 is running
     r = row(clean_db, "c1")
     assert (r["status"], r["claimed"], r["claimed_by_worker_id"], r["claimed_at"]) == (
         "PENDING", False, None, None,
@@ -307,27 +323,19 @@ async def test_release_returns_unstarted_claims(broker: PostgresBroker, clean_db
 async def test_heartbeats_are_one_row_per_task_and_role(
     broker: PostgresBroker, clean_db: str
 ) -> None:
-    await broker.write_heartbeats_async(W1, "host-a", 100, ["c1", "c2"], [("r1", 201), ("r2", 202)])
+    await broker.write_heartbeats_async(
+        W1, "host-a", 100, [("c1", 1), ("c2", 3)], [("r1", 1, 201), ("r2", 2, 202)]
+    )
     await broker.write_heartbeats_async(W1, "host-a", 100, [], [])  # nothing to write
-    beats = sql(clean_db, "SELECT task_id, sender_id, role, hostname, pid FROM horsies_heartbeats "
-                "ORDER BY task_id")  # fmt: skip
+    beats = sql(clean_db, "SELECT task_id, attempt, sender_id, role, hostname, pid "
+                "FROM horsies_heartbeats ORDER BY task_id")  # fmt: skip
+    claimer = {"sender_id": W1, "role": "claimer", "hostname": "host-a", "pid": 100}
+    runner = {"role": "runner", "hostname": "host-a"}
     assert beats == [
-        {"task_id": "c1", "sender_id": W1, "role": "claimer", "hostname": "host-a", "pid": 100},
-        {"task_id": "c2", "sender_id": W1, "role": "claimer", "hostname": "host-a", "pid": 100},
-        {
-            "task_id": "r1",
-            "sender_id": f"{W1}:201",
-            "role": "runner",
-            "hostname": "host-a",
-            "pid": 201,
-        },
-        {
-            "task_id": "r2",
-            "sender_id": f"{W1}:202",
-            "role": "runner",
-            "hostname": "host-a",
-            "pid": 202,
-        },
+        {"task_id": "c1", "attempt": 1, **claimer},
+        {"task_id": "c2", "attempt": 3, **claimer},
+        {"task_id": "r1", "attempt": 1, "sender_id": f"{W1}:201", "pid": 201, **runner},
+        {"task_id": "r2", "attempt": 2, "sender_id": f"{W1}:202", "pid": 202, **runner},
     ]
 
 
@@ -367,16 +375,21 @@ RECOVERY = RecoveryConfig(claimed_stale_threshold_ms=60_000, running_stale_thres
 
 async def test_reaper_requeues_stale_claims_only(broker: PostgresBroker, clean_db: str) -> None:
     await broker.enqueue_many_async(
-        [EnqueueRequest("t", task_id=i) for i in ("old", "beating", "new")]
+        [EnqueueRequest("t", task_id=i) for i in ("old", "beating", "new", "other-attempt")]
     )
-    await broker.claim_async(W1, claim_req(3))
+    await broker.claim_async(W1, claim_req(4))
     sql(clean_db, "UPDATE horsies_tasks SET claimed_at = now() - interval '1 hour' "
-        "WHERE id IN ('old', 'beating')")  # fmt: skip
-    await broker.write_heartbeats_async(W1, "h", 1, ["beating"], [])
+        "WHERE id IN ('old', 'beating', 'other-attempt')")  # fmt: skip
+    # Heartbeats of another attempt than the row's (1) do not keep a claim alive.
+    await broker.write_heartbeats_async(
+        W1, "h", 1, [("beating", 1), ("other-attempt", 0), ("other-attempt", 2)], []
+    )
     report = await broker.reap_async(RECOVERY)
-    assert (report.requeued, report.failed, report.retried, report.ran) == (1, 0, 0, True)
+    assert (report.requeued, report.failed, report.retried, report.ran) == (2, 0, 0, True)
     statuses = {r["id"]: r["status"] for r in sql(clean_db, "SELECT id, status FROM horsies_tasks")}
-    assert statuses == {"old": "PENDING", "beating": "CLAIMED", "new": "CLAIMED"}
+    assert statuses == {
+        "old": "PENDING", "beating": "CLAIMED", "new": "CLAIMED", "other-attempt": "PENDING",
+    }  # fmt: skip
     assert row(clean_db, "old")["claimed_by_worker_id"] is None
 
 
@@ -386,7 +399,8 @@ async def test_reaper_fails_stale_running_tasks_with_worker_crashed(
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=i) for i in ("dead", "alive")])
     await claim_and_start(broker, 2)
     sql(clean_db, "UPDATE horsies_tasks SET started_at = now() - interval '1 hour'")
-    await broker.write_heartbeats_async(W1, "h", 1, [], [("alive", 4001)])
+    # A runner heartbeat of another attempt than the row's (1) does not keep "dead" alive.
+    await broker.write_heartbeats_async(W1, "h", 1, [], [("alive", 1, 4001), ("dead", 2, 4000)])
     stale = await broker.get_stale_tasks(stale_threshold_minutes=2)
     assert [s["id"] for s in stale] == ["dead"]
     assert set(stale[0]) >= {"id", "worker_hostname", "worker_pid", "worker_process_name",
@@ -408,7 +422,7 @@ async def test_reaper_fails_stale_running_tasks_with_worker_crashed(
     assert error.data["stale_threshold_ms"] == 60_000
     assert row(clean_db, "alive")["status"] == "RUNNING"
     # A result arriving after the reaper failed the task changes nothing.
-    late = await finish(broker, [TaskOutcome("dead", OK_JSON, True, retry_count=0)], worker_id=W1)
+    late = await finish(broker, [TaskOutcome("dead", OK_JSON, True, attempt=1)], worker_id=W1)
     assert late == set()
     assert row(clean_db, "dead")["status"] == "FAILED"
 
@@ -432,11 +446,15 @@ async def test_reaper_retries_crashed_tasks_that_ask_for_it(
     assert r["next_retry_at"] is not None
     assert "Worker process crashed" in r["failed_reason"]
     # The late result of the crashed attempt cannot finish the task.
-    late = TaskOutcome("retry-me", OK_JSON, True, retry_count=0)
+    late = TaskOutcome("retry-me", OK_JSON, True, attempt=1)
     assert await finish(broker, [late], worker_id=None) == set()
     # Once retries are exhausted the next crash fails the task.
     sql(clean_db, "UPDATE horsies_tasks SET next_retry_at = now(), sent_at = now()")
-    await claim_and_start(broker)
+    [retry] = await claim_and_start(broker)
+    assert retry.attempt == 2
+    # Nor can it finish the retry running now, even from the same worker.
+    assert await finish(broker, [late], worker_id=W1) == set()
+    assert row(clean_db, "retry-me")["status"] == "RUNNING"
     sql(clean_db, "UPDATE horsies_tasks SET started_at = now() - interval '1 hour'")
     report = await broker.reap_async(RECOVERY)
     assert (report.failed, report.retried) == (1, 0)
@@ -447,7 +465,7 @@ async def test_reaper_steps_follow_the_recovery_flags(
 ) -> None:
     await broker.enqueue_many_async([EnqueueRequest("t", task_id=i) for i in ("c", "r")])
     await broker.claim_async(W1, claim_req(2))
-    await broker.start_async(W1, "h", [("r", 1)])
+    await broker.start_async(W1, "h", [("r", 1, 1)])
     sql(
         clean_db,
         "UPDATE horsies_tasks SET claimed_at = now() - interval '1 hour', "

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, LiteralString
 
 import pytest
 from db_rows import sql
 from horsies.app import Horsies
+from horsies.broker.enqueue import EnqueueRequest
 from horsies.codec import task_result_to_json
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode
 from horsies.env import SUPPRESS_SENDS as SUPPRESS_SENDS_ENV
@@ -28,6 +29,7 @@ from horsies.errors import (
 )
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.retry import RetryPolicy
+from horsies.tasks import function as function_module
 from horsies.tasks.definition import default_task_name
 from horsies.tasks.execution import run_task_function
 from horsies.tasks.function import TaskFunction
@@ -176,6 +178,7 @@ def test_unknown_option_is_refused(app: Horsies) -> None:
         {"auto_retry_for": "TIMEOUT"},
         {"auto_retry_for": [1, 2]},
         {"good_until": "tomorrow please"},
+        {"good_until": datetime(2031, 1, 1)},  # naive: which time zone?
         {"queue_name": 7},
     ],
 )
@@ -658,6 +661,46 @@ def test_schedule_delays_sent_at(db_app: Horsies, database_url: str) -> None:
     row = fetch_row(database_url, later.schedule(120).task_id)
     assert row is not None
     assert row["sent_at"] >= before + timedelta(seconds=119)
+
+
+class _SlowClock(datetime):
+    """This host's clock, two minutes behind the database's."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _SlowClock:
+        real = datetime.now(tz) - timedelta(seconds=120)
+        return cls.fromtimestamp(real.timestamp(), tz)
+
+
+def test_schedule_delays_by_the_database_clock(
+    db_app: Horsies, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer whose clock is slow still delays by exactly the delay asked: the delay is added
+    to the database's clock (with the producer's, ``schedule(60)`` was claimable at once here)."""
+
+    @db_app.task("db.skewed", queue_name="slow")
+    def skewed() -> TaskResult[int, TaskError]:
+        return TaskResult(ok=1)
+
+    monkeypatch.setattr(function_module, "datetime", _SlowClock)
+    row = fetch_row(database_url, skewed.schedule(60).task_id)
+    assert row is not None
+    delay = (row["sent_at"] - row["created_at"]).total_seconds()
+    assert 59.9 <= delay <= 60.5, delay
+
+
+def test_low_level_delays_use_the_database_clock(db_app: Horsies, database_url: str) -> None:
+    broker = db_app.get_broker()
+    one = broker.enqueue("t", delay_s=30)
+    [many] = broker.enqueue_many([EnqueueRequest("t", delay_s=45.5)])
+    for task_id, expected in ((one, 30.0), (many, 45.5)):
+        row = fetch_row(database_url, task_id)
+        assert row is not None
+        assert expected <= (row["sent_at"] - row["created_at"]).total_seconds() <= expected + 0.5
+    with pytest.raises(ValueError, match="either sent_at or delay_s"):
+        broker.enqueue("t", delay_s=1, sent_at=datetime.now(UTC))
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        broker.enqueue("t", delay_s=float("nan"))
 
 
 def test_unserializable_argument_gives_error_handle_and_no_row(

@@ -8,7 +8,8 @@ from horsies.broker.claims import ClaimedTask
 
 
 def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
-    """A task ``name`` with positional ``args`` (JSON), no keyword arguments, never retried."""
+    """A task ``name`` with positional ``args`` (JSON), no keyword arguments, never retried, in its
+    first claim (attempt 1)."""
     return ClaimedTask(
         id=task_id,
         task_name=name,
@@ -20,4 +21,5 @@ def claimed(task_id: str, name: str, args: str = "[]") -> ClaimedTask:
         max_retries=0,
         task_options=None,
         sent_at=datetime.now(UTC),
+        attempt=1,
     )

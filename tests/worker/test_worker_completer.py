@@ -18,7 +18,11 @@ from horsies_worker.completer import Completer, build_outcome, crashed_result_js
 
 
 def claimed(
-    *, retry_count: int = 0, max_retries: int = 0, options: TaskOptions | None = None
+    *,
+    retry_count: int = 0,
+    max_retries: int = 0,
+    options: TaskOptions | None = None,
+    attempt: int = 1,
 ) -> ClaimedTask:
     return ClaimedTask(
         id="task-1",
@@ -31,6 +35,7 @@ def claimed(
         max_retries=max_retries,
         task_options=options.to_json() if options is not None else None,
         sent_at=datetime.now(UTC),
+        attempt=attempt,
     )
 
 
@@ -47,16 +52,16 @@ def test_ok_result_completes() -> None:
     outcome = build_outcome(claimed(), task_result_to_json(TaskResult(ok=1)), True)
     assert outcome.ok
     assert outcome.retry_delay_s is None
-    assert outcome.retry_count == 0
+    assert outcome.attempt == 1
 
 
 def test_listed_error_code_is_retried_with_the_policy_delay() -> None:
     options = TaskOptions(retry_policy=POLICY, auto_retry_for=["RATE_LIMITED"])
-    task = claimed(retry_count=1, max_retries=2, options=options)
+    task = claimed(retry_count=1, max_retries=2, options=options, attempt=2)
     outcome = build_outcome(task, err_json("RATE_LIMITED"), False)
     assert not outcome.ok
     assert outcome.retry_delay_s == 11  # second retry uses the second interval
-    assert outcome.retry_count == 1  # pins the outcome to the attempt that produced it
+    assert outcome.attempt == 2  # pins the outcome to the claim that produced it
 
 
 def test_exception_base_class_name_matches_after_encoding() -> None:
@@ -76,7 +81,7 @@ def test_unlisted_error_or_exhausted_retries_fail() -> None:
             result_json=err_json("OTHER"),
             ok=False,
             retry_delay_s=None,
-            retry_count=0,
+            attempt=1,
         )
     )
     exhausted = claimed(retry_count=2, max_retries=2, options=options)
@@ -146,8 +151,8 @@ class FakeBroker:
         return Finished({o.task_id for o in outcomes})
 
 
-def outcome(task_id: str) -> TaskOutcome:
-    return TaskOutcome(task_id=task_id, result_json="{}", ok=True)
+def outcome(task_id: str, attempt: int | None = None) -> TaskOutcome:
+    return TaskOutcome(task_id=task_id, result_json="{}", ok=True, attempt=attempt)
 
 
 async def test_outcomes_arriving_during_a_write_are_batched_together() -> None:
@@ -206,19 +211,20 @@ def test_a_caller_can_take_write_and_settle_or_restore_batches() -> None:
             ([o.task_id for o in outcomes], finished)
         ),
     )
-    for name in "abc":
-        completer.submit(outcome(name))
+    for name, attempt in (("a", 1), ("b", 3), ("c", None)):
+        completer.submit(outcome(name, attempt))
     first = completer.take()
     assert [o.task_id for o in first] == ["a", "b"]
-    assert completer.pending_ids() == ["a", "b", "c"]  # in flight first, then queued
+    # In flight first, then queued; an outcome without attempt counts as attempt 0.
+    assert completer.pending_keys() == [("a", 1), ("b", 3), ("c", 0)]
     assert completer.pending == 3
     completer.restore(first)  # the write failed: written first next time
-    assert completer.pending_ids() == ["a", "b", "c"]
+    assert completer.pending_keys() == [("a", 1), ("b", 3), ("c", 0)]
     again = completer.take()
     assert [o.task_id for o in again] == ["a", "b"]
     completer.settle(again, {"a"})  # "b" lost its race
     assert flushed == [(["a", "b"], {"a"})]
-    assert completer.pending_ids() == ["c"]
+    assert completer.pending_keys() == [("c", 0)]
     last = completer.take()
     completer.settle(last, {"c"})
     assert completer.pending == 0

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from async_wait import wait_until
 from horsies.broker import BrokerError, ClaimedTask, EnqueueRequest, PostgresBroker, TaskOutcome
+from horsies.broker.claims import AttemptKey
 from horsies.broker.exchange import TaskExchange
 from horsies.config import PostgresConfig
 from horsies_worker.config import WorkerConfig
@@ -31,13 +32,13 @@ class RecordingBroker(PostgresBroker):
         super().__init__(config)
         self.lose_first_start = lose_first_start
         self.lost: list[str] = []
-        self.exchanges: list[tuple[int, int, Sequence[str] | None]] = []
+        self.exchanges: list[tuple[int, int, Sequence[AttemptKey] | None]] = []
         self.other_calls: list[str] = []
 
     async def exchange_async(self, worker_id: str, hostname: str, **kwargs: Any) -> TaskExchange:
         outcomes: Sequence[TaskOutcome] = kwargs.get("outcomes", ())
         pids: Sequence[int] = kwargs.get("pids", ())
-        self.exchanges.append((len(outcomes), len(pids), kwargs.get("keep_running_ids")))
+        self.exchanges.append((len(outcomes), len(pids), kwargs.get("keep_running")))
         exchange = await super().exchange_async(worker_id, hostname, **kwargs)
         if self.lose_first_start and exchange.started and not self.lost:
             # Committed on the server, but the reply never arrives.
@@ -49,7 +50,7 @@ class RecordingBroker(PostgresBroker):
         self.other_calls.append("claim_async")
         return await super().claim_async(*args, **kwargs)
 
-    async def start_async(self, *args: Any, **kwargs: Any) -> set[str]:
+    async def start_async(self, *args: Any, **kwargs: Any) -> set[AttemptKey]:
         self.other_calls.append("start_async")
         return await super().start_async(*args, **kwargs)
 
@@ -108,10 +109,12 @@ async def test_a_claim_whose_reply_was_lost_is_requeued_and_runs_once(
     assert keeps[:1] == [[]]
     with psycopg.connect(clean_db, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT status, retry_count, result IS NOT NULL FROM horsies_tasks WHERE id = %s",
+            "SELECT status, retry_count, result IS NOT NULL, attempt FROM horsies_tasks "
+            "WHERE id = %s",
             (task_id,),
         ).fetchone()
-    assert row == ("COMPLETED", 0, True)
+    # Claimed twice (the lost claim, then the run): two attempts, still not a retry.
+    assert row == ("COMPLETED", 0, True, 2)
 
 
 @pytest.mark.timeout(120)

@@ -54,7 +54,7 @@ def ok_outcome(task: ClaimedTask) -> TaskOutcome:
         task_id=task.id,
         result_json=_OK,
         ok=True,
-        retry_count=task.retry_count,
+        attempt=task.attempt,
         workflow_id=task.workflow_id,
     )
 

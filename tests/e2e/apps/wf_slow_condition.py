@@ -1,10 +1,16 @@
-"""App of the end-to-end test that a slow workflow condition holds no lock.
+"""App of the end-to-end tests of slow and hanging workflow conditions.
 
 Workflow ``slow_condition``: roots ``quick`` and ``gated_by_marker``; ``conditional`` waits for
 ``quick`` and has a ``run_when`` that writes the marker file, then sleeps. ``gated_by_marker``
-finishes once the marker exists, that is while the condition sleeps, on another worker. The marker
-path comes from ``HORSIES_E2E_MARKER``; workers and the test import this module under the same
-name, so the definition recorded on the workflow row is found by the worker.
+finishes once the marker exists, that is while the condition sleeps, on another worker.
+
+Workflow ``hanging_condition``: root ``quick``, then ``conditional`` whose ``run_when`` writes the
+marker file and sleeps for ``HANG_S`` (far beyond the app's ``condition_timeout_s``, 3 s unless
+``HORSIES_E2E_CONDITION_TIMEOUT_S`` says otherwise). ``slowcond.steady(seconds)`` is a plain task
+to run beside it.
+
+The marker path comes from ``HORSIES_E2E_MARKER``; workers and the test import this module under
+the same name, so the definition recorded on the workflow row is found by the worker.
 """
 
 from __future__ import annotations
@@ -24,15 +30,25 @@ from horsies import (
     WorkflowDefinition,
 )
 
+from tests.recovery_timing import fast_recovery
+
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
 ENV_MARKER = "HORSIES_E2E_MARKER"
+ENV_CONDITION_TIMEOUT = "HORSIES_E2E_CONDITION_TIMEOUT_S"
 CONDITION_SLEEP_S = 2.0
+HANG_S = 40.0
 _WAIT_FOR_MARKER_S = 60.0
 
 
 def make_app(database_url: str) -> Horsies:
     """An app of this module's configuration (the test process uses one as producer)."""
-    return Horsies(AppConfig(broker=PostgresConfig(database_url=database_url)))
+    return Horsies(
+        AppConfig(
+            broker=PostgresConfig(database_url=database_url),
+            recovery=fast_recovery(),
+            condition_timeout_s=float(os.environ.get(ENV_CONDITION_TIMEOUT, "3")),
+        )
+    )
 
 
 app = make_app(os.environ.get(ENV_URL, "postgresql+psycopg://u:p@127.0.0.1:1/unused"))
@@ -78,4 +94,27 @@ class SlowCondition(WorkflowDefinition[str]):
     gated = TaskNode(fn=gated_by_marker, node_id="gated_by_marker")
     guarded = TaskNode(
         fn=conditional, node_id="conditional", waits_for=[quick_node], run_when=slow_condition
+    )
+
+
+@app.task("slowcond.steady")
+def steady(seconds: float) -> TaskResult[str, TaskError]:
+    time.sleep(seconds)
+    return TaskResult(ok="steady")
+
+
+def hanging_condition(ctx: WorkflowContext) -> bool:
+    del ctx
+    _marker().write_text(str(time.time()))
+    time.sleep(HANG_S)
+    return True
+
+
+class HangingCondition(WorkflowDefinition[str]):
+    """A root, then a node whose condition hangs."""
+
+    name = "hanging_condition"
+    quick_node = TaskNode(fn=quick, node_id="quick")
+    guarded = TaskNode(
+        fn=conditional, node_id="conditional", waits_for=[quick_node], run_when=hanging_condition
     )

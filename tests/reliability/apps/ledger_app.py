@@ -8,7 +8,7 @@ Configured from the environment so one module serves every scenario (workers imp
   ``max_concurrency`` ``RELIABILITY_QUEUE_MAX`` and ``other``, and in hard-cap mode
   ``cluster_wide_cap`` ``RELIABILITY_CLUSTER_CAP``; with prefetch that cap is a config error).
 - ``RELIABILITY_HARD_CAP``: ``1`` for ``prefetch_buffer=0`` (hard cap: claimed counts against the
-  caps), else prefetch 2 with a short claim lease.
+  caps), else prefetch 2 with a short claim lease (5 s, or ``RELIABILITY_CLAIM_LEASE_MS``).
 
 Recovery: stale claims and stale runs are detected after 2 s (heartbeats every 1 s, checked every
 second), so a killed worker's tasks are recovered within a few seconds. ``RELIABILITY_STALE_MS``
@@ -16,10 +16,12 @@ overrides both stale thresholds (restart scenarios: an outage shorter than the t
 make running tasks look crashed). ``RELIABILITY_POOL_TIMEOUT_S`` sets the broker's ``pool_timeout``
 (default 30). ``RELIABILITY_MAX_PAYLOAD_BYTES`` sets ``max_payload_bytes`` (``none``: no limit).
 
-Tasks: ``rel.work(key, seconds)`` (no retry: a crash fails it with ``WORKER_CRASHED``); in default
-mode also the crash-retried tasks of ``apps/wf_ledger_app.py`` (``rel.retried``, ``rel.stall``)
-and the hostile-input tasks of ``apps/hostile_tasks.py`` (``rel.echo``, ``rel.blob``, ...); in
-custom mode ``rel.capped`` and ``rel.other``.
+Tasks: ``rel.work(key, seconds)`` (no retry: a crash fails it with ``WORKER_CRASHED``) and
+``rel.whoami(key, seconds)`` (the same, returning ``"<key>:<child pid>"``: which attempt's result
+was stored); in default mode also the crash-retried tasks of ``apps/wf_ledger_app.py``
+(``rel.retried``, ``rel.stall``) and the hostile-input tasks of ``apps/hostile_tasks.py``
+(``rel.echo``, ``rel.blob``, ...) and ``apps/forking_tasks.py`` (``rel.fork_and_die``); in custom
+mode ``rel.capped`` and ``rel.other``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMo
 from horsies.results import TaskError, TaskResult
 
 from tests.recovery_timing import fast_recovery
+from tests.reliability.apps.forking_tasks import add_forking_tasks
 from tests.reliability.apps.hostile_tasks import add_hostile_tasks, payload_options
 from tests.reliability.apps.wf_ledger_app import add_workflow_tasks
 from tests.reliability.ledger import record
@@ -74,7 +77,7 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
                 pool_timeout=int(env.get("RELIABILITY_POOL_TIMEOUT_S", "30")),
             ),
             prefetch_buffer=0 if hard_cap else 2,
-            claim_lease_ms=None if hard_cap else 5_000,
+            claim_lease_ms=None if hard_cap else int(env.get("RELIABILITY_CLAIM_LEASE_MS", "5000")),
             recovery=_recovery(env),
             **queue_options,  # pyright: ignore[reportArgumentType]
             **payload_options(env),
@@ -89,11 +92,17 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
         record(conninfo, key, "end")
         return TaskResult(ok=key)
 
+    def whoami(key: str, seconds: float) -> TaskResult[str, TaskError]:
+        work(key, seconds)
+        return TaskResult(ok=f"{key}:{os.getpid()}")
+
     # Custom mode has no default queue: rel.work runs on "other" there.
     app.task("rel.work", queue_name="other" if custom else None)(work)
+    app.task("rel.whoami", queue_name="other" if custom else None)(whoami)
     if not custom:
         add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
         add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
+        add_forking_tasks(app, conninfo)  # rel.fork_and_die: see apps/forking_tasks.py
     if custom:
         app.task("rel.capped", queue_name="capped")(work)
         app.task("rel.other", queue_name="other")(work)

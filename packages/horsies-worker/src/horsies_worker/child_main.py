@@ -110,15 +110,35 @@ def _release_free_memory() -> None:
             ctypes.CDLL(None).malloc_trim(0)
 
 
+def _blank_in_forks(fds: tuple[int, ...]) -> None:
+    """Keep the worker's pipes out of any process a task forks (``os.fork()``, a ``multiprocessing``
+    pool with the fork start method): after a fork, the new process points these descriptors at
+    ``/dev/null``. Otherwise a descendant that outlives this child would hold the pipe open, and
+    a worker without pidfds would see the child's death only when the descendant exits. The
+    numbers stay valid, so nothing the descendant later opens can be closed by mistake."""
+
+    def blank() -> None:
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in fds:
+                os.dup2(null, fd, inheritable=False)
+            os.close(null)
+
+    os.register_at_fork(after_in_child=blank)
+
+
 def child_entry(conn_fd: int, exit_fd: int) -> None:
     """Bootstrap of a child started by :func:`spawn_child` (its ``python -c`` command calls this).
 
-    Keeps both inherited descriptors from the processes a task may start, reads the bootstrap (the
-    parent's ``sys.path`` and ``sys.argv``, restored as ``multiprocessing`` spawn did, and the
-    `ChildInit`), then runs :func:`child_main`. Exits 1 if the parent is gone before that.
+    Keeps its inherited descriptors (the pipe, and without pidfds the exit pipe's write end, else
+    -1) from the processes a task may start or fork, reads the bootstrap (the parent's
+    ``sys.path`` and ``sys.argv``, restored as ``multiprocessing`` spawn did, and the `ChildInit`),
+    then runs :func:`child_main`. Exits 1 if the parent is gone before that.
     """
-    for fd in (conn_fd, exit_fd):
+    fds = tuple(fd for fd in (conn_fd, exit_fd) if fd >= 0)
+    for fd in fds:
         os.set_inheritable(fd, False)
+    _blank_in_forks(fds)
     conn = Connection(conn_fd)
     try:
         bootstrap = cast(Bootstrap, pickle.loads(conn.recv_bytes()))

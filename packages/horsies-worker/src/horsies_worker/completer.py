@@ -24,6 +24,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from horsies.broker.claims import AttemptKey
 from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
 from horsies.logs import get_logger
@@ -99,7 +100,7 @@ def build_outcome(
         ok=ok,
         retry_delay_s=float(delay) if delay is not None else None,
         failed_reason=None if ok or delay is not None else failed_reason,
-        retry_count=task.retry_count,
+        attempt=task.attempt,
         workflow_id=task.workflow_id,
     )
 
@@ -166,9 +167,10 @@ class Completer:
         """Outcomes not yet written (queued or in a write in progress)."""
         return len(self._queue) + len(self._in_flight)
 
-    def pending_ids(self) -> list[str]:
-        """Task ids of every outcome not yet written (queued or in a write in progress)."""
-        return [o.task_id for o in self._in_flight] + [o.task_id for o in self._queue]
+    def pending_keys(self) -> list[AttemptKey]:
+        """The claims (task id, attempt) of every outcome not yet written (queued or in a write in
+        progress)."""
+        return [(o.task_id, o.attempt or 0) for o in (*self._in_flight, *self._queue)]
 
     def submit(self, outcome: TaskOutcome) -> None:
         """Queue one outcome for the next batch."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from horsies.broker.claims import AttemptKey, Start
 from horsies.logs import get_logger
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 
 logger = get_logger("worker")
 
-HeartbeatSource = Callable[[], tuple[Sequence[str], Sequence[tuple[str, int]]]]
-"""Returns (claimed task ids, (running task id, child pid) pairs) at the moment of the beat."""
+HeartbeatSource = Callable[[], tuple[Sequence[AttemptKey], Sequence[Start]]]
+"""Returns (claims held, (task id, attempt, child pid) of running tasks) at the moment of the
+beat."""
 
 
 @dataclass(eq=False)

@@ -2,11 +2,13 @@
 
 A child is a plain ``python -c`` process started by :func:`spawn_child` (``subprocess``, no
 ``multiprocessing`` start method: no resource-tracker process, no re-run of the parent's
-``__main__``). It inherits two descriptors: one end of a socket pair, wrapped in a
-``multiprocessing.connection.Connection`` on both sides, and the write end of an exit pipe whose
-read end (the *sentinel*) becomes readable when the child is gone. The parent first sends the
-:class:`Bootstrap` (the pickled :class:`ChildInit`, its ``sys.path`` and ``sys.argv``); then the
-pipe carries the protocol of :mod:`horsies_worker.child_main`.
+``__main__``). It inherits one end of a socket pair, wrapped in a
+``multiprocessing.connection.Connection`` on both sides. The parent watches the child's *sentinel*,
+a descriptor that becomes readable when the child is gone: a pidfd on Linux 5.3 and later, which
+nothing the child does can hold open, else the read end of an exit pipe whose write end the child
+inherits. The parent first sends the :class:`Bootstrap` (the pickled :class:`ChildInit`, its
+``sys.path`` and ``sys.argv``); then the pipe carries the protocol of
+:mod:`horsies_worker.child_main`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import cast
+from typing import Final, cast
 
 from horsies import env
 
@@ -69,7 +71,7 @@ class Bootstrap:
 class SpawnedChild:
     """A running child process: pid, sentinel and exit status, like ``multiprocessing.Process``.
 
-    ``sentinel`` is the read end of the exit pipe; it becomes readable (EOF) when the child has
+    ``sentinel`` (a pidfd, or the read end of the exit pipe) becomes readable when the child has
     exited or been killed. ``exitcode`` is None until the child has been reaped, then its exit
     status (``-N`` when killed by signal N).
     """
@@ -118,18 +120,34 @@ def _interpreter_flags() -> list[str]:
     return flags()
 
 
+def _pidfds_work() -> bool:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return False
+    try:
+        os.close(pidfd_open(os.getpid()))
+    except OSError:  # a kernel before 5.3, or a sandbox that forbids the call
+        return False
+    return True
+
+
+_PIDFDS: Final = _pidfds_work()
+"""Whether this host gives pidfds: a child that forked (a pool, a daemon) and then died is seen
+at once, while its descendants may keep every pipe it had open for as long as they live."""
+
+
 def spawn_child(init: ChildInit) -> tuple[SpawnedChild, Connection]:
     """Start a worker child running ``child_main.child_main``; return it and the parent's end of
     its pipe, the bootstrap already sent.
 
     The child is a new interpreter (same executable and interpreter flags) in the parent's process
     group, with stdin on ``/dev/null`` and the parent's stdout and stderr. It inherits only its end
-    of the socket pair and the write end of the exit pipe (``close_fds``), so the parent's end of
-    the pipe sees EOF, and the sentinel becomes readable, exactly when the child is gone.
+    of the socket pair and, without pidfds, the write end of the exit pipe (``close_fds``).
     """
     parent_sock, child_sock = socket.socketpair()
-    sentinel, exit_w = os.pipe()
+    sentinel, exit_w = (-1, -1) if _PIDFDS else os.pipe()
     child_fd = child_sock.fileno()
+    passed = (child_fd,) if _PIDFDS else (child_fd, exit_w)
     try:
         command = [
             sys.executable,
@@ -141,17 +159,22 @@ def spawn_child(init: ChildInit) -> tuple[SpawnedChild, Connection]:
         popen = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            pass_fds=(child_fd, exit_w),
+            pass_fds=passed,
             env=child_environment(),
         )
+        if _PIDFDS:
+            # Not yet waited for, so the pid is still the child's even if it has already died.
+            sentinel = os.pidfd_open(popen.pid)
     except BaseException:
         parent_sock.close()
-        os.close(sentinel)
+        if sentinel >= 0:
+            os.close(sentinel)
         raise
     finally:
         # Our copies of the child's ends must go: EOF and the sentinel depend on it.
         child_sock.close()
-        os.close(exit_w)
+        if exit_w >= 0:
+            os.close(exit_w)
     conn = Connection(parent_sock.detach())
     child = SpawnedChild(popen, sentinel)
     bootstrap = Bootstrap(init=init, sys_path=list(sys.path), sys_argv=list(sys.argv))

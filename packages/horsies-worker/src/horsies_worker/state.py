@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from horsies.broker.claims import ClaimedTask
+from horsies.broker.claims import AttemptKey, ClaimedTask
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
@@ -40,6 +40,9 @@ _CHILD_QUEUE_MAX: Final = 32
 """At most this many tasks on one child at once."""
 _RUNTIME_EWMA_WEIGHT: Final = 0.2
 """Weight of the newest execution time in the running average of execution times."""
+DECIDE_JOB: Final = "horsies-decide"
+"""The name of the background jobs that decide workflow nodes (the app's code: shutdown cancels
+them instead of waiting)."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -59,7 +62,7 @@ class WorkerState:
     """Set when the worker stops claiming."""
     pending: deque[ClaimedTask] = field(init=False, default_factory=deque[ClaimedTask])
     """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
-    orphaned_claims: list[str] = field(init=False, default_factory=list[str])
+    orphaned_claims: list[AttemptKey] = field(init=False, default_factory=list[AttemptKey])
     """Tasks of a failed prefetch exchange whose starts may have committed: no longer held
     here; the next exchange releases the claims among them and requeues the started ones."""
     reconcile_needed: bool = field(init=False, default=False)
@@ -88,23 +91,36 @@ class WorkerState:
         """How many more tasks this worker may take now."""
         return self.claimer.budget(running=self.running_count(), claimed=self.claimed_count())
 
-    def tracked_task_ids(self) -> list[str]:
-        """Every task this worker still holds: on a child, waiting locally, or with an unwritten
+    def tracked_claims(self) -> list[AttemptKey]:
+        """Every claim this worker still holds: on a child, waiting locally, or with an unwritten
         outcome."""
-        ids = [a.task.id for _, a in self.assignments()]
-        ids += [t.id for t in self.pending]
-        ids += self.completer.pending_ids()
-        return ids
+        keys = [a.task.key for _, a in self.assignments()]
+        keys += [t.key for t in self.pending]
+        keys += self.completer.pending_keys()
+        return keys
 
-    def ids_to_reconcile(self) -> list[str] | None:
-        """Every task this worker still holds when the next round trip must also give back what a
-        failed one may have committed (orphaned claims, untracked RUNNING rows); else None."""
+    def claims_to_reconcile(self) -> list[AttemptKey] | None:
+        """Every claim this worker still holds when the next round trip must also give back what
+        a failed one may have committed (orphaned claims, untracked RUNNING rows); else None."""
         if self.orphaned_claims or self.reconcile_needed:
-            return self.tracked_task_ids()
+            return self.tracked_claims()
         return None
 
+    def add_claims(self, claimed: Sequence[ClaimedTask]) -> None:
+        """Queue new claims locally. A claim of a task already waiting here replaces it: the old
+        one's lease expired while it waited and this worker claimed the task again, so only the
+        new attempt can start (a task is in a worker's hands at most once)."""
+        if not claimed:
+            return
+        renewed = {task.id for task in claimed}
+        if any(task.id in renewed for task in self.pending):
+            kept = [task for task in self.pending if task.id not in renewed]
+            self.pending.clear()
+            self.pending.extend(kept)
+        self.pending.extend(claimed)
+
     def reconciled(self) -> None:
-        """A round trip that carried :meth:`ids_to_reconcile` committed: nothing is left over."""
+        """A round trip that carried :meth:`claims_to_reconcile` committed: nothing is left over."""
         self.orphaned_claims = []
         self.reconcile_needed = False
 
@@ -172,13 +188,14 @@ class WorkerState:
         self.requeue_unstarted(orphans, "its child process died during the round trip")
 
     def hand_over_claims(
-        self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[str]
+        self, pairs: Sequence[tuple[ChildProcess, Assignment]], started: set[AttemptKey]
     ) -> None:
-        """Send each reserved claim that was started to its child; drop the lost ones."""
+        """Send each reserved claim that was started (matched by attempt: two copies of one task
+        never both start) to its child; drop the lost ones."""
         orphans: list[ClaimedTask] = []
         for child, assignment in pairs:
             task = assignment.task
-            if task.id not in started:
+            if task.key not in started:
                 # Lease expired and another worker took it, or it was requeued: not ours any more.
                 logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
                 child.unreserve(assignment)
@@ -209,16 +226,16 @@ class WorkerState:
 
     def requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
         """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
-        id: other round trips may be starting tasks meanwhile. Runs in the background."""
+        claim: other round trips may be starting tasks meanwhile. Runs in the background."""
         if not tasks:
             return
         for task in tasks:
             logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
-        ids = [task.id for task in tasks]
+        keys = [task.key for task in tasks]
 
         async def requeue() -> None:
             try:
-                await self.broker.requeue_running_async(self.identity.worker_id, ids)
+                await self.broker.requeue_running_async(self.identity.worker_id, keys)
             except Exception as exc:
                 logger.error(
                     "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",
@@ -247,4 +264,4 @@ class WorkerState:
                     len(chosen),
                 )
 
-        self.in_background(decide(), "horsies-decide")
+        self.in_background(decide(), DECIDE_JOB)

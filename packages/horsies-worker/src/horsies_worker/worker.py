@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 from horsies import env
 from horsies.broker.channels import TASK_NEW, queue_channel
+from horsies.broker.claims import AttemptKey, Start
 from horsies.broker.finish import TaskOutcome
 from horsies.logs import get_logger
 from horsies.stop_signals import stop_on_signals
@@ -42,10 +43,11 @@ from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
 from horsies_worker.modes import ClaimMode, choose_mode
+from horsies_worker.orphans import orphaned_processes
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
 from horsies_worker.spawn import ChildInit
-from horsies_worker.state import WorkerState
+from horsies_worker.state import DECIDE_JOB, WorkerState
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -155,21 +157,21 @@ class Worker:
         """Tasks this worker holds in CLAIMED: waiting locally or being started."""
         return 0 if self._state is None else self._state.claimed_count()
 
-    def _heartbeat_source(self) -> tuple[list[str], list[tuple[str, int]]]:
+    def _heartbeat_source(self) -> tuple[list[AttemptKey], list[Start]]:
         state = self._state
         if state is None:
             return [], []
-        claimed = [t.id for t in state.pending]
-        running: list[tuple[str, int]] = []
+        claimed = [t.key for t in state.pending]
+        running: list[Start] = []
         for child, assignment in state.assignments():
             if assignment.sent:
-                running.append((assignment.task.id, child.pid))
+                running.append((*assignment.task.key, child.pid))
             else:
-                claimed.append(assignment.task.id)
+                claimed.append(assignment.task.key)
         # Finished, outcome not written yet: the row is still RUNNING and this worker will write
         # it, so keep it alive for the reapers (sender: the main process, which holds the
         # outcome). A slow write must not turn a finished task into WORKER_CRASHED.
-        running.extend((task_id, self.pid) for task_id in state.completer.pending_ids())
+        running.extend((*key, self.pid) for key in state.completer.pending_keys())
         return claimed, running
 
     def _counts(self) -> tuple[int, int]:
@@ -396,6 +398,23 @@ class Worker:
                 child.pid,
                 exitcode,
             )
+            self._report_orphans(child)
+
+    @staticmethod
+    def _report_orphans(child: ChildProcess) -> None:
+        try:
+            orphans = orphaned_processes()
+        except Exception as exc:  # psutil may be refused /proc in a sandbox
+            logger.debug("orphan_check_failed: %s", exc)
+            return
+        if orphans:
+            logger.warning(
+                "orphan_processes: %s process(es) started by tasks outlived their child process "
+                "(%s died) and keep running; the worker does not stop them: pids %s",
+                len(orphans),
+                child.pid,
+                ", ".join(map(str, orphans)),
+            )
 
     def _on_child_ready(self, child: ChildProcess) -> None:
         del child
@@ -470,11 +489,11 @@ class Worker:
         wait for the background jobs."""
         if state.pending or state.orphaned_claims:
             # Unstarted claims go back at once instead of waiting for a reaper.
-            ids = [*state.orphaned_claims, *(t.id for t in state.pending)]
+            claims = [*state.orphaned_claims, *(t.key for t in state.pending)]
             state.orphaned_claims = []
             state.pending.clear()
             try:
-                released = await self.broker.release_claimed_async(self.worker_id, ids)
+                released = await self.broker.release_claimed_async(self.worker_id, claims)
                 logger.info("Released %s unstarted claimed task(s) to PENDING", released)
             except Exception as exc:
                 logger.error("release_claimed_failed: %s (a reaper will requeue them)", exc)
@@ -502,12 +521,17 @@ class Worker:
             except Exception as exc:
                 logger.error("completer_failed: %s", exc)
         for job in list(state.jobs):
+            if job.get_name() == DECIDE_JOB:
+                # The app's code may take long; the node stays READY and a reaper decides it.
+                job.cancel()
             try:
                 await asyncio.wait_for(job, _COMPLETER_DRAIN_TIMEOUT_S)
-            except (TimeoutError, asyncio.CancelledError):
+            except asyncio.CancelledError:
+                pass
+            except TimeoutError:
                 logger.error("background_job_timeout: %s (the reaper recovers what it left)", job)
         if state.reconcile_needed:
             try:
-                await self.broker.requeue_untracked_async(self.worker_id, completer.pending_ids())
+                await self.broker.requeue_untracked_async(self.worker_id, completer.pending_keys())
             except Exception as exc:
                 logger.error("requeue_untracked_failed: %s (a reaper will recover such tasks)", exc)

@@ -20,10 +20,19 @@ from horsies.logs import get_logger
 _log = get_logger("broker")
 
 
+AttemptKey = tuple[str, int]
+"""(task id, attempt): one claim of a task. Every write a worker makes for a task it claimed names
+the attempt, and changes nothing once the row has moved on to another attempt."""
+
+Start = tuple[str, int, int]
+"""(task id, attempt, child pid): a claim to start in that child."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task row this worker just moved to CLAIMED; ``args``/``kwargs``/``task_options`` are raw
-    JSON text; ``workflow_id`` is set for a workflow node's task."""
+    JSON text; ``workflow_id`` is set for a workflow node's task; ``attempt`` is this claim's
+    fencing token (see :data:`AttemptKey`)."""
 
     id: str
     task_name: str
@@ -36,6 +45,12 @@ class ClaimedTask:
     task_options: str | None
     sent_at: datetime
     workflow_id: str | None = None
+    attempt: int = 0
+
+    @property
+    def key(self) -> AttemptKey:
+        """This claim's (task id, attempt)."""
+        return (self.id, self.attempt)
 
 
 def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
@@ -76,15 +91,14 @@ def claimed_rows(rows: Iterable[Sequence[Any]]) -> list[ClaimedTask]:
     return sorted((ClaimedTask(*r) for r in rows), key=lambda t: (t.priority, t.sent_at, t.id))
 
 
-def start_query(
-    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool
-) -> Query:
+def start_query(worker_id: str, hostname: str, starts: Sequence[Start], *, resume: bool) -> Query:
     """The statement of :func:`start_op` (also sent within the prefetch exchange)."""
     return Query(
         task_sql.TASK_START_IF_CLAIMED_MANY,
         {
-            "ids": [task_id for task_id, _ in starts],
-            "pids": [pid for _, pid in starts],
+            "ids": [task_id for task_id, _, _ in starts],
+            "attempts": [attempt for _, attempt, _ in starts],
+            "pids": [pid for _, _, pid in starts],
             "hostname": hostname,
             "worker_id": worker_id,
             "resume": resume,
@@ -92,19 +106,30 @@ def start_query(
     )
 
 
+def started_keys(starts: Sequence[Start], rows: Iterable[Sequence[Any]]) -> set[AttemptKey]:
+    """The claims a start statement started (its rows), the others logged as lost."""
+    started = {(r[0], int(r[1])) for r in rows}
+    log_lost(
+        "task_start_lost",
+        ((t, a) for t, a, _ in starts),
+        started,
+        "no longer CLAIMED by this worker in this attempt",
+    )
+    return started
+
+
 def start_op(
-    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]], *, resume: bool = False
-) -> Op[set[str]]:
-    """CLAIMED -> RUNNING for (task id, child pid) pairs; returns the ids actually started.
+    worker_id: str, hostname: str, starts: Sequence[Start], *, resume: bool = False
+) -> Op[set[AttemptKey]]:
+    """CLAIMED -> RUNNING for (task id, attempt, child pid) triples; returns the claims actually
+    started.
 
     ``resume``: this repeats a call whose connection was lost, so rows it had already started
-    (RUNNING for this worker and the same pid) count as started."""
+    (RUNNING for this worker, attempt and pid) count as started."""
     if not starts:
         return set()
     res = yield start_query(worker_id, hostname, starts, resume=resume)
-    started = {r[0] for r in res.rows}
-    log_lost("task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker")
-    return started
+    return started_keys(starts, res.rows)
 
 
 _START_ATTEMPTS: Final = 3
@@ -112,15 +137,15 @@ _START_ATTEMPTS: Final = 3
 
 
 def start_program(
-    worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]
-) -> Program[set[str]]:
+    worker_id: str, hostname: str, starts: Sequence[Start]
+) -> Program[set[AttemptKey]]:
     """:func:`start_op`, repeated on a new connection when its connection is lost mid-statement:
     it may have committed, and a plain repeat would then find the rows RUNNING and report them lost
     although nobody runs them, so the repeat runs in resume mode, which counts the rows the lost
     attempt started. A started task is never reported lost."""
     for attempt in range(1, _START_ATTEMPTS + 1):
         try:
-            started: set[str] = yield Run(
+            started: set[AttemptKey] = yield Run(
                 start_op(worker_id, hostname, starts, resume=attempt > 1), "start_tasks"
             )
             return started

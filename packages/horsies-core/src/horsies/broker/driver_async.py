@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -548,7 +548,7 @@ class AsyncDriver:
                     if isinstance(effect, Run):
                         value = await self.run(effect, bootstrap=bootstrap)
                     elif isinstance(effect, Offload):
-                        value = await asyncio.to_thread(effect.fn)
+                        value = await _in_daemon_thread(effect.fn)
                     elif isinstance(effect, Listen):
                         waiter = AsyncWaiter(effect.key)
                         effect.waiters.register(waiter)
@@ -564,3 +564,30 @@ class AsyncDriver:
             program.close()
             if listening is not None:
                 listening[0].unregister(listening[1])
+
+
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (the app's code) in a daemon thread of its own and wait for it. Not the loop's
+    default executor: that one is joined when the loop closes, so code that hangs would hold up
+    the process's exit, and a few such calls would take every thread it has."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast("T", value))
+
+    def run() -> None:
+        try:
+            value, error = fn(), None
+        except BaseException as exc:  # handed to the waiting coroutine
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="horsies-offload", daemon=True).start()
+    return await future

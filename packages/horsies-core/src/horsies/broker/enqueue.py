@@ -7,6 +7,7 @@ rows are built, before any I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,9 @@ from horsies.codec import args_to_json, check_payload_size, kwargs_to_json
 from horsies.logs import get_logger
 
 _log = get_logger("broker")
+
+
+_SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class EnqueueRequest:
     task_options: str | None = None
     max_retries: int = 0
     task_id: str | None = None
+    delay_s: float | None = None
 
 
 class BatchOptions(TypedDict, total=False):
@@ -57,15 +62,36 @@ class BatchOptions(TypedDict, total=False):
 
 class EnqueueOptions(BatchOptions, total=False):
     """The keyword options of ``enqueue``: a batch's, plus when the task becomes claimable
-    (``sent_at``, default now) and its id (default: a new one)."""
+    (``sent_at``, default now; or ``delay_s`` seconds after the database's clock reads now) and its
+    id (default: a new one)."""
 
     sent_at: datetime | None
+    delay_s: float | None
     task_id: str | None
 
 
 def _check_priority(priority: int) -> None:
     if not 1 <= priority <= 100:
         raise ValueError(f"priority must be between 1 and 100, got {priority}")
+
+
+def _checked_delay(req: EnqueueRequest) -> timedelta:
+    # A delay stays a timedelta in the row: the insert adds it to the database's clock.
+    delay_s = req.delay_s
+    if req.sent_at is not None:
+        raise ValueError("pass either sent_at or delay_s, not both")
+    if not isinstance(delay_s, int | float) or not math.isfinite(delay_s) or delay_s < 0:
+        raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
+    return timedelta(seconds=delay_s)
+
+
+def _check_aware(name: str, value: datetime | None) -> None:
+    # A naive datetime means a different instant on every host's clock setting.
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(
+            f"{name} must be timezone-aware (for example datetime.now(UTC) + timedelta(...)), "
+            f"got {value!r}"
+        )
 
 
 def enqueue_params(
@@ -82,9 +108,14 @@ _TASK_INSERT_NAME: Final = "horsies_task_insert_v1"
 """Name of TASK_INSERT's prepared statement (change it with the statement)."""
 
 
-def task_insert_step(row: tuple[Any, ...]) -> Prepared:
-    """The insert of one :func:`request_row` (TASK_INSERT as a libpq prepared statement)."""
-    return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
+def task_insert_step(row: tuple[Any, ...]) -> Step:
+    """The insert of one :func:`request_row`: TASK_INSERT as a libpq prepared statement, or
+    TASK_INSERT_AFTER_DELAY when its ``sent_at`` is a delay (a timedelta)."""
+    delay = row[_SENT_AT]
+    if not isinstance(delay, timedelta):
+        return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
+    params = dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
+    return Query(task_sql.TASK_INSERT_AFTER_DELAY, {**params, "delay_s": delay.total_seconds()})
 
 
 _INSERT_MANY_BINARY: Final = task_sql.TASK_INSERT_MANY.replace(")s::", ")b::")
@@ -125,6 +156,11 @@ def request_row(
     errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
     unlimited)."""
     _check_priority(req.priority)
+    _check_aware("sent_at", req.sent_at)
+    _check_aware("good_until", req.good_until)
+    sent_at: datetime | timedelta | None = req.sent_at
+    if req.delay_s is not None:
+        sent_at = _checked_delay(req)
     args_json = args_to_json(tuple(req.args)) if req.args else None
     kwargs_json = kwargs_to_json(req.kwargs) if req.kwargs else None
     check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
@@ -135,7 +171,7 @@ def request_row(
         req.priority,
         args_json,
         kwargs_json,
-        req.sent_at,
+        sent_at,
         req.good_until,
         req.max_retries,
         req.task_options,
@@ -176,21 +212,20 @@ def enqueue_many_op(rows: list[list[Any]]) -> Op[int]:
     """Insert PENDING tasks with one COPY (run it in a transaction).
 
     Rows without ``sent_at`` get the transaction's ``now()`` (what a plain insert stores) minus a
-    microsecond per later row, so FIFO order within the batch is the order of the rows. Returns
-    the number of rows inserted.
+    microsecond per later row, so FIFO order within the batch is the order of the rows; a delay
+    (timedelta) is added to that ``now()``. Returns the number of rows inserted.
     """
-    if any(row[_SENT_AT] is None for row in rows):
+    if any(row[_SENT_AT] is None or isinstance(row[_SENT_AT], timedelta) for row in rows):
         res = yield Query(task_sql.TRANSACTION_NOW)
         now: datetime = res.rows[0][0]
         last = len(rows) - 1
         for index, row in enumerate(rows):
             if row[_SENT_AT] is None:
                 row[_SENT_AT] = now - timedelta(microseconds=last - index)
+            elif isinstance(row[_SENT_AT], timedelta):
+                row[_SENT_AT] = now + row[_SENT_AT]
     res = yield Copy(task_sql.TASK_COPY_IN, task_sql.TASK_COPY_TYPES, rows)
     return res.rowcount
-
-
-_SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
 
 
 def encode_calls(
@@ -204,6 +239,7 @@ def encode_calls(
     (codec errors, ``PayloadTooLargeError``) before anything is written."""
     priority = options.get("priority", 100)
     _check_priority(priority)
+    _check_aware("good_until", options.get("good_until"))
     all_args: list[str | None] = []
     all_kwargs: list[str | None] = []
     for args, kwargs in calls:

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
-from horsies.broker.claims import ClaimedTask
+from horsies.broker.claims import AttemptKey, ClaimedTask
 from horsies.broker.finish import (
     Finished,
     TaskOutcome,
@@ -18,6 +18,7 @@ from horsies.broker.finish import (
     workflow_advance,
     workflow_ids_of,
 )
+from horsies.broker.handback import requeue_untracked_query
 from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, QueryResult, together
@@ -128,7 +129,7 @@ def claim_and_start_query(
 
 
 def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
-    started = [StartedTask(ClaimedTask(*r[:11]), int(r[11])) for r in rows]
+    started = [StartedTask(ClaimedTask(*r[:12]), int(r[12])) for r in rows]
     started.sort(key=lambda s: (s.task.priority, s.task.sent_at, s.task.id))
     return started
 
@@ -188,7 +189,7 @@ def exchange_op(
     request: ClaimRequest | None,
     pids: Sequence[int],
     notify_capacity: bool,
-    keep_running_ids: Sequence[str] | None,
+    keep_running: Sequence[AttemptKey] | None,
     engine: WorkflowEngine | None = None,
 ) -> Op[TaskExchange]:
     """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
@@ -201,8 +202,8 @@ def exchange_op(
     ones got (one statement each), so the caller runs the op in a transaction then
     (:func:`exchange_needs_transaction`).
 
-    ``keep_running_ids`` (after a failed exchange whose claims may have committed without the
-    reply arriving) also sends this worker's RUNNING rows that are not in the list back to
+    ``keep_running`` (after a failed exchange whose claims may have committed without the reply
+    arriving) also sends this worker's RUNNING rows that are not among these claims back to
     PENDING: no child ever got them.
 
     Workflow outcomes (run in a transaction, see :func:`exchange_needs_transaction`) lock their
@@ -211,21 +212,15 @@ def exchange_op(
     """
     if request is not None and not can_start_directly(request):
         raise ValueError("exchange_op claims only in hard-cap mode without cluster-wide caps")
-    durable = bool(outcomes) or keep_running_ids is not None
+    durable = bool(outcomes) or keep_running is not None
     batch = exchange_head(outcomes, worker_id, engine, durable=durable)
     first = batch.statements
     if outcomes and notify_capacity:
         first.append(CAPACITY_FREED)
     reconcile_at = -1
-    if keep_running_ids is not None:
+    if keep_running is not None:
         reconcile_at = len(first)
-        # The outcomes' rows are never untracked, whatever the caller passed.
-        keep = [*keep_running_ids, *(o.task_id for o in outcomes)]
-        first.append(
-            Query(
-                task_sql.TASK_REQUEUE_UNTRACKED_RUNNING, {"worker_id": worker_id, "keep_ids": keep}
-            )
-        )
+        first.append(requeue_untracked_query(worker_id, keep_running, outcomes))
         first.append(wake_workers_query("requeued"))
     limits = direct_claim_limits(request, len(pids)) if request is not None else []
     claim_at = -1
@@ -259,9 +254,11 @@ def exchange_op(
     )
 
 
-def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]) -> Op[list[str]]:
-    """This worker's RUNNING rows not in ``keep_running_ids`` -> PENDING (see :func:`exchange_op`);
-    returns their ids."""
+def requeue_untracked_running_op(
+    worker_id: str, keep_running: Sequence[AttemptKey]
+) -> Op[list[str]]:
+    """This worker's RUNNING rows not among the claims ``keep_running`` -> PENDING (see
+    :func:`exchange_op`); returns their ids."""
     exchange = yield from exchange_op(
         worker_id,
         "",
@@ -269,6 +266,6 @@ def requeue_untracked_running_op(worker_id: str, keep_running_ids: Sequence[str]
         request=None,
         pids=(),
         notify_capacity=False,
-        keep_running_ids=keep_running_ids,
+        keep_running=keep_running,
     )
     return exchange.requeued

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 
@@ -15,6 +16,8 @@ from horsies.logs import get_logger
 
 _log = get_logger("broker")
 
+_Named = TypeVar("_Named", str, tuple[str, int])
+
 
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
@@ -22,10 +25,10 @@ class TaskOutcome:
 
     ``result_json`` is the encoded TaskResult; ``ok`` selects COMPLETED vs FAILED. A non-None
     ``retry_delay_s`` sends the task back to PENDING for another attempt after that delay instead
-    (the result is not stored). ``retry_count``, when given, must equal the row's retry_count: it
-    pins the outcome to the attempt that produced it, so a late result can never finish a later
-    attempt. ``workflow_id`` (from `ClaimedTask.workflow_id`) makes the write advance that workflow
-    in the same transaction.
+    (the result is not stored). ``attempt`` (from `ClaimedTask.attempt`), when given, must equal the
+    row's attempt: it pins the outcome to the claim that produced it, so a late result (a worker
+    that was frozen, a retry started meanwhile) can never finish a later attempt. ``workflow_id``
+    (from `ClaimedTask.workflow_id`) makes the write advance that workflow in the same transaction.
     """
 
     task_id: str
@@ -33,7 +36,7 @@ class TaskOutcome:
     ok: bool
     retry_delay_s: float | None = None
     failed_reason: str | None = None
-    retry_count: int | None = None
+    attempt: int | None = None
     workflow_id: str | None = None
 
 
@@ -45,7 +48,7 @@ def finish_query(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Quer
             "result": o.result_json,
             "ok": o.ok,
             "failed_reason": o.failed_reason,
-            "retry_count": o.retry_count,
+            "attempt": o.attempt,
             "delay_s": None if o.retry_delay_s is None else max(0.0, float(o.retry_delay_s)),
         }
         for o in outcomes
@@ -60,10 +63,14 @@ def finish_query(outcomes: Sequence[TaskOutcome], worker_id: str | None) -> Quer
     )
 
 
-def log_lost(action: str, requested: Iterable[str], done: set[str], why: str) -> None:
+def log_lost(action: str, requested: Iterable[_Named], done: Container[_Named], why: str) -> None:
+    """Log the requested tasks (ids, or (id, attempt) claims) a statement did not change."""
     lost = [t for t in requested if t not in done]
     if lost:
-        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, ", ".join(lost[:20]))
+        shown = ", ".join(
+            t if isinstance(t, str) else f"{t[0]} (attempt {t[1]})" for t in lost[:20]
+        )
+        _log.info("%s: %d task(s) %s: %s", action, len(lost), why, shown)
 
 
 def finished_ids(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
@@ -72,7 +79,7 @@ def finished_ids(outcomes: Sequence[TaskOutcome], res: QueryResult) -> set[str]:
         "task_finish_lost",
         (o.task_id for o in outcomes),
         done,
-        "no longer RUNNING for this worker",
+        "no longer RUNNING for this worker in this attempt",
     )
     return done
 

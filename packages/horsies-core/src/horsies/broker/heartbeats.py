@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from horsies.broker.claims import AttemptKey, Start
 from horsies.broker.sql import heartbeats as hb_sql
 from horsies.broker.steps import Query
 from horsies.codec import (
@@ -41,21 +42,22 @@ def heartbeat_query(
     worker_id: str,
     hostname: str,
     pid: int,
-    claimed_ids: Sequence[str],
-    running: Sequence[tuple[str, int]],
+    claimed: Sequence[AttemptKey],
+    running: Sequence[Start],
 ) -> Query | None:
-    """HEARTBEAT_INSERT_MANY for a worker's CLAIMED (claimer) and RUNNING (runner) tasks; None if
-    none."""
-    if not claimed_ids and not running:
+    """HEARTBEAT_INSERT_MANY for a worker's CLAIMED (claimer) and RUNNING (runner: (task id,
+    attempt, child pid)) claims; None if none."""
+    if not claimed and not running:
         return None
     return Query(
         hb_sql.HEARTBEAT_INSERT_MANY,
         {
             "hostname": hostname,
-            "task_ids": [*claimed_ids, *(t for t, _ in running)],
-            "sender_ids": [worker_id] * len(claimed_ids) + [f"{worker_id}:{p}" for _, p in running],
-            "roles": ["claimer"] * len(claimed_ids) + ["runner"] * len(running),
-            "pids": [pid] * len(claimed_ids) + [p for _, p in running],
+            "task_ids": [t for t, _ in claimed] + [t for t, _, _ in running],
+            "attempts": [a for _, a in claimed] + [a for _, a, _ in running],
+            "sender_ids": [worker_id] * len(claimed) + [f"{worker_id}:{p}" for _, _, p in running],
+            "roles": ["claimer"] * len(claimed) + ["runner"] * len(running),
+            "pids": [pid] * len(claimed) + [p for _, _, p in running],
         },
         rows="none",
     )

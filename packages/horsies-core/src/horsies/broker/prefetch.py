@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 from horsies.broker.channels import wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
-from horsies.broker.claims import ClaimedTask, claimed_rows, start_query
+from horsies.broker.claims import (
+    AttemptKey,
+    ClaimedTask,
+    Start,
+    claimed_rows,
+    start_query,
+    started_keys,
+)
 from horsies.broker.exchange import (
     StartedTask,
     claim_and_start_more,
@@ -17,7 +24,8 @@ from horsies.broker.exchange import (
     exchange_head,
     started_rows,
 )
-from horsies.broker.finish import TaskOutcome, log_lost
+from horsies.broker.finish import TaskOutcome
+from horsies.broker.handback import release_query, requeue_untracked_query
 from horsies.broker.hooks import NodeRef, WorkflowEngine
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query
@@ -27,7 +35,7 @@ from horsies.broker.steps import Op, Query
 class PrefetchExchange:
     """What one `PostgresBroker.prefetch_exchange_async` call did (prefetch mode).
 
-    ``finished``: ids of the outcomes written; ``started``: ids of the given claims now RUNNING
+    ``finished``: ids of the outcomes written; ``started``: the given claims now RUNNING
     (the others were lost: lease expired and taken, or requeued); ``direct``: tasks moved from
     PENDING straight to RUNNING for the given child pids; ``claimed``: tasks newly CLAIMED by this
     worker with a lease, most urgent first; ``undecided``: workflow nodes left waiting for a
@@ -35,7 +43,7 @@ class PrefetchExchange:
     """
 
     finished: set[str] = field(default_factory=set[str])
-    started: set[str] = field(default_factory=set[str])
+    started: set[AttemptKey] = field(default_factory=set[AttemptKey])
     direct: list[StartedTask] = field(default_factory=list[StartedTask])
     claimed: list[ClaimedTask] = field(default_factory=list[ClaimedTask])
     undecided: list[NodeRef] = field(default_factory=list[NodeRef])
@@ -46,47 +54,37 @@ def prefetch_exchange_op(
     hostname: str,
     *,
     outcomes: Sequence[TaskOutcome],
-    starts: Sequence[tuple[str, int]],
+    starts: Sequence[Start],
     direct_pids: Sequence[int] = (),
     request: ClaimRequest | None,
-    release_ids: Sequence[str] = (),
-    keep_running_ids: Sequence[str] | None = None,
+    release: Sequence[AttemptKey] = (),
+    keep_running: Sequence[AttemptKey] | None = None,
     engine: WorkflowEngine | None = None,
 ) -> Op[PrefetchExchange]:
     """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
     usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
-    (task id, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free child
+    (task id, attempt, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free
+    child
     slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the most
     urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
     ``request.local_budget`` more (PENDING -> CLAIMED with a lease).
 
     Run it in a transaction when :func:`prefetch_exchange_needs_transaction` says so. After a call
     that failed with starts in it (it may have committed without the reply arriving), the worker
-    no longer holds those tasks: the next call passes their ids as ``release_ids`` (claims it never
-    started go back to PENDING) and every task it still holds as ``keep_running_ids`` (its other
-    RUNNING rows — started, but never handed to a child — go back to PENDING too).
+    no longer holds those tasks: the next call passes them as ``release`` (claims it never started
+    go back to PENDING) and every claim it still holds as ``keep_running`` (its other RUNNING rows
+    — started, but never handed to a child — go back to PENDING too).
     """
     if request is not None and needs_cluster_counts(request):
         raise ValueError("prefetch_exchange_op claims only without cluster-wide caps")
-    durable = bool(outcomes) or bool(release_ids) or keep_running_ids is not None
+    durable = bool(outcomes) or bool(release) or keep_running is not None
     batch = exchange_head(outcomes, worker_id, engine, durable=durable)
     first = batch.statements
-    if keep_running_ids is not None or release_ids:
-        keep = [*(keep_running_ids or ()), *(o.task_id for o in outcomes)]
-        if keep_running_ids is not None:
-            first.append(
-                Query(
-                    task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
-                    {"worker_id": worker_id, "keep_ids": keep},
-                )
-            )
-        if release_ids:
-            first.append(
-                Query(
-                    task_sql.TASK_RELEASE_CLAIMED_MANY,
-                    {"ids": list(release_ids), "worker_id": worker_id},
-                )
-            )
+    if keep_running is not None or release:
+        if keep_running is not None:
+            first.append(requeue_untracked_query(worker_id, keep_running, outcomes))
+        if release:
+            first.append(release_query(worker_id, release))
         first.append(wake_workers_query("requeued"))
     start_at = len(first)
     if starts:
@@ -104,12 +102,9 @@ def prefetch_exchange_op(
     if len(first) == 1:
         return PrefetchExchange()
     parts, done = yield from batch.send(engine)
-    started: set[str] = set()
+    started: set[AttemptKey] = set()
     if starts:
-        started = {r[0] for r in parts[start_at].rows}
-        log_lost(
-            "task_start_lost", (t for t, _ in starts), started, "no longer CLAIMED by this worker"
-        )
+        started = started_keys(starts, parts[start_at].rows)
     direct_started: list[StartedTask] = []
     if direct:
         direct_started = started_rows(parts[direct_at].rows)

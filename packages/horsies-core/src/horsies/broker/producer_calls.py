@@ -40,10 +40,11 @@ class ProducerCalls(BrokerCore):
         """Insert one PENDING task and return its id (one INSERT; the trigger wakes the workers).
 
         Low level: no queue validation (use ``task.send()``). Options (keyword only): ``priority``
-        (1-100, default 100), ``sent_at`` (None means now; a future one delays claiming),
-        ``good_until``, ``task_options`` (JSON), ``max_retries`` and ``task_id`` (default: a new
-        one). Raises SerializationError for arguments the codec cannot encode (before touching
-        the database) and BrokerError for database failures.
+        (1-100, default 100), ``sent_at`` (None means now; a future one delays claiming) or
+        ``delay_s`` (claimable that many seconds after the database's clock reads now, whatever
+        this host's clock says), ``good_until``, ``task_options`` (JSON), ``max_retries`` and
+        ``task_id`` (default: a new one). Raises SerializationError for arguments the codec cannot
+        encode (before touching the database) and BrokerError for database failures.
 
         Waits up to ``pool_timeout`` for a connection while the database is unreachable (then
         BrokerError, ``unreachable``: nothing was stored). An insert whose connection is lost
@@ -71,7 +72,11 @@ class ProducerCalls(BrokerCore):
         """
         request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
-        await self._coalescer().insert(row)
+        if request.delay_s is None:
+            await self._coalescer().insert(row)
+        else:  # the coalescer's shared inserts read no clock
+            step = enqueue.task_insert_step(row)
+            await self._async.drive(enqueue.insert_program(step, (row,), "enqueue"))
         return row[0]
 
     def _coalescer(self) -> SendCoalescer:

@@ -77,6 +77,7 @@ class _StaleRun(NamedTuple):
     task_options: str | None
     detected_at: datetime
     workflow_id: str | None
+    attempt: int
 
 
 def _worker_crashed(threshold_ms: int, run: _StaleRun) -> tuple[TaskResult[Any, TaskError], str]:
@@ -135,7 +136,7 @@ def fail_stale_running_op(
                     ok=False,
                     retry_delay_s=delay,
                     failed_reason=reason,
-                    retry_count=run.retry_count,
+                    attempt=run.attempt,
                     workflow_id=run.workflow_id,
                 )
             )

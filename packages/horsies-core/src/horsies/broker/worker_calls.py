@@ -17,7 +17,7 @@ from horsies.broker import (
 )
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.claim_plan import ClaimRequest
-from horsies.broker.claims import ClaimedTask
+from horsies.broker.claims import AttemptKey, ClaimedTask, Start
 from horsies.broker.exchange import TaskExchange
 from horsies.broker.finish import Finished, TaskOutcome
 from horsies.broker.heartbeats import WorkerStateRow
@@ -46,11 +46,12 @@ class WorkerCalls(BrokerCore):
         )
 
     async def start_async(
-        self, worker_id: str, hostname: str, starts: Sequence[tuple[str, int]]
-    ) -> set[str]:
-        """CLAIMED -> RUNNING for (task id, child pid) pairs still owned by ``worker_id`` with a
-        valid lease, in one statement; returns the ids actually started (the others were lost).
-        A started task is never reported lost, even when the connection is lost mid-statement."""
+        self, worker_id: str, hostname: str, starts: Sequence[Start]
+    ) -> set[AttemptKey]:
+        """CLAIMED -> RUNNING for (task id, attempt, child pid) triples still owned by
+        ``worker_id`` in that attempt with a valid lease, in one statement; returns the claims
+        actually started (the others were lost). A started task is never reported lost, even when
+        the connection is lost mid-statement."""
         if not starts:
             return set()
         return await self._async.drive(claims.start_program(worker_id, hostname, starts))
@@ -89,7 +90,7 @@ class WorkerCalls(BrokerCore):
         request: ClaimRequest | None = None,
         pids: Sequence[int] = (),
         notify_capacity: bool = False,
-        keep_running_ids: Sequence[str] | None = None,
+        keep_running: Sequence[AttemptKey] | None = None,
     ) -> TaskExchange:
         """The worker's hot path, in one round trip: write ``outcomes`` (as :meth:`finish_async`)
         and claim up to one task per idle child in ``pids``, moving it PENDING -> RUNNING for that
@@ -98,13 +99,13 @@ class WorkerCalls(BrokerCore):
         Only for hard-cap mode without cluster-wide caps (``exchange.can_start_directly``);
         otherwise use :meth:`claim_async` + :meth:`start_async`. All statements commit together
         or not at all, so after an error nothing was written and the call can simply be repeated,
-        except when the connection broke after the commit: then pass every task id this worker
-        still runs or has an unwritten outcome for as ``keep_running_ids`` on the next call, and
-        this worker's other RUNNING rows (started, but never handed to a child) go back to
-        PENDING. Calls on one broker run one at a time: they share one connection.
+        except when the connection broke after the commit: then pass every claim (task id,
+        attempt) this worker still runs or has an unwritten outcome for as ``keep_running`` on the
+        next call, and this worker's other RUNNING rows (started, but never handed to a child) go
+        back to PENDING. Calls on one broker run one at a time: they share one connection.
         """
         slots = len(pids) if request is not None and request.local_budget > 0 else 0
-        if not outcomes and not slots and keep_running_ids is None:
+        if not outcomes and not slots and keep_running is None:
             return TaskExchange()
         return await self._run_async(
             exchange.exchange_op(
@@ -114,7 +115,7 @@ class WorkerCalls(BrokerCore):
                 request=request if slots else None,
                 pids=list(pids)[:slots],
                 notify_capacity=notify_capacity,
-                keep_running_ids=keep_running_ids,
+                keep_running=keep_running,
                 engine=self._engine(),
             ),
             "exchange",
@@ -128,21 +129,21 @@ class WorkerCalls(BrokerCore):
         hostname: str,
         *,
         outcomes: Sequence[TaskOutcome] = (),
-        starts: Sequence[tuple[str, int]] = (),
+        starts: Sequence[Start] = (),
         direct_pids: Sequence[int] = (),
         request: ClaimRequest | None = None,
-        release_ids: Sequence[str] = (),
-        keep_running_ids: Sequence[str] | None = None,
+        release: Sequence[AttemptKey] = (),
+        keep_running: Sequence[AttemptKey] | None = None,
     ) -> PrefetchExchange:
         """Prefetch mode's hot path (soft cap, no cluster-wide caps), all or nothing and usually
         one round trip: write ``outcomes``, start the claims handed to children (``starts``: (task
-        id, child pid)), start tasks straight from PENDING for the other free child slots
+        id, attempt, child pid)), start tasks straight from PENDING for the other free child slots
         (``direct_pids``: one pid per slot) and claim the rest of ``request.local_budget`` with a
         lease.
 
         After an error nothing was written, unless the connection broke after the commit: so the
-        caller drops the tasks of a failed call's ``starts`` and passes their ids as
-        ``release_ids``, with every task it still holds as ``keep_running_ids``, on the next call
+        caller drops the tasks of a failed call's ``starts`` and passes them as ``release``, with
+        every claim it still holds as ``keep_running``, on the next call
         (see ``prefetch.prefetch_exchange_op``). Calls on one broker run one at a time: they share
         one connection.
         """
@@ -154,8 +155,8 @@ class WorkerCalls(BrokerCore):
                 starts=starts,
                 direct_pids=direct_pids,
                 request=request,
-                release_ids=release_ids,
-                keep_running_ids=keep_running_ids,
+                release=release,
+                keep_running=keep_running,
                 engine=self._engine(),
             ),
             "prefetch_exchange",
@@ -165,30 +166,33 @@ class WorkerCalls(BrokerCore):
             ),
         )
 
-    async def requeue_running_async(self, worker_id: str, task_ids: Sequence[str]) -> list[str]:
-        """Send the named RUNNING rows of ``worker_id`` back to PENDING: tasks it started but no
+    async def requeue_running_async(
+        self, worker_id: str, claims: Sequence[AttemptKey]
+    ) -> list[str]:
+        """Send the named RUNNING claims of ``worker_id`` back to PENDING: tasks it started but no
         child process ever began. Returns the ids requeued."""
         return await self._run_async(
-            handback.requeue_running_op(worker_id, task_ids), "requeue_running", transaction=True
+            handback.requeue_running_op(worker_id, claims), "requeue_running", transaction=True
         )
 
     async def requeue_untracked_async(
-        self, worker_id: str, keep_running_ids: Sequence[str]
+        self, worker_id: str, keep_running: Sequence[AttemptKey]
     ) -> list[str]:
-        """Send ``worker_id``'s RUNNING rows that are not in ``keep_running_ids`` back to PENDING
-        and return their ids (see :meth:`exchange_async`). Only the owning worker may call it,
-        with every task it still runs or has an unwritten outcome for."""
+        """Send ``worker_id``'s RUNNING rows that are not among the claims ``keep_running`` back to
+        PENDING and return their ids (see :meth:`exchange_async`). Only the owning worker may call
+        it, with every claim it still runs or has an unwritten outcome for."""
         return await self._run_async(
-            exchange.requeue_untracked_running_op(worker_id, keep_running_ids),
+            exchange.requeue_untracked_running_op(worker_id, keep_running),
             "requeue_untracked_running",
         )
 
-    async def release_claimed_async(self, worker_id: str, task_ids: Sequence[str]) -> int:
-        """Give unstarted claims back (CLAIMED by ``worker_id`` -> PENDING); returns how many."""
-        if not task_ids:
+    async def release_claimed_async(self, worker_id: str, claims: Sequence[AttemptKey]) -> int:
+        """Give unstarted claims back (CLAIMED by ``worker_id`` in that attempt -> PENDING);
+        returns how many."""
+        if not claims:
             return 0
         return await self._run_async(
-            handback.release_op(worker_id, task_ids), "release_claimed", transaction=True
+            handback.release_op(worker_id, claims), "release_claimed", transaction=True
         )
 
     async def write_heartbeats_async(
@@ -196,12 +200,12 @@ class WorkerCalls(BrokerCore):
         worker_id: str,
         hostname: str,
         pid: int,
-        claimed_ids: Sequence[str],
-        running: Sequence[tuple[str, int]],
+        claimed: Sequence[AttemptKey],
+        running: Sequence[Start],
     ) -> None:
-        """One INSERT of 'claimer' rows (CLAIMED tasks) and 'runner' rows ((task id, child pid)
-        pairs)."""
-        query = heartbeats.heartbeat_query(worker_id, hostname, pid, claimed_ids, running)
+        """One INSERT of 'claimer' rows (CLAIMED claims) and 'runner' rows ((task id, attempt,
+        child pid) triples)."""
+        query = heartbeats.heartbeat_query(worker_id, hostname, pid, claimed, running)
         if query is not None:
             await self._run_async(query, "write_heartbeats")
 

@@ -52,6 +52,10 @@ class AppConfig(ConfigModel):
     checked when sending) and of its encoded result (checked by the worker, which fails a task
     whose result is larger with WORKER_SERIALIZATION_ERROR); default 16 MiB, at least 1024,
     None for no limit.
+    `condition_timeout_s` bounds the app's code that decides a workflow node: its `run_when` /
+    `skip_when` conditions (a condition still running then skips the node, as one that raises)
+    and a child workflow's `build_with` (the node then fails with SUBWORKFLOW_LOAD_FAILED);
+    default 30 seconds.
     """
 
     queue_mode: QueueMode = QueueMode.DEFAULT
@@ -65,6 +69,7 @@ class AppConfig(ConfigModel):
     max_payload_bytes: int | None = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, ge=MIN_MAX_PAYLOAD_BYTES
     )
+    condition_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:

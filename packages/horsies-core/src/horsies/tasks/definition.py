@@ -142,6 +142,14 @@ def _validated_options(
             field = ".".join(str(part) for part in detail["loc"]) or "options"
             error = error.with_note(f"{field}: {detail['msg']}")
         raise error from exc
+    until = task_options.good_until
+    if until is not None and until.utcoffset() is None:
+        # PostgreSQL would read a naive deadline in each session's time zone.
+        raise (
+            _options_error("invalid task options", location)
+            .with_note(f"good_until: must be timezone-aware, got {until!r}")
+            .with_help("for example good_until=datetime(2031, 1, 1, tzinfo=UTC)")
+        )
     return queue_name, task_options
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar
 
@@ -282,12 +282,11 @@ class TaskFunction(Generic[P, T]):
         broker, queue_name, priority = checked
 
         def insert() -> list[str]:
-            sent_at = None
-            if action == "schedule":
-                sent_at = datetime.now(UTC) + timedelta(seconds=_check_delay(delay_seconds))
+            # The delay runs on the database's clock, like every other time of the task.
+            delay_s = _check_delay(delay_seconds) if action == "schedule" else None
             task_id = broker.enqueue(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
-                sent_at=sent_at, **self._insert_options,
+                delay_s=delay_s, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 

@@ -58,7 +58,7 @@ class ClaimedMode(ClaimMode):
             raise claimed
         if claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
-            state.pending.extend(claimed)
+            state.add_claims(claimed)
         for failure in dispatched:
             if isinstance(failure, BaseException):
                 raise failure
@@ -80,7 +80,7 @@ class ClaimedMode(ClaimMode):
             started = await state.broker.start_async(
                 state.identity.worker_id,
                 state.identity.hostname,
-                [(a.task.id, c.pid) for c, a in pairs],
+                [(*a.task.key, c.pid) for c, a in pairs],
             )
         except BaseException:
             for child, assignment in reversed(pairs):

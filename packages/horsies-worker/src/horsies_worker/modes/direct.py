@@ -72,7 +72,7 @@ class DirectStartMode(ClaimMode):
         if not state.stop.is_set():
             idle = pool.idle_children()[: max(0, state.budget())]
         batch = completer.take()
-        keep = state.ids_to_reconcile()
+        keep = state.claims_to_reconcile()
         if not idle and not batch and keep is None:
             return
         try:
@@ -83,7 +83,7 @@ class DirectStartMode(ClaimMode):
                 request=state.claimer.request(len(idle)) if idle else None,
                 pids=[child.pid for child in idle],
                 notify_capacity=False,  # nobody waits for capacity without cluster-wide caps
-                keep_running_ids=keep,
+                keep_running=keep,
             )
         except BaseException:
             completer.restore(batch)

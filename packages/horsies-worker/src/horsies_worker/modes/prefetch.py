@@ -47,7 +47,7 @@ class PrefetchMode(ClaimMode):
                 budget = len(direct_pids)  # claim once a quarter of the budget is free
         batch = completer.take()
         release = state.orphaned_claims
-        keep = state.ids_to_reconcile()
+        keep = state.claims_to_reconcile()
         if not pairs and not batch and budget <= 0 and keep is None:
             return
         try:
@@ -55,11 +55,11 @@ class PrefetchMode(ClaimMode):
                 state.identity.worker_id,
                 state.identity.hostname,
                 outcomes=batch,
-                starts=[(a.task.id, c.pid) for c, a in pairs],
+                starts=[(*a.task.key, c.pid) for c, a in pairs],
                 direct_pids=direct_pids,
                 request=state.claimer.request(budget) if budget > 0 else None,
-                release_ids=release,
-                keep_running_ids=keep,
+                release=release,
+                keep_running=keep,
             )
         except BaseException:
             completer.restore(batch)
@@ -68,7 +68,7 @@ class PrefetchMode(ClaimMode):
                 # ours to run; the next exchange gives them back.
                 for child, assignment in pairs:
                     child.unreserve(assignment)
-                state.orphaned_claims = [*release, *(a.task.id for _, a in pairs)]
+                state.orphaned_claims = [*release, *(a.task.key for _, a in pairs)]
                 state.reconcile_needed = True
             raise
         if keep is not None:
@@ -76,7 +76,7 @@ class PrefetchMode(ClaimMode):
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)
-            state.pending.extend(exchange.claimed)
+            state.add_claims(exchange.claimed)
         state.hand_over_claims(pairs, exchange.started)
         if exchange.direct:
             state.hand_over(pool.children, exchange.direct)

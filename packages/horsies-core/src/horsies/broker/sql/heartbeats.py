@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Final
 
-# One row per (task, role) of a worker in one statement: 'claimer' rows for its CLAIMED tasks,
-# 'runner' rows for its RUNNING tasks (sender '<worker id>:<child pid>').
+# One row per (task, attempt, role) of a worker in one statement: 'claimer' rows for its CLAIMED
+# tasks, 'runner' rows for its RUNNING tasks (sender '<worker id>:<child pid>').
 HEARTBEAT_INSERT_MANY: Final = """
-INSERT INTO horsies_heartbeats (task_id, sender_id, role, sent_at, hostname, pid)
-SELECT h.task_id, h.sender_id, h.role, now(), %(hostname)s, h.pid
-FROM unnest(%(task_ids)s::text[], %(sender_ids)s::text[], %(roles)s::text[], %(pids)s::int[])
-    AS h(task_id, sender_id, role, pid)
+INSERT INTO horsies_heartbeats (task_id, attempt, sender_id, role, sent_at, hostname, pid)
+SELECT h.task_id, h.attempt, h.sender_id, h.role, now(), %(hostname)s, h.pid
+FROM unnest(
+    %(task_ids)s::text[], %(attempts)s::int[], %(sender_ids)s::text[], %(roles)s::text[],
+    %(pids)s::int[]
+) AS h(task_id, attempt, sender_id, role, pid)
 """
 
 # One worker state snapshot (snapshot_at = now()).

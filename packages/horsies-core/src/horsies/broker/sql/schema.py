@@ -316,6 +316,17 @@ CREATE INDEX IF NOT EXISTS ix_horsies_tasks_finished
     WHERE status NOT IN ('PENDING', 'CLAIMED', 'RUNNING');
 """
 
+# Fencing: every claim of a task (PENDING -> CLAIMED or RUNNING, and re-claiming an expired lease)
+# gives the row a new `attempt`, and every later write of that claim (start, heartbeat, finish,
+# give-back) names it. A worker that was frozen past the stale thresholds, or a copy of a claim
+# whose lease expired, then changes nothing: its attempt is no longer the row's. Unlike
+# retry_count, an operator's retry() never resets it. Heartbeats name their attempt too, so a
+# frozen attempt's beats cannot keep a newer one alive.
+_V4_ATTEMPTS: Final = """
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE horsies_heartbeats ADD COLUMN IF NOT EXISTS attempt INTEGER;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -324,6 +335,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     Migration(2, "workflow columns for the engine", _V2_TASK_WORKFLOW),
     Migration(3, "index of finished tasks for monitoring", _V3_FINISHED_INDEX),
+    Migration(4, "attempt numbers that fence every write of a claim", _V4_ATTEMPTS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

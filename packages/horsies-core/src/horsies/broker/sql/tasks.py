@@ -16,16 +16,27 @@ from horsies.broker.sql import fragments
 
 # -- producing -------------------------------------------------------------------------------------
 
-# Insert one PENDING task (sent_at NULL = now); the INSERT trigger sends task_new + task_queue_<q>.
-TASK_INSERT: Final = """
+_INSERT_ONE_HEAD: Final = """
 INSERT INTO horsies_tasks (
     id, task_name, queue_name, priority, args, kwargs, status, sent_at, good_until,
     max_retries, retry_count, task_options, claimed, created_at, updated_at)
 VALUES (
     %(id)s, %(task_name)s, %(queue_name)s, %(priority)s, %(args)s, %(kwargs)s, 'PENDING',
-    COALESCE(%(sent_at)s::timestamptz, now()), %(good_until)s::timestamptz,
+    """
+_INSERT_ONE_TAIL: Final = """, %(good_until)s::timestamptz,
     %(max_retries)s, 0, %(task_options)s, false, now(), now())
 """
+
+# Insert one PENDING task (sent_at NULL = now); the INSERT trigger sends task_new + task_queue_<q>.
+TASK_INSERT: Final = (
+    _INSERT_ONE_HEAD + "COALESCE(%(sent_at)s::timestamptz, now())" + _INSERT_ONE_TAIL
+)
+
+# The same, claimable %(delay_s)s seconds after the database's clock reads now: a producer whose
+# clock is off still delays by exactly that much (``schedule()``).
+TASK_INSERT_AFTER_DELAY: Final = (
+    _INSERT_ONE_HEAD + "now() + %(delay_s)s::float8 * interval '1 second'" + _INSERT_ONE_TAIL
+)
 
 
 # Insert many PENDING tasks in one statement; rows without sent_at get now() minus a microsecond per
@@ -150,7 +161,7 @@ _CLAIMABLE_IN_QUEUE: Final = """
 # The ClaimedTask columns, in ClaimedTask field order.
 _CLAIMED_TASK_COLUMNS: Final = """
 RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
-          t.max_retries, t.task_options, t.sent_at, t.workflow_id"""
+          t.max_retries, t.task_options, t.sent_at, t.workflow_id, t.attempt"""
 
 # Appended to a statement whose data-modifying CTE `started` returns the rows it moved to RUNNING:
 # their workflow nodes go ENQUEUED -> RUNNING in the same statement (plain tasks have no node and
@@ -177,7 +188,8 @@ _SET_RUNNING_FOR_PID: Final = """
         updated_at = now()"""
 
 # Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
-# due; not expired), most urgent then oldest first, skipping rows another pass has locked.
+# due; not expired), most urgent then oldest first, skipping rows another pass has locked. Each
+# claim is a new attempt (see the attempt column in schema.py).
 TASK_CLAIM_AVAILABLE: Final = (
     """
 WITH candidates AS (
@@ -192,6 +204,7 @@ SET status = 'CLAIMED',
     claimed_at = now(),
     claimed_by_worker_id = %(worker_id)s,
     claim_expires_at = now() + %(lease_ms)s::int * interval '1 millisecond',
+    attempt = t.attempt + 1,
     updated_at = now()
 WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))"""
     + _CLAIMED_TASK_COLUMNS
@@ -223,7 +236,8 @@ started AS (
     + _SET_RUNNING_FOR_PID
     + """,
         claimed_at = now(),
-        claimed_by_worker_id = %(worker_id)s
+        claimed_by_worker_id = %(worker_id)s,
+        attempt = t.attempt + 1
     FROM assigned AS s
     WHERE t.id = s.id"""
     + _CLAIMED_TASK_COLUMNS
@@ -255,33 +269,37 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
 
 # -- executing -------------------------------------------------------------------------------------
 
-# CLAIMED -> RUNNING for (id, child pid) pairs still owned by this worker with an unexpired lease
-# (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY). With %(resume)s true (the repeat of a call
-# whose connection was lost) rows this very call may already have started (RUNNING, owned by this
-# worker, for the same pid) are returned as started too.
+# CLAIMED -> RUNNING for (id, attempt, child pid) triples still owned by this worker, in that
+# attempt, with an unexpired lease (`t.id = ANY(ids)`: see TASK_FINISH_IF_RUNNING_MANY). The attempt
+# tells apart two copies of one task a worker may hold (a claim whose lease expired, claimed
+# again): only the current one starts. With %(resume)s true (the repeat of a call whose
+# connection was lost) rows this very call may already have started (RUNNING, owned by this
+# worker, same attempt and pid) are returned as started too.
 TASK_START_IF_CLAIMED_MANY: Final = (
     """
 WITH started AS (
     UPDATE horsies_tasks AS t"""
     + _SET_RUNNING_FOR_PID
     + """
-    FROM unnest(%(ids)s::text[], %(pids)s::int[]) AS s(id, pid)
+    FROM unnest(%(ids)s::text[], %(attempts)s::int[], %(pids)s::int[]) AS s(id, attempt, pid)
     WHERE t.id = s.id
       AND t.id = ANY(%(ids)s::text[])
+      AND t.attempt = s.attempt
       AND t.claimed_by_worker_id = %(worker_id)s
       AND ((t.status = 'CLAIMED' AND (t.claim_expires_at IS NULL OR t.claim_expires_at > now()))
         OR (%(resume)s AND t.status = 'RUNNING' AND t.worker_pid = s.pid))
-    RETURNING t.id, t.workflow_id
+    RETURNING t.id, t.attempt, t.workflow_id
 ),"""
     + _START_WORKFLOW_NODES
 )
 
 # RUNNING -> COMPLETED/FAILED with the stored result, or RUNNING -> PENDING for another attempt
 # when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored):
-# every outcome of a batch in one statement (owner and attempt checked when given). Outcomes come
-# as one JSON array of {id, result, ok, failed_reason, retry_count, delay_s} objects (far cheaper
-# to send than six parallel arrays); the redundant `t.id = ANY(ids)` keeps even a generic plan on
-# the primary key instead of a scan of every RUNNING row.
+# every outcome of a batch in one statement (owner and attempt checked when given: an outcome of
+# any other attempt than the row's changes nothing). Outcomes come as one JSON array of
+# {id, result, ok, failed_reason, attempt, delay_s} objects (far cheaper to send than six parallel
+# arrays); the redundant `t.id = ANY(ids)` keeps even a generic plan on the primary key instead of
+# a scan of every RUNNING row.
 TASK_FINISH_IF_RUNNING_MANY: Final = """
 UPDATE horsies_tasks AS t
 SET status = CASE WHEN o.retry THEN 'PENDING' WHEN o.ok THEN 'COMPLETED' ELSE 'FAILED' END,
@@ -298,17 +316,17 @@ SET status = CASE WHEN o.retry THEN 'PENDING' WHEN o.ok THEN 'COMPLETED' ELSE 'F
     claim_expires_at = NULL,
     updated_at = now()
 FROM (
-    SELECT u.id, u.result, u.ok, u.failed_reason, u.retry_count,
+    SELECT u.id, u.result, u.ok, u.failed_reason, u.attempt,
            u.delay_s IS NOT NULL AS retry,
            now() + greatest(u.delay_s, 0) * interval '1 second' AS due_at
     FROM json_to_recordset(%(outcomes)s::json)
-        AS u(id text, result text, ok bool, failed_reason text, retry_count int, delay_s float8)
+        AS u(id text, result text, ok bool, failed_reason text, attempt int, delay_s float8)
 ) AS o
 WHERE t.id = o.id
   AND t.id = ANY(%(ids)s::text[])
   AND t.status = 'RUNNING'
   AND (%(worker_id)s::text IS NULL OR t.claimed_by_worker_id = %(worker_id)s::text)
-  AND (o.retry_count IS NULL OR t.retry_count = o.retry_count)
+  AND (o.attempt IS NULL OR t.attempt = o.attempt)
 RETURNING t.id
 """
 
@@ -321,16 +339,23 @@ SET status = 'PENDING',
     claim_expires_at = NULL,
     updated_at = now()"""
 
-# CLAIMED (owned by this worker) -> PENDING, e.g. unstarted claims at graceful shutdown.
+# The named (id, attempt) pairs of a statement over horsies_tasks AS t.
+_NAMED_ATTEMPTS: Final = """
+  AND t.id = ANY(%(ids)s::text[])
+  AND (t.id, t.attempt) IN (SELECT * FROM unnest(%(ids)s::text[], %(attempts)s::int[]))
+"""
+
+# CLAIMED (owned by this worker, in the named attempts) -> PENDING, e.g. unstarted claims at
+# graceful shutdown.
 TASK_RELEASE_CLAIMED_MANY: Final = (
     """
-UPDATE horsies_tasks"""
+UPDATE horsies_tasks AS t"""
     + _SET_PENDING_UNCLAIMED
     + """
-WHERE id = ANY(%(ids)s::text[])
-  AND status = 'CLAIMED'
-  AND claimed_by_worker_id = %(worker_id)s
-RETURNING id
+WHERE t.status = 'CLAIMED'
+  AND t.claimed_by_worker_id = %(worker_id)s"""
+    + _NAMED_ATTEMPTS
+    + """RETURNING t.id
 """
 )
 
@@ -340,22 +365,24 @@ RETURNING id
 # may run this, passing every task it still runs or has an unwritten outcome for.
 _REQUEUE_NEVER_STARTED: Final = (
     """
-UPDATE horsies_tasks"""
+UPDATE horsies_tasks AS t"""
     + _SET_PENDING_UNCLAIMED
     + """,
     started_at = NULL,
     worker_pid = NULL,
     worker_hostname = NULL,
     worker_process_name = NULL
-WHERE status = 'RUNNING'
-  AND claimed_by_worker_id = %(worker_id)s
-"""
+WHERE t.status = 'RUNNING'
+  AND t.claimed_by_worker_id = %(worker_id)s"""
 )
 
+# (The attempts the worker holds are kept: a row in any other attempt is not in its hands.)
 TASK_REQUEUE_UNTRACKED_RUNNING: Final = (
     _REQUEUE_NEVER_STARTED
-    + """  AND id <> ALL(%(keep_ids)s::text[])
-RETURNING id
+    + """
+  AND (t.id, t.attempt) NOT IN (
+      SELECT * FROM unnest(%(keep_ids)s::text[], %(keep_attempts)s::int[]))
+RETURNING t.id
 """
 )
 
@@ -364,8 +391,8 @@ RETURNING id
 # untracked form it is safe while other round trips of the worker start tasks.
 TASK_REQUEUE_RUNNING_MANY: Final = (
     _REQUEUE_NEVER_STARTED
-    + """  AND id = ANY(%(ids)s::text[])
-RETURNING id
+    + _NAMED_ATTEMPTS
+    + """RETURNING t.id
 """
 )
 
@@ -403,8 +430,8 @@ RETURNING queue_name
 # Let exactly one reaper run at a time cluster-wide (false: another process is reaping).
 TASK_REAPER_TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock(%(key)s)"
 
-# CLAIMED -> PENDING when neither the latest claimer heartbeat nor claimed_at is newer than the
-# threshold.
+# CLAIMED -> PENDING when neither the latest claimer heartbeat of its attempt nor claimed_at is
+# newer than the threshold.
 TASK_REQUEUE_STALE_CLAIMED: Final = (
     """
 UPDATE horsies_tasks AS t"""
@@ -414,7 +441,8 @@ WHERE t.status = 'CLAIMED'
   AND GREATEST(
         t.claimed_at,
         (SELECT max(h.sent_at) FROM horsies_heartbeats AS h
-         WHERE h.task_id = t.id AND h.role = 'claimer')
+         WHERE h.task_id = t.id AND h.role = 'claimer'
+           AND (h.attempt IS NULL OR h.attempt = t.attempt))
       ) < now() - %(threshold_ms)s::int * interval '1 millisecond'
 RETURNING t.id
 """
@@ -426,7 +454,7 @@ TASK_GET_STALE_RUNNING: Final = (
     """
 SELECT t.id, t.task_name, t.queue_name, t.worker_pid, t.worker_hostname, t.claimed_by_worker_id,
        t.started_at, hb.last_heartbeat, t.retry_count, t.max_retries, t.task_options,
-       now() AS detected_at, t.workflow_id"""
+       now() AS detected_at, t.workflow_id, t.attempt"""
     + fragments.RUNNING_SILENT_SINCE
     + """
       < now() - %(threshold_ms)s::int * interval '1 millisecond'

@@ -6,8 +6,11 @@ holds the root lock of the workflow tree, and user code may take any time. So it
 (``Session.undecided``), and :func:`decide_program` decides it after the commit, in three steps:
 
 1. read what the decisions need (node rows, dependency results; plain reads, no lock);
-2. run the user code (conditions, ``build_with``) with no transaction open: in the caller's thread
-   for a sync caller, in a worker thread for an async one (``Offload``);
+2. run the user code (conditions, ``build_with``) with no transaction open, each node's in a
+   thread of its own for at most ``AppConfig.condition_timeout_s``: a node whose code is still
+   running then is decided as if the code had raised (a condition skips the node, ``build_with``
+   fails it), so a hanging condition holds up only its own node, and never the worker's loop,
+   its heartbeats or its shutdown (the threads are daemons);
 3. apply the decisions in one transaction that locks the trees again and applies a decision only
    if its node is still READY in a RUNNING workflow: when two processes decide the same node (a
    worker and a reaper), the first to commit wins and the other changes nothing.
@@ -19,6 +22,8 @@ Decisions are deterministic functions of stored results, so deciding twice is ha
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -119,22 +124,79 @@ def _inputs_op(nodes: Sequence[NodeRef]) -> Op[_Inputs]:
 
 
 def _evaluate(app: Horsies, inputs: _Inputs) -> list[Decision]:
+    """Decide every node of ``inputs`` at once, each in a daemon thread, within the app's
+    ``condition_timeout_s`` (see the module docstring)."""
+    limit = app.config.condition_timeout_s
+    jobs = [_Job(functools.partial(_decide_one, app, inputs, ref)) for ref in inputs.nodes]
+    for ref, job in zip(inputs.nodes, jobs, strict=True):
+        threading.Thread(
+            target=job.run, name=f"horsies-decide-{ref[0]}:{ref[1]}", daemon=True
+        ).start()
+    deadline = time.monotonic() + limit
     decisions: list[Decision] = []
-    for workflow_id, index in inputs.nodes:
-        wf = inputs.workflows[workflow_id]
-        node = wf.nodes[index]
-        details = inputs.details[workflow_id]
-        if node.is_subworkflow:
-            built = _child_spec(app, wf, node, details)
-            if isinstance(built, str):
-                decisions.append(Decision((workflow_id, index), "fail", result=built))
-            else:
-                decisions.append(Decision((workflow_id, index), "child", spec=built))
-        elif _condition_skips(app, wf, node, inputs):
-            decisions.append(Decision((workflow_id, index), "skip"))
-        else:
-            decisions.append(Decision((workflow_id, index), "run"))
+    for ref, job in zip(inputs.nodes, jobs, strict=True):
+        if not job.done.wait(max(0.0, deadline - time.monotonic())):
+            decisions.append(_timed_out(inputs, ref, limit))
+        elif job.error is not None:
+            raise job.error
+        elif job.decision is not None:
+            decisions.append(job.decision)
     return decisions
+
+
+@dataclass(slots=True)
+class _Job:
+    """One node's decision, made in a thread of its own."""
+
+    fn: functools.partial[Decision]
+    done: threading.Event = field(default_factory=threading.Event)
+    decision: Decision | None = None
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.decision = self.fn()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _decide_one(app: Horsies, inputs: _Inputs, ref: NodeRef) -> Decision:
+    workflow_id, index = ref
+    wf = inputs.workflows[workflow_id]
+    node = wf.nodes[index]
+    if node.is_subworkflow:
+        built = _child_spec(app, wf, node, inputs.details[workflow_id])
+        if isinstance(built, str):
+            return Decision(ref, "fail", result=built)
+        return Decision(ref, "child", spec=built)
+    return Decision(ref, "skip" if _condition_skips(app, wf, node, inputs) else "run")
+
+
+def _timed_out(inputs: _Inputs, ref: NodeRef, limit: float) -> Decision:
+    """The decision for a node whose code outran ``limit``: as if that code had raised."""
+    workflow_id, index = ref
+    wf = inputs.workflows[workflow_id]
+    node = wf.nodes[index]
+    if not node.is_subworkflow:
+        _log.warning(
+            "workflow_condition_timeout: a condition of node %s of workflow %s ran longer than "
+            "condition_timeout_s (%gs); skipping the node",
+            node.node_id,
+            workflow_id,
+            limit,
+        )
+        return Decision(ref, "skip")
+    detail = inputs.details[workflow_id][index]
+    message = (
+        f"Building child workflow {detail.sub_qualname} took longer than condition_timeout_s "
+        f"({limit:g}s)"
+    )
+    _log.warning("workflow_build_timeout: node %s of workflow %s: %s", node.node_id, wf.id, message)
+    data = {"module": detail.sub_module, "qualname": detail.sub_qualname, "timeout_s": limit}
+    failed = failure(LibraryErrorCode.SUBWORKFLOW_LOAD_FAILED, message, data)
+    return Decision(ref, "fail", result=task_result_to_json(failed))
 
 
 def _node_object(app: Horsies, wf: LoadedWorkflow, index: int, inputs: _Inputs) -> AnyNode | None:
