@@ -124,6 +124,34 @@ def test_unencodable_arguments_raise_before_any_database_access(database_url: st
         broken.close()
 
 
+@pytest.mark.parametrize(
+    ("task_name", "queue_name", "problem"),
+    [
+        ("bad\ud800name", "default", "valid UTF-8 text (no lone surrogates)"),
+        ("", "default", "non-empty strings"),
+        ("t", "q" * 53, "53 characters (limit 52)"),
+        ("t", "spaced name", "queue names must match"),
+    ],
+)
+def test_names_the_database_would_refuse_are_refused_before_any_io(
+    broker: PostgresBroker, clean_db: str, task_name: str, queue_name: str, problem: str
+) -> None:
+    """The same rules as @app.task and the queue configuration, on every low-level path (a lone
+    surrogate used to surface as a raw UnicodeEncodeError, a long queue name as PostgreSQL's
+    "channel name too long")."""
+    sends = [
+        lambda: broker.enqueue(task_name, queue_name=queue_name),
+        lambda: broker.enqueue_calls(task_name, [((), None)], queue_name),
+        lambda: broker.enqueue_many([EnqueueRequest(task_name, queue_name=queue_name)]),
+    ]
+    for send in sends:
+        with pytest.raises(ValueError, match="cannot enqueue: ") as info:
+            send()
+        assert problem in str(info.value)
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute("SELECT count(*) FROM horsies_tasks").fetchone() == (0,)
+
+
 def test_database_errors_become_broker_errors_without_password(database_url: str) -> None:
     url = database_url.replace("postgres@", "postgres:s3cret-pw@").replace(
         "/horsies_t", "/missing_"

@@ -119,7 +119,7 @@ def test_prepared_send_prepares_again_after_deallocate_all(
     ("kwargs", "expected"),
     [
         pytest.param(
-            {"task_name": "nul\x00name"}, "PostgreSQL text fields cannot contain NUL", id="nul"
+            {"task_options": "{}\x00"}, "PostgreSQL text fields cannot contain NUL", id="nul"
         ),
         pytest.param({"max_retries": 2**40}, "out of range", id="big-int"),
     ],

@@ -100,3 +100,16 @@ def test_levels_are_coloured_only_when_enabled(monkeypatch: pytest.MonkeyPatch) 
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
         configure_logging("LOUD")
+
+
+def test_quoted_arguments_cannot_forge_or_hide_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """A task name with a newline, a carriage return or a right-to-left override is logged as
+    escapes, whatever handler the application installed (caplog's here); letters stay as they
+    are."""
+    logger = get_logger("worker")
+    with caplog.at_level(logging.INFO, logger="horsies"):
+        logger.info("task_started: %s (%s)", "id-1", "rel.\nFAKE [worker] [ERROR] x\r\u202eé 中")
+        logger.info("%(name)s", {"name": "a\tb"})
+    first, second = (record.getMessage() for record in caplog.records)
+    assert first == "task_started: id-1 (rel.\\nFAKE [worker] [ERROR] x\\r\\u202eé 中)"
+    assert second == "a\\tb"

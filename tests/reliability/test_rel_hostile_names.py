@@ -190,6 +190,10 @@ def test_hostile_task_names_and_sql_arguments_run_on_a_real_worker(
     assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
     _assert_tables_intact(database_conninfo)
     assert worker.alive, worker.output()
+    # The names quoted in the worker's output (its banner, its log lines) are escaped: the name
+    # with a newline and a carriage return starts no line of its own.
+    lines = worker.output().splitlines()
+    assert not [line for line in lines if line.startswith(("new line", "\ttab"))], lines
     print(
         f"\n[hostile-names] names={len(HOSTILE_TASK_NAMES)} sql_strings={len(SQL_NAMES)} "
         f"tasks={len(ids)} completed={report.statuses['COMPLETED']} lost={report.lost} "

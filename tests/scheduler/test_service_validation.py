@@ -195,6 +195,16 @@ def test_unserializable_arguments_are_e205() -> None:
     assert info.value.message == "arguments of schedule 's' cannot be serialized"
 
 
+def test_arguments_above_max_payload_bytes_are_refused_at_start_up() -> None:
+    app = default_app()
+    app.config = app.config.model_copy(update={"max_payload_bytes": 1024})
+    with pytest.raises(ConfigurationError) as info:
+        resolve_schedule(app, schedule("strict", args=("x" * 2000,)))
+    assert info.value.message == "arguments of schedule 's' are too large"
+    assert "above the limit of 1,024 bytes" in " ".join(info.value.notes)
+    assert resolve_schedule(app, schedule("strict", args=("x" * 500,))).task.args == ("x" * 500,)
+
+
 # -- valid schedules -------------------------------------------------------------------------------
 
 

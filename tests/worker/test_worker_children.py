@@ -125,9 +125,10 @@ async def test_child_start_failure_is_reported() -> None:
 
 
 @pytest.mark.timeout(90)
-async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it() -> None:
-    """Prefetch mode queues tasks behind a running one: results come back in order; a task whose
-    message is large is written only when the child gets to it (the pipe never fills up)."""
+async def test_a_child_runs_its_queue_in_order_writing_each_message_when_it_gets_to_it() -> None:
+    """Prefetch mode queues tasks behind a running one: results come back in order, and each
+    queued message is written only when the child gets to it (the worker can take it back until
+    then, and the pipe never fills up)."""
     rec = Recorder()
     pool = rec.pool(1)
     await asyncio.wait_for(pool.start(), 60)
@@ -143,13 +144,36 @@ async def test_a_child_runs_its_queue_in_order_and_a_large_message_waits_for_it(
         for assignment in queue:
             child.reserve(assignment)
             assert child.send_task(assignment)
-        assert [a.written for a in queue] == [True, True, False, False]
+        assert [a.written for a in queue] == [True, False, False, False]
         assert child.free_slots(8) == 4
+        await wait_until(lambda: child.head_overdue(time.monotonic()), timeout=5)
+        assert child.free_slots(8) == 0  # nothing more queues behind a task running long
         assert not child.idle
         await wait_until(lambda: len(rec.results) == 4, timeout=30)
         assert [task_id for task_id, _, _ in rec.results] == ["first", "second", "large", "after"]
+        assert child.free_slots(8) == 8
         values = [task_result_from_json(text).unwrap() for _, text, _ in rec.results]
         assert values[1:] == [3, big, 7]
+        assert child.idle
+    finally:
+        await pool.close(timeout=5)
+
+
+async def test_queued_tasks_can_be_taken_back_until_the_child_gets_to_them() -> None:
+    rec = Recorder()
+    pool = rec.pool(1)
+    await asyncio.wait_for(pool.start(), 60)
+    try:
+        child = pool.idle_children()[0]
+        running = Assignment(task=claimed("running", "sleep", "[0.3]"))
+        queued = [Assignment(task=claimed(f"q{i}", "add", "[1, 2]")) for i in range(2)]
+        for assignment in (running, *queued):
+            child.reserve(assignment)
+            assert child.send_task(assignment)
+        assert child.take_back_queued() == queued
+        assert list(child.assignments) == [running]
+        await wait_until(lambda: len(rec.results) == 1, timeout=30)
+        assert [task_id for task_id, _, _ in rec.results] == ["running"]
         assert child.idle
     finally:
         await pool.close(timeout=5)

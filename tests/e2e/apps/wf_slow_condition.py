@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from horsies import (
@@ -79,11 +80,26 @@ def conditional() -> TaskResult[str, TaskError]:
     return TaskResult(ok="ran")
 
 
-def slow_condition(ctx: WorkflowContext) -> bool:
-    del ctx
-    _marker().write_text(str(time.time()))
-    time.sleep(CONDITION_SLEEP_S)
-    return True
+def _marks_then_sleeps(seconds: float) -> Callable[[WorkflowContext], bool]:
+    """A condition that writes the marker file, sleeps ``seconds`` and lets its node run."""
+
+    def condition(ctx: WorkflowContext) -> bool:
+        del ctx
+        _marker().write_text(str(time.time()))
+        time.sleep(seconds)
+        return True
+
+    return condition
+
+
+def _guarded(after: TaskNode[str], seconds: float) -> TaskNode[str]:
+    """The node ``conditional`` after ``after``, run once its condition has slept ``seconds``."""
+    return TaskNode(
+        fn=conditional,
+        node_id="conditional",
+        waits_for=[after],
+        run_when=_marks_then_sleeps(seconds),
+    )
 
 
 class SlowCondition(WorkflowDefinition[str]):
@@ -92,9 +108,7 @@ class SlowCondition(WorkflowDefinition[str]):
     name = "slow_condition"
     quick_node = TaskNode(fn=quick, node_id="quick")
     gated = TaskNode(fn=gated_by_marker, node_id="gated_by_marker")
-    guarded = TaskNode(
-        fn=conditional, node_id="conditional", waits_for=[quick_node], run_when=slow_condition
-    )
+    guarded = _guarded(quick_node, CONDITION_SLEEP_S)
 
 
 @app.task("slowcond.steady")
@@ -103,18 +117,9 @@ def steady(seconds: float) -> TaskResult[str, TaskError]:
     return TaskResult(ok="steady")
 
 
-def hanging_condition(ctx: WorkflowContext) -> bool:
-    del ctx
-    _marker().write_text(str(time.time()))
-    time.sleep(HANG_S)
-    return True
-
-
 class HangingCondition(WorkflowDefinition[str]):
     """A root, then a node whose condition hangs."""
 
     name = "hanging_condition"
-    quick_node = TaskNode(fn=quick, node_id="quick")
-    guarded = TaskNode(
-        fn=conditional, node_id="conditional", waits_for=[quick_node], run_when=hanging_condition
-    )
+    first = TaskNode(fn=quick, node_id="quick")
+    guarded = _guarded(first, HANG_S)

@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from horsies.config import QueueMode
+from horsies.logs import escape_controls
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -65,5 +66,5 @@ def render_banner(app: Horsies, role: str | None = None) -> str:
     names = sorted(app.tasks)
     lines.append("")
     lines.append(f"[tasks] ({len(names)} registered)")
-    lines.extend(f"  . {name}" for name in names)
+    lines.extend(f"  . {escape_controls(name)}" for name in names)
     return "\n".join(lines)

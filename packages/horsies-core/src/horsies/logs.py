@@ -3,17 +3,28 @@
 Every component logs through a child of the ``horsies`` logger (``get_logger("broker")`` gives
 ``horsies.broker``), so applications can tune the whole library with one logger. The library never
 adds handlers on import; the CLI commands call `configure_logging()` once at start-up.
+
+What a record quotes (task and queue names, error messages: its arguments) is escaped: a newline,
+a carriage return or a bidirectional override in a task name cannot forge or hide log lines,
+whatever handler and formatter the application uses.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Final, TextIO
 
 from horsies.errors import colors_enabled
 
-__all__ = ["ROOT_LOGGER_NAME", "HorsiesFormatter", "configure_logging", "get_logger"]
+__all__ = [
+    "ROOT_LOGGER_NAME",
+    "HorsiesFormatter",
+    "configure_logging",
+    "escape_controls",
+    "get_logger",
+]
 
 ROOT_LOGGER_NAME: Final = "horsies"
 
@@ -26,14 +37,49 @@ _LEVEL_COLORS: Final = {
 }
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with its control, format and line-separator characters written as escapes
+    (``\\n``, ``\\u202e``); printable text, non-ASCII letters included, is left as it is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def _escaped(value: object) -> object:
+    return escape_controls(value) if isinstance(value, str) else value
+
+
+class _EscapeArguments(logging.Filter):
+    """Escapes the string arguments of the library's log records (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_escaped(a) for a in args)
+        elif isinstance(args, Mapping):
+            record.args = {key: _escaped(value) for key, value in args.items()}
+        return True
+
+
+_ESCAPE_ARGUMENTS: Final = _EscapeArguments()
+
+
 def get_logger(component: str) -> logging.Logger:
     """Logger of one library component: ``get_logger("broker")`` → logger ``horsies.broker``.
 
-    A name that already starts with ``horsies`` is used as is.
+    A name that already starts with ``horsies`` is used as is. Its records' arguments are
+    escaped (see the module docstring).
     """
     if component == ROOT_LOGGER_NAME or component.startswith(ROOT_LOGGER_NAME + "."):
-        return logging.getLogger(component)
-    return logging.getLogger(f"{ROOT_LOGGER_NAME}.{component}")
+        logger = logging.getLogger(component)
+    else:
+        logger = logging.getLogger(f"{ROOT_LOGGER_NAME}.{component}")
+    if _ESCAPE_ARGUMENTS not in logger.filters:
+        logger.addFilter(_ESCAPE_ARGUMENTS)
+    return logger
 
 
 class HorsiesFormatter(logging.Formatter):

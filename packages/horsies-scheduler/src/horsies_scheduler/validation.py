@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.enqueue import EnqueueRequest
 from horsies.broker.schedules import ScheduleTarget
-from horsies.codec import args_to_json, kwargs_to_json
+from horsies.codec import PayloadTooLargeError, args_to_json, check_payload_size, kwargs_to_json
 from horsies.config.schedules import TaskSchedule
 from horsies.errors import (
     ConfigurationError,
@@ -135,18 +135,24 @@ def _check_arguments(schedule: TaskSchedule, task: TaskFunction[..., Any]) -> No
         raise _unlocated(error) from exc
 
 
-def _check_serializable(schedule: TaskSchedule) -> None:
+def _check_serializable(schedule: TaskSchedule, max_payload_bytes: int | None) -> None:
     try:
-        if schedule.args:
-            args_to_json(schedule.args)
-        if schedule.kwargs:
-            kwargs_to_json(schedule.kwargs)
+        args_json = args_to_json(schedule.args) if schedule.args else None
+        kwargs_json = kwargs_to_json(schedule.kwargs) if schedule.kwargs else None
     except Exception as exc:
         error = ConfigurationError(
             f"arguments of schedule '{schedule.name}' cannot be serialized",
             code=_CODE,
             notes=[f"{type(exc).__name__}: {exc}"],
             help_text="use JSON-friendly values, pydantic models or dataclasses as arguments",
+        )
+        raise _unlocated(error) from exc
+    try:
+        # Every run sends these arguments: refuse at start-up what every send would refuse.
+        check_payload_size("arguments", (args_json, kwargs_json), max_payload_bytes)
+    except PayloadTooLargeError as exc:
+        error = ConfigurationError(  # the note says what to do
+            f"arguments of schedule '{schedule.name}' are too large", code=_CODE, notes=[str(exc)]
         )
         raise _unlocated(error) from exc
 
@@ -168,7 +174,7 @@ def resolve_schedule(app: Horsies, schedule: TaskSchedule) -> ScheduleTarget:
         raise _not_registered(app, schedule)
     queue_name, priority = _resolve_queue(app, schedule, task)
     _check_arguments(schedule, task)
-    _check_serializable(schedule)
+    _check_serializable(schedule, app.config.max_payload_bytes)
     schedule.zone  # noqa: B018 - raises E205 "Invalid timezone ..." where the zone is missing
     return ScheduleTarget(
         name=schedule.name,

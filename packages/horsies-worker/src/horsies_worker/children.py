@@ -9,9 +9,11 @@ blocks on a child: the pipe and the process sentinel are registered with the eve
 so a crashing task costs a child, never the worker.
 
 A child runs one task at a time, in the order it received them; the worker may queue a few more
-behind the running one (prefetch mode, short tasks: see ``Worker._child_depth``), so the child never
-waits for the main process between two of them. ``ChildProcess.assignments`` is that queue: its
-head is running (or about to), the rest wait in the pipe.
+behind the running one (prefetch mode, short tasks: see ``WorkerState.child_depth``), so the child
+never waits for a database round trip between two of them. ``ChildProcess.assignments`` is that
+queue: its head is running (or about to); the rest are held here, each written to the pipe the
+moment the one before it returns, so the worker can still take them back (see
+:data:`QUEUE_WAIT_MAX_S`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ if TYPE_CHECKING:
 logger = get_logger("worker")
 
 _RESPAWN_BACKOFF_MIN_S = 0.5
-# A task message longer than this never queues on the pipe behind a running task (send_task).
-_QUEUED_MESSAGE_MAX_BYTES = 4096
 _RESPAWN_BACKOFF_MAX_S = 30.0
+QUEUE_WAIT_MAX_S = 0.01
+"""Tasks queued behind a running one are taken back (and requeued) once it has run this long, and
+none queue behind it any more. A queued task's row is RUNNING although its code has not begun:
+if the whole worker dies meanwhile, a reaper fails it as crashed. This bounds that window."""
 
 
 class ChildStartError(RuntimeError):
@@ -58,14 +62,12 @@ class ChildState(Enum):
 @dataclass(slots=True)
 class Assignment:
     """A task given to a child: reserved before it is started, ``sent`` once the child owns it
-    (``written`` once its message is on the pipe: a large one waits until the child is free)."""
+    (``written`` once its message is on the pipe, which waits until the child is free)."""
 
     task: ClaimedTask
     sent: bool = False
     written: bool = False
     started_monotonic: float = 0.0
-    held: bytes | None = None
-    """Its pickled message while it waits to be written (see ``ChildProcess.send_task``)."""
 
 
 ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
@@ -115,10 +117,25 @@ class ChildProcess:
         return self.state is ChildState.READY and not self.assignments
 
     def free_slots(self, depth: int) -> int:
-        """How many more tasks the child may hold with ``depth`` at most (0 unless ready)."""
+        """How many more tasks the child may hold with ``depth`` at most (0 unless ready, and 0
+        behind a task running longer than :data:`QUEUE_WAIT_MAX_S`)."""
         if self.state is not ChildState.READY:
             return 0
+        if self.head_overdue(time.monotonic()):
+            return 0
         return max(0, depth - len(self.assignments))
+
+    def head_overdue(self, now: float) -> bool:
+        """True when the running task has run longer than :data:`QUEUE_WAIT_MAX_S`."""
+        head = self.assignment
+        return head is not None and head.written and now - head.started_monotonic > QUEUE_WAIT_MAX_S
+
+    def take_back_queued(self) -> list[Assignment]:
+        """Remove and return the tasks queued behind the running one (held, never written)."""
+        queued = [a for a in self.assignments if a.sent and not a.written]
+        for assignment in queued:
+            self.assignments.remove(assignment)
+        return queued
 
     def reserve(self, assignment: Assignment) -> None:
         """Queue ``assignment`` for this child before it is sent (no other pass can take it)."""
@@ -130,6 +147,7 @@ class ChildProcess:
             self.assignments.remove(assignment)
         except ValueError:
             return False
+        self._write_waiting()  # a held task may have moved to the head
         return True
 
     def holds(self, assignment: Assignment) -> bool:
@@ -162,25 +180,16 @@ class ChildProcess:
     def send_task(self, assignment: Assignment) -> bool:
         """Give ``assignment`` (reserved on this child) to the child; False if the child is gone.
 
-        Its message goes on the pipe at once unless it would queue a large message behind a
-        running task (or behind one already waiting here): then it is written when the child
-        gets to it, so that the pipe never fills up while the child itself waits to write a result.
+        Its message goes on the pipe at once when the child is free; behind a running task it is
+        held here and written the moment the child gets to it (the worker may still take it
+        back, and the pipe never fills up while the child itself waits to write a result).
         """
         if self._conn is None or self.state is not ChildState.READY:
             return False
         assignment.sent = True
-        for queued in self.assignments:
-            if queued is assignment:
-                break
-            if queued.sent and not queued.written:
-                return True  # written in order, after the one waiting here
-        message = self._message(assignment)
-        if len(message) > _QUEUED_MESSAGE_MAX_BYTES and any(
-            a.written for a in self.assignments if a is not assignment
-        ):
-            assignment.held = message
-            return True
-        return self._write(assignment, message)
+        if self.assignment is assignment:
+            return self._write(assignment, self._message(assignment))
+        return True  # held: written by _write_waiting once the tasks before it have returned
 
     @staticmethod
     def _message(assignment: Assignment) -> bytes:
@@ -203,20 +212,11 @@ class ChildProcess:
         return True
 
     def _write_waiting(self) -> None:
-        """Write the messages that waited for the child, in order, while they may queue."""
-        for assignment in self.assignments:
-            if not assignment.sent:
-                return
-            if assignment.written:
-                continue
-            message = assignment.held or self._message(assignment)
-            busy = any(a.written for a in self.assignments)
-            if busy and len(message) > _QUEUED_MESSAGE_MAX_BYTES:
-                assignment.held = message
-                return
-            assignment.held = None
-            if not self._write(assignment, message):
-                return  # the child is gone: its sentinel reports every assignment
+        """Write the next held message once the child is free (the head of the queue)."""
+        head = self.assignment
+        if head is None or not head.sent or head.written:
+            return
+        self._write(head, self._message(head))  # a dead child's sentinel reports the rest
 
     @property
     def running(self) -> bool:
@@ -295,9 +295,6 @@ class ChildProcess:
                 logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
                 return
             assignment = queue.popleft()
-            if queue and queue[0].written:
-                # The child starts its next queued task right after sending this result.
-                queue[0].started_monotonic = time.monotonic()
             self._write_waiting()
             self.on_result(self, assignment, str(result_json), bool(ok))
 

@@ -9,6 +9,7 @@ event-loop thread only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from horsies.broker.claims import AttemptKey, ClaimedTask
 from horsies.logs import get_logger
 
-from horsies_worker.children import Assignment, ChildPool, ChildProcess
+from horsies_worker.children import QUEUE_WAIT_MAX_S, Assignment, ChildPool, ChildProcess
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
@@ -72,6 +73,8 @@ class WorkerState:
     """Running average of task execution times (send to result)."""
     jobs: set[asyncio.Task[None]] = field(init=False, default_factory=set[asyncio.Task[None]])
     """Background jobs (requeues, workflow decisions); shutdown waits for them."""
+    queue_check: asyncio.TimerHandle | None = field(init=False, default=None)
+    """The pending look for tasks queued behind a task that runs too long."""
 
     # -- counts -----------------------------------------------------------------------------------
 
@@ -205,16 +208,49 @@ class WorkerState:
                 orphans.append(task)
         self.requeue_unstarted(orphans, "its child process died before the hand-over")
 
-    @staticmethod
-    def _send(child: ChildProcess, assignment: Assignment) -> bool:
+    def _send(self, child: ChildProcess, assignment: Assignment) -> bool:
         """Send a task reserved on ``child`` to it; False, its reservation dropped, when the child
         is gone."""
         if child.holds(assignment) and child.send_task(assignment):
             task = assignment.task
             logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+            if not assignment.written:
+                self._watch_queue()
             return True
         child.unreserve(assignment)
         return False
+
+    def _watch_queue(self) -> None:
+        """Look again, once the running tasks may have outrun QUEUE_WAIT_MAX_S, for tasks queued
+        behind them."""
+        if self.queue_check is None:
+            loop = asyncio.get_running_loop()
+            self.queue_check = loop.call_later(QUEUE_WAIT_MAX_S, self._take_back_overdue)
+
+    def _take_back_overdue(self) -> None:
+        """Take back the tasks queued behind a task running longer than QUEUE_WAIT_MAX_S and send
+        them back to PENDING (their code never began), so that they run elsewhere now and a death
+        of this worker cannot fail them."""
+        self.queue_check = None
+        now = time.monotonic()
+        overdue: list[ClaimedTask] = []
+        waiting = False
+        for child in self.pool.children:
+            if child.head_overdue(now):
+                overdue += [a.task for a in child.take_back_queued()]
+            elif any(a.sent and not a.written for a in child.assignments):
+                waiting = True
+        if overdue:
+            # Routine with a mix of short and long tasks: not worth a warning.
+            logger.info(
+                "tasks_taken_back: %s task(s) queued behind one running over %gs: %s",
+                len(overdue),
+                QUEUE_WAIT_MAX_S,
+                ", ".join(task.id for task in overdue),
+            )
+            self._requeue(overdue)
+        if waiting:
+            self._watch_queue()
 
     # -- background jobs --------------------------------------------------------------------------
 
@@ -227,10 +263,13 @@ class WorkerState:
     def requeue_unstarted(self, tasks: Sequence[ClaimedTask], why: str) -> None:
         """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
         claim: other round trips may be starting tasks meanwhile. Runs in the background."""
-        if not tasks:
-            return
         for task in tasks:
             logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
+        self._requeue(tasks)
+
+    def _requeue(self, tasks: Sequence[ClaimedTask]) -> None:
+        if not tasks:
+            return
         keys = [task.key for task in tasks]
 
         async def requeue() -> None:

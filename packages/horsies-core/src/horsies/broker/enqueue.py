@@ -21,6 +21,7 @@ from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import STEP_TYPES, Copy, CopyData, Op, Prepared, Query, QueryResult, Step
 from horsies.codec import args_to_json, check_payload_size, kwargs_to_json
 from horsies.logs import get_logger
+from horsies.names import queue_name_problem, task_name_problem
 
 _log = get_logger("broker")
 
@@ -83,6 +84,14 @@ def _checked_delay(req: EnqueueRequest) -> timedelta:
     if not isinstance(delay_s, int | float) or not math.isfinite(delay_s) or delay_s < 0:
         raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
     return timedelta(seconds=delay_s)
+
+
+def _check_names(task_name: str, queue_name: str) -> None:
+    # The same rules as @app.task and the queue configuration: a name that would only fail in the
+    # database (a lone surrogate, a NOTIFY channel over 63 bytes) is refused here.
+    problem = task_name_problem(task_name) or queue_name_problem(queue_name)
+    if problem is not None:
+        raise ValueError(f"cannot enqueue: {problem}")
 
 
 def _check_aware(name: str, value: datetime | None) -> None:
@@ -156,6 +165,7 @@ def request_row(
     errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
     unlimited)."""
     _check_priority(req.priority)
+    _check_names(req.task_name, req.queue_name)
     _check_aware("sent_at", req.sent_at)
     _check_aware("good_until", req.good_until)
     sent_at: datetime | timedelta | None = req.sent_at
@@ -239,6 +249,7 @@ def encode_calls(
     (codec errors, ``PayloadTooLargeError``) before anything is written."""
     priority = options.get("priority", 100)
     _check_priority(priority)
+    _check_names(task_name, queue_name)
     _check_aware("good_until", options.get("good_until"))
     all_args: list[str | None] = []
     all_kwargs: list[str | None] = []

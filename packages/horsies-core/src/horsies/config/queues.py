@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Final
 
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator
 
 from horsies.config.model import ConfigModel
 from horsies.errors import ConfigurationError, ErrorCode
+from horsies.names import QUEUE_NAME_MAX_LENGTH, QUEUE_NAME_PATTERN, queue_name_problem
 
 __all__ = [
     "DEFAULT_QUEUE_NAME",
@@ -22,15 +22,6 @@ __all__ = [
 
 DEFAULT_QUEUE_NAME: Final = "default"
 DEFAULT_QUEUE_PRIORITY: Final = 100
-
-QUEUE_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-"""Allowed queue names: ASCII letters, digits, ``_``, ``.``, ``-`` (not first)."""
-
-# Each queue gets the NOTIFY channel "task_queue_<name>", and PostgreSQL identifiers hold at most
-# 63 bytes: 63 - len("task_queue_") = 52.
-QUEUE_NAME_MAX_LENGTH: Final = 52
-
-_QUEUE_NAME_RE: Final = re.compile(QUEUE_NAME_PATTERN)
 
 
 class QueueMode(Enum):
@@ -60,9 +51,10 @@ class CustomQueueConfig(ConfigModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if len(value) <= QUEUE_NAME_MAX_LENGTH and _QUEUE_NAME_RE.fullmatch(value):
+        problem = queue_name_problem(value)
+        if problem is None:
             return value
-        error = ConfigurationError(
+        raise ConfigurationError(
             f"invalid queue name '{value}'",
             code=ErrorCode.CONFIG_INVALID_QUEUE_MODE,
             help_text=(
@@ -71,9 +63,5 @@ class CustomQueueConfig(ConfigModel):
                 "each queue gets the PostgreSQL NOTIFY channel 'task_queue_<name>',\n"
                 "and channel names are limited to 63 bytes"
             ),
+            notes=[problem],
         )
-        if len(value) > QUEUE_NAME_MAX_LENGTH:
-            error.with_note(f"the name has {len(value)} characters (limit {QUEUE_NAME_MAX_LENGTH})")
-        else:
-            error.with_note(f"queue names must match {QUEUE_NAME_PATTERN}")
-        raise error

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
 from horsies.module_files import DYNAMIC_MODULE_PREFIX, module_name_for_path
+from horsies.names import MAX_TASK_NAME_LENGTH, task_name_problem
 from horsies.results import TaskResult
 from horsies.retry import TaskOptions
 from horsies.tasks.function import TaskFunction
@@ -42,7 +43,6 @@ KNOWN_TASK_OPTIONS = ("queue_name", "good_until", "auto_retry_for", "retry_polic
 """Keyword options accepted by `@app.task`; anything else is refused, so that a misspelt option
 fails at definition instead of being silently ignored."""
 
-MAX_TASK_NAME_LENGTH = 255
 """Longest task name the `task_name` column holds."""
 
 _RETURN_HELP = (
@@ -89,26 +89,9 @@ def _checked_name(
     fn: Callable[..., Any], task_name: str | None, location: SourceLocation | None
 ) -> str:
     name = default_task_name(fn) if task_name is None else task_name
-    if not isinstance(name, str) or not name.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise _options_error("invalid task name", location).with_note(
-            f"task names must be non-empty strings, got {name!r}"
-        )
-    if len(name) > MAX_TASK_NAME_LENGTH:
-        raise _options_error("invalid task name", location).with_note(
-            f"task names are at most {MAX_TASK_NAME_LENGTH} characters, got {len(name)}"
-        )
-    if "\x00" in name:
-        # PostgreSQL text cannot hold NUL: every send would fail.
-        raise _options_error("invalid task name", location).with_note(
-            f"task names cannot contain NUL characters, got {name!r}"
-        )
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _options_error("invalid task name", location).with_note(
-                f"task names must be valid UTF-8 text (no lone surrogates), got {name!r}"
-            ) from None
+    problem = task_name_problem(name)
+    if problem is not None:
+        raise _options_error("invalid task name", location).with_note(problem)
     return name
 
 

@@ -45,7 +45,9 @@ def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | Non
             for field, code in unresolved
         )
     raise_collected(errors, "workflow start")
-    return start_rows(spec, workflow_id or str(uuid.uuid4()))
+    return start_rows(
+        spec, workflow_id or str(uuid.uuid4()), max_payload_bytes=broker.max_payload_bytes
+    )
 
 
 def start_workflow(

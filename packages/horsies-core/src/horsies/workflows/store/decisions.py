@@ -45,6 +45,7 @@ from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.workflows import payloads, runtime
 from horsies.workflows.engine import NodeView
 from horsies.workflows.status import WorkflowStatus, WorkflowTaskStatus
+from horsies.workflows.store.rows import check_payloads
 from horsies.workflows.store.session import Session, lock_roots_query
 from horsies.workflows.store.snapshot import (
     LoadedWorkflow,
@@ -295,7 +296,9 @@ def _child_spec(
         kwargs = kwargs_from_json(detail.kwargs)
         injected = payloads.args_from_injections(wf.view(), node, stored_results(details))
         kwargs.update({key: task_result_from_json(text) for key, text in injected.items()})
-        return definition.build_with(app, *args, **kwargs)
+        spec = definition.build_with(app, *args, **kwargs)
+        check_payloads(spec, app.config.max_payload_bytes)
+        return spec
     except Exception as exc:
         return task_result_to_json(
             failure(

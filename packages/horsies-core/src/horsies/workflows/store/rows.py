@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from horsies.codec import args_to_json, kwargs_to_json
+from horsies.codec import args_to_json, check_payload_size, kwargs_to_json
 from horsies.workflows.nodes import SubWorkflowNode
 from horsies.workflows.status import OnError
 
@@ -50,13 +50,16 @@ def _success_policy_json(spec: WorkflowSpec) -> str | None:
     ).decode()
 
 
-def _node_row(node: AnyNode) -> dict[str, Any]:
+def _node_row(node: AnyNode, max_payload_bytes: int | None) -> dict[str, Any]:
     deps = [cast("int", d.index) for d in node.waits_for]
+    args = args_to_json(tuple(node.args)) if node.args else None
+    kwargs = kwargs_to_json(node.kwargs) if node.kwargs else None
+    check_payload_size(f"arguments of node '{node.node_id}'", (args, kwargs), max_payload_bytes)
     common: dict[str, Any] = {
         "task_index": node.index,
         "node_id": node.node_id,
-        "task_args": args_to_json(tuple(node.args)) if node.args else None,
-        "task_kwargs": kwargs_to_json(node.kwargs) if node.kwargs else None,
+        "task_args": args,
+        "task_kwargs": kwargs,
         "dependencies": deps,
         "args_from": {key: dep.index for key, dep in node.args_from.items()} or None,
         "workflow_ctx_from": (
@@ -94,6 +97,13 @@ def _node_row(node: AnyNode) -> dict[str, Any]:
     }
 
 
+def check_payloads(spec: WorkflowSpec, max_payload_bytes: int | None) -> None:
+    """Raise `PayloadTooLargeError` (or SerializationError) for a node of ``spec`` whose arguments
+    cannot be stored (a child built by ``build_with``, checked before its start is written)."""
+    for node in spec.tasks:
+        _node_row(node, max_payload_bytes)
+
+
 def start_rows(
     spec: WorkflowSpec,
     workflow_id: str,
@@ -102,8 +112,10 @@ def start_rows(
     parent_index: int | None = None,
     depth: int = 0,
     root_id: str | None = None,
+    max_payload_bytes: int | None = None,
 ) -> StartRows:
-    """Encode a spec's workflow row and node rows (SerializationError for unencodable args)."""
+    """Encode a spec's workflow row and node rows (SerializationError for unencodable args,
+    PayloadTooLargeError for a node's arguments above ``max_payload_bytes``)."""
     output = spec.output
     return StartRows(
         workflow={
@@ -119,5 +131,5 @@ def start_rows(
             "depth": depth,
             "root_workflow_id": root_id or workflow_id,
         },
-        nodes=[_node_row(node) for node in spec.tasks],
+        nodes=[_node_row(node, max_payload_bytes) for node in spec.tasks],
     )
