@@ -6,13 +6,16 @@ with E002 and log a misleading ``workflow_definition_build_failed`` error on eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 import wf_param_app as wfp
 from horsies import WorkflowHandle, WorkflowStatus, start_workflow
 from horsies.broker import PostgresBroker
+from horsies.codec import SerializationError
 from horsies.workflows import registry as spec_registry
 from wf_exchange import app_broker_fixture, exchange, ok_outcome
 
@@ -34,6 +37,17 @@ def _run(broker: PostgresBroker, handle: WorkflowHandle) -> list[str]:
         started = exchange(broker, [ok_outcome(task)]).started or exchange(broker).started
     assert handle.status() is WorkflowStatus.COMPLETED
     return labels
+
+
+@contextlib.contextmanager
+def _engine_log_in(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The workflow engine's records go to ``caplog`` inside the block."""
+    engine_log = logging.getLogger("horsies.workflow.engine")
+    engine_log.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        engine_log.removeHandler(caplog.handler)
 
 
 def _child_name(broker: PostgresBroker, handle: WorkflowHandle) -> str:
@@ -66,13 +80,33 @@ def test_a_parameterised_parent_is_not_rebuilt_without_its_parameters(
     registry = dict(spec_registry._registry)  # pyright: ignore[reportPrivateUsage]
     registry.pop("wfparam_root", None)
     monkeypatch.setattr(spec_registry, "_registry", registry)
-    engine_log = logging.getLogger("horsies.workflow.engine")
-    engine_log.addHandler(caplog.handler)
-    try:
+    with _engine_log_in(caplog):
         labels = _run(broker, handle)
-    finally:
-        engine_log.removeHandler(caplog.handler)
 
     assert _child_name(broker, handle) == "wfparam_child_b"
     assert labels == ['["root"]', '["b"]']
     assert "workflow_definition_build_failed" not in caplog.text
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_parameterised_roots_condition_is_evaluated_by_a_worker_that_never_built_it(
+    broker: PostgresBroker,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    skip: bool,
+) -> None:
+    handle = start_workflow(wfp.Gated.build_with(wfp.app, skip=skip), broker)
+    # The worker never built this parameterisation: its registry holds the other one.
+    wfp.Gated.build_with(wfp.app, skip=not skip)
+    with _engine_log_in(caplog):
+        labels = _run(broker, handle)
+    assert labels == (['["first"]'] if skip else ['["first"]', '["gate"]'])
+    assert "workflow_condition_not_found" not in caplog.text
+
+
+def test_parameters_that_cannot_be_stored_are_refused_when_conditions_need_them(
+    broker: PostgresBroker,
+) -> None:
+    spec = wfp.Gated.build_with(wfp.app, skip=object())
+    with pytest.raises(SerializationError, match="build_with parameters of workflow"):
+        start_workflow(spec, broker)

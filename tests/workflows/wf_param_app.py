@@ -1,8 +1,8 @@
 """A parameterised parent workflow (``build_with`` only, no class-attribute nodes) whose child
 definition depends on the parameter: ``Root.build_with(app, child="a")`` runs ``ChildA`` at index
-1, ``child="b"`` runs ``ChildB`` there. A worker can neither rebuild such a parent (its parameters
-are not stored) nor trust the spec registry for it (keyed by name, it may hold the other
-parameterisation)."""
+1, ``child="b"`` runs ``ChildB`` there. A worker cannot trust the spec registry for it (keyed by
+name, it may hold the other parameterisation); it rebuilds the root from the parameters stored on
+the workflow row. ``Gated`` is a parameterised root whose condition depends on its parameter."""
 
 from __future__ import annotations
 
@@ -72,6 +72,27 @@ class Root(WorkflowDefinition[str]):
             name=cls.name,
             tasks=[root, child],
             output=child,
+            workflow_def_module=cls.__module__,
+            workflow_def_qualname=cls.__qualname__,
+        )
+
+
+class Gated(WorkflowDefinition[str]):
+    """first -> gate, where ``gate`` is skipped when the ``skip`` parameter says so: its condition
+    exists only in a spec built with that parameter."""
+
+    name = "wfparam_gated"
+
+    @classmethod
+    def build_with(cls, app: Horsies, *args: Any, **params: Any) -> WorkflowSpec:
+        skip = bool(params["skip"])
+        first = TaskNode(fn=step, args=("first",), node_id="first")
+        gate = TaskNode(
+            fn=step, args=("gate",), node_id="gate", waits_for=[first], skip_when=lambda _: skip
+        )
+        return WorkflowSpec(
+            name=cls.name,
+            tasks=[first, gate],
             workflow_def_module=cls.__module__,
             workflow_def_qualname=cls.__qualname__,
         )

@@ -22,7 +22,8 @@ so any worker can import it again to evaluate node conditions and to build child
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from horsies.errors import ErrorCode, HorsiesError, WorkflowValidationError, raise_collected
@@ -54,10 +55,19 @@ class WorkflowDefinition(Generic[T]):
     attribute name or through names visible from its own scope (module-level variables).
 
     `build(app)` turns the class into a `WorkflowSpec`; override the `build_with` classmethod for
-    definitions whose nodes depend on parameters (used when the workflow runs as a child).
+    definitions whose nodes depend on parameters (used when the workflow runs as a child). The
+    spec an override returns remembers the parameters (`WorkflowSpec.build_params`), so a root
+    workflow started from it can be built again by any worker.
     """
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own: object = cls.__dict__.get("build_with")
+        if isinstance(own, classmethod):
+            original = cast("Callable[..., WorkflowSpec]", own.__func__)  # pyright: ignore[reportUnknownMemberType]
+            setattr(cls, "build_with", classmethod(_recording_parameters(original)))  # noqa: B010
 
     @classmethod
     def build(cls, app: Horsies) -> WorkflowSpec:
@@ -129,6 +139,21 @@ class WorkflowDefinition(Generic[T]):
         may build it again.
         """
         return cls.build(app)
+
+
+def _recording_parameters(
+    build_with: Callable[..., WorkflowSpec],
+) -> Callable[..., WorkflowSpec]:
+    """``build_with`` that records its parameters on the spec it returns."""
+
+    @functools.wraps(build_with)
+    def recording(cls: type[Any], app: Horsies, *args: Any, **params: Any) -> WorkflowSpec:
+        spec = build_with(cls, app, *args, **params)
+        if spec.build_params is None:  # an inner build_with call recorded its own already
+            spec.build_params = (args, params)
+        return spec
+
+    return recording
 
 
 def _resolve_entry(

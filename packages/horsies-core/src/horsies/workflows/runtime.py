@@ -3,8 +3,9 @@
 The database holds everything about a workflow except its callables (``run_when``/``skip_when``) and
 child definition classes. The process advancing a workflow (a worker, or a producer calling
 ``resume()``) finds them in the per-process spec registry (every spec built in this process) or, for
-class-based definitions, by importing the class recorded on the workflow row and building it.
-Class-based definitions are therefore the portable form.
+class-based definitions, by importing the class recorded on the workflow row and building it: with
+the parameters stored on the row for a root workflow built by ``build_with``. Class-based
+definitions are therefore the portable form.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from horsies.codec import args_from_json, kwargs_from_json
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
 from horsies.workflows.context import WorkflowContext
@@ -25,10 +28,10 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.workflows.spec import WorkflowSpec
 
-__all__ = ["condition_skips", "find_definition", "find_node", "import_object"]
+__all__ = ["WorkflowOrigin", "condition_skips", "find_definition", "find_node", "import_object"]
 
 _log = get_logger("workflow.engine")
-_built: dict[tuple[str, str], WorkflowSpec] = {}
+_built: dict[tuple[str, str, str | None, str | None], WorkflowSpec] = {}
 _built_lock = threading.Lock()
 
 
@@ -54,26 +57,33 @@ def _definition_class(
     return None
 
 
-def _spec_of(
-    app: Horsies | None, name: str, module: str | None, qualname: str | None
-) -> WorkflowSpec | None:
-    spec = registered_spec(name)
+def _spec_of(app: Horsies | None, origin: WorkflowOrigin) -> WorkflowSpec | None:
+    parameterised = origin.build_args is not None or origin.build_kwargs is not None
+    # The registry is keyed by name only: for a parameterised workflow it may hold another
+    # parameterisation, so the stored parameters come first.
+    spec = None if parameterised else registered_spec(origin.name)
     if spec is not None:
         return spec
+    module, qualname = origin.module, origin.qualname
     if app is None or not module or not qualname:
         return None
-    key = (module, qualname)
+    key = (module, qualname, origin.build_args, origin.build_kwargs)
     with _built_lock:
         cached = _built.get(key)
     if cached is not None:
         return cached
     definition = _definition_class(module, qualname)
-    if definition is None or not definition_nodes(definition):
-        # A parameterised definition (its nodes come from build_with's parameters, which the
-        # workflow row does not keep) cannot be rebuilt here: build() would only fail (E002).
+    if definition is None or not (parameterised or definition_nodes(definition)):
+        # A parameterised definition started without stored parameters (a child, or a row
+        # written before they were kept) cannot be rebuilt here: build() would only fail (E002).
         return None
     try:
-        spec = definition.build(app)
+        if parameterised:
+            args = args_from_json(origin.build_args) if origin.build_args else []
+            kwargs = kwargs_from_json(origin.build_kwargs) if origin.build_kwargs else {}
+            spec = definition.build_with(app, *args, **kwargs)
+        else:
+            spec = definition.build(app)
     except Exception as exc:
         _log.warning("workflow_definition_build_failed: %s.%s: %s", module, qualname, exc)
         return None
@@ -82,12 +92,22 @@ def _spec_of(
     return spec
 
 
-def find_node(
-    app: Horsies | None, name: str, module: str | None, qualname: str | None, index: int
-) -> AnyNode | None:
-    """The node object at ``index`` of the workflow called ``name`` (registry first, then the
-    recorded definition class), or None."""
-    spec = _spec_of(app, name, module, qualname)
+@dataclass(frozen=True, slots=True)
+class WorkflowOrigin:
+    """What a workflow row says about where its spec came from: its name, the definition class
+    it was built from, and the parameters of a root workflow built by ``build_with``."""
+
+    name: str
+    module: str | None
+    qualname: str | None
+    build_args: str | None = None
+    build_kwargs: str | None = None
+
+
+def find_node(app: Horsies | None, origin: WorkflowOrigin, index: int) -> AnyNode | None:
+    """The node object at ``index`` of the workflow ``origin`` describes (registry, or the
+    recorded definition class built again), or None."""
+    spec = _spec_of(app, origin)
     if spec is None or not 0 <= index < len(spec.tasks):
         return None
     return spec.tasks[index]
@@ -95,10 +115,8 @@ def find_node(
 
 def find_definition(
     app: Horsies | None,
+    origin: WorkflowOrigin,
     *,
-    name: str,
-    module: str | None,
-    qualname: str | None,
     index: int,
     sub_module: str | None,
     sub_qualname: str | None,
@@ -113,7 +131,7 @@ def find_definition(
     recorded = _definition_class(sub_module, sub_qualname)
     if recorded is not None:
         return recorded
-    node = find_node(app, name, module, qualname, index)
+    node = find_node(app, origin, index)
     if isinstance(node, SubWorkflowNode):
         return node.workflow_def
     return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from horsies.config import QueueMode
 from horsies.errors import (
@@ -102,6 +102,9 @@ class WorkflowSpec:
     workflow_def_module: str | None = None
     workflow_def_qualname: str | None = None
     broker: _SpecBroker = _SpecBroker()
+    build_params: tuple[tuple[Any, ...], dict[str, Any]] | None = field(default=None, init=False)
+    """The parameters `WorkflowDefinition.build_with` was called with (None for a spec built
+    without): a root workflow stores them, so any worker can build it again."""
     _app: Horsies | None = field(default=None, init=False, repr=False)
     """The app whose broker `broker` returns when none was given (`bind_app`)."""
 

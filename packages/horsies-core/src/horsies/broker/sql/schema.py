@@ -327,6 +327,14 @@ ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFA
 ALTER TABLE horsies_heartbeats ADD COLUMN IF NOT EXISTS attempt INTEGER;
 """
 
+# A parameterised root workflow (built by WorkflowDefinition.build_with) keeps its parameters, so
+# any worker can build it again to evaluate its conditions, as child workflows are rebuilt from
+# their parent node's arguments. NULL for workflows built without parameters.
+_V5_BUILD_PARAMETERS: Final = """
+ALTER TABLE horsies_workflows ADD COLUMN IF NOT EXISTS build_args TEXT;
+ALTER TABLE horsies_workflows ADD COLUMN IF NOT EXISTS build_kwargs TEXT;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -336,6 +344,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "workflow columns for the engine", _V2_TASK_WORKFLOW),
     Migration(3, "index of finished tasks for monitoring", _V3_FINISHED_INDEX),
     Migration(4, "attempt numbers that fence every write of a claim", _V4_ATTEMPTS),
+    Migration(5, "build parameters of parameterised root workflows", _V5_BUILD_PARAMETERS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

@@ -37,12 +37,12 @@ WF_LOCK_ROOTS_SKIP_LOCKED: Final = WF_LOCK_ROOTS + "SKIP LOCKED\n"
 WF_INSERT: Final = """
 INSERT INTO horsies_workflows (
     id, name, status, on_error, output_task_index, success_policy, workflow_def_module,
-    workflow_def_qualname, parent_workflow_id, parent_task_index, depth, root_workflow_id,
-    created_at, started_at, updated_at)
+    workflow_def_qualname, build_args, build_kwargs, parent_workflow_id, parent_task_index, depth,
+    root_workflow_id, created_at, started_at, updated_at)
 VALUES (
     %(id)s, %(name)s, 'RUNNING', %(on_error)s, %(output_task_index)s, %(success_policy)s::jsonb,
-    %(module)s, %(qualname)s, %(parent_workflow_id)s, %(parent_task_index)s, %(depth)s,
-    %(root_workflow_id)s, now(), now(), now())
+    %(module)s, %(qualname)s, %(build_args)s, %(build_kwargs)s, %(parent_workflow_id)s,
+    %(parent_task_index)s, %(depth)s, %(root_workflow_id)s, now(), now(), now())
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -96,7 +96,7 @@ WF_LOAD: Final = """
 SELECT id, name, status, on_error, output_task_index, success_policy::text,
        error IS NOT NULL AS has_error, completed_at IS NOT NULL AS finalized,
        parent_workflow_id, parent_task_index, depth, COALESCE(root_workflow_id, id),
-       workflow_def_module, workflow_def_qualname
+       workflow_def_module, workflow_def_qualname, build_args, build_kwargs
 FROM horsies_workflows
 WHERE id = ANY(%(ids)s::text[])
 """

@@ -200,12 +200,16 @@ def _timed_out(inputs: _Inputs, ref: NodeRef, limit: float) -> Decision:
     return Decision(ref, "fail", result=task_result_to_json(failed))
 
 
+def _origin(wf: LoadedWorkflow) -> runtime.WorkflowOrigin:
+    return runtime.WorkflowOrigin(wf.name, wf.module, wf.qualname, wf.build_args, wf.build_kwargs)
+
+
 def _node_object(app: Horsies, wf: LoadedWorkflow, index: int, inputs: _Inputs) -> AnyNode | None:
     """The Python node at ``index`` of ``wf``: for a child workflow, from its own spec (built in
     this process when it started, or rebuilt with ``build_with`` from the parent node's inputs,
     which must be deterministic); else from the registry or the recorded definition class."""
     if wf.parent_id is None or wf.parent_index is None:
-        return runtime.find_node(app, wf.name, wf.module, wf.qualname, index)
+        return runtime.find_node(app, _origin(wf), index)
     spec = child_spec_of(wf.id)
     if spec is None:
         parent = inputs.workflows.get(wf.parent_id)
@@ -276,9 +280,7 @@ def _child_spec(
     data = {"module": detail.sub_module, "qualname": detail.sub_qualname}
     definition = runtime.find_definition(
         app,
-        name=wf.name,
-        module=wf.module,
-        qualname=wf.qualname,
+        _origin(wf),
         index=node.index,
         sub_module=detail.sub_module,
         sub_qualname=detail.sub_qualname,

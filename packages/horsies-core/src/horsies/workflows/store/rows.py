@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from horsies.codec import args_to_json, check_payload_size, kwargs_to_json
+from horsies.codec import SerializationError, args_to_json, check_payload_size, kwargs_to_json
 from horsies.workflows.nodes import SubWorkflowNode
 from horsies.workflows.status import OnError
 
@@ -97,6 +97,28 @@ def _node_row(node: AnyNode, max_payload_bytes: int | None) -> dict[str, Any]:
     }
 
 
+def _build_params(spec: WorkflowSpec, *, root: bool) -> dict[str, str | None]:
+    """The ``build_args`` / ``build_kwargs`` columns: a root workflow built by ``build_with``
+    stores its parameters, so a worker that never built it can rebuild it for its conditions. A
+    child is rebuilt from its parent node's arguments instead."""
+    none: dict[str, str | None] = {"build_args": None, "build_kwargs": None}
+    if not root or spec.build_params is None:
+        return none
+    args, kwargs = spec.build_params
+    try:
+        return {
+            "build_args": args_to_json(args) if args else None,
+            "build_kwargs": kwargs_to_json(kwargs) if kwargs else None,
+        }
+    except SerializationError as exc:
+        if not any(node.run_when or node.skip_when for node in spec.tasks):
+            return none  # nothing needs a rebuild
+        raise SerializationError(
+            f"the build_with parameters of workflow '{spec.name}' cannot be stored, and workers "
+            f"need them to rebuild its conditions: {exc}"
+        ) from exc
+
+
 def check_payloads(spec: WorkflowSpec, max_payload_bytes: int | None) -> None:
     """Raise `PayloadTooLargeError` (or SerializationError) for a node of ``spec`` whose arguments
     cannot be stored (a child built by ``build_with``, checked before its start is written)."""
@@ -126,6 +148,7 @@ def start_rows(
             "success_policy": _success_policy_json(spec),
             "module": spec.workflow_def_module,
             "qualname": spec.workflow_def_qualname,
+            **_build_params(spec, root=parent_id is None),
             "parent_workflow_id": parent_id,
             "parent_task_index": parent_index,
             "depth": depth,

@@ -55,6 +55,9 @@ class LoadedWorkflow:
     root_id: str
     module: str | None
     qualname: str | None
+    build_args: str | None = None
+    build_kwargs: str | None = None
+    """The encoded parameters of a parameterised root workflow (see `WorkflowSpec.build_params`)."""
     nodes: list[NodeView] = field(default_factory=list[NodeView])
 
     def view(self) -> WorkflowView:
@@ -96,6 +99,8 @@ def _workflow_from_row(row: Sequence[Any]) -> LoadedWorkflow:
         root_id=row[11],
         module=row[12],
         qualname=row[13],
+        build_args=row[14],
+        build_kwargs=row[15],
     )
 
 
