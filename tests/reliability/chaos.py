@@ -1,4 +1,4 @@
-"""A bounded fault loop: random worker kills and connection cuts while a scenario runs.
+"""A bounded fault loop: random worker kills, freezes and connection cuts while a scenario runs.
 
 :class:`Chaos` runs in a background thread between :meth:`Chaos.start` and :meth:`Chaos.stop` (or
 as a context manager). At seeded random moments (:class:`ChaosPlan`) it
@@ -8,6 +8,10 @@ as a context manager). At seeded random moments (:class:`ChaosPlan`) it
   still CLAIMED or RUNNING for the dead worker (requeued, failed or retried by a surviving
   worker's reaper). The next fault comes only once the replacement is ready, so the cluster never
   loses every worker at once;
+- **freezes** one live worker: SIGSTOP to its whole process group for longer than the stale
+  thresholds (``freeze_s``), so the other workers' reapers fail or retry what it runs and requeue
+  what it claimed, then SIGCONT: its children finish their (replaced) attempts and its main process
+  tries to write them, which must change nothing;
 - **cuts** connections: ``pg_terminate_backend`` on every backend of the database whose
   ``application_name`` is one of the plan's (by default the workers' pools and listeners, and any
   horsies producer); the victims must reconnect by themselves.
@@ -23,7 +27,9 @@ the loop and is raised again by :meth:`Chaos.stop`.
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import statistics
 import threading
 import time
@@ -50,6 +56,9 @@ class ChaosPlan:
     seed: int
     kill_every: tuple[float, float] | None = (3.0, 6.0)
     cut_every: tuple[float, float] | None = None
+    freeze_every: tuple[float, float] | None = None
+    freeze_s: tuple[float, float] = (2.5, 4.0)
+    """How long a freeze lasts: above the ledger app's 2 s stale thresholds."""
     max_kills: int | None = None
     max_cuts: int | None = None
     cut_application_names: tuple[str, ...] = ("horsies", "horsies-listener")
@@ -61,6 +70,7 @@ class ChaosReport:
 
     kills: int = 0
     restarts: int = 0
+    freezes: int = 0
     cuts: int = 0
     backends_cut: int = 0
     recovery_s: list[float] = field(default_factory=list[float])
@@ -78,8 +88,8 @@ class ChaosReport:
             else "recovery_s -"
         )
         return (
-            f"kills={self.kills} restarts={self.restarts} cuts={self.cuts} "
-            f"(backends={self.backends_cut}) {recovery}"
+            f"kills={self.kills} restarts={self.restarts} freezes={self.freezes} "
+            f"cuts={self.cuts} (backends={self.backends_cut}) {recovery}"
         )
 
 
@@ -146,14 +156,18 @@ class Chaos:
         kills = cuts = 0
         next_kill = self._pause(plan.kill_every, kills, plan.max_kills)
         next_cut = self._pause(plan.cut_every, cuts, plan.max_cuts)
+        next_freeze = self._pause(plan.freeze_every, 0, None)
         try:
-            while not math.isinf(due := min(next_kill, next_cut)):
+            while not math.isinf(due := min(next_kill, next_cut, next_freeze)):
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     return
-                if next_kill <= next_cut:
+                if next_kill == due:
                     self.kill()
                     kills += 1
                     next_kill = self._pause(plan.kill_every, kills, plan.max_kills)
+                elif next_freeze == due:
+                    self._freeze()
+                    next_freeze = self._pause(plan.freeze_every, 0, None)
                 else:
                     self._cut()
                     cuts += 1
@@ -180,6 +194,17 @@ class Chaos:
         self.report.recovery_s.append(time.monotonic() - started)
         replacement.wait_ready()
         self.report.restarts += 1
+
+    def _freeze(self) -> None:
+        """Stop a random live worker's whole process group past the stale thresholds, then let
+        it go on (the freeze is a duration, not a synchronisation)."""
+        victim = self._rng.choice(self.workers)
+        os.killpg(victim.pid, signal.SIGSTOP)
+        try:
+            self._stop.wait(self._rng.uniform(*self._plan.freeze_s))
+        finally:
+            os.killpg(victim.pid, signal.SIGCONT)
+        self.report.freezes += 1
 
     def _cut(self) -> None:
         names = self._plan.cut_application_names

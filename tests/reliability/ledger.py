@@ -116,6 +116,8 @@ class LedgerReport:
     """COMPLETED tasks the ledger never saw finish (a result nobody produced)."""
     ran_more_than_attempts: list[str] = field(default_factory=list)
     """Keys that *ended* more often than their task had attempts (a task finished twice)."""
+    failed_never_started: list[str] = field(default_factory=list)
+    """FAILED tasks whose code the ledger never saw start (failed as crashed without running)."""
 
     @property
     def lost(self) -> int:
@@ -172,6 +174,8 @@ def compare(conninfo: str, task_ids: Mapping[str, str]) -> LedgerReport:
             report.not_terminal.append(key)
         if status == "COMPLETED" and report.ends[key] == 0:
             report.completed_without_end.append(key)
+        if status == "FAILED" and report.starts[key] == 0:
+            report.failed_never_started.append(key)
         if report.ends[key] > retry_count + 1:
             report.ran_more_than_attempts.append(key)
     return report

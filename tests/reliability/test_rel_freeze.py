@@ -11,7 +11,9 @@ What it proves, from the ledger and the task table:
 - the result stored is the newest attempt's, never the frozen one's, and ``get()`` returns it;
 - the frozen attempt's late write is refused and logged (``task_finish_lost``);
 - in prefetch mode, a claim whose lease expired while it waited in the worker is never started
-  twice, not even by the same worker.
+  twice, not even by the same worker;
+- under load with two workers, in both modes: nothing lost or finished twice, and every stored
+  result is the newest attempt's.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from db_rows import sql
 from horsies.app import Horsies
+from horsies.codec import task_result_from_json
 from process_harness import wait_until
 
 from tests.reliability.harness import LedgerWorker, StartWorker
 from tests.reliability.ledger import LedgerRow, compare, ledger_rows
-from tests.reliability.workload import send_load, wait_terminal
+from tests.reliability.workload import held_by, send_load, task_states, wait_terminal, worker_id
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -118,3 +121,44 @@ def test_an_expired_claim_waiting_in_a_prefetching_worker_runs_once(
     assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
     assert all(report.starts[key] == 1 for key in ids), report.summary()
     assert worker.alive
+
+
+@pytest.mark.parametrize("hard_cap", ["1", "0"], ids=["hard-cap", "prefetch"])
+def test_a_worker_frozen_under_load_never_stores_an_older_attempts_result(
+    ledger: str,
+    start_worker: StartWorker,
+    make_producer: Callable[..., Horsies],
+    hard_cap: str,
+) -> None:
+    """Two workers under load; one is frozen until the other's reaper (2 s thresholds) has retried
+    what it ran and requeued what it claimed, then continued. Every task completes once per
+    attempt, and the result stored is always the newest attempt's."""
+    env = {"RELIABILITY_HARD_CAP": hard_cap}
+    producer = make_producer(env)
+    victim = start_worker("--processes", "2", env=env)
+    start_worker("--processes", "2", env=env)
+    calls = [(f"t{i}", 1.5 if i % 4 == 0 else 0.2) for i in range(40)]
+    ids = send_load(producer, "rel.whoami_retried", calls)
+    victim_id = worker_id(victim)
+    wait_until(lambda: held_by(ledger, victim_id)["RUNNING"], 30, "the victim to run a task")
+    with frozen(victim):
+        wait_until(
+            lambda: not any(held_by(ledger, victim_id).values()),
+            30,
+            "the other worker to take over the victim's tasks",
+        )
+    wait_terminal(ledger, ids, 90)
+    report = compare(ledger, ids)
+    report.assert_nothing_lost_or_duplicated()
+    assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
+    rows = ledger_rows(ledger)
+    states = task_states(ledger, ids.values())
+    retried = 0
+    for key, task_id in ids.items():
+        newest = [row for row in rows if row.key == key and row.phase == "start"][-1]
+        result = states[task_id].result
+        assert result is not None
+        assert task_result_from_json(result).unwrap() == f"{key}:{newest.child_pid}", key
+        retried += states[task_id].retry_count > 0
+    assert retried >= 1  # the freeze really replaced at least one attempt
+    print(f"[rel-freeze-load:{hard_cap}] tasks={len(ids)} retried_after_freeze={retried}")

@@ -1,6 +1,8 @@
 """Scenario 9: soak. Tasks and workflows flow through two workers while a fault loop
 (``chaos.Chaos``) SIGKILLs a worker's whole process group at seeded random moments (a replacement
-is started each time) and cuts the workers' and producers' connections (``pg_terminate_backend``).
+is started each time), freezes one (SIGSTOP past the stale thresholds, then SIGCONT: a reaper
+fails or retries what it ran meanwhile, and its late results must change nothing) and cuts the
+workers' and producers' connections (``pg_terminate_backend``).
 
 With ``HORSIES_SOAK=1``: 100,000 tasks sent in batches over about 14 minutes, plus workflows
 (chains, fan-outs and nested ones with child workflows), then the drain: about 15 minutes. Without
@@ -65,6 +67,7 @@ class SoakSize:
     workflow_size: int
     kill_every: tuple[float, float]
     cut_every: tuple[float, float]
+    freeze_every: tuple[float, float]
     drain_s: float
     """Bound for everything to end once the sends and faults stop."""
     seed: int = 9
@@ -82,6 +85,7 @@ CI = SoakSize(
     workflow_size=20,
     kill_every=(2.0, 4.0),
     cut_every=(0.5, 2.0),  # the first cut always comes before the first kill
+    freeze_every=(2.0, 3.0),
     drain_s=90.0,
 )
 
@@ -96,6 +100,7 @@ def _soak_size() -> SoakSize:
         workflow_size=50,
         kill_every=(20.0, 40.0),
         cut_every=(8.0, 20.0),
+        freeze_every=(25.0, 50.0),
         drain_s=600.0,
         seed=int(os.environ.get("HORSIES_SOAK_SEED", "9")),
     )
@@ -278,13 +283,19 @@ def test_soak_tasks_and_workflows_survive_random_kills_and_cuts(
         ledger,
         workers,
         lambda: start_worker(*PROCESSES, ready=False),
-        ChaosPlan(seed=SIZE.seed, kill_every=SIZE.kill_every, cut_every=SIZE.cut_every),
+        ChaosPlan(
+            seed=SIZE.seed,
+            kill_every=SIZE.kill_every,
+            cut_every=SIZE.cut_every,
+            freeze_every=SIZE.freeze_every,
+        ),
     )
     with chaos:
         _produce(app, sent, run)
     faults: ChaosReport = chaos.report
     assert faults.kills >= 1, faults.summary()
     assert faults.cuts >= 1, faults.summary()
+    assert faults.freezes >= 1, faults.summary()
     stored, absent = sent.resolve_failed_batches(ledger)
     _wait_drained(ledger, sent)
     elapsed = time.monotonic() - began
@@ -293,6 +304,7 @@ def test_soak_tasks_and_workflows_survive_random_kills_and_cuts(
     ids = sent.ids | node_ids
     report = compare(ledger, ids)
     _check_tasks(ledger, report, ids)
+
     print(
         f"\n[scenario 9 / {'soak' if SOAK else 'short'}] {elapsed:.0f}s tasks={report.sent} "
         f"(sent={len(sent.ids)} + nodes={len(node_ids)}) ran={sum(report.ends.values())} "
@@ -300,5 +312,6 @@ def test_soak_tasks_and_workflows_survive_random_kills_and_cuts(
         f"workflows={dict(workflow_statuses)} workers_alive={len(chaos.workers)} "
         f"{faults.summary()} send_errors={len(sent.failed_batches)} batches "
         f"(stored={stored} absent={absent}) start_errors={dict(sent.start_errors)} "
-        f"lost={report.lost} duplicated={report.duplicated}"
+        f"lost={report.lost} duplicated={report.duplicated} "
+        f"failed_never_started={len(report.failed_never_started)}"
     )

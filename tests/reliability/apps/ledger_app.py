@@ -18,7 +18,8 @@ make running tasks look crashed). ``RELIABILITY_POOL_TIMEOUT_S`` sets the broker
 
 Tasks: ``rel.work(key, seconds)`` (no retry: a crash fails it with ``WORKER_CRASHED``) and
 ``rel.whoami(key, seconds)`` (the same, returning ``"<key>:<child pid>"``: which attempt's result
-was stored); in default mode also the crash-retried tasks of ``apps/wf_ledger_app.py``
+was stored); in default mode also ``rel.whoami_retried`` (``rel.whoami`` retried after a crash),
+the crash-retried tasks of ``apps/wf_ledger_app.py``
 (``rel.retried``, ``rel.stall``) and the hostile-input tasks of ``apps/hostile_tasks.py``
 (``rel.echo``, ``rel.blob``, ...) and ``apps/forking_tasks.py`` (``rel.fork_and_die``); in custom
 mode ``rel.capped`` and ``rel.other``.
@@ -31,12 +32,12 @@ import time
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RecoveryConfig
-from horsies.results import TaskError, TaskResult
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 from tests.recovery_timing import fast_recovery
 from tests.reliability.apps.forking_tasks import add_forking_tasks
 from tests.reliability.apps.hostile_tasks import add_hostile_tasks, payload_options
-from tests.reliability.apps.wf_ledger_app import add_workflow_tasks
+from tests.reliability.apps.wf_ledger_app import CRASH_RETRIES, add_workflow_tasks
 from tests.reliability.ledger import record
 
 ENV_URL = "HORSIES_E2E_DATABASE_URL"
@@ -100,6 +101,13 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
     app.task("rel.work", queue_name="other" if custom else None)(work)
     app.task("rel.whoami", queue_name="other" if custom else None)(whoami)
     if not custom:
+        # The same, retried after a crash (freeze scenarios: a reaper retries a frozen attempt).
+        retried = app.task(
+            "rel.whoami_retried",
+            retry_policy=CRASH_RETRIES,
+            auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
+        )
+        retried(whoami)
         add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
         add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
         add_forking_tasks(app, conninfo)  # rel.fork_and_die: see apps/forking_tasks.py
