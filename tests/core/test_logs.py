@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from horsies.logs import configure_logging, get_logger
+from horsies.logs import TextBlock, configure_logging, get_logger
 
 LINE = re.compile(
     r"^\[(\d\d):(\d\d):(\d\d)\] \[(?P<component>[^\]]+)\] \[(?P<level>[A-Z]+)\] (?P<msg>.*)$"
@@ -113,3 +113,14 @@ def test_quoted_arguments_cannot_forge_or_hide_lines(caplog: pytest.LogCaptureFi
     first, second = (record.getMessage() for record in caplog.records)
     assert first == "task_started: id-1 (rel.\\nFAKE [worker] [ERROR] x\\r\\u202eé 中)"
     assert second == "a\\tb"
+
+
+def test_a_text_block_keeps_its_lines_indented_and_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = get_logger("worker")
+    with caplog.at_level(logging.INFO, logger="horsies"):
+        logger.info("failed%s", TextBlock("Traceback:\n  x = 1\x1b[2J\nValueError: no\n"))
+    assert caplog.records[0].getMessage() == (
+        "failed\n    Traceback:\n      x = 1\\x1b[2J\n    ValueError: no"
+    )

@@ -55,6 +55,37 @@ def test_failing_task_is_failed_with_its_error(worker: WorkerProcess, app: Horsi
     assert row["retry_count"] == 0
 
 
+def test_the_worker_log_says_why_a_task_failed(worker: WorkerProcess, app: Horsies) -> None:
+    """At the default level: the error code, the message and the traceback (indented, so that a
+    message holding a newline cannot pass for a log record of its own)."""
+    handle = app.tasks["e2e.fail"].send("bad\n[00:00:00] [worker] [INFO] forged")
+    handle.get(timeout_ms=GET_MS)
+    line = wait_until(
+        lambda: next((ln for ln in worker.output().splitlines() if handle.task_id in ln), None),
+        10,
+        "the failure to be logged",
+    )
+    assert "[WARNING] task_failed:" in line
+    assert "UNHANDLED_EXCEPTION: Unhandled exception in task fail: ValueError: bad\\n[00:" in line
+    after = worker.output().split(line, 1)[1].splitlines()[1:]
+    assert after[0].startswith("    Traceback (most recent call last):"), after[:3]
+    assert any(ln.startswith("    ValueError: bad") for ln in after[:20]), after[:20]
+    assert not any(ln.startswith("[00:00:00]") for ln in worker.output().splitlines())
+
+
+def test_a_scheduled_retry_says_why(worker: WorkerProcess, app: Horsies, tmp_path: Path) -> None:
+    handle = app.tasks["e2e.flaky"].send(str(tmp_path / "why.log"), 2)
+    handle.get(timeout_ms=GET_MS)
+    assert wait_until(
+        lambda: any(
+            "task_retry_scheduled: " in ln and "FLAKY: attempt 1" in ln
+            for ln in worker.output().splitlines()
+        ),
+        10,
+        "the retry to be logged with its reason",
+    )
+
+
 def test_retries_follow_the_policy_intervals(
     worker: WorkerProcess, app: Horsies, db: Db, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ from horsies.errors import colors_enabled
 __all__ = [
     "ROOT_LOGGER_NAME",
     "HorsiesFormatter",
+    "TextBlock",
     "configure_logging",
     "escape_controls",
     "get_logger",
@@ -48,8 +49,22 @@ def escape_controls(text: str) -> str:
     )
 
 
+class TextBlock(str):
+    """Several lines quoted in a log record (a traceback): each line escaped on its own and
+    indented, so it reads as it was written and no line can pass for a record of its own. The
+    arguments filter leaves it as it is."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> TextBlock:
+        lines = (f"    {escape_controls(line)}" for line in text.rstrip("\n").splitlines())
+        return super().__new__(cls, "\n" + "\n".join(lines))
+
+
 def _escaped(value: object) -> object:
-    return escape_controls(value) if isinstance(value, str) else value
+    if isinstance(value, TextBlock) or not isinstance(value, str):
+        return value
+    return escape_controls(value)
 
 
 class _EscapeArguments(logging.Filter):

@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from horsies.broker.claims import AttemptKey
 from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
-from horsies.logs import get_logger
+from horsies.logs import TextBlock, get_logger
 from horsies.results import LibraryErrorCode
 from horsies.retry import TaskOptions, decide_retry
 
@@ -73,6 +74,26 @@ def retry_delay_for(
         options=options,
         rng=rng,
     )
+
+
+def failure_summary(result_json: str) -> tuple[str, str]:
+    """(``"<error code>: <message>"``, the exception's traceback as a `TextBlock` or ``""``) of a
+    failed result, for the worker's log."""
+    try:
+        error = task_result_from_json(result_json).err
+    except Exception as exc:
+        return f"a result that cannot be read ({exc})", ""
+    if error is None:
+        return "an error result without error", ""
+    code = getattr(error.error_code, "value", error.error_code)
+    why = f"{code}: {error.message}"
+    exception: object = error.exception
+    trace: object = None
+    if isinstance(exception, BaseException):
+        trace = "".join(traceback.format_exception(exception))
+    elif isinstance(exception, dict):
+        trace = cast("dict[str, object]", exception).get("traceback")
+    return why, TextBlock(trace) if isinstance(trace, str) and trace.strip() else ""
 
 
 def build_outcome(

@@ -38,7 +38,12 @@ from horsies.workflows.store.hooks import WORKFLOW_STORE
 
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 from horsies_worker.claimer import Claimer
-from horsies_worker.completer import Completer, build_outcome, crashed_result_json
+from horsies_worker.completer import (
+    Completer,
+    build_outcome,
+    crashed_result_json,
+    failure_summary,
+)
 from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
@@ -353,16 +358,21 @@ class Worker:
         state.completer.submit(outcome)
         if ok:
             logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)
-        elif outcome.retry_delay_s is not None:
+            self._wake.set()
+            return
+        why, trace = failure_summary(result_json)
+        if outcome.retry_delay_s is not None:
             logger.info(
-                "task_retry_scheduled: %s (%s) attempt %s in %ss",
+                "task_retry_scheduled: %s (%s) retry %s in %gs after %s%s",
                 task.id,
                 task.task_name,
                 task.retry_count + 1,
                 outcome.retry_delay_s,
+                why,
+                trace,
             )
         else:
-            logger.info("task_failed: %s (%s)", task.id, task.task_name)
+            logger.warning("task_failed: %s (%s): %s%s", task.id, task.task_name, why, trace)
         self._wake.set()
 
     def _on_child_exit(
