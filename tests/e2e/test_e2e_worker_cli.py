@@ -3,7 +3,11 @@ codes."""
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
+from apps.basic import ENV_URL
 from process_harness import run_horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -51,6 +55,22 @@ def test_invalid_processes_is_a_usage_error() -> None:
     result = run_horsies("worker", "tests.e2e.apps.basic:app", "--processes", "0")
     assert result.returncode != 0
     assert "processes" in result.stderr
+
+
+def test_a_database_that_does_not_exist_exits_1_at_once(database_url: str) -> None:
+    """A wrong database name cannot heal by waiting: the worker says so and exits, instead of
+    retrying for pool_timeout (30 s here)."""
+    wrong = urlunsplit(urlsplit(database_url)._replace(path="/no_such_database"))
+    started = time.monotonic()
+    result = run_horsies(
+        "worker", "tests.e2e.apps.basic:app", "--processes", "1", env={ENV_URL: wrong}
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "the database does not exist" in output
+    assert "waiting will not help" in output
+    assert elapsed < 20, elapsed  # start-up included; the old wait alone was 30 s
 
 
 def test_unreachable_database_exits_1() -> None:

@@ -121,7 +121,9 @@ class SyncPool:
                         connect_timeout=self._limits.connect_timeout(remaining),
                     )
                 except psycopg.OperationalError as exc:
-                    self._state.failures.record(exc)
+                    lasting = self._state.failures.record(exc)
+                    if lasting is not None:
+                        raise lasting from None
                     attempt += 1
                     delay = next_delay(attempt)
                     if time.monotonic() + delay >= deadline:

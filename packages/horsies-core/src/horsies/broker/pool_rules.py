@@ -84,6 +84,8 @@ class PoolLimits:
     timeout_s: float
     lifetime_s: float
     pre_ping: bool
+    masked_url: str = ""
+    """The database URL without its password, to name in connection errors."""
 
     @classmethod
     def from_config(cls, config: PostgresConfig, name: str, size: int | None = None) -> PoolLimits:
@@ -98,6 +100,7 @@ class PoolLimits:
             timeout_s=float(config.pool_timeout),
             lifetime_s=float(config.pool_recycle),
             pre_ping=config.pool_pre_ping,
+            masked_url=config.masked_url,
         )
 
     def connect_timeout(self, remaining_s: float) -> int:
@@ -240,7 +243,7 @@ class PoolState(Generic[C]):
         self.idle: IdleStack[C] = IdleStack()
         self.opening = 0
         self.closed = False
-        self.failures = ConnectFailures(limits.name)
+        self.failures = ConnectFailures(limits.name, limits.masked_url)
         self.swept_at = 0.0
 
     def take(self, now: float) -> Take[C]:
@@ -307,19 +310,53 @@ def has_unread_input(conn: Pooled) -> bool:
         return True
 
 
+_LASTING_CONNECT_ERRORS: Final = (
+    ("password authentication failed", "the password was refused"),
+    ("no password supplied", "the server asks for a password and the URL has none"),
+    ("authentication failed", "authentication was refused"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf refuses this user or host"),
+    ('role "', "the user (role) does not exist"),
+    ('database "', "the database does not exist"),
+    ("failed to resolve host", "the host name does not resolve"),
+    ("could not translate host name", "the host name does not resolve"),
+)
+"""Connection failures that waiting cannot heal, by a piece of libpq's or PostgreSQL's message
+(they carry no SQLSTATE at connect time) and what the user is told. The server's own texts are
+in English unless its lc_messages says otherwise; a translated one is retried as transient."""
+
+
+def lasting_connect_problem(exc: BaseException) -> str | None:
+    """What is wrong when a connection attempt failed for a reason waiting cannot fix, else None
+    (server down or starting, refused, timed out, too many connections: worth retrying)."""
+    text = str(exc)
+    for piece, meaning in _LASTING_CONNECT_ERRORS:
+        if piece in text and (not piece.endswith('"') or "does not exist" in text):
+            return meaning
+    return None
+
+
 class ConnectFailures:
     """The last failed connection attempt of a pool: logged at most every 10 s while the database
     stays out of reach, and given as the reason when a checkout gets no connection."""
 
-    def __init__(self, pool_name: str) -> None:
+    def __init__(self, pool_name: str, masked_url: str = "") -> None:
         self._name = pool_name
+        self._url = masked_url
         self._lock = threading.Lock()
         self._error: str | None = None
         self._logged_at: float | None = None
 
-    def record(self, exc: BaseException) -> None:
-        """A connection attempt failed with ``exc``."""
+    def record(self, exc: BaseException) -> NoConnection | None:
+        """A connection attempt failed with ``exc``: the error to raise at once when waiting
+        cannot help (a wrong password, user, database or host), else None (keep trying)."""
         text = mask_database_url(" ".join(str(exc).split()) or type(exc).__name__)
+        lasting = lasting_connect_problem(exc)
+        if lasting is not None:
+            return NoConnection(
+                f"cannot connect to {self._url or 'the database'}: {lasting}; waiting will not "
+                f"help, check the database URL ({text})",
+                unreachable=False,
+            )
         now = time.monotonic()
         with self._lock:
             self._error = text
@@ -328,6 +365,7 @@ class ConnectFailures:
                 self._logged_at = now
         if due:
             _log.warning("error connecting in %r: %s", self._name, text)
+        return None
 
     def clear(self) -> None:
         """A connection attempt succeeded."""
