@@ -29,6 +29,18 @@ def _with(url: str, *, user: str | None = None, database: str | None = None) -> 
     return urlunsplit(parts._replace(netloc=netloc, path=path))
 
 
+def _send_error(url: str, *, pool_timeout: int) -> tuple[BrokerError, float]:
+    """The error of one send to ``url``, and how long it took to come."""
+    broker = PostgresBroker(PostgresConfig(database_url=url, pool_timeout=pool_timeout))
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerError) as raised:
+            broker.enqueue("t")
+        return raised.value, time.monotonic() - started
+    finally:
+        broker.close()
+
+
 @pytest.mark.parametrize(
     ("kind", "meaning"),
     [
@@ -45,20 +57,13 @@ def test_a_wrong_database_url_fails_at_once_saying_why(
         "user": _with(database_url, user="no_such_role"),
         "host": "postgresql+psycopg://app:s3cret-Pw@no-such-host.invalid:5432/app",
     }[kind]
-    broker = PostgresBroker(PostgresConfig(database_url=url, pool_timeout=30))
-    try:
-        started = time.monotonic()
-        with pytest.raises(BrokerError) as raised:
-            broker.enqueue("t")
-        elapsed = time.monotonic() - started
-    finally:
-        broker.close()
-    message = str(raised.value)
+    error, elapsed = _send_error(url, pool_timeout=30)
+    message = str(error)
     assert elapsed < FAST_S, elapsed
     assert meaning in message
     assert "waiting will not help" in message
     assert "s3cret-Pw" not in message
-    assert not raised.value.unreachable  # not worth retrying: the caller is told so
+    assert not error.unreachable  # not worth retrying: the caller is told so
 
 
 def test_the_async_path_fails_at_once_too(database_url: str) -> None:
@@ -78,15 +83,6 @@ def test_the_async_path_fails_at_once_too(database_url: str) -> None:
 
 
 def test_a_server_that_is_down_is_still_waited_for() -> None:
-    broker = PostgresBroker(
-        PostgresConfig(database_url="postgresql+psycopg://u:p@127.0.0.1:1/x", pool_timeout=2)
-    )
-    try:
-        started = time.monotonic()
-        with pytest.raises(BrokerError) as raised:
-            broker.enqueue("t")
-        elapsed = time.monotonic() - started
-    finally:
-        broker.close()
-    assert raised.value.unreachable
+    error, elapsed = _send_error("postgresql+psycopg://u:p@127.0.0.1:1/x", pool_timeout=2)
+    assert error.unreachable
     assert elapsed >= 1.5, elapsed  # retried until pool_timeout, as a restart may end soon
