@@ -388,7 +388,12 @@ class Worker:
             )
         if sent:
             assignment = sent[0]
-            if self._shutting_down and child.expected_exit:
+            if self._shutting_down and child.expected_exit and self._force.is_set():
+                reason = (
+                    f"Worker child process {child.pid} terminated at shutdown: the worker was "
+                    "asked to stop a second time (a second SIGINT/SIGTERM) while the task ran"
+                )
+            elif self._shutting_down and child.expected_exit:
                 reason = (
                     f"Worker child process {child.pid} terminated at shutdown: the task was still "
                     f"running after the shutdown timeout ({self.config.shutdown_timeout_s:g}s)"
