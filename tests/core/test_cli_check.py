@@ -74,7 +74,7 @@ def test_check_live_with_unreachable_database() -> None:
     result = run_horsies("check", OK_APP, "--live")
     assert_rendered_failure(result)
     assert "error[E203]: broker connectivity check failed" in result.stderr
-    assert "aborting due to 1 previous errors" in result.stderr
+    assert "aborting due to 1 previous error" in result.stderr
     assert "secret" not in result.stderr
 
 

@@ -283,7 +283,6 @@ def test_rendering_matches_the_reference_example(
         help_text="remove circular dependencies between tasks",
     )
     expected = (
-        "\n"
         "error[E007]: cycle detected in workflow DAG\n"
         "  --> src/flows.py:2\n"
         "    |\n"
@@ -302,7 +301,7 @@ def test_rendering_matches_the_reference_example(
 
 def test_rendering_without_code_or_location() -> None:
     error = HorsiesError("plain problem", notes=["line one\nline two"]).with_location(None)
-    assert str(error) == ("\nerror: plain problem\n   = note: line one\n" + " " * 10 + "line two")
+    assert str(error) == ("error: plain problem\n   = note: line one\n" + " " * 10 + "line two")
 
 
 def test_rendering_multi_line_help_is_indented_eight_spaces() -> None:
@@ -312,7 +311,7 @@ def test_rendering_multi_line_help_is_indented_eight_spaces() -> None:
 
 def test_rendering_location_with_unreadable_source_has_no_snippet() -> None:
     error = HorsiesError("x", location=SourceLocation("/nonexistent/dir/file.py", 10, 4))
-    assert str(error) == "\nerror: x\n  --> /nonexistent/dir/file.py:10:4"
+    assert str(error) == "error: x\n  --> /nonexistent/dir/file.py:10:4"
 
 
 def test_rendering_multi_digit_line_and_indented_source(tmp_path: Path) -> None:
@@ -320,10 +319,10 @@ def test_rendering_multi_digit_line_and_indented_source(tmp_path: Path) -> None:
     source.write_text("\n" * 11 + "    value = compute(1)\n")
     error = HorsiesError("x", location=SourceLocation(str(source), 12))
     lines = str(error).splitlines()
-    assert lines[3] == "     |"
-    assert lines[4] == "   12|     value = compute(1)"
+    assert lines[2] == "     |"
+    assert lines[3] == "   12|     value = compute(1)"
     # Carets keep the indentation and cover the non-blank part of the line.
-    assert lines[5] == "     |     " + "^" * len("value = compute(1)")
+    assert lines[4] == "     |     " + "^" * len("value = compute(1)")
 
 
 def test_rendering_with_columns_underlines_the_span(tmp_path: Path) -> None:
@@ -501,7 +500,7 @@ def test_validation_report_collects_and_renders() -> None:
 def test_validation_report_trailer_wording_is_fixed_for_one_error() -> None:
     report = ValidationReport("phase")
     report.add(_unlocated("only"))
-    assert str(report).endswith("\n\nerror: aborting due to 1 previous errors")
+    assert str(report).endswith("\n\nerror: aborting due to 1 previous error")
 
 
 def test_multiple_validation_errors_delegates_to_the_report() -> None:

@@ -148,11 +148,12 @@ class Horsies:
         self._role = "producer"
         self._broker: PostgresBroker | None = None
         self._broker_lock = threading.Lock()
-        self.logger.info(
-            "horsies app created (queue_mode=%s, queues=%s)",
-            config.queue_mode.name,
-            ", ".join(self.get_valid_queue_names()),
-        )
+        if not _is_child_process():  # the worker's main process has said it once already
+            self.logger.info(
+                "horsies app created (queue_mode=%s, queues=%s)",
+                config.queue_mode.name,
+                ", ".join(self.get_valid_queue_names()),
+            )
 
     def __repr__(self) -> str:
         return f"<Horsies role={self._role} tasks={len(self._tasks)}>"

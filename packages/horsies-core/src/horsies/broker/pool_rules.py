@@ -350,13 +350,6 @@ class ConnectFailures:
         """A connection attempt failed with ``exc``: the error to raise at once when waiting
         cannot help (a wrong password, user, database or host), else None (keep trying)."""
         text = mask_database_url(" ".join(str(exc).split()) or type(exc).__name__)
-        lasting = lasting_connect_problem(exc)
-        if lasting is not None:
-            return NoConnection(
-                f"cannot connect to {self._url or 'the database'}: {lasting}; waiting will not "
-                f"help, check the database URL ({text})",
-                unreachable=False,
-            )
         now = time.monotonic()
         with self._lock:
             self._error = text
@@ -365,7 +358,14 @@ class ConnectFailures:
                 self._logged_at = now
         if due:
             _log.warning("error connecting in %r: %s", self._name, text)
-        return None
+        lasting = lasting_connect_problem(exc)
+        if lasting is None:
+            return None
+        return NoConnection(
+            f"cannot connect to {self._url or 'the database'}: {lasting}; waiting will not "
+            f"help, check the database URL ({text})",
+            unreachable=False,
+        )
 
     def clear(self) -> None:
         """A connection attempt succeeded."""

@@ -202,13 +202,11 @@ class ValidationReport:
         return bool(self.errors)
 
     def format_rust_style(self, use_colors: bool | None = None) -> str:
-        """Every error's rendering, then ``error: aborting due to N previous errors``."""
+        """Every error's rendering, then ``error: aborting due to N previous error(s)``."""
         colors = colors_enabled() if use_colors is None else use_colors
         palette = Palette(colors)
         parts = [error.format_rust_style(use_colors=colors) for error in self.errors]
-        trailer = palette.paint(
-            "header", f"error: aborting due to {len(self.errors)} previous errors"
-        )
+        trailer = palette.paint("header", f"error: {aborting_due_to(len(self.errors))}")
         return "\n".join(parts) + "\n\n" + trailer
 
     def __str__(self) -> str:
@@ -216,6 +214,11 @@ class ValidationReport:
 
     def __repr__(self) -> str:
         return f"ValidationReport(phase_name={self.phase_name!r}, errors={self.errors!r})"
+
+
+def aborting_due_to(count: int) -> str:
+    """The closing line of a report of ``count`` errors."""
+    return f"aborting due to {count} previous error{'' if count == 1 else 's'}"
 
 
 @dataclass(eq=False, init=False)
@@ -240,9 +243,7 @@ class MultipleValidationErrors(HorsiesError):
     ) -> None:
         HorsiesError.__init__(
             self,
-            message
-            if message is not None
-            else f"aborting due to {len(report.errors)} previous errors",
+            message if message is not None else aborting_due_to(len(report.errors)),
             code=None,
             location=None,
             notes=list(notes) if notes is not None else [],

@@ -74,8 +74,9 @@ def _mask_passwords(source: str) -> str:
 
 
 def render_error(error: Diagnostic, c: Palette) -> str:
-    """The error as a compiler-style diagnostic: starts with an empty line, no trailing newline."""
-    lines: list[str] = [""]
+    """The error as a compiler-style diagnostic, without a leading or trailing newline (a log line
+    or an f-string quoting the error starts with its header)."""
+    lines: list[str] = []
     head = f"error[{error.code.value}]" if error.code is not None else "error"
     lines.append(c.paint("header", f"{head}: {error.message}"))
 
