@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import importlib
 import math
 import types
+import uuid
 from collections import OrderedDict
 from enum import Enum
 from typing import Any
@@ -94,6 +96,44 @@ def test_datetime_encoding_keeps_offset_and_naivety() -> None:
     back_naive = roundtrip(naive)
     assert back_naive == naive
     assert back_naive.tzinfo is None
+
+
+def test_uuids_round_trip_exactly() -> None:
+    value = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert to_jsonable(value) == {"__uuid__": True, "value": str(value)}
+    back = roundtrip({"id": value, "ids": [uuid.uuid4(), uuid.uuid4()]})
+    assert back["id"] == value
+    assert type(back["id"]) is uuid.UUID
+    assert all(type(item) is uuid.UUID for item in back["ids"])
+
+
+@pytest.mark.parametrize(
+    "text", ["0", "-0.00", "12.3400", "1E+3", "-1.5e-10", "NaN", "-Infinity", "3" * 60]
+)
+def test_decimals_round_trip_exactly(text: str) -> None:
+    value = decimal.Decimal(text)
+    assert to_jsonable(value) == {"__decimal__": True, "value": str(value)}
+    back = roundtrip(value)
+    assert type(back) is decimal.Decimal
+    assert str(back) == str(value)  # digits, exponent and the sign of zero are kept
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"__uuid__": True, "value": "not-a-uuid"},
+        {"__decimal__": True, "value": "1,5"},
+        {"__decimal__": True, "value": 3},
+    ],
+)
+def test_corrupt_uuid_and_decimal_forms_are_serialization_errors(stored: dict[str, Any]) -> None:
+    with pytest.raises(SerializationError, match="Failed to rehydrate"):
+        rehydrate_value(stored)
+
+
+def test_user_dicts_with_the_new_tag_keys_come_back_as_dicts() -> None:
+    data = {"__uuid__": True, "value": "12345678-1234-5678-1234-567812345678"}
+    assert roundtrip(data) == data
 
 
 def test_date_and_time_encoding() -> None:

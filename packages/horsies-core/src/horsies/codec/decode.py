@@ -12,7 +12,9 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final, cast
+from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -23,12 +25,14 @@ from horsies.codec.tags import (
     DATACLASS_TAG,
     DATE_TAG,
     DATETIME_TAG,
+    DECIMAL_TAG,
     MAPPING_TAG,
     PYDANTIC_TAG,
     TASK_ERROR_BASE_FIELDS,
     TASK_ERROR_TAG,
     TASK_RESULT_TAG,
     TIME_TAG,
+    UUID_TAG,
     tag_free,
 )
 from horsies.failures import failure
@@ -135,7 +139,7 @@ def _rehydrate_dataclass(payload: Mapping[str, Any]) -> object:
         raise SerializationError(f"Failed to rehydrate {module}:{qualname}: {exc}") from exc
 
 
-def _parse_temporal(kind: str, parse: Callable[[str], Any], payload: Mapping[str, Any]) -> Any:
+def _parse_text(kind: str, parse: Callable[[str], Any], payload: Mapping[str, Any]) -> Any:
     raw = payload.get("value")
     try:
         if not isinstance(raw, str):
@@ -153,7 +157,7 @@ def _rehydrate_tagged(value: dict[str, Any]) -> Any:
             raise SerializationError("Invalid escaped mapping payload: data must be a JSON object")
         return _rehydrate_entries(cast("dict[str, Any]", data))
     if value.get(DATETIME_TAG) is True:
-        return _parse_temporal("datetime", datetime.fromisoformat, value)
+        return _parse_text("datetime", datetime.fromisoformat, value)
     if value.get(PYDANTIC_TAG) is True:
         return _rehydrate_model(value)
     if value.get(DATACLASS_TAG) is True:
@@ -163,10 +167,21 @@ def _rehydrate_tagged(value: dict[str, Any]) -> Any:
     if value.get(TASK_ERROR_TAG) is True:
         return _decode_task_error(value)
     if value.get(DATE_TAG) is True:
-        return _parse_temporal("date", date.fromisoformat, value)
+        return _parse_text("date", date.fromisoformat, value)
     if value.get(TIME_TAG) is True:
-        return _parse_temporal("time", time.fromisoformat, value)
+        return _parse_text("time", time.fromisoformat, value)
+    if value.get(UUID_TAG) is True:
+        return _parse_text("UUID", UUID, value)
+    if value.get(DECIMAL_TAG) is True:
+        return _parse_text("Decimal", _decimal, value)
     return _rehydrate_entries(value)
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:  # not a ValueError: turned into one for the caller's message
+        raise ValueError(f"not a decimal number: {text!r}") from exc
 
 
 def _rehydrate_dict(value: dict[str, Any]) -> Any:

@@ -15,8 +15,10 @@ import math
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
+from decimal import Decimal
 from enum import Enum
 from typing import Any, Final, TypeAlias
+from uuid import UUID
 
 import orjson
 from pydantic import BaseModel
@@ -29,11 +31,13 @@ from horsies.codec.tags import (
     DATACLASS_TAG,
     DATE_TAG,
     DATETIME_TAG,
+    DECIMAL_TAG,
     PYDANTIC_TAG,
     TASK_ERROR_BASE_FIELDS,
     TASK_ERROR_TAG,
     TASK_RESULT_TAG,
     TIME_TAG,
+    UUID_TAG,
     escaped,
 )
 
@@ -173,6 +177,8 @@ class _Encoder:
             datetime: _encode_datetime,
             date: _encode_date,
             time: _encode_time,
+            UUID: _encode_uuid,
+            Decimal: _encode_decimal,
         }
         self.encode: _Handler = self._build_walkers()
 
@@ -368,6 +374,8 @@ class _Encoder:
             (datetime, _encode_datetime),
             (date, _encode_date),
             (time, _encode_time),
+            (UUID, _encode_uuid),
+            (Decimal, _encode_decimal),
             (TaskResult, self._encode_task_result),
         )
         for base, handler in fixed:
@@ -426,6 +434,14 @@ def _encode_date(value: date) -> dict[str, Any]:
 
 def _encode_time(value: time) -> dict[str, Any]:
     return {TIME_TAG: True, "value": value.isoformat()}
+
+
+def _encode_uuid(value: UUID) -> dict[str, Any]:
+    return {UUID_TAG: True, "value": str(value)}
+
+
+def _encode_decimal(value: Decimal) -> dict[str, Any]:
+    return {DECIMAL_TAG: True, "value": str(value)}
 
 
 _TREE_ENCODER: Final = _Encoder(for_dump=False)

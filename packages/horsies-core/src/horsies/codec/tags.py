@@ -5,6 +5,8 @@ come back as the same type:
 
 - None, bool, int, float, str: themselves (str/int enums and other subclasses: the plain value)
 - datetime / date / time: `{"__datetime__": true, "value": "<iso>"}` (`__date__`, `__time__`)
+- UUID: `{"__uuid__": true, "value": "<canonical form>"}`; Decimal: `{"__decimal__": true,
+  "value": "<str(value)>"}` (exact: digits, exponent, sign of zero, NaN and infinities kept)
 - TaskResult: `{"__task_result__": true, "ok": ..., "err": ...}`
 - TaskError: `{"__task_error__": true, "error_code", "data", "message", "exception"?}`
 - pydantic model: `{"__pydantic_model__": true, "module", "qualname", "data": model_dump}`
@@ -28,6 +30,7 @@ __all__ = [
     "DATACLASS_TAG",
     "DATETIME_TAG",
     "DATE_TAG",
+    "DECIMAL_TAG",
     "MAPPING_TAG",
     "META_KEY",
     "PYDANTIC_TAG",
@@ -35,6 +38,7 @@ __all__ = [
     "TASK_ERROR_TAG",
     "TASK_RESULT_TAG",
     "TIME_TAG",
+    "UUID_TAG",
     "escaped",
     "tag_free",
 ]
@@ -42,6 +46,8 @@ __all__ = [
 DATETIME_TAG: Final = "__datetime__"
 DATE_TAG: Final = "__date__"
 TIME_TAG: Final = "__time__"
+UUID_TAG: Final = "__uuid__"
+DECIMAL_TAG: Final = "__decimal__"
 TASK_RESULT_TAG: Final = "__task_result__"
 TASK_ERROR_TAG: Final = "__task_error__"
 PYDANTIC_TAG: Final = "__pydantic_model__"
@@ -59,6 +65,8 @@ _TAG_KEYS: Final = frozenset(
         DATETIME_TAG,
         DATE_TAG,
         TIME_TAG,
+        UUID_TAG,
+        DECIMAL_TAG,
         TASK_RESULT_TAG,
         TASK_ERROR_TAG,
         PYDANTIC_TAG,
