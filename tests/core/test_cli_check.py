@@ -32,7 +32,10 @@ def assert_rendered_failure(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_ok_with_file_locator() -> None:
     result = run_horsies("check", OK_APP)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
+    assert result.stdout.endswith(
+        "ok: all validations passed\n  2 task(s) registered\n"
+        "  scheduler: start-up validations passed\n"
+    )
     assert "Task send suppressed during module import/discovery: check_ok.hello" in result.stdout
     # Every import done by the command runs with sends suppressed.
     assert "app-module-send:<suppressed>" in result.stderr
@@ -42,12 +45,29 @@ def test_check_ok_with_file_locator() -> None:
 def test_check_ok_with_dotted_locator_option() -> None:
     result = run_horsies("check", "-m", "check_ok_app:app", "--loglevel", "debug", cwd=APPS)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.endswith("ok: all validations passed\n  2 task(s) registered\n")
+    assert "ok: all validations passed\n  2 task(s) registered\n" in result.stdout
 
 
 def test_check_finds_the_single_app_without_attribute() -> None:
     result = run_horsies("check", str(APPS / "check_ok_app.py"))
     assert result.returncode == 0, result.stderr
+
+
+def test_check_runs_the_schedulers_start_up_validations() -> None:
+    """What `horsies scheduler` refuses at start-up, `horsies check` refuses too."""
+    result = run_horsies("check", f"{APPS / 'check_schedule_app.py'}:app")
+    assert_rendered_failure(result)
+    assert "error[E300]" in result.stderr  # the unregistered task
+    assert "error[E205]" in result.stderr  # the missing argument
+    assert "aborting due to 2 previous errors" in result.stderr
+
+
+def test_check_says_which_validations_it_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without horsies-scheduler installed there is nothing to run its validations: say so."""
+    monkeypatch.setattr(cli, "CHECKED_BY", {**cli.CHECKED_BY, "imaginary": "horsies-imaginary"})
+    result = CliRunner().invoke(cli.main, ["check", OK_APP])
+    assert result.exit_code == 0, result.output
+    assert "skipped: imaginary validations (horsies-imaginary is not installed)" in result.output
 
 
 def test_check_live_against_postgres(database_url: str) -> None:

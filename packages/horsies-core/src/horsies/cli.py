@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -34,7 +34,12 @@ from horsies.errors import (
 from horsies.locator import AppLocation, locate_app, sends_suppressed_by_env
 from horsies.logs import configure_logging
 
+if TYPE_CHECKING:
+    from horsies.app import Horsies
+
 __all__ = [
+    "CHECKED_BY",
+    "CHECKS_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
     "LOG_LEVELS",
     "PLUGIN_PACKAGES",
@@ -49,6 +54,11 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "horsies.commands"
 """Entry-point group through which packages contribute `horsies` sub-commands."""
+CHECKS_ENTRY_POINT_GROUP = "horsies.checks"
+"""Entry-point group of the start-up validations other distributions run on an app
+(``check_app(app) -> list[HorsiesError]``); ``horsies check`` runs them all."""
+CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler"}
+"""Distributions whose start-up validations ``horsies check`` runs when installed."""
 
 PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
     "worker": ("horsies-worker", "Run a worker that executes tasks."),
@@ -316,6 +326,16 @@ def check_command(module: str | None, module_option: str | None, live: bool, log
     app = location.app
     with sends_suppressed_by_env():
         errors = app.check(live=live)
+    checks = {ep.name: ep for ep in metadata.entry_points(group=CHECKS_ENTRY_POINT_GROUP)}
+    skipped = [
+        f"{name} validations ({dist} is not installed)"
+        for name, dist in CHECKED_BY.items()
+        if name not in checks
+    ]
+    if not errors:
+        for entry_point in checks.values():
+            check_app = cast("Callable[[Horsies], list[HorsiesError]]", entry_point.load())
+            errors.extend(check_app(app))
     if errors:
         report = ValidationReport("check")
         for error in errors:
@@ -324,6 +344,10 @@ def check_command(module: str | None, module_option: str | None, live: bool, log
         sys.exit(1)
     click.echo("ok: all validations passed")
     click.echo(f"  {len(app.list_tasks())} task(s) registered")
+    for name in sorted(checks):
+        click.echo(f"  {name}: start-up validations passed")
+    for text in skipped:
+        click.echo(f"  skipped: {text}")
 
 
 main.add_command(db_command)

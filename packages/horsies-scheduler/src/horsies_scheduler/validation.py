@@ -21,6 +21,7 @@ from horsies.errors import (
     ConfigurationError,
     ErrorCode,
     HorsiesError,
+    MultipleValidationErrors,
     NotRegistered,
     raise_collected,
 )
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.tasks.function import TaskFunction
 
-__all__ = ["missing_required_params", "resolve_schedule", "resolve_schedules"]
+__all__ = ["check_app", "missing_required_params", "resolve_schedule", "resolve_schedules"]
 
 _CODE: Final = ErrorCode.CONFIG_INVALID_SCHEDULE
 # Filled in by the worker for every task that declares it (None outside workflows).
@@ -210,3 +211,19 @@ def resolve_schedules(app: Horsies, schedules: Sequence[TaskSchedule]) -> list[S
             errors.append(exc)
     raise_collected(errors, "ScheduleConfig")
     return targets
+
+
+def check_app(app: Horsies) -> list[HorsiesError]:
+    """Every problem ``horsies scheduler`` would refuse ``app`` for at start-up (none when the app
+    has no enabled schedule configuration); ``horsies check`` runs it through the
+    ``horsies.checks`` entry point."""
+    config = app.config.schedule
+    if config is None or not config.enabled:
+        return []
+    try:
+        resolve_schedules(app, config.schedules)
+    except MultipleValidationErrors as exc:
+        return list(exc.report.errors)
+    except HorsiesError as exc:
+        return [exc]
+    return []
