@@ -319,6 +319,11 @@ _LASTING_CONNECT_ERRORS: Final = (
     ('database "', "the database does not exist"),
     ("failed to resolve host", "the host name does not resolve"),
     ("could not translate host name", "the host name does not resolve"),
+    # The resolver's own words for "no such name" (older psycopg passes them on as they are);
+    # "Temporary failure in name resolution" is not among them: the resolver may come back.
+    ("Name or service not known", "the host name does not resolve"),
+    ("nodename nor servname provided", "the host name does not resolve"),
+    ("No address associated with hostname", "the host name does not resolve"),
 )
 """Connection failures that waiting cannot heal, by a piece of libpq's or PostgreSQL's message
 (they carry no SQLSTATE at connect time) and what the user is told. The server's own texts are
