@@ -74,14 +74,16 @@ def test_db_start_url_stop(server_data_parent: Path) -> None:
     try:
         assert started.returncode == 0, started.stderr
         url = started.stdout.strip()
-        assert url.startswith("postgresql+psycopg://")
+        # A plain libpq URL: psql "$(horsies db url)" takes it as it is, and so does horsies.
+        assert url.startswith("postgresql://")
 
         shown = _horsies("db", "url", "--data-dir", str(data_dir), timeout=30)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.strip() == url
 
-        with psycopg.connect(PostgresConfig(database_url=url).conninfo, connect_timeout=10) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+        for conninfo in (url, PostgresConfig(database_url=url).conninfo):
+            with psycopg.connect(conninfo, connect_timeout=10) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
 
         # A second start reuses the running server instead of failing.
         again = _horsies("db", "start", "--data-dir", str(data_dir), timeout=60)

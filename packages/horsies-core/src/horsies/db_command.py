@@ -59,7 +59,7 @@ def db_start(data_dir: Path | None) -> None:
         server = start_embedded(data_dir or default_data_dir(), persistent=True)
     except EmbeddedPostgresError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(server.url)
+    click.echo(server.conninfo_for())
 
 
 @db_command.command("url")
@@ -70,7 +70,7 @@ def db_url(data_dir: Path | None) -> None:
     server = find_running(data_dir or default_data_dir())
     if server is None:
         raise click.ClickException("no server is running; start one with: horsies db start")
-    click.echo(server.url)
+    click.echo(server.conninfo_for())
 
 
 @db_command.command("stop")
