@@ -117,6 +117,16 @@ def test_exception_in_the_app_module_points_at_the_line() -> None:
     assert "HORSIES_VERBOSE=1" in result.stderr
 
 
+def test_a_syntax_error_in_the_app_module_points_at_the_users_line(tmp_path: Path) -> None:
+    app_file = tmp_path / "broken_syntax_app.py"
+    app_file.write_text("from horsies import Horsies\n\napp = Horsies(\n    config=)\n")
+    result = run_horsies("check", f"{app_file}:app")
+    assert_rendered_failure(result)
+    assert "SyntaxError" in result.stderr
+    assert "broken_syntax_app.py:4" in result.stderr, result.stderr
+    assert "importlib" not in result.stderr
+
+
 def test_verbose_shows_the_traceback_of_import_failures() -> None:
     result = run_horsies(
         "check", f"{APPS / 'check_crash_app.py'}:app", env={"HORSIES_VERBOSE": "1"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -71,6 +72,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 _TRUTHY = frozenset({"1", "true", "yes"})
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+_STDLIB_DIR = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
 
 
 def render_error(error: HorsiesError) -> None:
@@ -101,12 +103,18 @@ def exit_with_error(error: HorsiesError, code: int = 1) -> NoReturn:
 
 
 def _user_frame(exc: BaseException) -> SourceLocation | None:
-    """Innermost traceback frame in user code (not importlib, horsies or site-packages)."""
+    """Where in the user's code ``exc`` comes from: for a syntax error the line that does not
+    parse (its traceback has only importlib's frames), else the innermost traceback frame that is
+    not importlib, the standard library, horsies or site-packages."""
+    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
+        column = exc.offset if exc.offset and exc.offset > 0 else None
+        return SourceLocation(exc.filename, exc.lineno or 1, column)
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         filename = frame.filename
         if filename.startswith("<") or "site-packages" in filename:
             continue
-        if os.path.realpath(filename).startswith(_PACKAGE_DIR):
+        real = os.path.realpath(filename)
+        if real.startswith((_PACKAGE_DIR, _STDLIB_DIR)):
             continue
         return SourceLocation(filename, frame.lineno or 1)
     return None
