@@ -18,7 +18,9 @@ from process_harness import run_horsies
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
-OK_SUFFIX = "ok: all validations passed\n  2 task(s) registered\n"
+OK_SUFFIX = (
+    "ok: all validations passed\n  2 task(s) registered\n  scheduler: start-up validations passed\n"
+)
 
 
 def assert_rendered(result: subprocess.CompletedProcess[str], header: str) -> None:
