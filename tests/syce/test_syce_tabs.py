@@ -189,6 +189,10 @@ async def test_syce_tasks_groups_filters_expand_and_detail(syce_app: SyceApp) ->
         await pilot.press("escape")
         assert not isinstance(syce_app.screen, TaskDetailScreen)
         assert syce_app.is_running
+        # Esc with nothing left to close stays in the dashboard.
+        await pilot.press("escape", "escape", "escape")
+        await pilot.pause()
+        assert syce_app.is_running
 
 
 async def test_syce_task_cancel_asks_then_cancels_the_selected_pending_task(
@@ -389,8 +393,12 @@ async def test_syce_help_theme_refresh_search_and_quit(syce_app: SyceApp) -> Non
     assert not syce_app.is_running
 
 
-async def test_syce_escape_quits_outside_modals(syce_app: SyceApp) -> None:
+async def test_syce_escape_never_quits_and_q_does(syce_app: SyceApp) -> None:
     async with syce_app.run_test(size=SIZE) as pilot:
-        await pilot.press("escape")
+        for tab in ("1", "3", "5"):
+            await pilot.press(tab, "escape", "escape")
+            await pilot.pause()
+            assert syce_app.is_running, tab
+        await pilot.press("q")
         await pilot.pause()
     assert syce_app.return_code == 0

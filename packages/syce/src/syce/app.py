@@ -76,8 +76,9 @@ class SyceApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("r", "refresh", "Refresh"),
         Binding("t", "cycle_theme", "Theme"),
+        # Esc closes what is open (a search, a detail, an expanded group); at the top it does
+        # nothing, so pressing it once too often never quits.
         Binding("q", "quit", "Quit"),
-        Binding("escape", "quit", "Quit", show=False),
         Binding("ctrl+z", "suspend_process", "Suspend", show=False),
     ]
 

@@ -48,8 +48,7 @@ class TasksPane(FilteredPane[TasksData]):
 
     def action_collapse(self) -> None:
         if self.expanded is None:
-            self.syce.exit()
-            return
+            return  # nothing to close: Esc never quits (q does)
         self.expanded = None
         self.refresh_data(force=True)
 
