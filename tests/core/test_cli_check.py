@@ -3,6 +3,7 @@ error rendering."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -65,6 +66,11 @@ def test_check_runs_the_schedulers_start_up_validations() -> None:
 def test_check_says_which_validations_it_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without horsies-scheduler installed there is nothing to run its validations: say so."""
     monkeypatch.setattr(cli, "CHECKED_BY", {**cli.CHECKED_BY, "imaginary": "horsies-imaginary"})
+    # The command configures the "horsies" logger of this process: put it back afterwards.
+    logger = logging.getLogger("horsies")
+    for attribute in ("handlers", "level", "propagate"):
+        value = getattr(logger, attribute)
+        monkeypatch.setattr(logger, attribute, list(value) if isinstance(value, list) else value)
     result = CliRunner().invoke(cli.main, ["check", OK_APP])
     assert result.exit_code == 0, result.output
     assert "skipped: imaginary validations (horsies-imaginary is not installed)" in result.output
