@@ -30,7 +30,7 @@ from horsies.codec import task_result_from_json
 from process_harness import wait_until
 
 from tests.reliability.harness import LedgerWorker, StartWorker
-from tests.reliability.ledger import LedgerRow, compare, ledger_rows
+from tests.reliability.ledger import LedgerReport, LedgerRow, compare, ledger_rows
 from tests.reliability.workload import held_by, send_load, task_states, wait_terminal, worker_id
 
 pytestmark = pytest.mark.timeout(180)
@@ -58,6 +58,15 @@ def _rows(ledger: str, key: str, phase: str) -> list[LedgerRow]:
         if row.phase == phase
         and (row.key == key or (key.endswith("-") and row.key.startswith(key)))
     ]
+
+
+def _all_completed(ledger: str, ids: dict[str, str], *, timeout: float) -> LedgerReport:
+    """Wait for every task of ``ids`` to end; each COMPLETED, nothing lost or finished twice."""
+    wait_terminal(ledger, ids, timeout)
+    report = compare(ledger, ids)
+    report.assert_nothing_lost_or_duplicated()
+    assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
+    return report
 
 
 @pytest.mark.parametrize("hard_cap", ["1", "0"], ids=["hard-cap", "prefetch"])
@@ -115,10 +124,7 @@ def test_an_expired_claim_waiting_in_a_prefetching_worker_runs_once(
         30,
         "the worker to claim the waiting task a second time",
     )
-    wait_terminal(ledger, ids, 60)
-    report = compare(ledger, ids)
-    report.assert_nothing_lost_or_duplicated()
-    assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
+    report = _all_completed(ledger, ids, timeout=60)
     assert all(report.starts[key] == 1 for key in ids), report.summary()
     assert worker.alive
 
@@ -147,10 +153,7 @@ def test_a_worker_frozen_under_load_never_stores_an_older_attempts_result(
             30,
             "the other worker to take over the victim's tasks",
         )
-    wait_terminal(ledger, ids, 90)
-    report = compare(ledger, ids)
-    report.assert_nothing_lost_or_duplicated()
-    assert report.statuses == {"COMPLETED": len(ids)}, report.summary()
+    _all_completed(ledger, ids, timeout=90)
     rows = ledger_rows(ledger)
     states = task_states(ledger, ids.values())
     retried = 0

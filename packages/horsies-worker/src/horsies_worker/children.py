@@ -130,9 +130,13 @@ class ChildProcess:
         head = self.assignment
         return head is not None and head.written and now - head.started_monotonic > QUEUE_WAIT_MAX_S
 
+    def queued(self) -> list[Assignment]:
+        """The tasks queued behind the running one: sent, held here, not yet written."""
+        return [a for a in self.assignments if a.sent and not a.written]
+
     def take_back_queued(self) -> list[Assignment]:
-        """Remove and return the tasks queued behind the running one (held, never written)."""
-        queued = [a for a in self.assignments if a.sent and not a.written]
+        """Remove and return :meth:`queued`."""
+        queued = self.queued()
         for assignment in queued:
             self.assignments.remove(assignment)
         return queued

@@ -1,8 +1,8 @@
 """Completer: turns finished executions into outcomes and persists them in batches.
 
 Results arrive from children one by one; the completer decides retry or final status for each
-(:func:`build_outcome`, using ``decide_retry``) and queues the outcome. Queued outcomes are written
-in batches in one of two ways:
+(:func:`build_outcome`, using the library's ``retry_delay_for_stored``) and queues the outcome.
+Queued outcomes are written in batches in one of two ways:
 
 - the worker's claim loop takes them (:meth:`Completer.take`) and writes them in the same round
   trip as its next claim (``broker.finish_and_start_tasks``), then reports back with
@@ -29,8 +29,8 @@ from horsies.broker.claims import AttemptKey
 from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
 from horsies.logs import TextBlock, get_logger
-from horsies.results import LibraryErrorCode
-from horsies.retry import TaskOptions, decide_retry
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.retry import retry_delay_for_stored
 
 from horsies_worker.execution import error_result_json
 
@@ -50,41 +50,26 @@ _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
 
 
-def retry_delay_for(
-    task: ClaimedTask, result_json: str, *, rng: random.Random | None = None
-) -> int | None:
-    """Return the retry delay in seconds for a failed execution of ``task``, or None (final).
+Failure = TaskResult[Any, TaskError] | str
+"""A failed execution's result, decoded once (:func:`decode_failure`), or why it cannot be read."""
 
-    Decodes the err result and applies the retry rules (see docs/tasks.md, "Retries") through
-    ``decide_retry`` with the row's ``retry_count``, ``max_retries`` and ``task_options``.
-    Undecodable results or options are never retried.
-    """
+
+def decode_failure(result_json: str) -> Failure:
+    """The failed result of an execution, decoded (read by both the retry decision and the log)."""
     try:
-        result: Any = task_result_from_json(result_json)
-        options = TaskOptions.from_json(task.task_options)
+        return task_result_from_json(result_json)
     except Exception as exc:
-        logger.warning("retry_decision_failed: task=%s error=%s", task.id, exc)
-        return None
-    if not result.is_err():
-        return None
-    return decide_retry(
-        result,
-        retry_count=task.retry_count,
-        max_retries=task.max_retries,
-        options=options,
-        rng=rng,
-    )
+        return f"a result that cannot be read ({exc})"
 
 
-def failure_summary(result_json: str) -> tuple[str, str]:
+def failure_summary(failure: Failure) -> tuple[str, str]:
     """(``"<error code>: <message>"``, the exception's traceback as a `TextBlock` or ``""``) of a
     failed result, for the worker's log."""
-    try:
-        error = task_result_from_json(result_json).err
-    except Exception as exc:
-        return f"a result that cannot be read ({exc})", ""
+    error = failure if isinstance(failure, str) else failure.err
     if error is None:
         return "an error result without error", ""
+    if isinstance(error, str):
+        return error, ""
     code = getattr(error.error_code, "value", error.error_code)
     why = f"{code}: {error.message}"
     exception: object = error.exception
@@ -101,25 +86,40 @@ def build_outcome(
     result_json: str,
     ok: bool,
     *,
+    failure: Failure | None = None,
     failed_reason: str | None = None,
     rng: random.Random | None = None,
 ) -> TaskOutcome:
     """Build the outcome of one execution: COMPLETED for ok, retry (PENDING + delay) or FAILED.
 
-    ``failed_reason`` is kept only for a final failure. A retry decision that fails is logged and
-    the failure is final: a bad result never costs the task its outcome.
+    A failure is decoded here unless the caller passes it already decoded (``failure``); the retry
+    decision is the library's one (``retry_delay_for_stored``, see docs/tasks.md, "Retries"), with
+    the row's ``retry_count``, ``max_retries`` and ``task_options``. A result that cannot be
+    decoded is never retried, and a retry decision that fails is logged and the failure is final:
+    a bad result never costs the task its outcome. ``failed_reason`` is kept only for a final
+    failure.
     """
-    delay: int | None = None
+    delay: float | None = None
     if not ok:
-        try:
-            delay = retry_delay_for(task, result_json, rng=rng)
-        except Exception as exc:
-            logger.exception("outcome_failed: %s: %s", task.id, exc)
+        decoded = decode_failure(result_json) if failure is None else failure
+        if isinstance(decoded, str):
+            logger.warning("retry_decision_failed: task=%s error=%s", task.id, decoded)
+        elif decoded.is_err():
+            try:
+                delay = retry_delay_for_stored(
+                    decoded,
+                    retry_count=task.retry_count,
+                    max_retries=task.max_retries,
+                    options_json=task.task_options,
+                    rng=rng,
+                )
+            except Exception as exc:
+                logger.exception("outcome_failed: %s: %s", task.id, exc)
     return TaskOutcome(
         task_id=task.id,
         result_json=result_json,
         ok=ok,
-        retry_delay_s=float(delay) if delay is not None else None,
+        retry_delay_s=delay,
         failed_reason=None if ok or delay is not None else failed_reason,
         attempt=task.attempt,
         workflow_id=task.workflow_id,

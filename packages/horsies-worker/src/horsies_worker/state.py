@@ -238,7 +238,7 @@ class WorkerState:
         for child in self.pool.children:
             if child.head_overdue(now):
                 overdue += [a.task for a in child.take_back_queued()]
-            elif any(a.sent and not a.written for a in child.assignments):
+            elif child.queued():
                 waiting = True
         if overdue:
             # Routine with a mix of short and long tasks: not worth a warning.

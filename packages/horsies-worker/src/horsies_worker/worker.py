@@ -42,6 +42,7 @@ from horsies_worker.completer import (
     Completer,
     build_outcome,
     crashed_result_json,
+    decode_failure,
     failure_summary,
 )
 from horsies_worker.config import WorkerConfig
@@ -354,13 +355,14 @@ class Worker:
         assert state is not None
         task = assignment.task
         state.record_runtime(time.monotonic() - assignment.started_monotonic)
-        outcome = build_outcome(task, result_json, ok)
+        failure = None if ok else decode_failure(result_json)
+        outcome = build_outcome(task, result_json, ok, failure=failure)
         state.completer.submit(outcome)
-        if ok:
+        if failure is None:
             logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)
             self._wake.set()
             return
-        why, trace = failure_summary(result_json)
+        why, trace = failure_summary(failure)
         if outcome.retry_delay_s is not None:
             logger.info(
                 "task_retry_scheduled: %s (%s) retry %s in %gs after %s%s",
@@ -413,12 +415,13 @@ class Worker:
                 child.pid,
                 exitcode,
             )
-            self._report_orphans(child)
+            # Reading every process of the host: off the loop, which serves heartbeats.
+            state.in_background(self._report_orphans(child.pid), "horsies-orphans")
 
     @staticmethod
-    def _report_orphans(child: ChildProcess) -> None:
+    async def _report_orphans(dead_pid: int) -> None:
         try:
-            orphans = orphaned_processes()
+            orphans = await asyncio.to_thread(orphaned_processes)
         except Exception as exc:  # psutil may be refused /proc in a sandbox
             logger.debug("orphan_check_failed: %s", exc)
             return
@@ -427,7 +430,7 @@ class Worker:
                 "orphan_processes: %s process(es) started by tasks outlived their child process "
                 "(%s died) and keep running; the worker does not stop them: pids %s",
                 len(orphans),
-                child.pid,
+                dead_pid,
                 ", ".join(map(str, orphans)),
             )
 

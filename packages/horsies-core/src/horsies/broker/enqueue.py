@@ -7,11 +7,12 @@ rows are built, before any I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeAlias, TypedDict
+from typing import Any, Final, TypeAlias, TypedDict, cast
 
 from horsies.broker.copy_encoder import TaskBatch
 from horsies.broker.errors import BrokerError
@@ -76,20 +77,39 @@ def _check_priority(priority: int) -> None:
         raise ValueError(f"priority must be between 1 and 100, got {priority}")
 
 
+def delay_problem(name: str, value: object) -> str | None:
+    """What makes ``value`` unusable as a delay (``name`` is the caller's word for it), or None."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        return f"{name} must be a finite number of seconds >= 0, got {value!r}"
+    return None
+
+
 def _checked_delay(req: EnqueueRequest) -> timedelta:
     # A delay stays a timedelta in the row: the insert adds it to the database's clock.
-    delay_s = req.delay_s
     if req.sent_at is not None:
         raise ValueError("pass either sent_at or delay_s, not both")
-    if not isinstance(delay_s, int | float) or not math.isfinite(delay_s) or delay_s < 0:
-        raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
-    return timedelta(seconds=delay_s)
+    problem = delay_problem("delay_s", req.delay_s)
+    if problem is not None:
+        raise ValueError(problem)
+    return timedelta(seconds=cast("float", req.delay_s))
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_problem(task_name: str, queue_name: str) -> str | None:
+    # Cached: every send names a task and a queue that earlier sends have named, and a send of a
+    # task function names ones its definition and the queue configuration checked already.
+    return task_name_problem(task_name) or queue_name_problem(queue_name)
 
 
 def _check_names(task_name: str, queue_name: str) -> None:
     # The same rules as @app.task and the queue configuration: a name that would only fail in the
     # database (a lone surrogate, a NOTIFY channel over 63 bytes) is refused here.
-    problem = task_name_problem(task_name) or queue_name_problem(queue_name)
+    problem = _names_problem(task_name, queue_name)
     if problem is not None:
         raise ValueError(f"cannot enqueue: {problem}")
 

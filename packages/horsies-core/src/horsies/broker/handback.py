@@ -13,12 +13,14 @@ from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query
 
 
+def _columns(keys: Iterable[AttemptKey]) -> tuple[list[str], list[int]]:
+    """The task ids and the attempts of ``keys``, as the parallel arrays the statements take."""
+    pairs = list(keys)
+    return [task_id for task_id, _ in pairs], [attempt for _, attempt in pairs]
+
+
 def _named(worker_id: str, keys: Iterable[AttemptKey]) -> dict[str, object]:
-    ids: list[str] = []
-    attempts: list[int] = []
-    for task_id, attempt in keys:
-        ids.append(task_id)
-        attempts.append(attempt)
+    ids, attempts = _columns(keys)
     return {"worker_id": worker_id, "ids": ids, "attempts": attempts}
 
 
@@ -32,13 +34,11 @@ def requeue_untracked_query(
 ) -> Query:
     """TASK_REQUEUE_UNTRACKED_RUNNING: ``worker_id``'s RUNNING rows except the claims it still
     holds (``keep``) and those of the ``outcomes`` it is writing."""
-    named = _named(
-        worker_id,
-        [*keep, *((o.task_id, o.attempt) for o in outcomes if o.attempt is not None)],
-    )
+    written = ((o.task_id, o.attempt) for o in outcomes if o.attempt is not None)
+    ids, attempts = _columns([*keep, *written])
     return Query(
         task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
-        {"worker_id": worker_id, "keep_ids": named["ids"], "keep_attempts": named["attempts"]},
+        {"worker_id": worker_id, "keep_ids": ids, "keep_attempts": attempts},
     )
 
 

@@ -310,32 +310,33 @@ def has_unread_input(conn: Pooled) -> bool:
         return True
 
 
-_LASTING_CONNECT_ERRORS: Final = (
-    ("password authentication failed", "the password was refused"),
-    ("no password supplied", "the server asks for a password and the URL has none"),
-    ("authentication failed", "authentication was refused"),
-    ("no pg_hba.conf entry", "the server's pg_hba.conf refuses this user or host"),
-    ('role "', "the user (role) does not exist"),
-    ('database "', "the database does not exist"),
-    ("failed to resolve host", "the host name does not resolve"),
-    ("could not translate host name", "the host name does not resolve"),
+_LASTING_CONNECT_ERRORS: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
+    (("password authentication failed",), "the password was refused"),
+    (("no password supplied",), "the server asks for a password and the URL has none"),
+    (("authentication failed",), "authentication was refused"),
+    (("no pg_hba.conf entry",), "the server's pg_hba.conf refuses this user or host"),
+    (('role "', "does not exist"), "the user (role) does not exist"),
+    (('database "', "does not exist"), "the database does not exist"),
+    (("failed to resolve host",), "the host name does not resolve"),
+    (("could not translate host name",), "the host name does not resolve"),
     # The resolver's own words for "no such name" (older psycopg passes them on as they are);
     # "Temporary failure in name resolution" is not among them: the resolver may come back.
-    ("Name or service not known", "the host name does not resolve"),
-    ("nodename nor servname provided", "the host name does not resolve"),
-    ("No address associated with hostname", "the host name does not resolve"),
+    (("Name or service not known",), "the host name does not resolve"),
+    (("nodename nor servname provided",), "the host name does not resolve"),
+    (("No address associated with hostname",), "the host name does not resolve"),
 )
-"""Connection failures that waiting cannot heal, by a piece of libpq's or PostgreSQL's message
-(they carry no SQLSTATE at connect time) and what the user is told. The server's own texts are
-in English unless its lc_messages says otherwise; a translated one is retried as transient."""
+"""Connection failures that waiting cannot heal: the pieces of libpq's or PostgreSQL's message
+that all appear in one (they carry no SQLSTATE at connect time), and what the user is told. The
+server's own texts are in English unless its lc_messages says otherwise; a translated one is
+retried as transient."""
 
 
 def lasting_connect_problem(exc: BaseException) -> str | None:
     """What is wrong when a connection attempt failed for a reason waiting cannot fix, else None
     (server down or starting, refused, timed out, too many connections: worth retrying)."""
     text = str(exc)
-    for piece, meaning in _LASTING_CONNECT_ERRORS:
-        if piece in text and (not piece.endswith('"') or "does not exist" in text):
+    for pieces, meaning in _LASTING_CONNECT_ERRORS:
+        if all(piece in text for piece in pieces):
             return meaning
     return None
 

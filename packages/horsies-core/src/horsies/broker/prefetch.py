@@ -64,9 +64,8 @@ def prefetch_exchange_op(
     """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
     usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
     (task id, attempt, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free
-    child
-    slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the most
-    urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
+    child slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the
+    most urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
     ``request.local_budget`` more (PENDING -> CLAIMED with a lease).
 
     Run it in a transaction when :func:`prefetch_exchange_needs_transaction` says so. After a call

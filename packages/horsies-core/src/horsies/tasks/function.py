@@ -15,10 +15,11 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
 from pydantic import ValidationError
 
+from horsies.broker.enqueue import delay_problem
 from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
 from horsies.logs import get_logger
@@ -391,11 +392,8 @@ def _refuse_reserved(kwargs: Mapping[str, Any]) -> None:
 
 
 def _check_delay(delay_seconds: object) -> float:
-    if (
-        isinstance(delay_seconds, bool)
-        or not isinstance(delay_seconds, int | float)
-        or not delay_seconds >= 0
-        or delay_seconds == float("inf")
-    ):
-        raise ValueError(f"delay_seconds must be a finite number >= 0, got {delay_seconds!r}")
-    return float(delay_seconds)
+    # The broker's rule, reported under the name the caller used.
+    problem = delay_problem("delay_seconds", delay_seconds)
+    if problem is not None:
+        raise ValueError(problem)
+    return float(cast("float", delay_seconds))
