@@ -36,9 +36,15 @@ class WorkflowTaskInfo:
     result: TaskResult[Any, TaskError] | None
     """Stored result (COMPLETED/FAILED nodes), else None."""
     started_at: datetime | None
-    """When the node was enqueued (or its child workflow started)."""
+    """When the node started running: for a task node, when its task started (the task row's
+    ``started_at``; for a retried task, the start of its latest attempt, so while a retry waits
+    this is still the previous attempt's start); for a sub-workflow node, when its child workflow
+    started. Always later than the ``completed_at`` of the dependencies that made it ready (all
+    of them under ``join="all"``). None while the node has not started (PENDING, READY, ENQUEUED)
+    and for a node that never ran: SKIPPED, or whose task was cancelled before it started."""
     completed_at: datetime | None
-    """When the node became terminal."""
+    """When the node's run ended (COMPLETED or FAILED after it started). None while it runs and
+    for a node that never ran (``started_at`` None), even when its status is terminal."""
     node_id: str | None = None
     """The node's id (not in the original API; handy to key a display)."""
 

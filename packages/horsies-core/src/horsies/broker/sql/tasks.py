@@ -177,11 +177,14 @@ SELECT * FROM started
 """
 
 # Moves the updated rows to RUNNING in the child whose pid is ``s.pid`` (no lease any more).
+# started_at is clock_timestamp(), not now(): the exchange that finishes a workflow node starts its
+# dependent in the same transaction, and the dependent's start (its node's started_at) must come
+# after the dependency's completion, written at now().
 _SET_RUNNING_FOR_PID: Final = """
     SET status = 'RUNNING',
         claimed = false,
         claim_expires_at = NULL,
-        started_at = now(),
+        started_at = clock_timestamp(),
         worker_pid = s.pid,
         worker_hostname = %(hostname)s,
         worker_process_name = 'worker-' || s.pid,

@@ -132,13 +132,14 @@ WHERE workflow_id = %(workflow_id)s AND task_index = ANY(%(indices)s::int[])
 # Record the end of finished tasks on their nodes (ENQUEUED/RUNNING -> COMPLETED/FAILED with the
 # task's stored result); returns what the engine needs: the result of FAILED nodes (their error
 # goes to the workflow), NULL there when it must be synthesised (no stored result, or a CANCELLED
-# task).
+# task). A task that never started (cancelled first) gives its node no completion time: the node
+# never ran, and WF_GET_NODES reports neither time for it.
 WF_NODES_FINISH_FROM_TASKS: Final = """
 UPDATE horsies_workflow_tasks AS wt
 SET status = CASE WHEN t.status = 'COMPLETED' AND t.result IS NOT NULL THEN 'COMPLETED'
                   ELSE 'FAILED' END,
     result = t.result,
-    completed_at = now()
+    completed_at = CASE WHEN t.started_at IS NOT NULL THEN now() END
 FROM horsies_tasks AS t
 WHERE t.id = ANY(%(task_ids)s::text[])
   AND wt.task_id = t.id
@@ -149,26 +150,28 @@ RETURNING wt.workflow_id, wt.task_index, wt.status, t.id, t.status,
 """
 
 # Write node changes of one batch: status, and when given, task link, child link, result,
-# summary; started_at when a node is enqueued, completed_at when it becomes terminal.
-WF_NODES_UPDATE: Final = (
-    """
+# summary. Only a child-workflow node's times are written here: started_at when its child starts,
+# completed_at when it ends after that. A task node's start is its task row's (see WF_GET_NODES) and
+# its end is written by WF_NODES_FINISH_FROM_TASKS; a node that never ran gets neither.
+# clock_timestamp(), not now(): the dependency that made the node ready may have completed earlier
+# in this very transaction, at now(), and the node starts after it.
+WF_NODES_UPDATE: Final = """
 UPDATE horsies_workflow_tasks AS wt
 SET status = u.status,
     task_id = COALESCE(u.task_id, wt.task_id),
     sub_workflow_id = COALESCE(u.sub_workflow_id, wt.sub_workflow_id),
     result = COALESCE(u.result, wt.result),
     sub_workflow_summary = COALESCE(u.summary, wt.sub_workflow_summary),
-    started_at = CASE WHEN u.status IN ('ENQUEUED', 'RUNNING')
-                      THEN COALESCE(wt.started_at, now()) ELSE wt.started_at END,
-    completed_at = CASE WHEN u.status IN """
-    + _TERMINAL_NODE
-    + """ THEN now() ELSE wt.completed_at END
+    started_at = CASE WHEN wt.is_subworkflow AND u.status = 'RUNNING'
+                      THEN COALESCE(wt.started_at, clock_timestamp()) ELSE wt.started_at END,
+    completed_at = CASE WHEN wt.is_subworkflow AND wt.started_at IS NOT NULL
+                             AND u.status IN ('COMPLETED', 'FAILED')
+                        THEN clock_timestamp() ELSE wt.completed_at END
 FROM json_to_recordset(%(updates)s::json) AS u(
     workflow_id text, task_index int, status text, task_id text, sub_workflow_id text,
     result text, summary text)
 WHERE wt.workflow_id = u.workflow_id AND wt.task_index = u.task_index
 """
-)
 
 # Store a workflow's error (on_error FAIL: the latest failure while RUNNING).
 WF_SET_ERROR: Final = """
@@ -251,10 +254,10 @@ WHERE workflow_id = ANY(%(ids)s::text[]) AND status IN ('PENDING', 'CLAIMED')
 RETURNING id
 """
 
-# Nodes of cancelled workflows that will never run: SKIPPED.
+# Nodes of cancelled workflows that will never run: SKIPPED (no times: they did not run).
 WF_SKIP_UNRUN_NODES: Final = """
 UPDATE horsies_workflow_tasks AS wt
-SET status = 'SKIPPED', completed_at = now()
+SET status = 'SKIPPED'
 WHERE wt.workflow_id = ANY(%(ids)s::text[])
   AND (wt.status IN ('PENDING', 'READY')
        OR (wt.status IN ('ENQUEUED', 'RUNNING') AND NOT wt.is_subworkflow
@@ -268,12 +271,22 @@ WF_GET: Final = """
 SELECT status, result, error FROM horsies_workflows WHERE id = %(id)s
 """
 
-# Every node, by index, with its task status for display.
+# Every node, by index, with its times (WorkflowTaskInfo). A task node started when its task row
+# did (the latest attempt's start), which the worker writes on the task row alone; a child-workflow
+# node when its child started. A SKIPPED node never ran, and a node that never started has no end
+# either: rows written before these rules held (times set at enqueue or skip) read the same way.
 WF_GET_NODES: Final = """
-SELECT task_index, node_id, task_name, status, result, started_at, completed_at
-FROM horsies_workflow_tasks
-WHERE workflow_id = %(id)s
-ORDER BY task_index
+SELECT wt.task_index, wt.node_id, wt.task_name, wt.status, wt.result, n.started_at,
+       CASE WHEN n.started_at IS NOT NULL THEN wt.completed_at END
+FROM horsies_workflow_tasks AS wt
+LEFT JOIN horsies_tasks AS t ON t.id = wt.task_id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN wt.status = 'SKIPPED' THEN NULL
+                WHEN wt.is_subworkflow THEN wt.started_at
+                ELSE t.started_at END
+) AS n(started_at)
+WHERE wt.workflow_id = %(id)s
+ORDER BY wt.task_index
 """
 
 # The stored results of every finished node.
