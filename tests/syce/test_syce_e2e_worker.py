@@ -137,7 +137,7 @@ async def test_syce_e2e_tasks_workflow_and_actions(
                 pilot,
                 lambda: (
                     [
-                        (w.workflow_id, w.status, w.total)
+                        (w.workflow_id, w.status, w.nodes.total)
                         for w in cast(tuple[WorkflowSummary, ...], flows.data or ())
                     ]
                     == [(handle.workflow_id, "RUNNING", 3)]

@@ -134,15 +134,15 @@ async def test_syce_tasks_groups_filters_expand_and_detail(syce_app: SyceApp) ->
         await wait_for(pilot, lambda: pane.data is not None, what="tasks")
         assert row_keys(syce_app, "#tasks-table") == ["g:", "g:w-alpha", "g:w-beta"]
         rows = table(syce_app, "#tasks-table")
-        assert rows.get_row("g:")[2:] == ["3", "0", "0", "0", "0", "3"]
-        assert rows.get_row("g:w-alpha")[2:] == ["0", "1", "2", "0", "0", "3"]
-        assert rows.get_row("g:w-beta")[2:] == ["0", "0", "0", "2", "1", "3"]
+        assert rows.get_row("g:")[2:] == ["3", "0", "0", "0", "0", "0", "3"]
+        assert rows.get_row("g:w-alpha")[2:] == ["0", "1", "2", "0", "0", "0", "3"]
+        assert rows.get_row("g:w-beta")[2:] == ["0", "0", "0", "2", "1", "0", "3"]
 
         def groups() -> dict[str, int]:
             data = cast(TasksData, pane.data)
             return {g.key: g.total for g in data.groups}
 
-        # filters: p c u o f toggle, n clears, a restores
+        # filters: p c u o f x toggle, n clears, a restores
         await pilot.press("n")
         await wait_for(pilot, lambda: groups() == {}, what="no filters")
         assert pane.filters == set()

@@ -1,4 +1,5 @@
-"""Snapshots: one ``horsies_worker_states`` row every 5 s, with psutil figures."""
+"""Snapshots: one ``horsies_worker_states`` row every 5 s, with psutil figures, and a last one
+marked stopped when the worker shuts down."""
 
 from __future__ import annotations
 
@@ -108,8 +109,19 @@ class SnapshotWriter:
         """Insert one snapshot now."""
         await self.broker.insert_worker_state_async(self.build())
 
+    async def write_stopped(self) -> None:
+        """Insert the worker's last snapshot, marked stopped: it holds no task any more (what it
+        could not finish or write is left to the reapers), and monitors drop it at once."""
+        last = replace(self.build(), tasks_running=0, tasks_claimed=0, stopped=True)
+        await self.broker.insert_worker_state_async(last)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Insert a snapshot at once and then every interval until ``stop`` is set."""
+        """Insert a snapshot at once and then every interval until ``stop`` is set, then the
+        stopped one.
+
+        ``stop`` is set when the worker shuts down (after its tasks were drained), so the stopped
+        snapshot is written here, by the loop that writes the others, and no periodic one can
+        follow it."""
         while not stop.is_set():
             try:
                 await self.write_once()
@@ -117,3 +129,11 @@ class SnapshotWriter:
                 logger.warning("worker_state_snapshot_failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval_s)
+        try:
+            await self.write_stopped()
+        except Exception as exc:
+            logger.warning(
+                "worker_stopped_snapshot_failed: %s (monitors will take this worker for dead "
+                "once its snapshots are stale)",
+                exc,
+            )

@@ -19,7 +19,7 @@ from syce._nodes import syce_app
 from syce.actions import Actions
 from syce.messages import SourceFailed, SourceRecovered
 from syce.models import WorkflowDetail
-from syce.screens.base import SycePane
+from syce.screens.base import Loader, SycePane
 from syce.screens.dashboard import DashboardPane
 from syce.screens.maintenance import MaintenancePane
 from syce.screens.modals import (
@@ -190,7 +190,11 @@ class SyceApp(App[None]):
         self._base.query_one("#tabs", TabbedContent).active = tab
 
     def action_refresh(self) -> None:
+        """Reload the visible tab and every open detail now."""
         self.active_pane().refresh_data(force=True)
+        for screen in self.screen_stack:
+            if isinstance(screen, Loader):
+                screen.refresh_data(force=True)
 
     def action_cycle_theme(self) -> None:
         index = THEMES.index(self.theme) if self.theme in THEMES else -1

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-TASK_STATUSES: Final = ("PENDING", "CLAIMED", "RUNNING", "COMPLETED", "FAILED")
-"""Statuses the Tasks tab filters on (in filter-key order p, c, u, o, f)."""
+TASK_STATUSES: Final = ("PENDING", "CLAIMED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+"""Every status horsies writes to a task (in the Tasks tab's filter-key order p, c, u, o, f, x);
+``REQUEUED`` is allowed by the schema but never written."""
 
 WORKFLOW_STATUSES: Final = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "PAUSED", "CANCELLED")
 """Statuses the Workflows tab filters on."""
@@ -48,6 +49,8 @@ class WorkerInfo:
     snapshot_at: datetime
     age: timedelta
     queues: tuple[str, ...]
+    stopped_at: datetime | None = None
+    """Set on the last snapshot of a worker that stopped cleanly."""
 
     @property
     def utilisation(self) -> float:
@@ -143,17 +146,40 @@ class TasksData:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeCounts:
+    """How far a workflow's nodes got: progress is the share of COMPLETED nodes only (a failed or
+    skipped node, such as those of a cancelled workflow, is not progress)."""
+
+    total: int
+    completed: int
+    failed: int
+    skipped: int
+
+    @property
+    def progress(self) -> float:
+        return self.completed / self.total if self.total else 0.0
+
+    def describe(self) -> str:
+        """``3/6 completed · 1 failed · 2 skipped`` (zero counts left out)."""
+        parts = [f"{self.completed}/{self.total} completed"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowSummary:
     workflow_id: str
     name: str
     status: str
-    total: int
-    done: int
+    nodes: NodeCounts
     updated_at: datetime
 
     @property
     def progress(self) -> float:
-        return self.done / self.total if self.total else 0.0
+        return self.nodes.progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +199,20 @@ class WorkflowDetail:
     row: dict[str, Any]
     nodes: tuple[WorkflowNode, ...] = field(default_factory=tuple)
 
+    @property
+    def status(self) -> str:
+        return str(self.row.get("status"))
+
+    @property
+    def counts(self) -> NodeCounts:
+        statuses = [node.status for node in self.nodes]
+        return NodeCounts(
+            total=len(statuses),
+            completed=statuses.count("COMPLETED"),
+            failed=statuses.count("FAILED"),
+            skipped=statuses.count("SKIPPED"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SnapshotAge:
@@ -186,8 +226,12 @@ class SnapshotAge:
 @dataclass(frozen=True, slots=True)
 class MaintenanceData:
     ages: tuple[SnapshotAge, ...]
+    """Workers seen in the maintenance window that did not stop (running, or dead)."""
+    stopped: tuple[SnapshotAge, ...]
+    """Workers whose last snapshot says they stopped cleanly (``snapshot_at``: when)."""
     dead_after_s: float
 
     @property
     def dead(self) -> tuple[SnapshotAge, ...]:
+        """Workers silent for longer than ``dead_after_s`` without having stopped: they died."""
         return tuple(a for a in self.ages if a.age_s > self.dead_after_s)

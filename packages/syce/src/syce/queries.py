@@ -99,26 +99,30 @@ FROM ids
 CROSS JOIN LATERAL (
     SELECT worker_id, hostname, pid, processes, tasks_running, tasks_claimed,
            cpu_percent, memory_usage_mb, memory_percent, worker_started_at, snapshot_at, queues,
-           now() - snapshot_at AS age
+           stopped_at, now() - snapshot_at AS age
     FROM horsies_worker_states s
     WHERE s.worker_id = ids.worker_id
     ORDER BY s.snapshot_at DESC
     LIMIT 1
 ) AS latest
 WHERE latest.snapshot_at > now() - %(since)s
+  AND (%(with_stopped)s OR latest.stopped_at IS NULL)
 LIMIT 500
 """
 )
+"""The latest snapshot of each worker seen since ``%(since)s``; workers whose latest snapshot says
+they stopped only ``%(with_stopped)s``."""
 
 CLUSTER_UTILISATION_TREND: Final[LiteralString] = """
 SELECT date_bin(%(bucket)s, snapshot_at, TIMESTAMPTZ '2000-01-01') AS bucket,
        sum(tasks_running)::float8 / NULLIF(sum(processes), 0) AS utilisation
 FROM horsies_worker_states
-WHERE snapshot_at > now() - %(window)s
+WHERE snapshot_at > now() - %(window)s AND stopped_at IS NULL
 GROUP BY 1
 ORDER BY 1
 LIMIT 500
 """
+"""Cluster utilisation per bucket; a stopped worker's last snapshot is no sample of its load."""
 
 WORKER_HISTORY: Final[LiteralString] = """
 SELECT date_bin(%(bucket)s, snapshot_at, TIMESTAMPTZ '2000-01-01') AS bucket,
@@ -127,7 +131,7 @@ SELECT date_bin(%(bucket)s, snapshot_at, TIMESTAMPTZ '2000-01-01') AS bucket,
        avg(cpu_percent)::float8 AS cpu,
        avg(memory_percent)::float8 AS memory
 FROM horsies_worker_states
-WHERE worker_id = %(worker_id)s AND snapshot_at > now() - %(window)s
+WHERE worker_id = %(worker_id)s AND snapshot_at > now() - %(window)s AND stopped_at IS NULL
 GROUP BY 1
 ORDER BY 1
 LIMIT 500
@@ -232,15 +236,27 @@ SELECT * FROM horsies_tasks WHERE id = %(id)s LIMIT 1
 
 WORKFLOWS: Final[LiteralString] = """
 SELECT w.id, w.name, w.status, w.created_at, w.updated_at,
-       (SELECT count(*) FROM horsies_workflow_tasks t WHERE t.workflow_id = w.id) AS total,
-       (SELECT count(*) FROM horsies_workflow_tasks t
-         WHERE t.workflow_id = w.id AND t.status IN ('COMPLETED', 'FAILED', 'SKIPPED')) AS done
-FROM horsies_workflows w
-WHERE w.status = ANY(%(statuses)s)
-  AND (%(search)s = '' OR w.name ILIKE %(pattern)s OR w.id LIKE %(prefix)s)
+       n.total, n.completed, n.failed, n.skipped
+FROM (
+    SELECT id, name, status, created_at, updated_at
+    FROM horsies_workflows
+    WHERE status = ANY(%(statuses)s)
+      AND (%(search)s = '' OR name ILIKE %(pattern)s OR id LIKE %(prefix)s)
+    ORDER BY updated_at DESC
+    LIMIT 200
+) AS w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE t.status = 'COMPLETED') AS completed,
+           count(*) FILTER (WHERE t.status = 'FAILED') AS failed,
+           count(*) FILTER (WHERE t.status = 'SKIPPED') AS skipped
+    FROM horsies_workflow_tasks t
+    WHERE t.workflow_id = w.id
+) AS n
 ORDER BY w.updated_at DESC
-LIMIT 200
 """
+"""The 200 most recently updated workflows of the chosen statuses, with their nodes counted (only
+for those 200)."""
 
 WORKFLOW_BY_ID: Final[LiteralString] = """
 SELECT * FROM horsies_workflows WHERE id = %(id)s LIMIT 1

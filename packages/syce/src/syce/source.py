@@ -25,6 +25,7 @@ from syce.models import (
     CHART_WINDOWS,
     DashboardData,
     MaintenanceData,
+    NodeCounts,
     SnapshotAge,
     StaleClaim,
     TaskGroup,
@@ -42,11 +43,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SourceUnavailable", "SyceSource", "row_to_json"]
 
-LIVE_WINDOW: Final = timedelta(minutes=2)
-"""A worker whose latest snapshot is younger than this is listed as live."""
-STALE_CLAIM_AFTER: Final = timedelta(minutes=2)
 DEAD_AFTER_S: Final = 30.0
 """A worker whose latest snapshot is older than this is reported dead (snapshots come every 5 s)."""
+LIVE_WINDOW: Final = timedelta(seconds=DEAD_AFTER_S)
+"""A worker is live while it is not dead: its latest snapshot is younger than this and does not
+say that it stopped. (One window for both, so no worker is ever counted as both.)"""
+STALE_CLAIM_AFTER: Final = timedelta(minutes=2)
 MAINTENANCE_WINDOW: Final = timedelta(hours=24)
 TREND_WINDOW: Final = timedelta(hours=1)
 TREND_BUCKET: Final = timedelta(minutes=1)
@@ -150,8 +152,14 @@ class SyceSource:
 
     # -- tabs -------------------------------------------------------------------------------------
 
-    def live_workers(self, since: timedelta = LIVE_WINDOW) -> tuple[WorkerInfo, ...]:
-        rows = self._fetch(queries.LATEST_WORKER_SNAPSHOTS, {"since": since})
+    def live_workers(
+        self, since: timedelta = LIVE_WINDOW, *, with_stopped: bool = False
+    ) -> tuple[WorkerInfo, ...]:
+        """The latest snapshot of each worker seen since ``since``; a worker that stopped is
+        left out, unless ``with_stopped``."""
+        rows = self._fetch(
+            queries.LATEST_WORKER_SNAPSHOTS, {"since": since, "with_stopped": with_stopped}
+        )
         workers = [
             _model(
                 WorkerInfo,
@@ -278,7 +286,15 @@ class SyceSource:
         rows = self._fetch(
             queries.WORKFLOWS, {"statuses": list(statuses), **_search_params(search)}
         )
-        return tuple(_model(WorkflowSummary, r, workflow_id=r["id"]) for r in rows)
+        return tuple(
+            _model(
+                WorkflowSummary,
+                r,
+                workflow_id=r["id"],
+                nodes=NodeCounts(r["total"], r["completed"], r["failed"], r["skipped"]),
+            )
+            for r in rows
+        )
 
     def workflow(self, workflow_id: str) -> WorkflowDetail | None:
         rows = self._fetch(queries.WORKFLOW_BY_ID, {"id": workflow_id})
@@ -297,10 +313,17 @@ class SyceSource:
         return WorkflowDetail(row=rows[0], nodes=nodes)
 
     def maintenance(self) -> MaintenanceData:
-        ages = tuple(
-            SnapshotAge(w.worker_id, w.hostname, w.pid, w.snapshot_at, w.age.total_seconds())
-            for w in self.live_workers(MAINTENANCE_WINDOW)
+        workers = self.live_workers(MAINTENANCE_WINDOW, with_stopped=True)
+        ages = sorted(
+            (
+                SnapshotAge(w.worker_id, w.hostname, w.pid, w.snapshot_at, w.age.total_seconds())
+                for w in workers
+            ),
+            key=lambda a: a.age_s,
         )
+        stopped = {w.worker_id for w in workers if w.stopped_at is not None}
         return MaintenanceData(
-            ages=tuple(sorted(ages, key=lambda a: a.age_s)), dead_after_s=DEAD_AFTER_S
+            ages=tuple(a for a in ages if a.worker_id not in stopped),
+            stopped=tuple(a for a in ages if a.worker_id in stopped),
+            dead_after_s=DEAD_AFTER_S,
         )

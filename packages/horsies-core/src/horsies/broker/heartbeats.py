@@ -17,7 +17,10 @@ from horsies.codec import (
 
 @dataclass(frozen=True, slots=True)
 class WorkerStateRow:
-    """One worker snapshot for ``horsies_worker_states``; ``snapshot_at`` is set by the database."""
+    """One worker snapshot for ``horsies_worker_states``; ``snapshot_at`` is set by the database.
+
+    ``stopped``: the last snapshot of a worker that stops cleanly (the row's ``stopped_at`` is
+    set), after which monitors no longer count the worker as live nor report it as dead."""
 
     worker_id: str
     hostname: str
@@ -36,6 +39,7 @@ class WorkerStateRow:
     memory_usage_mb: float | None = None
     memory_percent: float | None = None
     cpu_percent: float | None = None
+    stopped: bool = False
 
 
 def heartbeat_query(
@@ -89,6 +93,7 @@ def worker_state_query(state: WorkerStateRow) -> Query:
             "memory_percent": state.memory_percent,
             "cpu_percent": state.cpu_percent,
             "worker_started_at": state.worker_started_at,
+            "stopped": state.stopped,
         },
         rows="none",
     )

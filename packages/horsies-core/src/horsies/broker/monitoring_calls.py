@@ -62,7 +62,7 @@ class MonitoringCalls(BrokerCore):
 
     async def get_worker_states(self, max_age_s: float = 30) -> list[dict[str, Any]]:
         """The latest snapshot (``horsies_worker_states`` row) of every worker seen in the last
-        max_age_s."""
+        max_age_s and not stopped (a worker that stopped cleanly leaves at once)."""
         return await self._run_async(_worker_states(max_age_s), "get_worker_states")
 
     def get_worker_states_sync(self, max_age_s: float = 30) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""`SycePane`: a tab's content that loads its data in a thread worker and renders snapshots."""
+"""`Loader`: loads a snapshot in a thread worker and shows it; `SycePane`, a tab's content built on
+it; the status filters and action keys the panes share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar, cast
 
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.dom import DOMNode
 from textual.widgets import DataTable, Static
 
 from syce._nodes import cursor_key, syce_app, table_of
@@ -19,7 +21,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["TASK_ACTIONS", "WORKFLOW_ACTIONS", "FilteredPane", "StatusFilter", "SycePane"]
+__all__ = [
+    "TASK_ACTIONS",
+    "WORKFLOW_ACTIONS",
+    "FilteredPane",
+    "Loader",
+    "StatusFilter",
+    "SycePane",
+]
 
 TASK_ACTIONS: Final = (
     Binding("X", "task_action('cancel')", "Cancel task"),
@@ -35,25 +44,26 @@ WORKFLOW_ACTIONS: Final = (
 """The keys of the actions on a workflow (the Workflows tab, a workflow's detail)."""
 
 
-class SycePane(Vertical, Generic[T]):
-    """Subclasses implement `load` (blocking, runs off the UI loop) and `show` (UI thread)."""
+class Loader(Generic[T]):
+    """Something that shows a snapshot of the database: `load` (blocking) runs in a thread
+    worker, `show` on the UI thread. Mixed into the tab panes (widgets) and the detail screens,
+    so it is not a `DOMNode` itself: Textual's screens and widgets order their bases differently.
+    """
 
-    SEARCH_HINT = "search"
-    TABLE: ClassVar[str] = ""
-    """Id of the pane's main table, which gets the focus when the tab becomes active."""
+    data: T | None = None
+    loads = 0
+    """Number of snapshots shown so far (tests wait on it)."""
+    _loading = False
+    _started = 0
+    _shown = 0
 
-    def __init__(self, *, id: str) -> None:
-        super().__init__(id=id)
-        self._loading = False
-        self._started = 0
-        self._shown = 0
-        self.data: T | None = None
-        self.loads = 0
-        """Number of snapshots shown so far (tests wait on it)."""
+    @property
+    def _node(self) -> DOMNode:
+        return cast(DOMNode, self)
 
     @property
     def syce(self) -> SyceApp:
-        return syce_app(self)
+        return syce_app(self._node)
 
     @property
     def source(self) -> SyceSource:
@@ -64,6 +74,48 @@ class SycePane(Vertical, Generic[T]):
 
     def show(self, data: T) -> None:
         raise NotImplementedError
+
+    def refresh_data(self, *, force: bool = False) -> None:
+        """Start a load unless one is already running (``force`` starts one anyway)."""
+        if self._loading and not force:
+            return
+        self._loading = True
+        self._started += 1
+        seq = self._started
+        self._node.run_worker(
+            lambda: self._load_in_thread(seq), thread=True, group=f"load-{id(self)}"
+        )
+
+    def _load_in_thread(self, seq: int) -> None:
+        try:
+            data = self.load()
+        except SourceUnavailable as exc:
+            self._node.post_message(SourceFailed(str(exc)))
+            self._loading = False
+            return
+        self._loading = False
+        self._node.post_message(SourceRecovered())
+        self._node.post_message(Loaded(data, seq))
+
+    def on_loaded(self, message: Loaded) -> None:
+        message.stop()
+        if message.seq < self._shown:
+            return  # a newer load (other filters, window, ...) was shown already
+        self._shown = message.seq
+        data = cast(T, message.data)
+        if data != self.data or self.loads == 0:
+            self.data = data
+            self.show(data)
+        self.loads += 1
+
+
+class SycePane(Vertical, Loader[T]):
+    """A tab's content; subclasses implement `load` and `show`. The app refreshes the visible
+    pane at the tick rate."""
+
+    SEARCH_HINT = "search"
+    TABLE: ClassVar[str] = ""
+    """Id of the pane's main table, which gets the focus when the tab becomes active."""
 
     @property
     def main_table(self) -> DataTable[str]:
@@ -76,37 +128,6 @@ class SycePane(Vertical, Generic[T]):
     def cursor_key(self) -> str | None:
         """The key of the main table's row under the cursor (None when the table is empty)."""
         return cursor_key(self.main_table)
-
-    def refresh_data(self, *, force: bool = False) -> None:
-        """Start a load unless one is already running (``force`` starts one anyway)."""
-        if self._loading and not force:
-            return
-        self._loading = True
-        self._started += 1
-        seq = self._started
-        self.run_worker(lambda: self._load_in_thread(seq), thread=True, group=f"load-{self.id}")
-
-    def _load_in_thread(self, seq: int) -> None:
-        try:
-            data = self.load()
-        except SourceUnavailable as exc:
-            self.post_message(SourceFailed(str(exc)))
-            self._loading = False
-            return
-        self._loading = False
-        self.post_message(SourceRecovered())
-        self.post_message(Loaded(data, seq))
-
-    def on_loaded(self, message: Loaded) -> None:
-        message.stop()
-        if message.seq < self._shown:
-            return  # a newer load (other filters, window, ...) was shown already
-        self._shown = message.seq
-        data = cast(T, message.data)
-        if data != self.data or self.loads == 0:
-            self.data = data
-            self.show(data)
-        self.loads += 1
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,6 @@ class DashboardPane(SycePane[DashboardData]):
             f"{s.title():<10} {count(data.task_counts.get(s, 0), STATUS_COUNT_CAP):>8}"
             for s in TASK_STATUSES
         ]
-        others = [n for s, n in data.task_counts.items() if s not in TASK_STATUSES]
-        if sum(others):
-            capped = any(n >= STATUS_COUNT_CAP for n in others)
-            lines.append(f"{'Other':<10} {count(sum(others), STATUS_COUNT_CAP, capped):>8}")
         self.query_one("#task-counts", Static).update("\n".join(lines))
         wf = ["[b]Workflows[/b]"]
         wf += [f"{s.title():<10} {data.workflow_counts.get(s, 0):>8}" for s in WORKFLOW_STATUSES]

@@ -1,4 +1,5 @@
-"""Tab 5, Maintenance: how fresh the worker snapshots are, and which workers look dead."""
+"""Tab 5, Maintenance: how fresh the worker snapshots are, which workers look dead (silent without
+having stopped) and which stopped cleanly."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from syce._nodes import row_table
+from syce._nodes import row_table, table_of
 from syce.format import duration, histogram
 from syce.models import MaintenanceData
 from syce.screens.base import SycePane
@@ -42,6 +43,8 @@ class MaintenancePane(SycePane[MaintenanceData]):
         yield Static(id="age-histogram", classes="box")
         yield Static(id="dead-title", classes="title")
         yield row_table(self.TABLE, "Hostname", "PID", "Worker id", "Last snapshot", "Age")
+        yield Static(id="stopped-title", classes="title")
+        yield row_table("stopped-table", "Hostname", "PID", "Worker id", "Stopped at", "Ago")
 
     def load(self) -> MaintenanceData:
         return self.source.maintenance()
@@ -49,22 +52,28 @@ class MaintenancePane(SycePane[MaintenanceData]):
     def show(self, data: MaintenanceData) -> None:
         counts = age_histogram([a.age_s for a in data.ages])
         self.query_one("#age-histogram", Static).update(
-            "[b]Latest worker snapshot age (workers seen in the last 24 h)[/b]\n"
+            "[b]Latest worker snapshot age (workers seen in the last 24 h, not stopped)[/b]\n"
             + histogram([label for label, _ in AGE_BUCKETS], counts)
         )
         dead = data.dead
         self.query_one("#dead-title", Static).update(
             f"Dead workers (no snapshot for more than {data.dead_after_s:.0f}s): {len(dead)}"
         )
-        table = self.main_table
-        table.clear()
+        self.query_one("#stopped-title", Static).update(
+            f"Stopped workers (stopped cleanly in the last 24 h): {len(data.stopped)}"
+        )
         now = datetime.now(UTC)
-        for a in dead:
-            table.add_row(
-                a.hostname,
-                str(a.pid),
-                a.worker_id,
-                f"{a.snapshot_at:%Y-%m-%d %H:%M:%S}",
-                duration(now - a.snapshot_at),
-                key=a.worker_id,
-            )
+        for table, workers in (
+            (self.main_table, dead),
+            (table_of(self, "#stopped-table"), data.stopped),
+        ):
+            table.clear()
+            for a in workers:
+                table.add_row(
+                    a.hostname,
+                    str(a.pid),
+                    a.worker_id,
+                    f"{a.snapshot_at:%Y-%m-%d %H:%M:%S}",
+                    duration(now - a.snapshot_at),
+                    key=a.worker_id,
+                )

@@ -12,10 +12,11 @@ from syce.models import TASK_STATUSES, TasksData
 from syce.queries import GROUP_COUNT_CAP
 from syce.screens.base import TASK_ACTIONS, FilteredPane, StatusFilter
 
-__all__ = ["TasksPane"]
+__all__ = ["FILTER_KEYS", "TasksPane"]
 
-FILTER_KEYS = dict(zip("pcuof", TASK_STATUSES, strict=True))
-"""Filter key -> status: p Pending, c Claimed, u rUnning, o cOmpleted, f Failed."""
+FILTER_KEYS = dict(zip("pcuofx", TASK_STATUSES, strict=True))
+"""Filter key -> status: p Pending, c Claimed, u rUnning, o cOmpleted, f Failed, x cancelled (as
+``X`` cancels a task)."""
 
 UNCLAIMED = "(not claimed)"
 
@@ -25,7 +26,7 @@ class TasksPane(FilteredPane[TasksData]):
     SEARCH_HINT = "search tasks by name or id prefix"
     TABLE = "tasks-table"
 
-    BINDINGS = [*FILTER.bindings(), Binding("escape", "collapse", "Collapse / quit"), *TASK_ACTIONS]
+    BINDINGS = [*FILTER.bindings(), Binding("escape", "collapse", "Collapse"), *TASK_ACTIONS]
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)

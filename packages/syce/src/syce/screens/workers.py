@@ -87,7 +87,10 @@ class WorkersPane(SycePane[WorkersData]):
         detail = self.query_one("#worker-detail", Static)
         chosen = next((w for w in data.workers if w.worker_id == data.selected), None)
         if chosen is None:
-            detail.update("[b]No live workers[/b]\n(none sent a snapshot in the last 2 minutes)")
+            detail.update(
+                "[b]No live workers[/b]\n(none sent a snapshot in the last 30 seconds without "
+                "having stopped since)"
+            )
         else:
             detail.update(
                 f"[b]{chosen.hostname}[/b] pid {chosen.pid}\n"

@@ -26,7 +26,7 @@ class WorkflowsPane(FilteredPane[tuple[WorkflowSummary, ...]]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="workflow-filters")
-        yield row_table(self.TABLE, "Id", "Name", "Status", "Tasks", "Progress")
+        yield row_table(self.TABLE, "Id", "Name", "Status", "Completed", "Progress")
 
     def load(self) -> tuple[WorkflowSummary, ...]:
         return self.source.workflows(self.statuses, self.syce.search)
@@ -57,7 +57,7 @@ class WorkflowsPane(FilteredPane[tuple[WorkflowSummary, ...]]):
                 wf.workflow_id,
                 wf.name,
                 wf.status.lower(),
-                f"{wf.done}/{wf.total}",
+                f"{wf.nodes.completed}/{wf.nodes.total}",
                 f"{bar(wf.progress, 12)} {wf.progress:.0%}",
                 key=wf.workflow_id,
             )

@@ -55,10 +55,16 @@ GROUP BY queue_name
 ORDER BY queue_name
 """
 
-# Latest snapshot of every worker that reported within the last N seconds.
+# Latest snapshot of every worker that reported within the last N seconds, unless that snapshot
+# says the worker stopped.
 MONITOR_WORKER_STATES: Final = """
-SELECT DISTINCT ON (worker_id) *
-FROM horsies_worker_states
-WHERE snapshot_at > now() - %(max_age_s)s::float8 * interval '1 second'
-ORDER BY worker_id, snapshot_at DESC
+SELECT *
+FROM (
+    SELECT DISTINCT ON (worker_id) *
+    FROM horsies_worker_states
+    WHERE snapshot_at > now() - %(max_age_s)s::float8 * interval '1 second'
+    ORDER BY worker_id, snapshot_at DESC
+) AS latest
+WHERE latest.stopped_at IS NULL
+ORDER BY latest.worker_id
 """

@@ -335,6 +335,13 @@ ALTER TABLE horsies_workflows ADD COLUMN IF NOT EXISTS build_args TEXT;
 ALTER TABLE horsies_workflows ADD COLUMN IF NOT EXISTS build_kwargs TEXT;
 """
 
+# A worker that stops cleanly writes one last snapshot with `stopped_at` set: monitors drop it at
+# once instead of counting it as live until its snapshots age out, and never report it as dead.
+# NULL on every other snapshot, so a worker that dies without stopping still ages into "dead".
+_V6_WORKER_STOPPED: Final = """
+ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS stopped_at TIMESTAMPTZ;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -345,6 +352,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "index of finished tasks for monitoring", _V3_FINISHED_INDEX),
     Migration(4, "attempt numbers that fence every write of a claim", _V4_ATTEMPTS),
     Migration(5, "build parameters of parameterised root workflows", _V5_BUILD_PARAMETERS),
+    Migration(6, "stop mark of a worker's last snapshot", _V6_WORKER_STOPPED),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
