@@ -36,13 +36,21 @@ def wait_until(
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment plus ``extra``, unbuffered, without send suppression."""
+    """This process's environment plus ``extra``, unbuffered, without send suppression, and in
+    the text log format the tests read (whatever the developer's shell exports)."""
     env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
     env.pop("TASKLIB_SUPPRESS_SENDS", None)
+    if "HORSIES_LOG_FORMAT" not in extra:
+        env.pop("HORSIES_LOG_FORMAT", None)
     return env
 
 
-_STYLE_ENV = ("HORSIES_FORCE_COLOR", "TASKLIB_SUPPRESS_SENDS", "HORSIES_VERBOSE")
+_STYLE_ENV = (
+    "HORSIES_FORCE_COLOR",
+    "TASKLIB_SUPPRESS_SENDS",
+    "HORSIES_VERBOSE",
+    "HORSIES_LOG_FORMAT",
+)
 
 
 def run_python(
@@ -75,16 +83,33 @@ def run_horsies(
 
 
 class LoggedProcess:
-    """One subprocess started by a test, its output in ``log_path``."""
+    """One subprocess started by a test, its output in ``log_path`` (its stderr in
+    ``stderr_path`` instead, when given)."""
 
     kind = "process"
     """What it is, for failure messages."""
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        stderr_path: Path | None = None,
+        cwd: Path = ROOT,
+        new_session: bool = False,
+    ) -> None:
         self.log_path = log_path
+        self.stderr_path = stderr_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
+        self._err = None if stderr_path is None else open(stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            list(command), cwd=ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._err is None else self._err,
+            start_new_session=new_session,
         )
 
     @property
@@ -96,7 +121,15 @@ class LoggedProcess:
         return self.proc.poll() is None
 
     def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        """Everything written so far: stdout, then stderr when that has a file of its own."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return text + self.errors()
+
+    def errors(self) -> str:
+        """What stderr got so far, when it has a file of its own (else "")."""
+        if self.stderr_path is None:
+            return ""
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     ready_text = " ready: "
     """What the process prints once it is ready (``wait_ready``)."""
@@ -144,6 +177,8 @@ class LoggedProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+        if self._err is not None:
+            self._err.close()
 
 
 ProcessT = TypeVar("ProcessT", bound=LoggedProcess)

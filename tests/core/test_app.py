@@ -310,9 +310,9 @@ def test_check_collects_every_import_problem(app: Horsies, sandbox: Path) -> Non
         "task module not found: missing/tasks.py",
     ]
     crash = errors[3]
-    assert crash.code is ErrorCode.CLI_INVALID_ARGS
+    assert crash.code is ErrorCode.APP_LOAD_FAILED
     assert crash.notes == ["RuntimeError: kaboom"]
-    assert errors[4].code is ErrorCode.CLI_INVALID_ARGS
+    assert errors[4].code is ErrorCode.APP_LOAD_FAILED
     assert errors[4].location is None
 
 
@@ -337,7 +337,7 @@ def test_check_live_reports_unreachable_database(app: Horsies) -> None:
     errors = app.check(live=True)
     assert len(errors) == 1
     error = errors[0]
-    assert error.code is ErrorCode.BROKER_INVALID_URL
+    assert error.code is ErrorCode.BROKER_UNREACHABLE
     assert error.message == "broker connectivity check failed"
     assert "s3cret-pw" not in str(error)
     app.get_broker().close()

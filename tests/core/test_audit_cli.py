@@ -60,7 +60,7 @@ def test_check_accepts_every_locator_form(args: list[str], cwd: Path) -> None:
         (["tests.e2e.apps.basic:app", "--bogus"], "error[E206]: No such option '--bogus'"),
         (
             ["tests.e2e.apps.no_such_module_xyz:app"],
-            "error[E206]: module not found: tests.e2e.apps.no_such_module_xyz",
+            "error[E208]: module not found: tests.e2e.apps.no_such_module_xyz",
         ),
     ],
     ids=["no-locator", "processes-0", "bad-loglevel", "unknown-option", "module-not-found"],
@@ -72,10 +72,10 @@ def test_worker_bad_arguments_are_rendered_errors(args: list[str], header: str) 
 @pytest.mark.parametrize(
     ("locator", "header"),
     [
-        ("tests.e2e.apps.basic:no_such_attr", "error[E206]: cannot load app from"),
-        ("tests/e2e/apps/missing_file.py:app", "error[E206]: cannot load app from"),
-        ("tests.e2e.apps.basic:create_app", "error[E206]: cannot load app from"),
-        (f"{APPS / 'check_crash_app.py'}:app", "error[E206]: failed to import app module"),
+        ("tests.e2e.apps.basic:no_such_attr", "error[E208]: cannot load app from"),
+        ("tests/e2e/apps/missing_file.py:app", "error[E208]: cannot load app from"),
+        ("tests.e2e.apps.basic:create_app", "error[E208]: cannot load app from"),
+        (f"{APPS / 'check_crash_app.py'}:app", "error[E208]: failed to import app module"),
     ],
     ids=["missing-attribute", "missing-file", "not-an-app", "module-raises"],
 )

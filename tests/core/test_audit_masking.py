@@ -306,7 +306,7 @@ def test_app_check_live_with_a_wrong_password(
         app.get_broker().close()
     assert len(errors) == 1
     error = errors[0]
-    assert error.code is ErrorCode.BROKER_INVALID_URL
+    assert error.code is ErrorCode.BROKER_UNREACHABLE
     assert error.message == "broker connectivity check failed"
     rendered = str(error)
     assert "password authentication failed" in rendered
@@ -322,7 +322,7 @@ def test_cli_check_live_with_a_wrong_password(
         "check", OK_APP, "--live", env={"HORSIES_TEST_APP_DB_URL": wrong_password_server.url()}
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "error[E203]: broker connectivity check failed" in result.stderr
+    assert "error[E209]: broker connectivity check failed" in result.stderr
     assert "password authentication failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert not leaks(result.stdout + result.stderr)
@@ -333,7 +333,7 @@ def test_cli_check_live_with_a_missing_database(database_url: str) -> None:
     url = with_password(database_url, PASSWORD, "no_such_database_audit")
     result = run_horsies("check", OK_APP, "--live", env={"HORSIES_TEST_APP_DB_URL": url})
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "error[E203]: broker connectivity check failed" in result.stderr
+    assert "error[E209]: broker connectivity check failed" in result.stderr
     assert "no_such_database_audit" in result.stderr
     assert not leaks(result.stdout + result.stderr)
 

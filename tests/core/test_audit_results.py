@@ -219,7 +219,7 @@ async def test_unserializable_arguments_write_nothing_on_any_send_path(
     assert all("Cannot serialize value of type" in m for m in messages)
     for handle in handles:
         error = handle.get().unwrap_err()
-        assert error.error_code == LibraryErrorCode.UNHANDLED_EXCEPTION
+        assert error.error_code == LibraryErrorCode.SEND_REFUSED
         assert error.data == {
             "task_name": "audit.takes_anything",
             "exception_type": "SerializationError",

@@ -92,14 +92,14 @@ def test_check_reports_every_error_together() -> None:
     assert "error[E200]: cannot specify queue_name in DEFAULT mode" in stderr
     assert "check_bad_tasks.py:9" in stderr
     assert '@app.task("check_bad.queued", queue_name="emails")' in stderr
-    assert f"error[E206]: task module not found: {APPS / 'does_not_exist.py'}" in stderr
+    assert f"error[E208]: task module not found: {APPS / 'does_not_exist.py'}" in stderr
     assert stderr.rstrip().endswith("error: aborting due to 2 previous errors")
 
 
 def test_check_live_with_unreachable_database() -> None:
     result = run_horsies("check", OK_APP, "--live")
     assert_rendered_failure(result)
-    assert "error[E203]: broker connectivity check failed" in result.stderr
+    assert "error[E209]: broker connectivity check failed" in result.stderr
     assert "aborting due to 1 previous error" in result.stderr
     assert "secret" not in result.stderr
 
@@ -117,7 +117,7 @@ def test_definition_error_in_the_app_module() -> None:
 def test_exception_in_the_app_module_points_at_the_line() -> None:
     result = run_horsies("check", f"{APPS / 'check_crash_app.py'}:app")
     assert_rendered_failure(result)
-    assert "error[E206]: failed to import app module" in result.stderr
+    assert "error[E208]: failed to import app module" in result.stderr
     assert "KeyError: 'DATABASE_URL'" in result.stderr
     assert "check_crash_app.py:6" in result.stderr
     assert "HORSIES_VERBOSE=1" in result.stderr
@@ -147,10 +147,10 @@ def test_verbose_shows_the_traceback_of_import_failures() -> None:
         (["check"], "error[E206]: missing module argument"),
         (
             ["check", "no_such_pkg_xyz.mod:app"],
-            "error[E206]: module not found: no_such_pkg_xyz.mod",
+            "error[E208]: module not found: no_such_pkg_xyz.mod",
         ),
         (["check", "pkg.instance.py"], "error[E206]: ambiguous module locator: 'pkg.instance.py'"),
-        (["check", "missing/app.py:app"], "error[E206]: cannot load app from 'missing/app.py:app'"),
+        (["check", "missing/app.py:app"], "error[E208]: cannot load app from 'missing/app.py:app'"),
         (["check", f"{APPS / 'check_ok_app.py'}:nope"], "has no attribute 'nope'"),
         (["check", f"{APPS / 'check_ok_app.py'}:os"], "expected a Horsies instance"),
         (["check", OK_APP, "--bogus"], "error[E206]: No such option '--bogus'"),

@@ -8,6 +8,7 @@ import io
 import multiprocessing
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,7 @@ from horsies.errors import (
     install_exception_hook,
     raise_collected,
 )
+from horsies.results import LibraryErrorCode
 
 THIS_FILE = os.path.abspath(__file__)
 ESC = "\x1b["
@@ -78,6 +80,7 @@ EXPECTED_CODES = {
     "WORKFLOW_UNRESOLVED_PRIORITY": "E015",
     "WORKFLOW_INVALID_SUBWORKFLOW_RETRY_MODE": "E017",
     "WORKFLOW_SUBWORKFLOW_APP_MISSING": "E018",
+    "WORKFLOW_INVALID_NODE_ARGS": "E019",
     "TASK_NO_RETURN_TYPE": "E100",
     "TASK_INVALID_RETURN_TYPE": "E101",
     "TASK_INVALID_OPTIONS": "E102",
@@ -90,14 +93,24 @@ EXPECTED_CODES = {
     "CONFIG_INVALID_SCHEDULE": "E205",
     "CLI_INVALID_ARGS": "E206",
     "WORKER_INVALID_LOCATOR": "E207",
+    "APP_LOAD_FAILED": "E208",
+    "BROKER_UNREACHABLE": "E209",
+    "CLI_COMMAND_UNAVAILABLE": "E210",
     "TASK_NOT_REGISTERED": "E300",
     "TASK_DUPLICATE_NAME": "E301",
 }
 
 
-def test_error_code_has_exactly_the_31_documented_members() -> None:
-    assert len(EXPECTED_CODES) == 31
+def test_error_code_has_exactly_the_documented_members() -> None:
     assert {member.name: member.value for member in ErrorCode} == EXPECTED_CODES
+
+
+def test_every_code_has_one_row_in_the_error_page() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "errors.md").read_text()
+    rows = re.findall(r"^\| (E\d{3}) \| `(\w+)` \|", page, flags=re.MULTILINE)
+    assert rows == [(code, name) for name, code in EXPECTED_CODES.items()]
+    library_rows = re.findall(r"^\| `([A-Z_]+)` \| (?!Meaning)", page, flags=re.MULTILINE)
+    assert sorted(library_rows) == sorted(member.name for member in LibraryErrorCode)
 
 
 def test_error_code_is_a_str_enum_whose_value_is_the_code() -> None:

@@ -99,40 +99,25 @@ def test_last_colon_splits_module_and_attribute(project: Path) -> None:
 # -- sys.path handling ---------------------------------------------------------------------------
 
 
-def test_project_root_is_prepended_when_it_has_a_marker(project: Path) -> None:
-    mark_project(project)
-    make_package(project, "marked_mod", APP_SOURCE)
-    location = locate_app("marked_mod:app")
+def test_the_current_directory_is_prepended_like_python_m(project: Path) -> None:
+    # No pyproject.toml or setup file: a folder with just the app module, as a first project is.
+    make_package(project, "plain_mod", APP_SOURCE)
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", str(project))]
+    location = locate_app("plain_mod:app")
     assert sys.path[0] == str(project)
     assert location.sys_path_roots == (str(project),)
-
-
-@pytest.mark.parametrize("marker", ["setup.cfg", "setup.py"])
-def test_other_project_markers(project: Path, marker: str) -> None:
-    (project / marker).write_text("")
-    make_package(project, f"marker_{marker.replace('.', '_')}", APP_SOURCE)
-    locate_app(f"marker_{marker.replace('.', '_')}:app")
-    assert sys.path[0] == str(project)
-
-
-def test_cwd_without_marker_is_not_added(project: Path) -> None:
-    make_package(project, "unmarked_mod", APP_SOURCE)
-    # "" and "." would resolve to the (new) cwd; the rule under test is about horsies adding it.
-    sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", str(project))]
-    with pytest.raises(ConfigurationError) as info:
-        locate_app("unmarked_mod:app")
-    assert info.value.code is ErrorCode.CLI_INVALID_ARGS
-    assert str(project) not in sys.path
 
 
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def invalid_locator_error(locator: str) -> ConfigurationError:
-    """The error ``locate_app(locator)`` raises: a ConfigurationError with CLI_INVALID_ARGS."""
+def invalid_locator_error(
+    locator: str, code: ErrorCode = ErrorCode.CLI_INVALID_ARGS
+) -> ConfigurationError:
+    """The error ``locate_app(locator)`` raises: a ConfigurationError with ``code``."""
     with pytest.raises(ConfigurationError) as info:
         locate_app(locator)
-    assert info.value.code is ErrorCode.CLI_INVALID_ARGS
+    assert info.value.code is code
     return info.value
 
 
@@ -150,7 +135,7 @@ def test_missing_file_raises_file_not_found(project: Path) -> None:
 
 
 def test_unknown_dotted_module(project: Path) -> None:
-    error = invalid_locator_error("no_such_module_xyz.sub:app")
+    error = invalid_locator_error("no_such_module_xyz.sub:app", ErrorCode.APP_LOAD_FAILED)
     assert error.message == "module not found: no_such_module_xyz.sub"
     assert error.location is None
     assert any("sys.path" in note for note in error.notes)

@@ -28,7 +28,8 @@ ALLOWED_THIRD_PARTY = {
 }
 # `from horsies import run_worker` imports the worker lazily and explains what to install when
 # it is missing. That one optional import is the only exception to "core imports no sibling".
-LAZY_OPTIONAL_IMPORTS = {"horsies": {"horsies_worker"}}
+# The worker's `--reload` imports watchfiles (its `reload` extra) only when asked for.
+LAZY_OPTIONAL_IMPORTS = {"horsies": {"horsies_worker"}, "horsies_worker": {"watchfiles"}}
 
 
 def _top_level_imports(source_root: Path) -> set[str]:
@@ -130,3 +131,56 @@ def test_core_wheel_alone_can_send_a_task(tmp_path: Path, database_url: str) -> 
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("sent ")
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheels of every distribution of the workspace."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        ["uv", "build", "--all-packages", "--wheel", "--out-dir", str(dist)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    return dist
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("distribution", "command"),
+    [
+        ("horsies-worker", ["horsies", "worker", "--help"]),
+        ("horsies-scheduler", ["horsies", "scheduler", "--help"]),
+        ("syce", ["syce", "--help"]),
+    ],
+)
+def test_each_installed_program_brings_a_database_driver(
+    wheels: Path, tmp_path: Path, distribution: str, command: list[str]
+) -> None:
+    """`pip install horsies-worker` (and the scheduler, and Syce) gives a program that can
+    connect without a system libpq: psycopg's pre-built libpq comes with it."""
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", str(venv)], check=True, timeout=60)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        ["uv", "pip", "install", "--quiet", "--python", str(python), "--find-links", str(wheels),
+         distribution],
+        check=True, capture_output=True, timeout=240,
+    )  # fmt: skip
+    probe = subprocess.run(
+        [str(python), "-c", "import psycopg; print(psycopg.pq.__impl__)"],
+        env={"PSYCOPG_IMPL": "binary", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "binary"
+    program = venv / "bin" / command[0]
+    shown = subprocess.run(
+        [str(program), *command[1:]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr

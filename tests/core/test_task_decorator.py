@@ -544,7 +544,7 @@ def test_send_revalidates_the_queue() -> None:
     handle = routed.send()
     assert handle.task_id == "<error>"
     error = handle.get().unwrap_err()
-    assert error.error_code is LibraryErrorCode.UNHANDLED_EXCEPTION
+    assert error.error_code is LibraryErrorCode.SEND_REFUSED
     assert error.message == (
         "Task execution error for routed: invalid queue_name 'slow'; valid queues: fast"
     )
@@ -713,7 +713,7 @@ def test_unserializable_argument_gives_error_handle_and_no_row(
     handle = sets.send({1, 2})
     assert handle.task_id == "<error>"
     error = handle.get().unwrap_err()
-    assert error.error_code is LibraryErrorCode.UNHANDLED_EXCEPTION
+    assert error.error_code is LibraryErrorCode.SEND_REFUSED
     assert error.message is not None
     assert error.message.startswith("Failed to enqueue task sets: Cannot serialize value of type")
     assert error.data["exception_type"] == "SerializationError"

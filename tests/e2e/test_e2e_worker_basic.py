@@ -46,6 +46,24 @@ def test_tasks_complete_and_results_are_readable(
     assert row["worker_process_name"] == f"worker-{row['worker_pid']}"
 
 
+def test_a_task_reads_its_own_context(worker: WorkerProcess, app: Horsies, db: Db) -> None:
+    handle = app.tasks["e2e.whoami"].send("hello")
+    seen = handle.get(timeout_ms=GET_MS).unwrap()
+    row = db.task(handle.task_id)
+    assert seen == {
+        "task_id": handle.task_id,
+        "task_name": "e2e.whoami",
+        "queue_name": "default",
+        "priority": row["priority"],
+        "retry_count": 1,
+        "attempt": 2,
+        "max_retries": 1,
+        "is_last_attempt": True,
+        "sent_at": row["sent_at"].isoformat(),
+        "workflow_id": None,
+    }
+
+
 def test_failing_task_is_failed_with_its_error(worker: WorkerProcess, app: Horsies, db: Db) -> None:
     handle = app.tasks["e2e.fail"].send("bad input")
     error = error_of(handle.get(timeout_ms=GET_MS))

@@ -23,6 +23,8 @@ def test_help_lists_every_option() -> None:
         "--max-claim-batch",
         "--max-claim-per-worker",
         "--shutdown-timeout",
+        "--log-format",
+        "--reload",
     ):
         assert option in result.stdout
     assert "CPU count" in " ".join(result.stdout.split())  # the default of --processes
@@ -31,7 +33,7 @@ def test_help_lists_every_option() -> None:
 @pytest.mark.parametrize(
     "locator",
     [
-        "tests.e2e.apps.no_such_module:app",  # module not found (E206)
+        "tests.e2e.apps.no_such_module:app",  # module not found (E208)
         "tests.e2e.apps.basic:no_such_attr",  # attribute missing
         "tests/e2e/apps/missing_file.py:app",  # file not found
         "tests.e2e.apps.basic:create_app",  # not a Horsies instance

@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from process_harness import ROOT, LoggedProcess, child_env
+from process_harness import LoggedProcess, child_env
 
 from tests.reliability.apps.ledger_app import ENV_URL
 
@@ -28,15 +27,11 @@ class LedgerWorker(LoggedProcess):
     def __init__(
         self, database_url: str, log_path: Path, args: list[str], env: Mapping[str, str]
     ) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in reap()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "horsies", "worker", APP_LOCATOR, *args],
-            cwd=ROOT,
-            env=child_env({ENV_URL: database_url, **env}),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            child_env({ENV_URL: database_url, **env}),
+            log_path,
+            new_session=True,
         )
 
     def kill_group(self) -> None:

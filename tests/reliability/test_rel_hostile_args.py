@@ -2,7 +2,7 @@
 
 Every argument either round-trips (through the codec, and through a real worker: the echo task
 returns its arguments and ``get()`` gives back an equal value, types included) or is refused at
-send time with the documented error (an ``"<error>"`` handle, ``UNHANDLED_EXCEPTION``, the codec's
+send time with the documented error (an ``"<error>"`` handle, ``SEND_REFUSED``, the codec's
 reason in the message). Never a crash in the worker, never a task left unfinished.
 
 The codec is exercised directly with many examples; the worker-backed property batches up to 20
@@ -218,7 +218,7 @@ def _call(key: str, value: Any, name: str | None) -> tuple[Call, Accepted | Refu
 def _assert_refused(handle: TaskHandle[Any], outcome: Refused) -> None:
     assert handle.task_id == "<error>"
     error = handle.get().unwrap_err()
-    assert error.error_code == LibraryErrorCode.UNHANDLED_EXCEPTION
+    assert error.error_code == LibraryErrorCode.SEND_REFUSED
     message = error.message or ""
     assert message.startswith("Failed to enqueue task echo: "), message
     assert outcome.matches(message), (message, outcome.patterns)
@@ -248,7 +248,8 @@ def test_random_arguments_round_trip_through_a_worker_or_are_refused_at_send(
         if isinstance(outcome, Refused):
             _assert_refused(echo.send(*args, **kwargs), outcome)
             if use_send_many:  # one bad call refuses the whole batch: nothing is written
-                many = echo.send_many([(key, value), ("other", 1)] if name is None else [kwargs])
+                calls = [(key, value), ("other", 1)] if name is None else [{"key": key, **kwargs}]
+                many = echo.send_many(calls)
                 for handle in many:
                     _assert_refused(handle, outcome)
             tally.refused += 1

@@ -66,7 +66,7 @@ def _assert_too_large(
     """The documented send failure, naming the encoded size and the limit."""
     assert handle.task_id == "<error>"
     error = handle.get().unwrap_err()
-    assert error.error_code == LibraryErrorCode.UNHANDLED_EXCEPTION
+    assert error.error_code == LibraryErrorCode.SEND_REFUSED
     assert isinstance(error.exception, PayloadTooLargeError)
     assert (error.exception.size, error.exception.limit) == (size, limit)
     assert error.data["exception_type"] == "PayloadTooLargeError"

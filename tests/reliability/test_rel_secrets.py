@@ -114,7 +114,7 @@ def test_cli_against_an_unreachable_server_never_shows_the_password(clis: dict[s
         code, output = _finished(clis[name])
         assert code == 1, (name, output)
         outputs[name] = output
-    assert "error[E203]: broker connectivity check failed" in outputs["check-live"]
+    assert "error[E209]: broker connectivity check failed" in outputs["check-live"]
     assert f"database: {MASKED}" in outputs["check-live"], outputs["check-live"]
     for name in ("worker-unreachable", "scheduler-unreachable"):
         assert MASKED in outputs[name], outputs[name]  # the banner
@@ -255,7 +255,7 @@ async def test_errors_results_reprs_and_logs_never_show_the_password(url: str) -
                 texts += result_texts(result)
             texts += exception_texts(raised.result())
             errors = checked.result()
-            assert [error.code for error in errors] == ["E203"], errors
+            assert [error.code for error in errors] == ["E209"], errors
             for error in errors:
                 texts += exception_texts(error)
             config = app.config

@@ -213,10 +213,10 @@ def test_invalid_timezone_fails_while_loading_the_app(
 
 
 @pytest.mark.timeout(90)
-def test_bad_locator_exits_1_with_e206(start_scheduler: StartScheduler, sched_db: Db) -> None:
+def test_bad_locator_exits_1_with_e208(start_scheduler: StartScheduler, sched_db: Db) -> None:
     del sched_db
     output = _failed_start(start_scheduler, {}, locator="tests.scheduler.no_such_module:app")
-    assert "error[E206]" in output
+    assert "error[E208]" in output
 
 
 @pytest.mark.timeout(90)

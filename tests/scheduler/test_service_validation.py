@@ -7,7 +7,6 @@ No database: building an app and resolving its schedules does no I/O.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from typing import Any
 
 import pytest
@@ -33,7 +32,6 @@ from horsies.errors import (
 )
 from horsies_scheduler.calculator import config_hash
 from horsies_scheduler.validation import (
-    missing_required_params,
     resolve_schedule,
     resolve_schedules,
 )
@@ -136,31 +134,6 @@ def test_custom_mode_uses_the_task_queue_or_the_override_with_its_priority() -> 
 
 
 # -- required parameters ---------------------------------------------------------------------------
-
-
-def _sig(fn: Any) -> inspect.Signature:
-    return inspect.signature(fn)
-
-
-def _f(a: int, b: int, /, c: int, *rest: int, d: int, e: int = 0, **more: Any) -> None: ...
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "missing"),
-    [
-        ((), {}, ["a", "b", "c", "d"]),
-        ((1, 2, 3), {}, ["d"]),
-        ((1, 2, 3), {"d": 4}, []),
-        ((1, 2), {"c": 3, "d": 4}, []),  # positional-or-keyword may come from kwargs
-        ((1, 2, 3, 4, 5), {"d": 4}, []),  # surplus positionals go to *rest
-        ((1,), {"d": 1}, ["b", "c"]),
-        ((), {"a": 1, "b": 2, "c": 3, "d": 4}, []),  # positional-only ones may be given by name too
-    ],
-)
-def test_missing_required_params_rule(
-    args: tuple[Any, ...], kwargs: dict[str, Any], missing: list[str]
-) -> None:
-    assert missing_required_params(_sig(_f), args, kwargs) == missing
 
 
 def test_missing_params_are_e205_naming_them() -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from horsies import TaskContext
 from horsies.codec import dumps_json, task_result_from_json, task_result_to_json
 from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
@@ -27,7 +29,7 @@ from horsies.workflows.payloads import (
     upstream_skipped_json,
 )
 from horsies.workflows.status import WorkflowStatus
-from horsies_worker.execution import execute_task, injection_params
+from horsies_worker.execution import RunFacts, execute_task, injection_params
 from worker_wf_app import RECEIVED, Report, app, ctx_probe, missing_id
 
 WF_ID = "6f1c2a4e-0000-4000-8000-000000000001"
@@ -294,3 +296,40 @@ def test_signature_is_inspected_once_per_function(monkeypatch: pytest.MonkeyPatc
     assert inspected.count(original) == 1
     assert injection_params(ctx_probe).wants_ctx
     assert not injection_params(ctx_probe).wants_meta
+
+
+# -- task_ctx -------------------------------------------------------------------------------------
+
+SENT = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+FACTS = RunFacts("task-1", "emails", 7, 2, 5, SENT)
+
+
+def test_task_ctx_carries_the_run_and_the_workflow_position() -> None:
+    kwargs = node_kwargs_json('{"n": 7}', {}, None, META)
+    result_json, ok = execute_task(app, "wf.task_ctx_probe", "[]", kwargs, FACTS)
+    assert ok, result_json
+    assert [
+        {
+            "task_ctx": TaskContext(
+                task_id="task-1",
+                task_name="wf.task_ctx_probe",
+                queue_name="emails",
+                priority=7,
+                retry_count=2,
+                max_retries=5,
+                sent_at=SENT,
+                workflow_id=WF_ID,
+                workflow_task_index=3,
+            )
+        }
+    ] == RECEIVED
+    context = RECEIVED[0]["task_ctx"]
+    assert context.attempt == 3
+    assert not context.is_last_attempt
+
+
+def test_task_ctx_outside_a_workflow_has_no_position() -> None:
+    _, ok = execute_task(app, "wf.task_ctx_probe", "[1]", None, FACTS)
+    assert ok
+    context = RECEIVED[0]["task_ctx"]
+    assert (context.workflow_id, context.workflow_task_index) == (None, None)

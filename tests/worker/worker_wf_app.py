@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from horsies import TaskContext
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
@@ -42,6 +43,12 @@ def ctx_probe(
 def meta_probe(workflow_meta: WorkflowMeta | None = None) -> TaskResult[int, TaskError]:
     RECEIVED.append({"workflow_meta": workflow_meta})
     return TaskResult(ok=0 if workflow_meta is None else workflow_meta.task_index)
+
+
+@app.task("wf.task_ctx_probe")
+def task_ctx_probe(n: int, task_ctx: TaskContext | None = None) -> TaskResult[int, TaskError]:
+    RECEIVED.append({"task_ctx": task_ctx})
+    return TaskResult(ok=n)
 
 
 @app.task("wf.meta_no_default")

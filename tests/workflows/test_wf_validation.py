@@ -617,3 +617,40 @@ async def test_start_async_delegates_to_start_workflow_async(
 def test_spec_repr() -> None:
     built = spec([TaskNode(fn=add)], name="shown")
     assert repr(built) == "WorkflowSpec(name='shown', tasks=1, on_error='fail')"
+
+
+# -- node arguments against the task's parameters ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: [TaskNode(fn=add, args=(1, 2, 3))], "too many positional arguments"),
+        (lambda: [TaskNode(fn=add, kwargs={"c": 3})], "unexpected keyword argument 'c'"),
+        (
+            lambda: (
+                a := TaskNode(fn=fetch),
+                [a, TaskNode(fn=add, waits_for=[a], args_from={"raw": a})],
+            )[1],
+            "unexpected keyword argument 'raw'",
+        ),
+        (
+            lambda: (
+                a := TaskNode(fn=fetch),
+                [a, TaskNode(fn=store, waits_for=[a], args=(1,), args_from={"raw": a})],
+            )[1],
+            "multiple values for argument 'raw'",
+        ),
+    ],
+)
+def test_node_arguments_that_cannot_bind_are_refused_at_build(make: Any, reason: str) -> None:
+    error = only(raised(make()), ErrorCode.WORKFLOW_INVALID_NODE_ARGS)
+    assert reason in str(error)
+    assert "parameters: " in str(error)
+
+
+def test_node_arguments_count_what_the_workflow_fills_in() -> None:
+    a = TaskNode(fn=fetch)
+    spec([a, TaskNode(fn=store, waits_for=[a], args_from={"raw": a})])
+    spec([a, TaskNode(fn=summarize, waits_for=[a], workflow_ctx_from=[a])])
+    spec([TaskNode(fn=add, args=(1,), kwargs={"b": 5})])

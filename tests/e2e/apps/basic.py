@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
+from horsies import TaskContext
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
@@ -68,6 +70,31 @@ def create_app(database_url: str) -> Horsies:
         if len(_attempts(path)) == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         return TaskResult(ok="survived")
+
+    @app.task(
+        "e2e.whoami",
+        retry_policy=RetryPolicy.fixed([1], jitter=False),
+        auto_retry_for=["FIRST_RUN"],
+    )
+    def whoami(
+        label: str, task_ctx: TaskContext | None = None
+    ) -> TaskResult[dict[str, Any], TaskError]:
+        assert task_ctx is not None
+        if task_ctx.attempt == 1:
+            return TaskResult(err=TaskError(error_code="FIRST_RUN", message=label))
+        seen = {
+            "task_id": task_ctx.task_id,
+            "task_name": task_ctx.task_name,
+            "queue_name": task_ctx.queue_name,
+            "priority": task_ctx.priority,
+            "retry_count": task_ctx.retry_count,
+            "attempt": task_ctx.attempt,
+            "max_retries": task_ctx.max_retries,
+            "is_last_attempt": task_ctx.is_last_attempt,
+            "sent_at": task_ctx.sent_at.isoformat(),
+            "workflow_id": task_ctx.workflow_id,
+        }
+        return TaskResult(ok=seen)
 
     return app
 

@@ -38,6 +38,7 @@ from horsies.errors import (
 )
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.retry import RetryPolicy
+from horsies.tasks.context import TaskContext
 from horsies.tasks.handle import TaskHandle
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 from horsies.workflows.context import (
@@ -99,6 +100,7 @@ __all__ = [
     "SubWorkflowSummary",
     "SuccessCase",
     "SuccessPolicy",
+    "TaskContext",
     "TaskError",
     "TaskHandle",
     "TaskNode",

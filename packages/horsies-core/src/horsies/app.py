@@ -494,7 +494,7 @@ class Horsies:
     def _check_import(self, entry: str) -> list[HorsiesError]:
         if is_file_locator(entry) and not os.path.isfile(entry):
             error = ConfigurationError(
-                f"task module not found: {entry}", code=ErrorCode.CLI_INVALID_ARGS
+                f"task module not found: {entry}", code=ErrorCode.APP_LOAD_FAILED
             )
             error.location = None
             return [error]
@@ -506,7 +506,7 @@ class Horsies:
             return [exc]
         except Exception as exc:
             error = ConfigurationError(
-                f"failed to import module: {entry}", code=ErrorCode.CLI_INVALID_ARGS
+                f"failed to import module: {entry}", code=ErrorCode.APP_LOAD_FAILED
             ).with_note(f"{type(exc).__name__}: {exc}")
             error.location = None
             return [error]
@@ -525,7 +525,7 @@ class Horsies:
             return exc
         except Exception as exc:
             error = ConfigurationError(
-                "broker connectivity check failed", code=ErrorCode.BROKER_INVALID_URL
+                "broker connectivity check failed", code=ErrorCode.BROKER_UNREACHABLE
             ).with_note(mask_database_url(f"{type(exc).__name__}: {exc}"))
             error = error.with_note(f"database: {self.config.broker.masked_url}")
             error.location = None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
+from horsies import env
 from horsies.db_command import db_command
 from horsies.demo import demo_command
 from horsies.errors import (
@@ -33,7 +34,7 @@ from horsies.errors import (
     colors_enabled,
 )
 from horsies.locator import AppLocation, locate_app, sends_suppressed_by_env
-from horsies.logs import configure_logging
+from horsies.logs import LOG_FORMATS, configure_logging, configured_log_format, get_logger
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -48,6 +49,7 @@ __all__ = [
     "check_command",
     "discover_app",
     "exit_with_error",
+    "log_format_option",
     "main",
     "render_error",
     "run_service",
@@ -75,8 +77,18 @@ _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 _STDLIB_DIR = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
 
 
+_logger = get_logger("cli")
+
+
 def render_error(error: HorsiesError) -> None:
-    """Print `error` Rust-style on stderr (colours per `HORSIES_FORCE_COLOR` / `NO_COLOR` / TTY)."""
+    """Print `error` Rust-style on stderr (colours per `HORSIES_FORCE_COLOR` / `NO_COLOR` / TTY),
+    or, once logging writes JSON lines, as one record: its rendering in the field ``report``."""
+    if configured_log_format() == "json":
+        code = None if error.code is None else error.code.value
+        report = error.format_rust_style(use_colors=False).strip("\n")
+        # Critical: the command exits on it, and no --loglevel may hide why.
+        _logger.critical("error: %s", error.message, extra={"code": code, "report": report})
+        return
     click.echo(error.format_rust_style(use_colors=colors_enabled(sys.stderr)), err=True)
 
 
@@ -124,14 +136,14 @@ def _discovery_error(locator: str, exc: BaseException) -> HorsiesError:
     if isinstance(exc, FileNotFoundError | AttributeError | TypeError) and _user_frame(exc) is None:
         # Raised by the locator itself (bad file, attribute or type), not by the user's module.
         error = ConfigurationError(
-            f"cannot load app from '{locator}'", code=ErrorCode.CLI_INVALID_ARGS
+            f"cannot load app from '{locator}'", code=ErrorCode.APP_LOAD_FAILED
         ).with_note(str(exc))
         error.location = None
         return error.with_help(
             "pass an app locator such as myapp.instance:app or path/to/app.py:app"
         )
     error = ConfigurationError(
-        f"failed to import app module '{locator}'", code=ErrorCode.CLI_INVALID_ARGS
+        f"failed to import app module '{locator}'", code=ErrorCode.APP_LOAD_FAILED
     ).with_note(f"{type(exc).__name__}: {exc}")
     error.location = _user_frame(exc)
     if os.environ.get("HORSIES_VERBOSE", "").strip().lower() in _TRUTHY:
@@ -142,7 +154,9 @@ def _discovery_error(locator: str, exc: BaseException) -> HorsiesError:
 
 
 def discover_app(locator: str | None, *, allow_factory: bool = False) -> AppLocation:
-    """Locate the app for a CLI command; every failure becomes a `HorsiesError` (E206).
+    """Locate the app for a CLI command; every failure becomes a `HorsiesError`.
+
+    A malformed locator is E206; a module that cannot be found or imported is E208.
 
     Sub-commands of other packages (worker, scheduler) use it so all commands report discovery
     problems the same way. The import runs with sends suppressed, so a module-level `send()`
@@ -171,7 +185,7 @@ def _missing_plugin_command(name: str, distribution: str, short_help: str) -> cl
     def callback(**_: Any) -> None:
         error = ConfigurationError(
             f"`horsies {name}` is provided by the {distribution} package, which is not installed",
-            code=ErrorCode.CLI_INVALID_ARGS,
+            code=ErrorCode.CLI_COMMAND_UNAVAILABLE,
         )
         error.location = None
         exit_with_error(error.with_help(f"pip install {distribution}"))
@@ -191,7 +205,7 @@ def _broken_plugin_command(
 ) -> click.Command:
     def callback(**_: Any) -> None:
         error = ConfigurationError(
-            f"cannot load the `horsies {name}` command", code=ErrorCode.CLI_INVALID_ARGS
+            f"cannot load the `horsies {name}` command", code=ErrorCode.CLI_COMMAND_UNAVAILABLE
         ).with_note(f"entry point {entry_point.value}: {type(exc).__name__}: {exc}")
         error.location = None
         exit_with_error(error.with_help("reinstall the package that provides it"))
@@ -317,6 +331,21 @@ def app_command_options(*, default_loglevel: str) -> Callable[[_F], _F]:
         return click.argument("module", required=False)(fn)
 
     return decorate
+
+
+def log_format_option() -> Callable[[_F], _F]:
+    """``--log-format text|json`` of the long-running commands (``worker``, ``scheduler``), default
+    from ``HORSIES_LOG_FORMAT``, else ``text``; see `horsies.logs.configure_logging`."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS, case_sensitive=False),
+        default="text",
+        show_default=True,
+        envvar=env.LOG_FORMAT,
+        show_envvar=True,
+        help="text: one readable line per record on stdout; json: one JSON object per record on "
+        "stderr.",
+    )
 
 
 @main.command("check")

@@ -15,8 +15,10 @@ __all__ = [
     "DEBUG_IMPORTS",
     "DEMO_DATABASE_URL",
     "FORCE_COLOR",
+    "LOG_FORMAT",
     "NO_COLOR",
     "PLAIN_ERRORS",
+    "RELOAD_SUPERVISOR_PID",
     "SUPPRESS_SENDS",
     "VERBOSE",
     "flag",
@@ -32,6 +34,9 @@ FORCE_COLOR: Final = "HORSIES_FORCE_COLOR"
 """``1``: colour error reports and log levels even when the output is not a terminal."""
 NO_COLOR: Final = "NO_COLOR"
 """Set (to anything): never colour (the no-color.org convention)."""
+LOG_FORMAT: Final = "HORSIES_LOG_FORMAT"
+"""``text`` or ``json``: the default of ``--log-format`` of ``horsies worker`` and
+``horsies scheduler``."""
 DEBUG_IMPORTS: Final = "HORSIES_DEBUG_IMPORTS"
 """``1``: the worker logs where it imports the app and the task modules from."""
 DEMO_DATABASE_URL: Final = "HORSIES_DEMO_DATABASE_URL"
@@ -46,6 +51,9 @@ SUPPRESS_SENDS: Final = "TASKLIB_SUPPRESS_SENDS"
 ``horsies check`` import user modules). The name is the one the first release used."""
 CHILD_PROCESS: Final = "HORSIES_CHILD_PROCESS"
 """``1`` in a worker's task process: quiet configuration logs, database URL checked late."""
+RELOAD_SUPERVISOR_PID: Final = "HORSIES_RELOAD_SUPERVISOR_PID"
+"""Pid of the ``horsies worker --reload`` process that started this worker: the worker stops, as on
+SIGTERM, when that process is gone."""
 CHILD_DISCOVERY_LOGS: Final = "HORSIES_CHILD_DISCOVERY_LOGS"
 """``1``: task processes log task-module discovery too (normally only the worker's main process)."""
 

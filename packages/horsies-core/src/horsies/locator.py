@@ -34,7 +34,6 @@ from horsies.module_files import import_file_module, is_file_locator, prepend_sy
 
 __all__ = ["AppLocation", "locate_app", "sends_suppressed_by_env"]
 
-_PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py")
 _SYS_PATH_NOTE_ENTRIES = 5
 
 
@@ -82,10 +81,9 @@ def _locator_error(
     return error
 
 
-def _ensure_project_root_on_path(added: list[str]) -> None:
-    cwd = os.getcwd()
-    if any(os.path.exists(os.path.join(cwd, marker)) for marker in _PROJECT_MARKERS):
-        prepend_sys_path(cwd, added)
+def _ensure_cwd_on_path(added: list[str]) -> None:
+    # As `python -m` does: a module next to where the command runs is importable by its name.
+    prepend_sys_path(os.getcwd(), added)
 
 
 def _import_locator_file(module_part: str, added: list[str]) -> tuple[ModuleType, str]:
@@ -114,11 +112,14 @@ def _import_locator_module(module_part: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if not _is_missing_target(exc, module_part):
             raise
-        error = _locator_error(f"module not found: {module_part}").with_note(f"{exc}")
+        error = _locator_error(
+            f"module not found: {module_part}", code=ErrorCode.APP_LOAD_FAILED
+        ).with_note(f"{exc}")
         shown = ", ".join(repr(entry) for entry in sys.path[:_SYS_PATH_NOTE_ENTRIES])
         error = error.with_note(f"sys.path starts with: [{shown}]")
         raise error.with_help(
-            "run the command from your project root, or pass a file path such as path/to/app.py:app"
+            "run the command from the folder that holds the module (or its package), or pass a\n"
+            "file path such as path/to/app.py:app"
         ) from exc
 
 
@@ -181,8 +182,7 @@ def locate_app(locator: str, *, allow_factory: bool = False) -> AppLocation:
 
     Rules: the locator is split on its last `:` into a module part and an optional attribute; a
     module part ending in `.py` or containing a path separator is a file. Before importing, the
-    current directory is put in front of `sys.path` when it holds `pyproject.toml`, `setup.cfg` or
-    `setup.py`.
+    current directory is put in front of `sys.path`, as `python -m` does.
 
     Args:
         locator: `module:attr`, `module`, `path/file.py:attr`, `path/file.py` or `path/file`.
@@ -191,9 +191,9 @@ def locate_app(locator: str, *, allow_factory: bool = False) -> AppLocation:
             without arguments and must return a `Horsies`.
 
     Raises:
-        ConfigurationError: E206 for an empty locator, an ambiguous file locator (`pkg.mod.py`
-            that does not exist) or a dotted module that cannot be found; E207 for child-mode
-            problems.
+        ConfigurationError: E206 for an empty locator or an ambiguous file locator
+            (`pkg.mod.py` that does not exist); E208 for a dotted module that cannot be found;
+            E207 for child-mode problems.
         FileNotFoundError: a file locator that does not exist.
         AttributeError: a missing attribute, or zero / several apps when no attribute is given.
         TypeError: the attribute is not a `Horsies` instance.
@@ -220,7 +220,7 @@ def locate_app(locator: str, *, allow_factory: bool = False) -> AppLocation:
         )
 
     added: list[str] = []
-    _ensure_project_root_on_path(added)
+    _ensure_cwd_on_path(added)
     if is_file_locator(module_part):
         module, canonical_module = _import_locator_file(module_part, added)
     else:

@@ -28,7 +28,7 @@ class LibraryErrorCode(StrEnum):
 
     # execution
     UNHANDLED_EXCEPTION = "UNHANDLED_EXCEPTION"
-    """The task function raised; also the result of an "<error>" handle (failed send)."""
+    """The task function raised (or a send failed in a way no other code describes)."""
     TASK_EXCEPTION = "TASK_EXCEPTION"
     """Something failed around the task function in the worker, or it returned a non-TaskResult."""
     WORKER_CRASHED = "WORKER_CRASHED"
@@ -46,7 +46,8 @@ class LibraryErrorCode(StrEnum):
     """A workflow node has no result yet."""
     # broker
     BROKER_ERROR = "BROKER_ERROR"
-    """An exception happened while retrieving a result."""
+    """The database failed the call (unreachable, connection lost, statement error) while a
+    result was read or a task sent; a send that ends so wrote nothing."""
     # worker
     WORKER_RESOLUTION_ERROR = "WORKER_RESOLUTION_ERROR"
     """The task name is not registered in the worker."""
@@ -60,6 +61,9 @@ class LibraryErrorCode(StrEnum):
     # lifecycle
     SEND_SUPPRESSED = "SEND_SUPPRESSED"
     """A send happened while sends were suppressed (module import / discovery)."""
+    SEND_REFUSED = "SEND_REFUSED"
+    """A send was refused before anything was written: its arguments do not fit the task's
+    parameters or cannot be serialized, its queue is unknown, or an option is invalid."""
     # workflow
     UPSTREAM_SKIPPED = "UPSTREAM_SKIPPED"
     """Injected in place of the result of a skipped workflow dependency."""

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 from horsies.banner import render_banner
-from horsies.cli import app_command_options, discover_app, run_service
-from horsies.logs import configure_logging, get_logger
+from horsies.cli import app_command_options, discover_app, log_format_option, run_service
+from horsies.logs import configure_logging, get_logger, set_log_context
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -35,7 +35,10 @@ def print_banner(app: Horsies) -> None:
 
 @click.command("scheduler")
 @app_command_options(default_loglevel="INFO")
-def scheduler_command(*, module: str | None, module_option: str | None, loglevel: str) -> None:
+@log_format_option()
+def scheduler_command(
+    *, module: str | None, module_option: str | None, loglevel: str, log_format: str
+) -> None:
     """Run the scheduler: enqueue the app's scheduled tasks when they come due.
 
     MODULE is the app locator: 'pkg.module:app', 'pkg.module', 'path/to/app.py:app' or
@@ -45,8 +48,9 @@ def scheduler_command(*, module: str | None, module_option: str | None, loglevel
     # Loaded when the command runs, not when `horsies --help` lists it.
     from horsies_scheduler.service import run_scheduler
 
-    configure_logging(loglevel.upper())
-    # Locate the app the way `horsies check` does (a bad locator is the same E206 error).
+    configure_logging(loglevel.upper(), log_format=log_format)
+    set_log_context(role="scheduler")
+    # Locate the app the way `horsies check` does (a bad locator is the same error there).
     app = discover_app(module_option or module).app
     app.set_role("scheduler")
     config = app.config.schedule

@@ -25,7 +25,7 @@ from horsies.broker.postgres import PostgresBroker
 from horsies.broker.schedules import DueStatus, ScheduleRaceLost
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
-from horsies.logs import configure_logging, get_logger
+from horsies.logs import configure_logging, get_logger, set_log_context
 from horsies.stop_signals import stop_on_signals
 
 from horsies_scheduler.calculator import WakePlan, due_names, error_backoff
@@ -369,6 +369,7 @@ def run_scheduler(
     app_or_locator: Horsies | str,
     *,
     loglevel: str = "INFO",
+    log_format: str = "text",
     install_signal_handlers: bool = True,
     configure_logs: bool = True,
     banner: Callable[[Horsies], None] | None = None,
@@ -378,12 +379,15 @@ def run_scheduler(
     ``app_or_locator`` is a :class:`~horsies.app.Horsies` or a locator string
     (``"myapp.instance:app"``, ``"path/to/app.py:app"``, ...). Prefer ``horsies scheduler`` for
     deployments. With ``ScheduleConfig(enabled=False)`` it logs a warning and returns at once.
+    ``loglevel`` and ``log_format`` (``"text"`` or ``"json"``) are those of ``--loglevel`` and
+    ``--log-format``; ``configure_logs=False`` leaves logging as the caller set it up.
 
     Raises the locator's errors, ConfigurationError (E205) when the app has no schedule
     configuration, and the start-up errors of :meth:`Scheduler.run`.
     """
     if configure_logs:
-        configure_logging(loglevel)
+        configure_logging(loglevel, log_format=log_format)
+    set_log_context(role="scheduler")
     logger.info("Starting horsies scheduler")
     app = prepare_scheduler(app_or_locator)
     config = schedule_config_of(app)

@@ -9,8 +9,7 @@ reported together (one alone is raised as itself).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.enqueue import EnqueueRequest
@@ -32,38 +31,10 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.tasks.function import TaskFunction
 
-__all__ = ["check_app", "missing_required_params", "resolve_schedule", "resolve_schedules"]
+__all__ = ["check_app", "resolve_schedule", "resolve_schedules"]
 
 _CODE: Final = ErrorCode.CONFIG_INVALID_SCHEDULE
-# Filled in by the worker for every task that declares it (None outside workflows).
-_INJECTED_PARAMS: Final = frozenset({"workflow_meta"})
 _LISTED_TASKS_MAX: Final = 20
-
-
-def missing_required_params(
-    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> list[str]:
-    """Required parameters of `signature` that `args`/`kwargs` leave unset.
-
-    Positional(-only) and positional-or-keyword parameters consume `args` in order, then may come
-    from `kwargs`; keyword-only parameters must be in `kwargs`; parameters with a default,
-    ``*args`` and ``**kwargs`` are never required.
-    """
-    missing: list[str] = []
-    positional_left = len(args)
-    for parameter in signature.parameters.values():
-        kind = parameter.kind
-        if kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        positional = kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
-        if positional and positional_left > 0:
-            positional_left -= 1
-            continue
-        if parameter.default is not parameter.empty or parameter.name in _INJECTED_PARAMS:
-            continue
-        if parameter.name not in kwargs:
-            missing.append(parameter.name)
-    return missing
 
 
 def _unlocated(error: HorsiesError) -> HorsiesError:
@@ -110,30 +81,25 @@ def _resolve_queue(
 
 
 def _check_arguments(schedule: TaskSchedule, task: TaskFunction[..., Any]) -> None:
-    try:
-        signature = inspect.signature(task.__wrapped__)
-    except (TypeError, ValueError):
-        return  # no introspectable signature: nothing to check
-    missing = missing_required_params(signature, schedule.args, schedule.kwargs)
+    arguments = task.arguments
+    missing = arguments.missing(schedule.args, schedule.kwargs)
     if missing:
         error = ConfigurationError(
             f"schedule '{schedule.name}' is missing required params for task '{task.task_name}'",
             code=_CODE,
-            notes=[f"missing: {', '.join(missing)}", f"task signature: {signature}"],
+            notes=[f"missing: {', '.join(missing)}", f"task signature: {arguments.signature}"],
             help_text="pass them in TaskSchedule(args=(...), kwargs={...})",
         )
         raise _unlocated(error)
-    injected = {name: None for name in _INJECTED_PARAMS if name in signature.parameters}
-    try:
-        signature.bind(*schedule.args, **{**injected, **schedule.kwargs})
-    except TypeError as exc:
+    problem = arguments.problem(schedule.args, schedule.kwargs)
+    if problem is not None:
         error = ConfigurationError(
             f"schedule '{schedule.name}' passes arguments task '{task.task_name}' does not accept",
             code=_CODE,
-            notes=[str(exc), f"task signature: {signature}"],
+            notes=[problem, f"task signature: {arguments.signature}"],
             help_text="make TaskSchedule(args=(...), kwargs={...}) match the task's parameters",
         )
-        raise _unlocated(error) from exc
+        raise _unlocated(error)
 
 
 def _check_serializable(schedule: TaskSchedule, max_payload_bytes: int | None) -> None:

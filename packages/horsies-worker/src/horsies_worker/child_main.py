@@ -6,7 +6,8 @@ pipe and then runs the tasks the parent sends (:func:`~horsies_worker.execution.
 
 Pipe protocol (tuples, pickled, framed by ``Connection.send_bytes``):
 
-* parent → child: ``("run", task_id, task_name, args_json, kwargs_json)``, ``("stop",)``
+* parent → child: ``("run", task_id, task_name, args_json, kwargs_json, run_facts)``,
+  ``("stop",)`` (``run_facts`` are the fields of :class:`~horsies_worker.execution.RunFacts`)
 * child → parent: ``("ready", pid)``, ``("init_error", text)``,
   ``("result", task_id, result_json, ok)``
 """
@@ -21,13 +22,14 @@ import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from horsies import env
 from horsies.locator import locate_app
-from horsies.logs import configure_logging, get_logger
+from horsies.logs import configure_logging, get_logger, set_log_context
 
-from horsies_worker.execution import execute_task
+from horsies_worker.execution import RunFacts, execute_task
+from horsies_worker.parent_death import signal_when_parent_dies
 from horsies_worker.spawn import Bootstrap, ChildInit
 
 if TYPE_CHECKING:
@@ -35,24 +37,14 @@ if TYPE_CHECKING:
 
 __all__ = ["child_entry", "child_main", "initialize_child"]
 
-_PR_SET_PDEATHSIG: Final = 1
-
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this child when the worker main process dies.
+    """SIGKILL this child when the worker main process dies.
 
     A worker killed with ``kill -9`` is gone for good: its tasks are failed or requeued by another
     worker's reaper, so letting an orphaned child finish (and repeat side effects) helps nobody.
-    Best effort: a no-op on other platforms.
     """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes  # prctl and malloc_trim exist only on Linux
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent_pid and os.getppid() != parent_pid:
-        # The parent died before prctl took effect.
+    if not signal_when_parent_dies(signal.SIGKILL, parent_pid):
         os._exit(1)
 
 
@@ -60,14 +52,15 @@ def initialize_child(init: ChildInit) -> Horsies:
     """Initialise this child process and return its app.
 
     Ignores SIGINT (the parent coordinates shutdown), marks the process as a worker child,
-    applies the log level, prepends the sys.path roots, locates the app with the canonical
-    locator (factories allowed) and imports the task modules with sends suppressed, so that
-    importing them enqueues nothing.
+    applies the log level and format, prepends the sys.path roots, locates the app with the
+    canonical locator (factories allowed) and imports the task modules with sends suppressed, so
+    that importing them enqueues nothing.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ[env.CHILD_PROCESS] = "1"
 
-    configure_logging(init.loglevel)
+    configure_logging(init.loglevel, log_format=init.log_format)
+    set_log_context(role="worker-child", worker_id=init.worker_id)
     for root in reversed(init.sys_path_roots):
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -180,8 +173,9 @@ def child_main(conn: Connection, init: ChildInit) -> None:
             break
         if kind != "run":
             continue
-        _, task_id, task_name, args_json, kwargs_json = message
-        result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json)
+        _, task_id, task_name, args_json, kwargs_json, run = message
+        facts = RunFacts(*run)
+        result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json, facts)
         try:
             # As Connection.send, without a new ForkingPickler per message (see children.py).
             message = ("result", task_id, result_json, ok)

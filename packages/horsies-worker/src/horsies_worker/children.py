@@ -200,8 +200,10 @@ class ChildProcess:
         task = assignment.task
         # pickle.dumps + send_bytes is what Connection.send does, minus building a ForkingPickler
         # (with its reducer table) per message; recv() reads it the same way.
+        run = (task.id, task.queue_name, task.priority, task.retry_count, task.max_retries,
+               task.sent_at)  # fmt: skip
         return pickle.dumps(
-            ("run", task.id, task.task_name, task.args, task.kwargs), pickle.HIGHEST_PROTOCOL
+            ("run", task.id, task.task_name, task.args, task.kwargs, run), pickle.HIGHEST_PROTOCOL
         )
 
     def _write(self, assignment: Assignment, message: bytes) -> bool:

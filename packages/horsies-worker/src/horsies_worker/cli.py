@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from horsies.banner import render_banner
-from horsies.cli import app_command_options, discover_app, run_service
-from horsies.logs import configure_logging, get_logger
+from horsies.cli import app_command_options, discover_app, log_format_option, run_service
+from horsies.logs import configure_logging, get_logger, set_log_context
 
 from horsies_worker.config import default_processes
 
@@ -42,8 +44,34 @@ def count_option(
     )
 
 
+def _worker_command_line(
+    locator: str, *, processes: int, loglevel: str, log_format: str, tuning: dict[str, Any]
+) -> list[str]:
+    """The ``horsies worker`` command that ``--reload`` runs: these options, without itself."""
+    return [
+        sys.executable,
+        "-m",
+        "horsies",
+        "worker",
+        locator,
+        "--processes",
+        str(processes),
+        "--loglevel",
+        loglevel,
+        "--log-format",
+        log_format,
+        "--max-claim-batch",
+        str(tuning["max_claim_batch"]),
+        "--max-claim-per-worker",
+        str(tuning["max_claim_per_worker"]),
+        "--shutdown-timeout",
+        repr(float(tuning["shutdown_timeout_s"])),
+    ]
+
+
 @click.command("worker")
 @app_command_options(default_loglevel="INFO")
+@log_format_option()
 @count_option(
     "--processes",
     least=1,
@@ -68,12 +96,20 @@ def count_option(
     show_default=True,
     help="Seconds to let running tasks finish after SIGTERM/SIGINT before terminating them.",
 )
+@click.option(
+    "--reload",
+    is_flag=True,
+    help="Development: run the worker anew whenever a Python file under the current directory or "
+    'the app\'s directory changes. Needs pip install "horsies-worker[reload]".',
+)
 def worker_command(
     *,
     module: str | None,
     module_option: str | None,
     processes: int,
     loglevel: str,
+    log_format: str,
+    reload: bool,
     **tuning: Any,  # the other options, named as run_worker's keywords (WorkerTuning)
 ) -> None:
     """Run a worker: claim tasks of every configured queue and execute them in child processes.
@@ -82,15 +118,36 @@ def worker_command(
     'path/to/app.py'.
     """
     # Loaded when the command runs, not when `horsies --help` lists it.
-    from horsies_worker.run import run_worker
+    from horsies_worker.reload import (
+        ReloadSupervisor,
+        follow_supervisor,
+        require_watchfiles,
+        watched_directories,
+    )
+    from horsies_worker.run import run_worker  # as the import above
 
     locator = module_option or module
     if not locator:
         raise click.UsageError("missing app locator: pass MODULE or -m/--module")
-    configure_logging(loglevel.upper())
+    configure_logging(loglevel.upper(), log_format=log_format)
+    set_log_context(role="reloader" if reload else "worker")
+    if reload:
+        require_watchfiles()
+    else:
+        follow_supervisor()
     # Locate the app the way `horsies check` does, so a bad locator is rendered as the same E206
     # error with its help line; run_worker then finds the already imported modules.
-    discover_app(locator)
+    location = discover_app(locator)
+    if reload:
+        command = _worker_command_line(
+            locator, processes=processes, loglevel=loglevel, log_format=log_format, tuning=tuning
+        )
+        supervisor = ReloadSupervisor(
+            command,
+            watched_directories(location, Path.cwd()),
+            shutdown_timeout_s=tuning["shutdown_timeout_s"],
+        )
+        run_service(supervisor.run, name="Reloader", logger=logger)
     run_service(
         lambda: run_worker(
             locator,

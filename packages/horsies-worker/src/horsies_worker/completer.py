@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from horsies.broker.claims import AttemptKey
 from horsies.broker.finish import TaskOutcome
 from horsies.codec import task_result_from_json
-from horsies.logs import TextBlock, get_logger
+from horsies.logs import TextBlock, get_logger, task_fields
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.retry import retry_delay_for_stored
 
@@ -103,7 +103,12 @@ def build_outcome(
     if not ok:
         decoded = decode_failure(result_json) if failure is None else failure
         if isinstance(decoded, str):
-            logger.warning("retry_decision_failed: task=%s error=%s", task.id, decoded)
+            logger.warning(
+                "retry_decision_failed: task=%s error=%s",
+                task.id,
+                decoded,
+                extra=task_fields(task.id, task.task_name),
+            )
         elif decoded.is_err():
             try:
                 delay = retry_delay_for_stored(
@@ -114,7 +119,12 @@ def build_outcome(
                     rng=rng,
                 )
             except Exception as exc:
-                logger.exception("outcome_failed: %s: %s", task.id, exc)
+                logger.exception(
+                    "outcome_failed: %s: %s",
+                    task.id,
+                    exc,
+                    extra=task_fields(task.id, task.task_name),
+                )
     return TaskOutcome(
         task_id=task.id,
         result_json=result_json,

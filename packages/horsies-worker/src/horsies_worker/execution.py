@@ -3,7 +3,8 @@ arguments, an unencodable result) becomes one encoded ``TaskResult``, so nothing
 stop the child's loop.
 
 Workflow nodes carry reserved kwargs (the context and meta payloads); :func:`execute_task` swaps
-them for the ``workflow_ctx`` / ``workflow_meta`` parameters the function declares.
+them for the ``workflow_ctx`` / ``workflow_meta`` parameters the function declares, and gives a
+``task_ctx`` parameter the run's `TaskContext`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from horsies.codec import (
     PayloadTooLargeError,
@@ -24,6 +26,7 @@ from horsies.codec import (
 from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskResult
+from horsies.tasks.context import TASK_CTX_PARAM, TaskContext
 from horsies.tasks.execution import run_task_function
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InjectionParams",
+    "RunFacts",
     "error_result_json",
     "execute_task",
     "inject_workflow_params",
@@ -79,7 +83,20 @@ def _exception_result_json(code: LibraryErrorCode, message: str, exc: BaseExcept
 
 
 # --------------------------------------------------------------------------------------------------
-# Workflow injection: ``workflow_ctx`` and ``workflow_meta`` (see docs/workflows.md)
+# Injection: ``workflow_ctx`` and ``workflow_meta`` (see docs/workflows.md), ``task_ctx``
+
+
+class RunFacts(NamedTuple):
+    """What the worker knows about a run beyond its arguments; sent to the child with the task,
+    and made a `TaskContext` only for a function that asks for one."""
+
+    task_id: str
+    queue_name: str
+    priority: int
+    retry_count: int
+    max_retries: int
+    sent_at: datetime
+
 
 CTX_PARAM = "workflow_ctx"
 """Parameter that receives a `WorkflowContext` when the node lists `workflow_ctx_from`."""
@@ -91,18 +108,19 @@ _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEY
 
 @dataclass(frozen=True, slots=True)
 class InjectionParams:
-    """Which workflow parameters a task function declares (by name, passable as a keyword)."""
+    """Which injected parameters a task function declares (by name, passable as a keyword)."""
 
     wants_ctx: bool
     wants_meta: bool
+    wants_task_ctx: bool = False
 
 
 @functools.cache
 def injection_params(task_fn: TaskFunction[..., Any]) -> InjectionParams:
     """Inspect `task_fn`'s signature once per function (cached for the life of the child).
 
-    A ``**kwargs`` catch-all does not count: only a parameter literally named ``workflow_ctx`` /
-    ``workflow_meta`` asks for an injection.
+    A ``**kwargs`` catch-all does not count: only a parameter literally named ``workflow_ctx``,
+    ``workflow_meta`` or ``task_ctx`` asks for an injection.
     """
     fn = task_fn._original_fn  # pyright: ignore[reportPrivateUsage]
     try:
@@ -115,7 +133,11 @@ def injection_params(task_fn: TaskFunction[..., Any]) -> InjectionParams:
         parameter = parameters.get(name)
         return parameter is not None and parameter.kind in _KEYWORD_KINDS
 
-    return InjectionParams(wants_ctx=declares(CTX_PARAM), wants_meta=declares(META_PARAM))
+    return InjectionParams(
+        wants_ctx=declares(CTX_PARAM),
+        wants_meta=declares(META_PARAM),
+        wants_task_ctx=declares(TASK_CTX_PARAM),
+    )
 
 
 def _payload_mapping(value: object, what: str) -> dict[str, Any]:
@@ -154,13 +176,16 @@ def _workflow_context(payload: object) -> WorkflowContext:
         raise SerializationError(f"invalid workflow context payload: {exc!r}") from exc
 
 
-def inject_workflow_params(task_fn: TaskFunction[..., Any], kwargs: dict[str, Any]) -> None:
+def inject_workflow_params(
+    task_fn: TaskFunction[..., Any], kwargs: dict[str, Any], run: RunFacts | None = None
+) -> None:
     """Replace the engine's reserved kwargs with the parameters the function asks for (in place).
 
     The reserved keys are always removed, so they never reach the task. ``workflow_ctx`` is set
     only when the function declares it and the node carries a context; ``workflow_meta`` is set
     when the function declares it and the caller did not pass one: a `WorkflowMeta` inside a
-    workflow, None outside, so one task function serves both.
+    workflow, None outside, so one task function serves both. ``task_ctx`` is set, from ``run``,
+    when the function declares it.
 
     Raises:
         SerializationError: a reserved payload is malformed.
@@ -170,18 +195,38 @@ def inject_workflow_params(task_fn: TaskFunction[..., Any], kwargs: dict[str, An
     wanted = injection_params(task_fn)
     if wanted.wants_ctx and ctx_payload is not None:
         kwargs[CTX_PARAM] = _workflow_context(ctx_payload)
+    meta = None
+    if (wanted.wants_meta or wanted.wants_task_ctx) and meta_payload is not None:
+        meta = _workflow_meta(meta_payload)
     if wanted.wants_meta and META_PARAM not in kwargs:
-        kwargs[META_PARAM] = None if meta_payload is None else _workflow_meta(meta_payload)
+        kwargs[META_PARAM] = meta
+    if wanted.wants_task_ctx and run is not None:
+        kwargs[TASK_CTX_PARAM] = TaskContext(
+            task_id=run.task_id,
+            task_name=task_fn.task_name,
+            queue_name=run.queue_name,
+            priority=run.priority,
+            retry_count=run.retry_count,
+            max_retries=run.max_retries,
+            sent_at=run.sent_at,
+            workflow_id=meta.workflow_id if meta is not None else None,
+            workflow_task_index=meta.task_index if meta is not None else None,
+        )
 
 
 def execute_task(
-    app: Horsies, task_name: str, args_json: str | None, kwargs_json: str | None
+    app: Horsies,
+    task_name: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    run: RunFacts | None = None,
 ) -> tuple[str, bool]:
     """Run one task in this process and return ``(result_json, ok)``.
 
     Steps: resolve the name in ``app.tasks`` (unknown → ``WORKER_RESOLUTION_ERROR``); decode the
-    arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta``
-    (``SerializationError`` or malformed JSON → ``WORKER_SERIALIZATION_ERROR``); call the task
+    arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta`` (and give
+    ``task_ctx`` its context from ``run``) (``SerializationError`` or malformed JSON →
+    ``WORKER_SERIALIZATION_ERROR``); call the task
     through ``run_task_function``, the wrapper of a direct call, so a task gives the same result
     in a worker as when called in-process; encode the ``TaskResult``
     (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
@@ -207,7 +252,7 @@ def execute_task(
         try:
             args = args_from_json(args_json)
             kwargs = kwargs_from_json(kwargs_json)
-            inject_workflow_params(task_fn, kwargs)
+            inject_workflow_params(task_fn, kwargs, run)
         except (SerializationError, ValueError) as exc:
             return (
                 error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Unpack
 from horsies import env
 from horsies.errors import ConfigurationError, ErrorCode
 from horsies.locator import locate_app, sends_suppressed_by_env
-from horsies.logs import configure_logging, get_logger
+from horsies.logs import configure_logging, get_logger, set_log_context
 
 from horsies_worker.config import WorkerConfig, WorkerTuning
 from horsies_worker.worker import Worker
@@ -121,6 +121,7 @@ def run_worker(
     *,
     processes: int | None = None,
     loglevel: str = "INFO",
+    log_format: str = "text",
     install_signal_handlers: bool = True,
     configure_logs: bool = True,
     banner: Callable[[Horsies], None] | None = None,
@@ -132,16 +133,18 @@ def run_worker(
     string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; see docs/cli.md). The options
     mirror ``horsies worker``; ``processes`` defaults to the CPU count, the others
     (``max_claim_batch``, ``max_claim_per_worker``, ``shutdown_timeout_s``, ``poll_interval_s``,
-    ``startup_timeout_s``) to :class:`~horsies_worker.config.WorkerConfig`'s. Prefer the CLI for
-    deployments; use this from a script (guard it with ``if __name__ == "__main__":`` — children are
-    spawned and
-    re-import the main module) or a process manager that wants a Python entry point.
+    ``startup_timeout_s``) to :class:`~horsies_worker.config.WorkerConfig`'s; ``log_format`` is
+    ``"text"`` or ``"json"`` (``configure_logs=False`` leaves logging as the caller set it up; the
+    children log in the format of this process). Prefer the CLI for deployments; use this from a
+    script (guard it with ``if __name__ == "__main__":`` — children are spawned and re-import the
+    main module) or a process manager that wants a Python entry point.
 
     Raises the locator's errors, ``ValueError`` for invalid options, and ``RuntimeError`` for a
     start-up failure (children could not start, start-up timeout).
     """
     if configure_logs:
-        configure_logging(loglevel)
+        configure_logging(loglevel, log_format=log_format)
+    set_log_context(role="worker")
     logger.info("Starting horsies worker")
     app, config = prepare_worker(app_or_locator, processes=processes, loglevel=loglevel, **tuning)
     if banner is not None:

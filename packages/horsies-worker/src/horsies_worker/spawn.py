@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Final, cast
 
 from horsies import env
+from horsies.logs import LogFormat
 
 __all__ = ["Bootstrap", "ChildInit", "SpawnedChild", "child_environment", "spawn_child"]
 
@@ -36,6 +37,10 @@ class ChildInit:
     locator: str
     """Canonical locator of the app (``<module>:<var>`` or ``<real file path>:<var>``)."""
     loglevel: str = "INFO"
+    log_format: LogFormat = "text"
+    """The worker main process's log format: children log as it does."""
+    worker_id: str = ""
+    """The worker's id, in every JSON record of the child."""
     task_modules: list[str] = field(default_factory=lambda: [])
     sys_path_roots: list[str] = field(default_factory=lambda: [])
     parent_pid: int = 0

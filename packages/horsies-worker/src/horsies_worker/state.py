@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.claims import AttemptKey, ClaimedTask
-from horsies.logs import get_logger
+from horsies.logs import get_logger, task_fields
 
 from horsies_worker.children import QUEUE_WAIT_MAX_S, Assignment, ChildPool, ChildProcess
 
@@ -200,7 +200,12 @@ class WorkerState:
             task = assignment.task
             if task.key not in started:
                 # Lease expired and another worker took it, or it was requeued: not ours any more.
-                logger.info("task_claim_lost: %s (%s)", task.id, task.task_name)
+                logger.info(
+                    "task_claim_lost: %s (%s)",
+                    task.id,
+                    task.task_name,
+                    extra=task_fields(task.id, task.task_name),
+                )
                 child.unreserve(assignment)
             elif not self._send(child, assignment):
                 # The child died between reservation and hand-over: the row is RUNNING with its
@@ -213,7 +218,13 @@ class WorkerState:
         is gone."""
         if child.holds(assignment) and child.send_task(assignment):
             task = assignment.task
-            logger.debug("task_started: %s (%s) pid=%s", task.id, task.task_name, child.pid)
+            logger.debug(
+                "task_started: %s (%s) pid=%s",
+                task.id,
+                task.task_name,
+                child.pid,
+                extra=task_fields(task.id, task.task_name),
+            )
             if not assignment.written:
                 self._watch_queue()
             return True
@@ -264,7 +275,13 @@ class WorkerState:
         """Send the RUNNING rows of tasks no child ever began back to PENDING (not an attempt), by
         claim: other round trips may be starting tasks meanwhile. Runs in the background."""
         for task in tasks:
-            logger.warning("task_requeued: %s (%s): %s", task.id, task.task_name, why)
+            logger.warning(
+                "task_requeued: %s (%s): %s",
+                task.id,
+                task.task_name,
+                why,
+                extra=task_fields(task.id, task.task_name),
+            )
         self._requeue(tasks)
 
     def _requeue(self, tasks: Sequence[ClaimedTask]) -> None:

@@ -32,7 +32,7 @@ from horsies import env
 from horsies.broker.channels import TASK_NEW, queue_channel
 from horsies.broker.claims import AttemptKey, Start
 from horsies.broker.finish import TaskOutcome
-from horsies.logs import get_logger
+from horsies.logs import configured_log_format, get_logger, set_log_context, task_fields
 from horsies.stop_signals import stop_on_signals
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
@@ -193,6 +193,7 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
+        set_log_context(role="worker", worker_id=self.worker_id)
         with stop_on_signals(loop, self.request_stop, install=self._install_signal_handlers):
             try:
                 await self.broker.ensure_schema_initialized()
@@ -226,6 +227,8 @@ class Worker:
         init = ChildInit(
             locator=cfg.locator,
             loglevel=cfg.loglevel,
+            log_format=configured_log_format(),
+            worker_id=self.worker_id,
             task_modules=list(cfg.task_modules),
             sys_path_roots=list(cfg.sys_path_roots),
             parent_pid=self.pid,
@@ -359,7 +362,12 @@ class Worker:
         outcome = build_outcome(task, result_json, ok, failure=failure)
         state.completer.submit(outcome)
         if failure is None:
-            logger.debug("task_finished: %s (%s) ok", task.id, task.task_name)
+            logger.debug(
+                "task_finished: %s (%s) ok",
+                task.id,
+                task.task_name,
+                extra=task_fields(task.id, task.task_name),
+            )
             self._wake.set()
             return
         why, trace = failure_summary(failure)
@@ -372,9 +380,17 @@ class Worker:
                 outcome.retry_delay_s,
                 why,
                 trace,
+                extra=task_fields(task.id, task.task_name),
             )
         else:
-            logger.warning("task_failed: %s (%s): %s%s", task.id, task.task_name, why, trace)
+            logger.warning(
+                "task_failed: %s (%s): %s%s",
+                task.id,
+                task.task_name,
+                why,
+                trace,
+                extra=task_fields(task.id, task.task_name),
+            )
         self._wake.set()
 
     def _on_child_exit(
@@ -406,7 +422,13 @@ class Worker:
                     f"(exit code {exitcode})"
                 )
             task = assignment.task
-            logger.error("task_crashed: %s (%s): %s", task.id, task.task_name, reason)
+            logger.error(
+                "task_crashed: %s (%s): %s",
+                task.id,
+                task.task_name,
+                reason,
+                extra=task_fields(task.id, task.task_name),
+            )
             self._submit_crash(state, assignment.task, child.pid, exitcode, reason)
         if not child.expected_exit:
             logger.warning(

@@ -11,8 +11,8 @@ class ErrorCode(StrEnum):
     """Stable identifiers of library errors (value = the code string, e.g. ``"E200"``).
 
     Ranges: E001-E099 workflow validation, E100-E199 task definition, E200-E299 configuration
-    and CLI, E300-E399 task registry. Codes never change meaning, so they are safe to match on
-    in tests and logs.
+    and CLI, E300-E399 task registry. Each code has one meaning, listed in docs/errors.md, and
+    never changes it, so codes are safe to match on in tests and logs.
     """
 
     WORKFLOW_NO_NAME = "E001"
@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     WORKFLOW_UNRESOLVED_PRIORITY = "E015"
     WORKFLOW_INVALID_SUBWORKFLOW_RETRY_MODE = "E017"
     WORKFLOW_SUBWORKFLOW_APP_MISSING = "E018"
+    WORKFLOW_INVALID_NODE_ARGS = "E019"
 
     TASK_NO_RETURN_TYPE = "E100"
     TASK_INVALID_RETURN_TYPE = "E101"
@@ -46,6 +47,9 @@ class ErrorCode(StrEnum):
     CONFIG_INVALID_SCHEDULE = "E205"
     CLI_INVALID_ARGS = "E206"
     WORKER_INVALID_LOCATOR = "E207"
+    APP_LOAD_FAILED = "E208"
+    BROKER_UNREACHABLE = "E209"
+    CLI_COMMAND_UNAVAILABLE = "E210"
 
     TASK_NOT_REGISTERED = "E300"
     TASK_DUPLICATE_NAME = "E301"

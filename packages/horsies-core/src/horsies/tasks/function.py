@@ -4,8 +4,9 @@ The sending methods (`send`, `send_async`, `schedule`, `send_many`, `send_many_a
 through the app's broker and never raise for runtime problems: a failure comes back as an
 `"<error>"` or `"<suppressed>"` handle, so producer code has one path whether or not the database
 answers. Everything a send needs that does not depend on the call (options JSON, retry count,
-expiry, queue) is computed once when the task is defined, so the per-send Python work is a
-suppression check, a cheap queue re-validation and the broker call. A result the function returns
+expiry, queue, the function's parameters) is computed once when the task is defined, so the
+per-send Python work is a suppression check, a cheap queue re-validation, checking the arguments
+against the parameters (`tasks/arguments.py`) and the broker call. A result the function returns
 is checked here against its declared `TaskResult[T, E]`.
 """
 
@@ -20,10 +21,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, 
 from pydantic import ValidationError
 
 from horsies.broker.enqueue import delay_problem
+from horsies.broker.errors import BrokerError
+from horsies.codec import SerializationError
 from horsies.codec.tags import CTX_KEY, META_KEY
+from horsies.errors import HorsiesError
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.tasks.arguments import ArgumentCheck
 from horsies.tasks.execution import exception_text, run_task_function, safe_text
 from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
 from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
@@ -53,13 +58,38 @@ class _Checked(NamedTuple):
     priority: int
 
 
+class ArgumentsRefused(TypeError):
+    """A call's arguments do not fit the task function's parameters (raised before any write)."""
+
+
+# What the caller got wrong (refused before anything is written), told apart from the database
+# failing the call and from a defect that fits neither.
+_REFUSALS: tuple[type[Exception], ...] = (
+    ArgumentsRefused, SerializationError, HorsiesError, ValueError,
+)  # fmt: skip
+
+
+def _send_error_code(exc: BaseException) -> LibraryErrorCode:
+    if isinstance(exc, BrokerError):
+        return LibraryErrorCode.BROKER_ERROR
+    if isinstance(exc, _REFUSALS):
+        return LibraryErrorCode.SEND_REFUSED
+    return LibraryErrorCode.UNHANDLED_EXCEPTION
+
+
 def _error_handle(
     task_fn: TaskFunction[..., Any], prefix: str, exc: BaseException
 ) -> TaskHandle[Any]:
     """`"<error>"` handle for a send that failed before (or while) writing its row."""
+    code = _send_error_code(exc)
+    message = f"{prefix}: {exception_text(exc)}"
+    if code is not LibraryErrorCode.BROKER_ERROR:
+        # A refused send is a bug in the caller that an ignored handle would hide; the broker
+        # reports its own connection trouble (rate-limited) where it sees it.
+        _logger.warning("%s (%s)", message, code)
     error = failure(
-        LibraryErrorCode.UNHANDLED_EXCEPTION,
-        f"{prefix}: {exception_text(exc)}",
+        code,
+        message,
         {"task_name": task_fn.task_name, "exception_type": type(exc).__name__},
         exception=exc,
     )
@@ -118,6 +148,8 @@ class TaskFunction(Generic[P, T]):
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__annotations__ = dict(getattr(fn, "__annotations__", {}))
         self.__wrapped__ = fn
+        self.arguments = ArgumentCheck(fn)
+        """The function's parameters, for checking a call's arguments before it is stored."""
 
     def __repr__(self) -> str:
         queue = self.task_queue_name or "default"
@@ -216,8 +248,11 @@ class TaskFunction(Generic[P, T]):
         """Enqueue the task for a worker and return its handle at once.
 
         Never raises for runtime problems: while sends are suppressed the handle's id is
-        `"<suppressed>"` (err `SEND_SUPPRESSED`); a queue, serialization or database failure gives
-        an `"<error>"` handle (err `UNHANDLED_EXCEPTION`) and writes nothing. Use `send_async`
+        `"<suppressed>"` (err `SEND_SUPPRESSED`). A call that can only fail later is refused
+        before anything is written, with an `"<error>"` handle (err `SEND_REFUSED`, also logged
+        as a warning): arguments that do not fit the function's parameters or cannot be
+        serialized, an unknown queue, a reserved keyword. A database that fails the call gives an
+        `"<error>"` handle with err `BROKER_ERROR`, and nothing is written. Use `send_async`
         inside async code.
         """
         return self._send_one("send", args, kwargs)
@@ -245,12 +280,24 @@ class TaskFunction(Generic[P, T]):
             handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
             return [handle for _ in calls]
         try:
-            for _, call_kwargs in calls:
+            problem = self.arguments.problem
+            for call_args, call_kwargs in calls:
                 if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
                     _refuse_reserved(call_kwargs)
+                if problem(call_args, call_kwargs) is not None:
+                    self._refuse_arguments(call_args, call_kwargs, len(calls))
             return _Checked(app.get_broker(), queue_name, priority)
         except Exception as exc:
             return self._failed(action, exc, len(calls))
+
+    def _refuse_arguments(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], count: int
+    ) -> None:
+        reason = self.arguments.problem(args, kwargs)
+        which = " (one call of the batch)" if count > 1 else ""
+        raise ArgumentsRefused(
+            f"arguments do not fit {self.__name__}{self.arguments.signature}{which}: {reason}"
+        )
 
     def _handles(
         self, action: _Action, count: int, broker: PostgresBroker, insert: Callable[[], list[str]]
@@ -376,7 +423,7 @@ def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (), dict(typing.cast("Mapping[str, Any]", call))
     if isinstance(call, tuple):
         return typing.cast("tuple[Any, ...]", call), {}
-    raise TypeError(
+    raise ArgumentsRefused(
         "send_many takes one mapping of keyword arguments or one tuple of positional arguments "
         f"per call, got {type(call).__name__}"
     )

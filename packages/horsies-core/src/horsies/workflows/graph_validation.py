@@ -1,7 +1,8 @@
 """The second gate of building a `WorkflowSpec`: every rule about how its nodes connect.
 
 Roots (E005), dependencies (E006), cycles (E007, also between nested definitions), `args_from`
-(E008), `workflow_ctx_from` (E009, E010), `output` (E011), `success_policy` (E012), `join` /
+(E008), `workflow_ctx_from` (E009, E010), each task node's arguments against its task's parameters
+(E019), `output` (E011), `success_policy` (E012), `join` /
 `min_success` (E013) and the sub-workflow retry mode (E017) are all checked, and every problem is
 returned, so one build reports them together. Nodes are told apart by identity and named in
 messages by the ids the first gate settled.
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, WorkflowValidationError
+from horsies.tasks.function import TaskFunction
 from horsies.workflows.nodes import (
     JOIN_TYPES,
     AnyNode,
@@ -82,6 +84,8 @@ def check_graph(
     for index, node in enumerate(tasks):
         dependencies.append(_check_dependencies(graph, index, node, errors))
         _check_sources(graph, index, node, errors)
+        if isinstance(node, TaskNode):
+            _check_arguments(graph, index, node, errors)
         _check_join(graph, index, node, errors)
         if isinstance(node, SubWorkflowNode):
             _check_retry_mode(graph, index, node, errors)
@@ -205,6 +209,41 @@ def _check_sources(graph: _Graph, index: int, node: AnyNode, errors: list[Horsie
                 "add the parameter: workflow_ctx: WorkflowContext | None = None"
             )
         )
+
+
+def _check_arguments(
+    graph: _Graph, index: int, node: TaskNode[Any], errors: list[HorsiesError]
+) -> None:
+    """E019: the node's static arguments, with what the engine passes when it runs, must fit."""
+    fn = cast(object, node.fn)
+    if not isinstance(fn, TaskFunction):
+        return
+    task = cast("TaskFunction[..., Any]", fn)
+    args_from = cast(object, node.args_from)
+    later: set[str] = set()
+    if isinstance(args_from, Mapping):
+        later.update(str(key) for key in cast("Mapping[object, object]", args_from))
+    if node.workflow_ctx_from and _declares_workflow_ctx(task):
+        later.add("workflow_ctx")  # passed only to a function that declares it
+    args, kwargs = cast(object, node.args), cast(object, node.kwargs)
+    if not isinstance(args, tuple | list) or not isinstance(kwargs, Mapping):
+        return  # not a call at all: the node's own constructor types say so
+    problem = task.arguments.problem(
+        tuple(cast("Sequence[Any]", args)), cast("Mapping[str, Any]", kwargs), later
+    )
+    if problem is None:
+        return
+    error = WorkflowValidationError(
+        f"the arguments of node {graph.label(index)} do not fit task '{task.task_name}'",
+        code=ErrorCode.WORKFLOW_INVALID_NODE_ARGS,
+    )
+    given = ", ".join(sorted(later)) or "none"
+    errors.append(
+        error.with_note(problem)
+        .with_note(f"parameters: {task.__name__}{task.arguments.signature}")
+        .with_note(f"filled by the workflow when it runs: {given}")
+        .with_help("make the node's args, kwargs and args_from keys match the task's parameters")
+    )
 
 
 def _source_label(graph: _Graph, source: object) -> str:
