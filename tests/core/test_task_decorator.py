@@ -6,6 +6,7 @@ Definition checks (default names, unknown options, return annotations), direct c
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -32,7 +33,7 @@ from horsies.retry import RetryPolicy
 from horsies.tasks import function as function_module
 from horsies.tasks.definition import default_task_name
 from horsies.tasks.execution import run_task_function
-from horsies.tasks.function import TaskFunction
+from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from pydantic import BaseModel, ValidationError
 
 UNREACHABLE_URL = "postgresql://user:secret@localhost:1/nowhere"
@@ -278,13 +279,29 @@ def test_return_annotation_must_be_parametrised_task_result(app: Horsies) -> Non
         assert info.value.message == "task function must return TaskResult"
 
 
-def test_async_functions_are_refused(app: Horsies) -> None:
-    async def job() -> TaskResult[int, TaskError]:
-        return TaskResult(ok=1)
+def test_async_functions_are_tasks_awaited_when_called(app: Horsies) -> None:
+    async def job(n: int) -> TaskResult[int, TaskError]:
+        await asyncio.sleep(0)
+        return TaskResult(ok=n + 1)
 
-    with pytest.raises(TaskDefinitionError) as info:
-        app.task("job", job)  # pyright: ignore[reportArgumentType, reportCallIssue]
-    assert info.value.code is ErrorCode.TASK_INVALID_RETURN_TYPE
+    @app.task("async.fails")
+    async def fails() -> TaskResult[int, TaskError]:
+        raise ConnectionError("down")
+
+    task = app.task("async.job", job)
+    assert isinstance(task, AsyncTaskFunction)
+    assert task.is_async
+    assert asyncio.run(task(1)) == TaskResult(ok=2)
+    error = asyncio.run(fails()).unwrap_err()
+    assert error.error_code is LibraryErrorCode.UNHANDLED_EXCEPTION
+    assert error.message == "Unhandled exception in task fails: ConnectionError: down"
+
+    async def wrong() -> TaskResult[int, TaskError]:
+        return 3  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
+
+    assert asyncio.run(app.task("async.wrong", wrong)()).unwrap_err().error_code == (
+        LibraryErrorCode.TASK_EXCEPTION
+    )
 
 
 def test_checks_run_in_documented_order() -> None:
@@ -311,7 +328,7 @@ def test_errors_point_at_the_decorator_line(app: Horsies) -> None:
     decorator_line = frame.f_lineno + 3
     with pytest.raises(TaskDefinitionError) as info:
 
-        @app.task("located")  # pyright: ignore[reportArgumentType]
+        @app.task("located")  # pyright: ignore[reportArgumentType, reportCallIssue]
         def job() -> int:
             return 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -95,6 +96,32 @@ def create_app(database_url: str) -> Horsies:
             "workflow_id": task_ctx.workflow_id,
         }
         return TaskResult(ok=seen)
+
+    @app.task("e2e.async_add")
+    async def async_add(a: int, b: int) -> TaskResult[int, TaskError]:
+        await asyncio.sleep(0.01)
+        return TaskResult(ok=a + b)
+
+    @app.task("e2e.async_loop_id")
+    async def async_loop_id() -> TaskResult[list[int], TaskError]:
+        # The child's loop is kept between tasks: the same loop object answers every time.
+        return TaskResult(ok=[os.getpid(), id(asyncio.get_running_loop())])
+
+    @app.task(
+        "e2e.async_flaky",
+        retry_policy=RetryPolicy.fixed([1], jitter=False),
+        auto_retry_for=["ConnectionError"],
+    )
+    async def async_flaky(task_ctx: TaskContext | None = None) -> TaskResult[int, TaskError]:
+        assert task_ctx is not None
+        if task_ctx.attempt == 1:
+            raise ConnectionError("first attempt")
+        return TaskResult(ok=task_ctx.attempt)
+
+    @app.task("e2e.async_double")
+    async def async_double(value: TaskResult[int, TaskError]) -> TaskResult[int, TaskError]:
+        await asyncio.sleep(0)
+        return TaskResult(ok=value.unwrap() * 2)
 
     return app
 

@@ -39,6 +39,7 @@ from horsies.errors import (
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.retry import RetryPolicy
 from horsies.tasks.context import TaskContext
+from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from horsies.tasks.handle import TaskHandle
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 from horsies.workflows.context import (
@@ -76,6 +77,7 @@ __all__ = [
     "WORKFLOW_TERMINAL_STATES",
     "AnyNode",
     "AppConfig",
+    "AsyncTaskFunction",
     "CronSchedule",
     "CustomQueueConfig",
     "DailySchedule",
@@ -102,6 +104,7 @@ __all__ = [
     "SuccessPolicy",
     "TaskContext",
     "TaskError",
+    "TaskFunction",
     "TaskHandle",
     "TaskNode",
     "TaskResult",

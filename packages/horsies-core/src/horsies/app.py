@@ -11,7 +11,7 @@ import glob
 import importlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
@@ -33,7 +33,7 @@ from horsies.redact import mask_database_url
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.definition import define_task, task_origin
 from horsies.tasks.execution import exception_text
-from horsies.tasks.function import TaskFunction
+from horsies.tasks.function import AsyncTaskFunction, TaskDecorator, TaskFunction
 from horsies.workflows.spec import WorkflowSpec, bind_app, check_node_queues
 from horsies.workflows.status import OnError
 from horsies.workflows.store.hooks import WORKFLOW_STORE
@@ -170,7 +170,24 @@ class Horsies:
         return list(self._tasks)
 
     @overload
+    def task(
+        self, task_name: Callable[P, Coroutine[Any, Any, TaskResult[T, Any]]], /
+    ) -> AsyncTaskFunction[P, T]: ...
+
+    @overload
     def task(self, task_name: Callable[P, TaskResult[T, Any]], /) -> TaskFunction[P, T]: ...
+
+    @overload
+    def task(
+        self,
+        task_name: str,
+        func: Callable[P, Coroutine[Any, Any, TaskResult[T, Any]]],
+        *,
+        queue_name: str | None = None,
+        good_until: datetime | None = None,
+        auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> AsyncTaskFunction[P, T]: ...
 
     @overload
     def task(
@@ -194,7 +211,7 @@ class Horsies:
         good_until: datetime | None = None,
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
-    ) -> Callable[[Callable[P, TaskResult[T, Any]]], TaskFunction[P, T]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -230,7 +247,7 @@ class Horsies:
         def decorator(fn: Callable[P, TaskResult[T, Any]]) -> TaskFunction[P, T]:
             return self._register(fn, name, options)
 
-        return decorator
+        return cast(TaskDecorator, decorator)
 
     def _register(
         self,

@@ -27,10 +27,12 @@ from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.context import TASK_CTX_PARAM, TaskContext
-from horsies.tasks.execution import run_task_function
+from horsies.tasks.execution import run_task_coroutine, run_task_function
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 
 if TYPE_CHECKING:
+    import asyncio
+
     from horsies.app import Horsies
     from horsies.tasks.function import TaskFunction
 
@@ -214,6 +216,16 @@ def inject_workflow_params(
         )
 
 
+@functools.cache
+def _child_loop() -> asyncio.AbstractEventLoop:
+    """The child's one event loop, made for its first ``async def`` task and kept for the
+    child's life, so what a task leaves on it (a client's connection pool) serves the next."""
+    # Here, not at the top: a child that never runs an async task never loads asyncio.
+    import asyncio
+
+    return asyncio.new_event_loop()
+
+
 def execute_task(
     app: Horsies,
     task_name: str,
@@ -259,7 +271,11 @@ def execute_task(
                 False,
             )
         # Call (the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
-        result: Any = run_task_function(task_fn, args, kwargs)
+        result: Any
+        if task_fn.is_async:
+            result = _child_loop().run_until_complete(run_task_coroutine(task_fn, args, kwargs))
+        else:
+            result = run_task_function(task_fn, args, kwargs)
         if result is None:
             return (
                 error_result_json(

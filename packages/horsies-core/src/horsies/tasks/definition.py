@@ -1,7 +1,7 @@
 """Checking a task when `@app.task` defines it, and building its `TaskFunction`.
 
 Every mistake a definition can show (an unknown option, a bad name or queue, a missing or wrong
-return annotation, an `async def`) is raised here, pointing at the user's function, so it surfaces
+return annotation) is raised here, pointing at the user's function, so it surfaces
 when the module is imported rather than on the first send. The default task name and the origin
 used to tell duplicate names apart are decided here too.
 """
@@ -12,7 +12,7 @@ import inspect
 import os
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -21,7 +21,7 @@ from horsies.module_files import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.names import MAX_TASK_NAME_LENGTH, task_name_problem
 from horsies.results import TaskResult
 from horsies.retry import TaskOptions
-from horsies.tasks.function import TaskFunction
+from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from horsies.tasks.result_types import type_name
 
 if TYPE_CHECKING:
@@ -199,8 +199,8 @@ def define_task(
 
     Order (first failure raises, with the function's source location): unknown options (E102);
     option validation (E102); task name (E102); queue rules (E200 / E103); missing return
-    annotation (E100); not `TaskResult[T, E]` (E101); `async def` (E101: a coroutine is never a
-    `TaskResult`). Duplicate names (E301) are checked by the registry.
+    annotation (E100); not `TaskResult[T, E]` (E101). An ``async def`` function becomes an
+    `AsyncTaskFunction`. Duplicate names (E301) are checked by the registry.
     """
     location = SourceLocation.from_function(fn)
     if not callable(fn):  # pyright: ignore[reportUnnecessaryComparison]
@@ -212,19 +212,14 @@ def define_task(
         ok_type, err_type = _declared_result_types(fn)
     except HorsiesError as error:
         raise (error.with_location(location) if location is not None else error) from None
-    if inspect.iscoroutinefunction(fn):
-        raise (
-            TaskDefinitionError(
-                "task function must return TaskResult",
-                code=ErrorCode.TASK_INVALID_RETURN_TYPE,
-                location=location,
-            )
-            .with_note("async def functions return a coroutine, not a TaskResult")
-            .with_help("define the task with def; call async code inside it with asyncio.run(...)")
-        )
-    return TaskFunction(
+    kind = cast(
+        "type[TaskFunction[P, T]]",
+        AsyncTaskFunction if inspect.iscoroutinefunction(fn) else TaskFunction,
+    )
+    # An async function's declared TaskResult is what its coroutine gives: the same contract.
+    return kind(
         app,
-        fn,
+        typing.cast("Callable[P, TaskResult[T, Any]]", fn),
         task_name=name,
         queue_name=queue_name,
         options=task_options,

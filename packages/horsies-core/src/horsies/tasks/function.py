@@ -13,10 +13,21 @@ is checked here against its declared `TaskResult[T, E]`.
 from __future__ import annotations
 
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from pydantic import ValidationError
 
@@ -29,7 +40,12 @@ from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.arguments import ArgumentCheck
-from horsies.tasks.execution import exception_text, run_task_function, safe_text
+from horsies.tasks.execution import (
+    exception_text,
+    run_task_coroutine,
+    run_task_function,
+    safe_text,
+)
 from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
 from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
 
@@ -38,7 +54,7 @@ if TYPE_CHECKING:
     from horsies.broker.postgres import PostgresBroker
     from horsies.retry import TaskOptions
 
-__all__ = ["SendManyCall", "TaskFunction"]
+__all__ = ["AsyncTaskFunction", "SendManyCall", "TaskDecorator", "TaskFunction"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -151,9 +167,12 @@ class TaskFunction(Generic[P, T]):
         self.arguments = ArgumentCheck(fn)
         """The function's parameters, for checking a call's arguments before it is stored."""
 
+    is_async: bool = False
+    """True for an ``async def`` task (an `AsyncTaskFunction`)."""
+
     def __repr__(self) -> str:
         queue = self.task_queue_name or "default"
-        return f"<TaskFunction {self.task_name!r} queue={queue!r}>"
+        return f"<{type(self).__name__} {self.task_name!r} queue={queue!r}>"
 
     # -- direct execution -------------------------------------------------------------------------
 
@@ -412,6 +431,33 @@ class TaskFunction(Generic[P, T]):
             self.task_name, pairs, queue_name, priority=priority, **self._insert_options
         )
         return await self._handles_async(len(pairs), broker, insert)
+
+
+class AsyncTaskFunction(TaskFunction[P, T]):
+    """A registered ``async def`` task. Sent, scheduled and used in workflows exactly like a
+    `TaskFunction`; a worker awaits it on its child's event loop. Calling it in-process returns a
+    coroutine of the `TaskResult`: ``result = await fetch_page(url)``."""
+
+    is_async = True
+
+    def __call__(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, TaskResult[T, TaskError]]:
+        """Run the task now, on the caller's event loop, with the outcomes of a direct call of a
+        `TaskFunction`."""
+        return run_task_coroutine(self, args, kwargs)
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` with options returns: applied to a function, its task."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, TaskResult[T, Any]]], /
+    ) -> AsyncTaskFunction[P, T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, TaskResult[T, Any]], /) -> TaskFunction[P, T]: ...
 
 
 def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
