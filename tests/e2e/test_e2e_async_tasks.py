@@ -66,3 +66,25 @@ def test_a_workflow_mixes_sync_and_async_nodes(worker: WorkerProcess, app: Horsi
     third = TaskNode(fn=app.tasks["e2e.async_add"], args=(1, 1))
     spec = app.workflow("mixed_kinds", [first, second, third], output=second)
     assert spec.start().get(timeout_ms=GET_MS).unwrap() == 10
+
+
+def test_async_tasks_run_side_by_side_in_one_child(worker: WorkerProcess, app: Horsies) -> None:
+    """Ten tasks that each sleep 1 s, on one child (default --async-concurrency 10): they all
+    run at once, so every one started before any ended."""
+    handles = app.tasks["e2e.async_nap"].send_many([(1.0,)] * 10)
+    runs = [h.get(timeout_ms=GET_MS).unwrap() for h in handles]
+    assert len({int(pid) for pid, _, _ in runs}) == 1
+    last_start = max(started for _, started, _ in runs)
+    first_end = min(ended for _, _, ended in runs)
+    assert last_start < first_end, runs
+
+
+def test_a_sync_task_waits_for_a_child_free_of_async_ones(
+    worker: WorkerProcess, app: Horsies
+) -> None:
+    naps = app.tasks["e2e.async_nap"].send_many([(0.5,)] * 3)
+    stamp = app.tasks["e2e.stamp"].send()
+    ran_at = stamp.get(timeout_ms=GET_MS).unwrap()
+    ends = [h.get(timeout_ms=GET_MS).unwrap()[2] for h in naps]
+    # One child: the def task ran alone, before or after the async ones, never among them.
+    assert ran_at >= max(ends) or ran_at <= min(h.get().unwrap()[1] for h in naps)

@@ -118,6 +118,12 @@ def create_app(database_url: str) -> Horsies:
             raise ConnectionError("first attempt")
         return TaskResult(ok=task_ctx.attempt)
 
+    @app.task("e2e.async_nap")
+    async def async_nap(seconds: float) -> TaskResult[list[float], TaskError]:
+        started = time.time()
+        await asyncio.sleep(seconds)
+        return TaskResult(ok=[os.getpid(), started, time.time()])
+
     @app.task("e2e.async_double")
     async def async_double(value: TaskResult[int, TaskError]) -> TaskResult[int, TaskError]:
         await asyncio.sleep(0)

@@ -27,6 +27,7 @@ mode ``rel.capped`` and ``rel.other``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -97,6 +98,15 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
         work(key, seconds)
         return TaskResult(ok=f"{key}:{os.getpid()}")
 
+    async def async_work(key: str, seconds: float) -> TaskResult[str, TaskError]:
+        # The ledger write is short and synchronous: it holds up the child's other async tasks
+        # for a moment, never the order of this task's own start and end.
+        record(conninfo, key, "start")
+        if seconds:
+            await asyncio.sleep(seconds)
+        record(conninfo, key, "end")
+        return TaskResult(ok=key)
+
     # Custom mode has no default queue: rel.work runs on "other" there.
     app.task("rel.work", queue_name="other" if custom else None)(work)
     app.task("rel.whoami", queue_name="other" if custom else None)(whoami)
@@ -108,6 +118,12 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
             auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
         )
         retried(whoami)
+        # async def tasks, several at once per child; retried after a crash.
+        app.task(
+            "rel.async_retried",
+            retry_policy=CRASH_RETRIES,
+            auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
+        )(async_work)
         add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
         add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
         add_forking_tasks(app, conninfo)  # rel.fork_and_die: see apps/forking_tasks.py

@@ -7,7 +7,8 @@ pipe and then runs the tasks the parent sends (:func:`~horsies_worker.execution.
 Pipe protocol (tuples, pickled, framed by ``Connection.send_bytes``):
 
 * parent → child: ``("run", task_id, task_name, args_json, kwargs_json, run_facts)``,
-  ``("stop",)`` (``run_facts`` are the fields of :class:`~horsies_worker.execution.RunFacts`)
+  ``("stop",)`` (``run_facts`` are the fields of :class:`~horsies_worker.execution.RunFacts`);
+  ``async def`` tasks are served several at once by :mod:`horsies_worker.async_runner`
 * child → parent: ``("ready", pid)``, ``("init_error", text)``,
   ``("result", task_id, result_json, ok)``
 """
@@ -21,6 +22,7 @@ import pickle
 import signal
 import sys
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, cast
 
@@ -159,9 +161,10 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         sys.exit(1)
     _release_free_memory()
     conn.send(("ready", os.getpid()))
+    waiting: deque[tuple[Any, ...]] = deque()
     while True:
         try:
-            message: tuple[Any, ...] = conn.recv()
+            message: tuple[Any, ...] = waiting.popleft() if waiting else conn.recv()
         except (EOFError, OSError):
             break
         except BaseException:
@@ -172,6 +175,16 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         if kind == "stop":
             break
         if kind != "run":
+            continue
+        task = app.tasks.get(str(message[2]))
+        if task is not None and task.is_async:
+            # Here, not at the top: a child that runs only def tasks never loads asyncio.
+            from horsies_worker.async_runner import serve_async
+
+            stop, later = serve_async(conn, app, message)
+            if stop:
+                break
+            waiting.extend(later)
             continue
         _, task_id, task_name, args_json, kwargs_json, run = message
         facts = RunFacts(*run)

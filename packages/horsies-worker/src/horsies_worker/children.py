@@ -8,9 +8,11 @@ blocks on a child: the pipe and the process sentinel are registered with the eve
 :class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one,
 so a crashing task costs a child, never the worker.
 
-A child runs one task at a time, in the order it received them; the worker may queue a few more
-behind the running one (prefetch mode, short tasks: see ``WorkerState.child_depth``), so the child
-never waits for a database round trip between two of them. ``ChildProcess.assignments`` is that
+A child runs one task at a time, in the order it received them, or several ``async def`` tasks at
+once on its event loop (``Assignment.concurrent``: written at once, finishing in any order); the
+worker may queue a few more behind the running one (prefetch mode, short tasks: see
+``WorkerState.child_depth``), so the child never waits for a database round trip between two of
+them. ``ChildProcess.assignments`` is that
 queue: its head is running (or about to); the rest are held here, each written to the pipe the
 moment the one before it returns, so the worker can still take them back (see
 :data:`QUEUE_WAIT_MAX_S`).
@@ -65,6 +67,9 @@ class Assignment:
     (``written`` once its message is on the pipe, which waits until the child is free)."""
 
     task: ClaimedTask
+    concurrent: bool = False
+    """An ``async def`` task: runs beside the child's other async tasks, so it is written to the
+    pipe at once rather than held behind them."""
     sent: bool = False
     written: bool = False
     started_monotonic: float = 0.0
@@ -115,6 +120,15 @@ class ChildProcess:
     def idle(self) -> bool:
         """True when the child is ready and has no task assigned."""
         return self.state is ChildState.READY and not self.assignments
+
+    def async_free_slots(self, concurrency: int) -> int:
+        """How many more async tasks the child may run beside the async tasks it runs now (0 when
+        it runs none, or runs a sync task: an idle child takes any task first)."""
+        if self.state is not ChildState.READY or not self.assignments:
+            return 0
+        if not all(a.concurrent for a in self.assignments):
+            return 0
+        return max(0, concurrency - len(self.assignments))
 
     def free_slots(self, depth: int) -> int:
         """How many more tasks the child may hold with ``depth`` at most (0 unless ready, and 0
@@ -191,7 +205,9 @@ class ChildProcess:
         if self._conn is None or self.state is not ChildState.READY:
             return False
         assignment.sent = True
-        if self.assignment is assignment:
+        if self.assignment is assignment or (
+            assignment.concurrent and all(a.concurrent for a in self.assignments)
+        ):
             return self._write(assignment, self._message(assignment))
         return True  # held: written by _write_waiting once the tasks before it have returned
 
@@ -296,11 +312,15 @@ class ChildProcess:
                 self._ready.set_exception(ChildStartError(str(message[1])))
         elif kind == "result":
             _, task_id, result_json, ok = message
-            queue = self.assignments
-            if not queue or queue[0].task.id != task_id:
+            # The running task is the head, or, for async tasks, any written one: they finish
+            # in any order.
+            assignment = next(
+                (a for a in self.assignments if a.written and a.task.id == task_id), None
+            )
+            if assignment is None:
                 logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
                 return
-            assignment = queue.popleft()
+            self.assignments.remove(assignment)
             self._write_waiting()
             self.on_result(self, assignment, str(result_json), bool(ok))
 

@@ -15,7 +15,7 @@ from horsies.banner import render_banner
 from horsies.cli import app_command_options, discover_app, log_format_option, run_service
 from horsies.logs import configure_logging, get_logger, set_log_context
 
-from horsies_worker.config import default_processes
+from horsies_worker.config import DEFAULT_ASYNC_CONCURRENCY, default_processes
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -64,6 +64,8 @@ def _worker_command_line(
         str(tuning["max_claim_batch"]),
         "--max-claim-per-worker",
         str(tuning["max_claim_per_worker"]),
+        "--async-concurrency",
+        str(tuning["async_concurrency"]),
         "--shutdown-timeout",
         repr(float(tuning["shutdown_timeout_s"])),
     ]
@@ -87,6 +89,12 @@ def _worker_command_line(
     least=0,
     default=0,
     help="Cap on this worker's claimed-not-yet-running tasks; 0 = auto.",
+)
+@count_option(
+    "--async-concurrency",
+    least=1,
+    default=DEFAULT_ASYNC_CONCURRENCY,
+    help="How many async def tasks one child process runs at once.",
 )
 @click.option(
     "--shutdown-timeout",

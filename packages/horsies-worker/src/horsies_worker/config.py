@@ -18,6 +18,9 @@ STARTUP_TIMEOUT_S = 30.0
 """Upper bound for ``Worker.start()`` (children ready, listener subscribed): past it, start-up
 fails (``RuntimeError``; the CLI exits with status 1) instead of hanging."""
 
+DEFAULT_ASYNC_CONCURRENCY = 10
+"""How many ``async def`` tasks one child runs at once unless ``--async-concurrency`` says."""
+
 SNAPSHOT_INTERVAL_S = 5.0
 """Period of worker-state snapshots (``horsies_worker_states`` rows)."""
 
@@ -34,6 +37,7 @@ class WorkerTuning(TypedDict, total=False):
 
     max_claim_batch: int
     max_claim_per_worker: int
+    async_concurrency: int
     shutdown_timeout_s: float
     poll_interval_s: float
     startup_timeout_s: float
@@ -65,6 +69,8 @@ class WorkerConfig:
     loglevel: str = "INFO"
     max_claim_batch: int = 2
     max_claim_per_worker: int = 0
+    async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY
+    """How many ``async def`` tasks one child runs at once (see docs/async-tasks.md)."""
     shutdown_timeout_s: float = 30.0
     poll_interval_s: float = 1.0
     startup_timeout_s: float = STARTUP_TIMEOUT_S
@@ -82,6 +88,8 @@ class WorkerConfig:
             raise ValueError(f"processes must be >= 1 (got {self.processes})")
         if self.max_claim_batch < 1:
             raise ValueError(f"max_claim_batch must be >= 1 (got {self.max_claim_batch})")
+        if self.async_concurrency < 1:
+            raise ValueError(f"async_concurrency must be >= 1 (got {self.async_concurrency})")
         if self.max_claim_per_worker < 0:
             raise ValueError(f"max_claim_per_worker must be >= 0 (got {self.max_claim_per_worker})")
         if self.shutdown_timeout_s < 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -27,12 +28,10 @@ from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
 from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.context import TASK_CTX_PARAM, TaskContext
-from horsies.tasks.execution import run_task_coroutine, run_task_function
+from horsies.tasks.execution import run_task_function
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 
 if TYPE_CHECKING:
-    import asyncio
-
     from horsies.app import Horsies
     from horsies.tasks.function import TaskFunction
 
@@ -40,7 +39,9 @@ __all__ = [
     "InjectionParams",
     "RunFacts",
     "error_result_json",
+    "escaped_result",
     "execute_task",
+    "execution_steps",
     "inject_workflow_params",
     "injection_params",
 ]
@@ -216,14 +217,77 @@ def inject_workflow_params(
         )
 
 
-@functools.cache
-def _child_loop() -> asyncio.AbstractEventLoop:
-    """The child's one event loop, made for its first ``async def`` task and kept for the
-    child's life, so what a task leaves on it (a client's connection pool) serves the next."""
-    # Here, not at the top: a child that never runs an async task never loads asyncio.
-    import asyncio
+_Call = tuple["TaskFunction[..., Any]", list[Any], dict[str, Any]]
+"""The call of the task function an execution asks its driver to make."""
 
-    return asyncio.new_event_loop()
+
+def execution_steps(
+    app: Horsies,
+    task_name: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    run: RunFacts | None,
+) -> Generator[_Call, object, tuple[str, bool]]:
+    """The steps of one execution around the call, written once for the sync driver
+    (:func:`execute_task`) and the async one (``async_runner.execute_task_async``): it yields
+    the call to make and is sent back what the call returned."""
+    # Resolve.
+    try:
+        task_fn = app.tasks[task_name]
+    except BaseException as exc:
+        return (
+            error_result_json(
+                LibraryErrorCode.WORKER_RESOLUTION_ERROR,
+                f"Failed to resolve {task_name}: {exc}",
+                {"task_name": task_name},
+            ),
+            False,
+        )
+    # Decode. Malformed JSON surfaces as ValueError (orjson.JSONDecodeError); it is the same
+    # failure as an undecodable value, so both map to WORKER_SERIALIZATION_ERROR.
+    try:
+        args = args_from_json(args_json)
+        kwargs = kwargs_from_json(kwargs_json)
+        inject_workflow_params(task_fn, kwargs, run)
+    except (SerializationError, ValueError) as exc:
+        return (
+            error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
+            False,
+        )
+    # Call (the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
+    result = yield (task_fn, list(args), kwargs)
+    if result is None:
+        return (
+            error_result_json(LibraryErrorCode.TASK_EXCEPTION, f"Task {task_name} returned None"),
+            False,
+        )
+    typed = cast(
+        "TaskResult[Any, Any]",
+        result if isinstance(result, TaskResult) else TaskResult[Any, Any](ok=result),
+    )
+    # Encode (and keep within AppConfig.max_payload_bytes).
+    try:
+        encoded = task_result_to_json(typed)
+        check_payload_size("task result", (encoded,), app.config.max_payload_bytes)
+    except PayloadTooLargeError as exc:
+        data = {"task_name": task_name, "size": exc.size, "limit": exc.limit}
+        return (
+            error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc), data),
+            False,
+        )
+    except SerializationError as exc:
+        return (error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)), False)
+    return encoded, typed.is_ok()
+
+
+def escaped_result(exc: BaseException) -> tuple[str, bool]:
+    """The result of an execution that something escaped: ``TASK_EXCEPTION``."""
+    return (
+        _exception_result_json(
+            LibraryErrorCode.TASK_EXCEPTION, f"{type(exc).__name__}: {exc}", exc
+        ),
+        False,
+    )
 
 
 def execute_task(
@@ -238,75 +302,21 @@ def execute_task(
     Steps: resolve the name in ``app.tasks`` (unknown → ``WORKER_RESOLUTION_ERROR``); decode the
     arguments and swap the workflow payloads for ``workflow_ctx`` / ``workflow_meta`` (and give
     ``task_ctx`` its context from ``run``) (``SerializationError`` or malformed JSON →
-    ``WORKER_SERIALIZATION_ERROR``); call the task
-    through ``run_task_function``, the wrapper of a direct call, so a task gives the same result
-    in a worker as when called in-process; encode the ``TaskResult``
+    ``WORKER_SERIALIZATION_ERROR``); call the task through ``run_task_function``, the wrapper
+    of a direct call, so a task gives the same result in a worker as when called in-process
+    (``async def`` tasks run through ``async_runner.execute_task_async`` instead); encode the
+    ``TaskResult``
     (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
     ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
     Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
     ``TASK_EXCEPTION``. Never raises.
     """
-    # Resolve.
+    steps = execution_steps(app, task_name, args_json, kwargs_json, run)
     try:
-        task_fn = app.tasks[task_name]
+        task_fn, args, kwargs = next(steps)
+        steps.send(run_task_function(task_fn, args, kwargs))
+    except StopIteration as done:
+        return cast("tuple[str, bool]", done.value)
     except BaseException as exc:
-        return (
-            error_result_json(
-                LibraryErrorCode.WORKER_RESOLUTION_ERROR,
-                f"Failed to resolve {task_name}: {exc}",
-                {"task_name": task_name},
-            ),
-            False,
-        )
-    try:
-        # Decode. Malformed JSON surfaces as ValueError (orjson.JSONDecodeError); it is the
-        # same failure as an undecodable value, so both map to WORKER_SERIALIZATION_ERROR.
-        try:
-            args = args_from_json(args_json)
-            kwargs = kwargs_from_json(kwargs_json)
-            inject_workflow_params(task_fn, kwargs, run)
-        except (SerializationError, ValueError) as exc:
-            return (
-                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
-                False,
-            )
-        # Call (the wrapper turns task exceptions into UNHANDLED_EXCEPTION).
-        result: Any
-        if task_fn.is_async:
-            result = _child_loop().run_until_complete(run_task_coroutine(task_fn, args, kwargs))
-        else:
-            result = run_task_function(task_fn, args, kwargs)
-        if result is None:
-            return (
-                error_result_json(
-                    LibraryErrorCode.TASK_EXCEPTION, f"Task {task_name} returned None"
-                ),
-                False,
-            )
-        typed = cast(
-            "TaskResult[Any, Any]",
-            result if isinstance(result, TaskResult) else TaskResult[Any, Any](ok=result),
-        )
-        # Encode (and keep within AppConfig.max_payload_bytes).
-        try:
-            encoded = task_result_to_json(typed)
-            check_payload_size("task result", (encoded,), app.config.max_payload_bytes)
-        except PayloadTooLargeError as exc:
-            data = {"task_name": task_name, "size": exc.size, "limit": exc.limit}
-            return (
-                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc), data),
-                False,
-            )
-        except SerializationError as exc:
-            return (
-                error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)),
-                False,
-            )
-        return encoded, typed.is_ok()
-    except BaseException as exc:
-        return (
-            _exception_result_json(
-                LibraryErrorCode.TASK_EXCEPTION, f"{type(exc).__name__}: {exc}", exc
-            ),
-            False,
-        )
+        return escaped_result(exc)
+    raise AssertionError("an execution yields one call")  # pragma: no cover

@@ -69,6 +69,7 @@ class SnapshotWriter:
             hostname=me.hostname,
             pid=self._process.pid,
             processes=cfg.processes,
+            async_concurrency=cfg.async_concurrency,
             max_claim_batch=cfg.max_claim_batch,
             max_claim_per_worker=cfg.effective_max_claim_per_worker,
             cluster_wide_cap=cfg.cluster_wide_cap,

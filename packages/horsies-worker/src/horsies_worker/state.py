@@ -61,6 +61,8 @@ class WorkerState:
     """Set to run a claim pass now (a notification, a result, a free child)."""
     stop: asyncio.Event
     """Set when the worker stops claiming."""
+    async_names: frozenset[str] = frozenset()
+    """The app's ``async def`` tasks: a child runs several of them at once."""
     pending: deque[ClaimedTask] = field(init=False, default_factory=deque[ClaimedTask])
     """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
     orphaned_claims: list[AttemptKey] = field(init=False, default_factory=list[AttemptKey])
@@ -93,6 +95,12 @@ class WorkerState:
     def budget(self) -> int:
         """How many more tasks this worker may take now."""
         return self.claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+
+    def child_budget(self) -> int:
+        """:meth:`budget` counting busy children rather than tasks, for the claims that give an
+        idle child its first task (a child running async tasks holds several and counts once)."""
+        busy = sum(1 for child in self.pool.children if child.running)
+        return self.claimer.budget(running=busy, claimed=self.claimed_count())
 
     def tracked_claims(self) -> list[AttemptKey]:
         """Every claim this worker still holds: on a child, waiting locally, or with an unwritten
@@ -175,6 +183,13 @@ class WorkerState:
                 pairs.append((child, assignment))
         return pairs
 
+    def async_slots(self) -> list[ChildProcess]:
+        """The children running async tasks, each listed once per async task it may still take."""
+        if not self.async_names:
+            return []
+        concurrency = self.config.async_concurrency
+        return [c for c in self.pool.children for _ in range(c.async_free_slots(concurrency))]
+
     def hand_over(self, children: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
         """Give each task just started for a child pid to that child (its slot was free when the
         pid was chosen)."""
@@ -183,7 +198,8 @@ class WorkerState:
         for item in started:
             child = by_pid.get(item.pid)
             if child is not None and child.alive:
-                assignment = Assignment(task=item.task)
+                concurrent = item.task.task_name in self.async_names
+                assignment = Assignment(task=item.task, concurrent=concurrent)
                 child.reserve(assignment)
                 if self._send(child, assignment):
                     continue

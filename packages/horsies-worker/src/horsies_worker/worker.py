@@ -250,6 +250,7 @@ class Worker:
             completer=completer,
             wake=self._wake,
             stop=self._stop,
+            async_names=frozenset(name for name, task in self.app.tasks.items() if task.is_async),
         )
         self._mode = choose_mode(state)
         if not self._mode.writes_outcomes:
@@ -399,28 +400,30 @@ class Worker:
         state = self._state
         assert state is not None
         sent = [a for a in assignments if a.sent]
-        if len(sent) > 1:
-            # Queued behind the one that was running: the child never began them.
+        # Written to the pipe: running (the head, or every async task of the child). Held behind
+        # them: the child never began those.
+        ran = [a for a in sent if a.written]
+        if len(ran) < len(sent):
             state.requeue_unstarted(
-                [a.task for a in sent[1:]], f"child process {child.pid} exited before starting it"
+                [a.task for a in sent if not a.written],
+                f"child process {child.pid} exited before starting it",
             )
-        if sent:
-            assignment = sent[0]
-            if self._shutting_down and child.expected_exit and self._force.is_set():
-                reason = (
-                    f"Worker child process {child.pid} terminated at shutdown: the worker was "
-                    "asked to stop a second time (a second SIGINT/SIGTERM) while the task ran"
-                )
-            elif self._shutting_down and child.expected_exit:
-                reason = (
-                    f"Worker child process {child.pid} terminated at shutdown: the task was still "
-                    f"running after the shutdown timeout ({self.config.shutdown_timeout_s:g}s)"
-                )
-            else:
-                reason = (
-                    f"Worker child process {child.pid} died while running the task "
-                    f"(exit code {exitcode})"
-                )
+        if self._shutting_down and child.expected_exit and self._force.is_set():
+            reason = (
+                f"Worker child process {child.pid} terminated at shutdown: the worker was "
+                "asked to stop a second time (a second SIGINT/SIGTERM) while the task ran"
+            )
+        elif self._shutting_down and child.expected_exit:
+            reason = (
+                f"Worker child process {child.pid} terminated at shutdown: the task was still "
+                f"running after the shutdown timeout ({self.config.shutdown_timeout_s:g}s)"
+            )
+        else:
+            reason = (
+                f"Worker child process {child.pid} died while running the task "
+                f"(exit code {exitcode})"
+            )
+        for assignment in ran:
             task = assignment.task
             logger.error(
                 "task_crashed: %s (%s): %s",
@@ -429,7 +432,7 @@ class Worker:
                 reason,
                 extra=task_fields(task.id, task.task_name),
             )
-            self._submit_crash(state, assignment.task, child.pid, exitcode, reason)
+            self._submit_crash(state, task, child.pid, exitcode, reason)
         if not child.expected_exit:
             logger.warning(
                 "child_died: index=%s pid=%s exit_code=%s; starting a replacement",

@@ -51,6 +51,8 @@ class WorkerInfo:
     queues: tuple[str, ...]
     stopped_at: datetime | None = None
     """Set on the last snapshot of a worker that stopped cleanly."""
+    async_concurrency: int | None = None
+    """How many async tasks one of its children runs at once (None: a worker before that)."""
 
     @property
     def utilisation(self) -> float:

@@ -99,7 +99,7 @@ FROM ids
 CROSS JOIN LATERAL (
     SELECT worker_id, hostname, pid, processes, tasks_running, tasks_claimed,
            cpu_percent, memory_usage_mb, memory_percent, worker_started_at, snapshot_at, queues,
-           stopped_at, now() - snapshot_at AS age
+           stopped_at, async_concurrency, now() - snapshot_at AS age
     FROM horsies_worker_states s
     WHERE s.worker_id = ids.worker_id
     ORDER BY s.snapshot_at DESC

@@ -4,7 +4,7 @@ idle child from PENDING straight to RUNNING for that child."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
@@ -83,14 +83,22 @@ def direct_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, in
 
 
 def exchange_needs_transaction(
-    request: ClaimRequest | None, slots: int, outcomes: Sequence[TaskOutcome] = ()
+    request: ClaimRequest | None,
+    slots: int,
+    outcomes: Sequence[TaskOutcome] = (),
+    async_slots: int = 0,
 ) -> bool:
     """True when :func:`exchange_op` may take more than one statement (claims in several queues,
     or workflow outcomes to advance), so the exchange must run in an explicit transaction to stay
     all-or-nothing."""
     if any(o.workflow_id is not None for o in outcomes):
         return True
-    return request is not None and slots > 0 and len(direct_claim_limits(request, slots)) > 1
+    if request is None:
+        return False
+    if slots > 0 and len(direct_claim_limits(request, slots)) > 1:
+        return True
+    unbatched = replace(request, max_claim_batch=0)
+    return async_slots > 0 and len(direct_claim_limits(unbatched, async_slots)) > 1
 
 
 def claim_and_start_more(
@@ -99,6 +107,8 @@ def claim_and_start_more(
     limits: Sequence[tuple[str, int]],
     pids: Sequence[int],
     started: list[StartedTask],
+    *,
+    task_names: Sequence[str] | None = None,
 ) -> Op[int]:
     """Claim-and-start in the further queues of ``limits`` (one statement each, in order) for the
     pids that ``started`` has not served yet, extending it; returns how many rows were asked."""
@@ -109,23 +119,29 @@ def claim_and_start_more(
         if n <= 0:
             break
         asked += n
-        res = yield claim_and_start_query(worker_id, hostname, queue_name, free[:n])
+        res = yield claim_and_start_query(worker_id, hostname, queue_name, free[:n], task_names)
         started.extend(started_rows(res.rows))
     return asked
 
 
 def claim_and_start_query(
-    worker_id: str, hostname: str, queue_name: str, pids: Sequence[int]
+    worker_id: str,
+    hostname: str,
+    queue_name: str,
+    pids: Sequence[int],
+    task_names: Sequence[str] | None = None,
 ) -> Query:
-    return Query(
-        task_sql.TASK_CLAIM_AND_START_AVAILABLE,
-        {
-            "queue_name": queue_name,
-            "pids": list(pids),
-            "worker_id": worker_id,
-            "hostname": hostname,
-        },
-    )
+    """One queue's claim-and-start for ``pids``; with ``task_names``, of those tasks only."""
+    params: dict[str, object] = {
+        "queue_name": queue_name,
+        "pids": list(pids),
+        "worker_id": worker_id,
+        "hostname": hostname,
+    }
+    if task_names is None:
+        return Query(task_sql.TASK_CLAIM_AND_START_AVAILABLE, params)
+    params["task_names"] = list(task_names)
+    return Query(task_sql.TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES, params)
 
 
 def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
@@ -191,10 +207,13 @@ def exchange_op(
     notify_capacity: bool,
     keep_running: Sequence[AttemptKey] | None,
     engine: WorkflowEngine | None = None,
+    async_pids: Sequence[int] = (),
+    async_names: Sequence[str] = (),
 ) -> Op[TaskExchange]:
     """A worker's hot path in one round trip: write ``outcomes``, then claim and start up to one
     task per child pid in ``pids`` (hard-cap mode without cluster-wide caps, see
-    :func:`can_start_directly`).
+    :func:`can_start_directly`), and one task of ``async_names`` per entry of ``async_pids`` (the
+    free slots of children running async tasks; a pid appears once per slot).
 
     The statements go out as one pipeline, so without an explicit transaction they commit together
     or not at all: a failure leaves every outcome unwritten and nothing claimed, and the caller
@@ -223,14 +242,29 @@ def exchange_op(
         first.append(requeue_untracked_query(worker_id, keep_running, outcomes))
         first.append(wake_workers_query("requeued"))
     limits = direct_claim_limits(request, len(pids)) if request is not None else []
-    claim_at = -1
+    async_limits: list[tuple[str, int]] = []
+    if request is not None and async_pids and async_names:
+        # The free slots of a child already busy are its own to fill: no per-queue batch there.
+        async_limits = direct_claim_limits(replace(request, max_claim_batch=0), len(async_pids))
+    claim_at = async_claim_at = -1
     asked = 0
-    if limits and not batch.workflow_ids:
-        claim_at = len(first)
-        queue_name, asked = limits[0]
-        first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
-        limits = limits[1:]
-    if len(first) == 1 and not limits:
+    if not batch.workflow_ids:
+        # The first queue's claims ride in the first pipeline; an async claim there never takes a
+        # row the claim before it started (that row is RUNNING by then).
+        if limits:
+            claim_at = len(first)
+            queue_name, asked = limits[0]
+            first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
+            limits = limits[1:]
+        if async_limits:
+            async_claim_at = len(first)
+            queue_name, n = async_limits[0]
+            asked += n
+            first.append(
+                claim_and_start_query(worker_id, hostname, queue_name, async_pids[:n], async_names)
+            )
+            async_limits = async_limits[1:]
+    if len(first) == 1 and not limits and not async_limits:
         return TaskExchange()
     parts, done = yield from batch.send(engine)
     requeued: list[str] = []
@@ -245,6 +279,12 @@ def exchange_op(
             )
     started: list[StartedTask] = started_rows(parts[claim_at].rows) if claim_at >= 0 else []
     asked += yield from claim_and_start_more(worker_id, hostname, limits, pids, started)
+    if async_pids and async_names:
+        started_async = started_rows(parts[async_claim_at].rows) if async_claim_at >= 0 else []
+        asked += yield from claim_and_start_more(
+            worker_id, hostname, async_limits, async_pids, started_async, task_names=async_names
+        )
+        started.extend(started_async)
     return TaskExchange(
         finished=done.ids,
         started=started,

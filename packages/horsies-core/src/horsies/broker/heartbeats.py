@@ -40,6 +40,8 @@ class WorkerStateRow:
     memory_percent: float | None = None
     cpu_percent: float | None = None
     stopped: bool = False
+    async_concurrency: int | None = None
+    """How many ``async def`` tasks one of its children runs at once."""
 
 
 def heartbeat_query(
@@ -94,6 +96,7 @@ def worker_state_query(state: WorkerStateRow) -> Query:
             "cpu_percent": state.cpu_percent,
             "worker_started_at": state.worker_started_at,
             "stopped": state.stopped,
+            "async_concurrency": state.async_concurrency,
         },
         rows="none",
     )

@@ -91,10 +91,14 @@ class WorkerCalls(BrokerCore):
         pids: Sequence[int] = (),
         notify_capacity: bool = False,
         keep_running: Sequence[AttemptKey] | None = None,
+        async_pids: Sequence[int] = (),
+        async_names: Sequence[str] = (),
     ) -> TaskExchange:
         """The worker's hot path, in one round trip: write ``outcomes`` (as :meth:`finish_async`)
         and claim up to one task per idle child in ``pids``, moving it PENDING -> RUNNING for that
-        child at once (no CLAIMED phase), per ``request``'s queues and per-queue batch.
+        child at once (no CLAIMED phase), per ``request``'s queues and per-queue batch; and up to
+        one task named in ``async_names`` per entry of ``async_pids`` (a child running async
+        tasks, listed once per free slot).
 
         Only for hard-cap mode without cluster-wide caps (``exchange.can_start_directly``);
         otherwise use :meth:`claim_async` + :meth:`start_async`. All statements commit together
@@ -104,23 +108,27 @@ class WorkerCalls(BrokerCore):
         next call, and this worker's other RUNNING rows (started, but never handed to a child) go
         back to PENDING. Calls on one broker run one at a time: they share one connection.
         """
-        slots = len(pids) if request is not None and request.local_budget > 0 else 0
-        if not outcomes and not slots and keep_running is None:
+        claiming = request is not None and request.local_budget > 0
+        slots = len(pids) if claiming else 0
+        async_slots = len(async_pids) if claiming and async_names else 0
+        if not outcomes and not slots and not async_slots and keep_running is None:
             return TaskExchange()
         return await self._run_async(
             exchange.exchange_op(
                 worker_id,
                 hostname,
                 outcomes=outcomes,
-                request=request if slots else None,
+                request=request if slots or async_slots else None,
                 pids=list(pids)[:slots],
                 notify_capacity=notify_capacity,
                 keep_running=keep_running,
                 engine=self._engine(),
+                async_pids=list(async_pids)[:async_slots],
+                async_names=list(async_names),
             ),
             "exchange",
             hot=True,
-            transaction=exchange.exchange_needs_transaction(request, slots, outcomes),
+            transaction=exchange.exchange_needs_transaction(request, slots, outcomes, async_slots),
         )
 
     async def prefetch_exchange_async(

@@ -1,8 +1,10 @@
 """The default claim mode (hard cap, no cluster-wide cap): the worker's hot path.
 
 One round trip (``broker.exchange_async``) writes the outcomes collected so far and moves up to one
-task per idle child from PENDING straight to RUNNING for that child; the tasks are then written to
-the children's pipes. No CLAIMED phase: nothing is held that a child could not start at once.
+task per idle child from PENDING straight to RUNNING for that child, and one ``async def`` task per
+free slot of a child already running async tasks (``--async-concurrency`` per child); the tasks are
+then written to the children's pipes. No CLAIMED phase: nothing is held that a child could not
+start at once.
 """
 
 from __future__ import annotations
@@ -69,25 +71,30 @@ class DirectStartMode(ClaimMode):
         state = self._state
         pool, completer = state.pool, state.completer
         idle: list[ChildProcess] = []
+        slots: list[ChildProcess] = []
         if not state.stop.is_set():
-            idle = pool.idle_children()[: max(0, state.budget())]
+            idle = pool.idle_children()[: max(0, state.child_budget())]
+            slots = state.async_slots()
         batch = completer.take()
         keep = state.claims_to_reconcile()
-        if not idle and not batch and keep is None:
+        if not idle and not slots and not batch and keep is None:
             return
+        claiming = len(idle) + len(slots)
         try:
             exchange = await state.broker.exchange_async(
                 state.identity.worker_id,
                 state.identity.hostname,
                 outcomes=batch,
-                request=state.claimer.request(len(idle)) if idle else None,
+                request=state.claimer.request(claiming) if claiming else None,
                 pids=[child.pid for child in idle],
                 notify_capacity=False,  # nobody waits for capacity without cluster-wide caps
                 keep_running=keep,
+                async_pids=[child.pid for child in slots],
+                async_names=sorted(state.async_names),
             )
         except BaseException:
             completer.restore(batch)
-            if idle:
+            if claiming:
                 state.reconcile_needed = True
             raise
         if keep is not None:
@@ -95,8 +102,8 @@ class DirectStartMode(ClaimMode):
         completer.settle(batch, exchange.finished, exchange.undecided)
         if exchange.started:
             logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))
-            state.hand_over(idle, exchange.started)
-        if exchange.full and pool.idle_children():
-            state.wake.set()  # the per-queue batch left children idle while tasks may be waiting
+            state.hand_over([*idle, *slots], exchange.started)
+        if exchange.full and (pool.idle_children() or state.async_slots()):
+            state.wake.set()  # the per-queue batch left slots free while tasks may be waiting
         if completer.pending:
             state.wake.set()  # more than one batch of outcomes was queued

@@ -96,7 +96,8 @@ class WorkersPane(SycePane[WorkersData]):
                 f"[b]{chosen.hostname}[/b] pid {chosen.pid}\n"
                 f"worker id   {chosen.worker_id}\n"
                 f"queues      {', '.join(chosen.queues) or '-'}\n"
-                f"processes   {chosen.processes}\n"
+                f"processes   {chosen.processes}"
+                f"{_async_note(chosen.async_concurrency)}\n"
                 f"running     {chosen.tasks_running}  claimed {chosen.tasks_claimed}\n"
                 f"utilisation {chosen.utilisation:.0%}\n"
                 f"cpu         {percent(chosen.cpu_percent)}  "
@@ -107,3 +108,7 @@ class WorkersPane(SycePane[WorkersData]):
             0.0
         ]
         self.query_one("#chart-cpu", Sparkline).data = [s.cpu or 0.0 for s in data.history] or [0.0]
+
+
+def _async_note(concurrency: int | None) -> str:
+    return "" if concurrency is None else f"  (up to {concurrency} async tasks each)"

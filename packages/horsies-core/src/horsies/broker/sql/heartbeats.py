@@ -21,11 +21,11 @@ INSERT INTO horsies_worker_states (
     worker_id, snapshot_at, hostname, pid, processes, max_claim_batch, max_claim_per_worker,
     cluster_wide_cap, queues, queue_priorities, queue_max_concurrency, recovery_config,
     tasks_running, tasks_claimed, memory_usage_mb, memory_percent, cpu_percent, worker_started_at,
-    stopped_at)
+    stopped_at, async_concurrency)
 VALUES (
     %(worker_id)s, now(), %(hostname)s, %(pid)s, %(processes)s, %(max_claim_batch)s,
     %(max_claim_per_worker)s, %(cluster_wide_cap)s, %(queues)s::varchar[],
     %(queue_priorities)s::jsonb, %(queue_max_concurrency)s::jsonb, %(recovery_config)s::jsonb,
     %(tasks_running)s, %(tasks_claimed)s, %(memory_usage_mb)s, %(memory_percent)s, %(cpu_percent)s,
-    %(worker_started_at)s, CASE WHEN %(stopped)s::boolean THEN now() END)
+    %(worker_started_at)s, CASE WHEN %(stopped)s::boolean THEN now() END, %(async_concurrency)s)
 """

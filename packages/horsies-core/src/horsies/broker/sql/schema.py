@@ -342,6 +342,10 @@ _V6_WORKER_STOPPED: Final = """
 ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS stopped_at TIMESTAMPTZ;
 """
 
+_V7_ASYNC_CONCURRENCY: Final = """
+ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS async_concurrency INTEGER;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -353,6 +357,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(4, "attempt numbers that fence every write of a claim", _V4_ATTEMPTS),
     Migration(5, "build parameters of parameterised root workflows", _V5_BUILD_PARAMETERS),
     Migration(6, "stop mark of a worker's last snapshot", _V6_WORKER_STOPPED),
+    Migration(7, "async tasks a worker child runs at once", _V7_ASYNC_CONCURRENCY),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

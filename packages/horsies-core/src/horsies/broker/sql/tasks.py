@@ -10,7 +10,7 @@ nothing is ever formatted into these strings.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, LiteralString
 
 from horsies.broker.sql import fragments
 
@@ -214,16 +214,15 @@ WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))"""
     + "\n"
 )
 
-# Claim and start in one step (hard-cap mode without cluster-wide caps): lock up to one claimable
-# task of one queue per idle child, most urgent then oldest first, skipping rows another pass has
-# locked, and move them PENDING -> RUNNING at once, the n-th task to the n-th pid of %(pids)s. No
-# CLAIMED phase: the worker sends each row to its child as soon as the statement returns.
-TASK_CLAIM_AND_START_AVAILABLE: Final = (
-    """
+
+def _claim_and_start(claimable: LiteralString) -> LiteralString:
+    """The claim-and-start statement over the candidates ``claimable`` selects."""
+    return (
+        """
 WITH candidates AS (
     SELECT id, priority, sent_at"""
-    + _CLAIMABLE_IN_QUEUE
-    + """    LIMIT cardinality(%(pids)s::int[])
+        + claimable
+        + """    LIMIT cardinality(%(pids)s::int[])
     FOR UPDATE SKIP LOCKED
 ),
 numbered AS (
@@ -236,18 +235,34 @@ assigned AS (
 ),
 started AS (
     UPDATE horsies_tasks AS t"""
-    + _SET_RUNNING_FOR_PID
-    + """,
+        + _SET_RUNNING_FOR_PID
+        + """,
         claimed_at = now(),
         claimed_by_worker_id = %(worker_id)s,
         attempt = t.attempt + 1
     FROM assigned AS s
     WHERE t.id = s.id"""
-    + _CLAIMED_TASK_COLUMNS
-    + """, s.pid
+        + _CLAIMED_TASK_COLUMNS
+        + """, s.pid
 ),"""
-    + _START_WORKFLOW_NODES
+        + _START_WORKFLOW_NODES
+    )
+
+
+# Claim and start in one step (hard-cap mode without cluster-wide caps): lock up to one claimable
+# task of one queue per idle child, most urgent then oldest first, skipping rows another pass has
+# locked, and move them PENDING -> RUNNING at once, the n-th task to the n-th pid of %(pids)s. No
+# CLAIMED phase: the worker sends each row to its child as soon as the statement returns.
+TASK_CLAIM_AND_START_AVAILABLE: Final = _claim_and_start(_CLAIMABLE_IN_QUEUE)
+
+# The same for the free slots of children that run async tasks, which take only async tasks: only
+# rows whose task_name is in %(task_names)s. A pid is listed once per free slot.
+TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES: Final = _claim_and_start(
+    _CLAIMABLE_IN_QUEUE.replace(
+        "ORDER BY", "  AND task_name = ANY(%(task_names)s::text[])\n    ORDER BY"
+    )
 )
+
 
 # For the rest of the current transaction, run prepared statements with their generic plan.
 # PostgreSQL's automatic choice keeps re-planning the claim statement on every execution (it cannot
