@@ -1,5 +1,6 @@
-"""The app the benchmark's worker runs: one no-op task, so the figures measure the queue itself, and
-two workflows of no-op nodes (fan-out/fan-in and a long chain) for the engine's per-node cost.
+"""The app the benchmark's worker runs: one no-op task, so the figures measure the queue itself, its
+``async def`` twin, an async task that only waits (I/O-bound), and two workflows of no-op nodes
+(fan-out/fan-in and a long chain) for the engine's per-node cost.
 
 The database URL comes from ``HORSIES_BENCH_DATABASE_URL``, so the benchmark process, the worker it
 starts (``horsies worker bench/bench_app.py:app``) and the worker's children build the same app.
@@ -8,6 +9,7 @@ Building the app does no I/O: importing this module without the variable is harm
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from horsies.app import Horsies
@@ -35,6 +37,24 @@ app = Horsies(
 @app.task("bench.noop")
 def noop() -> TaskResult[None, TaskError]:
     """Return at once: everything measured around it is queue overhead."""
+    return TaskResult(ok=None)
+
+
+@app.task("bench.async_noop")
+async def async_noop() -> TaskResult[None, TaskError]:
+    """The async no-op (W2a, W3a): several run at once in one child."""
+    return TaskResult(ok=None)
+
+
+IO_WAIT_ENV = "HORSIES_BENCH_IO_WAIT_MS"
+"""W2io: how long each I/O-bound task awaits, in ms (set by bench/run.py)."""
+_io_wait_s = int(os.environ.get(IO_WAIT_ENV) or 50) / 1000
+
+
+@app.task("bench.async_io")
+async def async_io() -> TaskResult[None, TaskError]:
+    """An I/O-bound task: it only waits (W2io), as a task waiting on an HTTP reply does."""
+    await asyncio.sleep(_io_wait_s)
     return TaskResult(ok=None)
 
 

@@ -64,6 +64,12 @@ DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal
 PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app's worker (kept equal to its constant)
 PREFETCH = 32
 """W2p: the worker's prefetch_buffer (soft-cap mode), the fastest honest setting for no-ops."""
+ASYNC_CONCURRENCY = 100
+"""W2a, W2io, W3a: async tasks per child (``--async-concurrency``)."""
+
+IO_WAIT_ENV = "HORSIES_BENCH_IO_WAIT_MS"  # read by bench_app (kept equal to its constant)
+IO_WAIT_MS = 50
+"""W2io: how long each I/O-bound task awaits."""
 DATABASE_NAME = "horsies_bench"
 
 _WORKER_START_TIMEOUT_S = 90.0
@@ -135,9 +141,31 @@ ROWS = (
         "lower",
         "w2_cpu_us_per_task",
     ),
+    Row(
+        "w2a_rate",
+        f"W2a drain of async no-ops, --async-concurrency {ASYNC_CONCURRENCY}, from worker start",
+        "/s",
+        "higher",
+        "w2_rate",
+    ),
+    Row(
+        "w2a_rate_after_first",
+        f"W2a drain of async no-ops, --async-concurrency {ASYNC_CONCURRENCY}, after first",
+        "/s",
+        "higher",
+        "w2_rate_after_first",
+    ),
+    Row(
+        "w2io_rate_after_first",
+        f"W2io drain of async tasks awaiting {IO_WAIT_MS} ms, after first",
+        "/s",
+        "higher",
+    ),
     Row("w3_p50_ms", "W3 send -> result p50", "ms", "lower"),
     Row("w3_p95_ms", "W3 send -> result p95", "ms", "lower"),
     Row("w3_p99_ms", "W3 send -> result p99", "ms", "lower"),
+    Row("w3a_p50_ms", "W3a async task send -> result p50", "ms", "lower", "w3_p50_ms"),
+    Row("w3a_p99_ms", "W3a async task send -> result p99", "ms", "lower", "w3_p99_ms"),
     Row("w4_fan_out_s", "W4 workflow 1 -> 50 -> 1", "s", "lower"),
     Row("w4_chain_s", "W4 workflow chain of 200", "s", "lower"),
 )
@@ -241,6 +269,18 @@ def measure_latency(noop: Any, n: int) -> dict[str, float]:
     return latency_figures(samples)
 
 
+def _wait_registered(conn: psycopg.Connection[Any], pid: int) -> None:
+    """Wait until the worker of ``pid`` has written its first snapshot (it is serving)."""
+
+    def registered() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM horsies_worker_states WHERE pid = %s", (pid,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    wait_until(registered, _WORKER_START_TIMEOUT_S, "the worker to register")
+
+
 def measure_workflow(spec: Any, repeats: int) -> float:
     """W4: ``start()`` then ``get()`` on an idle worker; median seconds of ``repeats`` runs."""
     spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)  # warm-up
@@ -299,25 +339,28 @@ def run_horsies(
             return int(row[0]), row[1], row[2]
 
         def drain(
-            stack: ExitStack, prefetch: int
+            stack: ExitStack, prefetch: int, task: Any = noop, count: int = sizes.drain
         ) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
-            """Queue N no-ops, start a worker (prefetch > 0: soft-cap mode), wait for the drain."""
+            """Queue ``count`` calls of ``task``, start a worker (prefetch > 0: soft-cap mode;
+            ``--async-concurrency`` for async tasks), wait for the drain."""
             conn.execute("TRUNCATE horsies_tasks CASCADE")
-            _check_handles(noop.send_many([{}] * sizes.drain))
+            _check_handles(task.send_many([{}] * count))
             conn.execute("VACUUM ANALYZE horsies_tasks")
-            log_path = scratch / f"horsies-worker-prefetch{prefetch}.log"
+            log_path = scratch / f"horsies-worker-{task.task_name}-prefetch{prefetch}.log"
             log = stack.enter_context(log_path.open("w"))
             env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
             env.pop("TASKLIB_SUPPRESS_SENDS", None)
             env[PREFETCH_ENV] = str(prefetch)
+            env[IO_WAIT_ENV] = str(IO_WAIT_MS)
             command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
             command += ["--processes", str(processes), "--loglevel", "WARNING"]
+            command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
             if prefetch:
                 command += ["--max-claim-batch", str(processes + prefetch)]
             started_epoch = time.time()
             worker = stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
-            drained = measure_drain(worker, started_epoch, sizes.drain, finished, log_path=log_path)
-            drained["w2_cpu_us_per_task"] = drained["w2_cpu_s"] / sizes.drain * 1e6
+            drained = measure_drain(worker, started_epoch, count, finished, log_path=log_path)
+            drained["w2_cpu_us_per_task"] = drained["w2_cpu_s"] / count * 1e6
             return worker, drained
 
         echo(f"  W2p: drain of {sizes.drain} queued tasks, prefetch {PREFETCH}")
@@ -326,18 +369,33 @@ def run_horsies(
         for key in ("w2_rate", "w2_rate_after_first", "w2_cpu_us_per_task"):
             figures[key.replace("w2_", "w2p_")] = drained[key]
         echo(f"    {figures['w2p_rate_after_first']:,.0f} tasks/s after the first")
+        async_noop: Any = bench_app.async_noop
+        echo(f"  W2a: drain of {sizes.drain} async no-ops, --async-concurrency {ASYNC_CONCURRENCY}")
+        with ExitStack() as draining:
+            async_worker, drained = drain(draining, 0, async_noop)
+            for key in ("w2_rate", "w2_rate_after_first"):
+                figures[key.replace("w2_", "w2a_")] = drained[key]
+            echo(f"    {figures['w2a_rate_after_first']:,.0f} tasks/s after the first")
+            _wait_registered(conn, async_worker.pid)
+            conn.execute("TRUNCATE horsies_tasks CASCADE")
+            echo(f"  W3a: {sizes.latency} sequential send().get() of the async no-op")
+            measured = measure_latency(async_noop, sizes.latency)
+            figures["w3a_p50_ms"], figures["w3a_p99_ms"] = (
+                measured["w3_p50_ms"],
+                measured["w3_p99_ms"],
+            )
+        io_count = sizes.drain // 2
+        echo(f"  W2io: drain of {io_count} async tasks awaiting {IO_WAIT_MS} ms each")
+        with ExitStack() as draining:
+            _, drained = drain(draining, 0, bench_app.async_io, io_count)
+            figures["w2io_rate_after_first"] = drained["w2_rate_after_first"]
+            echo(f"    {figures['w2io_rate_after_first']:,.0f} tasks/s after the first")
         echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
         worker, drained = drain(stack, 0)
         figures.update(drained)
         echo(f"    {figures['w2_rate_after_first']:,.0f} tasks/s after the first")
 
-        def worker_ready() -> bool:
-            row = conn.execute(
-                "SELECT count(*) FROM horsies_worker_states WHERE pid = %s", (worker.pid,)
-            ).fetchone()
-            return bool(row and row[0])
-
-        wait_until(worker_ready, _WORKER_START_TIMEOUT_S, "the worker to register")
+        _wait_registered(conn, worker.pid)
         conn.execute("TRUNCATE horsies_tasks CASCADE")
         echo(f"  W3: {sizes.latency} sequential send().get()")
         figures.update(measure_latency(noop, sizes.latency))
@@ -349,7 +407,8 @@ def run_horsies(
         "version": version("horsies-core"),
         "settings": (
             f"worker --processes {processes}, defaults; W2p: prefetch_buffer={PREFETCH}, "
-            f"claim_lease_ms=30000, --max-claim-batch {processes + PREFETCH}"
+            f"claim_lease_ms=30000, --max-claim-batch {processes + PREFETCH}; W2a, W2io, W3a: "
+            f"--async-concurrency {ASYNC_CONCURRENCY}"
         ),
         "figures": figures,
     }
