@@ -798,3 +798,23 @@ def test_get_returns_the_stored_result(db_app: Horsies, database_url: str) -> No
         (task_result_to_json(TaskResult(ok=42)), handle.task_id),
     )
     assert handle.get(timeout_ms=10_000) == TaskResult(ok=42)
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("inf"), float("nan"), "soon"])
+def test_a_time_limit_must_be_a_positive_number_of_seconds(app: Horsies, limit: object) -> None:
+    def job() -> TaskResult[int, TaskError]:
+        return TaskResult(ok=1)
+
+    with pytest.raises(TaskDefinitionError) as info:
+        app.task("limited", job, time_limit_s=limit)  # pyright: ignore[reportArgumentType, reportCallIssue]
+    assert info.value.code is ErrorCode.TASK_INVALID_OPTIONS
+    assert any(note.startswith("time_limit_s") for note in info.value.notes)
+
+
+def test_a_time_limit_is_stored_with_each_task(app: Horsies) -> None:
+    @app.task("limited_ok", time_limit_s=2.5)
+    def job() -> TaskResult[int, TaskError]:
+        return TaskResult(ok=1)
+
+    assert job.task_options.time_limit_s == 2.5
+    assert json.loads(job.task_options_json)["time_limit_s"] == 2.5

@@ -124,6 +124,28 @@ def create_app(database_url: str) -> Horsies:
         await asyncio.sleep(seconds)
         return TaskResult(ok=[os.getpid(), started, time.time()])
 
+    @app.task("e2e.sync_limited", time_limit_s=1.0)
+    def sync_limited(seconds: float) -> TaskResult[float, TaskError]:
+        time.sleep(seconds)
+        return TaskResult(ok=seconds)
+
+    @app.task("e2e.async_limited", time_limit_s=1.0)
+    async def async_limited(seconds: float) -> TaskResult[float, TaskError]:
+        await asyncio.sleep(seconds)
+        return TaskResult(ok=seconds)
+
+    @app.task(
+        "e2e.limited_then_quick",
+        time_limit_s=1.0,
+        retry_policy=RetryPolicy.fixed([1], jitter=False),
+        auto_retry_for=["TASK_TIMEOUT"],
+    )
+    def limited_then_quick(task_ctx: TaskContext | None = None) -> TaskResult[int, TaskError]:
+        assert task_ctx is not None
+        if task_ctx.attempt == 1:
+            time.sleep(30)
+        return TaskResult(ok=task_ctx.attempt)
+
     @app.task("e2e.async_double")
     async def async_double(value: TaskResult[int, TaskError]) -> TaskResult[int, TaskError]:
         await asyncio.sleep(0)

@@ -187,6 +187,7 @@ class Horsies:
         good_until: datetime | None = None,
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
+        time_limit_s: float | None = None,
     ) -> AsyncTaskFunction[P, T]: ...
 
     @overload
@@ -199,6 +200,7 @@ class Horsies:
         good_until: datetime | None = None,
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
+        time_limit_s: float | None = None,
     ) -> TaskFunction[P, T]: ...
 
     @overload
@@ -211,6 +213,7 @@ class Horsies:
         good_until: datetime | None = None,
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
+        time_limit_s: float | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -223,8 +226,8 @@ class Horsies:
 
         Forms: `@app.task`, `@app.task()`, `@app.task("name", queue_name=..., ...)`,
         `app.task("name", fn)`. Without a name the task is called `"<module>.<qualname>"`. Options:
-        `queue_name`, `good_until`, `auto_retry_for`, `retry_policy`; anything else raises
-        `TaskDefinitionError` (E102).
+        `queue_name`, `good_until`, `auto_retry_for`, `retry_policy`, `time_limit_s`; anything
+        else raises `TaskDefinitionError` (E102).
 
         Checks, in order: options (E102), queue rules (E200 / E103), a return annotation (E100) of
         the form `TaskResult[T, E]` (E101), and that the name is not already registered from

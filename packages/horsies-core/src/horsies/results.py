@@ -33,6 +33,8 @@ class LibraryErrorCode(StrEnum):
     """Something failed around the task function in the worker, or it returned a non-TaskResult."""
     WORKER_CRASHED = "WORKER_CRASHED"
     """The process running the task died or stopped sending heartbeats."""
+    TASK_TIMEOUT = "TASK_TIMEOUT"
+    """The task ran longer than its time limit (``time_limit_s``) and was stopped."""
     # retrieval
     WAIT_TIMEOUT = "WAIT_TIMEOUT"
     """`get()` gave up waiting; the task may still finish."""

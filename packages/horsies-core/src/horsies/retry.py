@@ -7,6 +7,7 @@ base classes). `decide_retry` combines both rules and returns the delay before t
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -29,6 +30,8 @@ __all__ = [
     "is_retryable",
     "retry_delay_for_stored",
     "retry_delay_seconds",
+    "stored_options",
+    "time_limit_for_stored",
 ]
 
 MAX_RETRIES_LIMIT = 20
@@ -128,7 +131,8 @@ class TaskOptions(BaseModel):
 
     `auto_retry_for` lists error codes (`LibraryErrorCode` members are stored as their values) and
     exception class names that trigger a retry; `retry_policy` says how often and when;
-    `good_until` is an absolute deadline after which the task is no longer claimed.
+    `good_until` is an absolute deadline after which the task is no longer claimed;
+    `time_limit_s` bounds how long one run may take once it started.
     `to_json()` / `from_json()` give the stored JSON form.
     """
 
@@ -137,6 +141,8 @@ class TaskOptions(BaseModel):
     auto_retry_for: list[str] | None = None
     retry_policy: RetryPolicy | None = None
     good_until: datetime | None = None
+    time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """The longest one run may take, in seconds; past it the run is stopped (``TASK_TIMEOUT``)."""
 
     @field_validator("auto_retry_for", mode="before")
     @classmethod
@@ -152,13 +158,16 @@ class TaskOptions(BaseModel):
         return self.retry_policy.max_retries if self.retry_policy is not None else 0
 
     def to_json(self) -> str:
-        """The `task_options` column form: `{"auto_retry_for", "retry_policy", "good_until"}`."""
+        """The `task_options` column form: `{"auto_retry_for", "retry_policy", "good_until"}`,
+        and `"time_limit_s"` when the task has one."""
         policy = self.retry_policy
-        payload = {
+        payload: dict[str, object] = {
             "auto_retry_for": self.auto_retry_for,
             "retry_policy": None if policy is None else policy.model_dump(),
             "good_until": None if self.good_until is None else self.good_until.isoformat(),
         }
+        if self.time_limit_s is not None:
+            payload["time_limit_s"] = self.time_limit_s
         return orjson.dumps(payload).decode()
 
     @classmethod
@@ -256,12 +265,27 @@ def retry_delay_for_stored(
     """`decide_retry` for a task row: its stored options JSON, retry count and retry limit. The
     one retry decision of the library: the worker takes it for a finished execution, the reaper
     for a run whose worker went silent. Options that cannot be read are never retried."""
-    try:
-        options = TaskOptions.from_json(options_json)
-    except Exception as exc:
-        _log.warning("unreadable task_options %r: not retrying (%s)", options_json, exc)
+    options = stored_options(options_json)
+    if options is None:
+        _log.warning("unreadable task_options %r: not retrying", options_json)
         return None
     delay = decide_retry(
         result, retry_count=retry_count, max_retries=max_retries, options=options, rng=rng
     )
     return None if delay is None else float(delay)
+
+
+@functools.lru_cache(maxsize=512)
+def stored_options(options_json: str | None) -> TaskOptions | None:
+    """The `TaskOptions` of a task row's ``task_options`` text, or None when it cannot be read.
+    Rows of one task carry the same text, so each text is parsed once."""
+    try:
+        return TaskOptions.from_json(options_json)
+    except Exception:
+        return None
+
+
+def time_limit_for_stored(options_json: str | None) -> float | None:
+    """The time limit (seconds) stored in a task row's options; None without one."""
+    options = stored_options(options_json)
+    return None if options is None else options.time_limit_s

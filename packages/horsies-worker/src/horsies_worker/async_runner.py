@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from horsies.tasks.execution import run_task_coroutine, run_task_function
 
-from horsies_worker.execution import RunFacts, escaped_result, execution_steps
+from horsies_worker.execution import (
+    RunFacts,
+    escaped_result,
+    execution_steps,
+    timed_out_result_json,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -56,13 +61,20 @@ async def execute_task_async(
     kwargs_json: str | None,
     run: RunFacts | None = None,
 ) -> tuple[str, bool]:
-    """``execute_task`` on the running loop: the same steps and outcomes, the task awaited.
-    A cancellation of the caller propagates."""
+    """``execute_task`` on the running loop: the same steps and outcomes, the task awaited and
+    cancelled at its time limit (``TASK_TIMEOUT``). A cancellation of the caller propagates."""
     steps = execution_steps(app, task_name, args_json, kwargs_json, run)
     try:
         task_fn, args, kwargs = next(steps)
         if task_fn.is_async:
-            result = await run_task_coroutine(task_fn, args, kwargs)
+            limit = None if run is None else run.time_limit_s
+            try:
+                async with asyncio.timeout(limit):
+                    result = await run_task_coroutine(task_fn, args, kwargs)
+            except TimeoutError:
+                # Only the deadline raises here: a TimeoutError of the task is its own result.
+                assert limit is not None
+                return timed_out_result_json(task_name, limit), False
         else:
             result = run_task_function(task_fn, args, kwargs)
         steps.send(result)

@@ -70,9 +70,15 @@ class Assignment:
     concurrent: bool = False
     """An ``async def`` task: runs beside the child's other async tasks, so it is written to the
     pipe at once rather than held behind them."""
+    time_limit_s: float | None = None
+    """The task's time limit. A sync task's is kept here: once written to the pipe, the child
+    is stopped when the limit passes (an async task's child cancels it itself)."""
     sent: bool = False
     written: bool = False
     started_monotonic: float = 0.0
+    timed_out: bool = False
+    """Its child was stopped because the task ran past its time limit."""
+    deadline: asyncio.TimerHandle | None = None
 
 
 ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
@@ -217,7 +223,7 @@ class ChildProcess:
         # pickle.dumps + send_bytes is what Connection.send does, minus building a ForkingPickler
         # (with its reducer table) per message; recv() reads it the same way.
         run = (task.id, task.queue_name, task.priority, task.retry_count, task.max_retries,
-               task.sent_at)  # fmt: skip
+               task.sent_at, assignment.time_limit_s)  # fmt: skip
         return pickle.dumps(
             ("run", task.id, task.task_name, task.args, task.kwargs, run), pickle.HIGHEST_PROTOCOL
         )
@@ -231,7 +237,17 @@ class ChildProcess:
             return False
         assignment.written = True
         assignment.started_monotonic = time.monotonic()
+        limit = assignment.time_limit_s
+        if limit is not None and not assignment.concurrent and self._loop is not None:
+            assignment.deadline = self._loop.call_later(limit, self._over_time, assignment)
         return True
+
+    def _over_time(self, assignment: Assignment) -> None:
+        """A sync task passed its time limit: stop its child (the worker records the timeout
+        when it sees the child exit, and a fresh child takes its place)."""
+        if self.holds(assignment) and self.state is not ChildState.DEAD:
+            assignment.timed_out = True
+            self.kill()
 
     def _write_waiting(self) -> None:
         """Write the next held message once the child is free (the head of the queue)."""
@@ -321,6 +337,8 @@ class ChildProcess:
                 logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
                 return
             self.assignments.remove(assignment)
+            if assignment.deadline is not None:
+                assignment.deadline.cancel()
             self._write_waiting()
             self.on_result(self, assignment, str(result_json), bool(ok))
 
@@ -355,6 +373,9 @@ class ChildProcess:
             )
         assignments = list(self.assignments)
         self.assignments.clear()
+        for assignment in assignments:
+            if assignment.deadline is not None:
+                assignment.deadline.cancel()
         self.on_exit(self, assignments, self.exitcode)
 
 

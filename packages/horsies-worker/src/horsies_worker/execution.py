@@ -44,6 +44,7 @@ __all__ = [
     "execution_steps",
     "inject_workflow_params",
     "injection_params",
+    "timed_out_result_json",
 ]
 
 
@@ -99,6 +100,7 @@ class RunFacts(NamedTuple):
     retry_count: int
     max_retries: int
     sent_at: datetime
+    time_limit_s: float | None = None
 
 
 CTX_PARAM = "workflow_ctx"
@@ -278,6 +280,15 @@ def execution_steps(
     except SerializationError as exc:
         return (error_result_json(LibraryErrorCode.WORKER_SERIALIZATION_ERROR, str(exc)), False)
     return encoded, typed.is_ok()
+
+
+def timed_out_result_json(task_name: str, limit_s: float) -> str:
+    """The ``TASK_TIMEOUT`` result of a run stopped at its time limit."""
+    return error_result_json(
+        LibraryErrorCode.TASK_TIMEOUT,
+        f"Task {task_name} ran longer than its time limit ({limit_s:g}s) and was stopped",
+        {"task_name": task_name, "time_limit_s": limit_s},
+    )
 
 
 def escaped_result(exc: BaseException) -> tuple[str, bool]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.claims import AttemptKey, ClaimedTask
 from horsies.logs import get_logger, task_fields
+from horsies.retry import time_limit_for_stored
 
 from horsies_worker.children import QUEUE_WAIT_MAX_S, Assignment, ChildPool, ChildProcess
 
@@ -178,10 +179,19 @@ class WorkerState:
                     return pairs
                 if child.free_slots(depth) == 0 or len(child.assignments) != level:
                     continue
-                assignment = Assignment(task=pending.popleft())
+                assignment = self.assignment(pending.popleft())
                 child.reserve(assignment)  # synchronously: no other pass can take the slot
                 pairs.append((child, assignment))
         return pairs
+
+    def assignment(self, task: ClaimedTask) -> Assignment:
+        """A task's assignment to a child: whether it may run beside others (an async task), and
+        its time limit."""
+        return Assignment(
+            task=task,
+            concurrent=task.task_name in self.async_names,
+            time_limit_s=time_limit_for_stored(task.task_options),
+        )
 
     def async_slots(self) -> list[ChildProcess]:
         """The children running async tasks, each listed once per async task it may still take."""
@@ -198,8 +208,7 @@ class WorkerState:
         for item in started:
             child = by_pid.get(item.pid)
             if child is not None and child.alive:
-                concurrent = item.task.task_name in self.async_names
-                assignment = Assignment(task=item.task, concurrent=concurrent)
+                assignment = self.assignment(item.task)
                 child.reserve(assignment)
                 if self._send(child, assignment):
                     continue

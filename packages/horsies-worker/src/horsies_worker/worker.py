@@ -46,6 +46,7 @@ from horsies_worker.completer import (
     failure_summary,
 )
 from horsies_worker.config import WorkerConfig
+from horsies_worker.execution import timed_out_result_json
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
 from horsies_worker.modes import ClaimMode, choose_mode
@@ -425,6 +426,13 @@ class Worker:
             )
         for assignment in ran:
             task = assignment.task
+            if assignment.timed_out and assignment.time_limit_s is not None:
+                result_json = timed_out_result_json(task.task_name, assignment.time_limit_s)
+                why = f"ran past its time limit ({assignment.time_limit_s:g}s): child stopped"
+                logger.warning("task_timed_out: %s (%s): %s", task.id, task.task_name, why,
+                               extra=task_fields(task.id, task.task_name))  # fmt: skip
+                self._submit_outcome(state, task, result_json, why)
+                continue
             logger.error(
                 "task_crashed: %s (%s): %s",
                 task.id,
@@ -479,9 +487,14 @@ class Worker:
             exitcode=exitcode,
             reason=reason,
         )
+        self._submit_outcome(state, task, result_json, reason)
+
+    def _submit_outcome(
+        self, state: WorkerState, task: ClaimedTask, result_json: str, reason: str
+    ) -> None:
         state.completer.submit(build_outcome(task, result_json, False, failed_reason=reason))
         # The default mode writes outcomes only in claim-loop round trips: run one now, so the
-        # crash is recorded at once, not at the next poll or replacement child.
+        # end is recorded at once, not at the next poll or replacement child.
         self._wake.set()
 
     def _on_flushed(

@@ -39,7 +39,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 
-KNOWN_TASK_OPTIONS = ("queue_name", "good_until", "auto_retry_for", "retry_policy")
+KNOWN_TASK_OPTIONS = (
+    "queue_name", "good_until", "auto_retry_for", "retry_policy", "time_limit_s",
+)  # fmt: skip
 """Keyword options accepted by `@app.task`; anything else is refused, so that a misspelt option
 fails at definition instead of being silently ignored."""
 
@@ -118,6 +120,7 @@ def _validated_options(
             auto_retry_for=auto_retry_for,
             retry_policy=options.get("retry_policy"),
             good_until=options.get("good_until"),
+            time_limit_s=options.get("time_limit_s"),
         )
     except ValidationError as exc:
         error = _options_error("invalid task options", location)
