@@ -818,3 +818,18 @@ def test_a_time_limit_is_stored_with_each_task(app: Horsies) -> None:
 
     assert job.task_options.time_limit_s == 2.5
     assert json.loads(job.task_options_json)["time_limit_s"] == 2.5
+
+
+def test_with_options_gives_sends_another_limit_and_leaves_the_task_as_it_is(app: Horsies) -> None:
+    @app.task("limited_view", time_limit_s=2.5)
+    def job() -> TaskResult[int, TaskError]:
+        return TaskResult(ok=1)
+
+    view = job.with_options(time_limit_s=60)
+    assert view.task_options.time_limit_s == 60
+    assert json.loads(view.task_options_json)["time_limit_s"] == 60
+    assert job.task_options.time_limit_s == 2.5
+    assert job.with_options(time_limit_s=None).task_options.time_limit_s is None
+    with pytest.raises(TaskDefinitionError) as info:
+        job.with_options(time_limit_s=-1)
+    assert info.value.code is ErrorCode.TASK_INVALID_OPTIONS

@@ -58,3 +58,10 @@ def test_a_timeout_named_in_auto_retry_for_is_retried(
     handle = app.tasks["e2e.limited_then_quick"].send()
     assert handle.get(timeout_ms=GET_MS).unwrap() == 2
     assert db.task(handle.task_id)["retry_count"] == 1
+
+
+def test_a_send_can_carry_its_own_limit(worker: WorkerProcess, app: Horsies) -> None:
+    longer = app.tasks["e2e.sync_limited"].with_options(time_limit_s=10.0).send(1.5)
+    assert longer.get(timeout_ms=GET_MS).unwrap() == 1.5
+    shorter = app.tasks["e2e.sleep"].with_options(time_limit_s=0.5).send(20.0)
+    assert shorter.get(timeout_ms=GET_MS).unwrap_err().error_code == LibraryErrorCode.TASK_TIMEOUT

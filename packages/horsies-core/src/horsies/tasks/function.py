@@ -12,6 +12,7 @@ is checked here against its declared `TaskResult[T, E]`.
 
 from __future__ import annotations
 
+import copy
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from typing import (
     NamedTuple,
     ParamSpec,
     Protocol,
+    Self,
     TypeVar,
     cast,
     overload,
@@ -35,7 +37,7 @@ from horsies.broker.enqueue import delay_problem
 from horsies.broker.errors import BrokerError
 from horsies.codec import SerializationError
 from horsies.codec.tags import CTX_KEY, META_KEY
-from horsies.errors import HorsiesError
+from horsies.errors import ErrorCode, HorsiesError, TaskDefinitionError
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
@@ -184,6 +186,30 @@ class TaskFunction(Generic[P, T]):
         `RETURN_TYPE_MISMATCH`.
         """
         return run_task_function(self, args, kwargs)
+
+    def with_options(self, *, time_limit_s: float | None) -> Self:
+        """This task with other options for the sends made through it; the task itself is
+        unchanged. ``build_report.with_options(time_limit_s=900).send(day)`` gives that one run
+        15 minutes. The options are stored with each row, so the worker applies them.
+
+        Raises:
+            TaskDefinitionError: E102 for an invalid value (``time_limit_s`` must be a positive
+                number of seconds, or None for no limit).
+        """
+        data = {**self.task_options.model_dump(), "time_limit_s": time_limit_s}
+        try:
+            options = type(self.task_options).model_validate(data)
+        except ValidationError as exc:
+            error = TaskDefinitionError("invalid task options", code=ErrorCode.TASK_INVALID_OPTIONS)
+            for detail in exc.errors(include_url=False):
+                field = ".".join(str(part) for part in detail["loc"]) or "options"
+                error = error.with_note(f"{field}: {detail['msg']}")
+            raise error from exc
+        view = copy.copy(self)
+        view.task_options = options
+        view.task_options_json = options.to_json()
+        view._insert_options = {**self._insert_options, "task_options": view.task_options_json}
+        return view
 
     def _adapters(self) -> tuple[Any, Any]:
         ok_adapter = self._ok_adapter
