@@ -193,15 +193,14 @@ def test_cancel_is_final_and_cancels_what_has_not_started(
     statuses = db.node_statuses(wid)
     assert statuses["pending"] == "SKIPPED"
     assert statuses["waiting"] == "SKIPPED"
-    assert statuses["running"] == "RUNNING"  # a running task is not interrupted
     assert db.status(waiting["task_id"]) == "CANCELLED"
     assert db.workflow(wid)["completed_at"] is not None
 
-    # The running task finishes; its result is recorded but changes no status.
-    gates.release("running")
-    running = db.wait_node(wid, "running", "COMPLETED")
-    assert node_result(running).unwrap() == "running"
-    assert db.status(running["task_id"]) == "COMPLETED"
+    # The running task is stopped (its child process, a def task); its end is recorded on its
+    # node but changes no status.
+    running = db.wait_node(wid, "running", "FAILED")
+    assert node_result(running).unwrap_err().error_code == LibraryErrorCode.TASK_CANCELLED
+    assert db.status(running["task_id"]) == "CANCELLED"
     assert handle.status() is WorkflowStatus.CANCELLED
     assert error_of(handle.get(timeout_ms=GET_MS)).error_code == (
         LibraryErrorCode.WORKFLOW_CANCELLED
@@ -210,7 +209,7 @@ def test_cancel_is_final_and_cancels_what_has_not_started(
     # Nothing new was enqueued: only the gate and the blocked task have task rows.
     assert sorted(t["task_name"] for t in db.workflow_tasks(wid)) == ["wfc.gate", "wfc.parked"]
     assert db.node_statuses(wid) == {
-        "running": "COMPLETED",
+        "running": "FAILED",
         "pending": "SKIPPED",
         "waiting": "SKIPPED",
     }
@@ -254,16 +253,16 @@ def test_cancel_after_a_failure_keeps_the_stored_error(
     # get() of a CANCELLED workflow returns its stored error when it has one.
     error = error_of(handle.get(timeout_ms=GET_MS))
     assert (error.error_code, error.message) == ("BOOM", "pause me")
+    # "good" was running: it is stopped, and its end changes neither status nor error.
+    db.wait_node(handle.workflow_id, "good", "FAILED")
     statuses = db.node_statuses(handle.workflow_id)
     assert statuses == {
         "bad": "FAILED",
-        "good": "RUNNING",
+        "good": "FAILED",
         "after_good": "SKIPPED",
         "after_bad": "SKIPPED",
         "rescue": "SKIPPED",
     }
-    gates.release("good")
-    db.wait_node(handle.workflow_id, "good", "COMPLETED")
     assert handle.status() is WorkflowStatus.CANCELLED
     assert error_of(handle.get(timeout_ms=GET_MS)).error_code == "BOOM"
     assert len(db.workflow_tasks(handle.workflow_id)) == 2

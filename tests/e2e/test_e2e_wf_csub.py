@@ -178,9 +178,8 @@ def test_child_cancelled_by_its_own_handle_fails_the_parent_node(
     assert report["error_type"] == "SubWorkflowError"
     assert report["summary"]["status"] == "CANCELLED"
 
-    # The child's running gate still finishes; nothing changes any more.
-    gates.release("child")
-    db.wait_node(child_id, "gate", "COMPLETED")
+    # The child's running gate is stopped; nothing changes any more.
+    db.wait_node(child_id, "gate", "FAILED")
     assert child.status() is WorkflowStatus.CANCELLED
     assert handle.status() is WorkflowStatus.FAILED
     assert db.node_statuses(child_id)["tail"] == "SKIPPED"
@@ -202,13 +201,14 @@ def test_cancel_reaches_the_child_workflow(
     assert error_of(child.get(timeout_ms=GET_MS)).error_code == (
         LibraryErrorCode.WORKFLOW_CANCELLED
     )
-    assert db.node_statuses(child_id) == {"gate": "RUNNING", "tail": "SKIPPED"}
+    assert db.node_statuses(child_id)["tail"] == "SKIPPED"
     parent_nodes = db.node_statuses(wid)
     assert parent_nodes["after"] == "SKIPPED"
     assert parent_nodes["rescue"] == "SKIPPED"
 
-    gates.release("child")
-    db.wait_node(child_id, "gate", "COMPLETED")
+    # The child's running gate is stopped too: cancelling reaches the running tasks of the tree.
+    gate = db.wait_node(child_id, "gate", "FAILED")
+    assert db.status(gate["task_id"]) == "CANCELLED"
     assert child.status() is WorkflowStatus.CANCELLED
     assert handle.status() is WorkflowStatus.CANCELLED
     assert error_of(handle.get(timeout_ms=GET_MS)).error_code == (

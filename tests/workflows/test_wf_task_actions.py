@@ -38,8 +38,25 @@ def test_cancel_a_pending_task_wakes_its_waiter_and_is_final(broker: PostgresBro
     assert handle.cancel() is False
 
 
-@pytest.mark.parametrize("status", ["RUNNING", "COMPLETED"])
-def test_cancel_leaves_a_started_or_ended_task_alone(broker: PostgresBroker, status: str) -> None:
+def test_cancel_of_a_running_plain_task_asks_its_worker_to_stop(broker: PostgresBroker) -> None:
+    task_id = broker.enqueue("wfchild.step", ("x",))
+    _sql(
+        broker,
+        "UPDATE horsies_tasks SET status = 'RUNNING', started_at = now(), claimed_at = now(), "
+        "claimed_by_worker_id = 'w' WHERE id = %s",
+        task_id,
+    )
+    assert TaskHandle(task_id, broker=broker).cancel() is True
+    row = _sql(
+        broker, "SELECT status, cancel_requested_at FROM horsies_tasks WHERE id = %s", task_id
+    )
+    # Still RUNNING: its worker ends it (see tests/e2e/test_e2e_stop_running.py).
+    assert row[0]["status"] == "RUNNING"
+    assert row[0]["cancel_requested_at"] is not None
+
+
+@pytest.mark.parametrize("status", ["COMPLETED"])
+def test_cancel_leaves_an_ended_task_alone(broker: PostgresBroker, status: str) -> None:
     task_id = broker.enqueue("wfchild.step", ("x",))
     _sql(
         broker,

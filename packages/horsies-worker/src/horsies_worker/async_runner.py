@@ -9,7 +9,9 @@ returns and the child reads its pipe as before. The worker never sends a ``def``
 that runs async tasks; if one came, it would run after them.
 
 One task's exception or cancellation is its own result; only the death of the process takes its
-neighbours down, and the worker then handles every task the child was running as crashed.
+neighbours down, and the worker then handles every task the child was running as crashed. A
+``("cancel", task_id)`` message from the worker (a stop of a running task was requested) cancels
+that one task at its next await; it ends ``TASK_CANCELLED``.
 
 This module is imported on a child's first async task, so a child that never runs one never
 loads asyncio.
@@ -30,6 +32,7 @@ from horsies_worker.execution import (
     RunFacts,
     escaped_result,
     execution_steps,
+    stopped_result_json,
     timed_out_result_json,
 )
 
@@ -94,6 +97,7 @@ class _Batch:
     conn: Connection
     app: Horsies
     running: set[asyncio.Task[None]] = field(default_factory=set[asyncio.Task[None]])
+    by_id: dict[str, asyncio.Task[None]] = field(default_factory=dict[str, asyncio.Task[None]])
     later: list[tuple[Any, ...]] = field(default_factory=list[tuple[Any, ...]])
     """``def`` tasks that arrived meanwhile (run once the async ones are done)."""
     stop: bool = False
@@ -105,6 +109,7 @@ class _Batch:
         job = self._run(task_id, str(task_name), args_json, kwargs_json, RunFacts(*run))
         task = asyncio.get_running_loop().create_task(job)
         self.running.add(task)
+        self.by_id[task_id] = task
         task.add_done_callback(self._ended)
 
     async def _run(
@@ -115,7 +120,15 @@ class _Batch:
         kwargs_json: str | None,
         run: RunFacts,
     ) -> None:
-        result_json, ok = await execute_task_async(self.app, task_name, args_json, kwargs_json, run)
+        try:
+            result_json, ok = await execute_task_async(
+                self.app, task_name, args_json, kwargs_json, run
+            )
+        except asyncio.CancelledError:
+            # Stopped by the worker (cancel() of the running task): that is its end.
+            result_json, ok = stopped_result_json(task_name), False
+        finally:
+            self.by_id.pop(task_id, None)
         try:
             # As Connection.send, without a new ForkingPickler per message (see children.py).
             reply = ("result", task_id, result_json, ok)
@@ -142,6 +155,10 @@ class _Batch:
         kind = message[0]
         if kind == "stop":
             self.stop = True
+        elif kind == "cancel":
+            task = self.by_id.get(str(message[1]))
+            if task is not None:
+                task.cancel()
         elif kind == "run":
             task = self.app.tasks.get(str(message[2]))
             if task is None or task.is_async:  # an unknown name fails at once, without blocking

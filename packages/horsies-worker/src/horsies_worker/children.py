@@ -78,6 +78,8 @@ class Assignment:
     started_monotonic: float = 0.0
     timed_out: bool = False
     """Its child was stopped because the task ran past its time limit."""
+    stopped: bool = False
+    """Its stop was requested (``cancel()`` of a running task) and carried out."""
     deadline: asyncio.TimerHandle | None = None
 
 
@@ -241,6 +243,14 @@ class ChildProcess:
         if limit is not None and not assignment.concurrent and self._loop is not None:
             assignment.deadline = self._loop.call_later(limit, self._over_time, assignment)
         return True
+
+    def cancel_task(self, assignment: Assignment) -> None:
+        """Ask the child to cancel one of its async tasks (it answers with the task's result)."""
+        if self._conn is not None and self.state is ChildState.READY:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send_bytes(
+                    pickle.dumps(("cancel", assignment.task.id), pickle.HIGHEST_PROTOCOL)
+                )
 
     def _over_time(self, assignment: Assignment) -> None:
         """A sync task passed its time limit: stop its child (the worker records the timeout

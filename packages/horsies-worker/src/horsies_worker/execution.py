@@ -44,6 +44,7 @@ __all__ = [
     "execution_steps",
     "inject_workflow_params",
     "injection_params",
+    "stopped_result_json",
     "timed_out_result_json",
 ]
 
@@ -288,6 +289,15 @@ def timed_out_result_json(task_name: str, limit_s: float) -> str:
         LibraryErrorCode.TASK_TIMEOUT,
         f"Task {task_name} ran longer than its time limit ({limit_s:g}s) and was stopped",
         {"task_name": task_name, "time_limit_s": limit_s},
+    )
+
+
+def stopped_result_json(task_name: str) -> str:
+    """The ``TASK_CANCELLED`` result of a run stopped at a ``cancel()`` request."""
+    return error_result_json(
+        LibraryErrorCode.TASK_CANCELLED,
+        f"Task {task_name} was stopped while running: cancel() was called",
+        {"task_name": task_name},
     )
 
 

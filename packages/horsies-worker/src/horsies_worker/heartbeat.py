@@ -40,6 +40,9 @@ class Heartbeater:
     claimer_interval_s: float
     runner_interval_s: float
     source: HeartbeatSource
+    on_stop: Callable[[list[str]], None]
+    """Called with the running tasks whose stop was requested (the answer of each runner beat:
+    a stop whose notification was missed is still seen)."""
 
     async def beat(self, *, claimer: bool = True, runner: bool = True) -> None:
         """Write one heartbeat statement now for the selected roles (nothing if no tasks)."""
@@ -49,9 +52,11 @@ class Heartbeater:
         if not claimed_ids and not running_pairs:
             return
         me = self.identity
-        await self.broker.write_heartbeats_async(
+        to_stop = await self.broker.write_heartbeats_async(
             me.worker_id, me.hostname, me.pid, claimed_ids, running_pairs
         )
+        if to_stop:
+            self.on_stop(to_stop)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat immediately, then on every due interval until ``stop`` is set; errors are logged."""

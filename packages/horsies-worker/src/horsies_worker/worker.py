@@ -29,28 +29,26 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from horsies import env
-from horsies.broker.channels import TASK_NEW, queue_channel
+from horsies.broker.channels import TASK_NEW, TASK_STOP, queue_channel
 from horsies.broker.claims import AttemptKey, Start
 from horsies.broker.finish import TaskOutcome
 from horsies.logs import configured_log_format, get_logger, set_log_context, task_fields
 from horsies.stop_signals import stop_on_signals
 from horsies.workflows.store.hooks import WORKFLOW_STORE
 
+from horsies_worker.child_exits import ChildExits
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 from horsies_worker.claimer import Claimer
 from horsies_worker.completer import (
     Completer,
     build_outcome,
-    crashed_result_json,
     decode_failure,
     failure_summary,
 )
 from horsies_worker.config import WorkerConfig
-from horsies_worker.execution import timed_out_result_json
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
 from horsies_worker.modes import ClaimMode, choose_mode
-from horsies_worker.orphans import orphaned_processes
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
 from horsies_worker.spawn import ChildInit
@@ -59,7 +57,6 @@ from horsies_worker.state import DECIDE_JOB, WorkerState
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker import PostgresBroker
-    from horsies.broker.claims import ClaimedTask
     from horsies.broker.hooks import NodeRef
     from horsies.broker.listener import NotificationListener, Subscription
 
@@ -115,6 +112,14 @@ class Worker:
         self._force = asyncio.Event()
         self._maintenance_stop = asyncio.Event()
         self._state: WorkerState | None = None
+        self._exits = ChildExits(
+            self.identity,
+            config,
+            self._wake,
+            self._force,
+            state=lambda: self._state,
+            shutting_down=lambda: self._shutting_down,
+        )
         self._mode: ClaimMode | None = None
         self._background: list[asyncio.Task[None]] = []
         self._completer_task: asyncio.Task[None] | None = None
@@ -239,7 +244,7 @@ class Worker:
             cfg.processes,
             init,
             on_result=self._on_child_result,
-            on_exit=self._on_child_exit,
+            on_exit=self._exits.on_exit,
             on_ready=self._on_child_ready,
         )
         state = self._state = WorkerState(
@@ -275,6 +280,7 @@ class Worker:
             claimer_interval_s=recovery.claimer_heartbeat_interval_ms / 1000.0,
             runner_interval_s=recovery.runner_heartbeat_interval_ms / 1000.0,
             source=self._heartbeat_source,
+            on_stop=self._exits.stop,
         )
         snapshots = SnapshotWriter(self.broker, cfg, self.identity, counts=self._counts)
         reaper = Reaper(self.broker, recovery)
@@ -286,7 +292,8 @@ class Worker:
         ]
 
     async def _subscribe(self) -> None:
-        """LISTEN on ``task_new`` and each served queue's channel through the shared listener."""
+        """LISTEN on ``task_new``, each served queue's channel and ``task_stop`` (a running task to
+        stop) through the shared listener."""
         loop = asyncio.get_running_loop()
         wake = self._wake
 
@@ -302,12 +309,18 @@ class Worker:
                 self._notify_scheduled = True
                 loop.call_soon_threadsafe(wake_from_loop)
 
+        def on_stop(channel: str = "", payload: str = "") -> None:
+            del channel
+            loop.call_soon_threadsafe(self._exits.stop, [payload])
+
         listener = self.broker.listener
         self._listener = listener
         channels = [TASK_NEW, *(queue_channel(q) for q in self.config.queue_names)]
         for channel in channels:
             subscription = await asyncio.to_thread(listener.subscribe, channel, on_notify)
             self._subscriptions.append(subscription)
+        stops = await asyncio.to_thread(listener.subscribe, TASK_STOP, on_stop)
+        self._subscriptions.append(stops)
         # Notifications sent while the listener was reconnecting are lost: claim again.
         self._remove_reconnect_callback = listener.add_reconnect_callback(on_notify)
 
@@ -395,106 +408,8 @@ class Worker:
             )
         self._wake.set()
 
-    def _on_child_exit(
-        self, child: ChildProcess, assignments: Sequence[Assignment], exitcode: int | None
-    ) -> None:
-        state = self._state
-        assert state is not None
-        sent = [a for a in assignments if a.sent]
-        # Written to the pipe: running (the head, or every async task of the child). Held behind
-        # them: the child never began those.
-        ran = [a for a in sent if a.written]
-        if len(ran) < len(sent):
-            state.requeue_unstarted(
-                [a.task for a in sent if not a.written],
-                f"child process {child.pid} exited before starting it",
-            )
-        if self._shutting_down and child.expected_exit and self._force.is_set():
-            reason = (
-                f"Worker child process {child.pid} terminated at shutdown: the worker was "
-                "asked to stop a second time (a second SIGINT/SIGTERM) while the task ran"
-            )
-        elif self._shutting_down and child.expected_exit:
-            reason = (
-                f"Worker child process {child.pid} terminated at shutdown: the task was still "
-                f"running after the shutdown timeout ({self.config.shutdown_timeout_s:g}s)"
-            )
-        else:
-            reason = (
-                f"Worker child process {child.pid} died while running the task "
-                f"(exit code {exitcode})"
-            )
-        for assignment in ran:
-            task = assignment.task
-            if assignment.timed_out and assignment.time_limit_s is not None:
-                result_json = timed_out_result_json(task.task_name, assignment.time_limit_s)
-                why = f"ran past its time limit ({assignment.time_limit_s:g}s): child stopped"
-                logger.warning("task_timed_out: %s (%s): %s", task.id, task.task_name, why,
-                               extra=task_fields(task.id, task.task_name))  # fmt: skip
-                self._submit_outcome(state, task, result_json, why)
-                continue
-            logger.error(
-                "task_crashed: %s (%s): %s",
-                task.id,
-                task.task_name,
-                reason,
-                extra=task_fields(task.id, task.task_name),
-            )
-            self._submit_crash(state, task, child.pid, exitcode, reason)
-        if not child.expected_exit:
-            logger.warning(
-                "child_died: index=%s pid=%s exit_code=%s; starting a replacement",
-                child.index,
-                child.pid,
-                exitcode,
-            )
-            # Reading every process of the host: off the loop, which serves heartbeats.
-            state.in_background(self._report_orphans(child.pid), "horsies-orphans")
-
-    @staticmethod
-    async def _report_orphans(dead_pid: int) -> None:
-        try:
-            orphans = await asyncio.to_thread(orphaned_processes)
-        except Exception as exc:  # psutil may be refused /proc in a sandbox
-            logger.debug("orphan_check_failed: %s", exc)
-            return
-        if orphans:
-            logger.warning(
-                "orphan_processes: %s process(es) started by tasks outlived their child process "
-                "(%s died) and keep running; the worker does not stop them: pids %s",
-                len(orphans),
-                dead_pid,
-                ", ".join(map(str, orphans)),
-            )
-
     def _on_child_ready(self, child: ChildProcess) -> None:
         del child
-        self._wake.set()
-
-    def _submit_crash(
-        self,
-        state: WorkerState,
-        task: ClaimedTask,
-        child_pid: int,
-        exitcode: int | None,
-        reason: str,
-    ) -> None:
-        result_json = crashed_result_json(
-            task=task,
-            worker_id=self.worker_id,
-            hostname=self.hostname,
-            child_pid=child_pid,
-            exitcode=exitcode,
-            reason=reason,
-        )
-        self._submit_outcome(state, task, result_json, reason)
-
-    def _submit_outcome(
-        self, state: WorkerState, task: ClaimedTask, result_json: str, reason: str
-    ) -> None:
-        state.completer.submit(build_outcome(task, result_json, False, failed_reason=reason))
-        # The default mode writes outcomes only in claim-loop round trips: run one now, so the
-        # end is recorded at once, not at the next poll or replacement child.
         self._wake.set()
 
     def _on_flushed(

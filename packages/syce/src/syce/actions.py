@@ -1,9 +1,9 @@
 """Operator actions, all through horsies-core's public API (Syce writes no SQL of its own).
 
-Workflows: pause / resume / cancel with `horsies.WorkflowHandle`. Tasks: cancel a task no worker
-has started and run an ended one again with `TaskHandle.cancel()` / `TaskHandle.retry()`. Syce
-does not import the user's app, so workflow nodes that need user code (conditions, child
-workflows) are left for a worker's reaper to evaluate.
+Workflows: pause / resume / cancel with `horsies.WorkflowHandle`. Tasks: cancel a task (a running
+plain task is stopped by its worker) and run an ended one again with `TaskHandle.cancel()` /
+`TaskHandle.retry()`. Syce does not import the user's app, so workflow nodes that need user code
+(conditions, child workflows) are left for a worker's reaper to evaluate.
 """
 
 from __future__ import annotations

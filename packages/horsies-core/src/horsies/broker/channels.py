@@ -16,6 +16,7 @@ __all__ = [
     "CAPACITY_FREED",
     "TASK_DONE",
     "TASK_NEW",
+    "TASK_STOP",
     "WORKFLOW_DONE",
     "notify_query",
     "queue_channel",
@@ -26,6 +27,8 @@ TASK_NEW: Final = "task_new"
 """Wakes every worker: a task became claimable (inserted, requeued, released, due again)."""
 TASK_DONE: Final = "task_done"
 """A task ended (payload: its id): wakes the result waiters."""
+TASK_STOP: Final = "task_stop"
+"""A stop of a running task was requested (payload: its id): wakes the worker running it."""
 WORKFLOW_DONE: Final = "workflow_done"
 """A workflow ended or paused (payload: its id): wakes the workflow waiters."""
 _QUEUE_PREFIX: Final = "task_queue_"

@@ -52,7 +52,7 @@ def heartbeat_query(
     running: Sequence[Start],
 ) -> Query | None:
     """HEARTBEAT_INSERT_MANY for a worker's CLAIMED (claimer) and RUNNING (runner: (task id,
-    attempt, child pid)) claims; None if none."""
+    attempt, child pid)) claims; None if none. Its rows: the running tasks to stop."""
     if not claimed and not running:
         return None
     return Query(
@@ -64,8 +64,8 @@ def heartbeat_query(
             "sender_ids": [worker_id] * len(claimed) + [f"{worker_id}:{p}" for _, _, p in running],
             "roles": ["claimer"] * len(claimed) + ["runner"] * len(running),
             "pids": [pid] * len(claimed) + [p for _, _, p in running],
+            "running_ids": [t for t, _, _ in running],
         },
-        rows="none",
     )
 
 

@@ -24,6 +24,7 @@ from horsies.broker.heartbeats import WorkerStateRow
 from horsies.broker.hooks import NodeRef
 from horsies.broker.prefetch import PrefetchExchange
 from horsies.broker.recovery import ReapReport
+from horsies.broker.steps import QueryResult
 from horsies.config import RecoveryConfig
 
 __all__ = ["WorkerCalls"]
@@ -210,12 +211,14 @@ class WorkerCalls(BrokerCore):
         pid: int,
         claimed: Sequence[AttemptKey],
         running: Sequence[Start],
-    ) -> None:
+    ) -> list[str]:
         """One INSERT of 'claimer' rows (CLAIMED claims) and 'runner' rows ((task id, attempt,
-        child pid) triples)."""
+        child pid) triples); returns the ids among ``running`` whose stop was requested."""
         query = heartbeats.heartbeat_query(worker_id, hostname, pid, claimed, running)
-        if query is not None:
-            await self._run_async(query, "write_heartbeats")
+        if query is None:
+            return []
+        res: QueryResult = await self._run_async(query, "write_heartbeats")
+        return [str(row[0]) for row in res.rows]
 
     async def insert_worker_state_async(self, state: WorkerStateRow) -> None:
         """Insert one worker snapshot into ``horsies_worker_states``."""

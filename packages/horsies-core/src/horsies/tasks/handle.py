@@ -103,11 +103,18 @@ class TaskHandle(Generic[T]):
         return self._broker
 
     def cancel(self) -> bool:
-        """Cancel the task if no worker has started it (PENDING, or claimed but not running).
+        """Cancel the task; if it is running, stop it.
 
-        Returns True when it was cancelled: its `get()` then returns err `TASK_CANCELLED` and a
-        workflow node running it ends FAILED with that error. False when the task already started,
-        ended or is unknown (nothing changes).
+        Not started yet (PENDING, or claimed but not running): it is CANCELLED at once, its `get()`
+        returns err `TASK_CANCELLED`, and a workflow node running it ends FAILED with that error.
+        Running (a plain task): its worker is asked to stop it; an `async def` task is cancelled
+        at its next await, a `def` task's child process is stopped. The run's end then decides:
+        an ok result that reached the database first is kept (COMPLETED); any other end makes
+        the task CANCELLED, and it is never retried. `get()` tells which.
+
+        Returns True when the task was cancelled or its stop requested; False when it had ended,
+        is a running workflow task (its workflow decides: see `WorkflowHandle.cancel`), or is
+        unknown (nothing changes).
         """
         broker = self._actionable()
         return broker is not None and broker.cancel_task(self.task_id)

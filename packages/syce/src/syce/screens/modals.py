@@ -55,7 +55,8 @@ HELP_TEXT = """\
 [b]Tasks[/b]      Up/Down move · Enter expand worker / open task · Esc collapse
              p c u o f x toggle Pending/Claimed/Running/Completed/Failed/Cancelled
              a all · n none
-             X cancel a pending task · R retry a failed or cancelled task (confirmation asked)
+             X cancel a task (a running one is stopped) · R retry a failed or cancelled task
+             (confirmation asked)
              in the task detail: y copy JSON · X · R · r refresh · Esc close
 [b]Workflows[/b]  Up/Down move · Enter open detail · Esc close · y copy JSON
              p u o f s c toggle Pending/Running/Completed/Failed/Paused/Cancelled · a · n

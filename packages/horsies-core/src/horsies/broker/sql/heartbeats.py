@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Final
 
 # One row per (task, attempt, role) of a worker in one statement: 'claimer' rows for its CLAIMED
-# tasks, 'runner' rows for its RUNNING tasks (sender '<worker id>:<child pid>').
+# tasks, 'runner' rows for its RUNNING tasks (sender '<worker id>:<child pid>'). Returns the running
+# ones whose stop was requested: the worker learns of a stop it missed the notification of.
 HEARTBEAT_INSERT_MANY: Final = """
-INSERT INTO horsies_heartbeats (task_id, attempt, sender_id, role, sent_at, hostname, pid)
-SELECT h.task_id, h.attempt, h.sender_id, h.role, now(), %(hostname)s, h.pid
-FROM unnest(
-    %(task_ids)s::text[], %(attempts)s::int[], %(sender_ids)s::text[], %(roles)s::text[],
-    %(pids)s::int[]
-) AS h(task_id, attempt, sender_id, role, pid)
+WITH beats AS (
+    INSERT INTO horsies_heartbeats (task_id, attempt, sender_id, role, sent_at, hostname, pid)
+    SELECT h.task_id, h.attempt, h.sender_id, h.role, now(), %(hostname)s, h.pid
+    FROM unnest(
+        %(task_ids)s::text[], %(attempts)s::int[], %(sender_ids)s::text[], %(roles)s::text[],
+        %(pids)s::int[]
+    ) AS h(task_id, attempt, sender_id, role, pid)
+)
+SELECT t.id FROM horsies_tasks AS t
+WHERE t.id = ANY(%(running_ids)s::text[])
+  AND t.status = 'RUNNING' AND t.cancel_requested_at IS NOT NULL
 """
 
 # One worker state snapshot (snapshot_at = now(); stopped_at = now() on a stopping worker's last).

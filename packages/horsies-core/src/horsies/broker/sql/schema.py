@@ -20,7 +20,7 @@ NOTIFY (channels in docs/schema.md): a statement-level INSERT trigger sends one 
 ``task_queue_<q>`` notification per queue and statement (payload: a task id of that queue), so a
 bulk insert of 10 000 rows does not flood every listener; a row-level UPDATE trigger, filtered by a
 WHEN clause so that claim/start updates never enter PL/pgSQL, sends ``task_done`` with the task id
-when a task becomes COMPLETED/FAILED.
+when a task becomes COMPLETED/FAILED, or CANCELLED from RUNNING (a stopped run; migration 8).
 """
 
 from __future__ import annotations
@@ -346,6 +346,38 @@ _V7_ASYNC_CONCURRENCY: Final = """
 ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS async_concurrency INTEGER;
 """
 
+_V8_STOP_REQUESTS: Final = """
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS cancel_requested_at TIMESTAMPTZ;
+
+-- A running task that a stop ended (RUNNING -> CANCELLED) wakes its waiters too. A task
+-- cancelled before it started is notified by the statement that cancels it.
+CREATE OR REPLACE FUNCTION horsies_notify_task_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status = 'PENDING' THEN
+            PERFORM pg_notify('task_new', NEW.id);
+            PERFORM pg_notify('task_queue_' || NEW.queue_name, NEW.id);
+        END IF;
+    ELSIF NEW.status IS DISTINCT FROM OLD.status
+          AND (NEW.status IN ('COMPLETED', 'FAILED')
+               OR (NEW.status = 'CANCELLED' AND OLD.status = 'RUNNING')) THEN
+        PERFORM pg_notify('task_done', NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS horsies_task_notify_trigger ON horsies_tasks;
+CREATE TRIGGER horsies_task_notify_trigger
+    AFTER UPDATE OF status ON horsies_tasks
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND (NEW.status IN ('COMPLETED', 'FAILED')
+               OR (NEW.status = 'CANCELLED' AND OLD.status = 'RUNNING')))
+    EXECUTE FUNCTION horsies_notify_task_changes();
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -358,6 +390,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(5, "build parameters of parameterised root workflows", _V5_BUILD_PARAMETERS),
     Migration(6, "stop mark of a worker's last snapshot", _V6_WORKER_STOPPED),
     Migration(7, "async tasks a worker child runs at once", _V7_ASYNC_CONCURRENCY),
+    Migration(8, "stop requests of running tasks", _V8_STOP_REQUESTS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

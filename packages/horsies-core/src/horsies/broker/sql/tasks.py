@@ -312,7 +312,10 @@ WITH started AS (
 )
 
 # RUNNING -> COMPLETED/FAILED with the stored result, or RUNNING -> PENDING for another attempt
-# when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored):
+# when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored).
+# Once a stop was requested (cancel_requested_at, see TASK_REQUEST_STOP_IF_RUNNING) an ok result
+# still completes the task, and every other end (the stop itself, a failure, a crash) makes it
+# CANCELLED, never retried:
 # every outcome of a batch in one statement (owner and attempt checked when given: an outcome of
 # any other attempt than the row's changes nothing). Outcomes come as one JSON array of
 # {id, result, ok, failed_reason, attempt, delay_s} objects (far cheaper to send than six parallel
@@ -320,17 +323,24 @@ WITH started AS (
 # a scan of every RUNNING row.
 TASK_FINISH_IF_RUNNING_MANY: Final = """
 UPDATE horsies_tasks AS t
-SET status = CASE WHEN o.retry THEN 'PENDING' WHEN o.ok THEN 'COMPLETED' ELSE 'FAILED' END,
-    result = CASE WHEN o.retry THEN NULL ELSE o.result END,
-    completed_at = CASE WHEN o.retry THEN t.completed_at WHEN o.ok THEN now() END,
-    failed_at = CASE WHEN o.retry THEN t.failed_at WHEN o.ok THEN NULL ELSE now() END,
+SET status = CASE WHEN o.ok THEN 'COMPLETED' WHEN t.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
+                  WHEN o.retry THEN 'PENDING' ELSE 'FAILED' END,
+    result = CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN NULL ELSE o.result END,
+    completed_at = CASE WHEN o.ok THEN now()
+                        WHEN o.retry AND t.cancel_requested_at IS NULL THEN t.completed_at END,
+    failed_at = CASE WHEN o.ok OR t.cancel_requested_at IS NOT NULL THEN NULL
+                     WHEN o.retry THEN t.failed_at ELSE now() END,
     failed_reason = o.failed_reason,
-    retry_count = t.retry_count + CASE WHEN o.retry THEN 1 ELSE 0 END,
-    next_retry_at = CASE WHEN o.retry THEN o.due_at ELSE t.next_retry_at END,
-    sent_at = CASE WHEN o.retry THEN o.due_at ELSE t.sent_at END,
+    retry_count = t.retry_count
+        + CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN 1 ELSE 0 END,
+    next_retry_at = CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN o.due_at
+                         ELSE t.next_retry_at END,
+    sent_at = CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN o.due_at ELSE t.sent_at END,
     claimed = false,
-    claimed_at = CASE WHEN o.retry THEN NULL ELSE t.claimed_at END,
-    claimed_by_worker_id = CASE WHEN o.retry THEN NULL ELSE t.claimed_by_worker_id END,
+    claimed_at = CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN NULL
+                      ELSE t.claimed_at END,
+    claimed_by_worker_id = CASE WHEN o.retry AND t.cancel_requested_at IS NULL THEN NULL
+                                ELSE t.claimed_by_worker_id END,
     claim_expires_at = NULL,
     updated_at = now()
 FROM (
@@ -429,13 +439,23 @@ WHERE id = %(id)s AND status IN ('PENDING', 'CLAIMED')
 RETURNING id
 """
 
+# Ask the worker running a plain task to stop it (a workflow's task is left to its workflow): the
+# request is recorded on the row, and the run's end decides (TASK_FINISH_IF_RUNNING_MANY).
+TASK_REQUEST_STOP_IF_RUNNING: Final = """
+UPDATE horsies_tasks
+SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
+WHERE id = %(id)s AND status = 'RUNNING' AND workflow_id IS NULL
+RETURNING id
+"""
+
 # Run an ended plain task again from scratch (FAILED/CANCELLED -> PENDING, due now, retry count
 # and every trace of the previous run cleared). Workflow tasks are excluded: their node has
 # already ended and the workflow moved on.
 TASK_RETRY_IF_ENDED: Final = """
 UPDATE horsies_tasks
 SET status = 'PENDING', result = NULL, failed_reason = NULL, completed_at = NULL,
-    failed_at = NULL, claimed = false, claimed_at = NULL, claimed_by_worker_id = NULL,
+    failed_at = NULL, cancel_requested_at = NULL, claimed = false, claimed_at = NULL,
+    claimed_by_worker_id = NULL,
     claim_expires_at = NULL, started_at = NULL, worker_pid = NULL, worker_hostname = NULL,
     worker_process_name = NULL, retry_count = 0, next_retry_at = NULL, sent_at = now(),
     updated_at = now()

@@ -246,11 +246,21 @@ WHERE id = ANY(%(ids)s::text[]) AND status IN ('PENDING', 'RUNNING', 'PAUSED')
 RETURNING id
 """
 
-# Cancel the task rows of these workflows that no worker has started (running ones finish).
+# Cancel the task rows of these workflows that no worker has started (running ones are stopped:
+# WF_STOP_RUNNING_TASKS).
 WF_CANCEL_UNSTARTED_TASKS: Final = """
 UPDATE horsies_tasks
 SET status = 'CANCELLED', claimed = false, claim_expires_at = NULL, updated_at = now()
 WHERE workflow_id = ANY(%(ids)s::text[]) AND status IN ('PENDING', 'CLAIMED')
+RETURNING id
+"""
+
+# Ask the workers running these workflows' tasks to stop them (as TaskHandle.cancel() does for a
+# plain task); returns their ids, to notify.
+WF_STOP_RUNNING_TASKS: Final = """
+UPDATE horsies_tasks
+SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
+WHERE workflow_id = ANY(%(ids)s::text[]) AND status = 'RUNNING'
 RETURNING id
 """
 

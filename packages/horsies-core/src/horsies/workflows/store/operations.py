@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final, cast
 
+from horsies.broker.channels import TASK_STOP, notify_query
 from horsies.broker.hooks import BrokerApp, NodeRef
 from horsies.broker.programs import Program, Run
 from horsies.broker.sql import workflows as wf_sql
@@ -105,9 +106,9 @@ def _resume_op(workflow_id: str) -> Op[tuple[bool, list[NodeRef]]]:
 
 
 def _cancel_op(workflow_id: str) -> Op[tuple[bool, list[NodeRef]]]:
-    """Cancel the workflow and its descendants: unstarted tasks are cancelled, running ones finish
-    but change nothing; a cancelled child settles a parent that is still going. False when the
-    workflow was already terminal or unknown."""
+    """Cancel the workflow and its descendants: unstarted tasks are cancelled, running ones are
+    stopped by their workers (their ends change nothing); a cancelled child settles a parent that
+    is still going. False when the workflow was already terminal or unknown."""
     tree = yield from _tree_op(workflow_id)
     active = {wid for wid, status, _, _ in tree if status in ("PENDING", "RUNNING", "PAUSED")}
     if not tree or tree[0][0] not in active:
@@ -116,6 +117,9 @@ def _cancel_op(workflow_id: str) -> Op[tuple[bool, list[NodeRef]]]:
     yield Query(wf_sql.WF_CANCEL, {"ids": ids})
     res = yield Query(wf_sql.WF_CANCEL_UNSTARTED_TASKS, {"ids": ids})
     cancelled_tasks = [r[0] for r in res.rows]
+    running = yield Query(wf_sql.WF_STOP_RUNNING_TASKS, {"ids": ids})
+    if running.rows:
+        yield from together([notify_query(TASK_STOP, str(r[0])) for r in running.rows])
     yield Query(
         wf_sql.WF_SKIP_UNRUN_NODES,
         {"ids": ids, "cancelled_task_ids": cancelled_tasks},
