@@ -51,12 +51,21 @@ SIZES = {"hard": 1500, "soft": 600}
 SCALE = 5 if SOAK else 1
 
 
-@pytest.mark.parametrize("mode", ["hard", pytest.param("soft", marks=SOAK_ONLY)])
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [("hard", "def"), ("hard", "async"), pytest.param("soft", "def", marks=SOAK_ONLY)],
+)
 def test_caps_hold_under_contention(
-    mode: str, ledger: str, start_worker: StartWorker, make_producer: Callable[..., Horsies]
+    mode: str,
+    kind: str,
+    ledger: str,
+    start_worker: StartWorker,
+    make_producer: Callable[..., Horsies],
 ) -> None:
     """Hard cap: sampled RUNNING+CLAIMED and ledger overlap never exceed the queue cap (3) or the
-    cluster cap (4). Soft cap: per-worker bounds hold; nothing lost or run twice in either mode."""
+    cluster cap (4), for def tasks and for async def tasks (with --async-concurrency 10: several
+    tasks sharing a child never raise a count past a cap). Soft cap: per-worker bounds hold;
+    nothing lost or run twice in either mode."""
     rng = random.Random(6)
     env = {
         "RELIABILITY_QUEUE_MODE": "custom",
@@ -66,16 +75,20 @@ def test_caps_hold_under_contention(
     if mode == "hard":
         env["RELIABILITY_HARD_CAP"] = "1"
     app = make_producer(env)
-    workers = [
-        start_worker("--processes", str(PROCESSES), env=env, ready=False) for _ in range(WORKERS)
-    ]
+    args = ("--processes", str(PROCESSES), "--async-concurrency", "10")
+    workers = [start_worker(*args, env=env, ready=False) for _ in range(WORKERS)]
+    prefix = "rel.async_" if kind == "async" else "rel."
     for worker in workers:
         worker.wait_ready()
     half = SIZES[mode] * SCALE // 2
     began = time.monotonic()
     with InFlightSampler(ledger) as sampler:
-        ids = send_load(app, "rel.capped", [(f"c{i}", rng.uniform(0, 0.005)) for i in range(half)])
-        ids |= send_load(app, "rel.other", [(f"o{i}", rng.uniform(0, 0.005)) for i in range(half)])
+        ids = send_load(
+            app, f"{prefix}capped", [(f"c{i}", rng.uniform(0, 0.005)) for i in range(half)]
+        )
+        ids |= send_load(
+            app, f"{prefix}other", [(f"o{i}", rng.uniform(0, 0.005)) for i in range(half)]
+        )
         wait_terminal(ledger, ids, 90 * SCALE)
     elapsed = time.monotonic() - began
     stop_workers(workers)
@@ -89,7 +102,7 @@ def test_caps_hold_under_contention(
         by_worker[run.worker_pid].append(run)
     per_worker_peak = max(max_overlap(worker_runs) for worker_runs in by_worker.values())
     print(
-        f"[rel-caps:{mode}] tasks={len(ids)} workers={WORKERS}x{PROCESSES} "
+        f"[rel-caps:{mode}:{kind}] tasks={len(ids)} workers={WORKERS}x{PROCESSES} "
         f"elapsed={elapsed:.1f}s samples={sampler.samples} "
         f"sampled capped running={sampler.peak('capped', 'RUNNING')} "
         f"in_flight={sampler.peak('capped', 'IN_FLIGHT')} (cap {QUEUE_MAX}) "

@@ -8,6 +8,7 @@ timeout (seconds). Patterns are given as dicts (``{"type": "interval", "seconds"
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -45,6 +46,11 @@ def build_app(database_url: str, spec: dict[str, object]) -> Horsies:
     )
     def retrying() -> TaskResult[str, TaskError]:
         return TaskResult(ok="retrying")
+
+    @app.task("sched.async_tick")
+    async def async_tick(label: str) -> TaskResult[str, TaskError]:
+        await asyncio.sleep(0)
+        return TaskResult(ok=f"async {label}")
 
     return app
 

@@ -130,6 +130,8 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
     if custom:
         app.task("rel.capped", queue_name="capped")(work)
         app.task("rel.other", queue_name="other")(work)
+        app.task("rel.async_capped", queue_name="capped")(async_work)
+        app.task("rel.async_other", queue_name="other")(async_work)
     return app
 
 
