@@ -1,12 +1,11 @@
 """Running ``async def`` tasks in a worker child, several at once, on one event loop.
 
-A child serves its pipe one message at a time (``child_main``). When a task to run is an ``async
-def`` task it hands over to :func:`serve_async`: the task starts on the child's loop, and while
-any async task runs the pipe is read from the loop, so each further async task the worker sends
-starts at once beside the others. Each result is written back the moment its task ends (in any
-order: the worker matches results by task id). When the last one ends, :func:`serve_async`
-returns and the child reads its pipe as before. The worker never sends a ``def`` task to a child
-that runs async tasks; if one came, it would run after them.
+A child serves its pipe one message at a time (``child_main``). On its first ``async def`` task it
+hands over to :func:`serve_async` for the rest of its life: from then on its event loop reads the
+pipe, so each async task the worker sends starts at once beside the others, and each result is
+written back the moment its task ends (in any order: the worker matches results by task id). A
+``def`` task runs alone, the loop waiting, as soon as no async task runs; the worker never sends
+one to a child that runs async tasks (one that came would wait for them).
 
 One task's exception or cancellation is its own result; only the death of the process takes its
 neighbours down, and the worker then handles every task the child was running as crashed. A
@@ -31,6 +30,7 @@ from horsies.tasks.execution import run_task_coroutine, run_task_function
 from horsies_worker.execution import (
     RunFacts,
     escaped_result,
+    execute_task,
     execution_steps,
     stopped_result_json,
     timed_out_result_json,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from horsies.app import Horsies
 
-__all__ = ["child_loop", "execute_task_async", "is_async_run", "serve_async"]
+__all__ = ["child_loop", "execute_task_async", "serve_async"]
 
 
 @functools.cache
@@ -49,12 +49,6 @@ def child_loop() -> asyncio.AbstractEventLoop:
     """The child's one event loop, made for its first ``async def`` task and kept for the
     child's life, so what a task leaves on it (a client's connection pool) serves the next."""
     return asyncio.new_event_loop()
-
-
-def is_async_run(app: Horsies, message: tuple[Any, ...]) -> bool:
-    """True when a ``run`` message is for an ``async def`` task of ``app``."""
-    task = app.tasks.get(str(message[2]))
-    return task is not None and task.is_async
 
 
 async def execute_task_async(
@@ -92,14 +86,14 @@ async def execute_task_async(
 
 @dataclass(eq=False)
 class _Batch:
-    """The async tasks a child runs at once, and what its pipe said meanwhile."""
+    """What a child serving from its loop runs: its async tasks, and ``def`` tasks waiting."""
 
     conn: Connection
     app: Horsies
     running: set[asyncio.Task[None]] = field(default_factory=set[asyncio.Task[None]])
     by_id: dict[str, asyncio.Task[None]] = field(default_factory=dict[str, asyncio.Task[None]])
     later: list[tuple[Any, ...]] = field(default_factory=list[tuple[Any, ...]])
-    """``def`` tasks that arrived meanwhile (run once the async ones are done)."""
+    """``def`` tasks waiting for the async ones to end (each then runs alone)."""
     stop: bool = False
     """The worker asked the child to stop, or its pipe closed."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,6 +123,16 @@ class _Batch:
             result_json, ok = stopped_result_json(task_name), False
         finally:
             self.by_id.pop(task_id, None)
+        self._reply(task_id, result_json, ok)
+
+    def run_now(self, message: tuple[Any, ...]) -> None:
+        """Run a ``def`` task to its end, the loop waiting: it has the process to itself."""
+        _, task_id, task_name, args_json, kwargs_json, run = message
+        result_json, ok = execute_task(self.app, str(task_name), args_json, kwargs_json,
+                                       RunFacts(*run))  # fmt: skip
+        self._reply(task_id, result_json, ok)
+
+    def _reply(self, task_id: str, result_json: str, ok: bool) -> None:
         try:
             # As Connection.send, without a new ForkingPickler per message (see children.py).
             reply = ("result", task_id, result_json, ok)
@@ -174,19 +178,19 @@ async def _serve(batch: _Batch, first: tuple[Any, ...]) -> None:
     batch.start(first)
     loop.add_reader(fd, batch.on_readable)
     try:
-        while batch.running:
+        while batch.running or not batch.stop:
+            if batch.later and not batch.running:
+                batch.run_now(batch.later.pop(0))
+                continue
             batch.changed.clear()
             await batch.changed.wait()
     finally:
         loop.remove_reader(fd)
 
 
-def serve_async(
-    conn: Connection, app: Horsies, first: tuple[Any, ...]
-) -> tuple[bool, list[tuple[Any, ...]]]:
-    """Run the async task of the ``run`` message ``first`` and every async task sent while any
-    runs; return once none runs: whether the child must stop (asked to, or its pipe closed), and
-    the ``run`` messages of ``def`` tasks that arrived meanwhile, in order."""
-    batch = _Batch(conn, app)
-    child_loop().run_until_complete(_serve(batch, first))
-    return batch.stop, batch.later
+def serve_async(conn: Connection, app: Horsies, first: tuple[Any, ...]) -> None:
+    """Serve the child's pipe from its event loop from now on, starting with the async task of
+    the ``run`` message ``first``: each async task starts as it arrives, a ``def`` task runs
+    alone once no async task runs. Returns when the worker asks the child to stop or its pipe
+    closes, once the running tasks have ended."""
+    child_loop().run_until_complete(_serve(_Batch(conn, app), first))

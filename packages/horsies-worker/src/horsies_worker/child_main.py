@@ -22,7 +22,6 @@ import pickle
 import signal
 import sys
 import traceback
-from collections import deque
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, cast
 
@@ -161,10 +160,9 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         sys.exit(1)
     _release_free_memory()
     conn.send(("ready", os.getpid()))
-    waiting: deque[tuple[Any, ...]] = deque()
     while True:
         try:
-            message: tuple[Any, ...] = waiting.popleft() if waiting else conn.recv()
+            message: tuple[Any, ...] = conn.recv()
         except (EOFError, OSError):
             break
         except BaseException:
@@ -181,11 +179,8 @@ def child_main(conn: Connection, init: ChildInit) -> None:
             # Here, not at the top: a child that runs only def tasks never loads asyncio.
             from horsies_worker.async_runner import serve_async
 
-            stop, later = serve_async(conn, app, message)
-            if stop:
-                break
-            waiting.extend(later)
-            continue
+            serve_async(conn, app, message)  # serves the pipe from the loop until the end
+            break
         _, task_id, task_name, args_json, kwargs_json, run = message
         facts = RunFacts(*run)
         result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json, facts)
