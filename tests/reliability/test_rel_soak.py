@@ -17,7 +17,8 @@ reapers, crashed tasks are retried when they ask for it, workflows are reconcile
 - no task lost (every accepted send ends terminal, a COMPLETED task really ran), none finished
   twice (ledger ends <= attempts);
 - the only failure is ``WORKER_CRASHED``, and only for tasks without a crash retry (``rel.work``);
-  tasks with ``auto_retry_for=["WORKER_CRASHED"]`` (``rel.retried``) all COMPLETED;
+  tasks with ``auto_retry_for=["WORKER_CRASHED"]`` (``rel.retried``, and the async
+  ``rel.async_retried``) all COMPLETED;
 - a send that reported an error either wrote its whole batch (found afterwards, and it ran) or
   nothing; a workflow start interrupted by a cut is retried with the same id (idempotent start);
 - every workflow ends: the retried ones COMPLETED with every node COMPLETED, the others COMPLETED
@@ -108,8 +109,10 @@ def _soak_size() -> SoakSize:
 
 SIZE = _soak_size() if SOAK else CI
 PROCESSES = ("--processes", "2")
-TASKS = ("rel.work", "rel.retried")
-"""Sent alternately: a crash fails the first (WORKER_CRASHED) and is retried for the second."""
+TASKS = ("rel.work", "rel.retried", "rel.async_retried")
+"""Sent in turn: a crash fails the first (WORKER_CRASHED) and is retried for the others, a def
+task and an async def task that runs beside others in its child."""
+RETRIED = ("rel.retried", "rel.async_retried")
 SECONDS = (0.0, 0.01, 0.0, 0.03)
 """Task durations, by batch: short, but long enough that kills interrupt running tasks."""
 DEFINITIONS: tuple[type[WorkflowDefinition[Any]], ...] = (LedgerChain, LedgerFan, LedgerNested)
@@ -260,8 +263,8 @@ def _check_tasks(conninfo: str, report: LedgerReport, ids: dict[str, str]) -> No
     with psycopg.connect(conninfo, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT status, count(*) FROM horsies_tasks"
-            " WHERE id = ANY(%s) AND task_name = 'rel.retried' GROUP BY status",
-            (list(ids.values()),),
+            " WHERE id = ANY(%s) AND task_name = ANY(%s) GROUP BY status",
+            (list(ids.values()), list(RETRIED)),
         ).fetchall()
     assert {status for status, _ in rows} == {"COMPLETED"}, rows
 

@@ -137,7 +137,7 @@ def test_unregistered_task_fails_start_up_with_e300(
     spec = {"schedules": [{**interval_schedule("ghost"), "task_name": "sched.missing"}]}
     output = _failed_start(start_scheduler, spec)
     assert "error[E300]: scheduled task 'sched.missing' not registered" in output
-    assert "available tasks: sched.echo, sched.retrying, sched.tick" in output
+    assert "available tasks: sched.async_tick, sched.echo, sched.retrying, sched.tick" in output
     assert sched_db.states() == {}
 
 
