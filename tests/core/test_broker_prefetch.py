@@ -157,3 +157,14 @@ async def test_requeue_running_names_its_rows(broker: PostgresBroker, clean_db: 
     assert row(clean_db, "queued")["started_at"] is None
     assert row(clean_db, "queued")["retry_count"] == 0
     assert await broker.requeue_running_async(W1, []) == []
+
+
+async def test_a_never_started_task_whose_stop_was_requested_is_cancelled_not_requeued(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    await enqueue_ordered(broker, ["stopped", "kept"])
+    await broker.prefetch_exchange_async(W1, "h", direct_pids=[1, 2], request=req(2))
+    sql(clean_db, "UPDATE horsies_tasks SET cancel_requested_at = now() WHERE id = 'stopped'")
+    requeued = await broker.requeue_running_async(W1, [("stopped", 1), ("kept", 1)])
+    assert sorted(requeued) == ["kept", "stopped"]
+    assert statuses(clean_db) == {"stopped": "CANCELLED", "kept": "PENDING"}

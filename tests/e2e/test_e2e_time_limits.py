@@ -65,3 +65,14 @@ def test_a_send_can_carry_its_own_limit(worker: WorkerProcess, app: Horsies) -> 
     assert longer.get(timeout_ms=GET_MS).unwrap() == 1.5
     shorter = app.tasks["e2e.sleep"].with_options(time_limit_s=0.5).send(20.0)
     assert shorter.get(timeout_ms=GET_MS).unwrap_err().error_code == LibraryErrorCode.TASK_TIMEOUT
+
+
+def test_an_async_task_blocking_its_loop_past_its_limit_is_stopped(
+    worker: WorkerProcess, app: Horsies
+) -> None:
+    """Its child cannot cancel it (no await): the worker stops the child a grace period later."""
+    started = time.monotonic()
+    handle = app.tasks["e2e.async_blocking"].send(60.0)
+    error = handle.get(timeout_ms=GET_MS).unwrap_err()
+    assert error.error_code == LibraryErrorCode.TASK_TIMEOUT
+    assert time.monotonic() - started < 20

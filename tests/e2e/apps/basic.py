@@ -134,6 +134,11 @@ def create_app(database_url: str) -> Horsies:
         await asyncio.sleep(seconds)
         return TaskResult(ok=seconds)
 
+    @app.task("e2e.async_blocking", time_limit_s=1.0)
+    async def async_blocking(seconds: float) -> TaskResult[float, TaskError]:
+        time.sleep(seconds)  # blocks the loop: the child cannot cancel it
+        return TaskResult(ok=seconds)
+
     @app.task(
         "e2e.limited_then_quick",
         time_limit_s=1.0,

@@ -43,6 +43,9 @@ logger = get_logger("worker")
 
 _RESPAWN_BACKOFF_MIN_S = 0.5
 _RESPAWN_BACKOFF_MAX_S = 30.0
+BLOCKED_LOOP_GRACE_S = 5.0
+"""How long past its time limit an async task may still be running before the worker stops its
+child: the child cancels it at the limit itself, unless the task blocks the child's loop."""
 QUEUE_WAIT_MAX_S = 0.01
 """Tasks queued behind a running one are taken back (and requeued) once it has run this long, and
 none queue behind it any more. A queued task's row is RUNNING although its code has not begun:
@@ -71,8 +74,9 @@ class Assignment:
     """An ``async def`` task: runs beside the child's other async tasks, so it is written to the
     pipe at once rather than held behind them."""
     time_limit_s: float | None = None
-    """The task's time limit. A sync task's is kept here: once written to the pipe, the child
-    is stopped when the limit passes (an async task's child cancels it itself)."""
+    """The task's time limit: once written to the pipe, a sync task's child is stopped when it
+    passes; an async task is cancelled by its child, and its child stopped only if it has not
+    answered :data:`BLOCKED_LOOP_GRACE_S` later."""
     sent: bool = False
     written: bool = False
     started_monotonic: float = 0.0
@@ -240,7 +244,11 @@ class ChildProcess:
         assignment.written = True
         assignment.started_monotonic = time.monotonic()
         limit = assignment.time_limit_s
-        if limit is not None and not assignment.concurrent and self._loop is not None:
+        if limit is not None and self._loop is not None:
+            # An async task is cancelled by its child at the limit; the worker steps in only if
+            # the child's loop did not answer in time (a task blocking it without awaiting).
+            if assignment.concurrent:
+                limit += BLOCKED_LOOP_GRACE_S
             assignment.deadline = self._loop.call_later(limit, self._over_time, assignment)
         return True
 
@@ -253,8 +261,9 @@ class ChildProcess:
                 )
 
     def _over_time(self, assignment: Assignment) -> None:
-        """A sync task passed its time limit: stop its child (the worker records the timeout
-        when it sees the child exit, and a fresh child takes its place)."""
+        """A task passed its time limit (an async one: and its child did not stop it): stop its
+        child (the worker records the timeout when it sees the child exit, and a fresh child takes
+        its place; the child's other tasks end as crashed)."""
         if self.holds(assignment) and self.state is not ChildState.DEAD:
             assignment.timed_out = True
             self.kill()

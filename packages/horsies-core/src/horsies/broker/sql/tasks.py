@@ -358,14 +358,20 @@ WHERE t.id = o.id
 RETURNING t.id
 """
 
-# Back to PENDING with no claim: any worker may take the rows again.
-_SET_PENDING_UNCLAIMED: Final = """
-SET status = 'PENDING',
+# With no claim: any worker may take the rows again.
+_UNCLAIMED: Final = """
     claimed = false,
     claimed_at = NULL,
     claimed_by_worker_id = NULL,
     claim_expires_at = NULL,
     updated_at = now()"""
+
+# Back to PENDING with no claim.
+_SET_PENDING_UNCLAIMED: Final = (
+    """
+SET status = 'PENDING',"""
+    + _UNCLAIMED
+)
 
 # The named (id, attempt) pairs of a statement over horsies_tasks AS t.
 _NAMED_ATTEMPTS: Final = """
@@ -389,12 +395,14 @@ WHERE t.status = 'CLAIMED'
 
 # RUNNING (owned by this worker) -> PENDING for rows the worker is not running: started by a claim
 # whose reply was lost (connection dropped after the commit) or whose child died before the
-# hand-over, so no child ever ran them (not an attempt: retry_count stays). Only the owning worker
-# may run this, passing every task it still runs or has an unwritten outcome for.
+# hand-over, so no child ever ran them (not an attempt: retry_count stays). A row whose stop was
+# requested meanwhile is CANCELLED instead: it never ran, and nobody wants it to. Only the owning
+# worker may run this, passing every task it still runs or has an unwritten outcome for.
 _REQUEUE_NEVER_STARTED: Final = (
     """
-UPDATE horsies_tasks AS t"""
-    + _SET_PENDING_UNCLAIMED
+UPDATE horsies_tasks AS t
+SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,"""
+    + _UNCLAIMED
     + """,
     started_at = NULL,
     worker_pid = NULL,
