@@ -22,7 +22,7 @@ from horsies.workflows.status import WorkflowStatus
 from process_harness import LoggedProcess, child_env
 from syce.app import SyceApp
 from syce.models import TasksData, WorkersData, WorkflowSummary
-from syce.screens.modals import WorkflowDetailScreen
+from syce.screens.modals import TaskDetailScreen, WorkflowDetailScreen
 from syce.screens.tasks import TasksPane
 from syce_seed import confirm, wait_for
 from textual.widgets import DataTable
@@ -176,3 +176,41 @@ async def test_syce_e2e_tasks_workflow_and_actions(
     finally:
         (gates / wf.ALL_GATES).touch()
     assert WorkflowHandle(handle.workflow_id, broker).status() == WorkflowStatus.CANCELLED
+
+
+async def test_syce_x_stops_a_running_task(
+    worker: int, producer: Horsies, database_url: str, tmp_path: Path
+) -> None:
+    """X on a RUNNING task (its detail), confirmed: its worker stops it and it ends CANCELLED."""
+    del worker
+    broker = producer.get_broker()
+    runs, never = tmp_path / "runs", tmp_path / "never-released"
+    task_id = broker.enqueue("wfc.gate", (str(runs), str(never)), {"timeout_s": 120.0})
+
+    def status() -> str:
+        row = broker.get_task_sync(task_id)
+        return "" if row is None else str(row["status"])
+
+    app = SyceApp(PostgresConfig(database_url=database_url), tick_rate=10)
+    async with app.run_test(size=(150, 48)) as pilot:
+        await wait_for(pilot, lambda: status() == "RUNNING", timeout=WAIT_S, what="gate running")
+        await pilot.press("3")
+        tasks = cast(TasksPane, app.pane("tasks"))
+        await pilot.press("slash", *task_id[:12], "enter")
+        await wait_for(
+            pilot,
+            lambda: (
+                (data := cast(TasksData | None, tasks.data)) is not None
+                and sum(g.counts.get("RUNNING", 0) for g in data.groups) == 1
+            ),
+            timeout=WAIT_S,
+            what="the running task found by its id",
+        )
+        await pilot.press("enter")  # expand its worker's group
+        await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded not in (None, ""))
+        await pilot.press("down")
+        assert tasks.current_task_id() == task_id
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="detail")
+        await confirm(pilot, "X")
+        await wait_for(pilot, lambda: status() == "CANCELLED", timeout=WAIT_S, what="stopped")
