@@ -108,16 +108,20 @@ async def test_syce_e2e_tasks_workflow_and_actions(
                 data = cast(TasksData | None, tasks.data)
                 return {} if data is None else {g.key: g.counts for g in data.groups}
 
-            await wait_for(
-                pilot,
-                lambda: (
-                    counts().get("", {}).get("PENDING") == 1
-                    and sum(c.get("COMPLETED", 0) for k, c in counts().items() if k) == 1
-                    and sum(c.get("RUNNING", 0) for k, c in counts().items() if k) == 2
-                ),
-                timeout=WAIT_S,
-                what="task counts (1 pending, 1 completed, 2 gates running)",
-            )
+            try:
+                await wait_for(
+                    pilot,
+                    lambda: (
+                        counts().get("", {}).get("PENDING") == 1
+                        and sum(c.get("COMPLETED", 0) for k, c in counts().items() if k) == 1
+                        and sum(c.get("RUNNING", 0) for k, c in counts().items() if k) == 2
+                    ),
+                    timeout=WAIT_S,
+                    what="task counts (1 pending, 1 completed, 2 gates running)",
+                )
+            except AssertionError as exc:
+                # Say what was shown instead (this wait timed out once on a loaded machine).
+                raise AssertionError(f"{exc}; shown: {counts()}") from exc
             await pilot.press("enter")  # expand the unclaimed group (first row)
             await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded == "")
             expanded = cast(TasksData, tasks.data).expanded_tasks

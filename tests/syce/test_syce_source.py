@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import LiteralString
 
 import psycopg
@@ -11,7 +12,7 @@ from horsies.config import PostgresConfig
 from syce import queries
 from syce.format import count
 from syce.models import TASK_STATUSES
-from syce.source import SourceUnavailable, SyceSource
+from syce.source import SourceUnavailable, SyceSource, newest_once
 from syce_seed import seed
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,3 +107,18 @@ def test_syce_source_closed_never_reconnects(src: SyceSource) -> None:
     with pytest.raises(SourceUnavailable, match="shutting down"):
         src.ping()
     assert src._conn is None  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_task_seen_in_two_statuses_is_listed_once_with_the_later_one() -> None:
+    """The Tasks tab reads a group with one statement per status: a task that went from RUNNING
+    to CANCELLED between two of them comes back twice (the table refused the duplicate row)."""
+    sent = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    rows = [
+        {"id": "a", "status": "RUNNING", "sent_at": sent},
+        {"id": "b", "status": "RUNNING", "sent_at": sent + timedelta(seconds=1)},
+        {"id": "a", "status": "CANCELLED", "sent_at": sent},
+    ]
+    assert [(r["id"], r["status"]) for r in newest_once(rows)] == [
+        ("b", "RUNNING"),
+        ("a", "CANCELLED"),
+    ]

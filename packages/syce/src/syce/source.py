@@ -41,7 +41,7 @@ from syce.models import (
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["SourceUnavailable", "SyceSource", "row_to_json"]
+__all__ = ["SourceUnavailable", "SyceSource", "newest_once", "row_to_json"]
 
 DEAD_AFTER_S: Final = 30.0
 """A worker whose latest snapshot is older than this is reported dead (snapshots come every 5 s)."""
@@ -271,10 +271,7 @@ class SyceSource:
         for status in queries.FINISHED_STATUSES:
             if status in wanted:
                 rows += self._fetch(finished[status], params)
-        oldest = datetime.min.replace(tzinfo=UTC)
-        rows.sort(key=lambda r: r["id"])
-        rows.sort(key=lambda r: r["sent_at"] or oldest, reverse=True)
-        return tuple(_model(TaskSummary, r, task_id=r["id"]) for r in rows[:100])
+        return tuple(_model(TaskSummary, r, task_id=r["id"]) for r in newest_once(rows)[:100])
 
     def task(self, task_id: str) -> Row | None:
         rows = self._fetch(queries.TASK_BY_ID, {"id": task_id})
@@ -327,3 +324,17 @@ class SyceSource:
             stopped=tuple(a for a in ages if a.worker_id in stopped),
             dead_after_s=DEAD_AFTER_S,
         )
+
+
+def newest_once(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` newest first, each task once. The rows come from several statements, each with a
+    snapshot of its own, so a task that changed status between two of them (RUNNING, then
+    CANCELLED) is in both: the later statement's row is the newer one and wins."""
+    latest: dict[object, Row] = {}
+    for r in rows:
+        latest[r["id"]] = r
+    unique = list(latest.values())
+    oldest = datetime.min.replace(tzinfo=UTC)
+    unique.sort(key=lambda r: r["id"])
+    unique.sort(key=lambda r: r["sent_at"] or oldest, reverse=True)
+    return unique
