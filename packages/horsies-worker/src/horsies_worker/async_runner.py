@@ -63,17 +63,18 @@ async def execute_task_async(
     steps = execution_steps(app, task_name, args_json, kwargs_json, run)
     try:
         task_fn, args, kwargs = next(steps)
-        if task_fn.is_async:
-            limit = None if run is None else run.time_limit_s
+        limit = None if run is None else run.time_limit_s
+        if not task_fn.is_async:
+            result = run_task_function(task_fn, args, kwargs)
+        elif limit is None:
+            result = await run_task_coroutine(task_fn, args, kwargs)
+        else:
             try:
                 async with asyncio.timeout(limit):
                     result = await run_task_coroutine(task_fn, args, kwargs)
             except TimeoutError:
                 # Only the deadline raises here: a TimeoutError of the task is its own result.
-                assert limit is not None
                 return timed_out_result_json(task_name, limit), False
-        else:
-            result = run_task_function(task_fn, args, kwargs)
         steps.send(result)
     except StopIteration as done:
         return cast("tuple[str, bool]", done.value)
