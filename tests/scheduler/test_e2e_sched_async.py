@@ -38,11 +38,11 @@ def test_a_scheduled_async_task_runs_on_a_worker(
     try:
         worker.wait_ready()
 
-        def completed() -> list[dict[str, object]]:
-            rows = sched_db.tasks()
-            return [r for r in rows if r["status"] == "COMPLETED"]
+        def two_completed() -> list[dict[str, object]] | None:
+            done = [r for r in sched_db.tasks() if r["status"] == "COMPLETED"]
+            return done if len(done) >= 2 else None
 
-        done = wait_until(lambda: len(completed()) >= 2 and completed(), 30, "two async runs")
+        done = wait_until(two_completed, 30, "two async runs")
         for row in done:
             assert row["task_name"] == "sched.async_tick"
             assert task_result_from_json(str(row["result"])).unwrap() == "async beat"

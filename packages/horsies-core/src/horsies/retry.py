@@ -15,8 +15,16 @@ from enum import Enum
 from typing import Annotated, Any, Literal, Self, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from horsies.errors import ErrorCode, TaskDefinitionError
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
 
@@ -152,6 +160,19 @@ class TaskOptions(BaseModel):
             return [entry.value if isinstance(entry, Enum) else entry for entry in entries]
         return value
 
+    @classmethod
+    def checked(cls, **fields: Any) -> TaskOptions:
+        """The options ``fields`` make, or `TaskDefinitionError` (E102) with a note for each field
+        that is wrong (as ``@app.task`` and ``with_options`` report them)."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            error = TaskDefinitionError("invalid task options", code=ErrorCode.TASK_INVALID_OPTIONS)
+            for detail in exc.errors(include_url=False):
+                field_name = ".".join(str(part) for part in detail["loc"]) or "options"
+                error = error.with_note(f"{field_name}: {detail['msg']}")
+            raise error from exc
+
     @property
     def max_retries(self) -> int:
         """`retry_policy.max_retries`, or 0 without a policy (the row's `max_retries`)."""
@@ -267,7 +288,6 @@ def retry_delay_for_stored(
     for a run whose worker went silent. Options that cannot be read are never retried."""
     options = stored_options(options_json)
     if options is None:
-        _log.warning("unreadable task_options %r: not retrying", options_json)
         return None
     delay = decide_retry(
         result, retry_count=retry_count, max_retries=max_retries, options=options, rng=rng
@@ -277,11 +297,15 @@ def retry_delay_for_stored(
 
 @functools.lru_cache(maxsize=512)
 def stored_options(options_json: str | None) -> TaskOptions | None:
-    """The `TaskOptions` of a task row's ``task_options`` text, or None when it cannot be read.
-    Rows of one task carry the same text, so each text is parsed once."""
+    """The `TaskOptions` of a task row's ``task_options`` text, or None (logged) when it cannot be
+    read. Rows of one task carry the same text, so each text is parsed once."""
     try:
         return TaskOptions.from_json(options_json)
-    except Exception:
+    except Exception as exc:
+        # Said once per text (the result is cached): no retry and no time limit apply to it.
+        _log.warning(
+            "unreadable task_options %r: not retrying, no time limit (%s)", options_json, exc
+        )
         return None
 
 

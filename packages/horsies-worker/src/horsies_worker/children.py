@@ -136,11 +136,14 @@ class ChildProcess:
     def async_free_slots(self, concurrency: int) -> int:
         """How many more async tasks the child may run beside the async tasks it runs now (0 when
         it runs none, or runs a sync task: an idle child takes any task first)."""
-        if self.state is not ChildState.READY or not self.assignments:
-            return 0
-        if not all(a.concurrent for a in self.assignments):
+        if self.state is not ChildState.READY or not self.assignments or not self._runs_async:
             return 0
         return max(0, concurrency - len(self.assignments))
+
+    @property
+    def _runs_async(self) -> bool:
+        """Every task the child holds is an async one (or it holds none)."""
+        return all(a.concurrent for a in self.assignments)
 
     def free_slots(self, depth: int) -> int:
         """How many more tasks the child may hold with ``depth`` at most (0 unless ready, and 0
@@ -217,9 +220,7 @@ class ChildProcess:
         if self._conn is None or self.state is not ChildState.READY:
             return False
         assignment.sent = True
-        if self.assignment is assignment or (
-            assignment.concurrent and all(a.concurrent for a in self.assignments)
-        ):
+        if self.assignment is assignment or (assignment.concurrent and self._runs_async):
             return self._write(assignment, self._message(assignment))
         return True  # held: written by _write_waiting once the tasks before it have returned
 

@@ -82,6 +82,12 @@ def direct_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, in
     return [(q, min(limit, total)) for q, limit in plan.queue_limits if min(limit, total) > 0]
 
 
+def async_claim_limits(request: ClaimRequest, slots: int) -> list[tuple[str, int]]:
+    """(queue, ceiling) pairs of the async-only claim for ``slots`` free slots of busy children:
+    those slots are their children's own to fill, so no per-queue batch applies."""
+    return direct_claim_limits(replace(request, max_claim_batch=0), slots)
+
+
 def exchange_needs_transaction(
     request: ClaimRequest | None,
     slots: int,
@@ -97,8 +103,7 @@ def exchange_needs_transaction(
         return False
     if slots > 0 and len(direct_claim_limits(request, slots)) > 1:
         return True
-    unbatched = replace(request, max_claim_batch=0)
-    return async_slots > 0 and len(direct_claim_limits(unbatched, async_slots)) > 1
+    return async_slots > 0 and len(async_claim_limits(request, async_slots)) > 1
 
 
 def claim_and_start_more(
@@ -244,8 +249,7 @@ def exchange_op(
     limits = direct_claim_limits(request, len(pids)) if request is not None else []
     async_limits: list[tuple[str, int]] = []
     if request is not None and async_pids and async_names:
-        # The free slots of a child already busy are its own to fill: no per-queue batch there.
-        async_limits = direct_claim_limits(replace(request, max_claim_batch=0), len(async_pids))
+        async_limits = async_claim_limits(request, len(async_pids))
     claim_at = async_claim_at = -1
     asked = 0
     if not batch.workflow_ids:

@@ -14,8 +14,6 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from pydantic import ValidationError
-
 from horsies.errors import ErrorCode, HorsiesError, SourceLocation, TaskDefinitionError
 from horsies.module_files import DYNAMIC_MODULE_PREFIX, module_name_for_path
 from horsies.names import MAX_TASK_NAME_LENGTH, task_name_problem
@@ -116,18 +114,15 @@ def _validated_options(
     if isinstance(auto_retry_for, tuple | set | frozenset):
         auto_retry_for = list(typing.cast("Iterable[Any]", auto_retry_for))
     try:
-        task_options = TaskOptions(
+        task_options = TaskOptions.checked(
             auto_retry_for=auto_retry_for,
             retry_policy=options.get("retry_policy"),
             good_until=options.get("good_until"),
             time_limit_s=options.get("time_limit_s"),
         )
-    except ValidationError as exc:
-        error = _options_error("invalid task options", location)
-        for detail in exc.errors(include_url=False):
-            field = ".".join(str(part) for part in detail["loc"]) or "options"
-            error = error.with_note(f"{field}: {detail['msg']}")
-        raise error from exc
+    except TaskDefinitionError as error:
+        located = error.with_location(location) if location is not None else error
+        raise located from error.__cause__
     until = task_options.good_until
     if until is not None and until.utcoffset() is None:
         # PostgreSQL would read a naive deadline in each session's time zone.

@@ -37,7 +37,7 @@ from horsies.broker.enqueue import delay_problem
 from horsies.broker.errors import BrokerError
 from horsies.codec import SerializationError
 from horsies.codec.tags import CTX_KEY, META_KEY
-from horsies.errors import ErrorCode, HorsiesError, TaskDefinitionError
+from horsies.errors import HorsiesError
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
@@ -196,15 +196,8 @@ class TaskFunction(Generic[P, T]):
             TaskDefinitionError: E102 for an invalid value (``time_limit_s`` must be a positive
                 number of seconds, or None for no limit).
         """
-        data = {**self.task_options.model_dump(), "time_limit_s": time_limit_s}
-        try:
-            options = type(self.task_options).model_validate(data)
-        except ValidationError as exc:
-            error = TaskDefinitionError("invalid task options", code=ErrorCode.TASK_INVALID_OPTIONS)
-            for detail in exc.errors(include_url=False):
-                field = ".".join(str(part) for part in detail["loc"]) or "options"
-                error = error.with_note(f"{field}: {detail['msg']}")
-            raise error from exc
+        fields = {**self.task_options.model_dump(), "time_limit_s": time_limit_s}
+        options = type(self.task_options).checked(**fields)
         view = copy.copy(self)
         view.task_options = options
         view.task_options_json = options.to_json()
@@ -329,20 +322,16 @@ class TaskFunction(Generic[P, T]):
             for call_args, call_kwargs in calls:
                 if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
                     _refuse_reserved(call_kwargs)
-                if problem(call_args, call_kwargs) is not None:
-                    self._refuse_arguments(call_args, call_kwargs, len(calls))
+                reason = problem(call_args, call_kwargs)
+                if reason is not None:
+                    which = " (one call of the batch)" if len(calls) > 1 else ""
+                    raise ArgumentsRefused(
+                        f"arguments do not fit {self.__name__}{self.arguments.signature}{which}: "
+                        f"{reason}"
+                    )
             return _Checked(app.get_broker(), queue_name, priority)
         except Exception as exc:
             return self._failed(action, exc, len(calls))
-
-    def _refuse_arguments(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], count: int
-    ) -> None:
-        reason = self.arguments.problem(args, kwargs)
-        which = " (one call of the batch)" if count > 1 else ""
-        raise ArgumentsRefused(
-            f"arguments do not fit {self.__name__}{self.arguments.signature}{which}: {reason}"
-        )
 
     def _handles(
         self, action: _Action, count: int, broker: PostgresBroker, insert: Callable[[], list[str]]

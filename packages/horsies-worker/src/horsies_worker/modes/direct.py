@@ -18,6 +18,7 @@ from horsies.logs import get_logger
 
 from horsies_worker.children import ChildProcess
 from horsies_worker.modes.base import ClaimMode
+from horsies_worker.state import WorkerState
 
 __all__ = ["DirectStartMode"]
 
@@ -31,6 +32,10 @@ class DirectStartMode(ClaimMode):
     """Claim-and-start in one round trip, one task per idle child."""
 
     writes_outcomes = True
+
+    def __init__(self, state: WorkerState) -> None:
+        super().__init__(state)
+        self._async_names = sorted(state.async_names)  # as the exchange sends them, once
 
     async def run_pass(self) -> None:
         """Linger for short tasks, then one exchange."""
@@ -90,7 +95,7 @@ class DirectStartMode(ClaimMode):
                 notify_capacity=False,  # nobody waits for capacity without cluster-wide caps
                 keep_running=keep,
                 async_pids=[child.pid for child in slots],
-                async_names=sorted(state.async_names),
+                async_names=self._async_names,
             )
         except BaseException:
             completer.restore(batch)

@@ -228,7 +228,18 @@ CREATE INDEX IF NOT EXISTS idx_horsies_workflow_tasks_deps
     ON horsies_workflow_tasks USING GIN (dependencies);
 """
 
-_V1_TRIGGERS: Final = """
+# A task's status change that wakes its result waiters (``task_done``), by migration.
+_DONE_V1: Final = "NEW.status IN ('COMPLETED', 'FAILED')"
+_DONE_V8: Final = (
+    "(NEW.status IN ('COMPLETED', 'FAILED')"
+    " OR (NEW.status = 'CANCELLED' AND OLD.status = 'RUNNING'))"
+)
+
+
+def _task_changes_function(done: LiteralString) -> LiteralString:
+    """The row-level notify function of ``horsies_tasks``; ``done``: when to send ``task_done``."""
+    return (
+        """
 CREATE OR REPLACE FUNCTION horsies_notify_task_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -238,13 +249,38 @@ BEGIN
             PERFORM pg_notify('task_new', NEW.id);
             PERFORM pg_notify('task_queue_' || NEW.queue_name, NEW.id);
         END IF;
-    ELSIF NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('COMPLETED', 'FAILED') THEN
+    ELSIF NEW.status IS DISTINCT FROM OLD.status AND """
+        + done
+        + """ THEN
         PERFORM pg_notify('task_done', NEW.id);
     END IF;
     RETURN NULL;
 END
 $$;
+"""
+    )
 
+
+def _task_changes_trigger(done: LiteralString) -> LiteralString:
+    """The UPDATE trigger that calls it, filtered by ``done`` so that other updates (claims,
+    starts) never enter PL/pgSQL."""
+    return (
+        """
+DROP TRIGGER IF EXISTS horsies_task_notify_trigger ON horsies_tasks;
+CREATE TRIGGER horsies_task_notify_trigger
+    AFTER UPDATE OF status ON horsies_tasks
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status AND """
+        + done
+        + """)
+    EXECUTE FUNCTION horsies_notify_task_changes();
+"""
+    )
+
+
+_V1_TRIGGERS: Final = (
+    _task_changes_function(_DONE_V1)
+    + """
 CREATE OR REPLACE FUNCTION horsies_notify_tasks_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -262,12 +298,9 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS horsies_task_notify_trigger ON horsies_tasks;
-CREATE TRIGGER horsies_task_notify_trigger
-    AFTER UPDATE OF status ON horsies_tasks
-    FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('COMPLETED', 'FAILED'))
-    EXECUTE FUNCTION horsies_notify_task_changes();
+"""
+    + _task_changes_trigger(_DONE_V1)
+    + """
 
 DROP TRIGGER IF EXISTS horsies_task_insert_notify_trigger ON horsies_tasks;
 CREATE TRIGGER horsies_task_insert_notify_trigger
@@ -294,6 +327,7 @@ CREATE TRIGGER horsies_workflow_notify_trigger
     WHEN (NEW.status IS DISTINCT FROM OLD.status)
     EXECUTE FUNCTION horsies_notify_workflow_changes();
 """
+)
 
 # Workflow nodes' task rows name their workflow: the worker knows from the claimed row alone that
 # finishing it must advance a workflow (and which tree to lock), and cancel finds a workflow's task
@@ -346,37 +380,15 @@ _V7_ASYNC_CONCURRENCY: Final = """
 ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS async_concurrency INTEGER;
 """
 
-_V8_STOP_REQUESTS: Final = """
+# A running task that a stop ended (RUNNING -> CANCELLED) wakes its waiters too. A task
+# cancelled before it started is notified by the statement that cancels it.
+_V8_STOP_REQUESTS: Final = (
+    """
 ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS cancel_requested_at TIMESTAMPTZ;
-
--- A running task that a stop ended (RUNNING -> CANCELLED) wakes its waiters too. A task
--- cancelled before it started is notified by the statement that cancels it.
-CREATE OR REPLACE FUNCTION horsies_notify_task_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        IF NEW.status = 'PENDING' THEN
-            PERFORM pg_notify('task_new', NEW.id);
-            PERFORM pg_notify('task_queue_' || NEW.queue_name, NEW.id);
-        END IF;
-    ELSIF NEW.status IS DISTINCT FROM OLD.status
-          AND (NEW.status IN ('COMPLETED', 'FAILED')
-               OR (NEW.status = 'CANCELLED' AND OLD.status = 'RUNNING')) THEN
-        PERFORM pg_notify('task_done', NEW.id);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-DROP TRIGGER IF EXISTS horsies_task_notify_trigger ON horsies_tasks;
-CREATE TRIGGER horsies_task_notify_trigger
-    AFTER UPDATE OF status ON horsies_tasks
-    FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM OLD.status
-          AND (NEW.status IN ('COMPLETED', 'FAILED')
-               OR (NEW.status = 'CANCELLED' AND OLD.status = 'RUNNING')))
-    EXECUTE FUNCTION horsies_notify_task_changes();
 """
+    + _task_changes_function(_DONE_V8)
+    + _task_changes_trigger(_DONE_V8)
+)
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(

@@ -315,7 +315,9 @@ WITH started AS (
 # when the outcome has a retry delay_s (retry_count + 1, due after the delay, result not stored).
 # Once a stop was requested (cancel_requested_at, see TASK_REQUEST_STOP_IF_RUNNING) an ok result
 # still completes the task, and every other end (the stop itself, a failure, a crash) makes it
-# CANCELLED, never retried:
+# CANCELLED, never retried. The test of t.cancel_requested_at is repeated in each SET expression
+# rather than read once in the FROM list: only there does it see the row as locked by this UPDATE,
+# so a stop requested while the statement waited for the lock is not missed:
 # every outcome of a batch in one statement (owner and attempt checked when given: an outcome of
 # any other attempt than the row's changes nothing). Outcomes come as one JSON array of
 # {id, result, ok, failed_reason, attempt, delay_s} objects (far cheaper to send than six parallel
