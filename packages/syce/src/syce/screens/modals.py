@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final, TypeVar, cast
+from typing import ClassVar, Final, TypeVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,12 +15,11 @@ from syce._nodes import row_table, table_of
 from syce.format import bar
 from syce.models import WorkflowDetail
 from syce.screens.base import TASK_ACTIONS, WORKFLOW_ACTIONS, Loader
-from syce.source import row_to_json
+from syce.source import Row, row_to_json
 
 __all__ = ["ConfirmScreen", "HelpScreen", "TaskDetailScreen", "WorkflowDetailScreen"]
 
 D = TypeVar("D")
-Row = dict[str, Any]
 
 STATUS_COLOURS: Final = {
     "completed": "green",
