@@ -64,14 +64,14 @@ class WorkerProcess(LoggedProcess):
 StartWorker = Callable[..., WorkerProcess]
 
 
-def producer_app(create_app: Callable[[str], Horsies]) -> Any:
-    """A module-scoped ``app`` fixture: ``app = producer_app(create_app)`` in a test module.
+def producer_app(create_app: Callable[[str], Horsies], name: str = "app") -> Any:
+    """A module-scoped fixture named ``name``: ``app = producer_app(create_app)`` in a test module.
 
     The test process's app from ``create_app(database_url)``, with the schema created before any
     worker starts; its broker is closed after the module.
     """
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope="module", name=name)
     def app(database_url: str) -> Iterator[Horsies]:
         producer = create_app(database_url)
         producer.get_broker().ensure_schema_initialized_sync()

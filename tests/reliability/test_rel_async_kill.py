@@ -1,5 +1,6 @@
-"""Async tasks under kills: SIGKILL to a child running many ``async def`` tasks at once, and to a
-whole worker doing so (hard-cap mode, ``--processes 2 --async-concurrency 10``).
+"""Async tasks under kills: SIGKILL to a child running many ``async def`` tasks at once (in each
+claim mode: the default, prefetch, and under cluster-wide caps), and to a whole worker doing so
+(``--processes 2 --async-concurrency 10``).
 
 What it proves, from the ledger and the task table:
 
@@ -28,6 +29,17 @@ from tests.reliability.workload import intervals, max_overlap, send_load, task_s
 pytestmark = pytest.mark.timeout(180)
 
 HARD_CAP = {"RELIABILITY_HARD_CAP": "1"}
+MODES = {
+    "direct": HARD_CAP,
+    "prefetch": {},
+    # Caps high enough that a child fills up: the point is the kill, not the cap.
+    "capped": {
+        **HARD_CAP,
+        "RELIABILITY_QUEUE_MODE": "custom",
+        "RELIABILITY_QUEUE_MAX": "100",
+        "RELIABILITY_CLUSTER_CAP": "100",
+    },
+}
 WORKER_ARGS = ("--processes", "2", "--async-concurrency", "10")
 
 
@@ -51,15 +63,17 @@ def _busiest_child(ledger: str, keys: set[str], at_least: int) -> tuple[int, set
     return wait_until(busiest, 60, f"a child running {at_least} async tasks")
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 def test_a_killed_child_takes_only_its_async_tasks_down_and_they_are_retried(
-    ledger: str, start_worker: StartWorker, make_producer: Callable[..., Horsies]
+    mode: str, ledger: str, start_worker: StartWorker, make_producer: Callable[..., Horsies]
 ) -> None:
-    app = make_producer(HARD_CAP)
-    worker = start_worker(*WORKER_ARGS, env=HARD_CAP)
+    env = MODES[mode]
+    app = make_producer(env)
+    worker = start_worker(*WORKER_ARGS, env=env)
     ids = send_load(app, "rel.async_retried", [(f"nap{i}", 3.0) for i in range(16)])
     pid, victims = _busiest_child(ledger, set(ids), at_least=5)
     os.kill(pid, signal.SIGKILL)
-    ids |= send_load(app, "rel.async_retried", [(f"after{i}", 0.05) for i in range(20)])
+    ids |= send_load(app, "rel.async_retried", [(f"after{i}", 0.5) for i in range(20)])
     wait_terminal(ledger, ids, 120)
     assert worker.alive, worker.output()
 
@@ -68,7 +82,7 @@ def test_a_killed_child_takes_only_its_async_tasks_down_and_they_are_retried(
     rows = ledger_rows(ledger)
     overlap = max_overlap(intervals(rows, [k for k in ids if k.startswith("after")]))
     print(
-        f"\n[rel-async-kill:child] tasks={len(ids)} killed_child_ran={len(victims)} "
+        f"\n[rel-async-kill:child:{mode}] tasks={len(ids)} killed_child_ran={len(victims)} "
         f"overlap_after={overlap} statuses={dict(report.statuses)} "
         f"lost={report.lost} duplicated={report.duplicated}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -41,6 +42,12 @@ def create_app(database_url: str) -> Horsies:
         start = time.time()
         time.sleep(seconds)
         return TaskResult(ok=[start, time.time(), float(os.getppid())])
+
+    @app.task("caps.wide_nap", queue_name="wide")
+    async def wide_nap(seconds: float) -> TaskResult[list[float], TaskError]:
+        start = time.time()
+        await asyncio.sleep(seconds)
+        return TaskResult(ok=[start, time.time(), float(os.getpid())])
 
     return app
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
@@ -34,6 +36,12 @@ def create_app(database_url: str) -> Horsies:
     @app.task("pf.crash")
     def crash() -> TaskResult[None, TaskError]:
         os._exit(7)
+
+    @app.task("pf.nap")
+    async def nap(seconds: float) -> TaskResult[list[float], TaskError]:
+        start = time.time()
+        await asyncio.sleep(seconds)
+        return TaskResult(ok=[start, time.time(), float(os.getpid())])
 
     return app
 

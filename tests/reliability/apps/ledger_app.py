@@ -110,6 +110,13 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
     # Custom mode has no default queue: rel.work runs on "other" there.
     app.task("rel.work", queue_name="other" if custom else None)(work)
     app.task("rel.whoami", queue_name="other" if custom else None)(whoami)
+    # async def tasks, several at once per child; retried after a crash.
+    app.task(
+        "rel.async_retried",
+        queue_name="other" if custom else None,
+        retry_policy=CRASH_RETRIES,
+        auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
+    )(async_work)
     if not custom:
         # The same, retried after a crash (freeze scenarios: a reaper retries a frozen attempt).
         retried = app.task(
@@ -118,12 +125,6 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
             auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
         )
         retried(whoami)
-        # async def tasks, several at once per child; retried after a crash.
-        app.task(
-            "rel.async_retried",
-            retry_policy=CRASH_RETRIES,
-            auto_retry_for=[LibraryErrorCode.WORKER_CRASHED],
-        )(async_work)
         add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
         add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
         add_forking_tasks(app, conninfo)  # rel.fork_and_die: see apps/forking_tasks.py

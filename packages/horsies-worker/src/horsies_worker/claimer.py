@@ -6,6 +6,7 @@ The budget math is pure so it can be unit-tested; the cluster-wide parts (queue 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
@@ -84,20 +85,26 @@ class Claimer:
             claimed=claimed,
         )
 
-    def request(self, budget: int) -> ClaimRequest:
-        """The claim request for ``budget`` tasks across the served queues."""
+    def request(self, budget: int, task_names: Sequence[str] | None = None) -> ClaimRequest:
+        """The claim request for ``budget`` tasks across the served queues (of ``task_names``
+        only, if given: those fill the free slots of children running async tasks, so no
+        per-queue batch applies)."""
         cfg = self._config
         return ClaimRequest(
             queues=self._queues,
             local_budget=budget,
-            max_claim_batch=cfg.max_claim_batch,
+            max_claim_batch=cfg.max_claim_batch if task_names is None else 0,
             cluster_wide_cap=cfg.cluster_wide_cap,
             soft_cap=cfg.soft_cap,
             claim_lease_ms=cfg.claim_lease_ms if cfg.soft_cap else None,
+            task_names=task_names,
         )
 
-    async def claim(self, budget: int) -> list[ClaimedTask]:
-        """Claim up to ``budget`` tasks across the served queues in one broker transaction."""
+    async def claim(
+        self, budget: int, task_names: Sequence[str] | None = None
+    ) -> list[ClaimedTask]:
+        """Claim up to ``budget`` tasks across the served queues (of ``task_names`` only, if
+        given) in one broker transaction."""
         if budget <= 0:
             return []
-        return await self._broker.claim_async(self._worker_id, self.request(budget))
+        return await self._broker.claim_async(self._worker_id, self.request(budget, task_names))

@@ -94,14 +94,33 @@ class WorkerState:
         return len(self.pending) + sum(1 for _, a in self.assignments() if not a.sent)
 
     def budget(self) -> int:
-        """How many more tasks this worker may take now."""
-        return self.claimer.budget(running=self.running_count(), claimed=self.claimed_count())
+        """How many more tasks of any kind this worker may take now.
 
-    def child_budget(self) -> int:
-        """:meth:`budget` counting busy children rather than tasks, for the claims that give an
-        idle child its first task (a child running async tasks holds several and counts once)."""
-        busy = sum(1 for child in self.pool.children if child.running)
-        return self.claimer.budget(running=busy, claimed=self.claimed_count())
+        The async tasks a child runs side by side take one of the worker's slots together (the
+        others are :meth:`async_budget`'s), and the waiting async tasks that free async slots will
+        take do not count.
+        """
+        running = 0
+        for child in self.pool.children:
+            sent = [a.concurrent for a in child.assignments if a.sent]
+            running += sent.count(False) + int(True in sent)
+        absorbed = min(self._pending_async(), self._async_free())
+        return self.claimer.budget(running=running, claimed=self.claimed_count() - absorbed)
+
+    def async_budget(self) -> int:
+        """How many more async tasks the free slots of children running async tasks may take, once
+        the async tasks waiting here have taken theirs."""
+        return max(0, self._async_free() - self._pending_async())
+
+    def _async_free(self) -> int:
+        if not self.async_names:
+            return 0
+        concurrency = self.config.async_concurrency
+        return sum(child.async_free_slots(concurrency) for child in self.pool.children)
+
+    def _pending_async(self) -> int:
+        names = self.async_names
+        return sum(1 for task in self.pending if task.task_name in names) if names else 0
 
     def tracked_claims(self) -> list[AttemptKey]:
         """Every claim this worker still holds: on a child, waiting locally, or with an unwritten
@@ -165,11 +184,14 @@ class WorkerState:
         if not self.pending:
             return False
         depth = self.child_depth()
-        return any(child.free_slots(depth) for child in self.pool.children)
+        if any(child.free_slots(depth) for child in self.pool.children):
+            return True
+        return self._pending_async() > 0 and self._async_free() > 0
 
     def reserve_children(self) -> list[tuple[ChildProcess, Assignment]]:
         """Reserve child slots for waiting tasks: idle children first, then one queued task per
-        child per round, so that the waiting tasks spread over the children."""
+        child per round, so that the waiting tasks spread over the children; then the free slots
+        of children running async tasks for the async tasks still waiting."""
         depth = self.child_depth()
         pairs: list[tuple[ChildProcess, Assignment]] = []
         pending = self.pending
@@ -182,6 +204,20 @@ class WorkerState:
                 assignment = self.assignment(pending.popleft())
                 child.reserve(assignment)  # synchronously: no other pass can take the slot
                 pairs.append((child, assignment))
+        slots = self.async_slots()
+        if not slots or not self._pending_async():
+            return pairs
+        waiting: list[ClaimedTask] = []
+        for task in pending:
+            if slots and task.task_name in self.async_names:
+                child = slots.pop(0)
+                assignment = self.assignment(task)
+                child.reserve(assignment)
+                pairs.append((child, assignment))
+            else:
+                waiting.append(task)
+        pending.clear()
+        pending.extend(waiting)
         return pairs
 
     def assignment(self, task: ClaimedTask) -> Assignment:
@@ -194,11 +230,13 @@ class WorkerState:
         )
 
     def async_slots(self) -> list[ChildProcess]:
-        """The children running async tasks, each listed once per async task it may still take."""
+        """The children running async tasks, each listed once per async task it may still take,
+        level by level so that new tasks spread over the children."""
         if not self.async_names:
             return []
         concurrency = self.config.async_concurrency
-        return [c for c in self.pool.children for _ in range(c.async_free_slots(concurrency))]
+        free = [(c, c.async_free_slots(concurrency)) for c in self.pool.children]
+        return [c for level in range(concurrency) for c, n in free if n > level]
 
     def hand_over(self, children: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
         """Give each task just started for a child pid to that child (its slot was free when the

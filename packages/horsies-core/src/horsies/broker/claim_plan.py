@@ -40,7 +40,8 @@ class ClaimRequest:
     caps each queue per pass in both queue modes (0 or less: no per-queue cap). ``cluster_wide_cap``
     caps RUNNING + CLAIMED across the cluster. ``soft_cap`` selects prefetch mode, where claims
     carry a lease of ``claim_lease_ms`` and only RUNNING tasks count as in flight for the queue
-    limits.
+    limits. With ``task_names``, only tasks of those names are claimed (the free slots of children
+    that run async tasks take async tasks only).
     """
 
     queues: Sequence[QueueClaimSpec]
@@ -49,6 +50,7 @@ class ClaimRequest:
     cluster_wide_cap: int | None = None
     soft_cap: bool = False
     claim_lease_ms: int | None = None
+    task_names: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

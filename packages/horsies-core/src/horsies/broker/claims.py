@@ -77,10 +77,17 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
         n = min(limit, remaining)
         if n <= 0:
             continue
-        res = yield Query(
-            task_sql.TASK_CLAIM_AVAILABLE,
-            {"queue_name": queue_name, "limit": n, "worker_id": worker_id, "lease_ms": lease_ms},
-        )
+        params: dict[str, object] = {
+            "queue_name": queue_name,
+            "limit": n,
+            "worker_id": worker_id,
+            "lease_ms": lease_ms,
+        }
+        statement = task_sql.TASK_CLAIM_AVAILABLE
+        if request.task_names is not None:
+            statement = task_sql.TASK_CLAIM_AVAILABLE_OF_NAMES
+            params["task_names"] = list(request.task_names)
+        res = yield Query(statement, params)
         rows = claimed_rows(res.rows)
         claimed.extend(rows)
         remaining -= len(rows)

@@ -18,6 +18,7 @@ from horsies.broker.claims import (
 )
 from horsies.broker.exchange import (
     StartedTask,
+    async_claim_limits,
     claim_and_start_more,
     claim_and_start_query,
     direct_claim_limits,
@@ -60,13 +61,17 @@ def prefetch_exchange_op(
     release: Sequence[AttemptKey] = (),
     keep_running: Sequence[AttemptKey] | None = None,
     engine: WorkflowEngine | None = None,
+    async_pids: Sequence[int] = (),
+    async_names: Sequence[str] = (),
 ) -> Op[PrefetchExchange]:
     """Prefetch (soft-cap) mode's hot path, without cluster-wide caps, in one transaction and
     usually one round trip: write ``outcomes``, start the claims handed to children (``starts``:
     (task id, attempt, child pid), CLAIMED -> RUNNING while the lease holds), fill the other free
     child slots straight from PENDING (``direct_pids``: one child pid per slot, in the order the
-    most urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase) and claim up to
-    ``request.local_budget`` more (PENDING -> CLAIMED with a lease).
+    most urgent tasks should go; PENDING -> RUNNING, no CLAIMED phase), fill the free slots of
+    children running async tasks the same way with tasks of ``async_names`` (``async_pids``: a
+    pid once per slot) and claim what is left of ``request.local_budget`` after those slots
+    (PENDING -> CLAIMED with a lease).
 
     Run it in a transaction when :func:`prefetch_exchange_needs_transaction` says so. After a call
     that failed with starts in it (it may have committed without the reply arriving), the worker
@@ -92,7 +97,14 @@ def prefetch_exchange_op(
     direct_at = len(first)
     if direct:
         first.append(claim_and_start_query(worker_id, hostname, direct[0][0], direct_pids))
-    total, limits = prefetch_claim_limits(request, len(direct_pids))
+    async_direct = prefetch_async_limits(request, async_pids, async_names)
+    async_at = len(first)
+    if async_direct:
+        queue_name, n = async_direct[0]
+        first.append(
+            claim_and_start_query(worker_id, hostname, queue_name, async_pids[:n], async_names)
+        )
+    total, limits = prefetch_claim_limits(request, len(direct_pids) + len(async_pids))
     claim_at = len(first)
     if limits:
         first.append(
@@ -110,6 +122,17 @@ def prefetch_exchange_op(
         yield from claim_and_start_more(
             worker_id, hostname, direct[1:], direct_pids, direct_started
         )
+    if async_direct:
+        async_started = started_rows(parts[async_at].rows)
+        yield from claim_and_start_more(
+            worker_id,
+            hostname,
+            async_direct[1:],
+            async_pids,
+            async_started,
+            task_names=async_names,
+        )
+        direct_started.extend(async_started)
     claimed: list[ClaimedTask] = []
     if limits:
         claimed.extend(claimed_rows(parts[claim_at].rows))
@@ -140,6 +163,16 @@ def prefetch_claim_limits(
     return total, [(q, n) for q, n in plan.queue_limits if n > 0]
 
 
+def prefetch_async_limits(
+    request: ClaimRequest | None, async_pids: Sequence[int], async_names: Sequence[str]
+) -> list[tuple[str, int]]:
+    """(queue, ceiling) pairs of the direct start of async tasks for the free slots ``async_pids``
+    (none without a request, slots or async tasks)."""
+    if request is None or not async_pids or not async_names:
+        return []
+    return async_claim_limits(request, len(async_pids))
+
+
 def prefetch_claim_query(
     worker_id: str, request: ClaimRequest | None, queue_name: str, limit: int
 ) -> Query:
@@ -155,7 +188,10 @@ def prefetch_claim_query(
 
 
 def prefetch_exchange_needs_transaction(
-    request: ClaimRequest | None, direct_slots: int, outcomes: Sequence[TaskOutcome] = ()
+    request: ClaimRequest | None,
+    direct_slots: int,
+    outcomes: Sequence[TaskOutcome] = (),
+    async_slots: int = 0,
 ) -> bool:
     """True when :func:`prefetch_exchange_op` may take more than one round trip (claims in several
     queues, or workflow outcomes to advance): then it must run in an explicit transaction."""
@@ -163,4 +199,6 @@ def prefetch_exchange_needs_transaction(
         return True
     if direct_slots and request is not None and len(direct_claim_limits(request, direct_slots)) > 1:
         return True
-    return len(prefetch_claim_limits(request, direct_slots)[1]) > 1
+    if async_slots and request is not None and len(async_claim_limits(request, async_slots)) > 1:
+        return True
+    return len(prefetch_claim_limits(request, direct_slots + async_slots)[1]) > 1

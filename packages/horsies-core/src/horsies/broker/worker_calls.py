@@ -143,12 +143,15 @@ class WorkerCalls(BrokerCore):
         request: ClaimRequest | None = None,
         release: Sequence[AttemptKey] = (),
         keep_running: Sequence[AttemptKey] | None = None,
+        async_pids: Sequence[int] = (),
+        async_names: Sequence[str] = (),
     ) -> PrefetchExchange:
         """Prefetch mode's hot path (soft cap, no cluster-wide caps), all or nothing and usually
         one round trip: write ``outcomes``, start the claims handed to children (``starts``: (task
         id, attempt, child pid)), start tasks straight from PENDING for the other free child slots
-        (``direct_pids``: one pid per slot) and claim the rest of ``request.local_budget`` with a
-        lease.
+        (``direct_pids``: one pid per slot), likewise the free slots of children running async
+        tasks with tasks of ``async_names`` (``async_pids``), and claim the rest of
+        ``request.local_budget`` with a lease.
 
         After an error nothing was written, unless the connection broke after the commit: so the
         caller drops the tasks of a failed call's ``starts`` and passes them as ``release``, with
@@ -167,11 +170,13 @@ class WorkerCalls(BrokerCore):
                 release=release,
                 keep_running=keep_running,
                 engine=self._engine(),
+                async_pids=async_pids,
+                async_names=async_names,
             ),
             "prefetch_exchange",
             hot=True,
             transaction=prefetch.prefetch_exchange_needs_transaction(
-                request, len(direct_pids), outcomes
+                request, len(direct_pids), outcomes, len(async_pids) if async_names else 0
             ),
         )
 

@@ -2,8 +2,9 @@
 a CLAIMED phase under the cluster claim lock.
 
 A claim pass counts the in-flight tasks of the cluster under the claim advisory lock and claims
-what the caps leave (``broker.claim_async``); the tasks that have a child with room are started in
-one ``broker.start_async`` call. Outcomes are written by the completer's own writer, which also
+what the caps leave (``broker.claim_async``), then likewise async tasks for the free slots of
+children running async tasks; the tasks that have a child with room are started in one
+``broker.start_async`` call. Outcomes are written by the completer's own writer, which also
 wakes the workers held back by a cap.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from horsies.logs import get_logger
 
 from horsies_worker.modes.base import ClaimMode
+from horsies_worker.state import WorkerState
 
 __all__ = ["ClaimedMode"]
 
@@ -26,6 +28,10 @@ class ClaimedMode(ClaimMode):
     """Claim under the cluster's caps, then start what the children can take."""
 
     writes_outcomes = False
+
+    def __init__(self, state: WorkerState) -> None:
+        super().__init__(state)
+        self._async_names = sorted(state.async_names)  # as the claims send them, once
 
     def _claim_budget(self) -> int:
         """How many tasks a pass claims now: the free budget once it is a quarter of what this
@@ -38,35 +44,46 @@ class ClaimedMode(ClaimMode):
         return budget
 
     async def run_pass(self) -> None:
-        """Start waiting tasks on children with room and, at the same time, claim the free budget;
-        then start what the claim brought if a child has room.
+        """Start waiting tasks on children with room and, at the same time, claim the free budget
+        (and async tasks for the free slots of children running async tasks); then start what the
+        claims brought if a child has room.
 
         The start and the claim are independent (different rows, different connections), so they
         share the wait for their commits.
         """
         state = self._state
-        budget = 0 if state.stop.is_set() else self._claim_budget()
-        if budget <= 0:
+        stopping = state.stop.is_set()
+        budget = 0 if stopping else self._claim_budget()
+        async_budget = 0 if stopping else state.async_budget()
+        if budget <= 0 and async_budget <= 0:
             if state.dispatch_due():
                 await self._dispatch()
             return
-        jobs: list[Awaitable[Any]] = [state.claimer.claim(budget)]
+        jobs: list[Awaitable[Any]] = [self._claim(budget, async_budget)]
         if state.dispatch_due():
             jobs.append(self._dispatch())
-        claimed, *dispatched = await asyncio.gather(*jobs, return_exceptions=True)
-        if isinstance(claimed, BaseException):
-            raise claimed
-        if claimed:
-            logger.debug("tasks_claimed: %s (budget %s)", len(claimed), budget)
-            state.add_claims(claimed)
-        for failure in dispatched:
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        for failure in outcomes:
             if isinstance(failure, BaseException):
                 raise failure
         if state.dispatch_due():
             await self._dispatch()
         # A full batch may mean more work is waiting (max_claim_batch, several queues): go again.
-        if claimed and state.budget():
+        if outcomes[0] and state.budget():
             state.wake.set()
+
+    async def _claim(self, budget: int, async_budget: int) -> int:
+        """Claim ``budget`` tasks of any kind, then ``async_budget`` async ones, each claim queued
+        locally as soon as it commits; returns how many were claimed."""
+        state = self._state
+        total = 0
+        for n, names in ((budget, None), (async_budget, self._async_names)):
+            claimed = await state.claimer.claim(n, names)
+            if claimed:
+                logger.debug("tasks_claimed: %s (budget %s)", len(claimed), n)
+                state.add_claims(claimed)
+                total += len(claimed)
+        return total
 
     async def _dispatch(self) -> None:
         """Start as many waiting tasks as the children have free slots, in one call."""

@@ -78,7 +78,7 @@ class DirectStartMode(ClaimMode):
         idle: list[ChildProcess] = []
         slots: list[ChildProcess] = []
         if not state.stop.is_set():
-            idle = pool.idle_children()[: max(0, state.child_budget())]
+            idle = pool.idle_children()[: state.budget()]
             slots = state.async_slots()
         batch = completer.take()
         keep = state.claims_to_reconcile()

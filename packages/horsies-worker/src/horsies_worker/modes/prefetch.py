@@ -3,7 +3,8 @@ lease, so that short tasks never wait for a round trip.
 
 One round trip per pass (``broker.prefetch_exchange_async``), in one transaction: write results,
 start the claims handed to children (CLAIMED -> RUNNING, lease checked), fill other free child
-slots straight from PENDING, and claim more with a lease. Passes run back to back while children
+slots straight from PENDING (and the free slots of children running async tasks with async
+tasks), and claim more with a lease. Passes run back to back while children
 have room. While tasks are short, each child holds a small queue of started tasks
 (``WorkerState.child_depth``).
 """
@@ -14,6 +15,7 @@ from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildProcess
 from horsies_worker.modes.base import ClaimMode
+from horsies_worker.state import WorkerState
 
 __all__ = ["PrefetchMode"]
 
@@ -25,6 +27,10 @@ class PrefetchMode(ClaimMode):
 
     writes_outcomes = True
 
+    def __init__(self, state: WorkerState) -> None:
+        super().__init__(state)
+        self._async_names = sorted(state.async_names)  # as the exchange sends them, once
+
     async def run_pass(self) -> None:
         """One pass: write the queued outcomes, start waiting claims on children with room, and
         claim more, in one round trip. A claim waits until a quarter of the budget is free unless
@@ -33,6 +39,7 @@ class PrefetchMode(ClaimMode):
         pool, completer = state.pool, state.completer
         pairs: list[tuple[ChildProcess, Assignment]] = []
         direct_pids: list[int] = []
+        async_pids: list[int] = []
         budget = 0
         if not state.stop.is_set():
             if state.dispatch_due():
@@ -45,6 +52,10 @@ class PrefetchMode(ClaimMode):
             rest = budget - len(direct_pids)
             if state.pending and rest * 4 < cfg.processes + cfg.prefetch_buffer:
                 budget = len(direct_pids)  # claim once a quarter of the budget is free
+            # The free slots of children running async tasks: filled with async tasks from
+            # PENDING (the async tasks waiting here took theirs above).
+            async_pids = [child.pid for child in state.async_slots()]
+            budget += len(async_pids)
         batch = completer.take()
         release = state.orphaned_claims
         keep = state.claims_to_reconcile()
@@ -60,10 +71,12 @@ class PrefetchMode(ClaimMode):
                 request=state.claimer.request(budget) if budget > 0 else None,
                 release=release,
                 keep_running=keep,
+                async_pids=async_pids,
+                async_names=self._async_names,
             )
         except BaseException:
             completer.restore(batch)
-            if pairs or direct_pids:
+            if pairs or direct_pids or async_pids:
                 # The starts may have committed without the reply: these tasks are no longer
                 # ours to run; the next exchange gives them back.
                 for child, assignment in pairs:
@@ -83,7 +96,7 @@ class PrefetchMode(ClaimMode):
         if (
             state.dispatch_due()
             or completer.pending
-            or len(exchange.direct) == len(direct_pids) > 0
+            or len(exchange.direct) == len(direct_pids) + len(async_pids) > 0
         ):
             state.wake.set()
 

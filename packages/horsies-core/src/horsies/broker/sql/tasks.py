@@ -158,6 +158,12 @@ _CLAIMABLE_IN_QUEUE: Final = """
     ORDER BY priority, sent_at, id
 """
 
+# The claimable rows of one queue whose task_name is in %(task_names)s: the free slots of children
+# that run async tasks take only async tasks.
+_CLAIMABLE_IN_QUEUE_OF_NAMES: Final = _CLAIMABLE_IN_QUEUE.replace(
+    "ORDER BY", "  AND task_name = ANY(%(task_names)s::text[])\n    ORDER BY"
+)
+
 # The ClaimedTask columns, in ClaimedTask field order.
 _CLAIMED_TASK_COLUMNS: Final = """
 RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
@@ -190,15 +196,18 @@ _SET_RUNNING_FOR_PID: Final = """
         worker_process_name = 'worker-' || s.pid,
         updated_at = now()"""
 
+
 # Claim up to %(limit)s claimable tasks of one queue (PENDING, or CLAIMED with an expired lease;
 # due; not expired), most urgent then oldest first, skipping rows another pass has locked. Each
 # claim is a new attempt (see the attempt column in schema.py).
-TASK_CLAIM_AVAILABLE: Final = (
-    """
+def _claim(claimable: LiteralString) -> LiteralString:
+    """The claim statement over the candidates ``claimable`` selects."""
+    return (
+        """
 WITH candidates AS (
     SELECT id"""
-    + _CLAIMABLE_IN_QUEUE
-    + """    LIMIT %(limit)s
+        + claimable
+        + """    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE horsies_tasks AS t
@@ -210,9 +219,16 @@ SET status = 'CLAIMED',
     attempt = t.attempt + 1,
     updated_at = now()
 WHERE t.id = ANY(ARRAY(SELECT id FROM candidates))"""
-    + _CLAIMED_TASK_COLUMNS
-    + "\n"
-)
+        + _CLAIMED_TASK_COLUMNS
+        + "\n"
+    )
+
+
+TASK_CLAIM_AVAILABLE: Final = _claim(_CLAIMABLE_IN_QUEUE)
+
+# The same, of the tasks named in %(task_names)s only (the free slots of children running async
+# tasks, with cluster-wide caps).
+TASK_CLAIM_AVAILABLE_OF_NAMES: Final = _claim(_CLAIMABLE_IN_QUEUE_OF_NAMES)
 
 
 def _claim_and_start(claimable: LiteralString) -> LiteralString:
@@ -255,13 +271,9 @@ started AS (
 # CLAIMED phase: the worker sends each row to its child as soon as the statement returns.
 TASK_CLAIM_AND_START_AVAILABLE: Final = _claim_and_start(_CLAIMABLE_IN_QUEUE)
 
-# The same for the free slots of children that run async tasks, which take only async tasks: only
-# rows whose task_name is in %(task_names)s. A pid is listed once per free slot.
-TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES: Final = _claim_and_start(
-    _CLAIMABLE_IN_QUEUE.replace(
-        "ORDER BY", "  AND task_name = ANY(%(task_names)s::text[])\n    ORDER BY"
-    )
-)
+# TASK_CLAIM_AND_START_AVAILABLE for the free slots of children that run async tasks; a pid is
+# listed once per free slot.
+TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES: Final = _claim_and_start(_CLAIMABLE_IN_QUEUE_OF_NAMES)
 
 
 # For the rest of the current transaction, run prepared statements with their generic plan.
