@@ -563,7 +563,7 @@ def test_send_revalidates_the_queue() -> None:
     error = handle.get().unwrap_err()
     assert error.error_code is LibraryErrorCode.SEND_REFUSED
     assert error.message == (
-        "Task execution error for routed: invalid queue_name 'slow'; valid queues: fast"
+        "Task execution error for routed: E103: invalid queue_name 'slow'; valid queues: fast"
     )
     assert error.data == {"task_name": "routed", "exception_type": "ConfigurationError"}
     assert isinstance(error.exception, ConfigurationError)

@@ -47,6 +47,16 @@ def task_not_found(task_id: str) -> TaskResult[Any, TaskError]:
     )
 
 
+def task_not_committed(task_id: str) -> TaskResult[Any, TaskError]:
+    """No task has this id, and it was sent within the caller's transaction."""
+    return failure(
+        LibraryErrorCode.TASK_NOT_FOUND,
+        f"Task {task_id} not found in database: it was sent within your transaction, which has "
+        "not committed yet (get() sees the task once it has) or was rolled back",
+        {"task_id": task_id, "sent_within_transaction": True},
+    )
+
+
 def task_cancelled(task_id: str) -> TaskResult[Any, TaskError]:
     """The task was cancelled before it ran."""
     return failure(

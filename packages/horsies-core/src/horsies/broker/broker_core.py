@@ -15,8 +15,10 @@ from typing import TypeVar
 from horsies.broker import (
     channels,
 )
-from horsies.broker.driver_async import AsyncDriver, AsyncPools
-from horsies.broker.driver_sync import SyncDriver, SyncPool
+from horsies.broker.async_pools import AsyncPools
+from horsies.broker.caller_connection import CallerAsyncDriver, CallerConnection, CallerSyncDriver
+from horsies.broker.driver_async import AsyncDriver, AsyncEffects
+from horsies.broker.driver_sync import SyncDriver, SyncEffects, SyncPool
 from horsies.broker.hooks import BrokerApp, WorkflowEngine, WorkflowHooks
 from horsies.broker.listener import NotificationListener, acquire_listener, release_listener
 from horsies.broker.migrations import SchemaGate
@@ -46,7 +48,7 @@ class BrokerCore:
         self._config = config
         self._app = app
         self._workflows = workflows
-        schema = SchemaGate()
+        schema = self._schema = SchemaGate()
         self._sync = SyncDriver(config, SyncPool(config), schema)
         self._async_pools = AsyncPools(config)
         # The worker's hot path (exchange_async, prefetch_exchange_async) runs one call after
@@ -135,13 +137,29 @@ class BrokerCore:
         """Async twin of :meth:`execute`."""
         return await self._async.run(Run(op, action, transaction))
 
-    def run_program(self, program: Program[T]) -> T:
-        """Run a program (``horsies.broker.programs``) for a sync caller."""
-        return self._sync.drive(program)
+    def run_program(self, program: Program[T], within: CallerConnection | None = None) -> T:
+        """Run a program (``horsies.broker.programs``) for a sync caller: on the pools, or with
+        ``within`` on the caller's connection, in its transaction."""
+        return self._effects(within).drive(program)
 
-    async def run_program_async(self, program: Program[T]) -> T:
+    async def run_program_async(
+        self, program: Program[T], within: CallerConnection | None = None
+    ) -> T:
         """Async twin of :meth:`run_program`."""
-        return await self._async.drive(program)
+        return await (await self._effects_async(within)).drive(program)
+
+    def _effects(self, within: CallerConnection | None) -> SyncEffects:
+        """What runs a blocking call's statements: the pools, or the caller's connection."""
+        if within is None:
+            return self._sync
+        return CallerSyncDriver(within.sync_connection(), self._schema, echo=self._config.echo)
+
+    async def _effects_async(self, within: CallerConnection | None) -> AsyncEffects:
+        """Async twin of :meth:`_effects`."""
+        if within is None:
+            return self._async
+        conn = await within.async_connection()
+        return CallerAsyncDriver(conn, self._schema, echo=self._config.echo)
 
     def _run_sync(self, op: Op[T] | Step, action: str, *, transaction: bool = False) -> T:
         return self._sync.run(Run(op, action, transaction))

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from horsies.broker import prepared
 from horsies.broker.driver_errors import translate_error
@@ -43,7 +43,16 @@ from horsies.broker.waiters import ResultWaiters, WakeReason
 from horsies.config import PostgresConfig
 from horsies.logs import get_logger
 
-__all__ = ["SyncConn", "SyncDriver", "SyncPool", "SyncWaiter", "run_op", "run_step"]
+__all__ = [
+    "SyncConn",
+    "SyncDriver",
+    "SyncEffects",
+    "SyncPool",
+    "SyncWaiter",
+    "run_any",
+    "run_op",
+    "run_step",
+]
 
 _log = get_logger("broker")
 T = TypeVar("T")
@@ -233,8 +242,13 @@ def _run_prepared(conn: SyncConn, step: Prepared, echo: bool) -> QueryResult:
     return prepared.prepared_result(res)
 
 
-def _cursor(conn: SyncConn, query: Query) -> psycopg.Cursor[Any]:
-    return conn.cursor(row_factory=dict_row) if query.rows == "dict" else conn.cursor()
+def _cursor(conn: SyncConn, query: Query | None = None) -> psycopg.Cursor[Any]:
+    rows = dict_row if query is not None and query.rows == "dict" else tuple_row
+    if conn.cursor_factory is psycopg.Cursor:
+        return conn.cursor(row_factory=rows)
+    # A caller's connection (sends made `within` it) may make other cursors, such as Django's
+    # client-side binding ones, or rows of another shape: the steps need plain ones.
+    return psycopg.Cursor(conn, row_factory=rows)
 
 
 def _result(cur: psycopg.Cursor[Any], query: Query) -> QueryResult:
@@ -249,7 +263,7 @@ def run_step(conn: SyncConn, step: Step, echo: bool = False) -> QueryResult:
     if isinstance(step, Prepared):
         return _run_prepared(conn, step, echo)
     if isinstance(step, Copy | CopyData):
-        with conn.cursor() as cur, cur.copy(step.sql) as copy:
+        with _cursor(conn) as cur, cur.copy(step.sql) as copy:
             if (
                 isinstance(step, CopyData)
                 and step.data is not None
@@ -330,51 +344,13 @@ class SyncWaiter:
         return "poked" if woke else "timeout"
 
 
-class SyncDriver:
-    """Runs programs and operations on a :class:`SyncPool`, bringing the schema up to date before
-    the first statement."""
-
-    def __init__(self, config: PostgresConfig, pool: SyncPool, schema: SchemaGate) -> None:
-        self._config = config
-        self._pool = pool
-        self._schema = schema
-
-    def migrate(self, deadline: float | None = None, action: str = "schema initialisation") -> None:
-        """Bring the schema up to date unless this broker already did."""
-        with self._schema.lock:
-            if not self._schema.ready:
-                self.drive(migrate_program(deadline, action), bootstrap=True)
-                self._schema.ready = True
+class SyncEffects:
+    """Carries out programs for blocking callers: :meth:`run` one ``Run`` (where its connection
+    comes from is the subclass's), :meth:`drive` the rest."""
 
     def run(self, effect: Run[T], *, bootstrap: bool = False) -> T:
-        """Carry out one :class:`~horsies.broker.programs.Run`; driver errors become
-        ``BrokerError``. ``bootstrap``: skip the schema check (the migrations themselves)."""
-        op = effect.op
-        try:
-            if not bootstrap and not self._schema.ready:
-                self.migrate(effect.deadline, effect.action)
-            conn = self._pool.getconn(checkout_wait(self._config, effect.deadline))
-            failed = True
-            try:
-                echo = self._config.echo
-                if effect.transaction:
-                    with conn.transaction():
-                        result = _run_any(conn, op, echo)
-                else:
-                    result = _run_any(conn, op, echo)
-                failed = False
-            finally:
-                self._pool.putconn(conn, failed=failed)
-            return result
-        except psycopg.Error as exc:
-            raise translate_error(exc, effect.action) from exc
-        finally:
-            if not isinstance(op, STEP_TYPES):
-                op.close()
-
-    def close(self) -> None:
-        """Close the pool (idempotent)."""
-        self._pool.close()
+        """Carry out one :class:`~horsies.broker.programs.Run`."""
+        raise NotImplementedError
 
     def drive(self, program: Program[T], *, bootstrap: bool = False) -> T:
         """Run ``program`` to its end and return its value."""
@@ -411,7 +387,55 @@ class SyncDriver:
                 listening[0].unregister(listening[1])
 
 
-def _run_any(conn: SyncConn, op: Op[Any] | Step, echo: bool) -> Any:
+class SyncDriver(SyncEffects):
+    """Runs programs and operations on a :class:`SyncPool`, bringing the schema up to date before
+    the first statement."""
+
+    def __init__(self, config: PostgresConfig, pool: SyncPool, schema: SchemaGate) -> None:
+        self._config = config
+        self._pool = pool
+        self._schema = schema
+
+    def migrate(self, deadline: float | None = None, action: str = "schema initialisation") -> None:
+        """Bring the schema up to date unless this broker already did."""
+        with self._schema.lock:
+            if not self._schema.ready:
+                self.drive(migrate_program(deadline, action), bootstrap=True)
+                self._schema.ready = True
+
+    def run(self, effect: Run[T], *, bootstrap: bool = False) -> T:
+        """Carry out one :class:`~horsies.broker.programs.Run`; driver errors become
+        ``BrokerError``. ``bootstrap``: skip the schema check (the migrations themselves)."""
+        op = effect.op
+        try:
+            if not bootstrap and not self._schema.ready:
+                self.migrate(effect.deadline, effect.action)
+            conn = self._pool.getconn(checkout_wait(self._config, effect.deadline))
+            failed = True
+            try:
+                echo = self._config.echo
+                if effect.transaction:
+                    with conn.transaction():
+                        result = run_any(conn, op, echo)
+                else:
+                    result = run_any(conn, op, echo)
+                failed = False
+            finally:
+                self._pool.putconn(conn, failed=failed)
+            return result
+        except psycopg.Error as exc:
+            raise translate_error(exc, effect.action) from exc
+        finally:
+            if not isinstance(op, STEP_TYPES):
+                op.close()
+
+    def close(self) -> None:
+        """Close the pool (idempotent)."""
+        self._pool.close()
+
+
+def run_any(conn: SyncConn, op: Op[Any] | Step, echo: bool) -> Any:
+    """Run a step or drive an operation on ``conn`` (the caller owns transactions)."""
     if isinstance(op, STEP_TYPES):
         return run_step(conn, op, echo)
     return run_op(conn, op, echo)

@@ -14,6 +14,7 @@ from horsies.broker import (
     retrieval,
 )
 from horsies.broker.broker_core import BrokerCore
+from horsies.broker.caller_connection import CallerConnection
 from horsies.broker.copy_encoder import TaskBatch
 from horsies.broker.enqueue import BatchOptions, EnqueueOptions, EnqueueRequest
 from horsies.broker.programs import Program
@@ -35,6 +36,8 @@ class ProducerCalls(BrokerCore):
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         queue_name: str = "default",
+        *,
+        within: CallerConnection | None = None,
         **options: Unpack[EnqueueOptions],
     ) -> str:
         """Insert one PENDING task and return its id (one INSERT; the trigger wakes the workers).
@@ -50,10 +53,14 @@ class ProducerCalls(BrokerCore):
         BrokerError, ``unreachable``: nothing was stored). An insert whose connection is lost
         mid-statement is repeated on a new connection, which tells whether it had committed, so a
         returned id is always stored and an error normally means nothing was.
+
+        With ``within`` the row is written through the caller's connection, in its transaction:
+        it exists (and wakes the workers) only once the caller commits.
         """
         request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
-        self._sync.drive(enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue"))
+        program = enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue")
+        self._effects(within).drive(program)
         return row[0]
 
     async def enqueue_async(
@@ -62,21 +69,24 @@ class ProducerCalls(BrokerCore):
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         queue_name: str = "default",
+        *,
+        within: CallerConnection | None = None,
         **options: Unpack[EnqueueOptions],
     ) -> str:
         """Async twin of :meth:`enqueue`.
 
         Concurrent calls in one event loop share round trips: while one insert is in flight, the
         calls that arrive meanwhile are inserted together by the next statement. Each call still
-        returns only once its own task is stored, and fails only for its own reasons.
+        returns only once its own task is stored, and fails only for its own reasons (not those
+        made ``within`` a caller's connection: they are the caller's to order).
         """
         request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
-        if request.delay_s is None:
+        if request.delay_s is None and within is None:
             await self._coalescer().insert(row)
-        else:  # the coalescer's shared inserts read no clock
-            step = enqueue.task_insert_step(row)
-            await self._async.drive(enqueue.insert_program(step, (row,), "enqueue"))
+        else:  # the coalescer's shared inserts read no clock and use the pool
+            program = enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue")
+            await (await self._effects_async(within)).drive(program)
         return row[0]
 
     def _coalescer(self) -> SendCoalescer:
@@ -116,6 +126,8 @@ class ProducerCalls(BrokerCore):
         task_name: str,
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
         queue_name: str = "default",
+        *,
+        within: CallerConnection | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Insert one PENDING task of ``task_name`` per (args, kwargs) call with one COPY; returns
@@ -125,11 +137,12 @@ class ProducerCalls(BrokerCore):
         Every call is encoded before anything is written (SerializationError), then the whole batch
         is inserted or none of it. The tasks are claimed in call order (within a priority). Cheaper
         per task than :meth:`enqueue_many`: the rows share everything but their arguments.
+        ``within``: as for :meth:`enqueue`.
         """
         if not calls:
             return []
         batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
-        self._sync.drive(_batch(batch))
+        self._effects(within).drive(_batch(batch))
         return batch.all_ids()
 
     async def enqueue_calls_async(
@@ -137,13 +150,15 @@ class ProducerCalls(BrokerCore):
         task_name: str,
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
         queue_name: str = "default",
+        *,
+        within: CallerConnection | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Async twin of :meth:`enqueue_calls`."""
         if not calls:
             return []
         batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
-        await self._async.drive(_batch(batch))
+        await (await self._effects_async(within)).drive(_batch(batch))
         return batch.all_ids()
 
     # -- results -----------------------------------------------------------------------------------

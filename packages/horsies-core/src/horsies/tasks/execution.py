@@ -41,10 +41,15 @@ class RunnableTask(Protocol):
 def exception_text(exc: BaseException) -> str:
     """One-line text of an exception for result messages.
 
-    `str()` of a `HorsiesError` is its multi-line rendering; messages use its message and notes.
+    `str()` of a `HorsiesError` is its multi-line rendering; messages use its code, message,
+    notes and help: a refused send's handle must say what to do as well as the log does.
     """
     if isinstance(exc, HorsiesError):
-        return "; ".join([exc.message, *exc.notes])
+        parts = [exc.message, *exc.notes]
+        if exc.help_text:
+            parts.append(f"help: {exc.help_text}")
+        text = "; ".join(parts)
+        return text if exc.code is None else f"{exc.code.value}: {text}"
     return safe_text(exc, str)
 
 

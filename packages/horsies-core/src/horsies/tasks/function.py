@@ -53,6 +53,7 @@ from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker.caller_connection import CallerConnection
     from horsies.broker.postgres import PostgresBroker
     from horsies.retry import TaskOptions
 
@@ -171,6 +172,8 @@ class TaskFunction(Generic[P, T]):
 
     is_async: bool = False
     """True for an ``async def`` task (an `AsyncTaskFunction`)."""
+    _within: CallerConnection | None = None
+    """The caller's connection the sends go through (see `within`), or None for the pool."""
 
     def __repr__(self) -> str:
         queue = self.task_queue_name or "default"
@@ -202,6 +205,30 @@ class TaskFunction(Generic[P, T]):
         view.task_options = options
         view.task_options_json = options.to_json()
         view._insert_options = {**self._insert_options, "task_options": view.task_options_json}
+        return view
+
+    def within(self, connection: object) -> Self:
+        """This task with its sends written through ``connection``, inside its open transaction:
+        the tasks exist only if that transaction commits, and workers are woken at the commit.
+
+        ``connection`` is a psycopg 3 `Connection` (for `send`, `send_many`, `schedule`) or
+        `AsyncConnection` (for `send_async`, `send_many_async`), a SQLAlchemy 2 `Connection` or
+        `Session` (or their asyncio forms) on the psycopg driver, or Django's connection.
+        ``order_shipped.within(session).send(order.id)`` sends in the session's transaction.
+        Every check of a normal send applies first and refuses without writing anything (the
+        transaction stays usable); a failed insert fails the transaction, as any failed
+        statement does. The schema must be installed beforehand (E212 otherwise). See
+        docs/transactions.md.
+
+        Raises:
+            ConfigurationError: E211 for an object horsies cannot write through.
+        """
+        # Here, not at the top: a worker child imports its tasks and never loads the database
+        # driver unless a task sends.
+        from horsies.broker.caller_connection import CallerConnection
+
+        view = copy.copy(self)
+        view._within = CallerConnection(connection)
         return view
 
     def _adapters(self) -> tuple[Any, Any]:
@@ -338,18 +365,22 @@ class TaskFunction(Generic[P, T]):
     ) -> list[TaskHandle[T]]:
         """The handles of ``count`` calls whose rows ``insert`` writes (its failure in each)."""
         try:
-            return [TaskHandle(task_id, broker) for task_id in insert()]
+            ids = insert()
         except Exception as exc:
             return self._failed(action, exc, count)
+        within = self._within is not None
+        return [TaskHandle(task_id, broker, within=within) for task_id in ids]
 
     async def _handles_async(
         self, count: int, broker: PostgresBroker, insert: Awaitable[list[str]]
     ) -> list[TaskHandle[T]]:
         """Async twin of `_handles` (async sends are never scheduled)."""
         try:
-            return [TaskHandle(task_id, broker) for task_id in await insert]
+            ids = await insert
         except Exception as exc:
             return self._failed("send", exc, count)
+        within = self._within is not None
+        return [TaskHandle(task_id, broker, within=within) for task_id in ids]
 
     def _send_one(
         self,
@@ -368,7 +399,7 @@ class TaskFunction(Generic[P, T]):
             delay_s = _check_delay(delay_seconds) if action == "schedule" else None
             task_id = broker.enqueue(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
-                delay_s=delay_s, **self._insert_options,
+                delay_s=delay_s, within=self._within, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
@@ -389,7 +420,7 @@ class TaskFunction(Generic[P, T]):
         async def insert() -> list[str]:
             task_id = await broker.enqueue_async(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
-                **self._insert_options,
+                within=self._within, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
@@ -432,7 +463,7 @@ class TaskFunction(Generic[P, T]):
         (broker, queue_name, priority), pairs = many
         insert = partial(
             broker.enqueue_calls, self.task_name, pairs, queue_name, priority=priority,
-            **self._insert_options,
+            within=self._within, **self._insert_options,
         )  # fmt: skip
         return self._handles("send", len(pairs), broker, insert)
 
@@ -443,8 +474,9 @@ class TaskFunction(Generic[P, T]):
             return many
         (broker, queue_name, priority), pairs = many
         insert = broker.enqueue_calls_async(
-            self.task_name, pairs, queue_name, priority=priority, **self._insert_options
-        )
+            self.task_name, pairs, queue_name, priority=priority, within=self._within,
+            **self._insert_options,
+        )  # fmt: skip
         return await self._handles_async(len(pairs), broker, insert)
 
 

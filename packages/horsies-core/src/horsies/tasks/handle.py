@@ -27,6 +27,11 @@ _TRANSIENT_CODES: tuple[str, ...] = (
 )
 
 
+def _not_found(result: TaskResult[Any, TaskError]) -> bool:
+    error = result.err
+    return error is not None and str(error.error_code) == LibraryErrorCode.TASK_NOT_FOUND.value
+
+
 def _is_final(result: TaskResult[Any, TaskError]) -> bool:
     if result.is_ok():
         return True
@@ -49,20 +54,26 @@ class TaskHandle(Generic[T]):
     `BROKER_ERROR` are not cached, so calling `get()` again keeps waiting.
 
     Handles of failed or suppressed sends (`task_id` `"<error>"` / `"<suppressed>"`) carry their
-    result from the start.
+    result from the start. A handle of a send made `within` your transaction reads the task once
+    you have committed; before that (or after a rollback) `get()` returns err `TASK_NOT_FOUND`
+    saying so, and does not cache it.
     """
 
-    __slots__ = ("_broker", "_result", "task_id")
+    __slots__ = ("_broker", "_result", "_within", "task_id")
 
     def __init__(
         self,
         task_id: str,
         broker: PostgresBroker | None = None,
         result: TaskResult[T, TaskError] | None = None,
+        *,
+        within: bool = False,
     ) -> None:
         self.task_id = task_id
         self._broker = broker
         self._result: TaskResult[Any, TaskError] | None = result
+        self._within = within
+        """Sent within the caller's transaction: not found may only mean not committed yet."""
 
     def __repr__(self) -> str:
         state = "cached" if self._result is not None else "pending"
@@ -75,6 +86,9 @@ class TaskHandle(Generic[T]):
         return failures.result_not_available(self.task_id) if self._broker is None else self._broker
 
     def _remember(self, result: TaskResult[Any, TaskError]) -> TaskResult[T, TaskError]:
+        if self._within and _not_found(result):
+            # Not final: the caller's commit may still come; a later get() reads again.
+            return failures.task_not_committed(self.task_id)
         if _is_final(result):
             self._result = result
         return result

@@ -11,6 +11,7 @@ child definitions) with `registry.registered_spec(name)`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from horsies.workflows.status import OnError
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
+    from horsies.broker.caller_connection import CallerConnection
     from horsies.broker.postgres import PostgresBroker
     from horsies.workflows.handle import WorkflowHandle
 
@@ -107,6 +109,8 @@ class WorkflowSpec:
     without): a root workflow stores them, so any worker can build it again."""
     _app: Horsies | None = field(default=None, init=False, repr=False)
     """The app whose broker `broker` returns when none was given (`bind_app`)."""
+    _within: CallerConnection | None = field(default=None, init=False, repr=False)
+    """The caller's connection a start goes through (`within`), or None for the pool."""
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -166,6 +170,23 @@ class WorkflowSpec:
             )
         return self.broker
 
+    def within(self, connection: object) -> WorkflowSpec:
+        """This spec, started through ``connection`` inside its open transaction: the workflow,
+        its nodes and its first tasks exist only if that transaction commits (the same
+        connections as `TaskFunction.within`; see docs/transactions.md). Root conditions
+        (`run_when`/`skip_when`) are decided in that transaction too.
+
+        Raises:
+            ConfigurationError: E211 for an object horsies cannot write through.
+        """
+        # Here, not at the top: importing specs must not load the database driver (see
+        # _SpecBroker).
+        from horsies.broker.caller_connection import CallerConnection
+
+        view = copy.copy(self)
+        view._within = CallerConnection(connection)
+        return view
+
     def start(self, workflow_id: str | None = None) -> WorkflowHandle:
         """Start the workflow and return its handle (same as `start_workflow(spec, broker)`).
 
@@ -176,12 +197,14 @@ class WorkflowSpec:
             RuntimeError: the spec has no broker.
         """
         broker = self._require_broker()
-        return workflow_start.start_workflow(self, broker, workflow_id)
+        return workflow_start.start_workflow(self, broker, workflow_id, within=self._within)
 
     async def start_async(self, workflow_id: str | None = None) -> WorkflowHandle:
         """Async twin of `start`."""
         broker = self._require_broker()
-        return await workflow_start.start_workflow_async(self, broker, workflow_id)
+        return await workflow_start.start_workflow_async(
+            self, broker, workflow_id, within=self._within
+        )
 
 
 # -- app.workflow ----------------------------------------------------------------------------------

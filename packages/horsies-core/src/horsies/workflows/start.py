@@ -12,6 +12,7 @@ from horsies.workflows.store.operations import start_program
 from horsies.workflows.store.rows import StartRows, start_rows
 
 if TYPE_CHECKING:
+    from horsies.broker.caller_connection import CallerConnection
     from horsies.broker.postgres import PostgresBroker
     from horsies.workflows.spec import WorkflowSpec
 
@@ -51,7 +52,11 @@ def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | Non
 
 
 def start_workflow(
-    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None = None
+    spec: WorkflowSpec,
+    broker: PostgresBroker,
+    workflow_id: str | None = None,
+    *,
+    within: CallerConnection | None = None,
 ) -> WorkflowHandle:
     """Start ``spec`` in one transaction: the workflow row, its node rows and its root tasks.
 
@@ -59,16 +64,21 @@ def start_workflow(
     handle to the existing workflow is returned (idempotent start). Raises
     `WorkflowValidationError` (E014/E015) for a TaskNode without a resolved queue or priority,
     ``SerializationError`` for unencodable node arguments, ``BrokerError`` for database failures.
+    With ``within``, all of it is written through the caller's connection, in its transaction.
     """
     rows = _prepared(spec, broker, workflow_id)
-    broker.run_program(start_program(broker.app, rows))
+    broker.run_program(start_program(broker.app, rows), within)
     return WorkflowHandle(rows.workflow["id"], broker)
 
 
 async def start_workflow_async(
-    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None = None
+    spec: WorkflowSpec,
+    broker: PostgresBroker,
+    workflow_id: str | None = None,
+    *,
+    within: CallerConnection | None = None,
 ) -> WorkflowHandle:
     """Async twin of `start_workflow`."""
     rows = _prepared(spec, broker, workflow_id)
-    await broker.run_program_async(start_program(broker.app, rows))
+    await broker.run_program_async(start_program(broker.app, rows), within)
     return WorkflowHandle(rows.workflow["id"], broker)
