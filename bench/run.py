@@ -4,7 +4,8 @@ Run ``uv run python bench/run.py`` (a few minutes) or ``uv run python bench/run.
 a minute once the peers' virtualenvs exist). It starts a throw-away embedded PostgreSQL and, on it,
 measures in one run (see ``docs/benchmarks.md`` for what each workload means):
 
-* horsies: W1 single sends, W1b ``send_many``, W1c 64 concurrent ``send_async``, W2 drain of N
+* horsies: W1 single sends, W1b ``send_many``, W1c 64 concurrent ``send_async``, W1t sends within
+  the caller's transaction (``bench/transactional.py``, with their own limit), W2 drain of N
   queued no-op tasks by ``horsies worker --processes 2``, W3 send → result round trips, W4
   workflows (fan-out 1 → 50 → 1, chain of 200);
 * L, the physical limit (``bench/limits.py``): the bare SQL of each workload from psycopg;
@@ -54,6 +55,7 @@ from harness import (  # noqa: E402
     worker_process,
 )
 from limits import measure_limits  # noqa: E402
+from transactional import measure_w1t  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -113,6 +115,8 @@ ROWS = (
     Row("w1_rate", "W1 single sends", "/s", "higher"),
     Row("w1b_rate", "W1b bulk sends (send_many)", "/s", "higher"),
     Row("w1c_rate", f"W1c concurrent sends ({_CONCURRENCY} in flight)", "/s", "higher"),
+    Row("w1t_batch_rate", "W1t sends within one caller transaction (psycopg)", "/s", "higher"),
+    Row("w1t_rows_rate", "W1t transactions of an app row + its task", "/s", "higher"),
     Row("w2_rate", "W2 drain, from worker start", "/s", "higher"),
     Row("w2_rate_after_first", "W2 drain, after first finished", "/s", "higher"),
     Row("w2_first_finish_s", "W2 worker start -> first finished", "s", "lower"),
@@ -330,6 +334,10 @@ def run_horsies(
         conn.execute("TRUNCATE horsies_tasks CASCADE")
         echo(f"  W1c: {sizes.concurrent} send_async, {_CONCURRENCY} in flight")
         figures["w1c_rate"] = measure_concurrent(noop, sizes.concurrent)
+        echo(f"  W1t: {sizes.sends} sends within one transaction; {sizes.sends} transactions")
+        w1t, w1t_limit = measure_w1t(conninfo, noop, sizes.sends)
+        figures.update(w1t)
+        conn.execute("TRUNCATE horsies_tasks CASCADE")
 
         def finished() -> tuple[int, float | None, float | None]:
             row = conn.execute(_FINISHED).fetchone()
@@ -411,6 +419,8 @@ def run_horsies(
             f"--async-concurrency {ASYNC_CONCURRENCY}"
         ),
         "figures": figures,
+        # W1t's limit is the same statements by hand on horsies' own table, measured here.
+        "limit_figures": w1t_limit,
     }
 
 
@@ -620,16 +630,18 @@ def run(
         echo("horsies")
         systems["horsies"] = run_horsies(server, sizes, processes, scratch, echo)
         echo("limit (bare SQL from psycopg)")
+        limit_figures = measure_limits(
+            _create_database(server, "bench_limits"),
+            sends=sizes.sends,
+            bulk=sizes.bulk,
+            drain=sizes.drain,
+            latency=sizes.latency,
+        )
+        limit_figures.update(systems["horsies"].pop("limit_figures"))
         systems["limit"] = {
             "status": "ok",
             "version": f"PostgreSQL {machine['postgresql']}",
-            "figures": measure_limits(
-                _create_database(server, "bench_limits"),
-                sends=sizes.sends,
-                bulk=sizes.bulk,
-                drain=sizes.drain,
-                latency=sizes.latency,
-            ),
+            "figures": limit_figures,
         }
         echo("peers")
         for peer in peers:

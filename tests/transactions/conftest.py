@@ -38,7 +38,12 @@ def open_side(clean: str, database_url: str) -> Iterator[Callable[[str], Side]]:
 
     def open_one(kind: str) -> Side:
         if kind in ("psycopg", "psycopg-autocommit"):
-            conn = psycopg.connect(clean, autocommit=kind == "psycopg-autocommit")
+            # The autocommit kind also runs without server-side prepared statements (as behind
+            # a pooler in transaction mode): the sends' plain path.
+            autocommit = kind == "psycopg-autocommit"
+            conn = psycopg.connect(
+                clean, autocommit=autocommit, prepare_threshold=None if autocommit else 5
+            )
             closers.append(conn.close)
 
             def add_order(note: str) -> None:

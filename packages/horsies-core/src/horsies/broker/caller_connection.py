@@ -14,9 +14,10 @@ What differs from the broker's pooled drivers, and why:
 - no transaction of horsies' own: the statements join the caller's open transaction, so they
   commit or roll back with it (a connection in autocommit mode outside any transaction gives an
   operation that must be atomic a transaction of its own);
-- no server-side prepared statements made by horsies: the connection may go through a pooler in
-  transaction mode, or be reset by its owner (the caller's own ``prepare_threshold`` still
-  applies);
+- server-side prepared statements only where the caller's connection allows them: with its
+  ``prepare_threshold`` set to None (a pooler in transaction mode, Django's default) every
+  statement goes as an ordinary one; otherwise a send uses the same prepared INSERT as on the
+  pool (prepared again if the owner deallocates it);
 - no migration: DDL never runs in the caller's transaction. The schema version is read once per
   broker, and a missing or older schema refuses the call (E212);
 - a lost connection is final: the caller's transaction is gone with it, so nothing is repeated.
@@ -204,6 +205,13 @@ def _own_transaction(conn: SyncConn | AsyncConn, effect: Run[Any]) -> bool:
     return effect.transaction and conn.autocommit and conn.info.transaction_status == _IDLE
 
 
+def _not_begun(conn: SyncConn | AsyncConn) -> bool:
+    """True when psycopg has yet to begin the caller's transaction: it does so before the next
+    statement sent through it, never before a prepared statement sent through libpq directly
+    (which would then commit on its own), so the first statements go through psycopg."""
+    return not conn.autocommit and conn.info.transaction_status == _IDLE
+
+
 def _check_schema(version: int, schema: SchemaGate) -> None:
     if version < LATEST_VERSION:
         found = "no horsies schema" if version == 0 else f"schema version {version}"
@@ -233,17 +241,19 @@ class CallerSyncDriver(SyncEffects):
         self._conn = conn
         self._schema = schema
         self._echo = echo
+        self._plain = conn.prepare_threshold is None
 
     def run(self, effect: Run[T], *, bootstrap: bool = False) -> T:
         """Carry out one ``Run`` on the caller's connection (see the module docstring)."""
         conn, op = self._conn, effect.op
+        steps = _plain(op) if self._plain or _not_begun(conn) else op
         try:
             if not self._schema.ready:
                 _check_schema(run_op(conn, schema_version_op()), self._schema)
             if _own_transaction(conn, effect):
                 with conn.transaction():
-                    return run_any(conn, _plain(op), self._echo)
-            return run_any(conn, _plain(op), self._echo)
+                    return run_any(conn, steps, self._echo)
+            return run_any(conn, steps, self._echo)
         except psycopg.Error as exc:
             raise _final(exc, effect.action) from exc
         finally:
@@ -258,17 +268,19 @@ class CallerAsyncDriver(AsyncEffects):
         self._conn = conn
         self._schema = schema
         self._echo = echo
+        self._plain = conn.prepare_threshold is None
 
     async def run(self, effect: Run[T], *, bootstrap: bool = False) -> T:
         """Carry out one ``Run`` on the caller's connection (see the module docstring)."""
         conn, op = self._conn, effect.op
+        steps = _plain(op) if self._plain or _not_begun(conn) else op
         try:
             if not self._schema.ready:
                 _check_schema(await run_op_async(conn, schema_version_op()), self._schema)
             if _own_transaction(conn, effect):
                 async with conn.transaction():
-                    return await run_any_async(conn, _plain(op), self._echo)
-            return await run_any_async(conn, _plain(op), self._echo)
+                    return await run_any_async(conn, steps, self._echo)
+            return await run_any_async(conn, steps, self._echo)
         except psycopg.Error as exc:
             raise _final(exc, effect.action) from exc
         finally:
