@@ -20,6 +20,7 @@ __all__ = [
     "PLAIN_ERRORS",
     "RELOAD_SUPERVISOR_PID",
     "SUPPRESS_SENDS",
+    "TEST_DATABASE_URL",
     "VERBOSE",
     "flag",
 ]
@@ -43,6 +44,9 @@ DEMO_DATABASE_URL: Final = "HORSIES_DEMO_DATABASE_URL"
 """A database for ``horsies demo`` instead of the throw-away embedded server."""
 DB_DIR: Final = "HORSIES_DB_DIR"
 """Data directory of ``horsies db start`` (default: the XDG data directory)."""
+TEST_DATABASE_URL: Final = "HORSIES_TEST_DATABASE_URL"
+"""A PostgreSQL server for ``horsies.testing`` (and horsies' own tests) instead of an embedded
+one: the URL of a database there to run ``CREATE DATABASE`` from."""
 
 # -- set by horsies for the processes it starts ----------------------------------------------------
 

@@ -51,7 +51,9 @@ class _SpecBroker:
     A spec built by `app.workflow(...)` or `WorkflowDefinition.build(app)` records its app and asks
     it for the broker only when something needs it (`start()`, reading ``spec.broker``): building
     specs at import time then does not load the database driver, which matters in worker children
-    that import the app only to run its task functions.
+    that import the app only to run its task functions. The app's broker is asked for each time,
+    not kept: the app already keeps it, and a test may point the app at another database
+    (``horsies.testing.use_database``) after a spec built at import time has started once.
     """
 
     def __get__(self, spec: WorkflowSpec | None, owner: object = None) -> PostgresBroker | None:
@@ -60,8 +62,7 @@ class _SpecBroker:
         broker = spec.__dict__.get("_broker")
         app = spec._app  # pyright: ignore[reportPrivateUsage]
         if broker is None and app is not None:
-            broker = app.get_broker()
-            spec.__dict__["_broker"] = broker
+            return app.get_broker()
         return cast("PostgresBroker | None", broker)
 
     def __set__(self, spec: WorkflowSpec, value: PostgresBroker | None) -> None:
