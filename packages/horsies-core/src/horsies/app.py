@@ -6,12 +6,13 @@ send-suppression flag, and lazily one `PostgresBroker`. Creating an app does no 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import importlib
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
@@ -405,6 +406,31 @@ class Horsies:
                     raise ValueError(f"Failed to get broker: {exception_text(exc)}") from exc
                 self._broker = created
             return self._broker
+
+    @contextlib.contextmanager
+    def using_database(self, database_url: str) -> Generator[Horsies]:
+        """Point the app at ``database_url`` for the ``with`` block (tests: see
+        `horsies.testing.use_database`); yields the app.
+
+        Inside the block its sends, workflows and results use a new broker of that database (the
+        same pool settings); at the end that broker is closed and the app gets its own
+        configuration and broker back.
+        """
+        original_config = self.config.broker
+        config = type(original_config).model_validate(
+            {**original_config.model_dump(), "database_url": database_url}
+        )
+        with self._broker_lock:
+            original_broker, self._broker = self._broker, None
+            self.config.broker = config
+        try:
+            yield self
+        finally:
+            with self._broker_lock:
+                used, self._broker = self._broker, original_broker
+                self.config.broker = original_config
+            if used is not None:
+                used.close()
 
     @property
     def broker(self) -> PostgresBroker:

@@ -267,23 +267,5 @@ def use_database(app: Horsies, database_url: str) -> Generator[Horsies]:
     import time from a URL in the environment: its module is imported once, but every test can
     use a database of its own.
     """
-    original_config = app.config.broker
-    config = PostgresConfig.model_validate(
-        {**original_config.model_dump(), "database_url": database_url}
-    )
-    # The app offers no public way to change its database once created; tests are the one place
-    # that needs it, so this swaps its private broker under the app's own lock.
-    lock = app._broker_lock  # pyright: ignore[reportPrivateUsage]
-    with lock:
-        original_broker = app._broker  # pyright: ignore[reportPrivateUsage]
-        app.config.broker = config
-        app._broker = None  # pyright: ignore[reportPrivateUsage]
-    try:
+    with app.using_database(database_url):
         yield app
-    finally:
-        with lock:
-            used = app._broker  # pyright: ignore[reportPrivateUsage]
-            app.config.broker = original_config
-            app._broker = original_broker  # pyright: ignore[reportPrivateUsage]
-        if used is not None:
-            used.close()
