@@ -30,7 +30,6 @@ from codec_models import (
     Shape,
     Slotted,
 )
-from horsies import codec
 from horsies.codec import (
     SerializationError,
     args_from_json,
@@ -45,6 +44,7 @@ from horsies.codec import (
     task_result_to_json,
     to_jsonable,
 )
+from horsies.codec.tags import tag_free
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -693,19 +693,7 @@ TEXT = st.text(max_size=12)
 JSON_SCALARS = st.none() | st.booleans() | INT64 | FLOATS | TEXT
 
 # Mappings whose keys include a tag key are wrapped on the way (tested above): not plain JSON.
-TAG_KEYS = frozenset(
-    {
-        codec.DATETIME_TAG,
-        codec.DATE_TAG,
-        codec.TIME_TAG,
-        codec.TASK_RESULT_TAG,
-        codec.TASK_ERROR_TAG,
-        codec.PYDANTIC_TAG,
-        codec.DATACLASS_TAG,
-        codec.MAPPING_TAG,
-    }
-)
-PLAIN_KEYS = TEXT.filter(lambda key: key not in TAG_KEYS)
+PLAIN_KEYS = TEXT.filter(lambda key: tag_free((key,)))
 PLAIN_JSON = st.recursive(
     JSON_SCALARS,
     lambda children: (

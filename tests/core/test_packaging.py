@@ -29,7 +29,11 @@ ALLOWED_THIRD_PARTY = {
 # `from horsies import run_worker` imports the worker lazily and explains what to install when
 # it is missing. That one optional import is the only exception to "core imports no sibling".
 # The worker's `--reload` imports watchfiles (its `reload` extra) only when asked for.
-LAZY_OPTIONAL_IMPORTS = {"horsies": {"horsies_worker"}, "horsies_worker": {"watchfiles"}}
+# `horsies.testing.pytest_plugin` imports pytest: only pytest loads it, from a test suite.
+LAZY_OPTIONAL_IMPORTS = {
+    "horsies": {"horsies_worker", "pytest"},
+    "horsies_worker": {"watchfiles"},
+}
 
 
 def _top_level_imports(source_root: Path) -> set[str]:

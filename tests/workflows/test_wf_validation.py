@@ -590,11 +590,13 @@ def test_start_delegates_to_start_workflow(monkeypatch: pytest.MonkeyPatch) -> N
 
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(
-        start_module, "start_workflow", lambda *args: calls.append(args) or "handle"
+        start_module,
+        "start_workflow",
+        lambda *args, within: calls.append((*args, within)) or "handle",
     )
     built = app.workflow("delegating", [TaskNode(fn=add)])
     assert built.start("wf-id") == "handle"
-    assert calls == [(built, app.get_broker(), "wf-id")]
+    assert calls == [(built, app.get_broker(), "wf-id", None)]
 
 
 async def test_start_async_delegates_to_start_workflow_async(
@@ -604,14 +606,14 @@ async def test_start_async_delegates_to_start_workflow_async(
 
     calls: list[tuple[Any, ...]] = []
 
-    async def fake(*args: Any) -> str:
-        calls.append(args)
+    async def fake(*args: Any, within: Any) -> str:
+        calls.append((*args, within))
         return "handle"
 
     monkeypatch.setattr(start_module, "start_workflow_async", fake)
     built = app.workflow("delegating async", [TaskNode(fn=add)])
     assert await built.start_async() == "handle"
-    assert calls == [(built, app.get_broker(), None)]
+    assert calls == [(built, app.get_broker(), None, None)]
 
 
 def test_spec_repr() -> None:

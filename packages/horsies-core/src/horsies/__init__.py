@@ -42,6 +42,7 @@ from horsies.tasks.context import TaskContext
 from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from horsies.tasks.handle import TaskHandle
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
+from horsies.tasks.unique import TaskAlreadyExists, Unique
 from horsies.workflows.context import (
     SubWorkflowError,
     SubWorkflowSummary,
@@ -102,6 +103,7 @@ __all__ = [
     "SubWorkflowSummary",
     "SuccessCase",
     "SuccessPolicy",
+    "TaskAlreadyExists",
     "TaskContext",
     "TaskError",
     "TaskFunction",
@@ -110,6 +112,7 @@ __all__ = [
     "TaskResult",
     "TaskSchedule",
     "TaskStatus",
+    "Unique",
     "ValidationReport",
     "Weekday",
     "WeeklySchedule",

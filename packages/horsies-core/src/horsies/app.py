@@ -35,6 +35,7 @@ from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.definition import define_task, task_origin
 from horsies.tasks.execution import exception_text
 from horsies.tasks.function import AsyncTaskFunction, TaskDecorator, TaskFunction
+from horsies.tasks.unique import Unique
 from horsies.workflows.spec import WorkflowSpec, bind_app, check_node_queues
 from horsies.workflows.status import OnError
 from horsies.workflows.store.hooks import WORKFLOW_STORE
@@ -189,6 +190,7 @@ class Horsies:
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
+        unique: Unique | None = None,
     ) -> AsyncTaskFunction[P, T]: ...
 
     @overload
@@ -202,6 +204,7 @@ class Horsies:
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
+        unique: Unique | None = None,
     ) -> TaskFunction[P, T]: ...
 
     @overload
@@ -215,6 +218,7 @@ class Horsies:
         auto_retry_for: Sequence[str | LibraryErrorCode] | None = None,
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
+        unique: Unique | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -227,8 +231,8 @@ class Horsies:
 
         Forms: `@app.task`, `@app.task()`, `@app.task("name", queue_name=..., ...)`,
         `app.task("name", fn)`. Without a name the task is called `"<module>.<qualname>"`. Options:
-        `queue_name`, `good_until`, `auto_retry_for`, `retry_policy`, `time_limit_s`; anything
-        else raises `TaskDefinitionError` (E102).
+        `queue_name`, `good_until`, `auto_retry_for`, `retry_policy`, `time_limit_s`, `unique`
+        (deduplicated sends: see `Unique`); anything else raises `TaskDefinitionError` (E102).
 
         Checks, in order: options (E102), queue rules (E200 / E103), a return annotation (E100) of
         the form `TaskResult[T, E]` (E101), and that the name is not already registered from

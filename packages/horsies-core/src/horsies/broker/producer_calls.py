@@ -20,6 +20,7 @@ from horsies.broker.enqueue import BatchOptions, EnqueueOptions, EnqueueRequest
 from horsies.broker.programs import Program
 from horsies.broker.send_coalescer import SendCoalescer
 from horsies.broker.steps import Step
+from horsies.broker.unique import UniqueClaim, UniqueOutcome, unique_insert_program
 from horsies.results import TaskError, TaskResult
 
 __all__ = ["ProducerCalls"]
@@ -161,6 +162,88 @@ class ProducerCalls(BrokerCore):
         await (await self._effects_async(within)).drive(_batch(batch))
         return batch.all_ids()
 
+    # -- unique sends ------------------------------------------------------------------------------
+
+    def enqueue_unique(
+        self,
+        task_name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        queue_name: str,
+        *,
+        unique: UniqueClaim,
+        within: CallerConnection | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> UniqueOutcome:
+        """:meth:`enqueue` unless a task holding ``unique.key`` is in its scope: then nothing is
+        inserted and the outcome names that task (``created`` False). Decided by the database,
+        whatever the number of concurrent producers (``broker/unique.py``)."""
+        row = enqueue.request_row(
+            EnqueueRequest(task_name, args, kwargs, queue_name, **options), self.max_payload_bytes
+        )
+        return self._effects(within).drive(_unique([row], [unique]))[0]
+
+    async def enqueue_unique_async(
+        self,
+        task_name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        queue_name: str,
+        *,
+        unique: UniqueClaim,
+        within: CallerConnection | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> UniqueOutcome:
+        """Async twin of :meth:`enqueue_unique`."""
+        row = enqueue.request_row(
+            EnqueueRequest(task_name, args, kwargs, queue_name, **options), self.max_payload_bytes
+        )
+        return (await (await self._effects_async(within)).drive(_unique([row], [unique])))[0]
+
+    def enqueue_calls_unique(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        claims: Sequence[UniqueClaim],
+        queue_name: str,
+        *,
+        within: CallerConnection | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> list[UniqueOutcome]:
+        """:meth:`enqueue_calls` for calls with unique keys (one per call, in ``claims``): one
+        outcome per call, in one transaction (all or nothing), a statement or more per call."""
+        rows = self._unique_rows(task_name, calls, queue_name, options)
+        return self._effects(within).drive(_unique(rows, claims))
+
+    async def enqueue_calls_unique_async(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        claims: Sequence[UniqueClaim],
+        queue_name: str,
+        *,
+        within: CallerConnection | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> list[UniqueOutcome]:
+        """Async twin of :meth:`enqueue_calls_unique`."""
+        rows = self._unique_rows(task_name, calls, queue_name, options)
+        return await (await self._effects_async(within)).drive(_unique(rows, claims))
+
+    def _unique_rows(
+        self,
+        task_name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
+        queue_name: str,
+        options: BatchOptions,
+    ) -> list[tuple[Any, ...]]:
+        return [
+            enqueue.request_row(
+                EnqueueRequest(task_name, args, kwargs, queue_name, **options),
+                self.max_payload_bytes,
+            )
+            for args, kwargs in calls
+        ]
+
     # -- results -----------------------------------------------------------------------------------
 
     def get_result(self, task_id: str, timeout_ms: int | None = None) -> TaskResult[Any, TaskError]:
@@ -200,6 +283,12 @@ class ProducerCalls(BrokerCore):
     async def retry_task_async(self, task_id: str) -> bool:
         """Async twin of :meth:`retry_task`."""
         return await self._run_async(operator_actions.retry_task_op(task_id), "task_retry")
+
+
+def _unique(
+    rows: Sequence[Sequence[Any]], claims: Sequence[UniqueClaim]
+) -> Program[list[UniqueOutcome]]:
+    return unique_insert_program(rows, claims, "enqueue" if len(rows) == 1 else "enqueue_many")
 
 
 def _many(rows: list[list[Any]]) -> Program[None]:

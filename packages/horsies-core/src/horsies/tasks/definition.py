@@ -21,6 +21,7 @@ from horsies.results import TaskResult
 from horsies.retry import TaskOptions
 from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from horsies.tasks.result_types import type_name
+from horsies.tasks.unique import Unique
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -38,7 +39,7 @@ T = TypeVar("T")
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 
 KNOWN_TASK_OPTIONS = (
-    "queue_name", "good_until", "auto_retry_for", "retry_policy", "time_limit_s",
+    "queue_name", "good_until", "auto_retry_for", "retry_policy", "time_limit_s", "unique",
 )  # fmt: skip
 """Keyword options accepted by `@app.task`; anything else is refused, so that a misspelt option
 fails at definition instead of being silently ignored."""
@@ -214,16 +215,25 @@ def define_task(
         "type[TaskFunction[P, T]]",
         AsyncTaskFunction if inspect.iscoroutinefunction(fn) else TaskFunction,
     )
-    # An async function's declared TaskResult is what its coroutine gives: the same contract.
-    return kind(
-        app,
-        typing.cast("Callable[P, TaskResult[T, Any]]", fn),
-        task_name=name,
-        queue_name=queue_name,
-        options=task_options,
-        ok_type=ok_type,
-        err_type=err_type,
-    )
+    unique = options.get("unique")
+    if unique is not None and not isinstance(unique, Unique):
+        raise _options_error("invalid task options", location).with_note(
+            f"unique: a horsies.Unique, got {type(unique).__name__}"
+        )
+    try:
+        # An async function's declared TaskResult is what its coroutine gives: the same contract.
+        return kind(
+            app,
+            typing.cast("Callable[P, TaskResult[T, Any]]", fn),
+            task_name=name,
+            queue_name=queue_name,
+            options=task_options,
+            ok_type=ok_type,
+            err_type=err_type,
+            unique=unique,
+        )
+    except HorsiesError as error:
+        raise (error.with_location(location) if location is not None else error) from None
 
 
 def task_origin(fn: Callable[..., Any]) -> str:

@@ -13,8 +13,9 @@ is checked here against its declared `TaskResult[T, E]`.
 from __future__ import annotations
 
 import copy
+import enum
 import typing
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import (
@@ -27,29 +28,32 @@ from typing import (
     Protocol,
     Self,
     TypeVar,
-    cast,
     overload,
 )
 
 from pydantic import ValidationError
 
-from horsies.broker.enqueue import delay_problem
-from horsies.broker.errors import BrokerError
-from horsies.codec import SerializationError
+from horsies.broker.unique import UniqueClaim, UniqueOutcome
 from horsies.codec.tags import CTX_KEY, META_KEY
-from horsies.errors import HorsiesError
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.arguments import ArgumentCheck
 from horsies.tasks.execution import (
-    exception_text,
     run_task_coroutine,
     run_task_function,
     safe_text,
 )
-from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
+from horsies.tasks.handle import SUPPRESSED_TASK_ID, TaskHandle
 from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
+from horsies.tasks.send_refusals import (
+    ArgumentsRefused,
+    check_delay,
+    error_handle,
+    refuse_reserved,
+    split_call,
+)
+from horsies.tasks.unique import TaskAlreadyExists, Unique, UniqueKeys
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -65,8 +69,17 @@ T = TypeVar("T")
 _logger = get_logger("tasks")
 _Action = Literal["send", "schedule"]
 
+
+class _Keep(enum.Enum):
+    """`with_options`: an option not given keeps the task's value."""
+
+    KEEP = enum.auto()
+
+
 SendManyCall = Mapping[str, Any] | tuple[Any, ...]
 """One call of `send_many`: a mapping of keyword arguments or a tuple of positional arguments."""
+_Sent = Sequence[str | UniqueOutcome]
+"""What an insert gives per call: the new task's id, or for a unique send whose task it is."""
 
 
 class _Checked(NamedTuple):
@@ -75,44 +88,6 @@ class _Checked(NamedTuple):
     broker: PostgresBroker
     queue_name: str
     priority: int
-
-
-class ArgumentsRefused(TypeError):
-    """A call's arguments do not fit the task function's parameters (raised before any write)."""
-
-
-# What the caller got wrong (refused before anything is written), told apart from the database
-# failing the call and from a defect that fits neither.
-_REFUSALS: tuple[type[Exception], ...] = (
-    ArgumentsRefused, SerializationError, HorsiesError, ValueError,
-)  # fmt: skip
-
-
-def _send_error_code(exc: BaseException) -> LibraryErrorCode:
-    if isinstance(exc, BrokerError):
-        return LibraryErrorCode.BROKER_ERROR
-    if isinstance(exc, _REFUSALS):
-        return LibraryErrorCode.SEND_REFUSED
-    return LibraryErrorCode.UNHANDLED_EXCEPTION
-
-
-def _error_handle(
-    task_fn: TaskFunction[..., Any], prefix: str, exc: BaseException
-) -> TaskHandle[Any]:
-    """`"<error>"` handle for a send that failed before (or while) writing its row."""
-    code = _send_error_code(exc)
-    message = f"{prefix}: {exception_text(exc)}"
-    if code is not LibraryErrorCode.BROKER_ERROR:
-        # A refused send is a bug in the caller that an ignored handle would hide; the broker
-        # reports its own connection trouble (rate-limited) where it sees it.
-        _logger.warning("%s (%s)", message, code)
-    error = failure(
-        code,
-        message,
-        {"task_name": task_fn.task_name, "exception_type": type(exc).__name__},
-        exception=exc,
-    )
-    return TaskHandle(ERROR_TASK_ID, result=error)
 
 
 class TaskFunction(Generic[P, T]):
@@ -140,6 +115,7 @@ class TaskFunction(Generic[P, T]):
         options: TaskOptions,
         ok_type: Any,
         err_type: Any,
+        unique: Unique | None = None,
     ) -> None:
         self.app = app
         self._original_fn = fn
@@ -169,6 +145,7 @@ class TaskFunction(Generic[P, T]):
         self.__wrapped__ = fn
         self.arguments = ArgumentCheck(fn)
         """The function's parameters, for checking a call's arguments before it is stored."""
+        self._unique = None if unique is None else UniqueKeys(task_name, fn, unique)
 
     is_async: bool = False
     """True for an ``async def`` task (an `AsyncTaskFunction`)."""
@@ -190,21 +167,32 @@ class TaskFunction(Generic[P, T]):
         """
         return run_task_function(self, args, kwargs)
 
-    def with_options(self, *, time_limit_s: float | None) -> Self:
-        """This task with other options for the sends made through it; the task itself is
-        unchanged. ``build_report.with_options(time_limit_s=900).send(day)`` gives that one run
-        15 minutes. The options are stored with each row, so the worker applies them.
+    def with_options(
+        self,
+        *,
+        time_limit_s: float | _Keep | None = _Keep.KEEP,
+        unique: Unique | _Keep | None = _Keep.KEEP,
+    ) -> Self:
+        """This task with other options for the sends made through it (the ones not given are
+        kept); the task itself is unchanged. ``build_report.with_options(time_limit_s=900)
+        .send(day)`` gives that one run 15 minutes; ``with_options(unique=Unique(key=...))``
+        deduplicates by a key of your own (None: no deduplication).
 
         Raises:
             TaskDefinitionError: E102 for an invalid value (``time_limit_s`` must be a positive
-                number of seconds, or None for no limit).
+                number of seconds, or None for no limit; ``unique.on`` must name parameters).
         """
-        fields = {**self.task_options.model_dump(), "time_limit_s": time_limit_s}
-        options = type(self.task_options).checked(**fields)
         view = copy.copy(self)
-        view.task_options = options
-        view.task_options_json = options.to_json()
-        view._insert_options = {**self._insert_options, "task_options": view.task_options_json}
+        if not isinstance(time_limit_s, _Keep):
+            fields = {**self.task_options.model_dump(), "time_limit_s": time_limit_s}
+            options = type(self.task_options).checked(**fields)
+            view.task_options = options
+            view.task_options_json = options.to_json()
+            view._insert_options = {**self._insert_options, "task_options": view.task_options_json}
+        if not isinstance(unique, _Keep):
+            view._unique = (
+                None if unique is None else UniqueKeys(self.task_name, self.__wrapped__, unique)
+            )
         return view
 
     def within(self, connection: object) -> Self:
@@ -306,7 +294,7 @@ class TaskFunction(Generic[P, T]):
     def _failed(self, action: _Action, exc: Exception, count: int = 1) -> list[TaskHandle[T]]:
         """The `"<error>"` handles of `count` calls whose rows could not be written."""
         verb = "schedule" if action == "schedule" else "enqueue"
-        handle = _error_handle(self, f"Failed to {verb} task {self.__name__}", exc)
+        handle = error_handle(self.task_name, f"Failed to {verb} task {self.__name__}", exc)
         return [handle for _ in range(count)]
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
@@ -342,13 +330,13 @@ class TaskFunction(Generic[P, T]):
         try:
             queue_name, priority = app.resolve_queue(self.task_queue_name)
         except Exception as exc:
-            handle = _error_handle(self, f"Task execution error for {self.__name__}", exc)
+            handle = error_handle(self.task_name, f"Task execution error for {self.__name__}", exc)
             return [handle for _ in calls]
         try:
             problem = self.arguments.problem
             for call_args, call_kwargs in calls:
                 if call_kwargs and (CTX_KEY in call_kwargs or META_KEY in call_kwargs):
-                    _refuse_reserved(call_kwargs)
+                    refuse_reserved(call_kwargs)
                 reason = problem(call_args, call_kwargs)
                 if reason is not None:
                     which = " (one call of the batch)" if len(calls) > 1 else ""
@@ -361,26 +349,43 @@ class TaskFunction(Generic[P, T]):
             return self._failed(action, exc, len(calls))
 
     def _handles(
-        self, action: _Action, count: int, broker: PostgresBroker, insert: Callable[[], list[str]]
+        self, action: _Action, count: int, broker: PostgresBroker, insert: Callable[[], _Sent]
     ) -> list[TaskHandle[T]]:
         """The handles of ``count`` calls whose rows ``insert`` writes (its failure in each)."""
         try:
-            ids = insert()
+            sent = insert()
         except Exception as exc:
             return self._failed(action, exc, count)
-        within = self._within is not None
-        return [TaskHandle(task_id, broker, within=within) for task_id in ids]
+        return self._made(broker, sent)
 
     async def _handles_async(
-        self, count: int, broker: PostgresBroker, insert: Awaitable[list[str]]
+        self, count: int, broker: PostgresBroker, insert: Awaitable[_Sent]
     ) -> list[TaskHandle[T]]:
         """Async twin of `_handles` (async sends are never scheduled)."""
         try:
-            ids = await insert
+            sent = await insert
         except Exception as exc:
             return self._failed("send", exc, count)
+        return self._made(broker, sent)
+
+    def _made(self, broker: PostgresBroker, sent: _Sent) -> list[TaskHandle[T]]:
         within = self._within is not None
-        return [TaskHandle(task_id, broker, within=within) for task_id in ids]
+        return [
+            TaskHandle(item, broker, within=within)
+            if isinstance(item, str)
+            else TaskHandle(item.task_id, broker, within=within, created=item.created)
+            for item in sent
+        ]
+
+    def _unique_claim(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> UniqueClaim | None:
+        return None if self._unique is None else self._unique.claim(args, kwargs)
+
+    def _raise_if_exists(self, handle: TaskHandle[T], claim: UniqueClaim | None) -> TaskHandle[T]:
+        unique = self._unique
+        raising = unique is not None and unique.unique.if_exists == "raise"
+        if claim is not None and raising and not handle.created:
+            raise TaskAlreadyExists(self.task_name, claim.key, handle.task_id)
+        return handle
 
     def _send_one(
         self,
@@ -393,17 +398,26 @@ class TaskFunction(Generic[P, T]):
         if not isinstance(checked, _Checked):
             return checked[0]
         broker, queue_name, priority = checked
+        claim: UniqueClaim | None = None
 
-        def insert() -> list[str]:
+        def insert() -> _Sent:
+            nonlocal claim
             # The delay runs on the database's clock, like every other time of the task.
-            delay_s = _check_delay(delay_seconds) if action == "schedule" else None
+            delay_s = check_delay(delay_seconds) if action == "schedule" else None
+            claim = self._unique_claim(args, kwargs)
+            if claim is not None:
+                return [broker.enqueue_unique(
+                    self.task_name, args, kwargs or None, queue_name, unique=claim,
+                    priority=priority, delay_s=delay_s, within=self._within,
+                    **self._insert_options,
+                )]  # fmt: skip
             task_id = broker.enqueue(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
                 delay_s=delay_s, within=self._within, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
-        return self._handles(action, 1, broker, insert)[0]
+        return self._raise_if_exists(self._handles(action, 1, broker, insert)[0], claim)
 
     async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Async twin of `send`: same rules; the insert runs on the broker's async pool.
@@ -416,15 +430,24 @@ class TaskFunction(Generic[P, T]):
         if not isinstance(checked, _Checked):
             return checked[0]
         broker, queue_name, priority = checked
+        claim: UniqueClaim | None = None
 
-        async def insert() -> list[str]:
+        async def insert() -> _Sent:
+            nonlocal claim
+            claim = self._unique_claim(args, kwargs)
+            if claim is not None:
+                return [await broker.enqueue_unique_async(
+                    self.task_name, args, kwargs or None, queue_name, unique=claim,
+                    priority=priority, within=self._within, **self._insert_options,
+                )]  # fmt: skip
             task_id = await broker.enqueue_async(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
                 within=self._within, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
-        return (await self._handles_async(1, broker, insert()))[0]
+        handle = (await self._handles_async(1, broker, insert()))[0]
+        return self._raise_if_exists(handle, claim)
 
     def _many(
         self, calls: Iterable[SendManyCall]
@@ -436,7 +459,7 @@ class TaskFunction(Generic[P, T]):
             pairs: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
                 ((), typing.cast("dict[str, Any]", call))
                 if type(call) is dict  # pyright: ignore[reportUnknownArgumentType]
-                else _split_call(call)
+                else split_call(call)
                 for call in items
             ]
         except TypeError as exc:
@@ -461,10 +484,17 @@ class TaskFunction(Generic[P, T]):
         if isinstance(many, list):
             return many
         (broker, queue_name, priority), pairs = many
-        insert = partial(
+        unique = self._unique
+        insert: Callable[[], _Sent] = partial(
             broker.enqueue_calls, self.task_name, pairs, queue_name, priority=priority,
             within=self._within, **self._insert_options,
         )  # fmt: skip
+        if unique is not None:
+            claims = [unique.claim(a, k) for a, k in pairs]
+            insert = partial(
+                broker.enqueue_calls_unique, self.task_name, pairs, claims, queue_name,
+                priority=priority, within=self._within, **self._insert_options,
+            )  # fmt: skip
         return self._handles("send", len(pairs), broker, insert)
 
     async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
@@ -473,11 +503,20 @@ class TaskFunction(Generic[P, T]):
         if isinstance(many, list):
             return many
         (broker, queue_name, priority), pairs = many
-        insert = broker.enqueue_calls_async(
-            self.task_name, pairs, queue_name, priority=priority, within=self._within,
-            **self._insert_options,
-        )  # fmt: skip
-        return await self._handles_async(len(pairs), broker, insert)
+        unique = self._unique
+
+        async def insert() -> _Sent:
+            if unique is None:
+                return await broker.enqueue_calls_async(
+                    self.task_name, pairs, queue_name, priority=priority, within=self._within,
+                    **self._insert_options,
+                )  # fmt: skip
+            return await broker.enqueue_calls_unique_async(
+                self.task_name, pairs, [unique.claim(a, k) for a, k in pairs], queue_name,
+                priority=priority, within=self._within, **self._insert_options,
+            )  # fmt: skip
+
+        return await self._handles_async(len(pairs), broker, insert())
 
 
 class AsyncTaskFunction(TaskFunction[P, T]):
@@ -505,35 +544,3 @@ class TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, TaskResult[T, Any]], /) -> TaskFunction[P, T]: ...
-
-
-def _split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if type(call) is dict:
-        return (), typing.cast("dict[str, Any]", call)
-    if type(call) is tuple:
-        return typing.cast("tuple[Any, ...]", call), {}
-    if isinstance(call, Mapping):
-        return (), dict(typing.cast("Mapping[str, Any]", call))
-    if isinstance(call, tuple):
-        return typing.cast("tuple[Any, ...]", call), {}
-    raise ArgumentsRefused(
-        "send_many takes one mapping of keyword arguments or one tuple of positional arguments "
-        f"per call, got {type(call).__name__}"
-    )
-
-
-def _refuse_reserved(kwargs: Mapping[str, Any]) -> None:
-    """Raise for keyword arguments named like the workflow engine's transport keys: the worker
-    would take them for workflow context and drop (or misread) them."""
-    name = CTX_KEY if CTX_KEY in kwargs else META_KEY
-    raise ValueError(
-        f"keyword argument name {name!r} is reserved by horsies (workflow context transport)"
-    )
-
-
-def _check_delay(delay_seconds: object) -> float:
-    # The broker's rule, reported under the name the caller used.
-    problem = delay_problem("delay_seconds", delay_seconds)
-    if problem is not None:
-        raise ValueError(problem)
-    return float(cast("float", delay_seconds))

@@ -59,7 +59,7 @@ class TaskHandle(Generic[T]):
     saying so, and does not cache it.
     """
 
-    __slots__ = ("_broker", "_result", "_within", "task_id")
+    __slots__ = ("_broker", "_result", "_within", "created", "task_id")
 
     def __init__(
         self,
@@ -68,8 +68,11 @@ class TaskHandle(Generic[T]):
         result: TaskResult[T, TaskError] | None = None,
         *,
         within: bool = False,
+        created: bool = True,
     ) -> None:
         self.task_id = task_id
+        self.created = created
+        """False when a unique send found its key held and answered with that task instead."""
         self._broker = broker
         self._result: TaskResult[Any, TaskError] | None = result
         self._within = within

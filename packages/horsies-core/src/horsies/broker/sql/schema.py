@@ -390,6 +390,22 @@ ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS cancel_requested_at TIMESTAMP
     + _task_changes_trigger(_DONE_V8)
 )
 
+# Unique tasks: a send with a key inserts only if no row holds that key (the partial unique index
+# decides, so concurrent producers cannot both win). A row keeps its key after it leaves its scope;
+# the next send of that key releases it first (broker/unique.py), so no status change on the hot
+# path ever touches these columns. `unique_until` bounds a time-window scope.
+_V9_UNIQUE_KEYS: Final = """
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS unique_key TEXT;
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS unique_scope TEXT;
+ALTER TABLE horsies_tasks ADD COLUMN IF NOT EXISTS unique_until TIMESTAMPTZ;
+ALTER TABLE horsies_tasks ADD CONSTRAINT horsies_tasks_unique_scope_check CHECK (
+    (unique_key IS NULL OR unique_scope IN ('pending', 'active', 'window'))
+    AND (unique_scope IS DISTINCT FROM 'window' OR unique_until IS NOT NULL)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_horsies_tasks_unique_key
+    ON horsies_tasks (unique_key) WHERE unique_key IS NOT NULL;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -403,6 +419,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(6, "stop mark of a worker's last snapshot", _V6_WORKER_STOPPED),
     Migration(7, "async tasks a worker child runs at once", _V7_ASYNC_CONCURRENCY),
     Migration(8, "stop requests of running tasks", _V8_STOP_REQUESTS),
+    Migration(9, "unique keys of tasks", _V9_UNIQUE_KEYS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
