@@ -13,6 +13,8 @@ Fixtures:
 - ``clean_db`` (function): empties every horsies table of the module database before the test.
 - ``broker`` (function): a ``PostgresBroker`` on the module database, closed after the test.
 - ``server_data_parent`` (function): a directory for the data of a server a test starts itself.
+
+The fixtures of ``horsies.testing`` (``horsies_*``) are enabled here for every test.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ settings.register_profile(
     "horsies", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("horsies")
+
+# Here, at the top: pytest takes ``pytest_plugins`` only from the conftest files it loads at
+# start-up, and the examples' tests sit in a folder it loads later (not named ``test*``). The
+# same line in tests/testing/conftest.py is what an app's own suite would write; pytest registers
+# the plugin once.
+pytest_plugins = ["horsies.testing.pytest_plugin"]
 
 _SERVER_START_TIMEOUT_S = 60.0
 _HORSIES_TABLES = (
