@@ -12,7 +12,7 @@ from horsies.app import Horsies
 from horsies.codec import task_result_to_json
 from horsies.config import PostgresConfig
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
-from horsies.tasks.handle import TaskHandle
+from horsies.tasks.handle import ERROR_TASK_ID, SUPPRESSED_TASK_ID, TaskHandle
 
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
@@ -173,3 +173,9 @@ async def test_unknown_task_id(app: Horsies) -> None:
     error = (await handle.get_async(timeout_ms=1_000)).unwrap_err()
     assert error.error_code == LibraryErrorCode.TASK_NOT_FOUND
     await app.get_broker().close_async()
+
+
+def test_sent_tells_a_written_task_from_a_refused_or_suppressed_send() -> None:
+    assert TaskHandle("a-task-id").sent
+    assert not TaskHandle(ERROR_TASK_ID).sent
+    assert not TaskHandle(SUPPRESSED_TASK_ID).sent

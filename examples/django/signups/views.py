@@ -43,7 +43,7 @@ def create_signup(email: str, referred_by: str) -> tuple[Signup, str]:
         # Written through Django's connection, inside this transaction: the task exists only if
         # the transaction commits, and workers are woken at the commit.
         handle = send_welcome.within(connection).send(signup.pk)
-        if handle.task_id == "<error>":
+        if not handle.sent:
             # Refused or failed (its get() says why, without a round trip). Raising rolls the
             # signup back: none is committed without its welcome (Django answers 500).
             raise RuntimeError(f"welcome not sent: {handle.get().err_value.message}")

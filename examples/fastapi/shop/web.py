@@ -91,7 +91,7 @@ async def place_order(new_order: NewOrder, session: Session) -> OrderPlaced:
         await session.flush()  # the order's id, which the task needs
         summary = f"{order.quantity} x {product.name}, {order.total_cents / 100:.2f} EUR"
         handle = await send_confirmation.within(session).send_async(order.id, order.email, summary)
-        if handle.task_id == "<error>":
+        if not handle.sent:
             # Refused before anything was written, or the insert failed (which fails the
             # transaction): either way the order must not stay without its confirmation.
             raise HTTPException(503, "the confirmation could not be queued; try again")

@@ -82,6 +82,13 @@ class TaskHandle(Generic[T]):
         state = "cached" if self._result is not None else "pending"
         return f"<TaskHandle {self.task_id} ({state})>"
 
+    @property
+    def sent(self) -> bool:
+        """True when the send wrote its task (or, for a unique send, found the task that holds its
+        key); False for the handle of a refused, failed or suppressed send, whose `get()` says
+        why at once."""
+        return self.task_id not in (ERROR_TASK_ID, SUPPRESSED_TASK_ID)
+
     def _cached_or_broker(self) -> TaskResult[T, TaskError] | PostgresBroker:
         """The cached (or not-available) result, else the broker to ask."""
         if self._result is not None:
