@@ -14,8 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 from horsies import Horsies
+from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import ConfigurationError, ErrorCode
-from horsies.results import LibraryErrorCode
+from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from process_harness import wait_until
 from psycopg import sql
 from sides import ASYNC_KINDS, SYNC_KINDS, AsyncSide, Side, flow, make_app
@@ -264,3 +265,24 @@ def test_concurrent_transactions_never_lose_or_duplicate_a_task(app: Horsies, cl
         stored = [row[0] for row in conn.execute("SELECT id FROM horsies_tasks")]
     assert len(stored) == len(set(stored))
     assert set(stored) == expected
+
+
+def test_a_payload_over_the_limit_is_refused_and_the_transaction_goes_on(
+    database_url: str, clean: str
+) -> None:
+    config = AppConfig(broker=PostgresConfig(database_url=database_url), max_payload_bytes=4096)
+    app = Horsies(config)
+
+    @app.task("tx.big")
+    def big(blob: str) -> TaskResult[int, TaskError]:
+        return TaskResult(ok=len(blob))
+
+    with psycopg.connect(clean) as conn:
+        conn.execute("INSERT INTO orders (note) VALUES ('kept')")
+        refused = big.within(conn).send("x" * 8192)
+        assert refused.get().unwrap_err().error_code == LibraryErrorCode.SEND_REFUSED
+        assert big.within(conn).send("small").sent
+        conn.commit()
+    app.get_broker().close()
+    assert counts(clean)["orders"] == 1
+    assert counts(clean)["horsies_tasks"] == 1
