@@ -77,6 +77,7 @@ DATABASE_NAME = "horsies_bench"
 _WORKER_START_TIMEOUT_S = 90.0
 _RESULT_TIMEOUT_MS = 30_000
 _CONCURRENCY = 64
+_LATENCY_ROUNDS = 4
 DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 """By default the embedded server is durable (every commit waits for its WAL flush), so a send is
 durable when it returns, as in production; ``--fast-server`` keeps the tests' throw-away settings
@@ -259,18 +260,18 @@ def measure_concurrent(noop: Any, n: int) -> float:
     return asyncio.run(timed())
 
 
-def measure_latency(noop: Any, n: int) -> dict[str, float]:
-    """W3: ``send().get()`` one after another on an idle worker."""
+def latency_samples(task: Any, n: int) -> list[float]:
+    """W3, W3a: ``send().get()`` one after another on an idle worker, in milliseconds."""
     for _ in range(min(10, n)):
-        noop.send().get(timeout_ms=_RESULT_TIMEOUT_MS)
+        task.send().get(timeout_ms=_RESULT_TIMEOUT_MS)
     samples: list[float] = []
     for _ in range(n):
         started = time.perf_counter()
-        result = noop.send().get(timeout_ms=_RESULT_TIMEOUT_MS)
+        result = task.send().get(timeout_ms=_RESULT_TIMEOUT_MS)
         samples.append((time.perf_counter() - started) * 1000)
         if not result.is_ok():
             raise BenchError(f"latency task failed: {result}")
-    return latency_figures(samples)
+    return samples
 
 
 def _wait_registered(conn: psycopg.Connection[Any], pid: int) -> None:
@@ -346,16 +347,10 @@ def run_horsies(
                 raise BenchError(f"{row[3]} no-op task(s) failed during the drain")
             return int(row[0]), row[1], row[2]
 
-        def drain(
-            stack: ExitStack, prefetch: int, task: Any = noop, count: int = sizes.drain
-        ) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
-            """Queue ``count`` calls of ``task``, start a worker (prefetch > 0: soft-cap mode;
-            ``--async-concurrency`` for async tasks), wait for the drain."""
-            conn.execute("TRUNCATE horsies_tasks CASCADE")
-            _check_handles(task.send_many([{}] * count))
-            conn.execute("VACUUM ANALYZE horsies_tasks")
-            log_path = scratch / f"horsies-worker-{task.task_name}-prefetch{prefetch}.log"
-            log = stack.enter_context(log_path.open("w"))
+        def start_worker(stack: ExitStack, prefetch: int, log_name: str) -> subprocess.Popen[bytes]:
+            """Start ``horsies worker`` (prefetch > 0: soft-cap mode), ``--async-concurrency``
+            for async tasks; it stops when ``stack`` closes."""
+            log = stack.enter_context((scratch / f"horsies-worker-{log_name}.log").open("w"))
             env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
             env.pop("TASKLIB_SUPPRESS_SENDS", None)
             env[PREFETCH_ENV] = str(prefetch)
@@ -365,11 +360,39 @@ def run_horsies(
             command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
             if prefetch:
                 command += ["--max-claim-batch", str(processes + prefetch)]
+            return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+
+        def drain(
+            stack: ExitStack, prefetch: int, task: Any = noop, count: int = sizes.drain
+        ) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
+            """Queue ``count`` calls of ``task``, start a worker, wait for the drain."""
+            conn.execute("TRUNCATE horsies_tasks CASCADE")
+            _check_handles(task.send_many([{}] * count))
+            conn.execute("VACUUM ANALYZE horsies_tasks")
+            log_name = f"{task.task_name}-prefetch{prefetch}"
+            log_path = scratch / f"horsies-worker-{log_name}.log"
             started_epoch = time.time()
-            worker = stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+            worker = start_worker(stack, prefetch, log_name)
             drained = measure_drain(worker, started_epoch, count, finished, log_path=log_path)
             drained["w2_cpu_us_per_task"] = drained["w2_cpu_s"] / count * 1e6
             return worker, drained
+
+        def latency_rounds() -> None:
+            """W3 and W3a in alternating rounds, each on a fresh idle worker, so the two are
+            measured under the same machine noise and their comparison holds."""
+            samples: dict[str, list[float]] = {"w3": [], "w3a": []}
+            tasks = (("w3", noop), ("w3a", bench_app.async_noop))
+            per_round = max(10, sizes.latency // _LATENCY_ROUNDS)
+            for round_number in range(_LATENCY_ROUNDS):
+                for key, task in tasks if round_number % 2 == 0 else tasks[::-1]:
+                    with ExitStack() as serving:
+                        worker = start_worker(serving, 0, f"{key}-round{round_number}")
+                        _wait_registered(conn, worker.pid)
+                        conn.execute("TRUNCATE horsies_tasks CASCADE")
+                        samples[key] += latency_samples(task, per_round)
+            for key, taken in samples.items():
+                for name, value in latency_figures(taken).items():
+                    figures[name.replace("w3_", f"{key}_")] = value
 
         echo(f"  W2p: drain of {sizes.drain} queued tasks, prefetch {PREFETCH}")
         with ExitStack() as prefetching:
@@ -380,33 +403,27 @@ def run_horsies(
         async_noop: Any = bench_app.async_noop
         echo(f"  W2a: drain of {sizes.drain} async no-ops, --async-concurrency {ASYNC_CONCURRENCY}")
         with ExitStack() as draining:
-            async_worker, drained = drain(draining, 0, async_noop)
+            _, drained = drain(draining, 0, async_noop)
             for key in ("w2_rate", "w2_rate_after_first"):
                 figures[key.replace("w2_", "w2a_")] = drained[key]
             echo(f"    {figures['w2a_rate_after_first']:,.0f} tasks/s after the first")
-            _wait_registered(conn, async_worker.pid)
-            conn.execute("TRUNCATE horsies_tasks CASCADE")
-            echo(f"  W3a: {sizes.latency} sequential send().get() of the async no-op")
-            measured = measure_latency(async_noop, sizes.latency)
-            figures["w3a_p50_ms"], figures["w3a_p99_ms"] = (
-                measured["w3_p50_ms"],
-                measured["w3_p99_ms"],
-            )
         io_count = sizes.drain // 2
         echo(f"  W2io: drain of {io_count} async tasks awaiting {IO_WAIT_MS} ms each")
         with ExitStack() as draining:
             _, drained = drain(draining, 0, bench_app.async_io, io_count)
             figures["w2io_rate_after_first"] = drained["w2_rate_after_first"]
             echo(f"    {figures['w2io_rate_after_first']:,.0f} tasks/s after the first")
+        echo(
+            f"  W3, W3a: {sizes.latency} sequential send().get() each of the no-op and the async"
+            f" no-op, in {_LATENCY_ROUNDS} alternating rounds on fresh workers"
+        )
+        latency_rounds()
         echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
         worker, drained = drain(stack, 0)
         figures.update(drained)
         echo(f"    {figures['w2_rate_after_first']:,.0f} tasks/s after the first")
-
         _wait_registered(conn, worker.pid)
         conn.execute("TRUNCATE horsies_tasks CASCADE")
-        echo(f"  W3: {sizes.latency} sequential send().get()")
-        figures.update(measure_latency(noop, sizes.latency))
         echo("  W4: workflows fan-out 1 -> 50 -> 1, chain of 200")
         figures["w4_fan_out_s"] = measure_workflow(bench_app.fan_out, sizes.workflow_runs)
         figures["w4_chain_s"] = measure_workflow(bench_app.chain, max(1, sizes.workflow_runs // 2))
