@@ -60,6 +60,8 @@ _HORSIES_TABLES = (
     "horsies_schedule_state",
     "horsies_workflow_tasks",
     "horsies_workflows",
+    "horsies_limits",
+    "horsies_limit_starts",
 )
 
 

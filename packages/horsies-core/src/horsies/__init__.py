@@ -41,6 +41,7 @@ from horsies.retry import RetryPolicy
 from horsies.tasks.context import TaskContext
 from horsies.tasks.function import AsyncTaskFunction, TaskFunction
 from horsies.tasks.handle import TaskHandle
+from horsies.tasks.limits import Limit
 from horsies.tasks.status import TASK_TERMINAL_STATES, TaskStatus
 from horsies.tasks.unique import TaskAlreadyExists, Unique
 from horsies.workflows.context import (
@@ -87,6 +88,7 @@ __all__ = [
     "HourlySchedule",
     "IntervalSchedule",
     "LibraryErrorCode",
+    "Limit",
     "MonthlySchedule",
     "MultipleValidationErrors",
     "NodeKey",

@@ -35,6 +35,7 @@ from horsies.results import LibraryErrorCode, TaskResult
 from horsies.tasks.definition import define_task, task_origin
 from horsies.tasks.execution import exception_text
 from horsies.tasks.function import AsyncTaskFunction, TaskDecorator, TaskFunction
+from horsies.tasks.limits import Limit, check_shared_limit
 from horsies.tasks.unique import Unique
 from horsies.workflows.spec import WorkflowSpec, bind_app, check_node_queues
 from horsies.workflows.status import OnError
@@ -104,6 +105,8 @@ class TaskRegistry(Mapping[str, TaskFunction[..., Any]]):
 
         Raises:
             DuplicateTaskNameError: (E301) the name is registered from another source location.
+            TaskDefinitionError: (E102) its `Limit` shares a name with another task's limit but
+                not its numbers.
         """
         name = task_fn.task_name
         existing = self._tasks.get(name)
@@ -116,6 +119,7 @@ class TaskRegistry(Mapping[str, TaskFunction[..., Any]]):
             if location is not None:
                 error = error.with_location(location)
             raise error.with_note(f"first registered at {self._origins.get(name)}")
+        check_shared_limit(task_fn.task_limit, (t.task_limit for t in self._tasks.values()))
         self._tasks[name] = task_fn
         self._origins[name] = origin
         return task_fn
@@ -191,6 +195,7 @@ class Horsies:
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
         unique: Unique | None = None,
+        limit: Limit | None = None,
     ) -> AsyncTaskFunction[P, T]: ...
 
     @overload
@@ -205,6 +210,7 @@ class Horsies:
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
         unique: Unique | None = None,
+        limit: Limit | None = None,
     ) -> TaskFunction[P, T]: ...
 
     @overload
@@ -219,6 +225,7 @@ class Horsies:
         retry_policy: RetryPolicy | None = None,
         time_limit_s: float | None = None,
         unique: Unique | None = None,
+        limit: Limit | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -232,7 +239,8 @@ class Horsies:
         Forms: `@app.task`, `@app.task()`, `@app.task("name", queue_name=..., ...)`,
         `app.task("name", fn)`. Without a name the task is called `"<module>.<qualname>"`. Options:
         `queue_name`, `good_until`, `auto_retry_for`, `retry_policy`, `time_limit_s`, `unique`
-        (deduplicated sends: see `Unique`); anything else raises `TaskDefinitionError` (E102).
+        (deduplicated sends: see `Unique`), `limit` (rate and concurrency per key: see `Limit`);
+        anything else raises `TaskDefinitionError` (E102).
 
         Checks, in order: options (E102), queue rules (E200 / E103), a return annotation (E100) of
         the form `TaskResult[T, E]` (E101), and that the name is not already registered from

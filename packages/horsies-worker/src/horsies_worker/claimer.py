@@ -6,7 +6,7 @@ The budget math is pure so it can be unit-tested; the cluster-wide parts (queue 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
@@ -66,6 +66,8 @@ class Claimer:
     """
 
     def __init__(self, broker: PostgresBroker, worker_id: str, config: WorkerConfig) -> None:
+        self.limits: Mapping[str, Sequence[str]] = {}
+        """Per served queue, the limits its tasks may be under (set at start-up)."""
         self._broker = broker
         self._worker_id = worker_id
         self._config = config
@@ -98,6 +100,7 @@ class Claimer:
             soft_cap=cfg.soft_cap,
             claim_lease_ms=cfg.claim_lease_ms if cfg.soft_cap else None,
             task_names=task_names,
+            limits=self.limits,
         )
 
     async def claim(

@@ -78,6 +78,8 @@ class WorkerState:
     """Background jobs (requeues, workflow decisions); shutdown waits for them."""
     queue_check: asyncio.TimerHandle | None = field(init=False, default=None)
     """The pending look for tasks queued behind a task that runs too long."""
+    limit_wake: asyncio.TimerHandle | None = field(init=False, default=None)
+    """The next claim pass for a task a rate limit holds back (see `wake_later`)."""
 
     # -- counts -----------------------------------------------------------------------------------
 
@@ -293,6 +295,21 @@ class WorkerState:
             return True
         child.unreserve(assignment)
         return False
+
+    def wake_later(self, delay_s: float | None) -> None:
+        """Run a claim pass in ``delay_s`` seconds, when a rate limit lets a waiting task start
+        (an earlier such pass already planned stands; None plans nothing)."""
+        if delay_s is None:
+            return
+        loop = asyncio.get_running_loop()
+        planned = self.limit_wake
+        now = loop.time()
+        due = now + delay_s
+        if planned is not None and not planned.cancelled() and now < planned.when() <= due:
+            return  # still to come, and soon enough
+        if planned is not None:
+            planned.cancel()
+        self.limit_wake = loop.call_at(due, self.wake.set)
 
     def _watch_queue(self) -> None:
         """Look again, once the running tasks may have outrun QUEUE_WAIT_MAX_S, for tasks queued

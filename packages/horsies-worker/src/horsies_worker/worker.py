@@ -48,6 +48,7 @@ from horsies_worker.completer import (
 from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
+from horsies_worker.limits import enforce_limits
 from horsies_worker.modes import ClaimMode, choose_mode
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
@@ -258,6 +259,7 @@ class Worker:
             stop=self._stop,
             async_names=frozenset(name for name, task in self.app.tasks.items() if task.is_async),
         )
+        await enforce_limits(self.app, cfg, self.broker, self._claimer)
         self._mode = choose_mode(state)
         if not self._mode.writes_outcomes:
             # Otherwise the claim passes write outcomes in their own round trips; the completer's

@@ -18,7 +18,7 @@ claims ``min(limit, budget left)`` rows per queue in the planned order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,9 @@ class ClaimRequest:
     caps RUNNING + CLAIMED across the cluster. ``soft_cap`` selects prefetch mode, where claims
     carry a lease of ``claim_lease_ms`` and only RUNNING tasks count as in flight for the queue
     limits. With ``task_names``, only tasks of those names are claimed (the free slots of children
-    that run async tasks take async tasks only).
+    that run async tasks take async tasks only). ``limits`` names, per queue, the rate and
+    concurrency limits its tasks may be under: those queues are claimed through the limited
+    claim (``broker/limits.py``).
     """
 
     queues: Sequence[QueueClaimSpec]
@@ -51,6 +53,7 @@ class ClaimRequest:
     soft_cap: bool = False
     claim_lease_ms: int | None = None
     task_names: Sequence[str] | None = None
+    limits: Mapping[str, Sequence[str]] = field(default_factory=dict[str, Sequence[str]])
 
 
 @dataclass(frozen=True, slots=True)

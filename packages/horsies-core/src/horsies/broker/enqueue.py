@@ -17,6 +17,7 @@ from typing import Any, Final, TypeAlias, TypedDict, cast
 from horsies.broker.copy_encoder import TaskBatch
 from horsies.broker.errors import BrokerError
 from horsies.broker.ids import new_task_id, new_task_ids
+from horsies.broker.limits import LimitTag, limited_rows_query, row_tag, tagged_row
 from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import STEP_TYPES, Copy, CopyData, Op, Prepared, Query, QueryResult, Step
@@ -50,6 +51,8 @@ class EnqueueRequest:
     max_retries: int = 0
     task_id: str | None = None
     delay_s: float | None = None
+    limit: LimitTag | None = None
+    """The rate or concurrency limit the task is subject to, with its key."""
 
 
 class BatchOptions(TypedDict, total=False):
@@ -70,6 +73,7 @@ class EnqueueOptions(BatchOptions, total=False):
     sent_at: datetime | None
     delay_s: float | None
     task_id: str | None
+    limit: LimitTag | None
 
 
 def _check_priority(priority: int) -> None:
@@ -139,7 +143,10 @@ _TASK_INSERT_NAME: Final = "horsies_task_insert_v1"
 
 def task_insert_step(row: tuple[Any, ...]) -> Step:
     """The insert of one :func:`request_row`: TASK_INSERT as a libpq prepared statement, or
-    TASK_INSERT_AFTER_DELAY when its ``sent_at`` is a delay (a timedelta)."""
+    TASK_INSERT_AFTER_DELAY when its ``sent_at`` is a delay (a timedelta), or the insert of
+    limited tasks for a row under a limit."""
+    if row_tag(row) is not None:
+        return limited_rows_query([row])
     delay = row[_SENT_AT]
     if not isinstance(delay, timedelta):
         return Prepared(_TASK_INSERT_NAME, task_sql.TASK_INSERT, task_sql.TASK_INSERT_TYPES, row)
@@ -183,7 +190,7 @@ def request_row(
     """The values of the new task row of ``req``, in ``TASK_COPY_COLUMNS`` order, under
     ``task_id``, else the request's own id, else a fresh one. The arguments are encoded (codec
     errors raise here, before any I/O) and checked against ``max_payload_bytes`` (None =
-    unlimited)."""
+    unlimited). A task under a limit gets the limit's name and key after those columns."""
     _check_priority(req.priority)
     _check_names(req.task_name, req.queue_name)
     _check_aware("sent_at", req.sent_at)
@@ -194,7 +201,7 @@ def request_row(
     args_json = args_to_json(tuple(req.args)) if req.args else None
     kwargs_json = kwargs_to_json(req.kwargs) if req.kwargs else None
     check_payload_size("task arguments", (args_json, kwargs_json), max_payload_bytes)
-    return (
+    row = (
         task_id or req.task_id or new_task_id(),
         req.task_name,
         req.queue_name,
@@ -206,6 +213,7 @@ def request_row(
         req.max_retries,
         req.task_options,
     )
+    return tagged_row(row, req.limit)
 
 
 def _task_row(task_id: str, req: EnqueueRequest, max_payload_bytes: int | None) -> list[Any]:
@@ -243,8 +251,12 @@ def enqueue_many_op(rows: list[list[Any]]) -> Op[int]:
 
     Rows without ``sent_at`` get the transaction's ``now()`` (what a plain insert stores) minus a
     microsecond per later row, so FIFO order within the batch is the order of the rows; a delay
-    (timedelta) is added to that ``now()``. Returns the number of rows inserted.
+    (timedelta) is added to that ``now()``. Returns the number of rows inserted. A batch with
+    tasks under a limit is one insert of limited tasks instead.
     """
+    if any(row_tag(row) is not None for row in rows):
+        yield limited_rows_query(rows)
+        return len(rows)
     if any(row[_SENT_AT] is None or isinstance(row[_SENT_AT], timedelta) for row in rows):
         res = yield Query(task_sql.TRANSACTION_NOW)
         now: datetime = res.rows[0][0]

@@ -3,7 +3,7 @@ idle child from PENDING straight to RUNNING for that child."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -20,6 +20,7 @@ from horsies.broker.finish import (
 )
 from horsies.broker.handback import requeue_untracked_query
 from horsies.broker.hooks import NodeRef, WorkflowEngine
+from horsies.broker.limits import limited_claim_query
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.steps import Op, Query, QueryResult, together
 from horsies.logs import get_logger
@@ -43,7 +44,8 @@ class TaskExchange:
     ``started``: tasks now RUNNING for the given child pids, most urgent first; ``requeued``: ids of
     untracked RUNNING rows of this worker sent back to PENDING (only when asked to reconcile);
     ``full``: every claim got as many rows as it asked for, so more tasks may be waiting;
-    ``undecided``: workflow nodes the advance left waiting for a decision (``hooks.WorkflowHooks``).
+    ``undecided``: workflow nodes the advance left waiting for a decision (``hooks.WorkflowHooks``);
+    ``wake_in_s``: when a task held back by a rate limit may start, if one is (claim again then).
     """
 
     finished: set[str] = field(default_factory=set[str])
@@ -51,6 +53,7 @@ class TaskExchange:
     requeued: list[str] = field(default_factory=list[str])
     full: bool = False
     undecided: list[NodeRef] = field(default_factory=list[NodeRef])
+    wake_in_s: float | None = None
 
 
 _PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
@@ -114,9 +117,12 @@ def claim_and_start_more(
     started: list[StartedTask],
     *,
     task_names: Sequence[str] | None = None,
+    limited: Mapping[str, Sequence[str]] | None = None,
+    wakes: list[float] | None = None,
 ) -> Op[int]:
     """Claim-and-start in the further queues of ``limits`` (one statement each, in order) for the
-    pids that ``started`` has not served yet, extending it; returns how many rows were asked."""
+    pids that ``started`` has not served yet, extending it; returns how many rows were asked.
+    ``limited`` and ``wakes``: see :func:`claim_and_start_query` and :func:`started_rows`."""
     asked = 0
     for queue_name, limit in limits:
         free = list(pids[len(started) :])
@@ -124,8 +130,10 @@ def claim_and_start_more(
         if n <= 0:
             break
         asked += n
-        res = yield claim_and_start_query(worker_id, hostname, queue_name, free[:n], task_names)
-        started.extend(started_rows(res.rows))
+        res = yield claim_and_start_query(
+            worker_id, hostname, queue_name, free[:n], task_names=task_names, limited=limited
+        )
+        started.extend(started_rows(res.rows, wakes))
     return asked
 
 
@@ -134,9 +142,17 @@ def claim_and_start_query(
     hostname: str,
     queue_name: str,
     pids: Sequence[int],
+    *,
     task_names: Sequence[str] | None = None,
+    limited: Mapping[str, Sequence[str]] | None = None,
 ) -> Query:
-    """One queue's claim-and-start for ``pids``; with ``task_names``, of those tasks only."""
+    """One queue's claim-and-start for ``pids``; with ``task_names``, of those tasks only; through
+    the limited claim when ``limited`` names limits for the queue."""
+    limit_names = None if limited is None else limited.get(queue_name)
+    if limit_names:
+        return limited_claim_query(
+            worker_id, hostname, queue_name, pids, limit_names=limit_names, task_names=task_names
+        )
     params: dict[str, object] = {
         "queue_name": queue_name,
         "pids": list(pids),
@@ -149,8 +165,18 @@ def claim_and_start_query(
     return Query(task_sql.TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES, params)
 
 
-def started_rows(rows: Iterable[Sequence[Any]]) -> list[StartedTask]:
-    started = [StartedTask(ClaimedTask(*r[:12]), int(r[12])) for r in rows]
+def started_rows(
+    rows: Iterable[Sequence[Any]], wakes: list[float] | None = None
+) -> list[StartedTask]:
+    """The tasks a claim-and-start moved to RUNNING, most urgent first. A limited claim's row
+    without an id only tells in how many ms a task held back by a rate limit may start: it goes
+    to ``wakes`` (in seconds)."""
+    started: list[StartedTask] = []
+    for r in rows:
+        if r[0] is not None:
+            started.append(StartedTask(ClaimedTask(*r[:12]), int(r[12])))
+        elif wakes is not None:
+            wakes.append(int(r[13]) / 1000)
     started.sort(key=lambda s: (s.task.priority, s.task.sent_at, s.task.id))
     return started
 
@@ -247,6 +273,7 @@ def exchange_op(
         first.append(requeue_untracked_query(worker_id, keep_running, outcomes))
         first.append(wake_workers_query("requeued"))
     limits = direct_claim_limits(request, len(pids)) if request is not None else []
+    limited = request.limits if request is not None else None
     async_limits: list[tuple[str, int]] = []
     if request is not None and async_pids and async_names:
         async_limits = async_claim_limits(request, len(async_pids))
@@ -258,14 +285,25 @@ def exchange_op(
         if limits:
             claim_at = len(first)
             queue_name, asked = limits[0]
-            first.append(claim_and_start_query(worker_id, hostname, queue_name, pids[:asked]))
+            first.append(
+                claim_and_start_query(
+                    worker_id, hostname, queue_name, pids[:asked], limited=limited
+                )
+            )
             limits = limits[1:]
         if async_limits:
             async_claim_at = len(first)
             queue_name, n = async_limits[0]
             asked += n
             first.append(
-                claim_and_start_query(worker_id, hostname, queue_name, async_pids[:n], async_names)
+                claim_and_start_query(
+                    worker_id,
+                    hostname,
+                    queue_name,
+                    async_pids[:n],
+                    task_names=async_names,
+                    limited=limited,
+                )
             )
             async_limits = async_limits[1:]
     if len(first) == 1 and not limits and not async_limits:
@@ -281,12 +319,24 @@ def exchange_op(
                 len(requeued),
                 ", ".join(requeued[:20]),
             )
-    started: list[StartedTask] = started_rows(parts[claim_at].rows) if claim_at >= 0 else []
-    asked += yield from claim_and_start_more(worker_id, hostname, limits, pids, started)
+    wakes: list[float] = []
+    started = started_rows(parts[claim_at].rows, wakes) if claim_at >= 0 else []
+    asked += yield from claim_and_start_more(
+        worker_id, hostname, limits, pids, started, limited=limited, wakes=wakes
+    )
     if async_pids and async_names:
-        started_async = started_rows(parts[async_claim_at].rows) if async_claim_at >= 0 else []
+        started_async = (
+            started_rows(parts[async_claim_at].rows, wakes) if async_claim_at >= 0 else []
+        )
         asked += yield from claim_and_start_more(
-            worker_id, hostname, async_limits, async_pids, started_async, task_names=async_names
+            worker_id,
+            hostname,
+            async_limits,
+            async_pids,
+            started_async,
+            task_names=async_names,
+            limited=limited,
+            wakes=wakes,
         )
         started.extend(started_async)
     return TaskExchange(
@@ -295,6 +345,7 @@ def exchange_op(
         requeued=requeued,
         full=0 < asked == len(started),
         undecided=done.undecided,
+        wake_in_s=min(wakes, default=None),
     )
 
 

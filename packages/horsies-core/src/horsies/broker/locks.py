@@ -15,6 +15,7 @@ __all__ = [
     "REAPER_LOCK_KEY",
     "SCHEMA_LOCK_KEY",
     "advisory_key",
+    "limit_lock_key",
     "schedule_lock_key",
 ]
 
@@ -37,3 +38,12 @@ def schedule_lock_key(schedule_name: str) -> int:
     """The key held while a scheduler runs one due schedule: two schedulers never enqueue a slot
     twice."""
     return advisory_key(_SCHEDULE_PREFIX + schedule_name)
+
+
+_LIMIT_PREFIX: Final = "horsies-limit:"
+
+
+def limit_lock_key(limit_name: str) -> int:
+    """The key held while a claim counts and starts the tasks of a rate or concurrency limit: the
+    counts of two workers' claims never overlap."""
+    return advisory_key(_LIMIT_PREFIX + limit_name)

@@ -40,7 +40,8 @@ class PrefetchExchange:
     (the others were lost: lease expired and taken, or requeued); ``direct``: tasks moved from
     PENDING straight to RUNNING for the given child pids; ``claimed``: tasks newly CLAIMED by this
     worker with a lease, most urgent first; ``undecided``: workflow nodes left waiting for a
-    decision.
+    decision; ``wake_in_s``: when a task held back by a rate limit may start, if one is. Tasks
+    under a limit are never prefetched: they only start straight into free slots.
     """
 
     finished: set[str] = field(default_factory=set[str])
@@ -48,6 +49,7 @@ class PrefetchExchange:
     direct: list[StartedTask] = field(default_factory=list[StartedTask])
     claimed: list[ClaimedTask] = field(default_factory=list[ClaimedTask])
     undecided: list[NodeRef] = field(default_factory=list[NodeRef])
+    wake_in_s: float | None = None
 
 
 def prefetch_exchange_op(
@@ -94,15 +96,25 @@ def prefetch_exchange_op(
     if starts:
         first.append(start_query(worker_id, hostname, starts, resume=False))
     direct = direct_claim_limits(request, len(direct_pids)) if direct_pids and request else []
+    limited = request.limits if request is not None else None
     direct_at = len(first)
     if direct:
-        first.append(claim_and_start_query(worker_id, hostname, direct[0][0], direct_pids))
+        first.append(
+            claim_and_start_query(worker_id, hostname, direct[0][0], direct_pids, limited=limited)
+        )
     async_direct = prefetch_async_limits(request, async_pids, async_names)
     async_at = len(first)
     if async_direct:
         queue_name, n = async_direct[0]
         first.append(
-            claim_and_start_query(worker_id, hostname, queue_name, async_pids[:n], async_names)
+            claim_and_start_query(
+                worker_id,
+                hostname,
+                queue_name,
+                async_pids[:n],
+                task_names=async_names,
+                limited=limited,
+            )
         )
     total, limits = prefetch_claim_limits(request, len(direct_pids) + len(async_pids))
     claim_at = len(first)
@@ -117,13 +129,15 @@ def prefetch_exchange_op(
     if starts:
         started = started_keys(starts, parts[start_at].rows)
     direct_started: list[StartedTask] = []
+    wakes: list[float] = []
     if direct:
-        direct_started = started_rows(parts[direct_at].rows)
+        direct_started = started_rows(parts[direct_at].rows, wakes)
         yield from claim_and_start_more(
-            worker_id, hostname, direct[1:], direct_pids, direct_started
-        )
+            worker_id, hostname, direct[1:], direct_pids, direct_started, limited=limited,
+            wakes=wakes,
+        )  # fmt: skip
     if async_direct:
-        async_started = started_rows(parts[async_at].rows)
+        async_started = started_rows(parts[async_at].rows, wakes)
         yield from claim_and_start_more(
             worker_id,
             hostname,
@@ -131,6 +145,8 @@ def prefetch_exchange_op(
             async_pids,
             async_started,
             task_names=async_names,
+            limited=limited,
+            wakes=wakes,
         )
         direct_started.extend(async_started)
     claimed: list[ClaimedTask] = []
@@ -148,6 +164,7 @@ def prefetch_exchange_op(
         direct=direct_started,
         claimed=claimed,
         undecided=done.undecided,
+        wake_in_s=min(wakes, default=None),
     )
 
 

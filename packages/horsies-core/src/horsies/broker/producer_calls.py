@@ -16,7 +16,8 @@ from horsies.broker import (
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.caller_connection import CallerConnection
 from horsies.broker.copy_encoder import TaskBatch
-from horsies.broker.enqueue import BatchOptions, EnqueueOptions, EnqueueRequest
+from horsies.broker.enqueue import BatchOptions, EnqueueOptions, EnqueueRequest, new_ids
+from horsies.broker.limits import LimitTag, limited_rows_query
 from horsies.broker.programs import Program
 from horsies.broker.send_coalescer import SendCoalescer
 from horsies.broker.steps import Step
@@ -83,7 +84,7 @@ class ProducerCalls(BrokerCore):
         """
         request = EnqueueRequest(task_name, args, kwargs, queue_name, **options)
         row = enqueue.request_row(request, self.max_payload_bytes)
-        if request.delay_s is None and within is None:
+        if request.delay_s is None and within is None and request.limit is None:
             await self._coalescer().insert(row)
         else:  # the coalescer's shared inserts read no clock and use the pool
             program = enqueue.insert_program(enqueue.task_insert_step(row), (row,), "enqueue")
@@ -129,11 +130,13 @@ class ProducerCalls(BrokerCore):
         queue_name: str = "default",
         *,
         within: CallerConnection | None = None,
+        limits: Sequence[LimitTag] | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Insert one PENDING task of ``task_name`` per (args, kwargs) call with one COPY; returns
         their ids in call order (``task.send_many``'s path; low level like :meth:`enqueue`, with
-        the same options but ``sent_at`` and ``task_id``).
+        the same options but ``sent_at`` and ``task_id``). With ``limits`` (one per call) the
+        tasks are under those limits and go in with one INSERT instead.
 
         Every call is encoded before anything is written (SerializationError), then the whole batch
         is inserted or none of it. The tasks are claimed in call order (within a priority). Cheaper
@@ -142,6 +145,10 @@ class ProducerCalls(BrokerCore):
         """
         if not calls:
             return []
+        if limits is not None:
+            rows = self._call_rows(task_name, calls, queue_name, options, limits)
+            self._effects(within).drive(_limited(rows))
+            return new_ids(rows)
         batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
         self._effects(within).drive(_batch(batch))
         return batch.all_ids()
@@ -153,11 +160,16 @@ class ProducerCalls(BrokerCore):
         queue_name: str = "default",
         *,
         within: CallerConnection | None = None,
+        limits: Sequence[LimitTag] | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[str]:
         """Async twin of :meth:`enqueue_calls`."""
         if not calls:
             return []
+        if limits is not None:
+            rows = self._call_rows(task_name, calls, queue_name, options, limits)
+            await (await self._effects_async(within)).drive(_limited(rows))
+            return new_ids(rows)
         batch = enqueue.encode_calls(task_name, calls, queue_name, self.max_payload_bytes, options)
         await (await self._effects_async(within)).drive(_batch(batch))
         return batch.all_ids()
@@ -208,11 +220,12 @@ class ProducerCalls(BrokerCore):
         queue_name: str,
         *,
         within: CallerConnection | None = None,
+        limits: Sequence[LimitTag] | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[UniqueOutcome]:
         """:meth:`enqueue_calls` for calls with unique keys (one per call, in ``claims``): one
         outcome per call, in one transaction (all or nothing), a statement or more per call."""
-        rows = self._unique_rows(task_name, calls, queue_name, options)
+        rows = self._call_rows(task_name, calls, queue_name, options, limits)
         return self._effects(within).drive(_unique(rows, claims))
 
     async def enqueue_calls_unique_async(
@@ -223,25 +236,29 @@ class ProducerCalls(BrokerCore):
         queue_name: str,
         *,
         within: CallerConnection | None = None,
+        limits: Sequence[LimitTag] | None = None,
         **options: Unpack[BatchOptions],
     ) -> list[UniqueOutcome]:
         """Async twin of :meth:`enqueue_calls_unique`."""
-        rows = self._unique_rows(task_name, calls, queue_name, options)
+        rows = self._call_rows(task_name, calls, queue_name, options, limits)
         return await (await self._effects_async(within)).drive(_unique(rows, claims))
 
-    def _unique_rows(
+    def _call_rows(
         self,
         task_name: str,
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any] | None]],
         queue_name: str,
         options: BatchOptions,
+        limits: Sequence[LimitTag] | None,
     ) -> list[tuple[Any, ...]]:
+        """One new row per call (under the call's limit, when ``limits`` are given)."""
+        tags: Sequence[LimitTag | None] = [None] * len(calls) if limits is None else limits
         return [
             enqueue.request_row(
-                EnqueueRequest(task_name, args, kwargs, queue_name, **options),
+                EnqueueRequest(task_name, args, kwargs, queue_name, limit=tag, **options),
                 self.max_payload_bytes,
             )
-            for args, kwargs in calls
+            for (args, kwargs), tag in zip(calls, tags, strict=True)
         ]
 
     # -- results -----------------------------------------------------------------------------------
@@ -295,6 +312,10 @@ def _many(rows: list[list[Any]]) -> Program[None]:
     return enqueue.insert_program(
         lambda: enqueue.enqueue_many_op(rows), rows, "enqueue_many", transaction=True
     )
+
+
+def _limited(rows: Sequence[Sequence[Any]]) -> Program[None]:
+    return enqueue.insert_program(limited_rows_query(rows), rows, "enqueue_many")
 
 
 def _batch(batch: TaskBatch) -> Program[None]:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, Final, Literal
 
 from horsies.broker.errors import BrokerError
+from horsies.broker.limits import row_tag
 from horsies.broker.programs import Program, Run
 from horsies.broker.sql import tasks as task_sql
 from horsies.broker.sql import unique as unique_sql
@@ -56,7 +57,11 @@ class UniqueOutcome:
 
 
 def _params(row: Sequence[Any], claim: UniqueClaim) -> dict[str, Any]:
-    params: dict[str, Any] = dict(zip(task_sql.TASK_COPY_COLUMNS, row, strict=True))
+    columns = task_sql.TASK_COPY_COLUMNS
+    params: dict[str, Any] = dict(zip(columns, row[: len(columns)], strict=True))
+    tag = row_tag(row)
+    params["limit_name"] = None if tag is None else tag.name
+    params["limit_key"] = None if tag is None else tag.key
     sent_at = params["sent_at"]
     params["delay_s"] = None
     if isinstance(sent_at, timedelta):  # a delayed send: claimable that long after now()

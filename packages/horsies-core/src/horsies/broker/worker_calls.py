@@ -15,6 +15,9 @@ from horsies.broker import (
     prefetch,
     recovery,
 )
+from horsies.broker import (
+    limits as limits_module,
+)
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.claim_plan import ClaimRequest
 from horsies.broker.claims import AttemptKey, ClaimedTask, Start
@@ -22,6 +25,7 @@ from horsies.broker.exchange import TaskExchange
 from horsies.broker.finish import Finished, TaskOutcome
 from horsies.broker.heartbeats import WorkerStateRow
 from horsies.broker.hooks import NodeRef
+from horsies.broker.limits import LimitNumbers
 from horsies.broker.prefetch import PrefetchExchange
 from horsies.broker.recovery import ReapReport
 from horsies.broker.steps import QueryResult
@@ -224,6 +228,11 @@ class WorkerCalls(BrokerCore):
             return []
         res: QueryResult = await self._run_async(query, "write_heartbeats")
         return [str(row[0]) for row in res.rows]
+
+    async def register_limits_async(self, limits: Sequence[LimitNumbers]) -> list[LimitNumbers]:
+        """Write the numbers of the rate and concurrency limits this worker enforces; returns the
+        ones whose stored numbers differed (as they were)."""
+        return await self._run_async(limits_module.register_limits_op(limits), "register_limits")
 
     async def insert_worker_state_async(self, state: WorkerStateRow) -> None:
         """Insert one worker snapshot into ``horsies_worker_states``."""

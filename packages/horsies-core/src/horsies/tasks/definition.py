@@ -20,6 +20,7 @@ from horsies.names import MAX_TASK_NAME_LENGTH, task_name_problem
 from horsies.results import TaskResult
 from horsies.retry import TaskOptions
 from horsies.tasks.function import AsyncTaskFunction, TaskFunction
+from horsies.tasks.limits import Limit
 from horsies.tasks.result_types import type_name
 from horsies.tasks.unique import Unique
 
@@ -39,7 +40,7 @@ T = TypeVar("T")
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 
 KNOWN_TASK_OPTIONS = (
-    "queue_name", "good_until", "auto_retry_for", "retry_policy", "time_limit_s", "unique",
+    "queue_name", "good_until", "auto_retry_for", "retry_policy", "time_limit_s", "unique", "limit",
 )  # fmt: skip
 """Keyword options accepted by `@app.task`; anything else is refused, so that a misspelt option
 fails at definition instead of being silently ignored."""
@@ -220,6 +221,11 @@ def define_task(
         raise _options_error("invalid task options", location).with_note(
             f"unique: a horsies.Unique, got {type(unique).__name__}"
         )
+    limit = options.get("limit")
+    if limit is not None and not isinstance(limit, Limit):
+        raise _options_error("invalid task options", location).with_note(
+            f"limit: a horsies.Limit, got {type(limit).__name__}"
+        )
     try:
         # An async function's declared TaskResult is what its coroutine gives: the same contract.
         return kind(
@@ -231,6 +237,7 @@ def define_task(
             ok_type=ok_type,
             err_type=err_type,
             unique=unique,
+            limit=limit,
         )
     except HorsiesError as error:
         raise (error.with_location(location) if location is not None else error) from None

@@ -17,7 +17,6 @@ import enum
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -33,6 +32,7 @@ from typing import (
 
 from pydantic import ValidationError
 
+from horsies.broker.limits import LimitTag
 from horsies.broker.unique import UniqueClaim, UniqueOutcome
 from horsies.codec.tags import CTX_KEY, META_KEY
 from horsies.failures import failure
@@ -45,6 +45,7 @@ from horsies.tasks.execution import (
     safe_text,
 )
 from horsies.tasks.handle import SUPPRESSED_TASK_ID, TaskHandle
+from horsies.tasks.limits import Limit, LimitKeys, checked_limit_key
 from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
 from horsies.tasks.send_refusals import (
     ArgumentsRefused,
@@ -116,6 +117,7 @@ class TaskFunction(Generic[P, T]):
         ok_type: Any,
         err_type: Any,
         unique: Unique | None = None,
+        limit: Limit | None = None,
     ) -> None:
         self.app = app
         self._original_fn = fn
@@ -146,11 +148,19 @@ class TaskFunction(Generic[P, T]):
         self.arguments = ArgumentCheck(fn)
         """The function's parameters, for checking a call's arguments before it is stored."""
         self._unique = None if unique is None else UniqueKeys(task_name, fn, unique)
+        self._limit = None if limit is None else LimitKeys(fn, limit)
 
     is_async: bool = False
     """True for an ``async def`` task (an `AsyncTaskFunction`)."""
     _within: CallerConnection | None = None
     """The caller's connection the sends go through (see `within`), or None for the pool."""
+    _limit_key: str | None = None
+    """The limit key chosen for the sends made through this view (see `with_options`)."""
+
+    @property
+    def task_limit(self) -> Limit | None:
+        """The rate or concurrency limit of the task's runs, or None."""
+        return None if self._limit is None else self._limit.limit
 
     def __repr__(self) -> str:
         queue = self.task_queue_name or "default"
@@ -172,15 +182,18 @@ class TaskFunction(Generic[P, T]):
         *,
         time_limit_s: float | _Keep | None = _Keep.KEEP,
         unique: Unique | _Keep | None = _Keep.KEEP,
+        limit_key: str | _Keep = _Keep.KEEP,
     ) -> Self:
         """This task with other options for the sends made through it (the ones not given are
         kept); the task itself is unchanged. ``build_report.with_options(time_limit_s=900)
         .send(day)`` gives that one run 15 minutes; ``with_options(unique=Unique(key=...))``
-        deduplicates by a key of your own (None: no deduplication).
+        deduplicates by a key of your own (None: no deduplication); ``with_options(limit_key=
+        "acme")`` counts the sends under that key of the task's `Limit`.
 
         Raises:
             TaskDefinitionError: E102 for an invalid value (``time_limit_s`` must be a positive
-                number of seconds, or None for no limit; ``unique.on`` must name parameters).
+                number of seconds, or None for no limit; ``unique.on`` must name parameters;
+                ``limit_key`` a non-empty string, for a task that has a limit).
         """
         view = copy.copy(self)
         if not isinstance(time_limit_s, _Keep):
@@ -193,6 +206,8 @@ class TaskFunction(Generic[P, T]):
             view._unique = (
                 None if unique is None else UniqueKeys(self.task_name, self.__wrapped__, unique)
             )
+        if not isinstance(limit_key, _Keep):
+            view._limit_key = checked_limit_key(self.task_name, self._limit, limit_key)
         return view
 
     def within(self, connection: object) -> Self:
@@ -380,6 +395,17 @@ class TaskFunction(Generic[P, T]):
     def _unique_claim(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> UniqueClaim | None:
         return None if self._unique is None else self._unique.claim(args, kwargs)
 
+    def _limit_tag(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LimitTag | None:
+        limit = self._limit
+        return None if limit is None else limit.tag(args, kwargs, self._limit_key)
+
+    def _limit_tags(
+        self, pairs: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[LimitTag] | None:
+        """The ``limits`` of a batch's insert: one tag per call, or None without a limit."""
+        limit = self._limit
+        return None if limit is None else [limit.tag(a, k, self._limit_key) for a, k in pairs]
+
     def _raise_if_exists(self, handle: TaskHandle[T], claim: UniqueClaim | None) -> TaskHandle[T]:
         unique = self._unique
         raising = unique is not None and unique.unique.if_exists == "raise"
@@ -405,15 +431,16 @@ class TaskFunction(Generic[P, T]):
             # The delay runs on the database's clock, like every other time of the task.
             delay_s = check_delay(delay_seconds) if action == "schedule" else None
             claim = self._unique_claim(args, kwargs)
+            limit = self._limit_tag(args, kwargs)
             if claim is not None:
                 return [broker.enqueue_unique(
                     self.task_name, args, kwargs or None, queue_name, unique=claim,
-                    priority=priority, delay_s=delay_s, within=self._within,
+                    priority=priority, delay_s=delay_s, within=self._within, limit=limit,
                     **self._insert_options,
                 )]  # fmt: skip
             task_id = broker.enqueue(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
-                delay_s=delay_s, within=self._within, **self._insert_options,
+                delay_s=delay_s, within=self._within, limit=limit, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
@@ -435,14 +462,15 @@ class TaskFunction(Generic[P, T]):
         async def insert() -> _Sent:
             nonlocal claim
             claim = self._unique_claim(args, kwargs)
+            limit = self._limit_tag(args, kwargs)
             if claim is not None:
                 return [await broker.enqueue_unique_async(
                     self.task_name, args, kwargs or None, queue_name, unique=claim,
-                    priority=priority, within=self._within, **self._insert_options,
+                    priority=priority, within=self._within, limit=limit, **self._insert_options,
                 )]  # fmt: skip
             task_id = await broker.enqueue_async(
                 self.task_name, args, kwargs or None, queue_name, priority=priority,
-                within=self._within, **self._insert_options,
+                within=self._within, limit=limit, **self._insert_options,
             )  # fmt: skip
             return [task_id]
 
@@ -485,16 +513,19 @@ class TaskFunction(Generic[P, T]):
             return many
         (broker, queue_name, priority), pairs = many
         unique = self._unique
-        insert: Callable[[], _Sent] = partial(
-            broker.enqueue_calls, self.task_name, pairs, queue_name, priority=priority,
-            within=self._within, **self._insert_options,
-        )  # fmt: skip
-        if unique is not None:
-            claims = [unique.claim(a, k) for a, k in pairs]
-            insert = partial(
-                broker.enqueue_calls_unique, self.task_name, pairs, claims, queue_name,
-                priority=priority, within=self._within, **self._insert_options,
+
+        def insert() -> _Sent:
+            limits = self._limit_tags(pairs)
+            if unique is None:
+                return broker.enqueue_calls(
+                    self.task_name, pairs, queue_name, priority=priority, within=self._within,
+                    limits=limits, **self._insert_options,
+                )  # fmt: skip
+            return broker.enqueue_calls_unique(
+                self.task_name, pairs, [unique.claim(a, k) for a, k in pairs], queue_name,
+                priority=priority, within=self._within, limits=limits, **self._insert_options,
             )  # fmt: skip
+
         return self._handles("send", len(pairs), broker, insert)
 
     async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
@@ -506,14 +537,15 @@ class TaskFunction(Generic[P, T]):
         unique = self._unique
 
         async def insert() -> _Sent:
+            limits = self._limit_tags(pairs)
             if unique is None:
                 return await broker.enqueue_calls_async(
                     self.task_name, pairs, queue_name, priority=priority, within=self._within,
-                    **self._insert_options,
+                    limits=limits, **self._insert_options,
                 )  # fmt: skip
             return await broker.enqueue_calls_unique_async(
                 self.task_name, pairs, [unique.claim(a, k) for a, k in pairs], queue_name,
-                priority=priority, within=self._within, **self._insert_options,
+                priority=priority, within=self._within, limits=limits, **self._insert_options,
             )  # fmt: skip
 
         return await self._handles_async(len(pairs), broker, insert())

@@ -105,6 +105,7 @@ class DirectStartMode(ClaimMode):
         if keep is not None:
             state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
+        state.wake_later(exchange.wake_in_s)
         if exchange.started:
             logger.debug("tasks_started: %s (idle children %s)", len(exchange.started), len(idle))
             state.hand_over([*idle, *slots], exchange.started)

@@ -87,6 +87,7 @@ class PrefetchMode(ClaimMode):
         if keep is not None:
             state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)
+        state.wake_later(exchange.wake_in_s)
         if exchange.claimed:
             logger.debug("tasks_claimed: %s (budget %s)", len(exchange.claimed), budget)
             state.add_claims(exchange.claimed)

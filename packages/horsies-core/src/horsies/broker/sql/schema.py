@@ -10,7 +10,9 @@ user SQL and the docs' maintenance queries keep working.
 Indexes are chosen for the hot paths and kept small with partial predicates, because every status
 transition rewrites every index of ``horsies_tasks``:
 
-- ``ix_horsies_tasks_claim``: the claim scan (queue, priority, FIFO) over PENDING/CLAIMED rows only;
+- ``ix_horsies_tasks_claim``: the claim scan (queue, priority, FIFO) over PENDING/CLAIMED rows only
+  (since migration 10 its second column, ``limit_name IS NULL``, keeps tasks under a limit out of
+  ordinary claims: ``broker/sql/limits.py``);
 - ``ix_horsies_tasks_in_flight``: CLAIMED/RUNNING rows (cluster caps, per-worker counts, the
   reaper);
 - ``ix_horsies_tasks_good_until`` / ``_next_retry_at`` / ``_claim_expires_at``: partial on NOT NULL,
@@ -26,6 +28,8 @@ when a task becomes COMPLETED/FAILED, or CANCELLED from RUNNING (a stopped run; 
 from __future__ import annotations
 
 from typing import Final, LiteralString, NamedTuple
+
+from horsies.broker.sql.limits import V10_LIMITS as _V10_LIMITS
 
 __all__ = [
     "MIGRATIONS",
@@ -420,6 +424,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(7, "async tasks a worker child runs at once", _V7_ASYNC_CONCURRENCY),
     Migration(8, "stop requests of running tasks", _V8_STOP_REQUESTS),
     Migration(9, "unique keys of tasks", _V9_UNIQUE_KEYS),
+    Migration(10, "rate and concurrency limits", _V10_LIMITS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

@@ -147,10 +147,11 @@ GROUP BY queue_name
 """
 
 # Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
-# lease), due, not expired. The one definition both claim statements select their candidates with.
+# lease), due, not expired, under no limit (those are claimed by TASK_CLAIM_AND_START_LIMITED). The
+# one definition both claim statements select their candidates with.
 _CLAIMABLE_IN_QUEUE: Final = """
     FROM horsies_tasks
-    WHERE queue_name = %(queue_name)s
+    WHERE queue_name = %(queue_name)s AND limit_name IS NULL
       AND status IN ('PENDING', 'CLAIMED')
       AND (status = 'PENDING' OR (claim_expires_at IS NOT NULL AND claim_expires_at < now()))
       AND sent_at <= now() AND (next_retry_at IS NULL OR next_retry_at <= now())

@@ -34,6 +34,8 @@ DELETE FROM horsies_tasks;
 DELETE FROM horsies_heartbeats;
 DELETE FROM horsies_worker_states;
 DELETE FROM horsies_schedule_state;
+DELETE FROM horsies_limits;
+DELETE FROM horsies_limit_starts;
 """
 
 # -- reading what was sent -------------------------------------------------------------------------

@@ -13,7 +13,8 @@ _IN_SCOPE: Final = """(
     OR (unique_scope = 'active' AND status IN ('PENDING', 'CLAIMED', 'RUNNING'))
     OR (unique_scope = 'window' AND unique_until > now()))"""
 
-# Insert one PENDING task with a unique key (TASK_INSERT's columns, and the delay of
+# Insert one PENDING task with a unique key (TASK_INSERT's columns, its limit's name and key or
+# NULLs, and the delay of
 # TASK_INSERT_AFTER_DELAY when %(delay_s)s is set); nothing is inserted (no row returned) when a
 # row holds the key. A holder still being inserted by another transaction is waited for: its
 # commit makes this a conflict, its rollback lets this insert through.
@@ -21,14 +22,15 @@ TASK_INSERT_UNIQUE: Final = """
 INSERT INTO horsies_tasks (
     id, task_name, queue_name, priority, args, kwargs, status, sent_at, good_until,
     max_retries, retry_count, task_options, claimed, created_at, updated_at,
-    unique_key, unique_scope, unique_until)
+    unique_key, unique_scope, unique_until, limit_name, limit_key)
 VALUES (
     %(id)s, %(task_name)s, %(queue_name)s, %(priority)s, %(args)s, %(kwargs)s, 'PENDING',
     COALESCE(
         %(sent_at)s::timestamptz, now() + COALESCE(%(delay_s)s::float8, 0) * interval '1 second'
     ),
     %(good_until)s::timestamptz, %(max_retries)s, 0, %(task_options)s, false, now(), now(),
-    %(unique_key)s, %(unique_scope)s, now() + %(unique_window_s)s::float8 * interval '1 second')
+    %(unique_key)s, %(unique_scope)s, now() + %(unique_window_s)s::float8 * interval '1 second',
+    %(limit_name)s, %(limit_key)s)
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
 RETURNING id
 """
