@@ -16,8 +16,14 @@ from horsies import Horsies, Limit, Unique
 from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
 from horsies.broker.limits import LimitNumbers
 from horsies.config import AppConfig, PostgresConfig
-from horsies.errors import ConfigurationError, ErrorCode, TaskDefinitionError
+from horsies.errors import (
+    ConfigurationError,
+    ErrorCode,
+    TaskDefinitionError,
+    WorkflowValidationError,
+)
 from horsies.results import TaskError, TaskResult
+from horsies.workflows.nodes import TaskNode
 from horsies_worker.claimer import Claimer
 from horsies_worker.config import WorkerConfig
 from horsies_worker.limits import enforce_limits
@@ -257,3 +263,10 @@ def test_a_worker_with_cluster_caps_refuses_limits_at_start(app: Horsies) -> Non
         )
     assert raised.value.code is ErrorCode.CONFIG_INVALID_CLUSTER_CAP
     assert "per-account" in str(raised.value)
+
+
+def test_a_limited_task_is_refused_as_a_workflow_node(app: Horsies) -> None:
+    with pytest.raises(WorkflowValidationError) as raised:
+        app.workflow("with-limit", [TaskNode(fn=app.tasks["lim.account"], args=("acme",))])
+    assert raised.value.code is ErrorCode.WORKFLOW_NODE_UNDER_LIMIT
+    assert "limited by 'per-account'" in str(raised.value)

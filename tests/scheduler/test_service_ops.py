@@ -17,6 +17,7 @@ from horsies import DailySchedule, IntervalSchedule, SchedulePattern
 from horsies.broker import schedules
 from horsies.broker.driver_sync import run_step
 from horsies.broker.enqueue import EnqueueRequest
+from horsies.broker.limits import LimitTag
 from horsies.broker.locks import schedule_lock_key
 from horsies.broker.schedules import (
     DueResult,
@@ -293,6 +294,22 @@ def test_catch_up_enqueues_one_task_per_missed_slot_and_keeps_the_cadence(
     state = rows.state("s")
     assert state["run_count"] == 4
     assert state["last_task_id"] == result.task_ids[-1]
+
+
+def test_runs_of_a_task_under_a_limit_are_stored_under_it(
+    broker: PostgresBroker, rows: Rows
+) -> None:
+    t = target(catch_up=True, limit=LimitTag("per-tenant", "acme"))
+    broker.execute(initialize_states_op([t]), action="t")
+    rows.set_next_run("s", -90.0)  # two slots down
+    result = run_due(broker, t)
+    assert result.status is DueStatus.RAN
+    tasks = rows.tasks()
+    assert [task["id"] for task in tasks] == list(result.task_ids)
+    assert [(task["limit_name"], task["limit_key"]) for task in tasks] == [
+        ("per-tenant", "acme")
+    ] * 2
+    assert rows.state("s")["run_count"] == 2
 
 
 def test_long_catch_up_is_split_into_batches(

@@ -15,6 +15,7 @@ from horsies import (
     CustomQueueConfig,
     Horsies,
     IntervalSchedule,
+    Limit,
     PostgresConfig,
     QueueMode,
     RetryPolicy,
@@ -23,6 +24,7 @@ from horsies import (
     TaskResult,
     TaskSchedule,
 )
+from horsies.broker.limits import LimitTag
 from horsies.errors import (
     ConfigurationError,
     ErrorCode,
@@ -229,3 +231,22 @@ def test_resolve_schedules_skips_disabled_and_reports_every_problem() -> None:
 def test_a_single_problem_is_raised_as_itself() -> None:
     with pytest.raises(NotRegistered):
         resolve_schedules(default_app(), [schedule("nope")])
+
+
+def test_a_scheduled_task_under_a_limit_is_stored_under_its_key() -> None:
+    app = Horsies(AppConfig(broker=PostgresConfig(database_url=URL)))
+
+    @app.task("per-tenant", limit=Limit("tenants", concurrency=1, on=["tenant"]))
+    def per_tenant(tenant: str) -> TaskResult[None, TaskError]:
+        return TaskResult(ok=None)
+
+    @app.task("by-domain", limit=Limit("domains", rate=1, key=lambda a: a["email"].split("@")[1]))
+    def by_domain(email: str) -> TaskResult[None, TaskError]:
+        return TaskResult(ok=None)
+
+    target = resolve_schedule(app, schedule("per-tenant", kwargs={"tenant": "acme"}))
+    assert target.task.limit == LimitTag("tenants", "acme")
+    with pytest.raises(ConfigurationError) as info:
+        resolve_schedule(app, schedule("by-domain", args=("no-at-sign",)))
+    assert info.value.code is ErrorCode.CONFIG_INVALID_SCHEDULE
+    assert "key function of limit 'domains' raised IndexError" in str(info.value)

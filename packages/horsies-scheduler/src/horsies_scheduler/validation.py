@@ -143,6 +143,16 @@ def resolve_schedule(app: Horsies, schedule: TaskSchedule) -> ScheduleTarget:
     _check_arguments(schedule, task)
     _check_serializable(schedule, app.config.max_payload_bytes)
     schedule.zone  # noqa: B018 - raises E205 "Invalid timezone ..." where the zone is missing
+    try:
+        limit = task.limit_tag(tuple(schedule.args), dict(schedule.kwargs))
+    except ValueError as exc:
+        raise _unlocated(
+            ConfigurationError(
+                f"schedule '{schedule.name}': no limit key for its arguments",
+                code=_CODE,
+                notes=[str(exc)],
+            )
+        ) from exc
     return ScheduleTarget(
         name=schedule.name,
         pattern=schedule.pattern,
@@ -158,6 +168,7 @@ def resolve_schedule(app: Horsies, schedule: TaskSchedule) -> ScheduleTarget:
             good_until=task.task_good_until,
             task_options=task.task_options_json,
             max_retries=task.task_max_retries,
+            limit=limit,
         ),
     )
 

@@ -21,7 +21,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from horsies.broker.enqueue import EnqueueRequest, enqueue_many_params
+from horsies.broker.enqueue import EnqueueRequest, enqueue_many_params, enqueue_many_rows
+from horsies.broker.limits import limited_rows_query
 from horsies.broker.locks import schedule_lock_key
 from horsies.broker.sql import schedules as sched_sql
 from horsies.broker.sql import tasks as task_sql
@@ -234,6 +235,17 @@ def _requests(target: ScheduleTarget, count: int) -> list[EnqueueRequest]:
     return [template] * count
 
 
+def _insert_runs(target: ScheduleTarget, count: int) -> tuple[list[str], Query]:
+    """The ids and the insert of ``count`` runs of the schedule's task (under its limit, if the
+    task has one)."""
+    requests = _requests(target, count)
+    if target.task.limit is not None:
+        ids, rows = enqueue_many_rows(requests)
+        return ids, limited_rows_query(rows)
+    ids, insert_params = enqueue_many_params(requests)
+    return ids, Query(task_sql.TASK_INSERT_MANY, insert_params, rows="none")
+
+
 def run_due_op(target: ScheduleTarget) -> Op[DueResult]:
     """Run one schedule if it is due, in one transaction (run the op with ``transaction=True``).
 
@@ -280,11 +292,11 @@ def run_due_op(target: ScheduleTarget) -> Op[DueResult]:
     )
     if not plan.slots:
         return DueResult(DueStatus.NOT_DUE, now, state.next_run_at)
-    ids, insert_params = enqueue_many_params(_requests(target, len(plan.slots)))
+    ids, insert = _insert_runs(target, len(plan.slots))
     advanced = (
         yield Pipeline(
             (
-                Query(task_sql.TASK_INSERT_MANY, insert_params, rows="none"),
+                insert,
                 Query(
                     sched_sql.SCHEDULE_STATE_ADVANCE_IF_DUE,
                     {

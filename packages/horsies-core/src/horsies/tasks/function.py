@@ -395,7 +395,13 @@ class TaskFunction(Generic[P, T]):
     def _unique_claim(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> UniqueClaim | None:
         return None if self._unique is None else self._unique.claim(args, kwargs)
 
-    def _limit_tag(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LimitTag | None:
+    def limit_tag(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> LimitTag | None:
+        """The limit and key a call of this task is counted under, or None without a limit
+        (schedules and workflow nodes store it as a send does).
+
+        Raises:
+            ValueError: the limit's key function failed or gave no usable key.
+        """
         limit = self._limit
         return None if limit is None else limit.tag(args, kwargs, self._limit_key)
 
@@ -431,7 +437,7 @@ class TaskFunction(Generic[P, T]):
             # The delay runs on the database's clock, like every other time of the task.
             delay_s = check_delay(delay_seconds) if action == "schedule" else None
             claim = self._unique_claim(args, kwargs)
-            limit = self._limit_tag(args, kwargs)
+            limit = self.limit_tag(args, kwargs)
             if claim is not None:
                 return [broker.enqueue_unique(
                     self.task_name, args, kwargs or None, queue_name, unique=claim,
@@ -462,7 +468,7 @@ class TaskFunction(Generic[P, T]):
         async def insert() -> _Sent:
             nonlocal claim
             claim = self._unique_claim(args, kwargs)
-            limit = self._limit_tag(args, kwargs)
+            limit = self.limit_tag(args, kwargs)
             if claim is not None:
                 return [await broker.enqueue_unique_async(
                     self.task_name, args, kwargs or None, queue_name, unique=claim,

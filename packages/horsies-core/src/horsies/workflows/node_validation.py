@@ -129,6 +129,21 @@ def _structure_error(
                     "decorate the function with @app.task and pass what the decorator returns"
                 )
             )
+        if fn.task_limit is not None:
+            # Refused rather than run unlimited: a node's key would come from arguments that
+            # exist only once its dependencies finish, inside the engine's locks, where no user
+            # code (a key function) may run.
+            return (
+                WorkflowValidationError(
+                    "a task under a rate or concurrency limit cannot be a workflow node yet",
+                    code=ErrorCode.WORKFLOW_NODE_UNDER_LIMIT,
+                )
+                .with_note(f"tasks[{index}] runs {fn.task_name}, limited by {fn.task_limit.name!r}")
+                .with_help(
+                    "send the limited task from the node's task (task.send(...)), or define a"
+                    " twin task without the limit for the workflow"
+                )
+            )
     elif isinstance(node, SubWorkflowNode):
         definition = cast("SubWorkflowNode[Any]", node).workflow_def
         if not isinstance(definition, type) or not issubclass(definition, WorkflowDefinition):  # pyright: ignore[reportUnnecessaryIsInstance]
