@@ -142,3 +142,20 @@ def test_a_retry_frees_its_keys_slot_and_keeps_it_exact(
     assert len(rows) == 7
     assert _overlaps(rows) == []  # sync and async tasks of one key share its one slot
     assert db.task(flaky.task_id)["retry_count"] == 1
+
+
+def test_prefetch_mode_never_prefetches_a_limited_task_and_keeps_the_limit(
+    start_worker: StartWorker, app: Horsies, db: Db
+) -> None:
+    start_worker("limits_prefetch", "--processes", "3")
+    limited = app.tasks["lim.per_tenant"].send_many(
+        [{"tenant": f"p{i % 2}", "seconds": 0.05} for i in range(12)]
+    )
+    free = app.tasks["lim.free"].send_many([{"seconds": 0.01}] * 40)
+    assert all(h.get(timeout_ms=60_000).is_ok() for h in [*limited, *free])
+    rows = db.query(
+        "SELECT id, limit_key, started_at, completed_at, claimed_at, status FROM horsies_tasks "
+        "WHERE task_name = 'lim.per_tenant'"
+    )
+    assert len(rows) == 12
+    assert _overlaps(rows) == []
