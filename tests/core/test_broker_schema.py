@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from horsies.broker import PostgresBroker
 from horsies.broker.migrations import LATEST_VERSION, next_migration
-from horsies.broker.sql import heartbeats, limits, monitoring, schema, tasks, unique
+from horsies.broker.sql import heartbeats, limits, monitoring, retention, schema, tasks, unique
 from horsies.config import PostgresConfig
 from psycopg import sql
 from schema_setup import migrate
@@ -194,7 +194,7 @@ def test_priority_must_be_between_1_and_100(clean_db: str) -> None:
 
 # -- every SQL constant prepares against the migrated schema -------------------------------------
 
-_CONSTANT_MODULES = (tasks, monitoring, heartbeats, schema, limits, unique)
+_CONSTANT_MODULES = (tasks, monitoring, heartbeats, schema, limits, unique, retention)
 
 
 def _sql_constants() -> list[tuple[str, str]]:
@@ -220,7 +220,7 @@ def _to_positional(query: str) -> str:
     return re.sub(r"%%|%\((\w+)\)s", repl, query)
 
 
-_DDL = ("SCHEMA_VERSION_CREATE", "V10_LIMITS")
+_DDL = ("SCHEMA_VERSION_CREATE", "V10_LIMITS", "V11_RETENTION")
 
 
 @pytest.mark.parametrize(("name", "query"), _sql_constants(), ids=lambda v: v if "." in v else "")

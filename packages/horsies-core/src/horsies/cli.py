@@ -387,5 +387,33 @@ def check_command(module: str | None, module_option: str | None, live: bool, log
         click.echo(f"  skipped: {text}")
 
 
+@db_command.command("prune")
+@app_command_options(default_loglevel="WARNING")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+def db_prune(module: str | None, module_option: str | None, dry_run: bool, loglevel: str) -> None:
+    """Remove what the app's retention no longer keeps, and print how much.
+
+    MODULE is an app locator (see `horsies check`); its `AppConfig.retention` says how long each
+    kind of row is kept. Runs in batches until nothing past its period is left (the workers do
+    the same a little at a time); waits for no lock and stops if another process is pruning.
+    """
+    configure_logging(loglevel.upper())
+    app = discover_app(module_option or module).app
+    broker = app.get_broker()
+    try:
+        broker.ensure_schema_initialized_sync()
+        report = broker.prune(app.config.retention, dry_run=dry_run)
+    except HorsiesError as exc:
+        exit_with_error(exc)
+    finally:
+        broker.close()
+    verb = "would remove" if dry_run else "removed"
+    for rule, count in report.by_rule.items():
+        click.echo(f"{verb} {count:>10,} {rule}")
+    if report.busy:
+        click.echo("stopped: another process is pruning; run again later")
+    click.echo(f"{verb} {report.total:,} row(s) in all")
+
+
 main.add_command(db_command)
 main.add_command(demo_command)

@@ -285,7 +285,7 @@ class Worker:
             on_stop=self._exits.stop,
         )
         snapshots = SnapshotWriter(self.broker, cfg, self.identity, counts=self._counts)
-        reaper = Reaper(self.broker, recovery)
+        reaper = Reaper(self.broker, recovery, self.app.config.retention)
         stop = self._maintenance_stop
         self._background = [
             asyncio.create_task(heartbeater.run(stop), name="horsies-heartbeat"),

@@ -12,6 +12,7 @@ from typing import Final
 
 __all__ = [
     "CLAIM_LOCK_KEY",
+    "PRUNE_LOCK_KEY",
     "REAPER_LOCK_KEY",
     "SCHEMA_LOCK_KEY",
     "advisory_key",
@@ -31,6 +32,8 @@ CLAIM_LOCK_KEY: Final = advisory_key("horsies-global")
 """Held by a claim pass that counts in-flight tasks for a cluster-wide cap."""
 REAPER_LOCK_KEY: Final = advisory_key("horsies-reaper")
 """Held by the one reaper pass of the cluster at a time (tried, never waited for)."""
+PRUNE_LOCK_KEY: Final = advisory_key("horsies-prune")
+"""Held by one retention batch of the cluster at a time (tried, never waited for)."""
 _SCHEDULE_PREFIX: Final = "horsies-schedule:"
 
 

@@ -18,6 +18,9 @@ from horsies.broker import (
 from horsies.broker import (
     limits as limits_module,
 )
+from horsies.broker import (
+    retention as retention_module,
+)
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.claim_plan import ClaimRequest
 from horsies.broker.claims import AttemptKey, ClaimedTask, Start
@@ -28,8 +31,9 @@ from horsies.broker.hooks import NodeRef
 from horsies.broker.limits import LimitNumbers
 from horsies.broker.prefetch import PrefetchExchange
 from horsies.broker.recovery import ReapReport
+from horsies.broker.retention import PruneReport
 from horsies.broker.steps import QueryResult
-from horsies.config import RecoveryConfig
+from horsies.config import RecoveryConfig, RetentionConfig
 
 __all__ = ["WorkerCalls"]
 
@@ -233,6 +237,24 @@ class WorkerCalls(BrokerCore):
         """Write the numbers of the rate and concurrency limits this worker enforces; returns the
         ones whose stored numbers differed (as they were)."""
         return await self._run_async(limits_module.register_limits_op(limits), "register_limits")
+
+    async def prune_async(
+        self, retention: RetentionConfig, *, dry_run: bool = False, budget_s: float | None = None
+    ) -> PruneReport:
+        """Remove finished tasks and workflows, heartbeats and snapshots past their period (see
+        ``broker/retention.py``); ``dry_run`` only counts them. Stops after ``budget_s`` seconds
+        (None: when nothing is left), or at once while another process prunes."""
+        return await self._async.drive(
+            retention_module.prune_program(retention, dry_run=dry_run, budget_s=budget_s)
+        )
+
+    def prune(
+        self, retention: RetentionConfig, *, dry_run: bool = False, budget_s: float | None = None
+    ) -> PruneReport:
+        """Blocking twin of :meth:`prune_async` (``horsies db prune``)."""
+        return self._sync.drive(
+            retention_module.prune_program(retention, dry_run=dry_run, budget_s=budget_s)
+        )
 
     async def insert_worker_state_async(self, state: WorkerStateRow) -> None:
         """Insert one worker snapshot into ``horsies_worker_states``."""

@@ -18,6 +18,7 @@ from horsies.config.queues import (
     QueueMode,
 )
 from horsies.config.recovery import RecoveryConfig
+from horsies.config.retention import RetentionConfig
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -31,5 +32,6 @@ __all__ = [
     "PostgresConfig",
     "QueueMode",
     "RecoveryConfig",
+    "RetentionConfig",
     "mask_validation_error",
 ]

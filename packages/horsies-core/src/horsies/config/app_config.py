@@ -18,6 +18,7 @@ from horsies.config.queues import (
     QueueMode,
 )
 from horsies.config.recovery import RecoveryConfig
+from horsies.config.retention import RetentionConfig
 from horsies.config.schedules import ScheduleConfig
 from horsies.errors import ConfigurationError, ErrorCode, HorsiesError, raise_collected
 
@@ -52,6 +53,8 @@ class AppConfig(ConfigModel):
     checked when sending) and of its encoded result (checked by the worker, which fails a task
     whose result is larger with WORKER_SERIALIZATION_ERROR); default 16 MiB, at least 1024,
     None for no limit.
+    `retention` says how long finished tasks and workflows, heartbeats and worker snapshots are
+    kept (30 days for finished work by default; see `RetentionConfig`).
     `condition_timeout_s` bounds the app's code that decides a workflow node: its `run_when` /
     `skip_when` conditions (a condition still running then skips the node, as one that raises)
     and a child workflow's `build_with` (the node then fails with SUBWORKFLOW_LOAD_FAILED);
@@ -65,6 +68,7 @@ class AppConfig(ConfigModel):
     prefetch_buffer: int = 0
     claim_lease_ms: int | None = None
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     schedule: ScheduleConfig | None = None
     max_payload_bytes: int | None = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, ge=MIN_MAX_PAYLOAD_BYTES

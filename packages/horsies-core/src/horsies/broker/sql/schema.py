@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Final, LiteralString, NamedTuple
 
 from horsies.broker.sql.limits import V10_LIMITS as _V10_LIMITS
+from horsies.broker.sql.retention import V11_RETENTION as _V11_RETENTION
 
 __all__ = [
     "MIGRATIONS",
@@ -425,6 +426,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(8, "stop requests of running tasks", _V8_STOP_REQUESTS),
     Migration(9, "unique keys of tasks", _V9_UNIQUE_KEYS),
     Migration(10, "rate and concurrency limits", _V10_LIMITS),
+    Migration(11, "index of ended tasks for retention", _V11_RETENTION),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
