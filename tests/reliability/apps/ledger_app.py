@@ -15,6 +15,9 @@ second), so a killed worker's tasks are recovered within a few seconds. ``RELIAB
 overrides both stale thresholds (restart scenarios: an outage shorter than the threshold must not
 make running tasks look crashed). ``RELIABILITY_POOL_TIMEOUT_S`` sets the broker's ``pool_timeout``
 (default 30). ``RELIABILITY_MAX_PAYLOAD_BYTES`` sets ``max_payload_bytes`` (``none``: no limit).
+``RELIABILITY_LIMITS=1`` (default mode only) adds the tasks under a per-key concurrency limit of
+``apps/limited_tasks.py`` (``rel.limited``, ``rel.async_limited``): the default queue is then
+claimed through the limited claim, so only the limits scenario sets it.
 
 Tasks: ``rel.work(key, seconds)`` (no retry: a crash fails it with ``WORKER_CRASHED``) and
 ``rel.whoami(key, seconds)`` (the same, returning ``"<key>:<child pid>"``: which attempt's result
@@ -38,6 +41,7 @@ from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from tests.recovery_timing import fast_recovery
 from tests.reliability.apps.forking_tasks import add_forking_tasks
 from tests.reliability.apps.hostile_tasks import add_hostile_tasks, payload_options
+from tests.reliability.apps.limited_tasks import add_limited_tasks
 from tests.reliability.apps.wf_ledger_app import CRASH_RETRIES, add_workflow_tasks
 from tests.reliability.ledger import record
 
@@ -128,6 +132,8 @@ def create_app(database_url: str, env: dict[str, str] | None = None) -> Horsies:
         add_workflow_tasks(app, work)  # rel.retried, rel.stall: see apps/wf_ledger_app.py
         add_hostile_tasks(app, conninfo)  # rel.echo, rel.blob: see apps/hostile_tasks.py
         add_forking_tasks(app, conninfo)  # rel.fork_and_die: see apps/forking_tasks.py
+        if env.get("RELIABILITY_LIMITS") == "1":
+            add_limited_tasks(app, work, async_work)  # rel.limited: see apps/limited_tasks.py
     if custom:
         app.task("rel.capped", queue_name="capped")(work)
         app.task("rel.other", queue_name="other")(work)
