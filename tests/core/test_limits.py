@@ -17,16 +17,12 @@ from horsies.broker.claim_plan import ClaimRequest, QueueClaimSpec
 from horsies.broker.limits import LimitNumbers
 from horsies.config import AppConfig, PostgresConfig
 from horsies.errors import (
-    ConfigurationError,
     ErrorCode,
     TaskDefinitionError,
     WorkflowValidationError,
 )
 from horsies.results import TaskError, TaskResult
 from horsies.workflows.nodes import TaskNode
-from horsies_worker.claimer import Claimer
-from horsies_worker.config import WorkerConfig
-from horsies_worker.limits import enforce_limits
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,16 +249,6 @@ def test_registering_other_numbers_reports_the_old_ones(app: Horsies, db: str) -
     changed = LimitNumbers("per-account", concurrency=5)
     assert asyncio.run(broker.register_limits_async([changed])) == [PER_ACCOUNT.numbers]
     assert asyncio.run(broker.register_limits_async([changed])) == []
-
-
-def test_a_worker_with_cluster_caps_refuses_limits_at_start(app: Horsies) -> None:
-    capped = WorkerConfig(locator="tests:app", cluster_wide_cap=4)
-    with pytest.raises(ConfigurationError) as raised:
-        asyncio.run(
-            enforce_limits(app, capped, app.get_broker(), Claimer(app.get_broker(), "w", capped))
-        )
-    assert raised.value.code is ErrorCode.CONFIG_INVALID_CLUSTER_CAP
-    assert "per-account" in str(raised.value)
 
 
 def test_a_limited_task_is_refused_as_a_workflow_node(app: Horsies) -> None:

@@ -5,18 +5,37 @@ filled when saturated, a busy key does not starve another, and a retry frees its
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apps.limits import RATED, create_app
-from e2e_harness import Db, StartWorker, producer_app, wait_until
+from e2e_harness import Db, StartWorker, WorkerProcess, producer_app, wait_until
 from horsies.app import Horsies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 app = producer_app(create_app)
+
+StartOwn = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def workers(start_worker: StartWorker) -> Iterator[StartOwn]:
+    """``start_worker`` whose workers stop when the test ends (the module's fixture keeps them
+    for the module): each test sees only its own workers' modes and caps."""
+    started: list[WorkerProcess] = []
+
+    def start(app_module: str, *args: str) -> WorkerProcess:
+        worker = start_worker(app_module, *args)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.reap()
 
 
 def _rows(db: Db, task_name: str) -> list[dict[str, Any]]:
@@ -47,10 +66,10 @@ def _overlaps(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_one_task_per_tenant_at_a_time_across_two_workers(
-    start_worker: StartWorker, app: Horsies, db: Db
+    workers: StartOwn, app: Horsies, db: Db
 ) -> None:
     for _ in range(2):
-        start_worker("limits", "--processes", "3")
+        workers("limits", "--processes", "3")
     calls = [{"tenant": f"t{i % 4}", "seconds": 0.1} for i in range(24)]
     handles = app.tasks["lim.per_tenant"].send_many(calls)
     free = app.tasks["lim.free"].send_many([{"seconds": 0.05}] * 12)
@@ -77,10 +96,10 @@ def test_one_task_per_tenant_at_a_time_across_two_workers(
 
 
 def test_a_rate_limit_holds_its_sliding_window_and_fills_it(
-    start_worker: StartWorker, app: Horsies, db: Db
+    workers: StartOwn, app: Horsies, db: Db
 ) -> None:
     for _ in range(2):
-        start_worker("limits", "--processes", "2")
+        workers("limits", "--processes", "2")
     assert RATED.rate is not None
     count, window = 21 * RATED.rate, timedelta(seconds=RATED.per_s)  # 21 windows
     assert all(h.sent for h in app.tasks["lim.rated"].send_many([{"n": i} for i in range(count)]))
@@ -94,11 +113,8 @@ def test_a_rate_limit_holds_its_sliding_window_and_fills_it(
     assert achieved >= 0.9 * RATED.rate / RATED.per_s, achieved
 
 
-def test_a_busy_key_does_not_starve_another(
-    start_worker: StartWorker, app: Horsies, db: Db
-) -> None:
-    worker = start_worker("limits", "--processes", "2")
-    del worker
+def test_a_busy_key_does_not_starve_another(workers: StartOwn, app: Horsies, db: Db) -> None:
+    workers("limits", "--processes", "2")
     wide = app.tasks["lim.wide"]
     assert all(h.sent for h in wide.send_many([{"tenant": "a", "seconds": 0.01}] * 1500))
 
@@ -127,9 +143,9 @@ def test_a_busy_key_does_not_starve_another(
 
 
 def test_a_retry_frees_its_keys_slot_and_keeps_it_exact(
-    start_worker: StartWorker, app: Horsies, db: Db, tmp_path: Path
+    workers: StartOwn, app: Horsies, db: Db, tmp_path: Path
 ) -> None:
-    start_worker("limits", "--processes", "3", "--async-concurrency", "5")
+    workers("limits", "--processes", "3", "--async-concurrency", "5")
     flaky = app.tasks["lim.flaky"].send("r", str(tmp_path / "flaky-marker"))
     others = app.tasks["lim.per_tenant"].send_many([{"tenant": "r", "seconds": 0.2}] * 3)
     mixed = app.tasks["lim.per_tenant_async"].send_many([{"tenant": "r", "seconds": 0.2}] * 3)
@@ -145,17 +161,48 @@ def test_a_retry_frees_its_keys_slot_and_keeps_it_exact(
 
 
 def test_prefetch_mode_never_prefetches_a_limited_task_and_keeps_the_limit(
-    start_worker: StartWorker, app: Horsies, db: Db
+    workers: StartOwn, app: Horsies, db: Db
 ) -> None:
-    start_worker("limits_prefetch", "--processes", "3")
+    workers("limits_prefetch", "--processes", "3")
     limited = app.tasks["lim.per_tenant"].send_many(
         [{"tenant": f"p{i % 2}", "seconds": 0.05} for i in range(12)]
     )
     free = app.tasks["lim.free"].send_many([{"seconds": 0.01}] * 40)
     assert all(h.get(timeout_ms=60_000).is_ok() for h in [*limited, *free])
     rows = db.query(
-        "SELECT id, limit_key, started_at, completed_at, claimed_at, status FROM horsies_tasks "
-        "WHERE task_name = 'lim.per_tenant'"
+        "SELECT id, limit_key, started_at, completed_at FROM horsies_tasks WHERE id = ANY(%s)",
+        ([h.task_id for h in limited],),
     )
     assert len(rows) == 12
     assert _overlaps(rows) == []
+
+
+def test_with_a_cluster_wide_cap_both_the_cap_and_the_limit_hold(
+    workers: StartOwn, app: Horsies, db: Db
+) -> None:
+    for _ in range(2):
+        workers("limits_capped", "--processes", "3")
+    limited = app.tasks["lim.per_tenant"].send_many(
+        [{"tenant": f"c{i % 3}", "seconds": 0.1} for i in range(12)]
+    )
+    free = app.tasks["lim.free"].send_many([{"seconds": 0.1}] * 12)
+    peak_in_flight = 0
+
+    def sampled_done() -> bool:
+        nonlocal peak_in_flight
+        row = db.query(
+            "SELECT count(*) FILTER (WHERE status IN ('CLAIMED', 'RUNNING')) AS busy,"
+            " count(*) FILTER (WHERE status = 'COMPLETED') AS done FROM horsies_tasks"
+            " WHERE id = ANY(%s)",
+            ([h.task_id for h in [*limited, *free]],),
+        )[0]
+        peak_in_flight = max(peak_in_flight, row["busy"])
+        return row["done"] == 24
+
+    wait_until(sampled_done, 90, "every task to finish", interval=0.02)
+    rows = db.query(
+        "SELECT id, limit_key, started_at, completed_at FROM horsies_tasks WHERE id = ANY(%s)",
+        ([h.task_id for h in limited],),
+    )
+    assert _overlaps(rows) == []
+    assert peak_in_flight <= 4  # the cluster-wide cap of limits_capped.py

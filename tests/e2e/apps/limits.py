@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 from horsies import Limit
 from horsies.app import Horsies
@@ -23,16 +24,10 @@ WIDE = Limit("wide", concurrency=100, rate=100_000, on=["tenant"])
 """Never reached by the tests: only its fairness between keys shows."""
 
 
-def create_app(database_url: str, prefetch_buffer: int = 0) -> Horsies:
-    """The app of the worker and of the test process (same tasks, same limits); with
-    ``prefetch_buffer`` its workers run in prefetch mode (``limits_prefetch.py``)."""
-    app = Horsies(
-        AppConfig(
-            broker=PostgresConfig(database_url=database_url),
-            prefetch_buffer=prefetch_buffer,
-            claim_lease_ms=60_000 if prefetch_buffer else None,
-        )
-    )
+def create_app(database_url: str, **config: Any) -> Horsies:
+    """The app of the worker and of the test process (same tasks, same limits); ``config`` adds
+    `AppConfig` fields (prefetch mode: ``limits_prefetch.py``; caps: ``limits_capped.py``)."""
+    app = Horsies(AppConfig(broker=PostgresConfig(database_url=database_url), **config))
 
     @app.task("lim.per_tenant", limit=PER_TENANT)
     def per_tenant(tenant: str, seconds: float) -> TaskResult[str, TaskError]:

@@ -8,4 +8,4 @@ from tests.e2e.apps.limits import ENV_URL, create_app
 
 _UNUSED_URL = "postgresql+psycopg://unused:unused@127.0.0.1:1/unused"
 
-app = create_app(os.environ.get(ENV_URL, _UNUSED_URL), prefetch_buffer=8)
+app = create_app(os.environ.get(ENV_URL, _UNUSED_URL), prefetch_buffer=8, claim_lease_ms=60_000)

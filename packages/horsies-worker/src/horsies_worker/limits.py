@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from horsies.errors import ConfigurationError, ErrorCode
 from horsies.logs import get_logger
 from horsies.tasks.limits import limits_by_queue
 
@@ -26,12 +25,7 @@ async def enforce_limits(
     app: Horsies, config: WorkerConfig, broker: PostgresBroker, claimer: Claimer
 ) -> None:
     """Register the limits of the app's tasks in the served queues and have ``claimer`` honour
-    them.
-
-    Raises:
-        ConfigurationError: E201 when a served queue has tasks under a limit while a cluster-wide
-            cap applies (those claims count under another lock; not supported together yet).
-    """
+    them."""
     served = set(config.queue_names)
     found = {
         queue: limits
@@ -42,23 +36,6 @@ async def enforce_limits(
     }
     if not found:
         return
-    if config.cluster_capped:
-        names = sorted({limit.name for limits in found.values() for limit in limits})
-        raise (
-            ConfigurationError(
-                "rate and concurrency limits cannot be combined with cluster-wide caps",
-                code=ErrorCode.CONFIG_INVALID_CLUSTER_CAP,
-            )
-            .with_note(
-                f"queues {', '.join(sorted(found))} have tasks under limits"
-                f" ({', '.join(names)}) and this worker has cluster_wide_cap or a queue"
-                " max_concurrency"
-            )
-            .with_help(
-                "serve those queues with workers without cluster-wide caps, or express the cap as a"
-                " Limit(concurrency=N) on the tasks"
-            )
-        )
     numbers = {limit.name: limit.numbers for limits in found.values() for limit in limits}
     for before in await broker.register_limits_async(list(numbers.values())):
         logger.warning(

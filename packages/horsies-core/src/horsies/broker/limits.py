@@ -24,6 +24,7 @@ from horsies.broker.steps import Op, Query
 __all__ = [
     "LimitNumbers",
     "LimitTag",
+    "limited_claim_only_query",
     "limited_claim_query",
     "limited_rows_query",
     "register_limits_op",
@@ -131,16 +132,51 @@ def limited_claim_query(
     the limits of ``limit_names``: rows of the same shape as TASK_CLAIM_AND_START_AVAILABLE's,
     then ``wake_in_ms`` (a row without an id carries only that: when a rate-limited key may start
     again)."""
+    return _limited_query(
+        worker_id, queue_name, limit_names, task_names, hostname=hostname, pids=list(pids)
+    )
+
+
+def limited_claim_only_query(
+    worker_id: str,
+    queue_name: str,
+    limit: int,
+    lease_ms: int | None,
+    *,
+    limit_names: Sequence[str],
+    task_names: Sequence[str] | None = None,
+) -> Query:
+    """The claim of up to ``limit`` tasks of a queue with limited tasks, left CLAIMED (with a lease
+    of ``lease_ms``, when not None) for a worker that starts its claims afterwards; rows of
+    ``ClaimedTask``'s columns, then two NULLs (and a wake row as :func:`limited_claim_query`)."""
+    return _limited_query(
+        worker_id, queue_name, limit_names, task_names, claim_limit=limit, lease_ms=lease_ms
+    )
+
+
+def _limited_query(
+    worker_id: str,
+    queue_name: str,
+    limit_names: Sequence[str],
+    task_names: Sequence[str] | None,
+    *,
+    hostname: str = "",
+    pids: list[int] | None = None,
+    claim_limit: int | None = None,
+    lease_ms: int | None = None,
+) -> Query:
     names = sorted(limit_names)
     return Query(
         limit_sql.TASK_CLAIM_AND_START_LIMITED,
         {
             "queue_name": queue_name,
-            "pids": list(pids),
+            "pids": pids,
             "worker_id": worker_id,
             "hostname": hostname,
             "task_names": None if task_names is None else list(task_names),
             "limit_names": names,
             "lock_keys": [limit_lock_key(name) for name in names],
+            "claim_limit": claim_limit,
+            "lease_ms": lease_ms,
         },
     )

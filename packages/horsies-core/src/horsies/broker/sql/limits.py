@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Final
 
-# The claim of a queue whose tasks may be limited, for the child pids in p_pids (one task each):
+# The claim of a queue whose tasks may be limited, for the child pids in p_pids (one task each;
+# with p_pids NULL, up to p_claim_limit tasks are CLAIMED instead, with a lease of p_lease_ms when
+# it is not NULL, for a worker whose cluster-wide caps make it claim first and start after):
 # the same candidates as TASK_CLAIM_AND_START_AVAILABLE for tasks without a limit, plus, per limit
 # of p_limit_names, the tasks each key may start now. It runs as one statement but takes a fresh
 # snapshot per inner statement (PL/pgSQL, READ COMMITTED), so what it counts after taking the
@@ -27,7 +29,8 @@ from typing import Final
 _CLAIM_FUNCTION: Final = """
 CREATE OR REPLACE FUNCTION horsies_claim_and_start_limited(
     p_queue_name TEXT, p_pids INTEGER[], p_worker_id TEXT, p_hostname TEXT,
-    p_task_names TEXT[], p_limit_names TEXT[], p_lock_keys BIGINT[])
+    p_task_names TEXT[], p_limit_names TEXT[], p_lock_keys BIGINT[], p_claim_limit INTEGER,
+    p_lease_ms INTEGER)
 RETURNS TABLE (
     id VARCHAR, task_name VARCHAR, queue_name VARCHAR, priority INTEGER, args TEXT, kwargs TEXT,
     retry_count INTEGER, max_retries INTEGER, task_options TEXT, sent_at TIMESTAMPTZ,
@@ -35,11 +38,14 @@ RETURNS TABLE (
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_slots INTEGER := coalesce(cardinality(p_pids), 0);
+    v_slots INTEGER := CASE WHEN p_pids IS NULL THEN coalesce(p_claim_limit, 0)
+                            ELSE coalesce(cardinality(p_pids), 0) END;
     v_now TIMESTAMPTZ;
+    v_started TIMESTAMPTZ;
     v_ids TEXT[] := '{}';
     v_ranks INTEGER[] := '{}';
     v_got TEXT[];
+    v_chosen TEXT[];
     v_limit RECORD;
     v_key TEXT;
     v_next TEXT;
@@ -157,66 +163,93 @@ BEGIN
         END IF;
     END LOOP;
 
-    RETURN QUERY
-    WITH candidates AS (
-        SELECT c.id, c.rank, t.priority, t.sent_at
-        FROM unnest(v_ids, v_ranks) AS c(id, rank)
-        JOIN horsies_tasks AS t ON t.id = c.id
-    ),
-    assigned AS (
-        SELECT c.id, p.pid
-        FROM (SELECT c.id, row_number() OVER (ORDER BY c.priority, c.rank, c.sent_at, c.id) AS n
-              FROM candidates AS c) AS c
-        JOIN unnest(p_pids) WITH ORDINALITY AS p(pid, n) ON p.n = c.n
-    ),
-    started AS (
-        UPDATE horsies_tasks AS t
-        SET status = 'RUNNING',
-            claimed = false,
-            claim_expires_at = NULL,
-            started_at = v_now,
-            worker_pid = s.pid,
-            worker_hostname = p_hostname,
-            worker_process_name = 'worker-' || s.pid,
-            updated_at = now(),
-            claimed_at = now(),
-            claimed_by_worker_id = p_worker_id,
-            attempt = t.attempt + 1
-        FROM assigned AS s
-        WHERE t.id = s.id
-        RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs, t.retry_count,
-                  t.max_retries, t.task_options, t.sent_at, t.workflow_id, t.attempt, s.pid,
-                  t.limit_name, t.limit_key
-    ),
-    rated AS (
-        SELECT DISTINCT s.limit_name, s.limit_key, l.per_ms
-        FROM started AS s JOIN horsies_limits AS l ON l.name = s.limit_name
-        WHERE l.rate IS NOT NULL
-    ),
-    logged AS (
-        INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at)
-        SELECT s.limit_name, s.limit_key, v_now
-        FROM started AS s JOIN rated AS r USING (limit_name, limit_key)
+    -- Read after every count: a start is later than every finish those counts saw committed.
+    v_started := clock_timestamp();
+    v_chosen := ARRAY(
+        SELECT c.id
+        FROM unnest(v_ids, v_ranks) AS c(id, rank) JOIN horsies_tasks AS t ON t.id = c.id
+        ORDER BY t.priority, c.rank, t.sent_at, c.id
+        LIMIT v_slots);
+    -- Every start of a rate-limited key is logged; the key's entries out of its window go.
+    WITH rated AS (
+        SELECT t.limit_name, t.limit_key, l.per_ms
+        FROM horsies_tasks AS t JOIN horsies_limits AS l ON l.name = t.limit_name
+        WHERE t.id = ANY(v_chosen) AND l.rate IS NOT NULL
     ),
     pruned AS (
-        DELETE FROM horsies_limit_starts AS d USING rated AS r
+        DELETE FROM horsies_limit_starts AS d
+        USING (SELECT DISTINCT limit_name, limit_key, per_ms FROM rated) AS r
         WHERE d.limit_name = r.limit_name AND d.limit_key = r.limit_key
           AND d.started_at <= v_now - r.per_ms * interval '1 millisecond'
-    ),
-    started_nodes AS (
-        UPDATE horsies_workflow_tasks AS wt
-        SET status = 'RUNNING'
-        FROM started AS s
-        WHERE s.workflow_id IS NOT NULL AND wt.task_id = s.id AND wt.status = 'ENQUEUED'
     )
-    SELECT s.id, s.task_name, s.queue_name, s.priority, s.args, s.kwargs, s.retry_count,
-           s.max_retries, s.task_options, s.sent_at, s.workflow_id, s.attempt, s.pid,
-           NULL::INTEGER
-    FROM started AS s
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           greatest(1, ceil(extract(epoch FROM v_wake - clock_timestamp()) * 1000))::INTEGER
-    WHERE v_wake IS NOT NULL;
+    INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at)
+    SELECT limit_name, limit_key, v_started FROM rated;
+
+    IF p_pids IS NULL THEN
+        -- Claim only (a worker with cluster-wide caps starts its claims afterwards).
+        RETURN QUERY
+        WITH claimed AS (
+            UPDATE horsies_tasks AS t
+            SET status = 'CLAIMED',
+                claimed = true,
+                claimed_at = now(),
+                claimed_by_worker_id = p_worker_id,
+                claim_expires_at = now() + p_lease_ms * interval '1 millisecond',
+                attempt = t.attempt + 1,
+                updated_at = now()
+            WHERE t.id = ANY(v_chosen)
+            RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs,
+                      t.retry_count, t.max_retries, t.task_options, t.sent_at, t.workflow_id,
+                      t.attempt
+        )
+        SELECT c.id, c.task_name, c.queue_name, c.priority, c.args, c.kwargs, c.retry_count,
+               c.max_retries, c.task_options, c.sent_at, c.workflow_id, c.attempt,
+               NULL::INTEGER, NULL::INTEGER
+        FROM claimed AS c;
+    ELSE
+        RETURN QUERY
+        WITH assigned AS (
+            SELECT c.id, p.pid
+            FROM unnest(v_chosen) WITH ORDINALITY AS c(id, n)
+            JOIN unnest(p_pids) WITH ORDINALITY AS p(pid, n) ON p.n = c.n
+        ),
+        started AS (
+            UPDATE horsies_tasks AS t
+            SET status = 'RUNNING',
+                claimed = false,
+                claim_expires_at = NULL,
+                started_at = v_started,
+                worker_pid = s.pid,
+                worker_hostname = p_hostname,
+                worker_process_name = 'worker-' || s.pid,
+                updated_at = now(),
+                claimed_at = now(),
+                claimed_by_worker_id = p_worker_id,
+                attempt = t.attempt + 1
+            FROM assigned AS s
+            WHERE t.id = s.id
+            RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs,
+                      t.retry_count, t.max_retries, t.task_options, t.sent_at, t.workflow_id,
+                      t.attempt, s.pid
+        ),
+        started_nodes AS (
+            UPDATE horsies_workflow_tasks AS wt
+            SET status = 'RUNNING'
+            FROM started AS s
+            WHERE s.workflow_id IS NOT NULL AND wt.task_id = s.id AND wt.status = 'ENQUEUED'
+        )
+        SELECT s.id, s.task_name, s.queue_name, s.priority, s.args, s.kwargs, s.retry_count,
+               s.max_retries, s.task_options, s.sent_at, s.workflow_id, s.attempt, s.pid,
+               NULL::INTEGER
+        FROM started AS s;
+    END IF;
+    IF v_wake IS NOT NULL THEN
+        RETURN QUERY
+        SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::INTEGER, NULL::TEXT,
+               NULL::TEXT, NULL::INTEGER, NULL::INTEGER, NULL::TEXT, NULL::TIMESTAMPTZ,
+               NULL::VARCHAR, NULL::INTEGER, NULL::INTEGER,
+               greatest(1, ceil(extract(epoch FROM v_wake - clock_timestamp()) * 1000))::INTEGER;
+    END IF;
 END
 $fn$;
 """
@@ -294,7 +327,7 @@ SELECT name, concurrency, rate, per_ms FROM previous
 TASK_CLAIM_AND_START_LIMITED: Final = """
 SELECT * FROM horsies_claim_and_start_limited(
     %(queue_name)s, %(pids)s::int[], %(worker_id)s, %(hostname)s, %(task_names)s::text[],
-    %(limit_names)s::text[], %(lock_keys)s::bigint[])
+    %(limit_names)s::text[], %(lock_keys)s::bigint[], %(claim_limit)s::int, %(lease_ms)s::int)
 """
 
 # Insert PENDING tasks subject to a limit (TASK_INSERT_MANY's arrays, each row's delay in seconds
