@@ -62,6 +62,7 @@ _HORSIES_TABLES = (
     "horsies_workflows",
     "horsies_limits",
     "horsies_limit_starts",
+    "horsies_task_attempts",
 )
 
 

@@ -14,7 +14,16 @@ import psycopg
 import pytest
 from horsies.broker import PostgresBroker
 from horsies.broker.migrations import LATEST_VERSION, next_migration
-from horsies.broker.sql import heartbeats, limits, monitoring, retention, schema, tasks, unique
+from horsies.broker.sql import (
+    attempts,
+    heartbeats,
+    limits,
+    monitoring,
+    retention,
+    schema,
+    tasks,
+    unique,
+)
 from horsies.config import PostgresConfig
 from psycopg import sql
 from schema_setup import migrate
@@ -135,6 +144,7 @@ def test_schema_objects_of_spec_06(database_conninfo: str) -> None:
         "horsies_schema_version",
         "horsies_limits",
         "horsies_limit_starts",
+        "horsies_task_attempts",
     }
     assert triggers["horsies_task_notify_trigger"] == "horsies_tasks"
     assert triggers["horsies_workflow_notify_trigger"] == "horsies_workflows"
@@ -194,7 +204,7 @@ def test_priority_must_be_between_1_and_100(clean_db: str) -> None:
 
 # -- every SQL constant prepares against the migrated schema -------------------------------------
 
-_CONSTANT_MODULES = (tasks, monitoring, heartbeats, schema, limits, unique, retention)
+_CONSTANT_MODULES = (tasks, monitoring, heartbeats, schema, limits, unique, retention, attempts)
 
 
 def _sql_constants() -> list[tuple[str, str]]:
@@ -220,7 +230,7 @@ def _to_positional(query: str) -> str:
     return re.sub(r"%%|%\((\w+)\)s", repl, query)
 
 
-_DDL = ("SCHEMA_VERSION_CREATE", "V10_LIMITS", "V11_RETENTION")
+_DDL = ("SCHEMA_VERSION_CREATE", "V10_LIMITS", "V11_RETENTION", "V12_ATTEMPTS")
 
 
 @pytest.mark.parametrize(("name", "query"), _sql_constants(), ids=lambda v: v if "." in v else "")

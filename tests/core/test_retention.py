@@ -100,11 +100,20 @@ def test_only_ended_tasks_past_their_period_go(app: Horsies, db: str) -> None:
             "UPDATE horsies_tasks SET updated_at = now() - interval '90 days' WHERE id = %s",
             (pending[0],),
         )
+    with psycopg.connect(db, autocommit=True) as conn:  # earlier attempts of two of them
+        conn.execute(
+            "INSERT INTO horsies_task_attempts (task_id, attempt, ended_at, status)"
+            " VALUES (%s, 1, now(), 'RETRIED'), (%s, 1, now(), 'RETRIED')",
+            (old_done[0], recent[0]),
+        )
     report = app.get_broker().prune(app.config.retention)
     assert report.tasks == 9
     assert report.finished
     assert not report.busy
     assert set(statuses(db)) == {*recent, *pending}
+    with psycopg.connect(db, autocommit=True) as conn:
+        kept = conn.execute("SELECT task_id FROM horsies_task_attempts").fetchall()
+    assert kept == [(recent[0],)]  # attempts go with their task, and only then
 
 
 def test_batches_dry_runs_and_per_queue_and_per_task_periods(database_url: str, db: str) -> None:

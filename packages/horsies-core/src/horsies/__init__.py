@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from horsies.app import Horsies
+from horsies.broker.attempts import TaskAttempt
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RecoveryConfig
 from horsies.config.schedules import (
     CronSchedule,
@@ -106,6 +107,7 @@ __all__ = [
     "SuccessCase",
     "SuccessPolicy",
     "TaskAlreadyExists",
+    "TaskAttempt",
     "TaskContext",
     "TaskError",
     "TaskFunction",

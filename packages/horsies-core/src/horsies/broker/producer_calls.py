@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 from horsies.broker import (
+    attempts,
     enqueue,
     operator_actions,
     retrieval,
 )
+from horsies.broker.attempts import TaskAttempt
 from horsies.broker.broker_core import BrokerCore
 from horsies.broker.caller_connection import CallerConnection
 from horsies.broker.copy_encoder import TaskBatch
@@ -278,6 +280,14 @@ class ProducerCalls(BrokerCore):
     ) -> TaskResult[Any, TaskError]:
         """Async twin of :meth:`get_result` (only ``asyncio.CancelledError`` propagates)."""
         return await self._async.drive(retrieval.result_program(self._waiters, task_id, timeout_ms))
+
+    def get_attempts(self, task_id: str) -> list[TaskAttempt]:
+        """Every attempt of a task, oldest first (see ``broker/attempts.py``)."""
+        return self._run_sync(attempts.attempts_op(task_id), "get_attempts")
+
+    async def get_attempts_async(self, task_id: str) -> list[TaskAttempt]:
+        """Async twin of :meth:`get_attempts`."""
+        return await self._run_async(attempts.attempts_op(task_id), "get_attempts")
 
     # -- operator actions on a task ----------------------------------------------------------------
 

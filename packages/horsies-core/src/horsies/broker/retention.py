@@ -131,8 +131,10 @@ def _batch_op(rule: _Rule, batch: int) -> Op[int | None]:
     locked = yield Query(retention_sql.PRUNE_TRY_LOCK, {"key": PRUNE_LOCK_KEY})
     if not locked.rows or not locked.rows[0][0]:
         return None
-    res = yield Query(rule.delete, {**rule.params, "batch": batch}, rows="none")
-    return res.rowcount
+    res = yield Query(rule.delete, {**rule.params, "batch": batch})
+    # The task and workflow prunes count what they removed themselves (their statements delete
+    # from several tables); the others report it as their row count.
+    return int(res.rows[0][0]) if res.rows else res.rowcount
 
 
 def _count_op(rule: _Rule) -> Op[int]:

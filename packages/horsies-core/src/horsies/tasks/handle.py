@@ -8,6 +8,7 @@ from horsies import failures
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 
 if TYPE_CHECKING:
+    from horsies.broker.attempts import TaskAttempt
     from horsies.broker.postgres import PostgresBroker
 
 __all__ = ["ERROR_TASK_ID", "SUPPRESSED_TASK_ID", "TaskHandle"]
@@ -162,6 +163,22 @@ class TaskHandle(Generic[T]):
         """Async twin of `retry`."""
         broker = self._actionable()
         return broker is not None and self._forget_if(await broker.retry_task_async(self.task_id))
+
+    def attempts(self) -> list[TaskAttempt]:
+        """Every attempt of the task so far, oldest first: when each started and ended, where it
+        ran, how it ended (``RETRIED``, the final status, or ``RUNNING``) and its error code and
+        message. Empty before the first start and for a failed or suppressed send.
+
+        Raises:
+            BrokerError: the database could not be read.
+        """
+        broker = self._actionable()
+        return [] if broker is None else broker.get_attempts(self.task_id)
+
+    async def attempts_async(self) -> list[TaskAttempt]:
+        """Async twin of `attempts`."""
+        broker = self._actionable()
+        return [] if broker is None else await broker.get_attempts_async(self.task_id)
 
     def _forget_if(self, retried: bool) -> bool:
         if retried:

@@ -23,15 +23,23 @@ _ENDED_TASKS: Final = """
       AND task_name <> ALL(%(skip_tasks)s::text[])
 """
 
+# Returns how many tasks went; their kept attempts go with them.
 TASKS_PRUNE: Final = (
     """
-DELETE FROM horsies_tasks AS t
-WHERE t.id = ANY(ARRAY(
-    SELECT id"""
+WITH gone AS (
+    DELETE FROM horsies_tasks AS t
+    WHERE t.id = ANY(ARRAY(
+        SELECT id"""
     + _ENDED_TASKS
-    + """    ORDER BY updated_at
-    LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED))
+    + """        ORDER BY updated_at
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED))
+    RETURNING t.id
+),
+attempts AS (
+    DELETE FROM horsies_task_attempts AS a USING gone WHERE a.task_id = gone.id
+)
+SELECT count(*) FROM gone
 """
 )
 
@@ -49,7 +57,8 @@ _ENDED_ROOTS: Final = """
             AND t.status IN ('PENDING', 'CLAIMED', 'RUNNING'))
 """
 
-# Up to %(batch)s ended root workflows with their trees: child workflows, nodes and node tasks.
+# Up to %(batch)s ended root workflows with their trees: child workflows, nodes and node tasks
+# (and their kept attempts). Returns how many workflows went.
 WORKFLOWS_PRUNE: Final = (
     """
 WITH roots AS (
@@ -65,12 +74,18 @@ tree AS (
     SELECT id FROM roots
 ),
 tasks AS (
-    DELETE FROM horsies_tasks AS t USING tree WHERE t.workflow_id = tree.id
+    DELETE FROM horsies_tasks AS t USING tree WHERE t.workflow_id = tree.id RETURNING t.id
+),
+attempts AS (
+    DELETE FROM horsies_task_attempts AS a USING tasks WHERE a.task_id = tasks.id
 ),
 nodes AS (
     DELETE FROM horsies_workflow_tasks AS n USING tree WHERE n.workflow_id = tree.id
+),
+gone AS (
+    DELETE FROM horsies_workflows AS w USING tree WHERE w.id = tree.id RETURNING w.id
 )
-DELETE FROM horsies_workflows AS w USING tree WHERE w.id = tree.id
+SELECT count(*) FROM gone
 """
 )
 

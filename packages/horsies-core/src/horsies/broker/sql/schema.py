@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Final, LiteralString, NamedTuple
 
+from horsies.broker.sql.attempts import V12_ATTEMPTS as _V12_ATTEMPTS
 from horsies.broker.sql.limits import V10_LIMITS as _V10_LIMITS
 from horsies.broker.sql.retention import V11_RETENTION as _V11_RETENTION
 
@@ -427,6 +428,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(9, "unique keys of tasks", _V9_UNIQUE_KEYS),
     Migration(10, "rate and concurrency limits", _V10_LIMITS),
     Migration(11, "index of ended tasks for retention", _V11_RETENTION),
+    Migration(12, "attempt history of tasks", _V12_ATTEMPTS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 

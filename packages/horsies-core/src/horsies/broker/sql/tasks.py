@@ -335,8 +335,10 @@ WITH started AS (
 # any other attempt than the row's changes nothing). Outcomes come as one JSON array of
 # {id, result, ok, failed_reason, attempt, delay_s} objects (far cheaper to send than six parallel
 # arrays); the redundant `t.id = ANY(ids)` keeps even a generic plan on the primary key instead of
-# a scan of every RUNNING row.
+# a scan of every RUNNING row. An attempt that goes back to PENDING for a retry is kept in
+# horsies_task_attempts (with the result that made it retry); the row itself keeps the last one.
 TASK_FINISH_IF_RUNNING_MANY: Final = """
+WITH finished AS (
 UPDATE horsies_tasks AS t
 SET status = CASE WHEN o.ok THEN 'COMPLETED' WHEN t.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
                   WHEN o.retry THEN 'PENDING' ELSE 'FAILED' END,
@@ -370,7 +372,20 @@ WHERE t.id = o.id
   AND t.status = 'RUNNING'
   AND (%(worker_id)s::text IS NULL OR t.claimed_by_worker_id = %(worker_id)s::text)
   AND (o.attempt IS NULL OR t.attempt = o.attempt)
-RETURNING t.id
+RETURNING t.id, t.status, t.attempt, t.started_at, t.worker_hostname, t.worker_pid,
+          o.result AS attempt_result, o.failed_reason AS attempt_reason
+),
+retried AS (
+    INSERT INTO horsies_task_attempts (
+        task_id, attempt, started_at, ended_at, worker_id, hostname, pid, status, result,
+        failed_reason)
+    SELECT id, attempt, started_at, now(), %(worker_id)s::text, worker_hostname, worker_pid,
+           'RETRIED', attempt_result, attempt_reason
+    FROM finished
+    WHERE status = 'PENDING'
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM finished
 """
 
 # With no claim: any worker may take the rows again.
@@ -472,9 +487,26 @@ RETURNING id
 """
 
 # Run an ended plain task again from scratch (FAILED/CANCELLED -> PENDING, due now, retry count
-# and every trace of the previous run cleared). Workflow tasks are excluded: their node has
-# already ended and the workflow moved on.
+# and the previous run cleared from the row, which is kept in horsies_task_attempts when it had
+# started). Workflow tasks are excluded: their node has already ended and the workflow moved on.
 TASK_RETRY_IF_ENDED: Final = """
+WITH ended AS (
+    SELECT id, attempt, started_at, COALESCE(failed_at, completed_at, updated_at) AS ended_at,
+           claimed_by_worker_id, worker_hostname, worker_pid, status, result, failed_reason
+    FROM horsies_tasks
+    WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED') AND workflow_id IS NULL
+    FOR UPDATE
+),
+kept AS (
+    INSERT INTO horsies_task_attempts (
+        task_id, attempt, started_at, ended_at, worker_id, hostname, pid, status, result,
+        failed_reason)
+    SELECT id, attempt, started_at, ended_at, claimed_by_worker_id, worker_hostname, worker_pid,
+           status, result, failed_reason
+    FROM ended
+    WHERE started_at IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
 UPDATE horsies_tasks
 SET status = 'PENDING', result = NULL, failed_reason = NULL, completed_at = NULL,
     failed_at = NULL, cancel_requested_at = NULL, claimed = false, claimed_at = NULL,
@@ -482,7 +514,7 @@ SET status = 'PENDING', result = NULL, failed_reason = NULL, completed_at = NULL
     claim_expires_at = NULL, started_at = NULL, worker_pid = NULL, worker_hostname = NULL,
     worker_process_name = NULL, retry_count = 0, next_retry_at = NULL, sent_at = now(),
     updated_at = now()
-WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED') AND workflow_id IS NULL
+WHERE id = (SELECT id FROM ended)
 RETURNING queue_name
 """
 

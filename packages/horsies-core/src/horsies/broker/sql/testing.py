@@ -36,6 +36,7 @@ DELETE FROM horsies_worker_states;
 DELETE FROM horsies_schedule_state;
 DELETE FROM horsies_limits;
 DELETE FROM horsies_limit_starts;
+DELETE FROM horsies_task_attempts;
 """
 
 # -- reading what was sent -------------------------------------------------------------------------
