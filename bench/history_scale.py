@@ -1,0 +1,200 @@
+"""W6: the queue with a big history, and retention working through it (a bench case, by hand).
+
+    uv run python bench/history_scale.py [--finished 10000000] [--pending 100000] [--quick]
+
+On a throw-away durable embedded PostgreSQL it measures W1 (single sends), W2 (drain, default
+worker) and W3 (send -> result) on an empty database; fills it with ``--finished`` ended tasks
+(half of them past the 30-day retention, as the server's own INSERT ... SELECT, the fastest way
+to write them) and ``--pending`` tasks waiting in a queue no worker serves; measures W1, W2 and
+W3 again; then prunes the backlog with ``broker.prune`` while W3 round trips run beside it, and
+times Syce's refreshes at that size. ``--quick``: 1,000,000 rows and smaller samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from harness import latency_figures, measure_drain, worker_process  # noqa: E402
+from horsies.config import PostgresConfig, RetentionConfig  # noqa: E402
+from run import (  # noqa: E402
+    APP_LOCATOR,
+    DATABASE_URL_ENV,
+    DURABLE_SETTINGS,
+    ROOT,
+    _create_database,  # pyright: ignore[reportPrivateUsage]
+    _wait_registered,  # pyright: ignore[reportPrivateUsage]
+    latency_samples,
+    measure_single_sends,
+)
+from syce.source import SyceSource  # noqa: E402
+from syce_scale import measure as measure_syce  # noqa: E402
+
+_FILL_ENDED = """
+INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed_at,
+    started_at, completed_at, claimed, claimed_by_worker_id, worker_hostname, worker_pid,
+    retry_count, max_retries, result, created_at, updated_at, attempt)
+SELECT 'old-' || g, 'bench.noop', 'default', 100, 'COMPLETED', t, t, t, t, false,
+       'w-' || (g %% 10), 'host', 1000 + g %% 10, 0, 0, '{"ok": null}',
+       t, t, 1
+FROM generate_series(1, %(n)s) AS g,
+     LATERAL (SELECT now() - (g::float8 / %(n)s * 60) * interval '1 day' AS t) AS times
+"""
+_FILL_PENDING = """
+INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed,
+    retry_count, max_retries, created_at, updated_at)
+SELECT 'waiting-' || g, 'bench.noop', 'unserved', 100, 'PENDING', now(), false, 0, 0, now(), now()
+FROM generate_series(1, %(n)s) AS g
+"""
+_FINISHED = """
+SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
+       EXTRACT(EPOCH FROM min(completed_at))::float8,
+       EXTRACT(EPOCH FROM max(completed_at))::float8
+FROM horsies_tasks WHERE queue_name = 'default' AND id NOT LIKE 'old-%%'
+"""
+
+
+def _workloads(
+    conn: psycopg.Connection[Any], noop: Any, url: str, scratch: Path, sizes: dict[str, int]
+) -> dict[str, float]:
+    """W1, W2 (after first finished) and W3 p50/p99 on the database as it is."""
+    conn.execute("DELETE FROM horsies_tasks WHERE queue_name = 'default' AND id NOT LIKE 'old-%%'")
+    figures = {"w1_rate": measure_single_sends(noop, sizes["sends"])}
+    conn.execute("DELETE FROM horsies_tasks WHERE queue_name = 'default' AND id NOT LIKE 'old-%%'")
+    noop.send_many([{}] * sizes["drain"])
+    with ExitStack() as stack:
+        worker = _start_worker(stack, url, scratch)
+        finished = lambda: tuple(conn.execute(_FINISHED).fetchone() or (0, None, None))  # noqa: E731
+        drained = measure_drain(worker, time.time(), sizes["drain"], finished)  # type: ignore[arg-type]
+        figures["w2_rate_after_first"] = drained["w2_rate_after_first"]
+        _wait_registered(conn, worker.pid)
+        samples = latency_samples(noop, sizes["latency"])
+        measured = latency_figures(samples)
+        figures["w3_p50_ms"], figures["w3_p99_ms"] = measured["w3_p50_ms"], measured["w3_p99_ms"]
+    return figures
+
+
+def _start_worker(stack: ExitStack, url: str, scratch: Path) -> Any:
+    log = stack.enter_context((scratch / f"worker-{time.monotonic_ns()}.log").open("w"))
+    env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR, "--processes", "2"]
+    command += ["--loglevel", "WARNING"]
+    return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+
+
+def _prune_beside_latency(
+    conn: psycopg.Connection[Any], noop: Any, url: str, scratch: Path, rounds: int
+) -> dict[str, float]:
+    """Prune the backlog while W3 round trips run beside it (on an idle worker)."""
+    broker = noop.app.get_broker()
+    retention = RetentionConfig(batch_size=5_000)
+    samples: list[float] = []
+    done = threading.Event()
+
+    def round_trips() -> None:
+        while not done.is_set() and len(samples) < rounds:
+            samples.extend(latency_samples(noop, 20))
+
+    with ExitStack() as stack:
+        worker = _start_worker(stack, url, scratch)
+        _wait_registered(conn, worker.pid)
+        beside = threading.Thread(target=round_trips, daemon=True)
+        beside.start()
+        started = time.perf_counter()
+        report = broker.prune(retention)
+        elapsed = time.perf_counter() - started
+        done.set()
+        beside.join(timeout=120)
+    measured = latency_figures(samples) if samples else {"w3_p50_ms": 0.0, "w3_p99_ms": 0.0}
+    return {
+        "pruned_rows": float(report.tasks),
+        "prune_s": elapsed,
+        "prune_rows_per_s": report.tasks / elapsed if elapsed else float("nan"),
+        "w3_p50_ms_during_prune": measured["w3_p50_ms"],
+        "w3_p99_ms_during_prune": measured["w3_p99_ms"],
+        "w3_samples_during_prune": float(len(samples)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="W6: the queue with a big history.")
+    parser.add_argument("--finished", type=int, default=None, help="default 10,000,000")
+    parser.add_argument("--pending", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="1,000,000 rows, smaller samples")
+    args = parser.parse_args()
+    finished = args.finished or (1_000_000 if args.quick else 10_000_000)
+    sizes = {"sends": 300, "drain": 2_000, "latency": 200} if args.quick else {
+        "sends": 2_000, "drain": 10_000, "latency": 500}  # fmt: skip
+    from horsies.embedded import start_embedded
+
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="horsies-w6-")))
+        server = start_embedded(
+            scratch / "postgres", persistent=False, extra_settings=DURABLE_SETTINGS
+        )
+        stack.callback(server.stop)
+        conninfo = _create_database(server, "w6")
+        url = server.url_for("w6")
+        os.environ[DATABASE_URL_ENV] = url
+        import bench_app
+
+        noop: Any = bench_app.noop
+        broker = bench_app.app.get_broker()
+        stack.callback(broker.close)
+        broker.ensure_schema_initialized_sync()
+        conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
+        print("empty database: W1, W2, W3", flush=True)
+        empty = _workloads(conn, noop, url, scratch, sizes)
+        print(f"  {empty}", flush=True)
+        print(f"filling {finished:,} ended tasks and {args.pending:,} pending", flush=True)
+        started = time.perf_counter()
+        conn.execute(_FILL_ENDED, {"n": finished})
+        conn.execute(_FILL_PENDING, {"n": args.pending})
+        conn.execute("VACUUM ANALYZE horsies_tasks")
+        fill_s = time.perf_counter() - started
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        size_gb = (size[0] if size else 0) / 1e9
+        print(f"  {fill_s:.0f} s, database {size_gb:.2f} GB", flush=True)
+        print("full database: W1, W2, W3", flush=True)
+        full = _workloads(conn, noop, url, scratch, sizes)
+        print(f"  {full}", flush=True)
+        print("Syce refreshes", flush=True)
+        source = SyceSource(PostgresConfig(database_url=url))
+        try:
+            syce = measure_syce(source)
+        finally:
+            source.close()
+        print("prune beside W3", flush=True)
+        prune = _prune_beside_latency(conn, noop, url, scratch, sizes["latency"])
+        print(f"  {prune}", flush=True)
+    print("\n| figure | empty | full | full / empty |\n|---|---|---|---|")
+    for key in empty:
+        print(f"| {key} | {empty[key]:,.2f} | {full[key]:,.2f} | {full[key] / empty[key]:.2f} |")
+    print(f"\nrows: {finished:,} ended + {args.pending:,} pending; fill {fill_s:.0f} s; "
+          f"database {size_gb:.2f} GB")  # fmt: skip
+    print(
+        f"prune: {prune['pruned_rows']:,.0f} rows in {prune['prune_s']:.1f} s = "
+        f"{prune['prune_rows_per_s']:,.0f} rows/s; W3 beside it p50 "
+        f"{prune['w3_p50_ms_during_prune']:.2f} / p99 {prune['w3_p99_ms_during_prune']:.2f} ms "
+        f"({prune['w3_samples_during_prune']:.0f} samples; empty p99 {empty['w3_p99_ms']:.2f} ms, "
+        f"ratio {prune['w3_p99_ms_during_prune'] / empty['w3_p99_ms']:.2f})"
+    )
+    print("\nSyce refreshes at that size (first run ms, best of three ms), slowest first:")
+    for name, (first, best) in sorted(syce.items(), key=lambda kv: -kv[1][1])[:8]:
+        print(f"  {name}: {first:.1f} / {best:.1f}")
+
+
+if __name__ == "__main__":
+    main()
