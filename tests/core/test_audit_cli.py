@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 OK_SUFFIX = (
     "ok: all validations passed\n  2 task(s) registered\n  scheduler: start-up validations passed\n"
+    "  worker: start-up validations passed\n"
 )
 
 

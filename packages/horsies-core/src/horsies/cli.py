@@ -35,6 +35,7 @@ from horsies.errors import (
 )
 from horsies.locator import AppLocation, locate_app, sends_suppressed_by_env
 from horsies.logs import LOG_FORMATS, configure_logging, configured_log_format, get_logger
+from horsies.tasks.limits import describe_limits
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -60,7 +61,7 @@ ENTRY_POINT_GROUP = "horsies.commands"
 CHECKS_ENTRY_POINT_GROUP = "horsies.checks"
 """Entry-point group of the start-up validations other distributions run on an app
 (``check_app(app) -> list[HorsiesError]``); ``horsies check`` runs them all."""
-CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler"}
+CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler", "worker": "horsies-worker"}
 """Distributions whose start-up validations ``horsies check`` runs when installed."""
 
 PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
@@ -381,10 +382,31 @@ def check_command(module: str | None, module_option: str | None, live: bool, log
         sys.exit(1)
     click.echo("ok: all validations passed")
     click.echo(f"  {len(app.list_tasks())} task(s) registered")
+    for line in _limit_lines(app):
+        click.echo(f"  {line}")
     for name in sorted(checks):
         click.echo(f"  {name}: start-up validations passed")
     for text in skipped:
         click.echo(f"  skipped: {text}")
+
+
+def _limit_lines(app: Horsies) -> list[str]:
+    """The app's rate and concurrency limits as ``check`` reports them (nothing without any), and
+    a note for each enabled schedule of a limited task: scheduled runs are sent without their
+    limit, which the user would not see otherwise."""
+    limits = describe_limits(app.tasks.values(), lambda name: app.resolve_queue(name)[0])
+    if not limits:
+        return []
+    lines = [f"{len(limits)} limit(s):", *(f"  {line}" for line in limits)]
+    schedule = app.config.schedule
+    for entry in schedule.schedules if schedule is not None and schedule.enabled else ():
+        task = app.tasks.get(entry.task_name)
+        if entry.enabled and task is not None and task.task_limit is not None:
+            lines.append(
+                f"note: schedule {entry.name!r} sends {entry.task_name} without its limit"
+                f" {task.task_limit.name!r} (scheduled runs are not limited yet)"
+            )
+    return lines
 
 
 main.add_command(db_command)
