@@ -173,7 +173,7 @@ def main() -> None:
         print("Syce refreshes", flush=True)
         source = SyceSource(PostgresConfig(database_url=url))
         try:
-            syce = measure_syce(source)
+            syce = measure_syce(source, broker)
         finally:
             source.close()
         print("prune beside W3", flush=True)

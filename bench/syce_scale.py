@@ -3,9 +3,10 @@
     uv run python bench/syce_scale.py [--url postgresql://...] [--finished 1000000]
 
 Seeds a fresh database (on the given server, else on a throw-away embedded PostgreSQL) with
-``--finished`` completed tasks, 10,000 pending tasks, 24 hours of 5-second snapshots of 10 workers
-and 20,000 five-node workflows, then times every refresh of every tab (first run and best of three)
-and prints the slowest.
+``--finished`` completed tasks, 10,000 pending tasks, ``--limited`` tasks waiting under two rate
+and concurrency limits (1,000 keys, 500 more of them running, 10,000 recent starts), 24 hours of
+5-second snapshots of 10 workers and 20,000 five-node workflows, then times every refresh of every
+tab (first run and best of three), and the broker's ``get_limit_stats``, and prints the slowest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ SEED = [
        SELECT 'pend-' || g, 'app.task_' || (g %% 20), 'q' || (g %% 5), 100, 'PENDING', now(), false,
               0, 0, now(), now()
        FROM generate_series(1, 10000) g""",
+    """INSERT INTO horsies_limits (name, concurrency, rate, per_ms)
+       VALUES ('tenant-api', 2, 10, 1000), ('exports', 1, NULL, NULL)""",
+    """INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed,
+       retry_count, max_retries, created_at, updated_at, limit_name, limit_key)
+       SELECT 'lim-' || g, 'app.sync', 'q' || (g %% 5), 100, 'PENDING', now(), false, 0, 0, now(),
+              now(), CASE WHEN g %% 2 = 0 THEN 'tenant-api' ELSE 'exports' END,
+              'tenant-' || (g %% 1000)
+       FROM generate_series(1, %(limited)s) g""",
+    """INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed_at,
+       started_at, claimed, claimed_by_worker_id, worker_hostname, worker_pid, retry_count,
+       max_retries, created_at, updated_at, limit_name, limit_key)
+       SELECT 'limrun-' || g, 'app.sync', 'q' || (g %% 5), 100, 'RUNNING', now(), now(), now(),
+              true, 'w-' || (g %% 10), 'host' || (g %% 10), 1000 + g %% 10, 0, 0, now(), now(),
+              CASE WHEN g %% 2 = 0 THEN 'tenant-api' ELSE 'exports' END, 'tenant-' || (g %% 1000)
+       FROM generate_series(1, 500) g""",
+    """INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at)
+       SELECT 'tenant-api', 'tenant-' || (g %% 1000), now() - (g %% 900) * interval '1 millisecond'
+       FROM generate_series(1, 10000) g""",
     """INSERT INTO horsies_worker_states (worker_id, snapshot_at, hostname, pid, processes,
        max_claim_batch, max_claim_per_worker, queues, tasks_running, tasks_claimed, cpu_percent,
        memory_usage_mb, memory_percent, worker_started_at)
@@ -55,7 +74,7 @@ SEED = [
 ]
 
 
-def measure(source: SyceSource) -> dict[str, tuple[float, float]]:
+def measure(source: SyceSource, broker: PostgresBroker) -> dict[str, tuple[float, float]]:
     """Per refresh: (first run ms, best of three ms)."""
     cases: dict[str, Callable[[], Any]] = {
         "Dashboard": source.dashboard,
@@ -67,6 +86,10 @@ def measure(source: SyceSource) -> dict[str, tuple[float, float]]:
         "Workflows": lambda: source.workflows(WORKFLOW_STATUSES),
         "Workflow detail": lambda: source.workflow("wf-5"),
         "Maintenance": source.maintenance,
+        "Limits": lambda: source.limits(None),
+        "Limits (a limit selected)": lambda: source.limits("tenant-api"),
+        "Task detail (under a limit)": lambda: source.task_detail("lim-2"),
+        "get_limit_stats (broker)": broker.get_limit_stats_sync,
     }
     results: dict[str, tuple[float, float]] = {}
     for name, run in cases.items():
@@ -79,7 +102,7 @@ def measure(source: SyceSource) -> dict[str, tuple[float, float]]:
     return results
 
 
-def run(server_url: str, finished: int) -> dict[str, tuple[float, float]]:
+def run(server_url: str, finished: int, limited: int) -> dict[str, tuple[float, float]]:
     admin = PostgresConfig(database_url=server_url).conninfo
     name = f"syce_scale_{uuid.uuid4().hex[:8]}"
     parts = urlsplit(server_url)
@@ -91,18 +114,18 @@ def run(server_url: str, finished: int) -> dict[str, tuple[float, float]]:
         broker = PostgresBroker(config)
         try:
             broker.ensure_schema_initialized_sync()
+            conninfo = config.conninfo
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                for statement in SEED:
+                    conn.execute(statement, {"finished": finished, "limited": limited})  # type: ignore[arg-type]
+                conn.execute("VACUUM ANALYZE")
+            source = SyceSource(PostgresConfig(database_url=url))
+            try:
+                return measure(source, broker)
+            finally:
+                source.close()
         finally:
             broker.close()
-        conninfo = config.conninfo
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            for statement in SEED:
-                conn.execute(statement, {"finished": finished})  # type: ignore[arg-type]
-            conn.execute("VACUUM ANALYZE")
-        source = SyceSource(PostgresConfig(database_url=url))
-        try:
-            return measure(source)
-        finally:
-            source.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
@@ -114,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Scale check for the Syce refresh queries")
     parser.add_argument("--url", help="server URL (default: a throw-away embedded PostgreSQL)")
     parser.add_argument("--finished", type=int, default=1_000_000)
+    parser.add_argument("--limited", type=int, default=100_000)
     args = parser.parse_args()
     server = None
     url: str = args.url
@@ -123,13 +147,13 @@ def main() -> None:
         server = start_embedded(persistent=False, timeout_s=60)
         url = server.url
     try:
-        results = run(url, args.finished)
+        results = run(url, args.finished, args.limited)
     finally:
         if server is not None:
             server.stop()
-    print(f"{'refresh':28s} {'first':>10s} {'best of 3':>10s}")
+    print(f"{'refresh':32s} {'first':>10s} {'best of 3':>10s}")
     for name, (first, best) in results.items():
-        print(f"{name:28s} {first:8.1f}ms {best:8.1f}ms")
+        print(f"{name:32s} {first:8.1f}ms {best:8.1f}ms")
     slowest = max(results.items(), key=lambda item: item[1][0])
     print(f"slowest refresh: {slowest[0]} {slowest[1][0]:.1f} ms (first run)")
 

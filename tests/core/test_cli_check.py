@@ -63,6 +63,61 @@ def test_check_runs_the_schedulers_start_up_validations() -> None:
     assert "aborting due to 2 previous errors" in result.stderr
 
 
+def test_check_lists_the_limits_of_the_app() -> None:
+    """Each limit with its numbers, its key and the tasks under it by queue."""
+    result = run_horsies("check", f"{APPS / 'check_limits_app.py'}:app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "ok: all validations passed\n"
+        "  5 task(s) registered\n"
+        "  3 limit(s):\n"
+        "    reports: concurrency 1, one key; tasks report.build (queue default)\n"
+        "    smtp: 5 starts per 0.5 s, per key from mail_domain();"
+        " tasks mail.send (queue default)\n"
+        "    tenant-api: concurrency 2, 10 starts per 1 s, per key of tenant_id;"
+        " tasks crm.sync, crm.export (queue default)\n"
+        "  scheduler: start-up validations passed\n"
+    )
+
+
+def test_check_accepts_limits_with_cluster_wide_caps() -> None:
+    """Limits and cluster-wide caps hold together (the limited claim takes what the caps leave)."""
+    result = run_horsies("check", f"{APPS / 'check_limits_capped_app.py'}:app")
+    assert result.returncode == 0, result.stderr
+    assert "tenant-api: concurrency 1, per key of tenant_id; tasks capped.sync" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        ('Limit("l", concurrency=0)', "concurrency: a whole number >= 1"),
+        ('Limit("l", concurrency=1, on=["tenant"])', "'tenant' is not a parameter of the task"),
+        ('Limit("l", concurrency=1, on=["task_ctx"])', "is filled in by the worker"),
+        ('Limit("l", rate=1, key=lambda: "x")', "called with one argument"),
+        ('Limit("l", rate=1, key=pick)', "a plain function"),
+    ],
+)
+def test_check_refuses_a_limit_that_cannot_work(tmp_path: Path, limit: str, expected: str) -> None:
+    app_file = tmp_path / "limit_app.py"
+    app_file.write_text(
+        "from horsies import AppConfig, Horsies, Limit, PostgresConfig, TaskError, TaskResult\n"
+        "from horsies.tasks.context import TaskContext\n"
+        "app = Horsies(AppConfig(broker=PostgresConfig(\n"
+        "    database_url='postgresql://u:p@localhost:1/db')))\n"
+        "async def pick(arguments: object) -> str:\n"
+        "    return 'x'\n"
+        f"@app.task('limited', limit={limit})\n"
+        "def limited(account: str, task_ctx: TaskContext | None = None)"
+        " -> TaskResult[None, TaskError]:\n"
+        "    return TaskResult(ok=None)\n"
+    )
+    result = run_horsies("check", f"{app_file}:app")
+    assert_rendered_failure(result)
+    assert "error[E102]: invalid limit option" in result.stderr
+    assert expected in result.stderr
+    assert "limit_app.py:7" in result.stderr
+
+
 def test_check_says_which_validations_it_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without horsies-scheduler installed there is nothing to run its validations: say so."""
     monkeypatch.setattr(cli, "CHECKED_BY", {**cli.CHECKED_BY, "imaginary": "horsies-imaginary"})

@@ -22,6 +22,7 @@ from horsies.errors import (
     WorkflowValidationError,
 )
 from horsies.results import TaskError, TaskResult
+from horsies.tasks.context import TaskContext
 from horsies.workflows.nodes import TaskNode
 
 pytestmark = pytest.mark.timeout(60)
@@ -74,6 +75,10 @@ def tags(conninfo: str) -> dict[str, tuple[str | None, str | None]]:
 # -- the option -----------------------------------------------------------------------------------
 
 
+async def _async_key(arguments: Mapping[str, Any]) -> str:
+    return str(arguments)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "note"),
     [
@@ -86,6 +91,7 @@ def tags(conninfo: str) -> dict[str, tuple[str | None, str | None]]:
         ({"concurrency": 1, "on": ["a"], "key": lambda a: a}, "either key or on"),
         ({"concurrency": 1, "key": "tenant"}, "key: a function of the arguments"),
         ({"concurrency": 1, "key": lambda: "x"}, "called with one argument"),
+        ({"concurrency": 1, "key": _async_key}, "a plain function"),
     ],
 )
 def test_a_bad_limit_is_refused_when_made(kwargs: dict[str, Any], note: str) -> None:
@@ -101,6 +107,15 @@ def test_a_limit_on_an_unknown_argument_is_refused_at_definition(database_url: s
 
         @app.task("bad.on", limit=Limit("l", concurrency=1, on=["tenant"]))
         def bad(account: str) -> TaskResult[None, TaskError]:  # pyright: ignore[reportUnusedFunction]
+            return TaskResult(ok=None)
+
+
+def test_a_limit_on_an_argument_the_worker_fills_in_is_refused(database_url: str) -> None:
+    app = Horsies(AppConfig(broker=PostgresConfig(database_url=database_url)))
+    with pytest.raises(TaskDefinitionError, match="'task_ctx' is filled in by the worker"):
+
+        @app.task("bad.injected", limit=Limit("l", concurrency=1, on=["account", "task_ctx"]))
+        def bad(account: str, task_ctx: TaskContext | None = None) -> TaskResult[None, TaskError]:  # pyright: ignore[reportUnusedFunction]
             return TaskResult(ok=None)
 
 

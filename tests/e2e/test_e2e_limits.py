@@ -206,3 +206,44 @@ def test_with_a_cluster_wide_cap_both_the_cap_and_the_limit_hold(
     )
     assert _overlaps(rows) == []
     assert peak_in_flight <= 4  # the cluster-wide cap of limits_capped.py
+
+
+def test_a_running_worker_shows_its_limits_and_what_waits_on_them(
+    workers: StartOwn, app: Horsies, db: Db
+) -> None:
+    """Its snapshot lists the limits it enforces; the broker tells the tasks one tenant's slot
+    holds back from the ones that only wait for a worker."""
+    workers("limits", "--processes", "2")
+    held = app.tasks["lim.per_tenant"].send_many([{"tenant": "busy", "seconds": 2.0}] * 4)
+    assert all(h.sent for h in held)
+
+    def snapshot_limits() -> object:
+        rows = db.query(
+            "SELECT limits FROM horsies_worker_states WHERE stopped_at IS NULL "
+            "ORDER BY snapshot_at DESC LIMIT 1"
+        )
+        return rows[0]["limits"] if rows else None
+
+    wait_until(lambda: snapshot_limits() is not None, 30, "a snapshot")
+    assert snapshot_limits() == {"default": ["per-tenant", "rated", "wide"]}
+    broker = app.get_broker()
+
+    def per_tenant() -> dict[str, Any]:
+        return next(s for s in broker.get_limit_stats_sync() if s["name"] == "per-tenant")
+
+    seen: list[dict[str, Any]] = []
+
+    def first_started() -> bool:
+        seen.append(per_tenant())
+        return seen[-1]["in_flight"] == 1
+
+    wait_until(first_started, 30, "busy's first task to start")
+    stats = seen[-1]  # read while the first of the 2-second tasks runs
+    assert (stats["registered"], stats["concurrency"]) == (True, 1)
+    assert (stats["waiting"], stats["held"], stats["keys_waiting"]) == (3, 3, 1)
+    assert stats["busiest_keys"] == [
+        {"key": "busy", "waiting": 3, "in_flight": 1, "starts_in_window": 0, "held": True}
+    ]
+    assert all(h.get(timeout_ms=60_000).is_ok() for h in held)
+    done = per_tenant()
+    assert (done["waiting"], done["in_flight"], done["busiest_keys"]) == (0, 0, [])

@@ -233,6 +233,7 @@ def test_worker_writes_state_snapshots(worker: WorkerProcess, db: Db) -> None:
     assert row["max_claim_per_worker"] == 2
     assert row["memory_usage_mb"] > 0
     assert row["recovery_config"]["check_interval_ms"] == 30_000
+    assert row["limits"] == {}  # it enforces no rate or concurrency limit
 
 
 def test_the_app_is_announced_once_not_once_per_child(worker: WorkerProcess) -> None:

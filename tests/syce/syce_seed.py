@@ -135,3 +135,66 @@ async def confirm(pilot: Pilot[Any], key: str, answer: str = "y") -> None:
     await pilot.press(key)
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), what="confirm")
     await pilot.press(answer)
+
+
+LIMITED_TASKS = [
+    # id, name, status, limit, key, sent minutes ago
+    ("t-lim-run-1", "crm.sync", "RUNNING", "tenant-api", "acme", 9),
+    ("t-lim-run-2", "crm.sync", "RUNNING", "tenant-api", "acme", 9),
+    ("t-lim-acme-1", "crm.sync", "PENDING", "tenant-api", "acme", 8),
+    ("t-lim-acme-2", "crm.sync", "PENDING", "tenant-api", "acme", 7),
+    ("t-lim-acme-3", "crm.export", "PENDING", "tenant-api", "acme", 6),
+    ("t-lim-globex", "crm.sync", "PENDING", "tenant-api", "globex", 5),
+    ("t-lim-report", "report.build", "PENDING", "reports", "", 4),
+    ("t-lim-ghost-1", "ghost.run", "PENDING", "ghost", "x", 3),
+    ("t-lim-ghost-2", "ghost.run", "PENDING", "ghost", "x", 2),
+]
+"""tenant-api (2 at once, 10 per minute, per tenant): acme runs 2 and holds 3, globex waits for a
+worker; reports (1 at once, one key): room; ghost: no worker registered it."""
+
+
+def seed_limits(conninfo: str) -> None:
+    """Add rate and concurrency limits to a database seeded by `seed`: the rows above, the
+    numbers workers registered, two recent starts of acme, and w-alpha enforcing both limits."""
+    now = datetime.now(UTC)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO horsies_limits (name, concurrency, rate, per_ms) VALUES "
+            "('tenant-api', 2, 10, 60000), ('reports', 1, NULL, NULL)"
+        )
+        conn.execute(
+            "INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at) VALUES "
+            "('tenant-api', 'acme', now() - interval '10 seconds'), "
+            "('tenant-api', 'acme', now() - interval '5 seconds')"
+        )
+        conn.execute(
+            "UPDATE horsies_worker_states SET limits = %s WHERE worker_id = 'w-alpha'",
+            ('{"default": ["tenant-api", "reports"]}',),
+        )
+        for task_id, name, status, limit, key, minutes in LIMITED_TASKS:
+            running = status == "RUNNING"
+            sent = now - timedelta(minutes=minutes)
+            conn.execute(
+                """INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at,
+                   claimed_at, started_at, claimed, claimed_by_worker_id, worker_hostname,
+                   worker_pid, retry_count, max_retries, limit_name, limit_key, created_at,
+                   updated_at)
+                   VALUES (%s, %s, 'default', 100, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s,
+                   %s, %s)""",
+                (
+                    task_id,
+                    name,
+                    status,
+                    sent,
+                    sent if running else None,
+                    sent if running else None,
+                    running,
+                    "w-alpha" if running else None,
+                    "alpha" if running else None,
+                    4242 if running else None,
+                    limit,
+                    key,
+                    sent,
+                    now,
+                ),
+            )

@@ -1,7 +1,8 @@
 """Snapshot tests (pytest-textual-snapshot) on deterministic seeded data.
 
 Only views without wall-clock figures are snapshotted (tasks, workflows, a workflow's nodes, the
-help); the header's database URL (a per-run database name) is replaced by a fixed text.
+limits, the help); the header's database URL (a per-run database name) is replaced by a fixed
+text.
 Update the stored SVGs with ``uv run pytest tests/syce/test_syce_snapshots.py --snapshot-update``.
 """
 
@@ -13,9 +14,9 @@ from typing import Any, cast
 import pytest
 from horsies.config import PostgresConfig
 from syce.app import SyceApp
-from syce.models import TasksData
+from syce.models import LimitsData, TasksData
 from syce.screens.modals import HelpScreen, WorkflowDetailScreen
-from syce_seed import seed, wait_for
+from syce_seed import seed, seed_limits, wait_for
 from textual.pilot import Pilot
 
 pytestmark = pytest.mark.timeout(90)
@@ -82,3 +83,19 @@ def test_syce_snapshot_help(snap_app: SyceApp, snap_compare: SnapCompare) -> Non
         run_before=driver("question_mark", until=lambda a: isinstance(a.screen, HelpScreen)),
         terminal_size=SIZE,
     )
+
+
+def test_syce_snapshot_limits(snap_app: SyceApp, clean_db: str, snap_compare: SnapCompare) -> None:
+    seed_limits(clean_db)
+
+    def ready(app: SyceApp) -> bool:
+        data = cast(LimitsData | None, app.pane("limits").data)
+        return data is not None and data.selected == "tenant-api" and len(data.keys) == 2
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = cast(SyceApp, pilot.app)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: app.pane("limits").data is not None)
+        await driver("down", "down", until=ready)(pilot)
+
+    assert snap_compare(snap_app, run_before=run_before, terminal_size=SIZE)

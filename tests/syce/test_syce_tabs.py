@@ -82,7 +82,9 @@ async def test_syce_dashboard_shows_capacity_counts_trend_and_alerts(syce_app: S
 async def test_syce_number_keys_switch_tabs(syce_app: SyceApp) -> None:
     async with syce_app.run_test(size=SIZE) as pilot:
         for key, tab in zip(
-            "23451", ("workers", "tasks", "workflows", "maintenance", "dashboard"), strict=True
+            "234561",
+            ("workers", "tasks", "workflows", "maintenance", "limits", "dashboard"),
+            strict=True,
         ):
             await pilot.press(key)
             assert syce_app.active_tab == tab

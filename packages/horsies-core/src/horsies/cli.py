@@ -35,6 +35,7 @@ from horsies.errors import (
 )
 from horsies.locator import AppLocation, locate_app, sends_suppressed_by_env
 from horsies.logs import LOG_FORMATS, configure_logging, configured_log_format, get_logger
+from horsies.tasks.limits import describe_limits
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -60,7 +61,7 @@ ENTRY_POINT_GROUP = "horsies.commands"
 CHECKS_ENTRY_POINT_GROUP = "horsies.checks"
 """Entry-point group of the start-up validations other distributions run on an app
 (``check_app(app) -> list[HorsiesError]``); ``horsies check`` runs them all."""
-CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler"}
+CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler", "worker": "horsies-worker"}
 """Distributions whose start-up validations ``horsies check`` runs when installed."""
 
 PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
@@ -381,6 +382,8 @@ def check_command(module: str | None, module_option: str | None, live: bool, log
         sys.exit(1)
     click.echo("ok: all validations passed")
     click.echo(f"  {len(app.list_tasks())} task(s) registered")
+    for line in _limit_lines(app):
+        click.echo(f"  {line}")
     for name in sorted(checks):
         click.echo(f"  {name}: start-up validations passed")
     for text in skipped:
@@ -413,6 +416,14 @@ def db_prune(module: str | None, module_option: str | None, dry_run: bool, logle
     if report.busy:
         click.echo("stopped: another process is pruning; run again later")
     click.echo(f"{verb} {report.total:,} row(s) in all")
+
+
+def _limit_lines(app: Horsies) -> list[str]:
+    """The app's rate and concurrency limits as ``check`` reports them (nothing without any)."""
+    limits = describe_limits(app.tasks.values(), lambda name: app.resolve_queue(name)[0])
+    if not limits:
+        return []
+    return [f"{len(limits)} limit(s):", *(f"  {line}" for line in limits)]
 
 
 main.add_command(db_command)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from horsies.logs import get_logger
-from horsies.tasks.limits import limits_by_queue
+from horsies.tasks.limits import Limit, limits_by_queue
 
 from horsies_worker.claimer import Claimer
 from horsies_worker.config import WorkerConfig
@@ -16,9 +16,21 @@ if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.broker import PostgresBroker
 
-__all__ = ["enforce_limits"]
+__all__ = ["enforce_limits", "served_limits"]
 
 logger = get_logger("worker")
+
+
+def served_limits(app: Horsies, config: WorkerConfig) -> dict[str, list[Limit]]:
+    """The limits of the app's tasks, by the served queue their runs are claimed from."""
+    served = set(config.queue_names)
+    return {
+        queue: limits
+        for queue, limits in limits_by_queue(
+            app.tasks.values(), lambda name: app.resolve_queue(name)[0]
+        ).items()
+        if queue in served
+    }
 
 
 async def enforce_limits(
@@ -26,14 +38,7 @@ async def enforce_limits(
 ) -> None:
     """Register the limits of the app's tasks in the served queues and have ``claimer`` honour
     them."""
-    served = set(config.queue_names)
-    found = {
-        queue: limits
-        for queue, limits in limits_by_queue(
-            app.tasks.values(), lambda name: app.resolve_queue(name)[0]
-        ).items()
-        if queue in served
-    }
+    found = served_limits(app, config)
     if not found:
         return
     numbers = {limit.name: limit.numbers for limits in found.values() for limit in limits}

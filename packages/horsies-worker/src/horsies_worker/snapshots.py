@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,9 @@ class SnapshotWriter:
     identity: WorkerIdentity
     counts: CountsSource
     interval_s: float = SNAPSHOT_INTERVAL_S
+    limits: Mapping[str, Sequence[str]] = field(default_factory=lambda: {})
+    """Per served queue, the limits this worker enforces there (set at start-up, before the
+    first snapshot: see ``horsies_worker.limits``)."""
     _process: psutil.Process = field(init=False, default_factory=psutil.Process)
     _fixed: WorkerStateRow = field(init=False)
 
@@ -70,6 +73,7 @@ class SnapshotWriter:
             pid=self._process.pid,
             processes=cfg.processes,
             async_concurrency=cfg.async_concurrency,
+            limits={queue: tuple(names) for queue, names in self.limits.items()},
             max_claim_batch=cfg.max_claim_batch,
             max_claim_per_worker=cfg.effective_max_claim_per_worker,
             cluster_wide_cap=cfg.cluster_wide_cap,

@@ -284,7 +284,9 @@ class Worker:
             source=self._heartbeat_source,
             on_stop=self._exits.stop,
         )
-        snapshots = SnapshotWriter(self.broker, cfg, self.identity, counts=self._counts)
+        snapshots = SnapshotWriter(
+            self.broker, cfg, self.identity, counts=self._counts, limits=self._claimer.limits
+        )
         reaper = Reaper(self.broker, recovery, self.app.config.retention)
         stop = self._maintenance_stop
         self._background = [

@@ -21,6 +21,7 @@ from syce.messages import SourceFailed, SourceRecovered
 from syce.models import WorkflowDetail
 from syce.screens.base import Loader, SycePane
 from syce.screens.dashboard import DashboardPane
+from syce.screens.limits import LimitsPane
 from syce.screens.maintenance import MaintenancePane
 from syce.screens.modals import (
     ConfirmScreen,
@@ -43,7 +44,7 @@ THEMES: Final = (
     "catppuccin-macchiato",
     "catppuccin-mocha",
 )
-TABS: Final = ("dashboard", "workers", "tasks", "workflows", "maintenance")
+TABS: Final = ("dashboard", "workers", "tasks", "workflows", "maintenance", "limits")
 
 
 def initial_theme(environ: dict[str, str] | None = None) -> str:
@@ -118,6 +119,8 @@ class SyceApp(App[None]):
                 yield WorkflowsPane(id="pane-workflows")
             with TabPane("5 Maintenance", id="maintenance"):
                 yield MaintenancePane(id="pane-maintenance")
+            with TabPane("6 Limits", id="limits"):
+                yield LimitsPane(id="pane-limits")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -244,8 +247,8 @@ class SyceApp(App[None]):
 
     def open_task(self, task_id: str) -> None:
         self._read_in_thread(
-            lambda: self.source.task(task_id),
-            lambda row: self.push_screen(TaskDetailScreen(task_id, row)),
+            lambda: self.source.task_detail(task_id),
+            lambda detail: self.push_screen(TaskDetailScreen(task_id, detail)),
         )
 
     def open_workflow(self, workflow_id: str) -> None:

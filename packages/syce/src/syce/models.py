@@ -53,6 +53,13 @@ class WorkerInfo:
     """Set on the last snapshot of a worker that stopped cleanly."""
     async_concurrency: int | None = None
     """How many async tasks one of its children runs at once (None: a worker before that)."""
+    limits: dict[str, tuple[str, ...]] | None = None
+    """Per served queue, the rate and concurrency limits it enforces (None: a worker before
+    that)."""
+
+    def enforces(self, limit_name: str) -> bool:
+        """Whether this worker enforces the limit ``limit_name`` in some queue."""
+        return any(limit_name in names for names in (self.limits or {}).values())
 
     @property
     def utilisation(self) -> float:
@@ -133,11 +140,100 @@ class TaskGroup:
         return sum(self.counts.values())
 
 
+def per_text(per_ms: int) -> str:
+    """A rate's window: ``1s``, ``0.25s``, ``90s``, ``1m``, ``2h``, ``31d``."""
+    seconds = per_ms / 1000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWait:
+    """Why a PENDING task has not started yet (built from ``queries.TASK_WAITS``)."""
+
+    not_due: bool
+    sent_at: datetime | None
+    retry_later: bool
+    next_retry_at: datetime | None
+    expired: bool
+    limit_name: str | None
+    limit_key: str | None
+    registered: bool
+    concurrency: int | None
+    rate: int | None
+    per_ms: int | None
+    in_flight: int
+    starts_in_window: int
+    held: bool
+    """Its key is at its concurrency or rate, or no worker registered its limit."""
+
+    @property
+    def limit_text(self) -> str:
+        """``limit tenant-api key acme`` (``limit rated`` for a limit with one key)."""
+        if self.limit_name is None:
+            return ""
+        key = f" key {self.limit_key}" if self.limit_key else ""
+        return f"limit {self.limit_name}{key}"
+
+    @property
+    def counts_text(self) -> str:
+        """Where the key stands: ``2/2 running, 3/10 starts in 1s``."""
+        parts: list[str] = []
+        if self.concurrency is not None:
+            parts.append(f"{self.in_flight}/{self.concurrency} running")
+        if self.rate is not None and self.per_ms is not None:
+            parts.append(f"{self.starts_in_window}/{self.rate} starts in {per_text(self.per_ms)}")
+        return ", ".join(parts)
+
+    def short(self) -> str:
+        """A few words for a task list: why it waits, when it is not simply a worker's turn."""
+        if self.expired:
+            return "expired"
+        if self.not_due:
+            return "scheduled"
+        if self.retry_later:
+            return "retry later"
+        if self.held:
+            return f"waiting: {self.limit_text}"
+        return self.limit_text
+
+    def describe(self) -> str:
+        """One sentence for the task's detail."""
+        if self.expired:
+            return "expired: past its good_until, it will never start"
+        if self.not_due and self.sent_at is not None:
+            return f"scheduled: due at {self.sent_at:%Y-%m-%d %H:%M:%S %Z}"
+        if self.retry_later and self.next_retry_at is not None:
+            return f"retry waits until {self.next_retry_at:%Y-%m-%d %H:%M:%S %Z}"
+        if self.limit_name is not None and not self.registered:
+            return (
+                f"waiting: {self.limit_text}; no worker has registered this limit, so its tasks"
+                " wait until a worker whose app defines it starts"
+            )
+        if self.held:
+            return f"waiting: {self.limit_text} ({self.counts_text})"
+        if self.limit_name is not None:
+            return f"waiting for a free worker ({self.limit_text} has room: {self.counts_text})"
+        return "waiting for a free worker"
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSummary(TaskRef):
     status: str
     sent_at: datetime | None
     retry_count: int
+    wait: TaskWait | None = None
+    """Why it has not started, for a PENDING task."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    """One task's row and, while it is PENDING, why it waits."""
+
+    row: dict[str, Any]
+    wait: TaskWait | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,3 +333,54 @@ class MaintenanceData:
     def dead(self) -> tuple[SnapshotAge, ...]:
         """Workers silent for longer than ``dead_after_s`` without having stopped: they died."""
         return tuple(a for a in self.ages if a.age_s > self.dead_after_s)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """One rate or concurrency limit: its numbers (None when no worker registered it) and the
+    counts of its live tasks."""
+
+    name: str
+    concurrency: int | None
+    rate: int | None
+    per_ms: int | None
+    registered: bool
+    waiting: int
+    held: int
+    """Waiting tasks whose key is at its concurrency or rate (or whose limit nobody
+    registered): they wait on the limit; the others wait for a free worker."""
+    in_flight: int
+    starts_in_window: int
+    keys_waiting: int
+    workers: int = 0
+    """Live workers whose latest snapshot says they enforce it."""
+
+    @property
+    def numbers(self) -> str:
+        """``2 at once · 10 per 1s`` (per key), ``-`` when not registered."""
+        parts: list[str] = []
+        if self.concurrency is not None:
+            parts.append(f"{self.concurrency} at once")
+        if self.rate is not None and self.per_ms is not None:
+            parts.append(f"{self.rate} per {per_text(self.per_ms)}")
+        return " · ".join(parts) or "-"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitKey:
+    """One key of a limit and its live counts."""
+
+    key: str
+    waiting: int
+    in_flight: int
+    starts_in_window: int
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsData:
+    """The Limits tab: every limit, and the busiest keys of the selected one."""
+
+    limits: tuple[LimitInfo, ...]
+    selected: str | None
+    keys: tuple[LimitKey, ...]

@@ -14,6 +14,13 @@ status with the status as a literal (so the partial index applies), workers are 
 skipping through the index, and counts stop at ``%(cap)s`` rows (shown as "cap+"),
 so no refresh ever reads more than a bounded slice of a big table.
 Snapshot queries use ``(worker_id, snapshot_at)`` and ``snapshot_at`` indexes.
+
+Tasks under a rate or concurrency limit have two partial indexes of their own (migration 10):
+``ix_horsies_tasks_limit_pending`` (PENDING, ``limit_name IS NOT NULL``) and
+``ix_horsies_tasks_limit_in_flight`` (CLAIMED/RUNNING, ``limit_name IS NOT NULL``, on
+``(limit_name, limit_key)``); the limit questions repeat those predicates literally, so they read
+live limited tasks only. The claim index's second column is ``limit_name IS NULL`` since then, but
+its predicate is unchanged: the PENDING questions above keep it.
 """
 
 from __future__ import annotations
@@ -99,7 +106,7 @@ FROM ids
 CROSS JOIN LATERAL (
     SELECT worker_id, hostname, pid, processes, tasks_running, tasks_claimed,
            cpu_percent, memory_usage_mb, memory_percent, worker_started_at, snapshot_at, queues,
-           stopped_at, async_concurrency, now() - snapshot_at AS age
+           stopped_at, async_concurrency, limits, now() - snapshot_at AS age
     FROM horsies_worker_states s
     WHERE s.worker_id = ids.worker_id
     ORDER BY s.snapshot_at DESC
@@ -270,3 +277,111 @@ WHERE workflow_id = %(id)s
 ORDER BY task_index
 LIMIT 1000
 """
+
+_HELD: Final[LiteralString] = """coalesce(l.name IS NULL OR {in_flight} >= l.concurrency
+             OR {starts} >= l.rate, false)"""
+"""Whether a key's tasks wait on their limit (rather than for a free worker): the key is at its
+concurrency or its rate, or no worker registered the limit (``l``: its ``horsies_limits`` row)."""
+
+
+def _limit_keys(one_limit: bool) -> LiteralString:
+    """``WITH ... keyed``: one row per (limit, key) with live tasks or starts in the rate's window:
+    ``waiting``, ``in_flight``, ``starts_in_window``, ``held``. With ``one_limit`` every part is
+    narrowed to the limit ``%(name)s``."""
+    task_filter: LiteralString = " AND t.limit_name = %(name)s" if one_limit else ""
+    start_filter: LiteralString = " AND l.name = %(name)s" if one_limit else ""
+    held = _HELD.replace("{in_flight}", "k.in_flight").replace("{starts}", "k.starts_in_window")
+    return f"""
+WITH waiting AS (
+    SELECT t.limit_name, t.limit_key, count(*) AS n
+    FROM horsies_tasks AS t
+    WHERE t.status = 'PENDING' AND t.limit_name IS NOT NULL{task_filter}
+    GROUP BY t.limit_name, t.limit_key
+),
+in_flight AS (
+    SELECT t.limit_name, t.limit_key, count(*) AS n
+    FROM horsies_tasks AS t
+    WHERE t.status IN ('CLAIMED', 'RUNNING') AND t.limit_name IS NOT NULL{task_filter}
+    GROUP BY t.limit_name, t.limit_key
+),
+started AS (
+    SELECT s.limit_name, s.limit_key, count(*) AS n
+    FROM horsies_limits AS l
+    JOIN horsies_limit_starts AS s
+      ON s.limit_name = l.name AND s.started_at > now() - l.per_ms * interval '1 millisecond'
+    WHERE l.rate IS NOT NULL{start_filter}
+    GROUP BY s.limit_name, s.limit_key
+),
+per_key AS (
+    SELECT limit_name, limit_key, coalesce(w.n, 0) AS waiting, coalesce(f.n, 0) AS in_flight,
+           coalesce(s.n, 0) AS starts_in_window
+    FROM waiting AS w
+    FULL JOIN in_flight AS f USING (limit_name, limit_key)
+    FULL JOIN started AS s USING (limit_name, limit_key)
+),
+keyed AS (
+    SELECT k.*, {held} AS held
+    FROM per_key AS k
+    LEFT JOIN horsies_limits AS l ON l.name = k.limit_name
+)"""
+
+
+LIMITS: Final[LiteralString] = (
+    _limit_keys(one_limit=False)
+    + """
+SELECT coalesce(l.name, k.limit_name) AS name, l.concurrency, l.rate, l.per_ms,
+       l.name IS NOT NULL AS registered,
+       coalesce(sum(k.waiting), 0)::bigint AS waiting,
+       coalesce(sum(k.waiting) FILTER (WHERE k.held), 0)::bigint AS held,
+       coalesce(sum(k.in_flight), 0)::bigint AS in_flight,
+       coalesce(sum(k.starts_in_window), 0)::bigint AS starts_in_window,
+       count(*) FILTER (WHERE k.waiting > 0) AS keys_waiting
+FROM horsies_limits AS l
+FULL JOIN keyed AS k ON k.limit_name = l.name
+GROUP BY coalesce(l.name, k.limit_name), l.name, l.concurrency, l.rate, l.per_ms
+ORDER BY 1
+LIMIT 500
+"""
+)
+"""Every limit workers registered or live tasks name, with its numbers and its counts: tasks
+waiting (``held``: those that wait on the limit), in flight, starts in the rate's window, keys
+with waiting tasks."""
+
+LIMIT_KEYS: Final[LiteralString] = (
+    _limit_keys(one_limit=True)
+    + """
+SELECT limit_key AS key, waiting, in_flight, starts_in_window, held
+FROM keyed
+ORDER BY waiting DESC, in_flight DESC, limit_key
+LIMIT 50
+"""
+)
+"""The 50 busiest keys of the limit ``%(name)s`` (by waiting, then in flight)."""
+
+_TASK_HELD: Final[LiteralString] = _HELD.replace("{in_flight}", "f.n").replace("{starts}", "s.n")
+
+TASK_WAITS: Final[LiteralString] = f"""
+SELECT t.id, coalesce(t.sent_at > now(), false) AS not_due, t.sent_at,
+       t.next_retry_at IS NOT NULL AND t.next_retry_at > now() AS retry_later, t.next_retry_at,
+       t.good_until IS NOT NULL AND t.good_until <= now() AS expired,
+       t.limit_name, t.limit_key, l.name IS NOT NULL AS registered,
+       l.concurrency, l.rate, l.per_ms, f.n AS in_flight, s.n AS starts_in_window,
+       t.limit_name IS NOT NULL AND {_TASK_HELD} AS held
+FROM horsies_tasks AS t
+LEFT JOIN horsies_limits AS l ON l.name = t.limit_name
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM horsies_tasks AS r
+    WHERE r.status IN ('CLAIMED', 'RUNNING') AND r.limit_name IS NOT NULL
+      AND r.limit_name = t.limit_name AND r.limit_key = t.limit_key
+) AS f
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM horsies_limit_starts AS st
+    WHERE st.limit_name = t.limit_name AND st.limit_key = t.limit_key
+      AND st.started_at > now() - l.per_ms * interval '1 millisecond'
+) AS s
+WHERE t.id = ANY(%(ids)s::text[]) AND t.status = 'PENDING'
+LIMIT 200
+"""
+"""Why each of the PENDING tasks ``%(ids)s`` has not started: not due yet, a retry's delay, past
+its ``good_until``, or its limit (``held``: its key is at its concurrency or rate, or no worker
+registered the limit); otherwise it waits for a free worker. Other statuses give no row."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar
+from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast
 
 import psycopg
 from horsies.config import PostgresConfig
@@ -24,12 +24,17 @@ from syce import queries
 from syce.models import (
     CHART_WINDOWS,
     DashboardData,
+    LimitInfo,
+    LimitKey,
+    LimitsData,
     MaintenanceData,
     NodeCounts,
     SnapshotAge,
     StaleClaim,
+    TaskDetail,
     TaskGroup,
     TaskSummary,
+    TaskWait,
     WorkerInfo,
     WorkerSample,
     WorkersData,
@@ -167,6 +172,7 @@ class SyceSource:
                 memory_mb=r["memory_usage_mb"],
                 started_at=r["worker_started_at"],
                 queues=tuple(r["queues"] or ()),
+                limits=_worker_limits(r["limits"]),
             )
             for r in rows
         ]
@@ -271,11 +277,50 @@ class SyceSource:
         for status in queries.FINISHED_STATUSES:
             if status in wanted:
                 rows += self._fetch(finished[status], params)
-        return tuple(_model(TaskSummary, r, task_id=r["id"]) for r in newest_once(rows)[:100])
+        newest = newest_once(rows)[:100]
+        waits = self._waits([r["id"] for r in newest if r["status"] == "PENDING"])
+        return tuple(
+            _model(TaskSummary, r, task_id=r["id"], wait=waits.get(r["id"])) for r in newest
+        )
+
+    def _waits(self, task_ids: Sequence[str]) -> dict[str, TaskWait]:
+        """Why each of these tasks waits (the ones still PENDING)."""
+        if not task_ids:
+            return {}
+        rows = self._fetch(queries.TASK_WAITS, {"ids": list(task_ids)})
+        return {r["id"]: _model(TaskWait, r) for r in rows}
 
     def task(self, task_id: str) -> Row | None:
         rows = self._fetch(queries.TASK_BY_ID, {"id": task_id})
         return rows[0] if rows else None
+
+    def task_detail(self, task_id: str) -> TaskDetail | None:
+        """A task's row and, while it is PENDING, why it waits (None: no such task)."""
+        row = self.task(task_id)
+        if row is None:
+            return None
+        wait = self._waits([task_id]).get(task_id) if row["status"] == "PENDING" else None
+        return TaskDetail(row=row, wait=wait)
+
+    def limits(self, selected: str | None, search: str = "") -> LimitsData:
+        """Every limit (its name containing ``search``), how many live workers enforce it, and
+        the busiest keys of ``selected`` (the first limit when that one is not listed)."""
+        needle = search.strip().lower()
+        workers = self.live_workers()
+        limits = tuple(
+            _model(LimitInfo, r, workers=sum(1 for w in workers if w.enforces(str(r["name"]))))
+            for r in self._fetch(queries.LIMITS)
+            if needle in str(r["name"]).lower()
+        )
+        names = [limit.name for limit in limits]
+        if selected not in names:
+            selected = names[0] if names else None
+        keys: tuple[LimitKey, ...] = ()
+        if selected is not None:
+            keys = tuple(
+                _model(LimitKey, r) for r in self._fetch(queries.LIMIT_KEYS, {"name": selected})
+            )
+        return LimitsData(limits=limits, selected=selected, keys=keys)
 
     def workflows(self, statuses: Sequence[str], search: str = "") -> tuple[WorkflowSummary, ...]:
         if not statuses:
@@ -324,6 +369,14 @@ class SyceSource:
             stopped=tuple(a for a in ages if a.worker_id in stopped),
             dead_after_s=DEAD_AFTER_S,
         )
+
+
+def _worker_limits(value: Any) -> dict[str, tuple[str, ...]] | None:
+    """A snapshot's ``limits`` column (JSON of queue -> limit names; NULL from older workers)."""
+    if not isinstance(value, dict):
+        return None
+    found: dict[str, Any] = cast("dict[str, Any]", value)
+    return {str(queue): tuple(str(n) for n in names or ()) for queue, names in found.items()}
 
 
 def newest_once(rows: Sequence[Row]) -> list[Row]:

@@ -42,6 +42,9 @@ class WorkerStateRow:
     stopped: bool = False
     async_concurrency: int | None = None
     """How many ``async def`` tasks one of its children runs at once."""
+    limits: Mapping[str, Sequence[str]] | None = None
+    """Per served queue, the names of the rate and concurrency limits the worker enforces there
+    (empty: none; None: not reported)."""
 
 
 def heartbeat_query(
@@ -97,6 +100,9 @@ def worker_state_query(state: WorkerStateRow) -> Query:
             "worker_started_at": state.worker_started_at,
             "stopped": state.stopped,
             "async_concurrency": state.async_concurrency,
+            "limits": None
+            if state.limits is None
+            else dumps_json({queue: list(names) for queue, names in state.limits.items()}),
         },
         rows="none",
     )

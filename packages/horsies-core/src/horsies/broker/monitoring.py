@@ -27,3 +27,8 @@ def get_task_op(task_id: str) -> Op[dict[str, Any] | None]:
 def stale_tasks_op(stale_threshold_minutes: int) -> Op[list[dict[str, Any]]]:
     """get_stale_tasks rows."""
     return dict_rows(mon_sql.MONITOR_STALE_TASKS, {"threshold_minutes": stale_threshold_minutes})
+
+
+def limit_stats_op(top_keys: int) -> Op[list[dict[str, Any]]]:
+    """get_limit_stats rows (``busiest_keys`` decoded from JSON by the driver)."""
+    return dict_rows(mon_sql.MONITOR_LIMIT_STATS, {"top_keys": top_keys})

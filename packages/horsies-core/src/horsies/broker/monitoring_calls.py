@@ -2,8 +2,9 @@
 
 They keep the names of the original API: coroutines under the plain name (``get_stale_tasks``,
 ``get_worker_stats``, ``get_expired_tasks``, ``mark_stale_tasks_as_failed``,
-``requeue_stale_claimed``, and the companions ``get_queue_stats``, ``get_worker_states``,
-``get_task``), sync twins with the ``_sync`` suffix, so code written for that API keeps working."""
+``requeue_stale_claimed``, and the companions ``get_queue_stats``, ``get_limit_stats``,
+``get_worker_states``, ``get_task``), sync twins with the ``_sync`` suffix, so code written for
+that API keeps working."""
 
 from __future__ import annotations
 
@@ -59,6 +60,21 @@ class MonitoringCalls(BrokerCore):
     def get_queue_stats_sync(self) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_queue_stats`."""
         return self._run_sync(_rows(mon_sql.MONITOR_QUEUE_STATS), "get_queue_stats")
+
+    async def get_limit_stats(self, top_keys: int = 10) -> list[dict[str, Any]]:
+        """Per rate or concurrency limit (registered by a worker, or named by live tasks): its
+        numbers (``concurrency``, ``rate``, ``per_ms``; None when no worker registered it, then
+        ``registered`` is False), ``waiting`` (its PENDING tasks), ``held`` (those whose key is at
+        its concurrency or rate, or whose limit no worker enforces: they wait on the limit, the
+        others for a free worker), ``in_flight`` (CLAIMED or RUNNING), ``starts_in_window`` (starts
+        within the rate's window), ``keys_waiting`` and ``busiest_keys``: the first ``top_keys``
+        keys by waiting, then in flight, each a dict of ``key``, ``waiting``, ``in_flight``,
+        ``starts_in_window`` and ``held``. Reads live tasks only, through their partial indexes."""
+        return await self._run_async(monitoring.limit_stats_op(top_keys), "get_limit_stats")
+
+    def get_limit_stats_sync(self, top_keys: int = 10) -> list[dict[str, Any]]:
+        """Sync twin of :meth:`get_limit_stats`."""
+        return self._run_sync(monitoring.limit_stats_op(top_keys), "get_limit_stats")
 
     async def get_worker_states(self, max_age_s: float = 30) -> list[dict[str, Any]]:
         """The latest snapshot (``horsies_worker_states`` row) of every worker seen in the last

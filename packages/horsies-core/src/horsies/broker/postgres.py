@@ -15,8 +15,9 @@ migrated on first use.
 Naming: a method ``x`` has its async twin ``x_async``. The five monitoring methods of the
 original API (``get_stale_tasks``, ``get_worker_stats``, ``get_expired_tasks``,
 ``mark_stale_tasks_as_failed``, ``requeue_stale_claimed``), their companions ``get_queue_stats``,
-``get_worker_states`` and ``get_task``, and ``ensure_schema_initialized`` are coroutines under
-their original names, with sync twins named ``*_sync``: code written for that API keeps working.
+``get_limit_stats``, ``get_worker_states`` and ``get_task``, and ``ensure_schema_initialized``
+are coroutines under their original names, with sync twins named ``*_sync``: code written for
+that API keeps working.
 """
 
 from __future__ import annotations

@@ -17,7 +17,14 @@ from horsies.codec import to_jsonable
 from horsies.errors import ErrorCode, TaskDefinitionError
 from horsies.tasks.arguments import INJECTED_ALWAYS
 
-__all__ = ["Limit", "LimitKeys", "check_shared_limit", "checked_limit_key", "limits_by_queue"]
+__all__ = [
+    "Limit",
+    "LimitKeys",
+    "check_shared_limit",
+    "checked_limit_key",
+    "describe_limits",
+    "limits_by_queue",
+]
 
 _MAX_KEY_CHARS: Final = 200
 """Longer keys are stored as a SHA-256 of the text: index entries stay small."""
@@ -85,6 +92,9 @@ class Limit:
                 raise _invalid("give either key or on, not both")
             if not callable(key):
                 raise _invalid(f"key: a function of the arguments, got {key!r}")
+            if inspect.iscoroutinefunction(key):
+                # Keys are computed in send(), which may be synchronous: it cannot await one.
+                raise _invalid("key: a plain function; an async def cannot give a key at send")
             try:
                 inspect.signature(key).bind({})
             except TypeError:
@@ -120,6 +130,13 @@ class LimitKeys:
                 raise _invalid(
                     f"on: {', '.join(map(repr, unknown))} is not a parameter of the task"
                 ).with_help(f"parameters: {', '.join(parameters) or '(none)'}")
+            injected = [name for name in limit.on if name in INJECTED_ALWAYS]
+            if injected:
+                # The worker fills them in after the key was made: every send would get one key.
+                raise _invalid(
+                    f"on: {', '.join(map(repr, injected))} is filled in by the worker, not by the"
+                    " caller, so it cannot make the key"
+                )
         self._names = tuple(limit.on) if limit.on is not None else ()
 
     def tag(
@@ -201,6 +218,7 @@ def check_shared_limit(limit: Limit | None, others: Iterable[Limit | None]) -> N
 
 
 class _LimitedTask(Protocol):
+    task_name: str
     task_queue_name: str | None
 
     @property
@@ -218,3 +236,42 @@ def limits_by_queue(
         if limit is not None:
             found.setdefault(resolve_queue(task.task_queue_name), {})[limit.name] = limit
     return {queue: list(limits.values()) for queue, limits in found.items()}
+
+
+def _numbers_text(limit: Limit) -> str:
+    parts: list[str] = []
+    if limit.concurrency is not None:
+        parts.append(f"concurrency {limit.concurrency}")
+    if limit.rate is not None:
+        parts.append(f"{limit.rate} starts per {limit.per_s:g} s")
+    if limit.key is not None:
+        name = getattr(limit.key, "__qualname__", type(limit.key).__name__)
+        parts.append(f"per key from {name}()")
+    elif limit.on:
+        parts.append(f"per key of {', '.join(limit.on)}")
+    else:
+        parts.append("one key")
+    return ", ".join(parts)
+
+
+def describe_limits(
+    tasks: Iterable[_LimitedTask], resolve_queue: Callable[[str | None], str]
+) -> list[str]:
+    """One line per limit of ``tasks``, by name: its numbers, its key, and the tasks under it with
+    their queue (``resolve_queue`` of the task's queue name), as ``horsies check`` reports them."""
+    limits: dict[str, Limit] = {}
+    users: dict[str, dict[str, list[str]]] = {}
+    for task in tasks:
+        limit = task.task_limit
+        if limit is None:
+            continue
+        limits.setdefault(limit.name, limit)
+        queue = resolve_queue(task.task_queue_name)
+        users.setdefault(limit.name, {}).setdefault(queue, []).append(task.task_name)
+    lines: list[str] = []
+    for name in sorted(limits):
+        where = "; ".join(
+            f"{', '.join(names)} (queue {queue})" for queue, names in users[name].items()
+        )
+        lines.append(f"{name}: {_numbers_text(limits[name])}; tasks {where}")
+    return lines

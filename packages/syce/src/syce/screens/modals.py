@@ -13,9 +13,9 @@ from textual.widgets import Static
 
 from syce._nodes import row_table, table_of
 from syce.format import bar
-from syce.models import WorkflowDetail
+from syce.models import TaskDetail, WorkflowDetail
 from syce.screens.base import TASK_ACTIONS, WORKFLOW_ACTIONS, Loader
-from syce.source import Row, row_to_json
+from syce.source import row_to_json
 
 __all__ = ["ConfirmScreen", "HelpScreen", "TaskDetailScreen", "WorkflowDetailScreen"]
 
@@ -41,8 +41,9 @@ HELP_TEXT = """\
 [b]Syce keys[/b]
 
 [b]Everywhere[/b]
-  1-5        switch tab (Dashboard, Workers, Tasks, Workflows, Maintenance)
-  /          search (Workers: hostname/id; Tasks: task name/id; Workflows: name/id)
+  1-6        switch tab (Dashboard, Workers, Tasks, Workflows, Maintenance, Limits)
+  /          search (Workers: hostname/id; Tasks: task name/id; Workflows: name/id;
+             Limits: name)
   ?          toggle this help
   r          refresh the current tab now
   t          cycle theme (Catppuccin Latte, Frappe, Macchiato, Mocha)
@@ -61,6 +62,7 @@ HELP_TEXT = """\
              p u o f s c toggle Pending/Running/Completed/Failed/Paused/Cancelled · a · n
              P pause · R resume · X cancel (confirmation asked)
              in the detail: y copy JSON · P · R · X · r refresh · Esc close
+[b]Limits[/b]     Up/Down select a limit: its busiest keys show below
 """
 
 
@@ -131,34 +133,39 @@ class DetailScreen(ModalScreen[None], Loader[D]):
         self.syce.action_refresh()
 
 
-class TaskDetailScreen(DetailScreen[Row | None]):
-    """The full row of one task as JSON."""
+class TaskDetailScreen(DetailScreen[TaskDetail | None]):
+    """The full row of one task as JSON and, while it is PENDING, why it waits: its limit and
+    key when the limit holds it back, else a free worker (or its due time)."""
 
     KIND = "task"
     BINDINGS = list(TASK_ACTIONS)
 
-    def __init__(self, task_id: str, row: Row | None) -> None:
-        super().__init__(row)
+    def __init__(self, task_id: str, detail: TaskDetail | None) -> None:
+        super().__init__(detail)
         self.task_id = task_id
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog detail"):
             yield Static(id="task-title")
+            yield Static(id="task-wait", markup=False)
             yield Static(id="task-json", markup=False)
 
-    def load(self) -> Row | None:
-        return self.source.task(self.task_id)
+    def load(self) -> TaskDetail | None:
+        return self.source.task_detail(self.task_id)
 
-    def as_json(self, data: Row | None) -> str:
-        return "null" if data is None else row_to_json(data)
+    def as_json(self, data: TaskDetail | None) -> str:
+        return "null" if data is None else row_to_json(data.row)
 
-    def show(self, data: Row | None) -> None:
+    def show(self, data: TaskDetail | None) -> None:
         self.json = self.as_json(data)
-        status = "not found" if data is None else str(data.get("status")).lower()
+        status = "not found" if data is None else str(data.row.get("status")).lower()
         self.query_one("#task-title", Static).update(
             f"[b]Task {escape(self.task_id)}[/b]  {status_markup(status)}   "
             "y copy · X cancel · R retry · r refresh · Esc close"
         )
+        wait = self.query_one("#task-wait", Static)
+        wait.display = data is not None and data.wait is not None
+        wait.update("" if data is None or data.wait is None else data.wait.describe())
         self.query_one("#task-json", Static).update(self.json)
 
     def action_task_action(self, action: str) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import DataTable, Static
 
 from syce._nodes import row_table
 from syce.format import count
-from syce.models import TASK_STATUSES, TasksData
+from syce.models import TASK_STATUSES, TasksData, TaskSummary
 from syce.queries import GROUP_COUNT_CAP
 from syce.screens.base import TASK_ACTIONS, FilteredPane, StatusFilter
 
@@ -98,7 +99,7 @@ class TasksPane(FilteredPane[TasksData]):
                 for task in data.expanded_tasks:
                     table.add_row(
                         f"   {task.task_id}",
-                        task.task_name,
+                        task_label(task),
                         *(task.status.lower() if s == task.status else "" for s in TASK_STATUSES),
                         "",
                         key=f"t:{task.task_id}",
@@ -106,3 +107,12 @@ class TasksPane(FilteredPane[TasksData]):
                     keys.append(f"t:{task.task_id}")
         if previous in keys:
             table.move_cursor(row=keys.index(previous))
+
+
+def task_label(task: TaskSummary) -> str:
+    """A task's name and, for a PENDING task, its limit or why it is not a worker's turn yet
+    (``crm.sync  waiting: limit tenant-api key acme``; markup, the user's text escaped)."""
+    why = "" if task.wait is None else task.wait.short()
+    if not why:
+        return escape(task.task_name)
+    return f"{escape(task.task_name)}  [dim]{escape(why)}[/dim]"

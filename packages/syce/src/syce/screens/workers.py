@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import DataTable, Sparkline, Static
 
 from syce._nodes import row_table
@@ -96,6 +97,7 @@ class WorkersPane(SycePane[WorkersData]):
                 f"[b]{chosen.hostname}[/b] pid {chosen.pid}\n"
                 f"worker id   {chosen.worker_id}\n"
                 f"queues      {', '.join(chosen.queues) or '-'}\n"
+                f"limits      {escape(_limits_text(chosen.limits))}\n"
                 f"processes   {chosen.processes}"
                 f"{_async_note(chosen.async_concurrency)}\n"
                 f"running     {chosen.tasks_running}  claimed {chosen.tasks_claimed}\n"
@@ -112,3 +114,12 @@ class WorkersPane(SycePane[WorkersData]):
 
 def _async_note(concurrency: int | None) -> str:
     return "" if concurrency is None else f"  (up to {concurrency} async tasks each)"
+
+
+def _limits_text(limits: dict[str, tuple[str, ...]] | None) -> str:
+    """``default: per-tenant, rated; emails: smtp`` (``-``: none; ``?``: an older worker)."""
+    if limits is None:
+        return "?"
+    return (
+        "; ".join(f"{queue}: {', '.join(names)}" for queue, names in sorted(limits.items())) or "-"
+    )

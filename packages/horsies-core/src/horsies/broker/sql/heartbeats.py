@@ -21,17 +21,19 @@ WHERE t.id = ANY(%(running_ids)s::text[])
   AND t.status = 'RUNNING' AND t.cancel_requested_at IS NOT NULL
 """
 
-# One worker state snapshot (snapshot_at = now(); stopped_at = now() on a stopping worker's last).
+# One worker state snapshot (snapshot_at = now(); stopped_at = now() on a stopping worker's last;
+# limits: JSON of queue name -> the limit names the worker enforces there).
 WORKER_STATE_INSERT: Final = """
 INSERT INTO horsies_worker_states (
     worker_id, snapshot_at, hostname, pid, processes, max_claim_batch, max_claim_per_worker,
     cluster_wide_cap, queues, queue_priorities, queue_max_concurrency, recovery_config,
     tasks_running, tasks_claimed, memory_usage_mb, memory_percent, cpu_percent, worker_started_at,
-    stopped_at, async_concurrency)
+    stopped_at, async_concurrency, limits)
 VALUES (
     %(worker_id)s, now(), %(hostname)s, %(pid)s, %(processes)s, %(max_claim_batch)s,
     %(max_claim_per_worker)s, %(cluster_wide_cap)s, %(queues)s::varchar[],
     %(queue_priorities)s::jsonb, %(queue_max_concurrency)s::jsonb, %(recovery_config)s::jsonb,
     %(tasks_running)s, %(tasks_claimed)s, %(memory_usage_mb)s, %(memory_percent)s, %(cpu_percent)s,
-    %(worker_started_at)s, CASE WHEN %(stopped)s::boolean THEN now() END, %(async_concurrency)s)
+    %(worker_started_at)s, CASE WHEN %(stopped)s::boolean THEN now() END, %(async_concurrency)s,
+    %(limits)s::jsonb)
 """

@@ -68,3 +68,65 @@ FROM (
 WHERE latest.stopped_at IS NULL
 ORDER BY latest.worker_id
 """
+
+# Per limit that workers registered or that live tasks name: its numbers, its tasks waiting
+# (PENDING) and the part of them held back (their key is at its concurrency or rate, or no worker
+# enforces the limit), its tasks in flight, its starts within the rate's window, its keys with
+# waiting tasks, and its busiest keys (the first %(top_keys)s by waiting, then in flight).
+# Live rows only: the waiting and in-flight counts read the two partial indexes of limited tasks
+# (their predicates are repeated literally so the planner can use them), never a finished row;
+# starts are read per registered rate limit from the (limit_name, limit_key, started_at) index.
+MONITOR_LIMIT_STATS: Final = """
+WITH waiting AS (
+    SELECT t.limit_name, t.limit_key, count(*) AS n
+    FROM horsies_tasks AS t
+    WHERE t.status = 'PENDING' AND t.limit_name IS NOT NULL
+    GROUP BY t.limit_name, t.limit_key
+),
+in_flight AS (
+    SELECT t.limit_name, t.limit_key, count(*) AS n
+    FROM horsies_tasks AS t
+    WHERE t.status IN ('CLAIMED', 'RUNNING') AND t.limit_name IS NOT NULL
+    GROUP BY t.limit_name, t.limit_key
+),
+started AS (
+    SELECT s.limit_name, s.limit_key, count(*) AS n
+    FROM horsies_limits AS l
+    JOIN horsies_limit_starts AS s
+      ON s.limit_name = l.name AND s.started_at > now() - l.per_ms * interval '1 millisecond'
+    WHERE l.rate IS NOT NULL
+    GROUP BY s.limit_name, s.limit_key
+),
+per_key AS (
+    SELECT limit_name, limit_key, coalesce(w.n, 0) AS waiting, coalesce(f.n, 0) AS in_flight,
+           coalesce(s.n, 0) AS starts_in_window
+    FROM waiting AS w
+    FULL JOIN in_flight AS f USING (limit_name, limit_key)
+    FULL JOIN started AS s USING (limit_name, limit_key)
+),
+keyed AS (
+    SELECT k.*,
+           coalesce(l.name IS NULL OR k.in_flight >= l.concurrency
+                    OR k.starts_in_window >= l.rate, false) AS held,
+           row_number() OVER (PARTITION BY k.limit_name
+                              ORDER BY k.waiting DESC, k.in_flight DESC, k.limit_key) AS rank
+    FROM per_key AS k
+    LEFT JOIN horsies_limits AS l ON l.name = k.limit_name
+)
+SELECT coalesce(l.name, k.limit_name) AS name, l.concurrency, l.rate, l.per_ms,
+       l.name IS NOT NULL AS registered, l.updated_at,
+       coalesce(sum(k.waiting), 0)::bigint AS waiting,
+       coalesce(sum(k.waiting) FILTER (WHERE k.held), 0)::bigint AS held,
+       coalesce(sum(k.in_flight), 0)::bigint AS in_flight,
+       coalesce(sum(k.starts_in_window), 0)::bigint AS starts_in_window,
+       count(*) FILTER (WHERE k.waiting > 0) AS keys_waiting,
+       coalesce(jsonb_agg(jsonb_build_object(
+                    'key', k.limit_key, 'waiting', k.waiting, 'in_flight', k.in_flight,
+                    'starts_in_window', k.starts_in_window, 'held', k.held) ORDER BY k.rank)
+                FILTER (WHERE k.rank <= %(top_keys)s::int), '[]'::jsonb) AS busiest_keys
+FROM horsies_limits AS l
+FULL JOIN keyed AS k ON k.limit_name = l.name
+GROUP BY coalesce(l.name, k.limit_name), l.name, l.concurrency, l.rate, l.per_ms, l.updated_at
+ORDER BY 1
+LIMIT 1000
+"""

@@ -412,6 +412,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS ux_horsies_tasks_unique_key
     ON horsies_tasks (unique_key) WHERE unique_key IS NOT NULL;
 """
 
+# The rate and concurrency limits a worker enforces, per queue it serves (JSON: queue name ->
+# limit names; `{}` when it enforces none, NULL from workers older than this migration): monitors
+# tell a limit that no live worker enforces, whose tasks wait until one does.
+_V13_WORKER_LIMITS: Final = """
+ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS limits JSONB;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -429,6 +436,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(10, "rate and concurrency limits", _V10_LIMITS),
     Migration(11, "index of ended tasks for retention", _V11_RETENTION),
     Migration(12, "attempt history of tasks", _V12_ATTEMPTS),
+    Migration(13, "limits each worker enforces, in its snapshots", _V13_WORKER_LIMITS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
