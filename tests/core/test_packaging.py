@@ -34,17 +34,25 @@ LAZY_OPTIONAL_IMPORTS = {
     "horsies": {"horsies_worker", "pytest"},
     "horsies_worker": {"watchfiles"},
 }
+# The `otel` extra: tried once, at the top of horsies/tracing.py, and nowhere else.
+OPTIONAL_EXTRAS = {"horsies": {"opentelemetry": "tracing.py"}}
+
+
+def _top_level_imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def _top_level_imports(source_root: Path) -> set[str]:
     names: set[str] = set()
     for path in source_root.rglob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+        names |= _top_level_imports_of(path)
     return names
 
 
@@ -60,7 +68,20 @@ def test_package_imports_only_its_declared_dependencies(package: str, source_roo
     imported = _top_level_imports(source_root) - {package}
     third_party = {name for name in imported if name not in sys.stdlib_module_names}
     allowed = ALLOWED_THIRD_PARTY[package] | LAZY_OPTIONAL_IMPORTS.get(package, set())
+    allowed |= set(OPTIONAL_EXTRAS.get(package, {}))
     assert third_party <= allowed, third_party - allowed
+
+
+def test_opentelemetry_is_imported_by_one_module_only() -> None:
+    source_root = PACKAGES / "horsies-core" / "src" / "horsies"
+    importers = {
+        path.relative_to(source_root).as_posix()
+        for path in source_root.rglob("*.py")
+        if "opentelemetry" in _top_level_imports_of(path)
+    }
+    assert importers == {OPTIONAL_EXTRAS["horsies"]["opentelemetry"]}
+    for other in (PACKAGES / "horsies-worker", PACKAGES / "horsies-scheduler", PACKAGES / "syce"):
+        assert "opentelemetry" not in _top_level_imports(other / "src")
 
 
 def test_core_imports_the_worker_only_lazily() -> None:
@@ -110,7 +131,9 @@ def test_core_wheel_alone_can_send_a_task(tmp_path: Path, database_url: str) -> 
         import importlib.util, sys
         from horsies import AppConfig, Horsies, PostgresConfig, TaskResult, TaskError
 
-        for absent in ("horsies_worker", "horsies_scheduler", "syce", "textual", "psutil"):
+        for absent in (
+            "horsies_worker", "horsies_scheduler", "syce", "textual", "psutil", "opentelemetry"
+        ):
             assert importlib.util.find_spec(absent) is None, absent
 
         app = Horsies(AppConfig(broker=PostgresConfig(database_url=sys.argv[1])))
@@ -123,6 +146,8 @@ def test_core_wheel_alone_can_send_a_task(tmp_path: Path, database_url: str) -> 
         assert handle.task_id not in ("<error>", "<suppressed>"), handle.get()
         row = app.get_broker().get_task_sync(handle.task_id)
         assert row is not None and row["status"] == "PENDING", row
+        # Without the `otel` extra a send stores its task's options text as it is.
+        assert row["task_options"] == wheel_probe.task_options_json, row
         print("sent", handle.task_id)
         """
     )

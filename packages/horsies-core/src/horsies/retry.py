@@ -27,6 +27,7 @@ from pydantic import (
 from horsies.errors import ErrorCode, TaskDefinitionError
 from horsies.logs import get_logger
 from horsies.results import TaskError, TaskResult
+from horsies.tracing import without_carrier
 
 _log = get_logger("tasks")
 
@@ -35,6 +36,7 @@ __all__ = [
     "TaskOptions",
     "decide_retry",
     "error_matches",
+    "is_retried_stored",
     "is_retryable",
     "retry_delay_for_stored",
     "retry_delay_seconds",
@@ -141,7 +143,8 @@ class TaskOptions(BaseModel):
     exception class names that trigger a retry; `retry_policy` says how often and when;
     `good_until` is an absolute deadline after which the task is no longer claimed;
     `time_limit_s` bounds how long one run may take once it started.
-    `to_json()` / `from_json()` give the stored JSON form.
+    `to_json()` / `from_json()` give the stored JSON form; `from_json` leaves out a trace carrier
+    a send appended (`horsies.tracing`), so other keys of the text are ignored, not refused.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -197,6 +200,9 @@ class TaskOptions(BaseModel):
 
         Raises `ValueError` for invalid JSON, a non-object payload or invalid values.
         """
+        if isinstance(text, bytes):
+            text = text.decode()
+        text = without_carrier(text)
         if text is None or not text.strip():
             return cls()
         data = orjson.loads(text)
@@ -262,6 +268,14 @@ def decide_retry(
     row's counters), the options carry a retry policy and a non-empty `auto_retry_for`, and the
     error matches it (`error_matches`). The delay is for attempt `retry_count + 1`.
     """
+    policy = _retrying_policy(result, retry_count, max_retries, options)
+    return None if policy is None else retry_delay_seconds(policy, retry_count + 1, rng)
+
+
+def _retrying_policy(
+    result: TaskResult[Any, Any], retry_count: int, max_retries: int, options: TaskOptions
+) -> RetryPolicy | None:
+    """The policy that retries a finished attempt (the rules of `decide_retry`), or None."""
     if result.is_ok():
         return None
     if max_retries <= 0 or retry_count >= max_retries:
@@ -272,7 +286,7 @@ def decide_retry(
     error = result.err
     if not isinstance(error, TaskError) or not error_matches(error, options.auto_retry_for):
         return None
-    return retry_delay_seconds(policy, retry_count + 1, rng)
+    return policy
 
 
 def retry_delay_for_stored(
@@ -295,10 +309,26 @@ def retry_delay_for_stored(
     return None if delay is None else float(delay)
 
 
-@functools.lru_cache(maxsize=512)
+def is_retried_stored(
+    result: TaskResult[Any, Any], *, retry_count: int, max_retries: int, options_json: str | None
+) -> bool:
+    """True when `retry_delay_for_stored` retries this result: the same decision without drawing
+    its delay (a worker child records it on the run's span; its main process decides)."""
+    options = stored_options(options_json)
+    return options is not None and (
+        _retrying_policy(result, retry_count, max_retries, options) is not None
+    )
+
+
 def stored_options(options_json: str | None) -> TaskOptions | None:
     """The `TaskOptions` of a task row's ``task_options`` text, or None (logged) when it cannot be
-    read. Rows of one task carry the same text, so each text is parsed once."""
+    read. Rows of one task carry the same text once a send's trace carrier is left out, so each
+    text is parsed once."""
+    return _parsed_options(without_carrier(options_json))
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed_options(options_json: str | None) -> TaskOptions | None:
     try:
         return TaskOptions.from_json(options_json)
     except Exception as exc:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from horsies.tasks.execution import run_task_coroutine, run_task_function
 
+from horsies_worker import run_spans
 from horsies_worker.execution import (
     RunFacts,
     escaped_result,
@@ -58,8 +59,28 @@ async def execute_task_async(
     kwargs_json: str | None,
     run: RunFacts | None = None,
 ) -> tuple[str, bool]:
-    """``execute_task`` on the running loop: the same steps and outcomes, the task awaited and
-    cancelled at its time limit (``TASK_TIMEOUT``). A cancellation of the caller propagates."""
+    """``execute_task`` on the running loop: the same steps and outcomes (and span), the task
+    awaited and cancelled at its time limit (``TASK_TIMEOUT``). A cancellation of the caller
+    propagates (the span ends as the run's stop, ``TASK_CANCELLED``)."""
+    span = run_spans.start(task_name, run)
+    if span is None or run is None:
+        return await _execute_async(app, task_name, args_json, kwargs_json, run)
+    try:
+        outcome = await _execute_async(app, task_name, args_json, kwargs_json, run)
+    except asyncio.CancelledError:
+        run_spans.end(span, run, stopped_result_json(task_name), False, final=True)
+        raise
+    run_spans.end(span, run, *outcome)
+    return outcome
+
+
+async def _execute_async(
+    app: Horsies,
+    task_name: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    run: RunFacts | None,
+) -> tuple[str, bool]:
     steps = execution_steps(app, task_name, args_json, kwargs_json, run)
     try:
         task_fn, args, kwargs = next(steps)

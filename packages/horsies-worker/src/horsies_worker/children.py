@@ -230,7 +230,7 @@ class ChildProcess:
         # pickle.dumps + send_bytes is what Connection.send does, minus building a ForkingPickler
         # (with its reducer table) per message; recv() reads it the same way.
         run = (task.id, task.queue_name, task.priority, task.retry_count, task.max_retries,
-               task.sent_at, assignment.time_limit_s)  # fmt: skip
+               task.sent_at, assignment.time_limit_s, task.task_options)  # fmt: skip
         return pickle.dumps(
             ("run", task.id, task.task_name, task.args, task.kwargs, run), pickle.HIGHEST_PROTOCOL
         )

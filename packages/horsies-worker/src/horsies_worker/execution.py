@@ -31,6 +31,8 @@ from horsies.tasks.context import TASK_CTX_PARAM, TaskContext
 from horsies.tasks.execution import run_task_function
 from horsies.workflows.context import WorkflowContext, WorkflowMeta
 
+from horsies_worker import run_spans
+
 if TYPE_CHECKING:
     from horsies.app import Horsies
     from horsies.tasks.function import TaskFunction
@@ -102,6 +104,8 @@ class RunFacts(NamedTuple):
     max_retries: int
     sent_at: datetime
     time_limit_s: float | None = None
+    task_options: str | None = None
+    """The row's options text: the retry decision's input, and the trace carrier of its send."""
 
 
 CTX_PARAM = "workflow_ctx"
@@ -330,8 +334,23 @@ def execute_task(
     (``SerializationError``, or a result above ``AppConfig.max_payload_bytes`` →
     ``WORKER_SERIALIZATION_ERROR``, anything else → ``TASK_EXCEPTION``).
     Any other exception escaping those steps, ``KeyboardInterrupt`` included, becomes
-    ``TASK_EXCEPTION``. Never raises.
+    ``TASK_EXCEPTION``. Never raises. With the ``otel`` extra the run is a span
+    (`horsies_worker.run_spans`).
     """
+    span = run_spans.start(task_name, run)
+    outcome = _execute(app, task_name, args_json, kwargs_json, run)
+    if span is not None and run is not None:
+        run_spans.end(span, run, *outcome)
+    return outcome
+
+
+def _execute(
+    app: Horsies,
+    task_name: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    run: RunFacts | None,
+) -> tuple[str, bool]:
     steps = execution_steps(app, task_name, args_json, kwargs_json, run)
     try:
         task_fn, args, kwargs = next(steps)

@@ -54,6 +54,7 @@ from horsies.tasks.send_refusals import (
     refuse_reserved,
     split_call,
 )
+from horsies.tasks.send_spans import traced_send, traced_send_async
 from horsies.tasks.unique import TaskAlreadyExists, Unique, UniqueKeys
 
 if TYPE_CHECKING:
@@ -210,6 +211,13 @@ class TaskFunction(Generic[P, T]):
             view._limit_key = checked_limit_key(self.task_name, self._limit, limit_key)
         return view
 
+    def _carrying(self, options_json: str) -> Self:
+        """This task with its sends storing ``options_json``: its options and a trace carrier
+        (`tasks/send_spans.py`)."""
+        view = copy.copy(self)
+        view._insert_options = {**self._insert_options, "task_options": options_json}
+        return view
+
     def within(self, connection: object) -> Self:
         """This task with its sends written through ``connection``, inside its open transaction:
         the tasks exist only if that transaction commits, and workers are woken at the commit.
@@ -312,6 +320,7 @@ class TaskFunction(Generic[P, T]):
         handle = error_handle(self.task_name, f"Failed to {verb} task {self.__name__}", exc)
         return [handle for _ in range(count)]
 
+    @traced_send("send")
     def send(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Enqueue the task for a worker and return its handle at once.
 
@@ -325,6 +334,7 @@ class TaskFunction(Generic[P, T]):
         """
         return self._send_one("send", args, kwargs)
 
+    @traced_send("schedule")
     def schedule(self, delay_seconds: float, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Enqueue the task so that it becomes claimable after `delay_seconds` seconds.
 
@@ -452,6 +462,7 @@ class TaskFunction(Generic[P, T]):
 
         return self._raise_if_exists(self._handles(action, 1, broker, insert)[0], claim)
 
+    @traced_send_async("send")
     async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Async twin of `send`: same rules; the insert runs on the broker's async pool.
 
@@ -505,6 +516,7 @@ class TaskFunction(Generic[P, T]):
             return checked
         return checked, pairs
 
+    @traced_send("send")
     def send_many(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Enqueue many calls in one database statement; one handle per call, in order.
 
@@ -534,6 +546,7 @@ class TaskFunction(Generic[P, T]):
 
         return self._handles("send", len(pairs), broker, insert)
 
+    @traced_send_async("send")
     async def send_many_async(self, calls: Iterable[SendManyCall]) -> list[TaskHandle[T]]:
         """Async twin of `send_many` (same forms, same all-or-nothing rule)."""
         many = self._many(calls)

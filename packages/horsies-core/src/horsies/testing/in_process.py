@@ -155,6 +155,7 @@ async def run_pending_async(
             task.max_retries,
             task.sent_at,
             time_limit_for_stored(task.task_options),
+            task.task_options,
         )
         fn = app.tasks.get(task.task_name)
         if fn is not None and fn.is_async:

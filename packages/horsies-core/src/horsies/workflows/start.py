@@ -1,10 +1,17 @@
-"""Starting a workflow: `start_workflow` and `start_workflow_async`."""
+"""Starting a workflow: `start_workflow` and `start_workflow_async`.
+
+With the ``otel`` extra, a start is a span (`horsies.tracing.start_workflow`) whose context every
+node's task carries, so the run spans of all the nodes (those of child workflows too) are its
+children, in its trace.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
+from horsies import tracing
 from horsies.errors import ErrorCode, WorkflowValidationError, raise_collected
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.nodes import SubWorkflowNode, TaskNode
@@ -19,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["start_workflow", "start_workflow_async"]
 
 
-def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | None) -> StartRows:
+def _prepared(
+    spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str, span: tracing.TaskSpan | None
+) -> StartRows:
     errors: list[WorkflowValidationError] = []
     if broker.app is None and any(isinstance(n, SubWorkflowNode) for n in spec.tasks):
         errors.append(
@@ -47,7 +56,10 @@ def _prepared(spec: WorkflowSpec, broker: PostgresBroker, workflow_id: str | Non
         )
     raise_collected(errors, "workflow start")
     return start_rows(
-        spec, workflow_id or str(uuid.uuid4()), max_payload_bytes=broker.max_payload_bytes
+        spec,
+        workflow_id,
+        max_payload_bytes=broker.max_payload_bytes,
+        carrier=None if span is None else span.carrier(),
     )
 
 
@@ -66,9 +78,12 @@ def start_workflow(
     ``SerializationError`` for unencodable node arguments, ``BrokerError`` for database failures.
     With ``within``, all of it is written through the caller's connection, in its transaction.
     """
-    rows = _prepared(spec, broker, workflow_id)
-    broker.run_program(start_program(broker.app, rows), within)
-    return WorkflowHandle(rows.workflow["id"], broker)
+    workflow_id = workflow_id or str(uuid.uuid4())
+    span = tracing.start_workflow(spec.name, workflow_id)
+    with span or contextlib.nullcontext():
+        rows = _prepared(spec, broker, workflow_id, span)
+        broker.run_program(start_program(broker.app, rows), within)
+    return WorkflowHandle(workflow_id, broker)
 
 
 async def start_workflow_async(
@@ -79,6 +94,9 @@ async def start_workflow_async(
     within: CallerConnection | None = None,
 ) -> WorkflowHandle:
     """Async twin of `start_workflow`."""
-    rows = _prepared(spec, broker, workflow_id)
-    await broker.run_program_async(start_program(broker.app, rows), within)
-    return WorkflowHandle(rows.workflow["id"], broker)
+    workflow_id = workflow_id or str(uuid.uuid4())
+    span = tracing.start_workflow(spec.name, workflow_id)
+    with span or contextlib.nullcontext():
+        rows = _prepared(spec, broker, workflow_id, span)
+        await broker.run_program_async(start_program(broker.app, rows), within)
+    return WorkflowHandle(workflow_id, broker)

@@ -42,6 +42,7 @@ from horsies.codec import (
 from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
+from horsies.tracing import carrier_of
 from horsies.workflows import payloads, runtime
 from horsies.workflows.engine import NodeView
 from horsies.workflows.status import WorkflowStatus, WorkflowTaskStatus
@@ -69,12 +70,14 @@ _log = get_logger("workflow.engine")
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one READY node: ``skip`` it, ``run`` its task, start ``child`` (the built
-    ``spec``), or ``fail`` it with ``result`` (the child could not be built)."""
+    ``spec``, its nodes carrying the trace ``carrier`` of the parent's node), or ``fail`` it with
+    ``result`` (the child could not be built)."""
 
     node: NodeRef
     verdict: Literal["skip", "run", "child", "fail"]
     spec: WorkflowSpec | None = None
     result: str | None = None
+    carrier: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -168,10 +171,12 @@ def _decide_one(app: Horsies, inputs: _Inputs, ref: NodeRef) -> Decision:
     wf = inputs.workflows[workflow_id]
     node = wf.nodes[index]
     if node.is_subworkflow:
-        built = _child_spec(app, wf, node, inputs.details[workflow_id])
+        details = inputs.details[workflow_id]
+        built = _child_spec(app, wf, node, details)
         if isinstance(built, str):
             return Decision(ref, "fail", result=built)
-        return Decision(ref, "child", spec=built)
+        carrier = carrier_of(details[index].task_options)
+        return Decision(ref, "child", spec=built, carrier=carrier)
     return Decision(ref, "skip" if _condition_skips(app, wf, node, inputs) else "run")
 
 
@@ -343,7 +348,7 @@ def _apply_one(session: Session, wf: LoadedWorkflow, index: int, decision: Decis
         details = yield from session.details(wf, {index, *node.dependencies})
         yield from session.enqueue(wf, [index], details, [])
     elif decision.verdict == "child" and decision.spec is not None:
-        yield from session.start_child(wf, index, decision.spec)
+        yield from session.start_child(wf, index, decision.spec, decision.carrier)
     elif decision.verdict == "skip":
         wf.set_status(index, WorkflowTaskStatus.SKIPPED)
         yield from session.write([update | {"status": "SKIPPED"}])

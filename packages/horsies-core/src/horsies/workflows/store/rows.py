@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from horsies.codec import SerializationError, args_to_json, check_payload_size, kwargs_to_json
+from horsies.tracing import with_carrier
 from horsies.workflows.nodes import SubWorkflowNode
 from horsies.workflows.status import OnError
 
@@ -50,7 +52,11 @@ def _success_policy_json(spec: WorkflowSpec) -> str | None:
     ).decode()
 
 
-def _node_row(node: AnyNode, max_payload_bytes: int | None) -> dict[str, Any]:
+def _node_row(
+    node: AnyNode, max_payload_bytes: int | None, carrier: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """One node's row; with a trace ``carrier``, its task options carry it, and so its task
+    (for a sub-workflow node: the child workflow's node rows, `Session.start_child`)."""
     deps = [cast("int", d.index) for d in node.waits_for]
     args = args_to_json(tuple(node.args)) if node.args else None
     kwargs = kwargs_to_json(node.kwargs) if node.kwargs else None
@@ -77,7 +83,7 @@ def _node_row(node: AnyNode, max_payload_bytes: int | None) -> dict[str, Any]:
             "task_name": definition.name,
             "queue_name": "default",
             "priority": 100,
-            "task_options": None,
+            "task_options": None if carrier is None else with_carrier(None, carrier),
             "is_subworkflow": True,
             "sub_workflow_name": definition.name,
             "sub_workflow_module": definition.__module__,
@@ -88,7 +94,11 @@ def _node_row(node: AnyNode, max_payload_bytes: int | None) -> dict[str, Any]:
         "task_name": node.fn.task_name,
         "queue_name": node.queue or "default",
         "priority": node.priority if node.priority is not None else 100,
-        "task_options": _task_options_json(node),
+        "task_options": (
+            _task_options_json(node)
+            if carrier is None
+            else with_carrier(_task_options_json(node), carrier)
+        ),
         "is_subworkflow": False,
         "sub_workflow_name": None,
         "sub_workflow_module": None,
@@ -135,9 +145,11 @@ def start_rows(
     depth: int = 0,
     root_id: str | None = None,
     max_payload_bytes: int | None = None,
+    carrier: Mapping[str, str] | None = None,
 ) -> StartRows:
     """Encode a spec's workflow row and node rows (SerializationError for unencodable args,
-    PayloadTooLargeError for a node's arguments above ``max_payload_bytes``)."""
+    PayloadTooLargeError for a node's arguments above ``max_payload_bytes``); every node carries
+    the trace ``carrier`` of the start, if any."""
     output = spec.output
     return StartRows(
         workflow={
@@ -154,5 +166,5 @@ def start_rows(
             "depth": depth,
             "root_workflow_id": root_id or workflow_id,
         },
-        nodes=[_node_row(node, max_payload_bytes) for node in spec.tasks],
+        nodes=[_node_row(node, max_payload_bytes, carrier) for node in spec.tasks],
     )

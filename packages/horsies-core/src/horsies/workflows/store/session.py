@@ -163,8 +163,15 @@ class Session(Snapshot):
             )
         yield from self.write(updates, tasks)
 
-    def start_child(self, parent: LoadedWorkflow, index: int, spec: WorkflowSpec) -> Op[None]:
-        """Start the child workflow of sub-workflow node ``index`` from its built ``spec``."""
+    def start_child(
+        self,
+        parent: LoadedWorkflow,
+        index: int,
+        spec: WorkflowSpec,
+        carrier: Mapping[str, str] | None = None,
+    ) -> Op[None]:
+        """Start the child workflow of sub-workflow node ``index`` from its built ``spec``; its
+        nodes carry the trace ``carrier`` of the parent's node (that of the root's start)."""
         child_id = str(uuid.uuid4())
         remember_child_spec(child_id, spec)
         rows = start_rows(
@@ -174,6 +181,7 @@ class Session(Snapshot):
             parent_index=index,
             depth=parent.depth + 1,
             root_id=parent.root_id,
+            carrier=carrier,
         )
         yield from self.insert(rows)
         parent.set_status(index, WorkflowTaskStatus.RUNNING)
