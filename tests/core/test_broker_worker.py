@@ -532,6 +532,40 @@ async def test_monitoring_methods(broker: PostgresBroker, clean_db: str) -> None
     assert orjson.loads(row(clean_db, "m0")["result"])["err"]["error_code"] == "WORKER_CRASHED"
 
 
+async def test_cluster_gauges_count_due_pending_tasks_and_live_workers(
+    broker: PostgresBroker, clean_db: str
+) -> None:
+    now = datetime.now(UTC)
+    await broker.enqueue_many_async(
+        [
+            EnqueueRequest("t", task_id="due-old", sent_at=now - timedelta(minutes=2)),
+            EnqueueRequest("t", task_id="due-new", sent_at=now - timedelta(seconds=1)),
+            EnqueueRequest("t", task_id="delayed", sent_at=now + timedelta(hours=1)),
+            EnqueueRequest("t", task_id="expired", good_until=now - timedelta(seconds=1)),
+            EnqueueRequest("t", task_id="running", sent_at=now - timedelta(hours=1)),
+            EnqueueRequest("t", task_id="elsewhere", queue_name="other"),
+        ]
+    )
+    sql(clean_db, "UPDATE horsies_tasks SET status = 'RUNNING', started_at = now() "
+        "WHERE id = 'running'")  # fmt: skip
+    started = datetime.now(UTC)
+    for worker, stopped in ((W1, False), (W2, True)):
+        state = WorkerStateRow(
+            worker_id=worker, hostname="h", pid=1, processes=1, max_claim_batch=1,
+            max_claim_per_worker=1, queues=["default"], tasks_running=0, tasks_claimed=0,
+            worker_started_at=started, stopped=stopped,
+        )  # fmt: skip
+        await broker.insert_worker_state_async(state)
+    gauges = await broker.cluster_gauges_async(["default", "idle"])
+    default, idle = gauges.queues
+    assert (default.queue, default.depth) == ("default", 2)  # not delayed, expired or running
+    assert default.oldest_pending_s is not None
+    assert 110 < default.oldest_pending_s < 300
+    assert (idle.queue, idle.depth, idle.oldest_pending_s) == ("idle", 0, None)
+    assert gauges.workers_alive == 1  # W2's last snapshot says it stopped
+    assert broker.cluster_gauges(["other"]).queues[0].depth == 1
+
+
 async def test_empty_batches_do_not_touch_the_database(database_url: str) -> None:
     broken = PostgresBroker(
         PostgresConfig(database_url=database_url.replace("/horsies_t", "/missing_"), pool_timeout=1)

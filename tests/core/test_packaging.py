@@ -28,11 +28,12 @@ ALLOWED_THIRD_PARTY = {
 }
 # `from horsies import run_worker` imports the worker lazily and explains what to install when
 # it is missing. That one optional import is the only exception to "core imports no sibling".
-# The worker's `--reload` imports watchfiles (its `reload` extra) only when asked for.
+# The worker's `--reload` imports watchfiles (its `reload` extra) only when asked for, and
+# `--metrics-port` prometheus_client (its `metrics` extra).
 # `horsies.testing.pytest_plugin` imports pytest: only pytest loads it, from a test suite.
 LAZY_OPTIONAL_IMPORTS = {
     "horsies": {"horsies_worker", "pytest"},
-    "horsies_worker": {"watchfiles"},
+    "horsies_worker": {"watchfiles", "prometheus_client"},
 }
 # The `otel` extra: tried once, at the top of horsies/tracing.py, and nowhere else.
 OPTIONAL_EXTRAS = {"horsies": {"opentelemetry": "tracing.py"}}

@@ -25,8 +25,6 @@ from horsies_worker.execution import stopped_result_json, timed_out_result_json
 from horsies_worker.orphans import orphaned_processes
 
 if TYPE_CHECKING:
-    from horsies.broker.claims import ClaimedTask
-
     from horsies_worker.children import Assignment, ChildProcess
     from horsies_worker.config import WorkerConfig
     from horsies_worker.identity import WorkerIdentity
@@ -89,14 +87,14 @@ class ChildExits:
                 logger.warning("task_timed_out: %s (%s): %s", task.id, task.task_name, why,
                                extra=task_fields(task.id, task.task_name))  # fmt: skip
                 result_json = timed_out_result_json(task.task_name, assignment.time_limit_s)
-                self._submit(state, task, result_json, why)
+                self._submit(state, assignment, result_json, why)
             elif assignment.stopped:
                 why = "stopped while running: cancel() was called"
-                self._submit(state, task, stopped_result_json(task.task_name), why)
+                self._submit(state, assignment, stopped_result_json(task.task_name), why)
             else:
                 logger.error("task_crashed: %s (%s): %s", task.id, task.task_name, reason,
                              extra=task_fields(task.id, task.task_name))  # fmt: skip
-                self._submit_crash(state, task, child.pid, exitcode, reason)
+                self._submit_crash(state, assignment, child.pid, exitcode, reason)
         if not child.expected_exit:
             logger.warning(
                 "child_died: index=%s pid=%s exit_code=%s; starting a replacement",
@@ -125,24 +123,27 @@ class ChildExits:
     def _submit_crash(
         self,
         state: WorkerState,
-        task: ClaimedTask,
+        assignment: Assignment,
         child_pid: int,
         exitcode: int | None,
         reason: str,
     ) -> None:
         me = self.identity
         result_json = crashed_result_json(
-            task=task,
+            task=assignment.task,
             worker_id=me.worker_id,
             hostname=me.hostname,
             child_pid=child_pid,
             exitcode=exitcode,
             reason=reason,
         )
-        self._submit(state, task, result_json, reason)
+        self._submit(state, assignment, result_json, reason)
 
-    def _submit(self, state: WorkerState, task: ClaimedTask, result_json: str, reason: str) -> None:
-        state.completer.submit(build_outcome(task, result_json, False, failed_reason=reason))
+    def _submit(
+        self, state: WorkerState, assignment: Assignment, result_json: str, reason: str
+    ) -> None:
+        outcome = build_outcome(assignment.task, result_json, False, failed_reason=reason)
+        state.submit_outcome(assignment, outcome)
         # The default mode writes outcomes only in claim-loop round trips: run one now, so the
         # end is recorded at once, not at the next poll or replacement child.
         self.wake.set()

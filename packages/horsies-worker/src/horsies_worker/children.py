@@ -92,6 +92,8 @@ ResultCallback = Callable[["ChildProcess", Assignment, str, bool], None]
 ExitCallback = Callable[["ChildProcess", "Sequence[Assignment]", "int | None"], None]
 """Called with (child, its assignments in order — the first sent one was running —, exit code) when
 a child dies."""
+StartCallback = Callable[["ClaimedTask"], None]
+"""Called with a task whose message was just written to a child's pipe: its code begins."""
 
 
 @dataclass(eq=False)
@@ -107,6 +109,7 @@ class ChildProcess:
     _: KW_ONLY
     on_result: ResultCallback
     on_exit: ExitCallback
+    on_start: StartCallback | None = None
     state: ChildState = field(init=False, default=ChildState.STARTING)
     assignments: deque[Assignment] = field(init=False, default_factory=deque[Assignment])
     exitcode: int | None = field(init=False, default=None)
@@ -244,6 +247,8 @@ class ChildProcess:
             return False
         assignment.written = True
         assignment.started_monotonic = time.monotonic()
+        if self.on_start is not None:
+            self.on_start(assignment.task)
         limit = assignment.time_limit_s
         if limit is not None and self._loop is not None:
             # An async task is cancelled by its child at the limit; the worker steps in only if
@@ -403,8 +408,8 @@ class ChildProcess:
 class ChildPool:
     """Keeps ``size`` persistent children running and replaces dead ones.
 
-    ``on_result`` and ``on_exit`` are forwarded from the children; ``on_ready`` is called whenever a
-    (re)spawned child becomes ready, so the worker can dispatch to it.
+    ``on_result``, ``on_exit`` and ``on_start`` are forwarded from the children; ``on_ready`` is
+    called whenever a (re)spawned child becomes ready, so the worker can dispatch to it.
     """
 
     size: int
@@ -413,6 +418,7 @@ class ChildPool:
     on_result: ResultCallback
     on_exit: ExitCallback
     on_ready: Callable[[ChildProcess], None]
+    on_start: StartCallback | None = None
     children: list[ChildProcess] = field(init=False, default_factory=list[ChildProcess])
     _closed: bool = field(init=False, default=False)
     _respawn: bool = field(init=False, default=True)
@@ -422,7 +428,13 @@ class ChildPool:
     _backoff: float = field(init=False, default=_RESPAWN_BACKOFF_MIN_S)
 
     def _new_child(self, index: int) -> ChildProcess:
-        return ChildProcess(index, self.init, on_result=self.on_result, on_exit=self._child_exit)
+        return ChildProcess(
+            index,
+            self.init,
+            on_result=self.on_result,
+            on_exit=self._child_exit,
+            on_start=self.on_start,
+        )
 
     async def start(self) -> None:
         """Start all children in parallel and wait until each reports readiness.

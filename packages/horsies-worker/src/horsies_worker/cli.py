@@ -15,7 +15,11 @@ from horsies.banner import render_banner
 from horsies.cli import app_command_options, discover_app, log_format_option, run_service
 from horsies.logs import configure_logging, get_logger, set_log_context
 
-from horsies_worker.config import DEFAULT_ASYNC_CONCURRENCY, default_processes
+from horsies_worker.config import (
+    DEFAULT_ASYNC_CONCURRENCY,
+    DEFAULT_METRICS_HOST,
+    default_processes,
+)
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
@@ -48,6 +52,7 @@ def _worker_command_line(
     locator: str, *, processes: int, loglevel: str, log_format: str, tuning: dict[str, Any]
 ) -> list[str]:
     """The ``horsies worker`` command that ``--reload`` runs: these options, without itself."""
+    metrics = tuning["metrics_port"]
     return [
         sys.executable,
         "-m",
@@ -68,6 +73,11 @@ def _worker_command_line(
         str(tuning["async_concurrency"]),
         "--shutdown-timeout",
         repr(float(tuning["shutdown_timeout_s"])),
+        *(
+            []
+            if metrics is None
+            else ["--metrics-port", str(metrics), "--metrics-host", tuning["metrics_host"]]
+        ),
     ]
 
 
@@ -105,6 +115,19 @@ def _worker_command_line(
     help="Seconds to let running tasks finish after SIGTERM/SIGINT before terminating them.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (0: any free port, logged). Needs pip install "
+    '"horsies-worker[metrics]".',
+)
+@click.option(
+    "--metrics-host",
+    default=DEFAULT_METRICS_HOST,
+    show_default=True,
+    help="The address the metrics server binds (0.0.0.0: every interface).",
+)
+@click.option(
     "--reload",
     is_flag=True,
     help="Development: run the worker anew whenever a Python file under the current directory or "
@@ -126,7 +149,8 @@ def worker_command(
     'path/to/app.py'.
     """
     # Loaded when the command runs, not when `horsies --help` lists it.
-    from horsies_worker.reload import (
+    from horsies_worker.metrics import require_prometheus_client
+    from horsies_worker.reload import (  # as the import above
         ReloadSupervisor,
         follow_supervisor,
         require_watchfiles,
@@ -139,6 +163,8 @@ def worker_command(
         raise click.UsageError("missing app locator: pass MODULE or -m/--module")
     configure_logging(loglevel.upper(), log_format=log_format)
     set_log_context(role="reloader" if reload else "worker")
+    if tuning["metrics_port"] is not None:
+        require_prometheus_client()  # before the app is imported: say at once what is missing
     if reload:
         require_watchfiles()
     else:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from horsies.broker.claims import ClaimedTask
     from horsies.broker.hooks import NodeRef
 
+    from horsies_worker.metrics import WorkerMetrics
+
 logger = get_logger("worker")
 
 FlushedCallback = Callable[[Sequence[TaskOutcome], set[str], Sequence["NodeRef"]], None]
@@ -184,6 +186,8 @@ class Completer:
     on_flushed: FlushedCallback | None = None
     max_batch: int = MAX_BATCH
     notify_capacity: bool = True
+    metrics: WorkerMetrics | None = None
+    """Counts the writes that fail; None when metrics are off."""
     _queue: deque[TaskOutcome] = field(init=False, default_factory=deque[TaskOutcome])
     _in_flight: list[TaskOutcome] = field(init=False, default_factory=list[TaskOutcome])
     _has_items: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -287,6 +291,8 @@ class Completer:
                 raise
             except Exception as exc:
                 self.restore(batch)
+                if self.metrics is not None:
+                    self.metrics.database_error("finish", exc)
                 logger.error(
                     "finish_tasks_failed: %s outcome(s) kept for retry in %.1fs: %s",
                     len(batch),

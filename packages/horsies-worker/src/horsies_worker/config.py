@@ -24,6 +24,10 @@ DEFAULT_ASYNC_CONCURRENCY = 10
 SNAPSHOT_INTERVAL_S = 5.0
 """Period of worker-state snapshots (``horsies_worker_states`` rows)."""
 
+DEFAULT_METRICS_HOST = "127.0.0.1"
+"""The address ``--metrics-port`` binds unless ``--metrics-host`` says: this host only, as the
+metrics are served without authentication."""
+
 
 def default_processes() -> int:
     """Return the default child-process count: the machine's CPU count, at least 1."""
@@ -41,6 +45,8 @@ class WorkerTuning(TypedDict, total=False):
     shutdown_timeout_s: float
     poll_interval_s: float
     startup_timeout_s: float
+    metrics_port: int | None
+    metrics_host: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,11 @@ class WorkerConfig:
     shutdown_timeout_s: float = 30.0
     poll_interval_s: float = 1.0
     startup_timeout_s: float = STARTUP_TIMEOUT_S
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0: one the system picks, logged); None: no metrics
+    (see docs/production.md, "Metrics"; needs the ``metrics`` extra)."""
+    metrics_host: str = DEFAULT_METRICS_HOST
+    """The address the metrics server binds."""
     queue_mode: QueueMode = QueueMode.DEFAULT
     queues: list[QueueSpec] = field(default_factory=lambda: [QueueSpec("default", 100, None)])
     cluster_wide_cap: int | None = None
@@ -96,6 +107,8 @@ class WorkerConfig:
             raise ValueError(f"shutdown_timeout_s must be >= 0 (got {self.shutdown_timeout_s})")
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0 (got {self.poll_interval_s})")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535 (got {self.metrics_port})")
         level = self.loglevel.upper()
         if level not in LOG_LEVELS:
             raise ValueError(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
 
     from horsies_worker.identity import WorkerIdentity
+    from horsies_worker.metrics import WorkerMetrics
 
 logger = get_logger("worker")
 
@@ -43,6 +44,8 @@ class Heartbeater:
     on_stop: Callable[[list[str]], None]
     """Called with the running tasks whose stop was requested (the answer of each runner beat:
     a stop whose notification was missed is still seen)."""
+    metrics: WorkerMetrics | None = None
+    """Counts the beats that fail; None when metrics are off."""
 
     async def beat(self, *, claimer: bool = True, runner: bool = True) -> None:
         """Write one heartbeat statement now for the selected roles (nothing if no tasks)."""
@@ -71,6 +74,8 @@ class Heartbeater:
                 try:
                     await self.beat(claimer=claimer_due, runner=runner_due)
                 except Exception as exc:
+                    if self.metrics is not None:
+                        self.metrics.database_error("heartbeat", exc)
                     logger.error("heartbeat_failed: %s", exc)
                 if claimer_due:
                     next_claimer = now + self.claimer_interval_s

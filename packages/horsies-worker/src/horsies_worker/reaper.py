@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.config import RecoveryConfig, RetentionConfig
 
+    from horsies_worker.metrics import WorkerMetrics
+
 logger = get_logger("worker")
 
 
@@ -27,9 +29,14 @@ class Reaper:
     """Calls ``broker.reap(recovery)`` every ``recovery.check_interval_ms``."""
 
     def __init__(
-        self, broker: PostgresBroker, recovery: RecoveryConfig, retention: RetentionConfig
+        self,
+        broker: PostgresBroker,
+        recovery: RecoveryConfig,
+        retention: RetentionConfig,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._recovery = recovery
         self._retention = retention
         self._next_prune = time.monotonic() + retention.interval_s
@@ -71,8 +78,14 @@ class Reaper:
             try:
                 await self.reap_once()
             except Exception as exc:
+                self._failed("reap", exc)
                 logger.error("reaper_failed: %s", exc)
             try:
                 await self.prune_if_due()
             except Exception as exc:
+                self._failed("prune", exc)
                 logger.error("retention_failed: %s", exc)
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        if self._metrics is not None:
+            self._metrics.database_error(operation, exc)

@@ -133,14 +133,16 @@ def run_worker(
     string (``"myapp.instance:app"``, ``"path/to/app.py:app"``, …; see docs/cli.md). The options
     mirror ``horsies worker``; ``processes`` defaults to the CPU count, the others
     (``max_claim_batch``, ``max_claim_per_worker``, ``shutdown_timeout_s``, ``poll_interval_s``,
-    ``startup_timeout_s``) to :class:`~horsies_worker.config.WorkerConfig`'s; ``log_format`` is
-    ``"text"`` or ``"json"`` (``configure_logs=False`` leaves logging as the caller set it up; the
-    children log in the format of this process). Prefer the CLI for deployments; use this from a
-    script (guard it with ``if __name__ == "__main__":`` — children are spawned and re-import the
-    main module) or a process manager that wants a Python entry point.
+    ``startup_timeout_s``, ``metrics_port``, ``metrics_host``) to
+    :class:`~horsies_worker.config.WorkerConfig`'s; ``log_format`` is ``"text"`` or ``"json"``
+    (``configure_logs=False`` leaves logging as the caller set it up; the children log in the
+    format of this process). Prefer the CLI for deployments; use this from a script (guard it with
+    ``if __name__ == "__main__":`` — children are spawned and re-import the main module) or a
+    process manager that wants a Python entry point.
 
-    Raises the locator's errors, ``ValueError`` for invalid options, and ``RuntimeError`` for a
-    start-up failure (children could not start, start-up timeout).
+    Raises the locator's errors, ``ValueError`` for invalid options, ``ConfigurationError`` (E210)
+    for ``metrics_port`` without the ``metrics`` extra, and ``RuntimeError`` for a start-up failure
+    (children could not start, start-up timeout, a metrics port in use).
     """
     if configure_logs:
         configure_logging(loglevel, log_format=log_format)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
 
     from horsies_worker.identity import WorkerIdentity
+    from horsies_worker.metrics import WorkerMetrics
 
 logger = get_logger("worker")
 
@@ -53,6 +54,8 @@ class SnapshotWriter:
     limits: Mapping[str, Sequence[str]] = field(default_factory=lambda: {})
     """Per served queue, the limits this worker enforces there (set at start-up, before the
     first snapshot: see ``horsies_worker.limits``)."""
+    metrics: WorkerMetrics | None = None
+    """Counts the inserts that fail; None when metrics are off."""
     _process: psutil.Process = field(init=False, default_factory=psutil.Process)
     _fixed: WorkerStateRow = field(init=False)
 
@@ -131,14 +134,20 @@ class SnapshotWriter:
             try:
                 await self.write_once()
             except Exception as exc:
+                self._failed(exc)
                 logger.warning("worker_state_snapshot_failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval_s)
         try:
             await self.write_stopped()
         except Exception as exc:
+            self._failed(exc)
             logger.warning(
                 "worker_stopped_snapshot_failed: %s (monitors will take this worker for dead "
                 "once its snapshots are stale)",
                 exc,
             )
+
+    def _failed(self, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.database_error("snapshot", exc)

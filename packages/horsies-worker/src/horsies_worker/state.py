@@ -24,12 +24,14 @@ from horsies_worker.children import QUEUE_WAIT_MAX_S, Assignment, ChildPool, Chi
 if TYPE_CHECKING:
     from horsies.broker import PostgresBroker
     from horsies.broker.exchange import StartedTask
+    from horsies.broker.finish import TaskOutcome
     from horsies.broker.hooks import NodeRef
 
     from horsies_worker.claimer import Claimer
     from horsies_worker.completer import Completer
     from horsies_worker.config import WorkerConfig
     from horsies_worker.identity import WorkerIdentity
+    from horsies_worker.metrics import WorkerMetrics
 
 __all__ = ["WorkerState"]
 
@@ -64,6 +66,8 @@ class WorkerState:
     """Set when the worker stops claiming."""
     async_names: frozenset[str] = frozenset()
     """The app's ``async def`` tasks: a child runs several of them at once."""
+    metrics: WorkerMetrics | None = None
+    """The worker's metrics recorder; None when metrics are off (tested once per event)."""
     pending: deque[ClaimedTask] = field(init=False, default_factory=deque[ClaimedTask])
     """Claimed, not yet handed to a child (prefetch, or waiting for a free child)."""
     orphaned_claims: list[AttemptKey] = field(init=False, default_factory=list[AttemptKey])
@@ -163,6 +167,15 @@ class WorkerState:
         self.runtime_ewma = (
             runtime_s if ewma is None else ewma + _RUNTIME_EWMA_WEIGHT * (runtime_s - ewma)
         )
+
+    def submit_outcome(self, assignment: Assignment, outcome: TaskOutcome) -> None:
+        """Queue the outcome of a task a child ran (or died running) for writing, and count it."""
+        self.completer.submit(outcome)
+        metrics = self.metrics
+        if metrics is not None:
+            run_s = time.monotonic() - assignment.started_monotonic
+            # A stop carried out ends as CANCELLED unless the result is ok (the finish's rule).
+            metrics.task_finished(assignment.task, outcome, run_s, cancelled=assignment.stopped)
 
     # -- children ---------------------------------------------------------------------------------
 
@@ -373,6 +386,7 @@ class WorkerState:
             try:
                 await self.broker.requeue_running_async(self.identity.worker_id, keys)
             except Exception as exc:
+                self._database_error("requeue", exc)
                 logger.error(
                     "requeue_unstarted_failed: %s (the reaper will recover %s task(s))",
                     exc,
@@ -394,6 +408,7 @@ class WorkerState:
             try:
                 await self.broker.decide_async(chosen)
             except Exception as exc:
+                self._database_error("decide", exc)
                 logger.error(
                     "workflow_decide_failed: %s (the reaper decides the %s node(s) later)",
                     exc,
@@ -401,3 +416,7 @@ class WorkerState:
                 )
 
         self.in_background(decide(), DECIDE_JOB)
+
+    def _database_error(self, operation: str, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.database_error(operation, exc)

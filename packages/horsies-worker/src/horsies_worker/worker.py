@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from horsies import env
+from horsies.app import DEFAULT_QUEUE
 from horsies.broker.channels import TASK_NEW, TASK_STOP, queue_channel
 from horsies.broker.claims import AttemptKey, Start
 from horsies.broker.finish import TaskOutcome
@@ -49,6 +50,7 @@ from horsies_worker.config import WorkerConfig
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
 from horsies_worker.limits import enforce_limits
+from horsies_worker.metrics import WorkerMetrics
 from horsies_worker.modes import ClaimMode, choose_mode
 from horsies_worker.reaper import Reaper
 from horsies_worker.snapshots import SnapshotWriter
@@ -106,6 +108,8 @@ class Worker:
         self.identity = WorkerIdentity(self.worker_id, self.hostname, self.pid, self.started_at)
         """The four above, as the worker's collaborators take them."""
         self._install_signal_handlers = install_signal_handlers
+        self._metrics = WorkerMetrics() if config.metrics_port is not None else None
+        """Its metrics, or None when they are off: every place that records tests that once."""
         self._claimer = Claimer(self.broker, self.worker_id, config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -224,12 +228,15 @@ class Worker:
                 await self._shutdown()
 
     async def _start(self) -> None:
-        cfg = self.config
+        cfg, metrics = self.config, self._metrics
+        if metrics is not None:
+            self._serve_metrics(metrics)
         completer = Completer(
             self.broker,
             self.worker_id,
             on_flushed=self._on_flushed,
             notify_capacity=cfg.cluster_capped,
+            metrics=metrics,
         )
         init = ChildInit(
             locator=cfg.locator,
@@ -247,6 +254,7 @@ class Worker:
             on_result=self._on_child_result,
             on_exit=self._exits.on_exit,
             on_ready=self._on_child_ready,
+            on_start=None if metrics is None else metrics.task_started,
         )
         state = self._state = WorkerState(
             identity=self.identity,
@@ -258,6 +266,7 @@ class Worker:
             wake=self._wake,
             stop=self._stop,
             async_names=frozenset(name for name, task in self.app.tasks.items() if task.is_async),
+            metrics=metrics,
         )
         await enforce_limits(self.app, cfg, self.broker, self._claimer)
         self._mode = choose_mode(state)
@@ -283,17 +292,40 @@ class Worker:
             runner_interval_s=recovery.runner_heartbeat_interval_ms / 1000.0,
             source=self._heartbeat_source,
             on_stop=self._exits.stop,
+            metrics=metrics,
         )
         snapshots = SnapshotWriter(
-            self.broker, cfg, self.identity, counts=self._counts, limits=self._claimer.limits
+            self.broker,
+            cfg,
+            self.identity,
+            counts=self._counts,
+            limits=self._claimer.limits,
+            metrics=metrics,
         )
-        reaper = Reaper(self.broker, recovery, self.app.config.retention)
+        reaper = Reaper(self.broker, recovery, self.app.config.retention, metrics)
         stop = self._maintenance_stop
         self._background = [
             asyncio.create_task(heartbeater.run(stop), name="horsies-heartbeat"),
             asyncio.create_task(snapshots.run(stop), name="horsies-snapshots"),
             asyncio.create_task(reaper.run(stop), name="horsies-reaper"),
         ]
+        if metrics is not None:
+            gauges = metrics.read_cluster(self.broker, cfg.queue_names, stop)
+            self._background.append(asyncio.create_task(gauges, name="horsies-metrics"))
+
+    def _serve_metrics(self, metrics: WorkerMetrics) -> None:
+        """Start the metrics server, with a zero series for each served queue and task."""
+        cfg = self.config
+        served = set(cfg.queue_names)
+        tasks = [
+            (queue, name)
+            for name, task in self.app.tasks.items()
+            if (queue := task.task_queue_name or DEFAULT_QUEUE) in served
+        ]
+        metrics.expect(cfg.queue_names, tasks)
+        assert cfg.metrics_port is not None
+        port = metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        logger.info("metrics_serving: http://%s:%s/metrics", cfg.metrics_host, port)
 
     async def _subscribe(self) -> None:
         """LISTEN on ``task_new``, each served queue's channel and ``task_stop`` (a running task to
@@ -362,6 +394,8 @@ class Worker:
                 await mode.run_pass()
                 backoff = 0.0
             except Exception as exc:
+                if self._metrics is not None:
+                    self._metrics.database_error("claim", exc)
                 backoff = min(max(backoff * 2, 0.2), _CLAIM_ERROR_BACKOFF_MAX_S)
                 logger.error("claim_pass_failed: %s (next try in %.1fs)", exc, backoff)
                 with contextlib.suppress(TimeoutError):
@@ -379,7 +413,7 @@ class Worker:
         state.record_runtime(time.monotonic() - assignment.started_monotonic)
         failure = None if ok else decode_failure(result_json)
         outcome = build_outcome(task, result_json, ok, failure=failure)
-        state.completer.submit(outcome)
+        state.submit_outcome(assignment, outcome)
         if failure is None:
             logger.debug(
                 "task_finished: %s (%s) ok",
@@ -455,6 +489,8 @@ class Worker:
             except Exception as exc:
                 logger.error("background_loop_failed: %s", exc)
         self._background = []
+        if self._metrics is not None:
+            await self._metrics.close()
         with contextlib.suppress(Exception):
             await self.broker.close_async()
         logger.info("Worker %s stopped", self.worker_id)

@@ -4,10 +4,12 @@ They keep the names of the original API: coroutines under the plain name (``get_
 ``get_worker_stats``, ``get_expired_tasks``, ``mark_stale_tasks_as_failed``,
 ``requeue_stale_claimed``, and the companions ``get_queue_stats``, ``get_limit_stats``,
 ``get_worker_states``, ``get_task``), sync twins with the ``_sync`` suffix, so code written for
-that API keeps working."""
+that API keeps working. Calls added since follow the broker's own naming (``cluster_gauges`` /
+``cluster_gauges_async``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 from horsies.broker import (
@@ -15,6 +17,7 @@ from horsies.broker import (
     recovery,
 )
 from horsies.broker.broker_core import BrokerCore
+from horsies.broker.monitoring import ClusterGauges
 from horsies.broker.sql import monitoring as mon_sql
 from horsies.broker.steps import Op
 
@@ -84,6 +87,24 @@ class MonitoringCalls(BrokerCore):
     def get_worker_states_sync(self, max_age_s: float = 30) -> list[dict[str, Any]]:
         """Sync twin of :meth:`get_worker_states`."""
         return self._run_sync(_worker_states(max_age_s), "get_worker_states")
+
+    async def cluster_gauges_async(
+        self, queues: Sequence[str], *, worker_max_age_s: float = 30
+    ) -> ClusterGauges:
+        """Per queue of ``queues``: its due PENDING tasks and the age of the oldest; and the live
+        workers (``get_worker_states``' definition), in one round trip. What the worker's metrics
+        report (docs/production.md, "Metrics"); cheap: it never reads finished rows."""
+        return await self._run_async(
+            monitoring.cluster_gauges_op(queues, worker_max_age_s), "cluster_gauges"
+        )
+
+    def cluster_gauges(
+        self, queues: Sequence[str], *, worker_max_age_s: float = 30
+    ) -> ClusterGauges:
+        """Sync twin of :meth:`cluster_gauges_async`."""
+        return self._run_sync(
+            monitoring.cluster_gauges_op(queues, worker_max_age_s), "cluster_gauges"
+        )
 
     async def get_task(self, task_id: str) -> dict[str, Any] | None:
         """The ``horsies_tasks`` row of a task as a dict, or None."""

@@ -11,6 +11,7 @@ wakes the workers held back by a cap.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -78,7 +79,11 @@ class ClaimedMode(ClaimMode):
         state = self._state
         total = 0
         for n, names in ((budget, None), (async_budget, self._async_names)):
+            metrics = state.metrics if n > 0 else None
+            began = time.monotonic() if metrics is not None else 0.0
             claimed = await state.claimer.claim(n, names)
+            if metrics is not None:
+                metrics.claimed(time.monotonic() - began)
             if claimed:
                 logger.debug("tasks_claimed: %s (budget %s)", len(claimed), n)
                 state.add_claims(claimed)

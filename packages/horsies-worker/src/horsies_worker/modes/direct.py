@@ -85,6 +85,8 @@ class DirectStartMode(ClaimMode):
         if not idle and not slots and not batch and keep is None:
             return
         claiming = len(idle) + len(slots)
+        metrics = state.metrics if claiming else None
+        began = time.monotonic() if metrics is not None else 0.0
         try:
             exchange = await state.broker.exchange_async(
                 state.identity.worker_id,
@@ -102,6 +104,8 @@ class DirectStartMode(ClaimMode):
             if claiming:
                 state.reconcile_needed = True
             raise
+        if metrics is not None:
+            metrics.claimed(time.monotonic() - began)
         if keep is not None:
             state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)

@@ -11,6 +11,8 @@ have room. While tasks are short, each child holds a small queue of started task
 
 from __future__ import annotations
 
+import time
+
 from horsies.logs import get_logger
 
 from horsies_worker.children import Assignment, ChildProcess
@@ -61,6 +63,8 @@ class PrefetchMode(ClaimMode):
         keep = state.claims_to_reconcile()
         if not pairs and not batch and budget <= 0 and keep is None:
             return
+        metrics = state.metrics if pairs or budget > 0 else None
+        began = time.monotonic() if metrics is not None else 0.0
         try:
             exchange = await state.broker.prefetch_exchange_async(
                 state.identity.worker_id,
@@ -84,6 +88,8 @@ class PrefetchMode(ClaimMode):
                 state.orphaned_claims = [*release, *(a.task.key for _, a in pairs)]
                 state.reconcile_needed = True
             raise
+        if metrics is not None:
+            metrics.claimed(time.monotonic() - began)
         if keep is not None:
             state.reconciled()
         completer.settle(batch, exchange.finished, exchange.undecided)

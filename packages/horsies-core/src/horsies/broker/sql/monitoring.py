@@ -130,3 +130,24 @@ GROUP BY coalesce(l.name, k.limit_name), l.name, l.concurrency, l.rate, l.per_ms
 ORDER BY 1
 LIMIT 1000
 """
+
+# Per queue named in %(queues)s: its PENDING tasks that are due (sent_at and next_retry_at passed,
+# good_until not: a free worker would claim them now) and the seconds since the oldest of them
+# became due (NULL when none). Reads the claim index only, never the finished rows.
+MONITOR_QUEUE_BACKLOG: Final = """
+SELECT q.queue_name,
+       count(t.id) AS depth,
+       extract(epoch FROM now() - min(t.sent_at))::float8 AS oldest_pending_s
+FROM unnest(%(queues)s::text[]) AS q(queue_name)
+LEFT JOIN horsies_tasks AS t
+       ON t.queue_name = q.queue_name AND t.status = 'PENDING'
+      AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
+      AND (t.good_until IS NULL OR t.good_until > now())
+GROUP BY q.queue_name
+ORDER BY q.queue_name
+"""
+
+# How many workers MONITOR_WORKER_STATES lists (the same definition of a live worker).
+MONITOR_WORKERS_ALIVE: Final = (
+    "SELECT count(*) AS alive FROM (" + MONITOR_WORKER_STATES + ") AS live_workers"
+)
