@@ -61,7 +61,7 @@ ENTRY_POINT_GROUP = "horsies.commands"
 CHECKS_ENTRY_POINT_GROUP = "horsies.checks"
 """Entry-point group of the start-up validations other distributions run on an app
 (``check_app(app) -> list[HorsiesError]``); ``horsies check`` runs them all."""
-CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler", "worker": "horsies-worker"}
+CHECKED_BY: dict[str, str] = {"scheduler": "horsies-scheduler"}
 """Distributions whose start-up validations ``horsies check`` runs when installed."""
 
 PLUGIN_PACKAGES: dict[str, tuple[str, str]] = {
