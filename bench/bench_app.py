@@ -1,6 +1,8 @@
 """The app the benchmark's worker runs: one no-op task, so the figures measure the queue itself, its
 ``async def`` twin, an async task that only waits (I/O-bound), and two workflows of no-op nodes
-(fan-out/fan-in and a long chain) for the engine's per-node cost.
+(fan-out/fan-in and a long chain) for the engine's per-node cost. Two more apps hold W5's no-ops
+under a limit that is never reached: ``keys_app`` (a per-key concurrency limit) and ``rate_app`` (a
+rate limit).
 
 The database URL comes from ``HORSIES_BENCH_DATABASE_URL``, so the benchmark process, the worker it
 starts (``horsies worker bench/bench_app.py:app``) and the worker's children build the same app.
@@ -15,6 +17,7 @@ import os
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
 from horsies.results import TaskError, TaskResult
+from horsies.tasks.limits import Limit
 from horsies.workflows.nodes import TaskNode
 from horsies.workflows.spec import WorkflowSpec
 
@@ -23,15 +26,19 @@ PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"
 """When set to N > 0: soft-cap (prefetch) mode with ``prefetch_buffer=N`` and a 30 s claim lease."""
 
 _prefetch = int(os.environ.get(PREFETCH_ENV) or 0)
-app = Horsies(
-    AppConfig(
+
+
+def _config() -> AppConfig:
+    return AppConfig(
         broker=PostgresConfig(
             database_url=os.environ.get(DATABASE_URL_ENV, "postgresql://localhost/horsies_bench")
         ),
         prefetch_buffer=_prefetch,
         claim_lease_ms=30_000 if _prefetch else None,
     )
-)
+
+
+app = Horsies(_config())
 
 
 @app.task("bench.noop")
@@ -55,6 +62,27 @@ _io_wait_s = int(os.environ.get(IO_WAIT_ENV) or 50) / 1000
 async def async_io() -> TaskResult[None, TaskError]:
     """An I/O-bound task: it only waits (W2io), as a task waiting on an HTTP reply does."""
     await asyncio.sleep(_io_wait_s)
+    return TaskResult(ok=None)
+
+
+# W5's limited no-ops live in apps of their own: a worker claims a queue that has a limited task
+# through the limited claim, so putting them on `app` would move every other workload onto it.
+keys_app = Horsies(_config())
+rate_app = Horsies(_config())
+W5_KEYS = 100
+"""W5b: how many distinct keys the keyed no-ops are sent with."""
+
+
+@keys_app.task("bench.keyed_noop", limit=Limit("bench-keys", concurrency=1_000_000, on=["key"]))
+def keyed_noop(key: str) -> TaskResult[None, TaskError]:
+    """W5b: the no-op under a per-key concurrency limit no key ever reaches."""
+    del key
+    return TaskResult(ok=None)
+
+
+@rate_app.task("bench.rated_noop", limit=Limit("bench-rate", rate=1_000_000, per_s=1))
+def rated_noop() -> TaskResult[None, TaskError]:
+    """W5c: the no-op under a rate limit (one key) that is never reached."""
     return TaskResult(ok=None)
 
 

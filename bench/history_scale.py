@@ -30,7 +30,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from harness import latency_figures, measure_drain, worker_process  # noqa: E402
 from horsies.config import PostgresConfig, RetentionConfig  # noqa: E402
 from run import (  # noqa: E402
-    APP_LOCATOR,
+    APP_FILE,
     DATABASE_URL_ENV,
     DURABLE_SETTINGS,
     ROOT,
@@ -89,7 +89,7 @@ def _workloads(
 def _start_worker(stack: ExitStack, url: str, scratch: Path) -> Any:
     log = stack.enter_context((scratch / f"worker-{time.monotonic_ns()}.log").open("w"))
     env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR, "--processes", "2"]
+    command = [sys.executable, "-m", "horsies", "worker", f"{APP_FILE}:app", "--processes", "2"]
     command += ["--loglevel", "WARNING"]
     return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
 

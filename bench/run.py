@@ -7,7 +7,8 @@ measures in one run (see ``docs/benchmarks.md`` for what each workload means):
 * horsies: W1 single sends, W1b ``send_many``, W1c 64 concurrent ``send_async``, W1t sends within
   the caller's transaction (``bench/transactional.py``, with their own limit), W2 drain of N
   queued no-op tasks by ``horsies worker --processes 2``, W3 send → result round trips, W4
-  workflows (fan-out 1 → 50 → 1, chain of 200);
+  workflows (fan-out 1 → 50 → 1, chain of 200), W5 the W2 drain without a limit, under a per-key
+  concurrency limit and under a rate limit (neither ever reached), in alternating rounds;
 * L, the physical limit (``bench/limits.py``): the bare SQL of each workload from psycopg;
 * the peers (``bench/peers/*_peer.py``), each in its own virtualenv under ``bench/.venvs``
   created with uv: pgqueuer, procrastinate and the reference horsies 0.1.0a2 (when a Python
@@ -61,7 +62,7 @@ ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 VENVS_DIR = BENCH_DIR / ".venvs"
 PEERS_DIR = BENCH_DIR / "peers"
-APP_LOCATOR = f"{BENCH_DIR / 'bench_app.py'}:app"
+APP_FILE = BENCH_DIR / "bench_app.py"
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal to its constant)
 PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app's worker (kept equal to its constant)
 PREFETCH = 32
@@ -94,10 +95,27 @@ class Sizes:
     drain: int  # W2
     latency: int  # W3 samples
     workflow_runs: int  # W4 runs of each workflow
+    w5_rounds: int  # W5 rounds of its three drains
 
 
-QUICK = Sizes(sends=300, bulk=5_000, concurrent=1_000, drain=2_000, latency=100, workflow_runs=2)
-FULL = Sizes(sends=2_000, bulk=20_000, concurrent=5_000, drain=10_000, latency=300, workflow_runs=5)
+QUICK = Sizes(
+    sends=300,
+    bulk=5_000,
+    concurrent=1_000,
+    drain=2_000,
+    latency=100,
+    workflow_runs=2,
+    w5_rounds=2,
+)
+FULL = Sizes(
+    sends=2_000,
+    bulk=20_000,
+    concurrent=5_000,
+    drain=10_000,
+    latency=300,
+    workflow_runs=5,
+    w5_rounds=3,
+)
 
 
 @dataclass(frozen=True)
@@ -173,6 +191,22 @@ ROWS = (
     Row("w3a_p99_ms", "W3a async task send -> result p99", "ms", "lower", "w3_p99_ms"),
     Row("w4_fan_out_s", "W4 workflow 1 -> 50 -> 1", "s", "lower"),
     Row("w4_chain_s", "W4 workflow chain of 200", "s", "lower"),
+    Row("w5a_rate_after_first", "W5a drain, no limit (as W2), after first", "/s", "higher"),
+    Row(
+        "w5b_rate_after_first",
+        "W5b drain, concurrency limit on 100 keys (never reached), after first",
+        "/s",
+        "higher",
+    ),
+    Row(
+        "w5c_rate_after_first",
+        "W5c drain, rate limit (never reached), after first",
+        "/s",
+        "higher",
+    ),
+    # Horsies against itself (no peer or limit has W5): the value is the ratio, target >= 0.85.
+    Row("w5b_vs_a", "W5b ÷ W5a (median of the rounds' ratios)", "ratio", "higher"),
+    Row("w5c_vs_a", "W5c ÷ W5a (median of the rounds' ratios)", "ratio", "higher"),
 )
 
 
@@ -317,6 +351,7 @@ def run_horsies(
     conninfo = _create_database(server, DATABASE_NAME)
     url = server.url_for(DATABASE_NAME)
     figures: dict[str, float] = {}
+    w5_by_round: dict[str, list[float]] = {}
     with ExitStack() as stack:
         # bench_app reads the URL when it is imported: set it first.
         os.environ[DATABASE_URL_ENV] = url
@@ -347,15 +382,17 @@ def run_horsies(
                 raise BenchError(f"{row[3]} no-op task(s) failed during the drain")
             return int(row[0]), row[1], row[2]
 
-        def start_worker(stack: ExitStack, prefetch: int, log_name: str) -> subprocess.Popen[bytes]:
-            """Start ``horsies worker`` (prefetch > 0: soft-cap mode), ``--async-concurrency``
-            for async tasks; it stops when ``stack`` closes."""
+        def start_worker(
+            stack: ExitStack, prefetch: int, log_name: str, app_name: str = "app"
+        ) -> subprocess.Popen[bytes]:
+            """Start ``horsies worker`` of ``bench_app.<app_name>`` (prefetch > 0: soft-cap
+            mode), ``--async-concurrency`` for async tasks; it stops when ``stack`` closes."""
             log = stack.enter_context((scratch / f"horsies-worker-{log_name}.log").open("w"))
             env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
             env.pop("TASKLIB_SUPPRESS_SENDS", None)
             env[PREFETCH_ENV] = str(prefetch)
             env[IO_WAIT_ENV] = str(IO_WAIT_MS)
-            command = [sys.executable, "-m", "horsies", "worker", APP_LOCATOR]
+            command = [sys.executable, "-m", "horsies", "worker", f"{APP_FILE}:{app_name}"]
             command += ["--processes", str(processes), "--loglevel", "WARNING"]
             command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
             if prefetch:
@@ -363,16 +400,24 @@ def run_horsies(
             return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
 
         def drain(
-            stack: ExitStack, prefetch: int, task: Any = noop, count: int = sizes.drain
+            stack: ExitStack,
+            prefetch: int,
+            task: Any = noop,
+            count: int = sizes.drain,
+            *,
+            calls: Sequence[dict[str, Any]] | None = None,
+            app_name: str = "app",
+            log_suffix: str = "",
         ) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
-            """Queue ``count`` calls of ``task``, start a worker, wait for the drain."""
+            """Queue ``count`` calls of ``task`` (``calls``: their arguments, default none),
+            start a worker of ``bench_app.<app_name>``, wait for the drain."""
             conn.execute("TRUNCATE horsies_tasks CASCADE")
-            _check_handles(task.send_many([{}] * count))
+            _check_handles(task.send_many([{}] * count if calls is None else calls))
             conn.execute("VACUUM ANALYZE horsies_tasks")
-            log_name = f"{task.task_name}-prefetch{prefetch}"
+            log_name = f"{task.task_name}-prefetch{prefetch}{log_suffix}"
             log_path = scratch / f"horsies-worker-{log_name}.log"
             started_epoch = time.time()
-            worker = start_worker(stack, prefetch, log_name)
+            worker = start_worker(stack, prefetch, log_name, app_name)
             drained = measure_drain(worker, started_epoch, count, finished, log_path=log_path)
             drained["w2_cpu_us_per_task"] = drained["w2_cpu_s"] / count * 1e6
             return worker, drained
@@ -393,6 +438,42 @@ def run_horsies(
             for key, taken in samples.items():
                 for name, value in latency_figures(taken).items():
                     figures[name.replace("w3_", f"{key}_")] = value
+
+        def limit_rounds() -> None:
+            """W5: the W2 drain (a) of the plain no-op, (b) of a no-op under a per-key
+            concurrency limit, sent with W5_KEYS keys, (c) of a no-op under a rate limit; no
+            limit is ever reached, so (b) and (c) differ from (a) only by the limited claim.
+            In alternating rounds, each drain on a fresh worker, so the three see the same
+            machine noise; each ratio is taken within a round."""
+            for limited in (bench_app.keys_app, bench_app.rate_app):
+                stack.callback(limited.get_broker().close)
+            keyed = [{"key": f"key{i % bench_app.W5_KEYS}"} for i in range(sizes.drain)]
+            cases: tuple[tuple[str, Any, str, list[dict[str, Any]] | None], ...] = (
+                ("w5a", noop, "app", None),
+                ("w5b", bench_app.keyed_noop, "keys_app", keyed),
+                ("w5c", bench_app.rated_noop, "rate_app", None),
+            )
+            rates = w5_by_round
+            rates.update({name: [] for name, *_ in cases})
+            for round_number in range(sizes.w5_rounds):
+                for name, task, app_name, calls in cases if round_number % 2 == 0 else cases[::-1]:
+                    # Every drain starts with an empty rate log, as the first round's did.
+                    conn.execute("TRUNCATE horsies_limit_starts")
+                    with ExitStack() as draining:
+                        _, drained = drain(
+                            draining,
+                            0,
+                            task,
+                            calls=calls,
+                            app_name=app_name,
+                            log_suffix=f"-round{round_number}",
+                        )
+                    rates[name].append(drained["w2_rate_after_first"])
+            for name, taken in rates.items():
+                figures[f"{name}_rate_after_first"] = statistics.median(taken)
+            for name in ("w5b", "w5c"):
+                by_round = [x / a for x, a in zip(rates[name], rates["w5a"], strict=True)]
+                figures[f"{name}_vs_a"] = statistics.median(by_round)
 
         echo(f"  W2p: drain of {sizes.drain} queued tasks, prefetch {PREFETCH}")
         with ExitStack() as prefetching:
@@ -418,6 +499,18 @@ def run_horsies(
             f" no-op, in {_LATENCY_ROUNDS} alternating rounds on fresh workers"
         )
         latency_rounds()
+        echo(
+            f"  W5: drains of {sizes.drain} no-ops without a limit, under a concurrency limit on"
+            f" {bench_app.W5_KEYS} keys, under a rate limit; {sizes.w5_rounds} alternating rounds"
+        )
+        w5_started = time.perf_counter()
+        limit_rounds()
+        echo(
+            f"    {figures['w5a_rate_after_first']:,.0f} / {figures['w5b_rate_after_first']:,.0f}"
+            f" / {figures['w5c_rate_after_first']:,.0f} tasks/s after the first: b ÷ a"
+            f" {figures['w5b_vs_a']:.2f}, c ÷ a {figures['w5c_vs_a']:.2f}"
+            f" ({time.perf_counter() - w5_started:.0f} s)"
+        )
         echo(f"  W2: drain of {sizes.drain} queued tasks, worker --processes {processes}")
         worker, drained = drain(stack, 0)
         figures.update(drained)
@@ -433,9 +526,12 @@ def run_horsies(
         "settings": (
             f"worker --processes {processes}, defaults; W2p: prefetch_buffer={PREFETCH}, "
             f"claim_lease_ms=30000, --max-claim-batch {processes + PREFETCH}; W2a, W2io, W3a: "
-            f"--async-concurrency {ASYNC_CONCURRENCY}"
+            f"--async-concurrency {ASYNC_CONCURRENCY}; W5: W2's settings, {sizes.w5_rounds} "
+            f"rounds, b: Limit(concurrency=1000000, on=[key]) over {bench_app.W5_KEYS} keys, "
+            "c: Limit(rate=1000000, per_s=1)"
         ),
         "figures": figures,
+        "w5_rates_by_round": w5_by_round,
         # W1t's limit is the same statements by hand on horsies' own table, measured here.
         "limit_figures": w1t_limit,
     }
@@ -739,13 +835,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small N (under a minute)")
     parser.add_argument("--processes", type=int, default=2, help="horsies worker child processes")
-    parser.add_argument("-n", type=int, help="N for W1, W1b, W1c and W2 (overrides the mode)")
+    parser.add_argument("-n", type=int, help="N for W1, W1b, W1c, W2 and W5 (overrides the mode)")
     parser.add_argument("--sends", type=int, help="N for W1")
     parser.add_argument("--bulk", type=int, help="N for W1b")
     parser.add_argument("--concurrent", type=int, help="N for W1c")
-    parser.add_argument("--drain", type=int, help="N for W2")
+    parser.add_argument("--drain", type=int, help="N for W2 and each W5 drain")
     parser.add_argument("--latency", type=int, help="W3 samples")
     parser.add_argument("--workflow-runs", type=int, help="W4 runs of each workflow")
+    parser.add_argument("--w5-rounds", type=int, help="W5 rounds of its three drains")
     parser.add_argument(
         "--peers",
         default=",".join(p.name for p in PEERS),
@@ -763,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.n is not None:
         sizes = replace(sizes, sends=args.n, bulk=args.n, concurrent=args.n, drain=args.n)
-    for key in ("sends", "bulk", "concurrent", "drain", "latency", "workflow_runs"):
+    for key in ("sends", "bulk", "concurrent", "drain", "latency", "workflow_runs", "w5_rounds"):
         if getattr(args, key) is not None:
             sizes = replace(sizes, **{key: getattr(args, key)})
     wanted = [name for name in args.peers.split(",") if name]
