@@ -27,7 +27,12 @@ import psycopg
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from harness import latency_figures, measure_drain, worker_process  # noqa: E402
+from harness import (  # noqa: E402
+    finished_probe,
+    latency_figures,
+    measure_drain,
+    worker_process,
+)
 from horsies.config import PostgresConfig, RetentionConfig  # noqa: E402
 from run import (  # noqa: E402
     APP_FILE,
@@ -76,8 +81,9 @@ def _workloads(
     noop.send_many([{}] * sizes["drain"])
     with ExitStack() as stack:
         worker = _start_worker(stack, url, scratch)
-        finished = lambda: tuple(conn.execute(_FINISHED).fetchone() or (0, None, None))  # noqa: E731
-        drained = measure_drain(worker, time.time(), sizes["drain"], finished)  # type: ignore[arg-type]
+        drained = measure_drain(
+            worker, time.time(), sizes["drain"], finished_probe(conn, _FINISHED)
+        )
         figures["w2_rate_after_first"] = drained["w2_rate_after_first"]
         _wait_registered(conn, worker.pid)
         samples = latency_samples(noop, sizes["latency"])

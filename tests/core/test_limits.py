@@ -242,6 +242,7 @@ def test_concurrent_claimers_never_start_more_than_a_key_allows(app: Horsies, db
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
     with psycopg.connect(db, autocommit=True) as conn:
         running = conn.execute(
             "SELECT limit_key, count(*) FROM horsies_tasks WHERE status = 'RUNNING' GROUP BY 1"

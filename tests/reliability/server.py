@@ -23,16 +23,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
 from horsies.embedded import EmbeddedServer, start_embedded
 from psycopg import sql
 from schema_setup import migrate
 
 from tests.reliability.ledger import create_ledger
 
-__all__ = ["DATABASE", "RestartableServer"]
+__all__ = ["DATABASE", "RestartableServer", "restartable_fixtures"]
 
 DATABASE = "horsies_rel"
 _START_TIMEOUT_S = 60.0
@@ -136,3 +139,28 @@ def _fresh_handle(server: EmbeddedServer) -> EmbeddedServer:
         pid=server.pid,
         run_as=server.run_as,
     )
+
+
+def restartable_fixtures() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """Module-scoped fixtures that put a test module's database on its own restartable server:
+    ``restartable_server, database_url, database_conninfo = restartable_fixtures()`` (the last
+    two override those of ``tests/conftest.py`` for that module only)."""
+
+    @pytest.fixture(scope="module")
+    def restartable_server() -> Iterator[RestartableServer]:
+        """The module's own PostgreSQL, restarted by its tests (stopped and deleted afterwards)."""
+        server = RestartableServer()
+        try:
+            yield server
+        finally:
+            server.close()
+
+    @pytest.fixture(scope="module")
+    def database_url(restartable_server: RestartableServer) -> str:
+        return restartable_server.url
+
+    @pytest.fixture(scope="module")
+    def database_conninfo(restartable_server: RestartableServer) -> str:
+        return restartable_server.conninfo
+
+    return restartable_server, database_url, database_conninfo

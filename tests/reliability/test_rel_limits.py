@@ -50,7 +50,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +63,7 @@ from process_harness import wait_until
 from tests.reliability.apps.limited_tasks import PER_TENANT
 from tests.reliability.harness import LedgerWorker, StartWorker
 from tests.reliability.ledger import LedgerRow, compare, ledger_rows
-from tests.reliability.server import RestartableServer
+from tests.reliability.server import RestartableServer, restartable_fixtures
 from tests.reliability.workload import (
     SOAK,
     Interval,
@@ -109,26 +109,7 @@ def _mode_env(mode: str) -> dict[str, str]:
     return {**ENV, "RELIABILITY_HARD_CAP": "1"} if mode == "hard" else dict(ENV)
 
 
-@pytest.fixture(scope="module")
-def restartable_server() -> Iterator[RestartableServer]:
-    """The module's own PostgreSQL, restarted by the test (stopped and deleted afterwards)."""
-    server = RestartableServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(restartable_server: RestartableServer) -> str:
-    """Overrides ``tests/conftest.py``: the module's database is on the restartable server."""
-    return restartable_server.url
-
-
-@pytest.fixture(scope="module")
-def database_conninfo(restartable_server: RestartableServer) -> str:
-    """Overrides ``tests/conftest.py``: libpq URL of the restartable server's database."""
-    return restartable_server.conninfo
+restartable_server, database_url, database_conninfo = restartable_fixtures()
 
 
 @dataclass

@@ -8,14 +8,14 @@ session's shared one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from horsies.app import Horsies
 from process_harness import wait_until
 
 from tests.reliability.harness import StartWorker
-from tests.reliability.server import RestartableServer
+from tests.reliability.server import RestartableServer, restartable_fixtures
 from tests.reliability.traffic import (
     Producer,
     Waiters,
@@ -35,26 +35,7 @@ DOWN_S = (0.5, 1.0, 2.5)
 """How long the server stays down at each restart of the load test."""
 
 
-@pytest.fixture(scope="module")
-def restartable_server() -> Iterator[RestartableServer]:
-    """The module's own PostgreSQL, restarted by the tests (stopped and deleted afterwards)."""
-    server = RestartableServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(restartable_server: RestartableServer) -> str:
-    """Overrides ``tests/conftest.py``: the module's database is on the restartable server."""
-    return restartable_server.url
-
-
-@pytest.fixture(scope="module")
-def database_conninfo(restartable_server: RestartableServer) -> str:
-    """Overrides ``tests/conftest.py``: libpq URL of the restartable server's database."""
-    return restartable_server.conninfo
+restartable_server, database_url, database_conninfo = restartable_fixtures()
 
 
 def test_restart_under_load_loses_nothing(

@@ -156,19 +156,6 @@ def task_insert_step(row: tuple[Any, ...]) -> Step:
 
 _INSERT_MANY_BINARY: Final = task_sql.TASK_INSERT_MANY.replace(")s::", ")b::")
 """TASK_INSERT_MANY with its arrays sent in binary: no text-array quoting and escaping."""
-_INSERT_MANY_ARRAYS: Final = (
-    "ids",
-    "task_names",
-    "queue_names",
-    "priorities",
-    "args",
-    "kwargs",
-    "sent_ats",
-    "good_untils",
-    "max_retries",
-    "task_options",
-)
-"""TASK_INSERT_MANY's parameters, in ``TASK_COPY_COLUMNS`` order."""
 
 
 def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
@@ -178,7 +165,10 @@ def insert_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
     columns = zip(*rows, strict=True)
     return Query(
         _INSERT_MANY_BINARY,
-        {name: list(column) for name, column in zip(_INSERT_MANY_ARRAYS, columns, strict=True)},
+        {
+            name: list(column)
+            for name, column in zip(task_sql.TASK_INSERT_MANY_ARRAYS, columns, strict=True)
+        },
         rows="none",
         prepare=True,
     )
@@ -228,7 +218,10 @@ def enqueue_many_params(
     ids = [req.task_id or new_task_id() for req in requests]
     rows = [_task_row(i, req, max_payload_bytes) for i, req in zip(ids, requests, strict=True)]
     columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
-    return ids, {name: columns[i] if columns else [] for i, name in enumerate(_INSERT_MANY_ARRAYS)}
+    return ids, {
+        name: columns[i] if columns else []
+        for i, name in enumerate(task_sql.TASK_INSERT_MANY_ARRAYS)
+    }
 
 
 def enqueue_many_rows(

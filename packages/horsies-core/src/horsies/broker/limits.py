@@ -35,19 +35,6 @@ __all__ = [
 _TASK_COLUMNS: Final = len(task_sql.TASK_COPY_COLUMNS)
 """A new row's values in ``TASK_COPY_COLUMNS`` order; a limited row adds its limit name and key."""
 _SENT_AT: Final = task_sql.TASK_COPY_COLUMNS.index("sent_at")
-_ARRAYS: Final = (
-    "ids",
-    "task_names",
-    "queue_names",
-    "priorities",
-    "args",
-    "kwargs",
-    "sent_ats",
-    "good_untils",
-    "max_retries",
-    "task_options",
-)
-"""TASK_INSERT_LIMITED_MANY's arrays of the task columns, in ``TASK_COPY_COLUMNS`` order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +72,11 @@ def limited_rows_query(rows: Sequence[Sequence[Any]]) -> Query:
     """One TASK_INSERT_LIMITED_MANY for new task rows, some of them tagged (:func:`tagged_row`).
     A ``sent_at`` that is a delay (a timedelta) becomes the row's delay after ``now()``."""
     columns: dict[str, list[Any]] = {
-        name: [] for name in (*_ARRAYS, "delays_s", "limit_names", "limit_keys")
+        name: []
+        for name in (*task_sql.TASK_INSERT_MANY_ARRAYS, "delays_s", "limit_names", "limit_keys")
     }
     for row in rows:
-        for name, value in zip(_ARRAYS, row[:_TASK_COLUMNS], strict=True):
+        for name, value in zip(task_sql.TASK_INSERT_MANY_ARRAYS, row[:_TASK_COLUMNS], strict=True):
             columns[name].append(value)
         sent_at = row[_SENT_AT]
         delay = None

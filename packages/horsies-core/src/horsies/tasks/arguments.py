@@ -18,9 +18,10 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
+from horsies.errors import TaskDefinitionError
 from horsies.tasks.context import TASK_CTX_PARAM
 
-__all__ = ["INJECTED_ALWAYS", "ArgumentCheck"]
+__all__ = ["INJECTED_ALWAYS", "ArgumentCheck", "bound_arguments", "signature_naming"]
 
 INJECTED_ALWAYS: Final = frozenset({"workflow_meta", TASK_CTX_PARAM})
 """Parameters the worker fills in for every task that declares them (``workflow_meta`` is None
@@ -156,3 +157,33 @@ def _plain(signature: inspect.Signature) -> str:
 
 def _required(parameter: inspect.Parameter) -> bool:
     return parameter.default is inspect.Parameter.empty and parameter.name not in INJECTED_ALWAYS
+
+
+def signature_naming(
+    fn: Callable[..., Any],
+    names: Sequence[str] | None,
+    invalid: Callable[[str], TaskDefinitionError],
+) -> inspect.Signature | None:
+    """``fn``'s signature (None when it has none to read), once every one of ``names`` (the
+    arguments an option such as ``Unique(on=...)`` or ``Limit(on=...)`` picks) is checked to be
+    one of its parameters; ``invalid`` makes the option's error from a note."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    parameters = signature.parameters
+    unknown = [name for name in names or () if name not in parameters]
+    if unknown:
+        raise invalid(
+            f"on: {', '.join(map(repr, unknown))} is not a parameter of the task"
+        ).with_help(f"parameters: {', '.join(parameters) or '(none)'}")
+    return signature
+
+
+def bound_arguments(
+    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A call's arguments by parameter name, defaults applied (the call was checked to bind)."""
+    bound = signature.bind_partial(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)

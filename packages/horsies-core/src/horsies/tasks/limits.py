@@ -15,7 +15,7 @@ import orjson
 from horsies.broker.limits import LimitNumbers, LimitTag
 from horsies.codec import to_jsonable
 from horsies.errors import ErrorCode, TaskDefinitionError
-from horsies.tasks.arguments import INJECTED_ALWAYS
+from horsies.tasks.arguments import INJECTED_ALWAYS, bound_arguments, signature_naming
 
 __all__ = [
     "Limit",
@@ -119,17 +119,8 @@ class LimitKeys:
     def __init__(self, fn: Callable[..., Any], limit: Limit) -> None:
         """Raises `TaskDefinitionError` (E102) when ``limit.on`` names no parameter of ``fn``."""
         self.limit = limit
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(fn)
-        except (TypeError, ValueError):
-            self._signature = None
-        parameters = {} if self._signature is None else dict(self._signature.parameters)
+        self._signature = signature_naming(fn, limit.on, _invalid)
         if limit.on is not None and self._signature is not None:
-            unknown = [name for name in limit.on if name not in parameters]
-            if unknown:
-                raise _invalid(
-                    f"on: {', '.join(map(repr, unknown))} is not a parameter of the task"
-                ).with_help(f"parameters: {', '.join(parameters) or '(none)'}")
             injected = [name for name in limit.on if name in INJECTED_ALWAYS]
             if injected:
                 # The worker fills them in after the key was made: every send would get one key.
@@ -170,9 +161,8 @@ class LimitKeys:
     def _bound(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if self._signature is None:
             return dict(kwargs)
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return {k: v for k, v in bound.arguments.items() if k not in INJECTED_ALWAYS}
+        bound = bound_arguments(self._signature, args, kwargs)
+        return {k: v for k, v in bound.items() if k not in INJECTED_ALWAYS}
 
     def _from_function(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         key_function = self.limit.key

@@ -8,7 +8,6 @@ process. The database decides who holds a key (``broker/unique.py``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import orjson
 from horsies.broker.unique import UniqueClaim, UniqueScope
 from horsies.codec import to_jsonable
 from horsies.errors import ErrorCode, TaskDefinitionError
-from horsies.tasks.arguments import INJECTED_ALWAYS
+from horsies.tasks.arguments import INJECTED_ALWAYS, bound_arguments, signature_naming
 
 __all__ = ["TaskAlreadyExists", "Unique", "UniqueKeys"]
 
@@ -106,23 +105,13 @@ class UniqueKeys:
             self._window_s = float(window)
         else:
             self._scope = window
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(fn)
-        except (TypeError, ValueError):
-            self._signature = None
-        parameters = {} if self._signature is None else dict(self._signature.parameters)
-        if unique.on is not None and self._signature is not None:
-            unknown = [name for name in unique.on if name not in parameters]
-            if unknown:
-                raise _invalid(
-                    f"on: {', '.join(map(repr, unknown))} is not a parameter of the task"
-                ).with_help(f"parameters: {', '.join(parameters) or '(none)'}")
+        self._signature = signature_naming(fn, unique.on, _invalid)
         self._names: tuple[str, ...] | None = (
             tuple(unique.on)
             if unique.on is not None
-            else tuple(name for name in parameters if name not in INJECTED_ALWAYS)
-            if self._signature is not None
             else None
+            if self._signature is None
+            else tuple(name for name in self._signature.parameters if name not in INJECTED_ALWAYS)
         )
 
     def claim(self, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> UniqueClaim:
@@ -140,7 +129,6 @@ class UniqueKeys:
         if signature is None or names is None:
             values: object = {"args": list(args), "kwargs": dict(kwargs)}
         else:
-            bound = signature.bind_partial(*args, **kwargs)
-            bound.apply_defaults()
-            values = {name: bound.arguments.get(name) for name in names}
+            bound = bound_arguments(signature, args, kwargs)
+            values = {name: bound.get(name) for name in names}
         return orjson.dumps(to_jsonable(values), option=orjson.OPT_SORT_KEYS).decode()

@@ -96,6 +96,20 @@ TASK_COPY_TYPES: Final = (
     "int4",
     "text",
 )
+# The array parameters of TASK_INSERT_MANY (and of the limited insert), in TASK_COPY_COLUMNS order.
+TASK_INSERT_MANY_ARRAYS: Final = (
+    "ids",
+    "task_names",
+    "queue_names",
+    "priorities",
+    "args",
+    "kwargs",
+    "sent_ats",
+    "good_untils",
+    "max_retries",
+    "task_options",
+)
+
 # The types of TASK_INSERT's parameters, in order of appearance (the same order), for its libpq
 # prepared statement (``ops.Prepared``).
 TASK_INSERT_TYPES: Final = TASK_COPY_TYPES
