@@ -78,7 +78,7 @@ async def pool() -> AsyncIterator[tuple[ChildPool, Recorder, set[int]]]:
 async def run_in(child: ChildProcess, rec: Recorder, task: ClaimedTask) -> object:
     assignment = Assignment(task=task)
     child.reserve(assignment)
-    assert child.send_task(assignment)
+    assert child.send_tasks([assignment])
     await wait_until(lambda: task.id in rec.results)
     result_json, ok = rec.results[task.id]
     assert ok, result_json

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from async_wait import wait_until
@@ -64,7 +65,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         for index, child in enumerate(idle):
             assignment = Assignment(task=claimed(f"t{index}", "add", f"[{index}, 10]"))
             child.reserve(assignment)
-            assert child.send_task(assignment)
+            assert child.send_tasks([assignment])
         await wait_until(lambda: len(rec.results) == 2)
         values = {task_id: task_result_from_json(text).unwrap() for task_id, text, _ in rec.results}
         assert values == {"t0": 10, "t1": 11}
@@ -75,7 +76,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         victim_pid = victim.pid
         doomed = Assignment(task=claimed("crash", "hard_exit", "[3]"))
         victim.reserve(doomed)
-        assert victim.send_task(doomed)
+        assert victim.send_tasks([doomed])
         await wait_until(lambda: len(rec.exits) == 1)
         assert rec.exits[0] == (victim_pid, "crash", 3)
 
@@ -88,7 +89,7 @@ async def test_children_run_tasks_and_a_dead_child_is_reported_and_replaced() ->
         replacement = next(c for c in pool.children if c.pid not in pids)
         follow_up = Assignment(task=claimed("after", "pid"))
         replacement.reserve(follow_up)
-        assert replacement.send_task(follow_up)
+        assert replacement.send_tasks([follow_up])
         await wait_until(lambda: len(rec.results) == 3)
         assert task_result_from_json(rec.results[2][1]).unwrap() == replacement.pid
     finally:
@@ -104,7 +105,7 @@ async def test_close_terminates_busy_children_and_reports_their_tasks() -> None:
     child = pool.idle_children()[0]
     long_task = Assignment(task=claimed("long", "sleep", "[60]"))
     child.reserve(long_task)
-    assert child.send_task(long_task)
+    assert child.send_tasks([long_task])
     assert not await pool.wait_until_idle(0.2)
     started = time.monotonic()
     await pool.close(timeout=5)
@@ -143,7 +144,7 @@ async def test_a_child_runs_its_queue_in_order_writing_each_message_when_it_gets
         ]
         for assignment in queue:
             child.reserve(assignment)
-            assert child.send_task(assignment)
+            assert child.send_tasks([assignment])
         assert [a.written for a in queue] == [True, False, False, False]
         assert child.free_slots(8) == 4
         await wait_until(lambda: child.head_overdue(time.monotonic()), timeout=5)
@@ -159,6 +160,49 @@ async def test_a_child_runs_its_queue_in_order_writing_each_message_when_it_gets
         await pool.close(timeout=5)
 
 
+@pytest.mark.timeout(90)
+async def test_async_tasks_go_to_a_child_together_and_come_back_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child running async tasks gets the next ones in one message and answers the tasks that
+    end in the same turn of its loop in one message; every task still gets its own result."""
+    rec = Recorder()
+    kinds: list[tuple[str, int]] = []
+    handle = ChildProcess._handle_message  # pyright: ignore[reportPrivateUsage]
+
+    def spy(child: ChildProcess, message: tuple[Any, ...]) -> None:
+        kinds.append((message[0], len(message[1]) if message[0] == "results" else 1))
+        handle(child, message)
+
+    monkeypatch.setattr(ChildProcess, "_handle_message", spy)
+    pool = rec.pool(1)
+    await asyncio.wait_for(pool.start(), 60)
+    try:
+        child = pool.idle_children()[0]
+        first = Assignment(task=claimed("first", "async_pause", "[0.5]"), concurrent=True)
+        child.reserve(first)
+        assert child.send_tasks([first])
+        batch = [
+            Assignment(task=claimed(f"t{i}", "async_pause", "[0.2]"), concurrent=True)
+            for i in range(20)
+        ]
+        for assignment in batch:
+            child.reserve(assignment)
+        began = time.monotonic()
+        assert child.send_tasks(batch)
+        assert all(a.written for a in batch)
+        await wait_until(lambda: len(rec.results) == 21, timeout=30)
+        assert time.monotonic() - began < 0.2 * 20 / 2  # they overlapped
+        assert {task_id for task_id, _, ok in rec.results if ok} == {"first"} | {
+            f"t{i}" for i in range(20)
+        }
+        assert all(task_result_from_json(text).is_ok() for _, text, _ in rec.results)
+        assert max(n for kind, n in kinds if kind == "results") > 1
+        assert sum(n for kind, n in kinds if kind in ("result", "results")) == 21
+    finally:
+        await pool.close(timeout=5)
+
+
 async def test_queued_tasks_can_be_taken_back_until_the_child_gets_to_them() -> None:
     rec = Recorder()
     pool = rec.pool(1)
@@ -169,7 +213,7 @@ async def test_queued_tasks_can_be_taken_back_until_the_child_gets_to_them() -> 
         queued = [Assignment(task=claimed(f"q{i}", "add", "[1, 2]")) for i in range(2)]
         for assignment in (running, *queued):
             child.reserve(assignment)
-            assert child.send_task(assignment)
+            assert child.send_tasks([assignment])
         assert child.take_back_queued() == queued
         assert list(child.assignments) == [running]
         await wait_until(lambda: len(rec.results) == 1, timeout=30)
@@ -192,8 +236,8 @@ async def test_a_dead_child_reports_its_whole_queue_in_order(tmp_path: Path) -> 
         reserved = Assignment(task=claimed("reserved", "add", "[1, 2]"))
         for assignment in (doomed, queued, reserved):
             child.reserve(assignment)
-        assert child.send_task(doomed)
-        assert child.send_task(queued)
+        assert child.send_tasks([doomed])
+        assert child.send_tasks([queued])
         go.touch()
         await wait_until(lambda: len(rec.exits) == 1)
         assert rec.exits[0][1:] == ("crash", 3)

@@ -5,6 +5,7 @@ Never connects to a database: nothing here sends tasks.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -87,3 +88,10 @@ def record(path: str, marker: str) -> TaskResult[str, TaskError]:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(marker + "\n")
     return TaskResult(ok=marker)
+
+
+@app.task("async_pause")
+async def async_pause(seconds: float) -> TaskResult[float, TaskError]:
+    """Await ``seconds``: several overlap in one child."""
+    await asyncio.sleep(seconds)
+    return TaskResult(ok=seconds)

@@ -116,6 +116,8 @@ class _Batch:
     by_id: dict[str, asyncio.Task[None]] = field(default_factory=dict[str, asyncio.Task[None]])
     later: list[tuple[Any, ...]] = field(default_factory=list[tuple[Any, ...]])
     """``def`` tasks waiting for the async ones to end (each then runs alone)."""
+    replies: list[tuple[str, str, bool]] = field(default_factory=list[tuple[str, str, bool]])
+    """Results not written yet: those of one turn of the loop go back in one message."""
     stop: bool = False
     """The worker asked the child to stop, or its pipe closed."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,15 +151,26 @@ class _Batch:
 
     def run_now(self, message: tuple[Any, ...]) -> None:
         """Run a ``def`` task to its end, the loop waiting: it has the process to itself."""
+        self.flush()  # the results of the tasks before it must not wait for it
         _, task_id, task_name, args_json, kwargs_json, run = message
         result_json, ok = execute_task(self.app, str(task_name), args_json, kwargs_json,
                                        RunFacts(*run))  # fmt: skip
         self._reply(task_id, result_json, ok)
 
     def _reply(self, task_id: str, result_json: str, ok: bool) -> None:
+        if not self.replies:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.replies.append((task_id, result_json, ok))
+
+    def flush(self) -> None:
+        """Write the results gathered so far: the tasks that ended in one turn of the loop share
+        one message (and one wake-up of the worker)."""
+        replies, self.replies = self.replies, []
+        if not replies:
+            return
+        reply = ("result", *replies[0]) if len(replies) == 1 else ("results", replies)
         try:
             # As Connection.send, without a new ForkingPickler per message (see children.py).
-            reply = ("result", task_id, result_json, ok)
             self.conn.send_bytes(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             self.stop = True
@@ -178,6 +191,10 @@ class _Batch:
         except BaseException:
             traceback.print_exc()  # a message we cannot unpickle: nothing to answer to
             return
+        self.receive(message)
+
+    def receive(self, message: tuple[Any, ...]) -> None:
+        """Act on one message of the worker."""
         kind = message[0]
         if kind == "stop":
             self.stop = True
@@ -186,18 +203,24 @@ class _Batch:
             if task is not None:
                 task.cancel()
         elif kind == "run":
-            task = self.app.tasks.get(str(message[2]))
-            if task is None or task.is_async:  # an unknown name fails at once, without blocking
-                self.start(message)
-            else:
-                self.later.append(message)
+            self._take(message)
+        elif kind == "runs":
+            for run in message[1]:
+                self._take(run)
         self.changed.set()
+
+    def _take(self, message: tuple[Any, ...]) -> None:
+        task = self.app.tasks.get(str(message[2]))
+        if task is None or task.is_async:  # an unknown name fails at once, without blocking
+            self.start(message)
+        else:
+            self.later.append(message)
 
 
 async def _serve(batch: _Batch, first: tuple[Any, ...]) -> None:
     loop = asyncio.get_running_loop()
     fd = batch.conn.fileno()
-    batch.start(first)
+    batch.receive(first)
     loop.add_reader(fd, batch.on_readable)
     try:
         while batch.running or not batch.stop:
@@ -208,11 +231,12 @@ async def _serve(batch: _Batch, first: tuple[Any, ...]) -> None:
             await batch.changed.wait()
     finally:
         loop.remove_reader(fd)
+        batch.flush()
 
 
 def serve_async(conn: Connection, app: Horsies, first: tuple[Any, ...]) -> None:
-    """Serve the child's pipe from its event loop from now on, starting with the async task of
-    the ``run`` message ``first``: each async task starts as it arrives, a ``def`` task runs
-    alone once no async task runs. Returns when the worker asks the child to stop or its pipe
-    closes, once the running tasks have ended."""
+    """Serve the child's pipe from its event loop from now on, starting with the async task(s) of
+    the ``run`` or ``runs`` message ``first``: each async task starts as it arrives, a ``def``
+    task runs alone once no async task runs. Returns when the worker asks the child to stop or
+    its pipe closes, once the running tasks have ended."""
     child_loop().run_until_complete(_serve(_Batch(conn, app), first))

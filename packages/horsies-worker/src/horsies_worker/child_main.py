@@ -143,6 +143,11 @@ def child_entry(conn_fd: int, exit_fd: int) -> None:
     child_main(conn, bootstrap.init)
 
 
+def _is_async(app: Horsies, task_name: object) -> bool:
+    task = app.tasks.get(str(task_name))
+    return task is not None and task.is_async
+
+
 def child_main(conn: Connection, init: ChildInit) -> None:
     """Serve as a worker child over ``conn`` (called by :func:`child_entry`).
 
@@ -172,15 +177,15 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         kind = message[0]
         if kind == "stop":
             break
-        if kind != "run":
-            continue
-        task = app.tasks.get(str(message[2]))
-        if task is not None and task.is_async:
-            # Here, not at the top: a child that runs only def tasks never loads asyncio.
+        if kind == "runs" or (kind == "run" and _is_async(app, message[2])):
+            # Here, not at the top: a child that runs only def tasks never loads asyncio. (Only
+            # async tasks come several to a message.)
             from horsies_worker.async_runner import serve_async
 
             serve_async(conn, app, message)  # serves the pipe from the loop until the end
             break
+        if kind != "run":
+            continue
         _, task_id, task_name, args_json, kwargs_json, run = message
         facts = RunFacts(*run)
         result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json, facts)

@@ -213,38 +213,52 @@ class ChildProcess:
         loop.add_reader(process.sentinel, self._on_sentinel)
         return self._ready
 
-    def send_task(self, assignment: Assignment) -> bool:
-        """Give ``assignment`` (reserved on this child) to the child; False if the child is gone.
+    def send_tasks(self, batch: Sequence[Assignment]) -> bool:
+        """Give ``batch`` (reserved on this child, in order) to the child; False if the child is
+        gone (then none of them was given).
 
-        Its message goes on the pipe at once when the child is free; behind a running task it is
-        held here and written the moment the child gets to it (the worker may still take it
+        A task's message goes on the pipe at once when the child is free, and the async tasks of
+        a child running async tasks go together in one message; behind a running task a message
+        is held here and written the moment the child gets to it (the worker may still take it
         back, and the pipe never fills up while the child itself waits to write a result).
         """
         if self._conn is None or self.state is not ChildState.READY:
             return False
-        assignment.sent = True
-        if self.assignment is assignment or (assignment.concurrent and self._runs_async):
-            return self._write(assignment, self._message(assignment))
-        return True  # held: written by _write_waiting once the tasks before it have returned
+        runs_async = self._runs_async
+        now: list[Assignment] = []
+        for assignment in batch:
+            assignment.sent = True
+            if self.assignment is assignment or (assignment.concurrent and runs_async):
+                now.append(assignment)
+        return not now or self._write(now)
 
     @staticmethod
-    def _message(assignment: Assignment) -> bytes:
+    def _message(assignment: Assignment) -> tuple[Any, ...]:
         task = assignment.task
-        # pickle.dumps + send_bytes is what Connection.send does, minus building a ForkingPickler
-        # (with its reducer table) per message; recv() reads it the same way.
         run = (task.id, task.queue_name, task.priority, task.retry_count, task.max_retries,
                task.sent_at, assignment.time_limit_s, task.task_options)  # fmt: skip
-        return pickle.dumps(
-            ("run", task.id, task.task_name, task.args, task.kwargs, run), pickle.HIGHEST_PROTOCOL
-        )
+        return ("run", task.id, task.task_name, task.args, task.kwargs, run)
 
-    def _write(self, assignment: Assignment, message: bytes) -> bool:
+    def _write(self, assignments: Sequence[Assignment]) -> bool:
+        """Write the messages of ``assignments`` in one write: several only when all are async
+        tasks (a ``runs`` message, which only a child serving async tasks reads)."""
         if self._conn is None:
             return False
+        if len(assignments) == 1:
+            message = self._message(assignments[0])
+        else:
+            message = ("runs", [self._message(a) for a in assignments])
         try:
-            self._conn.send_bytes(message)
+            # pickle.dumps + send_bytes is what Connection.send does, minus building a
+            # ForkingPickler (with its reducer table) per message; recv() reads it the same way.
+            self._conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             return False
+        for assignment in assignments:
+            self._written(assignment)
+        return True
+
+    def _written(self, assignment: Assignment) -> None:
         assignment.written = True
         assignment.started_monotonic = time.monotonic()
         if self.on_start is not None:
@@ -256,7 +270,6 @@ class ChildProcess:
             if assignment.concurrent:
                 limit += BLOCKED_LOOP_GRACE_S
             assignment.deadline = self._loop.call_later(limit, self._over_time, assignment)
-        return True
 
     def cancel_task(self, assignment: Assignment) -> None:
         """Ask the child to cancel one of its async tasks (it answers with the task's result)."""
@@ -279,7 +292,7 @@ class ChildProcess:
         head = self.assignment
         if head is None or not head.sent or head.written:
             return
-        self._write(head, self._message(head))  # a dead child's sentinel reports the rest
+        self._write([head])  # a dead child's sentinel reports the rest
 
     @property
     def running(self) -> bool:
@@ -352,20 +365,23 @@ class ChildProcess:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(ChildStartError(str(message[1])))
         elif kind == "result":
-            _, task_id, result_json, ok = message
-            # The running task is the head, or, for async tasks, any written one: they finish
-            # in any order.
-            assignment = next(
-                (a for a in self.assignments if a.written and a.task.id == task_id), None
-            )
-            if assignment is None:
-                logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
-                return
-            self.assignments.remove(assignment)
-            if assignment.deadline is not None:
-                assignment.deadline.cancel()
-            self._write_waiting()
-            self.on_result(self, assignment, str(result_json), bool(ok))
+            self._on_result(*message[1:])
+        elif kind == "results":
+            for reply in message[1]:
+                self._on_result(*reply)
+
+    def _on_result(self, task_id: str, result_json: str, ok: bool) -> None:
+        # The running task is the head, or, for async tasks, any written one: they finish in any
+        # order.
+        assignment = next((a for a in self.assignments if a.written and a.task.id == task_id), None)
+        if assignment is None:
+            logger.error("child_unexpected_result: child %s sent %r", self.pid, task_id)
+            return
+        self.assignments.remove(assignment)
+        if assignment.deadline is not None:
+            assignment.deadline.cancel()
+        self._write_waiting()
+        self.on_result(self, assignment, str(result_json), bool(ok))
 
     def _remove_pipe_reader(self) -> None:
         if self._loop is not None and self._conn is not None:

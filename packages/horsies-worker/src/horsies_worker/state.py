@@ -9,6 +9,7 @@ event-loop thread only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -257,15 +258,18 @@ class WorkerState:
         """Give each task just started for a child pid to that child (its slot was free when the
         pid was chosen)."""
         by_pid = {child.pid: child for child in children}
+        batches: dict[ChildProcess, list[Assignment]] = {}
         orphans: list[ClaimedTask] = []
         for item in started:
             child = by_pid.get(item.pid)
             if child is not None and child.alive:
                 assignment = self.assignment(item.task)
                 child.reserve(assignment)
-                if self._send(child, assignment):
-                    continue
-            orphans.append(item.task)
+                batches.setdefault(child, []).append(assignment)
+            else:
+                orphans.append(item.task)
+        for child, batch in batches.items():
+            orphans += [a.task for a in self._send(child, batch)]
         self.requeue_unstarted(orphans, "its child process died during the round trip")
 
     def hand_over_claims(
@@ -273,7 +277,7 @@ class WorkerState:
     ) -> None:
         """Send each reserved claim that was started (matched by attempt: two copies of one task
         never both start) to its child; drop the lost ones."""
-        orphans: list[ClaimedTask] = []
+        batches: dict[ChildProcess, list[Assignment]] = {}
         for child, assignment in pairs:
             task = assignment.task
             if task.key not in started:
@@ -285,29 +289,35 @@ class WorkerState:
                     extra=task_fields(task.id, task.task_name),
                 )
                 child.unreserve(assignment)
-            elif not self._send(child, assignment):
-                # The child died between reservation and hand-over: the row is RUNNING with its
-                # pid, but no user code ran it.
-                orphans.append(task)
+            else:
+                batches.setdefault(child, []).append(assignment)
+        # A child that died between reservation and hand-over: the rows are RUNNING with its pid,
+        # but no user code ran them.
+        orphans = [a.task for child, batch in batches.items() for a in self._send(child, batch)]
         self.requeue_unstarted(orphans, "its child process died before the hand-over")
 
-    def _send(self, child: ChildProcess, assignment: Assignment) -> bool:
-        """Send a task reserved on ``child`` to it; False, its reservation dropped, when the child
-        is gone."""
-        if child.holds(assignment) and child.send_task(assignment):
-            task = assignment.task
-            logger.debug(
-                "task_started: %s (%s) pid=%s",
-                task.id,
-                task.task_name,
-                child.pid,
-                extra=task_fields(task.id, task.task_name),
-            )
-            if not assignment.written:
-                self._watch_queue()
-            return True
-        child.unreserve(assignment)
-        return False
+    def _send(self, child: ChildProcess, batch: Sequence[Assignment]) -> list[Assignment]:
+        """Send tasks reserved on ``child`` to it; returns those it did not get (the child died
+        since they were reserved, or dies now), their reservations dropped."""
+        present = {id(a) for a in child.assignments}
+        held = [a for a in batch if id(a) in present]
+        if not held or not child.send_tasks(held):
+            for assignment in held:
+                child.unreserve(assignment)
+            return list(batch)
+        if logger.isEnabledFor(logging.DEBUG):
+            for assignment in held:
+                task = assignment.task
+                logger.debug(
+                    "task_started: %s (%s) pid=%s",
+                    task.id,
+                    task.task_name,
+                    child.pid,
+                    extra=task_fields(task.id, task.task_name),
+                )
+        if not all(a.written for a in held):
+            self._watch_queue()
+        return [a for a in batch if id(a) not in present]
 
     def wake_later(self, delay_s: float | None) -> None:
         """Run a claim pass in ``delay_s`` seconds, when a rate limit lets a waiting task start
