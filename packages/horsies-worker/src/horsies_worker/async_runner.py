@@ -124,7 +124,7 @@ class _Batch:
 
     def start(self, message: tuple[Any, ...]) -> None:
         _, task_id, task_name, args_json, kwargs_json, run = message
-        job = self._run(task_id, str(task_name), args_json, kwargs_json, RunFacts(*run))
+        job = self._run(task_id, str(task_name), args_json, kwargs_json, RunFacts.from_wire(run))
         task = asyncio.get_running_loop().create_task(job)
         self.running.add(task)
         self.by_id[task_id] = task
@@ -154,7 +154,7 @@ class _Batch:
         self.flush()  # the results of the tasks before it must not wait for it
         _, task_id, task_name, args_json, kwargs_json, run = message
         result_json, ok = execute_task(self.app, str(task_name), args_json, kwargs_json,
-                                       RunFacts(*run))  # fmt: skip
+                                       RunFacts.from_wire(run))  # fmt: skip
         self._reply(task_id, result_json, ok)
 
     def _reply(self, task_id: str, result_json: str, ok: bool) -> None:

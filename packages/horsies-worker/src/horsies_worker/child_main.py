@@ -187,7 +187,7 @@ def child_main(conn: Connection, init: ChildInit) -> None:
         if kind != "run":
             continue
         _, task_id, task_name, args_json, kwargs_json, run = message
-        facts = RunFacts(*run)
+        facts = RunFacts.from_wire(run)
         result_json, ok = execute_task(app, str(task_name), args_json, kwargs_json, facts)
         try:
             # As Connection.send, without a new ForkingPickler per message (see children.py).

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from horsies.logs import get_logger
 
+from horsies_worker.execution import sent_at_micros
 from horsies_worker.spawn import ChildInit, SpawnedChild, spawn_child
 
 if TYPE_CHECKING:
@@ -235,8 +236,9 @@ class ChildProcess:
     @staticmethod
     def _message(assignment: Assignment) -> tuple[Any, ...]:
         task = assignment.task
+        sent_at = sent_at_micros(task.sent_at)
         run = (task.id, task.queue_name, task.priority, task.retry_count, task.max_retries,
-               task.sent_at, assignment.time_limit_s, task.task_options)  # fmt: skip
+               sent_at, assignment.time_limit_s, task.task_options)  # fmt: skip
         return ("run", task.id, task.task_name, task.args, task.kwargs, run)
 
     def _write(self, assignments: Sequence[Assignment]) -> bool:

@@ -13,8 +13,8 @@ import functools
 import inspect
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 from horsies.codec import (
     PayloadTooLargeError,
@@ -106,6 +106,23 @@ class RunFacts(NamedTuple):
     time_limit_s: float | None = None
     task_options: str | None = None
     """The row's options text: the retry decision's input, and the trace carrier of its send."""
+
+    @classmethod
+    def from_wire(cls, wire: tuple[Any, ...]) -> RunFacts:
+        """The facts of a ``run`` message, whose ``sent_at`` is :func:`sent_at_micros` (an
+        aware datetime costs several times more to pickle than an int, once per task)."""
+        task_id, queue_name, priority, retry_count, max_retries, micros, limit, options = wire
+        sent_at = _EPOCH + timedelta(microseconds=micros)
+        return cls(task_id, queue_name, priority, retry_count, max_retries, sent_at, limit, options)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def sent_at_micros(sent_at: datetime) -> int:
+    """``sent_at`` as whole microseconds since the epoch, as a ``run`` message carries it (the
+    child's `TaskContext.sent_at` is the same instant, in UTC)."""
+    return (sent_at - _EPOCH) // timedelta(microseconds=1)
 
 
 CTX_PARAM = "workflow_ctx"

@@ -251,8 +251,10 @@ class WorkerState:
         if not self.async_names:
             return []
         concurrency = self.config.async_concurrency
-        free = [(c, c.async_free_slots(concurrency)) for c in self.pool.children]
-        return [c for level in range(concurrency) for c, n in free if n > level]
+        free = [(c, n) for c in self.pool.children if (n := c.async_free_slots(concurrency)) > 0]
+        if not free:
+            return []
+        return [c for level in range(max(n for _, n in free)) for c, n in free if n > level]
 
     def hand_over(self, children: Sequence[ChildProcess], started: Sequence[StartedTask]) -> None:
         """Give each task just started for a child pid to that child (its slot was free when the
