@@ -11,8 +11,9 @@ measures in one run (see ``docs/benchmarks.md`` for what each workload means):
   concurrency limit and under a rate limit (neither ever reached), in alternating rounds;
 * L, the physical limit (``bench/limits.py``): the bare SQL of each workload from psycopg;
 * the peers (``bench/peers/*_peer.py``), each in its own virtualenv under ``bench/.venvs``
-  created with uv: pgqueuer, procrastinate and the reference horsies 0.1.0a2 (when a Python
-  >= 3.13 is available). A peer that cannot be installed or run is reported as skipped.
+  created with uv: pgqueuer, procrastinate, the reference horsies 0.1.0a2 (when a Python
+  >= 3.13 is available) and Celery on a Redis the bench starts (``bench/redis_server.py``, when
+  ``redis-server`` is installed). A peer that cannot be installed or run is reported as skipped.
 
 It prints one table with the ratios (us ÷ best peer, us ÷ limit), writes
 ``bench/results/latest.json`` and stops everything it started, also on Ctrl+C or an error.
@@ -22,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import json
 import math
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -56,12 +55,12 @@ from harness import (  # noqa: E402
     worker_process,
 )
 from limits import measure_limits  # noqa: E402
+from peer_runner import PEERS, Peer, run_peer  # noqa: E402
+from redis_server import APPENDFSYNC_CHOICES  # noqa: E402
 from transactional import measure_w1t  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-VENVS_DIR = BENCH_DIR / ".venvs"
-PEERS_DIR = BENCH_DIR / "peers"
 APP_FILE = BENCH_DIR / "bench_app.py"
 DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal to its constant)
 PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app's worker (kept equal to its constant)
@@ -537,165 +536,6 @@ def run_horsies(
     }
 
 
-# -- peers -----------------------------------------------------------------------------------------
-
-
-class PeerSkipped(Exception):
-    """A peer could not be installed or run; the message is the reason shown in the table."""
-
-
-def _python_at_least(python: str, minor: int) -> bool:
-    try:
-        out = subprocess.run(
-            [python, "-c", f"import sys; print(sys.version_info >= (3, {minor}))"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.stdout.strip() == "True"
-
-
-def _current_python() -> str:
-    return sys.executable
-
-
-def _python_313() -> str:
-    """A Python >= 3.13 interpreter on this machine (no download), or PeerSkipped."""
-    candidates = [shutil.which(f"python3.{m}") for m in (13, 14, 15)]
-    for pattern in ("~/.pyenv/versions/3.1[3-9]*/bin/python", "/usr/local/bin/python3.1[3-9]"):
-        candidates += sorted(glob.glob(os.path.expanduser(pattern)))
-    for candidate in candidates:
-        if candidate and _python_at_least(candidate, 13):
-            return candidate
-    raise PeerSkipped("needs Python >= 3.13 and none was found (python3.13, pyenv)")
-
-
-@dataclass(frozen=True)
-class Peer:
-    name: str
-    label: str
-    script: str
-    requirements: tuple[str, ...]
-    python: Callable[[], str]
-    drain_cap: tuple[int, int] | None = None  # (quick, full): N for W2 when the peer is slow
-
-
-PEERS = (
-    Peer(
-        "pgqueuer",
-        "pgqueuer",
-        "pgqueuer_peer.py",
-        ("pgqueuer[asyncpg,psycopg]==1.6.0", "psycopg[binary]", "psutil>=5.9"),
-        _current_python,
-    ),
-    Peer(
-        "procrastinate",
-        "procrastinate",
-        "procrastinate_peer.py",
-        ("procrastinate==3.10.0", "psycopg[binary]", "psutil>=5.9"),
-        _current_python,
-    ),
-    Peer(
-        "horsies-ref",
-        "horsies 0.1.0a2",
-        "horsies_ref_peer.py",
-        ("horsies==0.1.0a2", "psycopg[binary]", "psutil>=5.9"),
-        _python_313,
-        drain_cap=(300, 2_000),
-    ),
-)
-
-
-def _clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT"):
-        env.pop(key, None)
-    return env
-
-
-def ensure_venv(peer: Peer, echo: Callable[[str], None]) -> Path:
-    """The peer's virtualenv python, created with uv the first time (cached in bench/.venvs)."""
-    uv = shutil.which("uv")
-    if uv is None:
-        raise PeerSkipped("uv is not on PATH")
-    python = peer.python()
-    venv = VENVS_DIR / peer.name
-    marker = venv / "bench-requirements.txt"
-    wanted = "\n".join([python, *peer.requirements]) + "\n"
-    venv_python = venv / "bin" / "python"
-    if venv_python.exists() and marker.exists() and marker.read_text() == wanted:
-        return venv_python
-    echo(f"  {peer.name}: creating {venv.relative_to(ROOT)} ({', '.join(peer.requirements)})")
-    steps = [
-        [uv, "venv", "--clear", "--no-python-downloads", "-q", "-p", python, str(venv)],
-        [uv, "pip", "install", "-q", "-p", str(venv_python), *peer.requirements],
-    ]
-    for step in steps:
-        done = subprocess.run(
-            step, capture_output=True, text=True, timeout=600, check=False, env=_clean_env()
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise PeerSkipped(f"install failed: {' | '.join(tail)}")
-    marker.write_text(wanted)
-    return venv_python
-
-
-def run_peer(
-    peer: Peer,
-    server: Any,
-    sizes: Sizes,
-    *,
-    quick: bool,
-    scratch: Path,
-    echo: Callable[[str], None],
-) -> dict[str, Any]:
-    """Install (if needed) and run one peer script; a failure becomes a skipped entry."""
-    try:
-        python = ensure_venv(peer, echo)
-        conninfo = _create_database(server, f"bench_{peer.name.replace('-', '_')}")
-        peer_sizes = asdict(sizes)
-        if peer.drain_cap is not None:
-            peer_sizes["drain"] = min(sizes.drain, peer.drain_cap[0 if quick else 1])
-        echo(f"  {peer.name}: running ({peer_sizes['drain']} tasks drained)")
-        log_path = scratch / f"{peer.name}.log"
-        env = {**_clean_env(), "BENCH_PEER_LOG": str(log_path), "PYTHONUNBUFFERED": "1"}
-        command = [str(python), str(PEERS_DIR / peer.script), "measure", conninfo]
-        command.append(json.dumps(peer_sizes))
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        try:
-            out, err = proc.communicate(timeout=180 if quick else 900)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-            raise PeerSkipped("timed out") from None
-        except BaseException:
-            proc.terminate()
-            proc.wait(30)
-            raise
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            tail = [line for line in err.strip().splitlines() if line.strip()][-1:]
-            raise PeerSkipped(f"exited {proc.returncode}: {' '.join(tail)[:200]}")
-        result: dict[str, Any] = json.loads(lines[-1])
-    except PeerSkipped as exc:
-        echo(f"  {peer.name}: skipped: {exc}")
-        return {"status": "skipped", "reason": str(exc), "figures": {}}
-    figures: dict[str, float] = result["figures"]
-    if "w2_cpu_s" in figures:
-        figures["w2_cpu_us_per_task"] = figures["w2_cpu_s"] / peer_sizes["drain"] * 1e6
-    return {"status": "ok", "sizes": peer_sizes, **result}
-
-
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -707,6 +547,7 @@ def run(
     durable: bool,
     peers: Sequence[Peer],
     echo: Callable[[str], None],
+    redis_appendfsync: str = "off",
 ) -> dict[str, Any]:
     """Run every workload for horsies, the limit and the peers; return the JSON document."""
     from horsies.embedded import start_embedded
@@ -759,7 +600,13 @@ def run(
         echo("peers")
         for peer in peers:
             systems[peer.label] = run_peer(
-                peer, server, sizes, quick=quick, scratch=scratch, echo=echo
+                peer,
+                lambda name: _create_database(server, name),
+                asdict(sizes),
+                quick=quick,
+                scratch=scratch,
+                echo=echo,
+                redis_appendfsync=redis_appendfsync,
             )
     return {
         "suite": "horsies-bench",
@@ -770,6 +617,7 @@ def run(
         "sizes": asdict(sizes),
         "processes": processes,
         "durable_server": durable,
+        "redis_appendfsync": redis_appendfsync,
         "systems": systems,
         "ratios": ratios(systems),
     }
@@ -854,6 +702,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run PostgreSQL with fsync=off, synchronous_commit=off (the tests' settings)",
     )
     parser.add_argument(
+        "--redis-aof",
+        choices=APPENDFSYNC_CHOICES,
+        default="off",
+        help="the Celery peer's Redis: append-only file off (Redis's default, snapshots only),"
+        " fsync'd every second, or before every reply (default: %(default)s)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON output file"
     )
     args = parser.parse_args(argv)
@@ -878,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes=args.processes,
             quick=args.quick,
             durable=not args.fast_server,
+            redis_appendfsync=args.redis_aof,
             peers=peers,
             echo=lambda line: print(line, flush=True),
         )
