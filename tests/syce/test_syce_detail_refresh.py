@@ -99,6 +99,7 @@ async def test_syce_open_details_follow_the_database_at_the_tick_rate(
 
         task_id = await open_pending_task(pilot, app)
         assert '"status": "PENDING"' in task_json(app)
+        assert text(app, "#task-attempts-title") == "Attempts: none started yet"
         await confirm(pilot, "X")  # cancel from inside the detail
         await wait_for(
             pilot,

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["bar", "count", "duration", "histogram", "percent", "since"]
+if TYPE_CHECKING:
+    from horsies.broker.attempts import TaskAttempt
+
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "attempt_cells",
+    "bar",
+    "count",
+    "duration",
+    "histogram",
+    "moment",
+    "percent",
+    "since",
+]
 
 
 def count(n: int, cap: int, capped: bool = False) -> str:
@@ -33,6 +47,35 @@ def duration(value: timedelta | float | None) -> str:
 
 def since(moment: datetime | None, now: datetime) -> str:
     return "-" if moment is None else duration(now - moment)
+
+
+def moment(value: datetime | None) -> str:
+    """A point in time in UTC, to the second: ``2026-05-04 13:02:09``."""
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+ATTEMPT_COLUMNS: Final = ("#", "Started (UTC)", "Ended (UTC)", "Worker", "Outcome", "Error")
+"""The columns of a task's attempt history, as :func:`attempt_cells` fills them."""
+
+
+def attempt_cells(attempt: TaskAttempt) -> tuple[str, ...]:
+    """One attempt as a row of text: its number, when it started and ended, where it ran
+    (host:pid and the worker id's first 8 characters), how it ended, and the error that ended it
+    (code and message, then the worker's or reaper's reason, when there is one)."""
+    where = f"{attempt.hostname or '?'}:{attempt.pid if attempt.pid is not None else '?'}"
+    if attempt.worker_id:
+        where += f" {attempt.worker_id[:8]}"
+    error = ": ".join(p for p in (attempt.error_code, attempt.error_message) if p)
+    if attempt.failed_reason and attempt.failed_reason not in error:
+        error = f"{error} ({attempt.failed_reason})" if error else attempt.failed_reason
+    return (
+        str(attempt.attempt),
+        moment(attempt.started_at),
+        moment(attempt.ended_at),
+        where,
+        attempt.status.lower(),
+        error or "-",
+    )
 
 
 def percent(value: float | None) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from horsies.broker.attempts import TaskAttempt
 
 TASK_STATUSES: Final = ("PENDING", "CLAIMED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 """Every status horsies writes to a task (in the Tasks tab's filter-key order p, c, u, o, f, x);
@@ -230,10 +233,12 @@ class TaskSummary(TaskRef):
 
 @dataclass(frozen=True, slots=True)
 class TaskDetail:
-    """One task's row and, while it is PENDING, why it waits."""
+    """One task's row, while it is PENDING why it waits, and every attempt of its code so far
+    (oldest first, as ``TaskHandle.attempts()`` lists them)."""
 
     row: dict[str, Any]
     wait: TaskWait | None = None
+    attempts: tuple[TaskAttempt, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

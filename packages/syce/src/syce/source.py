@@ -1,4 +1,5 @@
-"""The data source: runs the read-only queries of `syce.queries`, returns `syce.models` snapshots.
+"""The data source: runs the read-only queries of `syce.queries` (and horsies-core's own read of a
+task's attempts, so the history has one home), returns `syce.models` snapshots.
 
 No Textual here. The app calls these methods from Textual thread workers, so they block. One
 connection is shared (guarded by a lock) and opened lazily; a broken connection is dropped and
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar, cast
 
 import psycopg
+from horsies.broker.attempts import attempts_op
+from horsies.broker.driver_sync import run_op
+from horsies.broker.steps import Op
 from horsies.config import PostgresConfig
 from horsies.redact import mask_database_url
 from psycopg.conninfo import make_conninfo
@@ -66,6 +70,8 @@ class SourceUnavailable(Exception):
 
 Row = dict[str, Any]
 M = TypeVar("M", bound="DataclassInstance")
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def _model(model: type[M], row: Row, **named_otherwise: Any) -> M:
@@ -105,7 +111,7 @@ class SyceSource:
     def __init__(self, config: PostgresConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn: Conn | None = None
         self._closed = False
 
     @property
@@ -123,7 +129,7 @@ class SyceSource:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def _connection(self) -> Conn:
         if self._closed:
             raise SourceUnavailable("the dashboard is shutting down")
         conn = self._conn
@@ -138,18 +144,28 @@ class SyceSource:
             self._conn = conn
         return conn
 
-    def _fetch(self, sql: LiteralString, params: Mapping[str, Any] | None = None) -> list[Row]:
+    def _use(self, read: Callable[[Conn], T]) -> T:
+        """``read(connection)`` under the lock; a broken connection is dropped and reported."""
         with self._lock:
             try:
-                conn = self._connection()
-                cursor = conn.execute(sql, params or {})
-                names = [column.name for column in cursor.description or ()]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                return read(self._connection())
             except psycopg.OperationalError as exc:
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
                 raise SourceUnavailable(mask_database_url(str(exc).strip())) from exc
+
+    def _fetch(self, sql: LiteralString, params: Mapping[str, Any] | None = None) -> list[Row]:
+        def read(conn: Conn) -> list[Row]:
+            cursor = conn.execute(sql, params or {})
+            names = [column.name for column in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return self._use(read)
+
+    def _run(self, op: Op[T]) -> T:
+        """A read of horsies-core (an operation of its broker) on this connection."""
+        return self._use(lambda conn: run_op(conn, op))
 
     def ping(self) -> None:
         """Connect if needed and run ``SELECT 1`` (raises `SourceUnavailable`)."""
@@ -295,12 +311,14 @@ class SyceSource:
         return rows[0] if rows else None
 
     def task_detail(self, task_id: str) -> TaskDetail | None:
-        """A task's row and, while it is PENDING, why it waits (None: no such task)."""
+        """A task's row, while it is PENDING why it waits, and its attempts (None: no such
+        task)."""
         row = self.task(task_id)
         if row is None:
             return None
         wait = self._waits([task_id]).get(task_id) if row["status"] == "PENDING" else None
-        return TaskDetail(row=row, wait=wait)
+        attempts = tuple(self._run(attempts_op(task_id)))
+        return TaskDetail(row=row, wait=wait, attempts=attempts)
 
     def limits(self, selected: str | None, search: str = "") -> LimitsData:
         """Every limit (its name containing ``search``), how many live workers enforce it, and

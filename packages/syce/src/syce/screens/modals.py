@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from syce._nodes import row_table, table_of
-from syce.format import bar
+from syce.format import ATTEMPT_COLUMNS, attempt_cells, bar
 from syce.models import TaskDetail, WorkflowDetail
 from syce.screens.base import TASK_ACTIONS, WORKFLOW_ACTIONS, Loader
 from syce.source import row_to_json
@@ -134,8 +134,9 @@ class DetailScreen(ModalScreen[None], Loader[D]):
 
 
 class TaskDetailScreen(DetailScreen[TaskDetail | None]):
-    """The full row of one task as JSON and, while it is PENDING, why it waits: its limit and
-    key when the limit holds it back, else a free worker (or its due time)."""
+    """One task: while it is PENDING, why it waits (its limit and key when the limit holds it
+    back, else a free worker or its due time); every attempt of its code so far; its full row as
+    JSON."""
 
     KIND = "task"
     BINDINGS = list(TASK_ACTIONS)
@@ -148,6 +149,12 @@ class TaskDetailScreen(DetailScreen[TaskDetail | None]):
         with VerticalScroll(classes="dialog detail"):
             yield Static(id="task-title")
             yield Static(id="task-wait", markup=False)
+            yield Static(id="task-attempts-title", classes="title")
+            attempts = row_table("attempts-table", *ATTEMPT_COLUMNS)
+            # Shown only: the arrow keys keep scrolling the detail.
+            attempts.can_focus = False
+            attempts.cursor_type = "none"
+            yield attempts
             yield Static(id="task-json", markup=False)
 
     def load(self) -> TaskDetail | None:
@@ -166,7 +173,18 @@ class TaskDetailScreen(DetailScreen[TaskDetail | None]):
         wait = self.query_one("#task-wait", Static)
         wait.display = data is not None and data.wait is not None
         wait.update("" if data is None or data.wait is None else data.wait.describe())
+        self._show_attempts(data)
         self.query_one("#task-json", Static).update(self.json)
+
+    def _show_attempts(self, data: TaskDetail | None) -> None:
+        attempts = () if data is None else data.attempts
+        title = self.query_one("#task-attempts-title", Static)
+        table = table_of(self, "#attempts-table")
+        title.update(f"Attempts ({len(attempts)})" if attempts else "Attempts: none started yet")
+        table.display = bool(attempts)
+        table.clear()
+        for attempt in attempts:
+            table.add_row(*attempt_cells(attempt), key=str(attempt.attempt))
 
     def action_task_action(self, action: str) -> None:
         self.syce.confirm_task_action(action, self.task_id)
