@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from db_rows import row, sql
 from horsies.app import Horsies
-from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker, steps
+from horsies.broker import BrokerError, EnqueueRequest, PostgresBroker, prepared, steps
 from horsies.broker.programs import Run
 from horsies.codec import PayloadTooLargeError
 from horsies.config import AppConfig, PostgresConfig
@@ -113,6 +113,36 @@ def test_prepared_send_prepares_again_after_deallocate_all(
     finally:
         broker.close()
     assert {r["id"] for r in sql(clean_db, "SELECT id FROM horsies_tasks")} == {first, second}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_prepared_statement_that_vanishes_again_at_once_fails_the_call(
+    database_url: str, clean_db: str, monkeypatch: pytest.MonkeyPatch, use_async: bool
+) -> None:
+    """Prepared again once after it vanished; if it is gone again at once (a pooler handing each
+    statement to another server connection) the call fails with the server's error instead of
+    preparing forever."""
+    real_args = prepared.prepare_args
+
+    def elsewhere(step: Any) -> tuple[bytes, bytes, list[int]]:
+        name, text, oids = real_args(step)
+        return b"elsewhere_" + name, text, oids  # the name executed never exists
+
+    monkeypatch.setattr(prepared, "prepare_args", elsewhere)
+    broker = PostgresBroker(PostgresConfig(database_url=database_url, pool_size=1, max_overflow=0))
+    try:
+
+        def send() -> str:
+            if use_async:
+                return asyncio.run(broker.enqueue_async("t"))
+            return broker.enqueue("t")
+
+        with pytest.raises(BrokerError) as raised:
+            send()
+    finally:
+        broker.close()
+    assert "does not exist" in str(raised.value)
+    assert sql(clean_db, "SELECT id FROM horsies_tasks") == []
 
 
 @pytest.mark.parametrize(

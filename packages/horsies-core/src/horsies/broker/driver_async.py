@@ -95,7 +95,9 @@ async def _exchange(conn: AsyncConn) -> pq.abc.PGresult:
         return results[-1]
 
 
-async def _run_prepared(conn: AsyncConn, step: Prepared, echo: bool) -> QueryResult:
+async def _run_prepared(
+    conn: AsyncConn, step: Prepared, echo: bool, *, again: bool = True
+) -> QueryResult:
     names = prepared.prepared_names(conn)
     params = prepared.text_params(step) if names.usable and not echo else None
     if params is None:
@@ -107,9 +109,11 @@ async def _run_prepared(conn: AsyncConn, step: Prepared, echo: bool) -> QueryRes
         names.names.add(step.name)
     pgconn.send_query_prepared(step.name.encode(), params)
     res = await _exchange(conn)
-    if prepared.is_deallocated(res, pgconn):
+    if again and prepared.is_deallocated(res, pgconn):
+        # Once: a statement that vanishes again at once is not ours to keep (a pooler in front
+        # that hands each statement to another server connection), so its error is the result.
         names.names.discard(step.name)
-        return await _run_prepared(conn, step, echo)
+        return await _run_prepared(conn, step, echo, again=False)
     return prepared.prepared_result(res)
 
 

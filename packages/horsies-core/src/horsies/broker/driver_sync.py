@@ -224,7 +224,7 @@ def _exchange(conn: SyncConn) -> pq.abc.PGresult:
         return results[-1]
 
 
-def _run_prepared(conn: SyncConn, step: Prepared, echo: bool) -> QueryResult:
+def _run_prepared(conn: SyncConn, step: Prepared, echo: bool, *, again: bool = True) -> QueryResult:
     names = prepared.prepared_names(conn)
     params = prepared.text_params(step) if names.usable and not echo else None
     if params is None:
@@ -236,9 +236,11 @@ def _run_prepared(conn: SyncConn, step: Prepared, echo: bool) -> QueryResult:
         names.names.add(step.name)
     pgconn.send_query_prepared(step.name.encode(), params)
     res = _exchange(conn)
-    if prepared.is_deallocated(res, pgconn):
+    if again and prepared.is_deallocated(res, pgconn):
+        # Once: a statement that vanishes again at once is not ours to keep (a pooler in front
+        # that hands each statement to another server connection), so its error is the result.
         names.names.discard(step.name)
-        return _run_prepared(conn, step, echo)
+        return _run_prepared(conn, step, echo, again=False)
     return prepared.prepared_result(res)
 
 
