@@ -137,7 +137,7 @@ def test_a_changed_app_file_restarts_the_worker_with_the_new_code(
         assert second.unwrap() == "second, from the new code"
 
         started = [p.pid for p in psutil.Process(supervisor.pid).children(recursive=True)]
-        assert len(started) == 2, started  # the worker and its one child
+        assert len(started) == 3, started  # the worker, its fork server and its one child
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait_exit(60) == 0
         wait_until(lambda: not any(alive(pid) for pid in started), 30, "every process to exit")
@@ -161,7 +161,7 @@ def test_the_worker_stops_when_its_supervisor_is_killed(
     try:
         supervisor.wait_output(READY, timeout=60)
         started = [p.pid for p in psutil.Process(supervisor.pid).children(recursive=True)]
-        assert len(started) == 2, started
+        assert len(started) == 3, started  # the worker, its fork server and its one child
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait_exit(10)
         wait_until(lambda: not any(alive(pid) for pid in started), 60, "the worker to stop")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psutil
 import psycopg
 
 LEDGER_DDL = """
@@ -53,6 +54,11 @@ def create_ledger(conninfo: str) -> None:
         conn.execute("TRUNCATE reliability_ledger")
 
 
+def _worker_pid() -> int:
+    """The worker main process of this task child: the parent of the fork server that forked it."""
+    return psutil.Process(os.getppid()).ppid()
+
+
 def record(conninfo: str, key: str, phase: str) -> None:
     """Append one ledger row from inside a task (called in the worker's child process).
 
@@ -67,7 +73,7 @@ def record(conninfo: str, key: str, phase: str) -> None:
         try:
             if _conn is None or _conn.closed:
                 _conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-            _conn.execute(_INSERT, (key, phase, os.getppid(), os.getpid(), token))
+            _conn.execute(_INSERT, (key, phase, _worker_pid(), os.getpid(), token))
             return
         except psycopg.OperationalError:
             # The connection was cut or the server is restarting (a fault test did it).

@@ -1,9 +1,11 @@
-"""What a worker child costs: no database driver until a task needs one, no helper processes.
+"""What a worker child costs: pages shared with the fork server, no database driver until a task
+needs one, no helper process but the fork server.
 
-Children are plain interpreters started with ``subprocess`` (no ``multiprocessing`` start method, so
-no resource-tracker process). Importing an app loads neither psycopg nor asyncio: the database
-URL's libpq check waits for the broker in a child, and a workflow built at import time creates its
-broker when it is first needed. A child that sends a task loads the driver then.
+Children are forked by a fork server that imported the app once (no ``multiprocessing`` start
+method, so no resource-tracker process), and share its pages. Importing an app loads neither
+psycopg nor asyncio: the database URL's libpq check waits for the broker in a child, and a workflow
+built at import time creates its broker when it is first needed. A child that sends a task loads
+the driver then.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from process_harness import run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
+THREADED_APP_FILE = os.path.join(HERE, "worker_threaded_app.py")
 DRIVER_MODULES = ["psycopg", "asyncio"]
 
 
@@ -63,7 +66,7 @@ async def pool() -> AsyncIterator[tuple[ChildPool, Recorder, set[int]]]:
     """Two children of the footprint app; yields the pool, its recorder and the processes this
     test process gained while starting them."""
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING")
     before = own_children()
     children = ChildPool(
         2, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready
@@ -90,14 +93,103 @@ async def test_children_are_the_only_new_processes_and_load_no_driver(
     pool: tuple[ChildPool, Recorder, set[int]],
 ) -> None:
     children, rec, new_processes = pool
-    # Two interpreters and nothing else: no resource tracker, no fork server.
-    assert new_processes == {c.pid for c in children.children}
+    # The fork server and the two children it forked, nothing else: no resource tracker.
+    pids = {c.pid for c in children.children}
+    (server,) = {psutil.Process(pid).ppid() for pid in pids}
+    assert psutil.Process(server).ppid() == os.getpid()
+    assert new_processes == {server, *pids}
     for proc in map(psutil.Process, new_processes):
         assert "resource_tracker" not in " ".join(proc.cmdline())
     args = json.dumps([DRIVER_MODULES])
     for index, child in enumerate(children.children):
         loaded = await run_in(child, rec, claimed(f"m{index}", "footprint.loaded", args))
         assert loaded == dict.fromkeys(DRIVER_MODULES, False)
+
+
+def ended(pid: int) -> bool:
+    """The process has exited (orphaned by its dead parent, it may be a zombie until init reaps
+    it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def private_and_resident_kib(pid: int) -> tuple[int, int]:
+    """Pages only process ``pid`` maps, and all it maps (KiB), from ``/proc/<pid>/smaps_rollup``."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, rest = line.partition(":")
+            value = rest.split()
+            if len(value) == 2 and value[1] == "kB":
+                fields[name] = int(value[0])
+    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Rss"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="Linux 4.14+ only")
+@pytest.mark.timeout(90)
+async def test_children_share_the_fork_servers_pages(
+    pool: tuple[ChildPool, Recorder, set[int]],
+) -> None:
+    # A new interpreter that imported the app holds ~60 % of its pages alone (the interpreter's
+    # heap, pydantic, horsies, the app); a child forked from the server that imported them, after
+    # a task, well under a third.
+    children, rec, _ = pool
+    for index, child in enumerate(children.children):
+        await run_in(child, rec, claimed(f"p{index}", "footprint.noop"))
+        private, resident = private_and_resident_kib(child.pid)
+        assert private < resident / 3, (child.pid, private, resident)
+
+
+@pytest.mark.timeout(90)
+async def test_the_app_is_imported_once_by_the_fork_server(
+    pool: tuple[ChildPool, Recorder, set[int]],
+) -> None:
+    children, rec, _ = pool
+    for index, child in enumerate(children.children):
+        imported_in = await run_in(child, rec, claimed(f"i{index}", "footprint.imported_in"))
+        assert imported_in == psutil.Process(child.pid).ppid() != child.pid
+
+
+@pytest.mark.timeout(90)
+async def test_children_import_an_app_whose_import_starts_threads_themselves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A process with threads must not fork: the fork server that imported the app gives way to
+    # one whose children import it after the fork.
+    rec = Recorder()
+    init = ChildInit(locator=f"{THREADED_APP_FILE}:app", loglevel="WARNING")
+    children = ChildPool(
+        2, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready
+    )
+    await asyncio.wait_for(children.start(), 60)
+    try:
+        for index, child in enumerate(children.children):
+            task = claimed(f"t{index}", "threaded.imported_in")
+            assert await run_in(child, rec, task) == child.pid
+    finally:
+        await children.close(timeout=5)
+    assert "fork_server_threaded" in caplog.text
+
+
+@pytest.mark.timeout(90)
+async def test_a_dead_fork_server_is_replaced_with_its_children(
+    pool: tuple[ChildPool, Recorder, set[int]],
+) -> None:
+    children, rec, _ = pool
+    pids = [c.pid for c in children.children]
+    (server,) = {psutil.Process(pid).ppid() for pid in pids}
+    os.kill(server, signal.SIGKILL)
+    # Its children die with it (parent-death signal); each is seen and replaced.
+    await wait_until(lambda: {pid for pid, _ in rec.exits} == set(pids))
+    await wait_until(lambda: len(rec.ready) == 2, timeout=60)
+    assert all(map(ended, pids))
+    replacements = {c.pid for c in children.children}
+    (new_server,) = {psutil.Process(pid).ppid() for pid in replacements}
+    assert new_server != server
+    for index, child in enumerate(children.children):
+        assert await run_in(child, rec, claimed(f"r{index}", "footprint.noop")) is None
 
 
 @pytest.mark.timeout(90)
@@ -121,7 +213,7 @@ async def test_a_child_that_sends_loads_the_driver_then(
     # Children inherit the environment: the app they import connects to the test database.
     monkeypatch.setenv("HORSIES_FOOTPRINT_DATABASE_URL", database_url)
     rec = Recorder()
-    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING", parent_pid=os.getpid())
+    init = ChildInit(locator=f"{APP_FILE}:app", loglevel="WARNING")
     children = ChildPool(
         1, init, on_result=rec.on_result, on_exit=rec.on_exit, on_ready=rec.on_ready
     )

@@ -45,7 +45,7 @@ class Recorder:
         """A pool of ``size`` children of the test app (``<APP_FILE>:<app_attribute>``) whose
         results, exits and readiness this recorder records."""
         locator = f"{APP_FILE}:{app_attribute}"
-        init = ChildInit(locator=locator, loglevel="WARNING", parent_pid=os.getpid())
+        init = ChildInit(locator=locator, loglevel="WARNING")
         return ChildPool(
             size, init, on_result=self.on_result, on_exit=self.on_exit, on_ready=self.on_ready
         )

@@ -39,6 +39,16 @@ def loaded(names: list[str]) -> TaskResult[dict[str, bool], TaskError]:
     return TaskResult(ok={name: name in sys.modules for name in names})
 
 
+IMPORTED_IN = os.getpid()
+"""The process that imported this module: the fork server, whose children inherit it."""
+
+
+@app.task("footprint.imported_in")
+def imported_in() -> TaskResult[int, TaskError]:
+    """The pid of the process that imported the app."""
+    return TaskResult(ok=IMPORTED_IN)
+
+
 @app.task("footprint.send_noop")
 def send_noop() -> TaskResult[dict[str, object], TaskError]:
     """Send ``footprint.noop`` from the child; report the task id and whether psycopg is loaded."""

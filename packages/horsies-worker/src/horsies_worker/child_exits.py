@@ -14,8 +14,9 @@ stops the child of a ``def`` task.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from horsies.logs import get_logger, task_fields
@@ -34,6 +35,8 @@ __all__ = ["ChildExits"]
 
 logger = get_logger("worker")
 
+_DEAD_KEPT = 64
+
 
 @dataclass(eq=False)
 class ChildExits:
@@ -45,6 +48,9 @@ class ChildExits:
     force: asyncio.Event
     state: Callable[[], WorkerState | None]
     shutting_down: Callable[[], bool]
+    _dead: deque[int] = field(init=False, default_factory=lambda: deque(maxlen=_DEAD_KEPT))
+    """The latest dead children: when their fork server died first, they wait as zombies of
+    another parent, and are no task's orphans."""
 
     def stop(self, task_ids: Iterable[str]) -> None:
         """Stop these tasks if this worker runs them: an async task is cancelled in its child,
@@ -103,7 +109,8 @@ class ChildExits:
                 exitcode,
             )
             # Reading every process of the host: off the loop, which serves heartbeats.
-            state.in_background(_report_orphans(child.pid), "horsies-orphans")
+            self._dead.append(child.pid)
+            state.in_background(_report_orphans(child.pid, set(self._dead)), "horsies-orphans")
 
     def _crash_reason(self, child: ChildProcess, exitcode: int | None) -> str:
         if self.shutting_down() and child.expected_exit and self.force.is_set():
@@ -149,9 +156,9 @@ class ChildExits:
         self.wake.set()
 
 
-async def _report_orphans(dead_pid: int) -> None:
+async def _report_orphans(dead_pid: int, dead_children: set[int]) -> None:
     try:
-        orphans = await asyncio.to_thread(orphaned_processes)
+        orphans = await asyncio.to_thread(orphaned_processes, dead_children)
     except Exception as exc:  # psutil may be refused /proc in a sandbox
         logger.debug("orphan_check_failed: %s", exc)
         return

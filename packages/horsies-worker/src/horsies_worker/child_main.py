@@ -1,14 +1,19 @@
 """A worker child's side: start-up, then one task at a time for as long as the worker lives.
 
-A child is started by :func:`~horsies_worker.spawn.spawn_child`, whose ``python -c`` command calls
-:func:`child_entry`. It initialises itself (:func:`initialize_child`), reports readiness over its
-pipe and then runs the tasks the parent sends (:func:`~horsies_worker.execution.execute_task`).
+A child is forked by the fork server (:mod:`horsies_worker.fork_server_main`), which calls
+:func:`child_entry` in the new process. The app is normally already imported then: the server
+imported it once (:func:`load_app`) before forking any child, so every child shares those pages.
+Where the server could not (importing the app started threads, and a process with threads must not
+fork), the child reads its bootstrap message, takes on the main process's state (:func:`take_on`)
+and imports the app itself. It reports readiness over its pipe and then runs the tasks the parent
+sends (:func:`~horsies_worker.execution.execute_task`).
 
 Pipe protocol (tuples, pickled, framed by ``Connection.send_bytes``):
 
-* parent → child: ``("run", task_id, task_name, args_json, kwargs_json, run_facts)``,
-  ``("stop",)`` (``run_facts`` are the fields of :class:`~horsies_worker.execution.RunFacts`);
-  ``async def`` tasks are served several at once by :mod:`horsies_worker.async_runner`
+* parent → child: the :class:`~horsies_worker.spawn.Bootstrap` first when the child imports the app
+  itself; then ``("run", task_id, task_name, args_json, kwargs_json, run_facts)``, ``("stop",)``
+  (``run_facts`` are the fields of :class:`~horsies_worker.execution.RunFacts`); ``async def``
+  tasks are served several at once by :mod:`horsies_worker.async_runner`
 * child → parent: ``("ready", pid)``, ``("init_error", text)``,
   ``("result", task_id, result_json, ok)``
 """
@@ -16,7 +21,6 @@ Pipe protocol (tuples, pickled, framed by ``Connection.send_bytes``):
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import pickle
 import signal
@@ -30,17 +34,25 @@ from horsies.locator import locate_app
 from horsies.logs import configure_logging, get_logger, set_log_context
 
 from horsies_worker.execution import RunFacts, execute_task
+from horsies_worker.footprint import release_free_memory
 from horsies_worker.parent_death import signal_when_parent_dies
 from horsies_worker.spawn import Bootstrap, ChildInit
 
 if TYPE_CHECKING:
     from horsies.app import Horsies
 
-__all__ = ["child_entry", "child_main", "initialize_child"]
+__all__ = [
+    "child_entry",
+    "child_main",
+    "init_error_text",
+    "load_app",
+    "take_on",
+]
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this child when the worker main process dies.
+    """SIGKILL this child when its parent, the fork server, dies (the fork server dies with the
+    worker main process in the same way).
 
     A worker killed with ``kill -9`` is gone for good: its tasks are failed or requeued by another
     worker's reaper, so letting an orphaned child finish (and repeat side effects) helps nobody.
@@ -49,13 +61,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def initialize_child(init: ChildInit) -> Horsies:
-    """Initialise this child process and return its app.
+def load_app(init: ChildInit) -> Horsies:
+    """Make this process a worker child and import its app; return the app.
 
     Ignores SIGINT (the parent coordinates shutdown), marks the process as a worker child,
     applies the log level and format, prepends the sys.path roots, locates the app with the
     canonical locator (factories allowed) and imports the task modules with sends suppressed, so
-    that importing them enqueues nothing.
+    that importing them enqueues nothing. Run by the fork server, whose children inherit all of
+    it, or by a child that imports the app itself.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ[env.CHILD_PROCESS] = "1"
@@ -89,19 +102,10 @@ def initialize_child(init: ChildInit) -> Horsies:
     return app
 
 
-def _release_free_memory() -> None:
-    """Give the memory freed during start-up back to the system (glibc only; best effort).
-
-    Importing the app allocates and frees a lot (compiling sources without cached bytecode,
-    building validators), and glibc keeps freed heap pages unless asked. Called once, before the
-    first task, so a long-lived child does not carry its start-up peak.
-    """
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes  # prctl and malloc_trim exist only on Linux
-
-            ctypes.CDLL(None).malloc_trim(0)
+def init_error_text(exc: BaseException) -> str:
+    """How an exception raised by :func:`load_app` is reported to the main process."""
+    text = "".join(traceback.format_exception(exc))
+    return f"{type(exc).__name__}: {exc}\n{text}"
 
 
 def _blank_in_forks(fds: tuple[int, ...]) -> None:
@@ -121,26 +125,50 @@ def _blank_in_forks(fds: tuple[int, ...]) -> None:
     os.register_at_fork(after_in_child=blank)
 
 
-def child_entry(conn_fd: int, exit_fd: int) -> None:
-    """Bootstrap of a child started by :func:`spawn_child` (its ``python -c`` command calls this).
+def take_on(bootstrap: Bootstrap) -> None:
+    """Become what a new interpreter started by the main process now would be before it imports
+    the app: its ``sys.path`` and ``sys.argv`` (as ``multiprocessing`` spawn restores them), its
+    environment and working directory."""
+    sys.path[:] = bootstrap.sys_path
+    sys.argv[:] = bootstrap.sys_argv
+    if dict(os.environ) != bootstrap.environ:
+        os.environ.clear()
+        os.environ.update(bootstrap.environ)
+    if bootstrap.cwd is not None:
+        with contextlib.suppress(OSError):  # gone meanwhile: keep the inherited one
+            os.chdir(bootstrap.cwd)
 
-    Keeps its inherited descriptors (the pipe, and without pidfds the exit pipe's write end, else
-    -1) from the processes a task may start or fork, reads the bootstrap (the parent's
-    ``sys.path`` and ``sys.argv``, restored as ``multiprocessing`` spawn did, and the `ChildInit`),
-    then runs :func:`child_main`. Exits 1 if the parent is gone before that.
+
+def child_entry(conn_fd: int, exit_fd: int, parent_pid: int, app: Horsies | None) -> None:
+    """Run a child just forked by the fork server, whose pid is ``parent_pid``, with the app the
+    server imported (``app``), or None: then read the bootstrap from the pipe and import the app.
+
+    Dies with the fork server, keeps its descriptors (the pipe, and without pidfds the exit pipe's
+    write end, else -1) from the processes a task may start or fork, reports ``("ready", pid)``
+    (or ``("init_error", text)`` and exits 1), then serves the pipe (:func:`child_main`).
     """
+    _die_with_parent(parent_pid)
     fds = tuple(fd for fd in (conn_fd, exit_fd) if fd >= 0)
     for fd in fds:
         os.set_inheritable(fd, False)
     _blank_in_forks(fds)
     conn = Connection(conn_fd)
-    try:
-        bootstrap = cast(Bootstrap, pickle.loads(conn.recv_bytes()))
-    except (EOFError, OSError):
-        sys.exit(1)
-    sys.path[:] = bootstrap.sys_path
-    sys.argv[:] = bootstrap.sys_argv
-    child_main(conn, bootstrap.init)
+    if app is None:
+        try:
+            bootstrap = cast(Bootstrap, pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            sys.exit(1)
+        take_on(bootstrap)
+        try:
+            app = load_app(bootstrap.init)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.send(("init_error", init_error_text(exc)))
+            conn.close()
+            sys.exit(1)
+        release_free_memory()
+    conn.send(("ready", os.getpid()))
+    child_main(conn, app)
 
 
 def _is_async(app: Horsies, task_name: object) -> bool:
@@ -148,23 +176,9 @@ def _is_async(app: Horsies, task_name: object) -> bool:
     return task is not None and task.is_async
 
 
-def child_main(conn: Connection, init: ChildInit) -> None:
-    """Serve as a worker child over ``conn`` (called by :func:`child_entry`).
-
-    Initialises, reports ``("ready", pid)`` (or ``("init_error", text)`` and exits 1), then serves
-    ``run`` requests until ``stop``, end-of-file on the pipe, or a broken pipe.
-    """
-    _die_with_parent(init.parent_pid)
-    try:
-        app = initialize_child(init)
-    except BaseException as exc:
-        text = "".join(traceback.format_exception(exc))
-        with contextlib.suppress(Exception):
-            conn.send(("init_error", f"{type(exc).__name__}: {exc}\n{text}"))
-        conn.close()
-        sys.exit(1)
-    _release_free_memory()
-    conn.send(("ready", os.getpid()))
+def child_main(conn: Connection, app: Horsies) -> None:
+    """Serve ``run`` requests on ``conn`` with ``app`` until ``stop``, end-of-file on the pipe, or
+    a broken pipe (called by :func:`child_entry` once the child reported readiness)."""
     while True:
         try:
             message: tuple[Any, ...] = conn.recv()

@@ -1,10 +1,9 @@
 """Children: the worker's persistent child processes, seen from the main process.
 
-Each :class:`ChildProcess` is a new interpreter running :func:`horsies_worker.child_main.child_main`
-(started by :func:`~horsies_worker.spawn.spawn_child`), connected by one duplex pipe. The main
-process never
-blocks on a child: the pipe and the process sentinel are registered with the event loop
-(``loop.add_reader``), so a result or a death is seen the moment it happens.
+Each :class:`ChildProcess` is a process running :func:`horsies_worker.child_main.child_main`,
+forked by the pool's fork server (:mod:`horsies_worker.fork_server`), connected by one duplex pipe.
+The main process never blocks on a child: the pipe and the process sentinel are registered with
+the event loop (``loop.add_reader``), so a result or a death is seen the moment it happens.
 :class:`ChildPool` keeps ``processes`` children alive, hands out idle ones, and replaces a dead one,
 so a crashing task costs a child, never the worker.
 
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from horsies.logs import get_logger
 
 from horsies_worker.execution import sent_at_micros
-from horsies_worker.spawn import ChildInit, SpawnedChild, spawn_child
+from horsies_worker.fork_server import ForkServer, ForkServerError, PoolForkServer, SpawnedChild
+from horsies_worker.spawn import ChildInit
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -198,16 +198,22 @@ class ChildProcess:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> asyncio.Future[int]:
-        """Spawn the process and return a future resolved with its pid once it reports readiness.
+    def start(self, server: ForkServer) -> asyncio.Future[int]:
+        """Have ``server`` fork the process and return a future resolved with its pid once it
+        reports readiness.
 
         The future fails with :class:`ChildStartError` if the child reports an initialisation
-        error or dies before becoming ready.
+        error or dies before becoming ready; :class:`ChildStartError` is raised at once if the
+        server could not fork it.
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._ready = loop.create_future()
-        process, parent_conn = spawn_child(self.init)
+        try:
+            process, parent_conn = server.spawn(self.init)
+        except ForkServerError as exc:
+            self.state = ChildState.DEAD
+            raise ChildStartError(str(exc)) from exc
         self._conn = parent_conn
         self._process = process
         loop.add_reader(parent_conn.fileno(), self._on_readable)
@@ -444,6 +450,7 @@ class ChildPool:
         init=False, default_factory=set[asyncio.Task[None]]
     )
     _backoff: float = field(init=False, default=_RESPAWN_BACKOFF_MIN_S)
+    _server: PoolForkServer = field(init=False, default_factory=PoolForkServer)
 
     def _new_child(self, index: int) -> ChildProcess:
         return ChildProcess(
@@ -454,15 +461,25 @@ class ChildPool:
             on_start=self.on_start,
         )
 
+    async def _live_server(self) -> ForkServer:
+        """The pool's fork server, ready to fork (:class:`PoolForkServer`); raises
+        :class:`ChildStartError` if it could not be made ready. The caller bounds the wait."""
+        try:
+            return await self._server.ready(self.init)
+        except ForkServerError as exc:
+            raise ChildStartError(str(exc)) from exc
+
     async def start(self) -> None:
         """Start all children in parallel and wait until each reports readiness.
 
         Raises :class:`ChildStartError` (after stopping the others) if any child fails to start.
         The caller bounds the wait (start-up timeout).
         """
+        server = await self._live_server()
         self.children = [self._new_child(i) for i in range(self.size)]
-        futures = [child.start() for child in self.children]
+        futures: list[asyncio.Future[int]] = []
         try:
+            futures.extend(child.start(server) for child in self.children)
             await asyncio.gather(*futures)
         except BaseException:
             for child in self.children:
@@ -498,12 +515,13 @@ class ChildPool:
     async def _respawn_child(self, index: int) -> None:
         """Replace the dead child at ``index``; retries with backoff if the new child fails."""
         while not self._closed and self._respawn:
-            child = self._new_child(index)
-            self.children[index] = child
             try:
-                pid = await asyncio.wait_for(child.start(), timeout=60.0)
+                server = await asyncio.wait_for(self._live_server(), timeout=60.0)
+                child = self._new_child(index)
+                self.children[index] = child
+                pid = await asyncio.wait_for(child.start(server), timeout=60.0)
             except (ChildStartError, TimeoutError) as exc:
-                child.kill()
+                self.children[index].kill()
                 logger.error("child_respawn_failed: index=%s error=%s", index, exc)
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, _RESPAWN_BACKOFF_MAX_S)
@@ -559,3 +577,4 @@ class ChildPool:
             if child.alive:
                 # Never observed dead (should not happen after SIGKILL); do not wait forever.
                 logger.warning("child_not_reaped: pid=%s", child.pid)
+        self._server.close()

@@ -149,7 +149,14 @@ def worker_command(
     'path/to/app.py'.
     """
     # Loaded when the command runs, not when `horsies --help` lists it.
-    from horsies_worker.metrics import require_prometheus_client
+    from horsies_worker.fork_server import prepare_fork_server
+
+    if not reload:
+        # First, while this process runs one thread and no event loop, and has not imported the
+        # database driver (the app does): the fork server forked now shares this process's pages
+        # with every child it forks.
+        prepare_fork_server()
+    from horsies_worker.metrics import require_prometheus_client  # as the import above
     from horsies_worker.reload import (  # as the import above
         ReloadSupervisor,
         follow_supervisor,

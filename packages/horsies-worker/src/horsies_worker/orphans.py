@@ -10,6 +10,7 @@ them and leaves them alone: they are the app's processes, and ending them is the
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import psutil
 
@@ -23,15 +24,16 @@ def _group_of(pid: int) -> int | None:
         return None
 
 
-def orphaned_processes() -> list[int]:
+def orphaned_processes(ignored: Collection[int] = ()) -> list[int]:
     """Pids of this process group's members whose parent is outside the group, except this
-    process and its own ancestors (a launcher such as ``uv run`` may lead the group)."""
+    process, its own ancestors (a launcher such as ``uv run`` may lead the group) and
+    ``ignored`` (children known dead: orphaned only because their fork server died first)."""
     group = os.getpgrp()
     me = psutil.Process()
-    ancestors = {parent.pid for parent in me.parents()}
+    skipped = {me.pid, *ignored, *(parent.pid for parent in me.parents())}
     members: dict[int, int] = {}
     for proc in psutil.process_iter(["pid", "ppid"]):
         pid: int = proc.info["pid"]
-        if pid != me.pid and pid not in ancestors and _group_of(pid) == group:
+        if pid not in skipped and _group_of(pid) == group:
             members[pid] = proc.info["ppid"]
     return sorted(pid for pid, ppid in members.items() if ppid != me.pid and ppid not in members)

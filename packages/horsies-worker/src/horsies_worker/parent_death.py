@@ -1,5 +1,6 @@
 """Tying a process's life to its parent's (Linux ``prctl(PR_SET_PDEATHSIG)``): a worker child dies
-with its worker, and a worker run by ``horsies worker --reload`` stops with its supervisor."""
+with the fork server that forked it, the fork server with its worker, and a worker run by
+``horsies worker --reload`` stops with its supervisor."""
 
 from __future__ import annotations
 

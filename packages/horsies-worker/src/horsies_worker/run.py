@@ -136,9 +136,10 @@ def run_worker(
     ``startup_timeout_s``, ``metrics_port``, ``metrics_host``) to
     :class:`~horsies_worker.config.WorkerConfig`'s; ``log_format`` is ``"text"`` or ``"json"``
     (``configure_logs=False`` leaves logging as the caller set it up; the children log in the
-    format of this process). Prefer the CLI for deployments; use this from a script (guard it with
-    ``if __name__ == "__main__":`` — children are spawned and re-import the main module) or a
-    process manager that wants a Python entry point.
+    format of this process). Prefer the CLI for deployments (its children share the main
+    process's memory: see docs/worker.md); use this from a script (guard it with
+    ``if __name__ == "__main__":`` — the fork server, a separate interpreter here, imports the
+    main module again) or a process manager that wants a Python entry point.
 
     Raises the locator's errors, ``ValueError`` for invalid options, ``ConfigurationError`` (E210)
     for ``metrics_port`` without the ``metrics`` extra, and ``RuntimeError`` for a start-up failure

@@ -47,6 +47,7 @@ from horsies_worker.completer import (
     failure_summary,
 )
 from horsies_worker.config import WorkerConfig
+from horsies_worker.footprint import release_free_memory
 from horsies_worker.heartbeat import Heartbeater
 from horsies_worker.identity import WorkerIdentity
 from horsies_worker.limits import enforce_limits
@@ -245,7 +246,6 @@ class Worker:
             worker_id=self.worker_id,
             task_modules=list(cfg.task_modules),
             sys_path_roots=list(cfg.sys_path_roots),
-            parent_pid=self.pid,
             suppress_env=os.environ.get(env.SUPPRESS_SENDS),
         )
         pool = ChildPool(
@@ -312,6 +312,8 @@ class Worker:
         if metrics is not None:
             gauges = metrics.read_cluster(self.broker, cfg.queue_names, stop)
             self._background.append(asyncio.create_task(gauges, name="horsies-metrics"))
+        # Start-up is over (imports, the first connections, the children): what it freed goes back.
+        release_free_memory()
 
     def _serve_metrics(self, metrics: WorkerMetrics) -> None:
         """Start the metrics server, with a zero series for each served queue and task."""

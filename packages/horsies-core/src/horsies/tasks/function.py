@@ -39,11 +39,7 @@ from horsies.failures import failure
 from horsies.logs import get_logger
 from horsies.results import LibraryErrorCode, TaskError, TaskResult
 from horsies.tasks.arguments import ArgumentCheck
-from horsies.tasks.execution import (
-    run_task_coroutine,
-    run_task_function,
-    safe_text,
-)
+from horsies.tasks.execution import run_task_coroutine, run_task_function, safe_text
 from horsies.tasks.handle import SUPPRESSED_TASK_ID, TaskHandle
 from horsies.tasks.limits import Limit, LimitKeys, checked_limit_key
 from horsies.tasks.result_types import NO_ADAPTER, build_adapter, type_name
@@ -242,7 +238,9 @@ class TaskFunction(Generic[P, T]):
         view._within = CallerConnection(connection)
         return view
 
-    def _adapters(self) -> tuple[Any, Any]:
+    def result_adapters(self) -> tuple[Any, Any]:
+        """The validators of the declared `T` and `E`, built on first use (a worker's fork server
+        builds them before it forks its children, so that they share them)."""
         ok_adapter = self._ok_adapter
         if ok_adapter is None:
             ok_adapter = self._ok_adapter = build_adapter(self._ok_type)
@@ -257,7 +255,7 @@ class TaskFunction(Generic[P, T]):
         Returns `result` itself when it validates (coerced values are discarded), else an err
         `RETURN_TYPE_MISMATCH` result.
         """
-        ok_adapter, err_adapter = self._adapters()
+        ok_adapter, err_adapter = self.result_adapters()
         if result.is_ok():
             variant, value, adapter, expected = "ok", result.ok, ok_adapter, self._ok_type
         else:
