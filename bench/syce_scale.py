@@ -53,8 +53,9 @@ SEED = [
               true, 'w-' || (g %% 10), 'host' || (g %% 10), 1000 + g %% 10, 0, 0, now(), now(),
               CASE WHEN g %% 2 = 0 THEN 'tenant-api' ELSE 'exports' END, 'tenant-' || (g %% 1000)
        FROM generate_series(1, 500) g""",
-    """INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at)
-       SELECT 'tenant-api', 'tenant-' || (g %% 1000), now() - (g %% 900) * interval '1 millisecond'
+    """INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at, n)
+       SELECT 'tenant-api', 'tenant-' || (g %% 1000), now() - (g %% 900) * interval '1 millisecond',
+              row_number() OVER (PARTITION BY g %% 1000 ORDER BY g %% 900 DESC)
        FROM generate_series(1, 10000) g""",
     """INSERT INTO horsies_worker_states (worker_id, snapshot_at, hostname, pid, processes,
        max_claim_batch, max_claim_per_worker, queues, tasks_running, tasks_claimed, cpu_percent,

@@ -17,6 +17,7 @@ from horsies.broker.migrations import LATEST_VERSION, next_migration
 from horsies.broker.sql import (
     attempts,
     heartbeats,
+    limit_claim,
     limits,
     monitoring,
     retention,
@@ -204,7 +205,17 @@ def test_priority_must_be_between_1_and_100(clean_db: str) -> None:
 
 # -- every SQL constant prepares against the migrated schema -------------------------------------
 
-_CONSTANT_MODULES = (tasks, monitoring, heartbeats, schema, limits, unique, retention, attempts)
+_CONSTANT_MODULES = (
+    tasks,
+    monitoring,
+    heartbeats,
+    schema,
+    limits,
+    limit_claim,
+    unique,
+    retention,
+    attempts,
+)
 
 
 def _sql_constants() -> list[tuple[str, str]]:
@@ -230,7 +241,13 @@ def _to_positional(query: str) -> str:
     return re.sub(r"%%|%\((\w+)\)s", repl, query)
 
 
-_DDL = ("SCHEMA_VERSION_CREATE", "V10_LIMITS", "V11_RETENTION", "V12_ATTEMPTS")
+_DDL = (
+    "SCHEMA_VERSION_CREATE",
+    "V10_LIMITS",
+    "V11_RETENTION",
+    "V12_ATTEMPTS",
+    "V14_LIMIT_START_NUMBERS",
+)
 
 
 @pytest.mark.parametrize(("name", "query"), _sql_constants(), ids=lambda v: v if "." in v else "")

@@ -163,9 +163,9 @@ def seed_limits(conninfo: str) -> None:
             "('tenant-api', 2, 10, 60000), ('reports', 1, NULL, NULL)"
         )
         conn.execute(
-            "INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at) VALUES "
-            "('tenant-api', 'acme', now() - interval '10 seconds'), "
-            "('tenant-api', 'acme', now() - interval '5 seconds')"
+            "INSERT INTO horsies_limit_starts (limit_name, limit_key, started_at, n) VALUES "
+            "('tenant-api', 'acme', now() - interval '10 seconds', 1), "
+            "('tenant-api', 'acme', now() - interval '5 seconds', 2)"
         )
         conn.execute(
             "UPDATE horsies_worker_states SET limits = %s WHERE worker_id = 'w-alpha'",

@@ -6,13 +6,15 @@ A task subject to a limit carries the limit's name and its key (``limit_name``, 
 Ordinary claims ask for ``limit_name IS NULL``, the claim index's second column, so a backlog
 held back by a limit never slows a claim of other tasks. A worker that serves a queue with limited
 tasks claims there through ``horsies_claim_and_start_limited``, which decides under the limits'
-advisory locks.
+advisory locks. Its first version is here, in migration 10, as it shipped; migration 14 replaced
+it with the one in ``sql/limit_claim.py``, which counts a rate's window from numbered starts.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+# Migration 10's claim function, as it shipped (migration 14 replaced it: sql/limit_claim.py).
 # The claim of a queue whose tasks may be limited, for the child pids in p_pids (one task each;
 # with p_pids NULL, up to p_claim_limit tasks are CLAIMED instead, with a lease of p_lease_ms when
 # it is not NULL, for a worker whose cluster-wide caps make it claim first and start after):

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Final, LiteralString, NamedTuple
 
 from horsies.broker.sql.attempts import V12_ATTEMPTS as _V12_ATTEMPTS
+from horsies.broker.sql.limit_claim import V14_LIMIT_START_NUMBERS as _V14_LIMIT_START_NUMBERS
 from horsies.broker.sql.limits import V10_LIMITS as _V10_LIMITS
 from horsies.broker.sql.retention import V11_RETENTION as _V11_RETENTION
 
@@ -437,6 +438,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(11, "index of ended tasks for retention", _V11_RETENTION),
     Migration(12, "attempt history of tasks", _V12_ATTEMPTS),
     Migration(13, "limits each worker enforces, in its snapshots", _V13_WORKER_LIMITS),
+    Migration(14, "numbered starts of rate-limited keys", _V14_LIMIT_START_NUMBERS),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
