@@ -35,6 +35,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def private_and_resident_kib(pid: int) -> tuple[int, int]:
+    """Pages only process ``pid`` maps, and all it maps (KiB), from ``/proc/<pid>/smaps_rollup``."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, rest = line.partition(":")
+            value = rest.split()
+            if len(value) == 2 and value[1] == "kB":
+                fields[name] = int(value[0])
+    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Rss"]
+
+
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment plus ``extra``, unbuffered, without send suppression, and in
     the text log format the tests read (whatever the developer's shell exports)."""

@@ -11,7 +11,8 @@ first one's. With the tracking each client gets its own statement wherever it ru
 from __future__ import annotations
 
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -96,56 +97,52 @@ def _read_results(brokers: list[PostgresBroker]) -> list[TaskError]:
     ]
 
 
+@contextmanager
 def _brokers_through(
     start_bouncer: StartBouncer,
     database_name: str,
     settings: dict[str, str],
     pool_mode: str = "transaction",
-) -> list[PostgresBroker]:
+) -> Iterator[list[PostgresBroker]]:
+    """Two brokers through a new bouncer, closed when the block ends."""
     # In transaction pooling, one server connection: the two brokers' statements meet on it.
     pool_size = 1 if pool_mode == "transaction" else 2
     bouncer = start_bouncer(pool_mode=pool_mode, pool_size=pool_size, settings=settings)
     config = PostgresConfig(database_url=bouncer.url(database_name), pool_size=1)
-    return [PostgresBroker(config) for _ in range(2)]
+    brokers = [PostgresBroker(config) for _ in range(2)]
+    try:
+        yield brokers
+    finally:
+        for broker in brokers:
+            broker.close()
 
 
 def test_without_tracking_horsies_reads_fail_once_psycopg_prepares_them(
     pgbouncer: PgBouncerBinary, start_bouncer: StartBouncer, database_name: str
 ) -> None:
-    brokers = _brokers_through(start_bouncer, database_name, _without_tracking(pgbouncer))
-    try:
+    with _brokers_through(start_bouncer, database_name, _without_tracking(pgbouncer)) as brokers:
         *first, last = _read_results(brokers)
-        assert [e.error_code for e in first] == [LibraryErrorCode.TASK_NOT_FOUND] * len(first)
-        assert last.error_code == LibraryErrorCode.BROKER_ERROR
-        assert 'prepared statement "_pg3_0" already exists' in str(last.exception)
-    finally:
-        for broker in brokers:
-            broker.close()
+    assert [e.error_code for e in first] == [LibraryErrorCode.TASK_NOT_FOUND] * len(first)
+    assert last.error_code == LibraryErrorCode.BROKER_ERROR
+    assert 'prepared statement "_pg3_0" already exists' in str(last.exception)
 
 
 def test_with_tracking_horsies_reads_keep_working(
     pgbouncer: PgBouncerBinary, start_bouncer: StartBouncer, database_name: str
 ) -> None:
     pgbouncer.skip_without_tracking()
-    brokers = _brokers_through(start_bouncer, database_name, {"max_prepared_statements": "100"})
-    try:
+    tracking = {"max_prepared_statements": "100"}
+    with _brokers_through(start_bouncer, database_name, tracking) as brokers:
         codes = [e.error_code for e in _read_results(brokers)]
-        assert codes == [LibraryErrorCode.TASK_NOT_FOUND] * (2 * _THRESHOLD_RUNS)
-    finally:
-        for broker in brokers:
-            broker.close()
+    assert codes == [LibraryErrorCode.TASK_NOT_FOUND] * (2 * _THRESHOLD_RUNS)
 
 
 def test_in_session_pooling_each_client_keeps_its_statements(
     start_bouncer: StartBouncer, database_name: str
 ) -> None:
-    brokers = _brokers_through(start_bouncer, database_name, {}, pool_mode="session")
-    try:
+    with _brokers_through(start_bouncer, database_name, {}, pool_mode="session") as brokers:
         codes = [e.error_code for e in _read_results(brokers)]
-        assert codes == [LibraryErrorCode.TASK_NOT_FOUND] * (2 * _THRESHOLD_RUNS)
-    finally:
-        for broker in brokers:
-            broker.close()
+    assert codes == [LibraryErrorCode.TASK_NOT_FOUND] * (2 * _THRESHOLD_RUNS)
 
 
 def test_the_default_of_max_prepared_statements(
@@ -154,11 +151,7 @@ def test_the_default_of_max_prepared_statements(
     # PgBouncer turned the tracking on by default in 1.24 (200 statements); 1.21 to 1.23 have it
     # off unless set. (Before 1.21 there is nothing to turn on: tested above.)
     pgbouncer.skip_without_tracking()
-    brokers = _brokers_through(start_bouncer, database_name, {})
-    try:
+    with _brokers_through(start_bouncer, database_name, {}) as brokers:
         codes = [e.error_code for e in _read_results(brokers)]
-    finally:
-        for broker in brokers:
-            broker.close()
     works = codes == [LibraryErrorCode.TASK_NOT_FOUND] * (2 * _THRESHOLD_RUNS)
     assert works is (pgbouncer.version >= (1, 24, 0)), codes

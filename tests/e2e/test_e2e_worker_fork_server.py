@@ -10,6 +10,7 @@ import pytest
 from apps.fork_tree import create_app
 from e2e_harness import WorkerProcess, producer_app, worker_fixture
 from horsies.app import Horsies
+from process_harness import private_and_resident_kib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -18,18 +19,6 @@ GET_MS = 20_000
 
 app = producer_app(create_app)
 worker = worker_fixture("fork_tree", "--processes", str(PROCESSES))
-
-
-def private_and_resident_kib(pid: int) -> tuple[int, int]:
-    """Pages only process ``pid`` maps, and all it maps (KiB), from ``/proc/<pid>/smaps_rollup``."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            name, _, rest = line.partition(":")
-            value = rest.split()
-            if len(value) == 2 and value[1] == "kB":
-                fields[name] = int(value[0])
-    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Rss"]
 
 
 def mapped_files(pid: int) -> str:

@@ -19,12 +19,12 @@ from horsies.app import Horsies
 from horsies.config import PostgresConfig
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.status import WorkflowStatus
-from process_harness import LoggedProcess, child_env
 from syce.app import SyceApp
 from syce.models import TasksData, WorkersData, WorkflowSummary
 from syce.screens.modals import TaskDetailScreen, WorkflowDetailScreen
 from syce.screens.tasks import TasksPane
 from syce_seed import confirm, wait_for
+from syce_worker import WAIT_S, open_task_detail, running_worker
 from textual.widgets import DataTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,33 +35,14 @@ from tests.e2e.apps import wf_control as wf  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-READY_TIMEOUT_S = 60.0
-WAIT_S = 30.0
-
 
 @pytest.fixture(scope="module")
 def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One ``horsies worker`` subprocess (2 processes); yields its pid."""
-    log_path = tmp_path_factory.mktemp("syce-worker") / "worker.log"
-    command = [
-        sys.executable,
-        "-m",
-        "horsies",
-        "worker",
-        "tests.e2e.apps.wf_control:app",
-        "--processes",
-        "2",
-    ]
-    process = LoggedProcess(
-        command, child_env({"HORSIES_E2E_DATABASE_URL": database_url}), log_path
-    )
-    try:
-        process.wait_output(" ready: ", READY_TIMEOUT_S)
-        yield process.pid
-    finally:
-        process.reap()
-        # Shown by pytest only when a test using this worker failed.
-        print(process.output())
+    log_dir = tmp_path_factory.mktemp("syce-worker")
+    locator = "tests.e2e.apps.wf_control:app"
+    with running_worker(database_url, locator, log_dir, "--processes", "2") as pid:
+        yield pid
 
 
 @pytest.fixture
@@ -198,23 +179,7 @@ async def test_syce_x_stops_a_running_task(
     app = SyceApp(PostgresConfig(database_url=database_url), tick_rate=10)
     async with app.run_test(size=(150, 48)) as pilot:
         await wait_for(pilot, lambda: status() == "RUNNING", timeout=WAIT_S, what="gate running")
-        await pilot.press("3")
-        tasks = cast(TasksPane, app.pane("tasks"))
-        await pilot.press("slash", *task_id[:12], "enter")
-        await wait_for(
-            pilot,
-            lambda: (
-                (data := cast(TasksData | None, tasks.data)) is not None
-                and sum(g.counts.get("RUNNING", 0) for g in data.groups) == 1
-            ),
-            timeout=WAIT_S,
-            what="the running task found by its id",
-        )
-        await pilot.press("enter")  # expand its worker's group
-        await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded not in (None, ""))
-        await pilot.press("down")
-        assert tasks.current_task_id() == task_id
-        await pilot.press("enter")
+        await open_task_detail(pilot, app, task_id, "RUNNING")
         await wait_for(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="detail")
         await confirm(pilot, "X")
         await wait_for(pilot, lambda: status() == "CANCELLED", timeout=WAIT_S, what="stopped")

@@ -13,12 +13,10 @@ from typing import Any, cast
 import pytest
 from horsies.app import Horsies
 from horsies.config import PostgresConfig
-from process_harness import LoggedProcess, child_env
 from syce.app import SyceApp
-from syce.models import TasksData
 from syce.screens.modals import TaskDetailScreen
-from syce.screens.tasks import TasksPane
 from syce_seed import wait_for
+from syce_worker import WAIT_S, open_task_detail, running_worker
 from textual.widgets import DataTable, Static
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,25 +27,13 @@ from tests.e2e.apps import basic  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-READY_TIMEOUT_S = 60.0
-WAIT_S = 30.0
-
 
 @pytest.fixture(scope="module")
 def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One ``horsies worker`` of the end-to-end tests' basic app; yields its pid."""
-    log_path = tmp_path_factory.mktemp("syce-attempts-worker") / "worker.log"
-    command = [sys.executable, "-m", "horsies", "worker", "tests.e2e.apps.basic:app"]
-    process = LoggedProcess(
-        command, child_env({"HORSIES_E2E_DATABASE_URL": database_url}), log_path
-    )
-    try:
-        process.wait_output(" ready: ", READY_TIMEOUT_S)
-        yield process.pid
-    finally:
-        process.reap()
-        # Shown by pytest only when a test using this worker failed.
-        print(process.output())
+    log_dir = tmp_path_factory.mktemp("syce-attempts-worker")
+    with running_worker(database_url, "tests.e2e.apps.basic:app", log_dir) as pid:
+        yield pid
 
 
 @pytest.fixture
@@ -77,23 +63,7 @@ async def test_syce_task_detail_shows_a_retried_tasks_two_attempts(
 
     app = SyceApp(PostgresConfig(database_url=database_url), tick_rate=10)
     async with app.run_test(size=(150, 48)) as pilot:
-        await pilot.press("3")
-        tasks = cast(TasksPane, app.pane("tasks"))
-        await pilot.press("slash", *task_id[:12], "enter")
-        await wait_for(
-            pilot,
-            lambda: (
-                (data := cast(TasksData | None, tasks.data)) is not None
-                and sum(g.counts.get("COMPLETED", 0) for g in data.groups) == 1
-            ),
-            timeout=WAIT_S,
-            what="the completed task found by its id",
-        )
-        await pilot.press("enter")  # expand its worker's group
-        await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded not in (None, ""))
-        await pilot.press("down")
-        assert tasks.current_task_id() == task_id
-        await pilot.press("enter")
+        await open_task_detail(pilot, app, task_id, "COMPLETED")
         await wait_for(pilot, lambda: len(attempt_rows(app)) == 2, what="two attempts listed")
 
         screen = cast(TaskDetailScreen, app.screen)

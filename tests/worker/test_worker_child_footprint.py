@@ -33,7 +33,7 @@ from horsies.workflows.nodes import TaskNode
 from horsies.workflows.status import OnError
 from horsies_worker.children import Assignment, ChildPool, ChildProcess
 from horsies_worker.spawn import ChildInit
-from process_harness import run_python
+from process_harness import private_and_resident_kib, run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP_FILE = os.path.join(HERE, "worker_footprint_app.py")
@@ -113,18 +113,6 @@ def ended(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def private_and_resident_kib(pid: int) -> tuple[int, int]:
-    """Pages only process ``pid`` maps, and all it maps (KiB), from ``/proc/<pid>/smaps_rollup``."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            name, _, rest = line.partition(":")
-            value = rest.split()
-            if len(value) == 2 and value[1] == "kB":
-                fields[name] = int(value[0])
-    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Rss"]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="Linux 4.14+ only")

@@ -1,8 +1,10 @@
-"""Producers and a worker through a real PgBouncer in transaction pooling, with its tracking of
-prepared statements on (``max_prepared_statements``, PgBouncer 1.21 and later; what happens without
-it is in test_e2e_pgbouncer_prepared.py).
+"""Producers and a worker through a real PgBouncer, in each pooling mode.
 
-Everything works but notifications: LISTEN is accepted and never hears anything
+Session pooling works on any version: each client connection keeps one server connection for its
+life, so prepared statements and LISTEN work as they do on PostgreSQL itself. Transaction pooling
+runs with PgBouncer's tracking of prepared statements on (``max_prepared_statements``, 1.21 and
+later; what happens without it is in test_e2e_pgbouncer_prepared.py) and skips on older versions.
+There everything works but notifications: LISTEN is accepted and never hears anything
 (test_e2e_pgbouncer_listen.py), so a worker finds its tasks by polling, a waiting ``get()`` sees a
 result at its next re-read, and a stop request reaches the worker with its next heartbeat.
 """
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from apps.pooled import create_app
 from e2e_harness import Db, WorkerProcess, wait_until
@@ -29,8 +32,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 GET_MS = 30_000
 
 
+@pytest.fixture(scope="module", params=["session", "transaction"])
+def pool_mode(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture(scope="module")
-def bouncer(pgbouncer: PgBouncerBinary, start_bouncer: StartBouncer) -> Bouncer:
+def bouncer(pool_mode: str, pgbouncer: PgBouncerBinary, start_bouncer: StartBouncer) -> Bouncer:
+    if pool_mode == "session":
+        # Every client connection holds a server connection: room for a worker's and a
+        # producer's pools.
+        return start_bouncer(pool_mode="session", pool_size=40)
     pgbouncer.skip_without_tracking()
     return start_bouncer(pool_size=4, settings=pgbouncer.transaction_settings)
 
@@ -60,7 +73,11 @@ def test_send_and_get(worker: WorkerProcess, app: Horsies, db: Db) -> None:
     assert db.task(handle.task_id)["status"] == "COMPLETED"
 
 
-def test_a_waiting_get_sees_the_result_at_its_re_read(worker: WorkerProcess, app: Horsies) -> None:
+def test_a_waiting_get_sees_the_result_at_its_re_read(
+    pool_mode: str, worker: WorkerProcess, app: Horsies
+) -> None:
+    if pool_mode != "transaction":
+        pytest.skip("session pooling delivers the notification (test_e2e_pgbouncer_listen.py)")
     # The task cannot end before get() has read it once and begun to wait (it sleeps for a
     # second); no notification comes, so get() returns at its first re-read.
     handle = app.tasks["pooled.sleep"].send(1.0)
@@ -103,9 +120,8 @@ def test_a_workflow_runs(worker: WorkerProcess, app: Horsies) -> None:
     assert spec.start().get(timeout_ms=GET_MS).unwrap() == 10
 
 
-def test_a_stop_request_reaches_the_worker_with_its_heartbeat(
-    worker: WorkerProcess, app: Horsies, db: Db
-) -> None:
+def test_a_stop_request_reaches_the_worker(worker: WorkerProcess, app: Horsies, db: Db) -> None:
+    # In transaction pooling, with the worker's next heartbeat rather than a notification.
     handle = app.tasks["pooled.sleep"].send(60.0)
     wait_until(lambda: db.status(handle.task_id) == "RUNNING", 20, "the task running")
     assert handle.cancel() is True
@@ -122,3 +138,18 @@ def test_the_worker_logs_no_database_error(worker: WorkerProcess, app: Horsies) 
     output = worker.output()
     assert "[ERROR]" not in output, output
     assert "prepared statement" not in output, output
+
+
+def test_in_session_pooling_a_client_past_the_pool_waits_for_a_server_connection(
+    start_bouncer: StartBouncer, database_name: str
+) -> None:
+    # One server connection, held by the first client for as long as it stays connected.
+    small = start_bouncer(pool_mode="session", pool_size=1, settings={"query_wait_timeout": "2"})
+    with psycopg.connect(small.conninfo(database_name), autocommit=True) as first:
+        first.execute("SELECT 1")
+        with (
+            pytest.raises(psycopg.OperationalError, match="query_wait_timeout"),
+            psycopg.connect(small.conninfo(database_name), connect_timeout=10) as second,
+        ):
+            second.execute("SELECT 1")
+        first.execute("SELECT 1")
