@@ -24,10 +24,11 @@ from typing import Any
 from unittest import mock
 
 import psycopg
+from harness import DURABLE_SETTINGS
 from horsies.broker import prepared
 from horsies.broker.copy_encoder import TaskBatch
 from horsies.embedded import start_embedded
-from run import DURABLE_SETTINGS, measure_bulk, measure_single_sends
+from run import measure_bulk, measure_single_sends
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ POLL_S = 0.1
 """How often the drain is polled (its timing comes from the rows, not from this poll)."""
 
 DEFAULT_TIMEOUT_S = 300.0
+
+DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"
+"""Where bench_app (in the bench's process, its workers and their children) reads its database URL
+(kept equal to bench_app's constant, which must not import this module)."""
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""By default the embedded server is durable (every commit waits for its WAL flush), so a send is
+durable when it returns, as in production; ``--fast-server`` keeps the tests' throw-away settings
+(``fsync=off``, ``synchronous_commit=off``)."""
+ASYNC_CONCURRENCY = 100
+"""W2a, W2io, W3a (and every horsies worker the bench starts): async tasks per child
+(``--async-concurrency``)."""
+
+
+def horsies_worker_command(app: str, processes: int, *extra: str) -> list[str]:
+    """``horsies worker APP --processes N`` by this interpreter, logging warnings and errors only,
+    with ``--async-concurrency`` at :data:`ASYNC_CONCURRENCY` and ``extra`` options."""
+    command = [sys.executable, "-m", "horsies", "worker", app, "--processes", str(processes)]
+    command += ["--loglevel", "WARNING", "--async-concurrency", str(ASYNC_CONCURRENCY)]
+    return [*command, *extra]
 
 
 class BenchError(RuntimeError):

@@ -28,7 +28,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from harness import (  # noqa: E402
+    DATABASE_URL_ENV,
+    DURABLE_SETTINGS,
     finished_probe,
+    horsies_worker_command,
     latency_figures,
     measure_drain,
     worker_process,
@@ -36,8 +39,6 @@ from harness import (  # noqa: E402
 from horsies.config import PostgresConfig, RetentionConfig  # noqa: E402
 from run import (  # noqa: E402
     APP_FILE,
-    DATABASE_URL_ENV,
-    DURABLE_SETTINGS,
     ROOT,
     _create_database,  # pyright: ignore[reportPrivateUsage]
     _wait_registered,  # pyright: ignore[reportPrivateUsage]
@@ -95,8 +96,7 @@ def _workloads(
 def _start_worker(stack: ExitStack, url: str, scratch: Path) -> Any:
     log = stack.enter_context((scratch / f"worker-{time.monotonic_ns()}.log").open("w"))
     env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "horsies", "worker", f"{APP_FILE}:app", "--processes", "2"]
-    command += ["--loglevel", "WARNING"]
+    command = horsies_worker_command(f"{APP_FILE}:app", 2)
     return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
 
 

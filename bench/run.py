@@ -48,7 +48,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from harness import (  # noqa: E402
+    ASYNC_CONCURRENCY,
+    DATABASE_URL_ENV,
+    DURABLE_SETTINGS,
     BenchError,
+    horsies_worker_command,
     latency_figures,
     measure_drain,
     wait_until,
@@ -62,12 +66,9 @@ from transactional import measure_w1t  # noqa: E402
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 APP_FILE = BENCH_DIR / "bench_app.py"
-DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"  # read by bench_app (kept equal to its constant)
 PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app's worker (kept equal to its constant)
 PREFETCH = 32
 """W2p: the worker's prefetch_buffer (soft-cap mode), the fastest honest setting for no-ops."""
-ASYNC_CONCURRENCY = 100
-"""W2a, W2io, W3a: async tasks per child (``--async-concurrency``)."""
 
 IO_WAIT_ENV = "HORSIES_BENCH_IO_WAIT_MS"  # read by bench_app (kept equal to its constant)
 IO_WAIT_MS = 50
@@ -78,10 +79,6 @@ _WORKER_START_TIMEOUT_S = 90.0
 _RESULT_TIMEOUT_MS = 30_000
 _CONCURRENCY = 64
 _LATENCY_ROUNDS = 4
-DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
-"""By default the embedded server is durable (every commit waits for its WAL flush), so a send is
-durable when it returns, as in production; ``--fast-server`` keeps the tests' throw-away settings
-(``fsync=off``, ``synchronous_commit=off``)."""
 
 
 @dataclass(frozen=True)
@@ -391,11 +388,8 @@ def run_horsies(
             env.pop("TASKLIB_SUPPRESS_SENDS", None)
             env[PREFETCH_ENV] = str(prefetch)
             env[IO_WAIT_ENV] = str(IO_WAIT_MS)
-            command = [sys.executable, "-m", "horsies", "worker", f"{APP_FILE}:{app_name}"]
-            command += ["--processes", str(processes), "--loglevel", "WARNING"]
-            command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
-            if prefetch:
-                command += ["--max-claim-batch", str(processes + prefetch)]
+            batch = ["--max-claim-batch", str(processes + prefetch)] if prefetch else []
+            command = horsies_worker_command(f"{APP_FILE}:{app_name}", processes, *batch)
             return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
 
         def drain(

@@ -35,12 +35,14 @@ from psycopg import sql
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from harness import finished_probe, measure_drain, worker_process  # noqa: E402
-
-# As in run.py (not imported from there: a drain runs under another tree's packages too).
-DATABASE_URL_ENV = "HORSIES_BENCH_DATABASE_URL"
-ASYNC_CONCURRENCY = 100
-DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+from harness import (  # noqa: E402
+    DATABASE_URL_ENV,
+    DURABLE_SETTINGS,
+    finished_probe,
+    horsies_worker_command,
+    measure_drain,
+    worker_process,
+)
 
 DRAINS = {"a": ("noop", "app"), "b": ("keyed_noop", "keys_app"), "c": ("rated_noop", "rate_app")}
 """W5's drains: the task of ``bench_app`` and the app its worker serves."""
@@ -72,9 +74,7 @@ def drain_once(url: str, drain: str, n: int, scratch: Path) -> float:
         conn.execute("VACUUM ANALYZE horsies_tasks")
         log = stack.enter_context((scratch / f"worker-{drain}.log").open("w"))
         app_file = BENCH_DIR / "bench_app.py"
-        command = [sys.executable, "-m", "horsies", "worker", f"{app_file}:{app_name}"]
-        command += ["--processes", "2", "--loglevel", "WARNING"]
-        command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
+        command = horsies_worker_command(f"{app_file}:{app_name}", 2)
         started = time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         worker = stack.enter_context(
