@@ -5,6 +5,8 @@ driver only when a task sends."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 import pytest
 from apps.fork_tree import create_app
@@ -27,9 +29,9 @@ def mapped_files(pid: int) -> str:
 
 
 def test_the_children_are_forked_by_a_fork_server_forked_from_the_main_process(
-    worker: WorkerProcess, app: Horsies
+    worker: WorkerProcess, app: Horsies, tmp_path: Path
 ) -> None:
-    calls = [(["psycopg"], 1.0), (["psycopg"], 1.0)]
+    calls = [(["psycopg"], str(tmp_path), PROCESSES)] * PROCESSES
     answers = [h.get(timeout_ms=GET_MS).unwrap() for h in app.tasks["tree.where"].send_many(calls)]
     children = {int(pid) for pid, _ in answers}
     assert len(children) == PROCESSES
