@@ -21,15 +21,16 @@ WAIT_S = 30.0
 
 
 @contextmanager
-def running_worker(database_url: str, locator: str, log_dir: Path, *args: str) -> Iterator[int]:
-    """One ``horsies worker`` of the end-to-end tests' app ``locator`` while the block runs;
-    yields its pid."""
+def running_worker(
+    database_url: str, locator: str, log_dir: Path, *args: str
+) -> Iterator[LoggedProcess]:
+    """One ``horsies worker`` of the end-to-end tests' app ``locator`` while the block runs."""
     command = [sys.executable, "-m", "horsies", "worker", locator, *args]
     env = child_env({"HORSIES_E2E_DATABASE_URL": database_url})
     process = LoggedProcess(command, env, log_dir / "worker.log")
     try:
         process.wait_output(" ready: ", READY_TIMEOUT_S)
-        yield process.pid
+        yield process
     finally:
         process.reap()
         # Shown by pytest only when a test using this worker failed.

@@ -19,6 +19,7 @@ from horsies.app import Horsies
 from horsies.config import PostgresConfig
 from horsies.workflows.handle import WorkflowHandle
 from horsies.workflows.status import WorkflowStatus
+from process_harness import LoggedProcess
 from syce.app import SyceApp
 from syce.models import TasksData, WorkersData, WorkflowSummary
 from syce.screens.modals import TaskDetailScreen, WorkflowDetailScreen
@@ -37,12 +38,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """One ``horsies worker`` subprocess (2 processes); yields its pid."""
+def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedProcess]:
+    """One ``horsies worker`` subprocess (2 processes)."""
     log_dir = tmp_path_factory.mktemp("syce-worker")
     locator = "tests.e2e.apps.wf_control:app"
-    with running_worker(database_url, locator, log_dir, "--processes", "2") as pid:
-        yield pid
+    with running_worker(database_url, locator, log_dir, "--processes", "2") as process:
+        yield process
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def producer(database_url: str, clean_db: str) -> Iterator[Horsies]:
 
 
 async def test_syce_e2e_tasks_workflow_and_actions(
-    worker: int, producer: Horsies, database_url: str, tmp_path: Path
+    worker: LoggedProcess, producer: Horsies, database_url: str, tmp_path: Path
 ) -> None:
     broker = producer.get_broker()
     gates = tmp_path / "gates"
@@ -72,12 +73,12 @@ async def test_syce_e2e_tasks_workflow_and_actions(
                 pilot,
                 lambda: (
                     workers.data is not None
-                    and any(w.pid == worker for w in cast(WorkersData, workers.data).workers)
+                    and any(w.pid == worker.pid for w in cast(WorkersData, workers.data).workers)
                 ),
                 timeout=WAIT_S,
                 what="worker snapshot",
             )
-            info = next(w for w in cast(WorkersData, workers.data).workers if w.pid == worker)
+            info = next(w for w in cast(WorkersData, workers.data).workers if w.pid == worker.pid)
             assert info.hostname == socket.gethostname()
             assert info.processes == 2
 
@@ -101,8 +102,10 @@ async def test_syce_e2e_tasks_workflow_and_actions(
                     what="task counts (1 pending, 1 completed, 2 gates running)",
                 )
             except AssertionError as exc:
-                # Say what was shown instead (this wait timed out once on a loaded machine).
-                raise AssertionError(f"{exc}; shown: {counts()}") from exc
+                # Say what was shown instead, and what the worker did (this wait timed out twice
+                # on a loaded machine, the add task left PENDING while both gates ran).
+                shown = f"{exc}; shown: {counts()}; worker log:\n{worker.output()[-4000:]}"
+                raise AssertionError(shown) from exc
             await pilot.press("enter")  # expand the unclaimed group (first row)
             await wait_for(pilot, lambda: cast(TasksData, tasks.data).expanded == "")
             expanded = cast(TasksData, tasks.data).expanded_tasks
@@ -164,7 +167,7 @@ async def test_syce_e2e_tasks_workflow_and_actions(
 
 
 async def test_syce_x_stops_a_running_task(
-    worker: int, producer: Horsies, database_url: str, tmp_path: Path
+    worker: LoggedProcess, producer: Horsies, database_url: str, tmp_path: Path
 ) -> None:
     """X on a RUNNING task (its detail), confirmed: its worker stops it and it ends CANCELLED."""
     del worker

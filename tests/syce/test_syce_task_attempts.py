@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from horsies.app import Horsies
 from horsies.config import PostgresConfig
+from process_harness import LoggedProcess
 from syce.app import SyceApp
 from syce.screens.modals import TaskDetailScreen
 from syce_seed import wait_for
@@ -29,11 +30,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """One ``horsies worker`` of the end-to-end tests' basic app; yields its pid."""
+def worker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedProcess]:
+    """One ``horsies worker`` of the end-to-end tests' basic app."""
     log_dir = tmp_path_factory.mktemp("syce-attempts-worker")
-    with running_worker(database_url, "tests.e2e.apps.basic:app", log_dir) as pid:
-        yield pid
+    with running_worker(database_url, "tests.e2e.apps.basic:app", log_dir) as process:
+        yield process
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def attempt_rows(app: SyceApp) -> list[list[str]]:
 
 
 async def test_syce_task_detail_shows_a_retried_tasks_two_attempts(
-    worker: int, producer: Horsies, database_url: str, tmp_path: Path
+    worker: LoggedProcess, producer: Horsies, database_url: str, tmp_path: Path
 ) -> None:
     # e2e.flaky fails with FLAKY on its first attempt; its policy retries it after a second.
     handle = producer.tasks["e2e.flaky"].send(str(tmp_path / "attempts.log"), 2)
