@@ -171,12 +171,12 @@ FinishedProbe = Callable[[], tuple[int, float | None, float | None]]
 """Returns (finished count, epoch of the first finish, epoch of the last finish)."""
 
 
-def finished_probe(conn: Any, query: str) -> FinishedProbe:
-    """A `FinishedProbe` running ``query`` (one row: count, first and last finish as epochs) on
-    ``conn``, a psycopg connection."""
+def finished_probe(conn: Any, query: str, params: dict[str, Any] | None = None) -> FinishedProbe:
+    """A `FinishedProbe` running ``query`` with ``params`` (one row: count, first and last finish
+    as epochs) on ``conn``, a psycopg connection."""
 
     def probe() -> tuple[int, float | None, float | None]:
-        row = conn.execute(query).fetchone()
+        row = conn.execute(query, params).fetchone()
         assert row is not None
         return int(row[0]), row[1], row[2]
 

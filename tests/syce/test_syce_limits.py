@@ -192,7 +192,6 @@ def test_pending_questions_keep_an_index_beside_limited_tasks(
         "prefix": "%",
     }
     for statement in (
-        queries.LIVE_STATUS_COUNTS,
         queries.ACTIVE_QUEUE_COUNTS,
         queries.TASK_GROUPS_PENDING,
         queries.TASKS_OF_WORKER_PENDING,

@@ -86,6 +86,7 @@ def test_syce_finished_queries_use_the_finished_index(src: SyceSource, clean_db:
     statements: list[LiteralString] = [
         queries.FINISHED_STATUS_COUNTS,
         *queries.TASK_GROUPS_FINISHED.values(),
+        *queries.TASK_GROUPS_FINISHED_SEARCH.values(),
         *queries.TASKS_OF_WORKER_FINISHED.values(),
         *queries.UNCLAIMED_TASKS_FINISHED.values(),
     ]
@@ -96,6 +97,34 @@ def test_syce_finished_queries_use_the_finished_index(src: SyceSource, clean_db:
                 row[0] for row in conn.execute("EXPLAIN " + statement, params).fetchall()
             )
             assert "ix_horsies_tasks_finished" in plan, plan
+            assert "Seq Scan on horsies_tasks" not in plan, plan
+
+
+def test_a_new_workers_hostname_is_read_through_the_index_on_a_big_table(clean_db: str) -> None:
+    """The Tasks tab names each worker group by the hostname of one of its finished tasks: for a
+    worker whose tasks are the newest of a big history, a bare ``LIMIT 1`` was planned as a scan
+    of the whole table from its oldest rows."""
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at,
+                   completed_at, claimed, claimed_by_worker_id, worker_hostname, retry_count,
+                   max_retries, created_at, updated_at)
+               SELECT 'h-' || g, 'app.t', 'default', 100, 'COMPLETED', now(), now(), true,
+                      CASE WHEN g > 40000 THEN 'w-new' ELSE 'w-old' END, 'host', 0, 0, now(), now()
+               FROM generate_series(1, 40005) AS g"""
+        )
+        conn.execute("VACUUM ANALYZE horsies_tasks")
+        for statement in (
+            queries.TASK_GROUPS_FINISHED["COMPLETED"],
+            queries.TASK_GROUPS_FINISHED_SEARCH["COMPLETED"],
+        ):
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(
+                    "EXPLAIN " + statement,
+                    {"cap": 10, "search": "", "pattern": "%", "prefix": "%"},
+                ).fetchall()
+            )
             assert "Seq Scan on horsies_tasks" not in plan, plan
 
 

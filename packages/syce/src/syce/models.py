@@ -246,6 +246,8 @@ class TasksData:
     groups: tuple[TaskGroup, ...]
     expanded: str | None
     expanded_tasks: tuple[TaskSummary, ...]
+    count_cap: int
+    """Where the groups' finished counts stopped (shown as "cap+")."""
 
 
 @dataclass(frozen=True, slots=True)

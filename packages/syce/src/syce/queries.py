@@ -30,16 +30,6 @@ from typing import Final, LiteralString
 ROW_LIMIT: Final = 200
 """Upper bound on the rows of any list query."""
 
-LIVE_STATUS_COUNTS: Final[LiteralString] = """
-SELECT 'PENDING' AS status, count(*) AS n FROM horsies_tasks WHERE status = 'PENDING'
-UNION ALL
-SELECT status, count(*) AS n
-FROM horsies_tasks
-WHERE status IN ('CLAIMED', 'RUNNING')
-GROUP BY status
-LIMIT 10
-"""
-
 FINISHED_STATUSES: Final = ("COMPLETED", "FAILED", "CANCELLED")
 """The finished statuses Syce counts (each has its slice of ``ix_horsies_tasks_finished``)."""
 
@@ -47,8 +37,16 @@ STATUS_COUNT_CAP: Final = 100_000
 """The dashboard's count of each finished status stops here (shown as "100000+")."""
 
 GROUP_COUNT_CAP: Final = 10_000
-"""A worker group's count of each finished status stops here (shown as "10000+"); a search counts
-the matches among the group's newest this-many tasks of that status."""
+"""A worker group's count of each finished status stops here (shown as "10000+")."""
+
+SEARCH_COUNT_CAP: Final = 2_000
+"""With a search, a group's count of each finished status is the number of matches among its
+newest this-many tasks of that status (the text of each is read from the table, not the index)."""
+
+
+def finished_count_cap(search: str) -> int:
+    """Where the Tasks tab's finished counts stop, with or without a search."""
+    return SEARCH_COUNT_CAP if search.strip() else GROUP_COUNT_CAP
 
 
 def _per_status(template: LiteralString) -> dict[str, LiteralString]:
@@ -74,8 +72,10 @@ SELECT queue_name, status, count(*) AS n
 FROM horsies_tasks
 WHERE status IN ('CLAIMED', 'RUNNING')
 GROUP BY queue_name, status
-LIMIT 300
+LIMIT 3000
 """
+"""Per queue, its PENDING, CLAIMED and RUNNING counts (the dashboard's live totals are their
+sums)."""
 
 WORKFLOW_STATUS_COUNTS: Final[LiteralString] = """
 SELECT status, count(*) AS n
@@ -157,13 +157,14 @@ _SEARCH: Final[LiteralString] = (
 )
 
 TASK_GROUPS_PENDING: Final[LiteralString] = f"""
-SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, 'PENDING' AS status,
-       count(*) AS n
+SELECT NULL::text AS worker_id, NULL::text AS hostname, 'PENDING' AS status, count(*) AS n
 FROM horsies_tasks
 WHERE status = 'PENDING' AND {_SEARCH}
-GROUP BY claimed_by_worker_id
-LIMIT 1000
+HAVING count(*) > 0
 """
+"""Every PENDING task is in the unclaimed group: each way back to PENDING (retry, release,
+requeue) clears the claiming worker, so counting by worker would only read a column the claim
+index does not hold."""
 
 TASK_GROUPS_IN_FLIGHT: Final[LiteralString] = f"""
 SELECT claimed_by_worker_id AS worker_id, max(worker_hostname) AS hostname, status, count(*) AS n
@@ -173,8 +174,14 @@ GROUP BY claimed_by_worker_id, status
 LIMIT 1000
 """
 
-TASK_GROUPS_FINISHED: Final[dict[str, LiteralString]] = _per_status(
-    f"""
+
+def _finished_groups(recent: LiteralString) -> dict[str, LiteralString]:
+    """Per finished status, the groups of that status, each counted by ``recent`` (a count over
+    the rows of one group, ``{where}``, newest first, at most ``%(cap)s``)."""
+    count_of_worker = recent.replace("{where}", "claimed_by_worker_id = w.worker_id")
+    count_unclaimed = recent.replace("{where}", "claimed_by_worker_id IS NULL")
+    return _per_status(
+        f"""
 WITH RECURSIVE workers(worker_id) AS (
     (SELECT claimed_by_worker_id FROM horsies_tasks
      WHERE status = '{{status}}' AND claimed_by_worker_id IS NOT NULL
@@ -188,21 +195,34 @@ WITH RECURSIVE workers(worker_id) AS (
 )
 SELECT w.worker_id, '{{status}}' AS status,
        (SELECT worker_hostname FROM horsies_tasks
-         WHERE status = '{{status}}' AND claimed_by_worker_id = w.worker_id LIMIT 1) AS hostname,
-       (SELECT count(*) FROM (SELECT task_name, id FROM horsies_tasks
          WHERE status = '{{status}}' AND claimed_by_worker_id = w.worker_id
-         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent WHERE {_SEARCH}) AS n
+         ORDER BY sent_at DESC NULLS LAST LIMIT 1) AS hostname,
+       ({count_of_worker}) AS n
 FROM (SELECT worker_id FROM workers WHERE worker_id IS NOT NULL LIMIT 1000) AS w
 UNION ALL
-SELECT NULL, '{{status}}', NULL,
-       (SELECT count(*) FROM (SELECT task_name, id FROM horsies_tasks
-         WHERE status = '{{status}}' AND claimed_by_worker_id IS NULL
-         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent WHERE {_SEARCH})
+SELECT NULL, '{{status}}', NULL, ({count_unclaimed})
 """
+    )
+
+
+TASK_GROUPS_FINISHED: Final = _finished_groups(
+    """SELECT count(*) FROM (SELECT 1 FROM horsies_tasks
+         WHERE status = '{status}' AND {where}
+         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent"""
 )
 """Per finished status: (worker_id, status, hostname, n) for every worker with such tasks, plus
-the unclaimed group (worker_id NULL); ``n`` counts among the group's newest ``%(cap)s`` tasks of
-that status (all of them when there are fewer); groups with n = 0 included."""
+the unclaimed group (worker_id NULL); ``n`` counts the group's tasks of that status up to
+``%(cap)s``, from the index alone; groups with n = 0 included. (Both the hostname and the count
+read the group's tasks in index order: a bare LIMIT let the planner scan the table from its
+oldest rows for a worker whose tasks are the newest.)"""
+
+TASK_GROUPS_FINISHED_SEARCH: Final = _finished_groups(
+    f"""SELECT count(*) FROM (SELECT task_name, id FROM horsies_tasks
+         WHERE status = '{{status}}' AND {{where}}
+         ORDER BY sent_at DESC NULLS LAST LIMIT %(cap)s) AS recent WHERE {_SEARCH}"""
+)
+"""The same with a search: ``n`` counts the matches among the group's newest ``%(cap)s`` tasks
+of that status."""
 
 _TASK_COLUMNS: Final[LiteralString] = "id, task_name, queue_name, status, sent_at, retry_count"
 

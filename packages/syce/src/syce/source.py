@@ -196,7 +196,14 @@ class SyceSource:
         return tuple(workers)
 
     def dashboard(self) -> DashboardData:
-        task_counts = {r["status"]: r["n"] for r in self._fetch(queries.LIVE_STATUS_COUNTS)}
+        queue_counts = tuple(
+            (r["queue_name"], r["status"], r["n"]) for r in self._fetch(queries.ACTIVE_QUEUE_COUNTS)
+        )
+        # The live totals are the queues' sums: counting the pending tasks once more for them
+        # doubled the dashboard's cost with a big backlog.
+        task_counts = {"PENDING": 0}
+        for _, status, n in queue_counts:
+            task_counts[status] = task_counts.get(status, 0) + n
         task_counts.update(
             {
                 r["status"]: r["n"]
@@ -207,9 +214,6 @@ class SyceSource:
             }
         )
         workflow_counts = {r["status"]: r["n"] for r in self._fetch(queries.WORKFLOW_STATUS_COUNTS)}
-        queue_counts = tuple(
-            (r["queue_name"], r["status"], r["n"]) for r in self._fetch(queries.ACTIVE_QUEUE_COUNTS)
-        )
         trend = tuple(
             float(r["utilisation"] or 0.0)
             for r in self._fetch(
@@ -256,17 +260,24 @@ class SyceSource:
 
     def task_groups(self, statuses: Sequence[str], search: str = "") -> tuple[TaskGroup, ...]:
         wanted = list(statuses)
-        params = {"statuses": wanted, "cap": queries.GROUP_COUNT_CAP, **_search_params(search)}
+        params = {
+            "statuses": wanted,
+            "cap": queries.finished_count_cap(search),
+            **_search_params(search),
+        }
         rows: list[Row] = []
         if "PENDING" in wanted:
             rows += self._fetch(queries.TASK_GROUPS_PENDING, params)
         if {"CLAIMED", "RUNNING"} & set(wanted):
             rows += self._fetch(queries.TASK_GROUPS_IN_FLIGHT, params)
+        finished = (
+            queries.TASK_GROUPS_FINISHED_SEARCH
+            if params["search"]
+            else queries.TASK_GROUPS_FINISHED
+        )
         for status in queries.FINISHED_STATUSES:
             if status in wanted:
-                rows += [
-                    r for r in self._fetch(queries.TASK_GROUPS_FINISHED[status], params) if r["n"]
-                ]
+                rows += [r for r in self._fetch(finished[status], params) if r["n"]]
         groups: dict[str | None, tuple[str | None, dict[str, int]]] = {}
         for r in rows:
             hostname, counts = groups.get(r["worker_id"], (None, {}))

@@ -7,10 +7,10 @@ from textual.binding import Binding
 from textual.markup import escape
 from textual.widgets import DataTable, Static
 
+from syce import queries
 from syce._nodes import row_table
 from syce.format import count
 from syce.models import TASK_STATUSES, TasksData, TaskSummary
-from syce.queries import GROUP_COUNT_CAP
 from syce.screens.base import TASK_ACTIONS, FilteredPane, StatusFilter
 
 __all__ = ["FILTER_KEYS", "TasksPane"]
@@ -46,7 +46,7 @@ class TasksPane(FilteredPane[TasksData]):
         if expanded is not None and expanded not in {g.key for g in groups}:
             expanded = None
         tasks = () if expanded is None else self.source.tasks_of(expanded, self.statuses, search)
-        return TasksData(groups=groups, expanded=expanded, expanded_tasks=tasks)
+        return TasksData(groups, expanded, tasks, queries.finished_count_cap(search))
 
     def action_collapse(self) -> None:
         if self.expanded is None:
@@ -86,11 +86,11 @@ class TasksPane(FilteredPane[TasksData]):
             table.add_row(
                 f"{marker} {label}",
                 "" if group.worker_id is None else group.worker_id[:24],
-                *(count(group.counts.get(s, 0), GROUP_COUNT_CAP) for s in TASK_STATUSES),
+                *(count(group.counts.get(s, 0), data.count_cap) for s in TASK_STATUSES),
                 count(
                     group.total,
-                    GROUP_COUNT_CAP,
-                    any(n >= GROUP_COUNT_CAP for n in group.counts.values()),
+                    data.count_cap,
+                    any(n >= data.count_cap for n in group.counts.values()),
                 ),
                 key=f"g:{group.key}",
             )
