@@ -2,24 +2,27 @@
 
     uv run python bench/history_scale.py [--finished 10000000] [--pending 100000] [--quick]
 
-On a throw-away durable embedded PostgreSQL it measures W1 (single sends), W2 (drain, default
-worker) and W3 (send -> result) on an empty database; fills it with ``--finished`` ended tasks
-(half of them past the 30-day retention, oldest first with random UUID ids, as horsies writes them,
-by the server's own INSERT ... SELECT, the fastest way) and ``--pending`` tasks waiting in a queue no
-worker serves; measures W1, W2 and W3 again; then prunes the backlog with ``broker.prune`` while W3
-round trips run beside it, and times Syce's refreshes at that size. ``--quick``: 1,000,000 rows
-and smaller samples.
+On a throw-away durable embedded PostgreSQL it fills one database with ``--finished`` ended tasks
+(half of them past the 30-day retention, oldest first with random UUID ids, as horsies writes
+them, by the server's own INSERT ... SELECT, the fastest way) and ``--pending`` tasks waiting in a
+queue no worker serves; measures W1 (single sends), W2 (drain, default worker) and W3 (send ->
+result) on it and on an empty database of the same server, in turn (``--rounds`` each, medians);
+times Syce's refreshes at that size; then prunes the backlog with ``broker.prune`` while W3 round
+trips run beside it. ``--quick``: 1,000,000 rows and smaller samples.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import statistics
 import sys
 import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +112,12 @@ def _start_worker(stack: ExitStack, url: str, scratch: Path) -> Any:
 
 
 def _prune_beside_latency(
-    conn: psycopg.Connection[Any], noop: Any, url: str, scratch: Path, rounds: int
+    conn: psycopg.Connection[Any], noop: Any, url: str, scratch: Path, rounds: int, *, batch: int
 ) -> dict[str, float]:
-    """Prune the backlog while W3 round trips run beside it (on an idle worker)."""
+    """Prune the backlog in batches of ``batch`` rows while W3 round trips run beside it (on an
+    idle worker)."""
     broker = noop.app.get_broker()
-    retention = RetentionConfig(batch_size=5_000)
+    retention = RetentionConfig(batch_size=batch)
     samples: list[float] = []
     done = threading.Event()
 
@@ -142,10 +146,41 @@ def _prune_beside_latency(
     }
 
 
+@dataclass
+class _Target:
+    """One database of the server and the bench app bound to it."""
+
+    url: str
+    conn: psycopg.Connection[Any]
+    noop: Any
+
+
+def _target(stack: ExitStack, server: Any, name: str) -> _Target:
+    """A new database ``name`` with horsies' schema and a copy of the bench app bound to it (the
+    app reads its URL when its module is loaded)."""
+    conninfo = _create_database(server, name)
+    url = server.url_for(name)
+    os.environ[DATABASE_URL_ENV] = url
+    spec = importlib.util.spec_from_file_location(f"bench_app_{name}", BENCH_DIR / "bench_app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    broker = module.app.get_broker()
+    stack.callback(broker.close)
+    broker.ensure_schema_initialized_sync()
+    conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
+    return _Target(url, conn, module.noop)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="W6: the queue with a big history.")
     parser.add_argument("--finished", type=int, default=None, help="default 10,000,000")
     parser.add_argument("--pending", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2, help="W1-W3 rounds per database")
+    parser.add_argument(
+        "--batch", type=int, default=RetentionConfig().batch_size, help="rows per prune batch"
+    )
     parser.add_argument("--quick", action="store_true", help="1,000,000 rows, smaller samples")
     args = parser.parse_args()
     finished = args.finished or (1_000_000 if args.quick else 10_000_000)
@@ -159,54 +194,62 @@ def main() -> None:
             scratch / "postgres", persistent=False, extra_settings=DURABLE_SETTINGS
         )
         stack.callback(server.stop)
-        conninfo = _create_database(server, "w6")
-        url = server.url_for("w6")
-        os.environ[DATABASE_URL_ENV] = url
-        import bench_app
-
-        noop: Any = bench_app.noop
-        broker = bench_app.app.get_broker()
-        stack.callback(broker.close)
-        broker.ensure_schema_initialized_sync()
-        conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
-        print("empty database: W1, W2, W3", flush=True)
-        empty = _workloads(conn, noop, url, scratch, sizes)
-        print(f"  {empty}", flush=True)
+        # The empty database is a second one on the same server, measured in turn with the full
+        # one after the fill: measured before the fill, minutes apart, the machine's drift
+        # between the two moved the ratios more than the history did.
+        full = _target(stack, server, "w6")
+        empty = _target(stack, server, "w6_empty")
         print(f"filling {finished:,} ended tasks and {args.pending:,} pending", flush=True)
         started = time.perf_counter()
-        conn.execute(_FILL_ENDED, {"n": finished})
-        conn.execute(_FILL_PENDING, {"n": args.pending})
-        conn.execute("VACUUM ANALYZE horsies_tasks")
+        full.conn.execute(_FILL_ENDED, {"n": finished})
+        full.conn.execute(_FILL_PENDING, {"n": args.pending})
+        full.conn.execute("VACUUM ANALYZE horsies_tasks")
         fill_s = time.perf_counter() - started
         # Measured right after the fill, W1-W3 would pay for writing its 3.5 GB out (checkpoints
         # and their WAL flushes), not for the size of the table: settle that first.
-        conn.execute("CHECKPOINT")
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        full.conn.execute("CHECKPOINT")
+        size = full.conn.execute("SELECT pg_database_size(current_database())").fetchone()
         size_gb = (size[0] if size else 0) / 1e9
         print(f"  {fill_s:.0f} s, database {size_gb:.2f} GB", flush=True)
-        print("full database: W1, W2, W3", flush=True)
-        full = _workloads(conn, noop, url, scratch, sizes)
-        print(f"  {full}", flush=True)
+        rounds: dict[str, list[dict[str, float]]] = {"empty": [], "full": []}
+        for i in range(args.rounds):
+            order = [("empty", empty), ("full", full)]
+            for label, target in order if i % 2 == 0 else order[::-1]:
+                print(f"round {i + 1}, {label} database: W1, W2, W3", flush=True)
+                figures = _workloads(target.conn, target.noop, target.url, scratch, sizes)
+                rounds[label].append(figures)
+                print(f"  {figures}", flush=True)
+        medians = {
+            label: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            for label, runs in rounds.items()
+        }
         print("Syce refreshes", flush=True)
-        source = SyceSource(PostgresConfig(database_url=url))
+        source = SyceSource(PostgresConfig(database_url=full.url))
         try:
-            syce = measure_syce(source, broker)
+            syce = measure_syce(source, full.noop.app.get_broker())
         finally:
             source.close()
         print("prune beside W3", flush=True)
-        prune = _prune_beside_latency(conn, noop, url, scratch, sizes["latency"])
+        prune = _prune_beside_latency(
+            full.conn, full.noop, full.url, scratch, sizes["latency"], batch=args.batch
+        )
         print(f"  {prune}", flush=True)
+    empty_figures, full_figures = medians["empty"], medians["full"]
+    empty_p99 = empty_figures["w3_p99_ms"]
     print("\n| figure | empty | full | full / empty |\n|---|---|---|---|")
-    for key in empty:
-        print(f"| {key} | {empty[key]:,.2f} | {full[key]:,.2f} | {full[key] / empty[key]:.2f} |")
+    for key in empty_figures:
+        print(
+            f"| {key} | {empty_figures[key]:,.2f} | {full_figures[key]:,.2f} "
+            f"| {full_figures[key] / empty_figures[key]:.2f} |"
+        )
     print(f"\nrows: {finished:,} ended + {args.pending:,} pending; fill {fill_s:.0f} s; "
           f"database {size_gb:.2f} GB")  # fmt: skip
     print(
         f"prune: {prune['pruned_rows']:,.0f} rows in {prune['prune_s']:.1f} s = "
         f"{prune['prune_rows_per_s']:,.0f} rows/s; W3 beside it p50 "
         f"{prune['w3_p50_ms_during_prune']:.2f} / p99 {prune['w3_p99_ms_during_prune']:.2f} ms "
-        f"({prune['w3_samples_during_prune']:.0f} samples; empty p99 {empty['w3_p99_ms']:.2f} ms, "
-        f"ratio {prune['w3_p99_ms_during_prune'] / empty['w3_p99_ms']:.2f})"
+        f"({prune['w3_samples_during_prune']:.0f} samples; empty p99 {empty_p99:.2f} ms, "
+        f"ratio {prune['w3_p99_ms_during_prune'] / empty_p99:.2f})"
     )
     print("\nSyce refreshes at that size (first run ms, best of three ms), slowest first:")
     for name, (first, best) in sorted(syce.items(), key=lambda kv: -kv[1][1])[:8]:

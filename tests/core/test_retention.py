@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import psycopg
 import pytest
 from horsies import Horsies
 from horsies.broker.locks import PRUNE_LOCK_KEY
+from horsies.broker.programs import Program, Run
+from horsies.broker.retention import PruneReport, prune_program
 from horsies.config import AppConfig, CustomQueueConfig, PostgresConfig, QueueMode, RetentionConfig
 from horsies.results import TaskError, TaskResult
 from horsies.workflows.nodes import TaskNode
@@ -228,3 +231,36 @@ def test_db_prune_prints_what_it_removed(app: Horsies, db: str, tmp_path: Path) 
     assert real.returncode == 0, real.stderr
     assert "removed 3 row(s) in all" in real.stdout
     assert statuses(db) == {}
+
+
+def test_a_prune_rests_between_batches_as_long_as_each_took(database_url: str, db: str) -> None:
+    """Working through a backlog, the prune pauses after each full batch for as long as the batch
+    took, so the queue beside it keeps at least half of the time; no pause after the last batch."""
+    app = make_app(database_url, batch_size=10)
+    try:
+        jobs = ids(app.tasks["rt.job"].send_many([{"n": i} for i in range(25)]))
+        age(db, jobs, "COMPLETED", 24 * 60)
+        effects: list[tuple[str, float]] = []
+
+        def recorded(program: Program[PruneReport]) -> Program[PruneReport]:
+            value: Any = None
+            while True:
+                try:
+                    effect = program.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                began = time.monotonic()
+                value = yield effect
+                kind = effect.action if isinstance(effect, Run) else type(effect).__name__
+                effects.append((kind, time.monotonic() - began))
+
+        broker = app.get_broker()
+        report = broker._sync.drive(recorded(prune_program(app.config.retention)))  # pyright: ignore[reportPrivateUsage]
+        assert report.tasks == 25
+        # The tasks' rule: 10, 10, then 5 rows (done, no pause); then the next rule's batch.
+        kinds = [kind for kind, _ in effects]
+        assert kinds[:6] == ["prune", "Wait", "prune", "Wait", "prune", "prune"]
+        for (_, worked), (_, rested) in ((effects[0], effects[1]), (effects[2], effects[3])):
+            assert rested >= worked * 0.9
+    finally:
+        app.get_broker().close()

@@ -271,7 +271,7 @@ class AsyncEffects:
                     elif listening is not None:
                         value = await listening[1].wait(effect.seconds)
                     else:
-                        raise RuntimeError("Wait without Listen")
+                        await asyncio.sleep(effect.seconds)
                 except Exception as exc:
                     error = exc
         finally:

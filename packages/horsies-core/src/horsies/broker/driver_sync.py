@@ -380,7 +380,7 @@ class SyncEffects:
                     elif listening is not None:
                         value = listening[1].wait(effect.seconds)
                     else:
-                        raise RuntimeError("Wait without Listen")
+                        time.sleep(effect.seconds)
                 except Exception as exc:
                     error = exc
         finally:

@@ -79,7 +79,9 @@ class Listen:
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Wait until the notification the program listens for arrives, the listener reconnects, or
-    ``seconds`` pass; the program receives which (``"notified"``, ``"poked"``, ``"timeout"``)."""
+    ``seconds`` pass; the program receives which (``"notified"``, ``"poked"``, ``"timeout"``).
+    In a program that listens for nothing it is a pause of ``seconds`` (the program receives
+    None)."""
 
     seconds: float
 

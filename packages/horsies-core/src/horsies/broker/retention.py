@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, LiteralString
 
 from horsies.broker.locks import PRUNE_LOCK_KEY
-from horsies.broker.programs import Program, Run
+from horsies.broker.programs import Program, Run, Wait
 from horsies.broker.sql import retention as retention_sql
 from horsies.broker.steps import Op, Query
 from horsies.config.retention import RetentionConfig
@@ -158,6 +158,7 @@ def prune_program(
                 if deadline is not None and time.monotonic() >= deadline:
                     report.finished = False
                     break
+                began = time.monotonic()
                 done = yield Run(_batch_op(rule, retention.batch_size), "prune", transaction=True)
                 if done is None:
                     report.busy, report.finished = True, False
@@ -165,6 +166,9 @@ def prune_program(
                 removed += done
                 if done < retention.batch_size:
                     break
+                # Rest as long as the batch took: a prune working through a backlog without a
+                # break took a core and most of the WAL's flushes from the queue beside it.
+                yield Wait(time.monotonic() - began)
         report.by_rule[rule.name] = removed
         setattr(report, rule.report_field, getattr(report, rule.report_field) + removed)
         if not report.finished:
