@@ -3,12 +3,13 @@
     uv run python bench/history_scale.py [--finished 10000000] [--pending 100000] [--quick]
 
 On a throw-away durable embedded PostgreSQL it fills one database with ``--finished`` ended tasks
-(half of them past the 30-day retention, oldest first with random UUID ids, as horsies writes
-them, by the server's own INSERT ... SELECT, the fastest way) and ``--pending`` tasks waiting in a
-queue no worker serves; measures W1 (single sends), W2 (drain, default worker) and W3 (send ->
-result) on it and on an empty database of the same server, in turn (``--rounds`` each, medians);
-times Syce's refreshes at that size; then prunes the backlog with ``broker.prune`` while W3 round
-trips run beside it. ``--quick``: 1,000,000 rows and smaller samples.
+(half of them past the 30-day retention, oldest first, each with a time-ordered id of its time as
+horsies makes them, by the server's own INSERT ... SELECT, the fastest way) and ``--pending``
+tasks waiting in a queue no worker serves; measures W1 (single sends), W2 (drain, default worker)
+and W3 (send -> result) on it and on an empty database of the same server, in turn (``--rounds``
+each, medians); times Syce's refreshes at that size; then prunes the backlog with
+``broker.prune`` while W3 round trips run beside it. ``--quick``: 1,000,000 rows and smaller
+samples.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ _FILL_ENDED = """
 INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed_at,
     started_at, completed_at, claimed, claimed_by_worker_id, worker_hostname, worker_pid,
     retry_count, max_retries, result, created_at, updated_at, attempt)
-SELECT gen_random_uuid()::text, 'bench.history', 'default', 100, 'COMPLETED', t, t, t, t,
+SELECT uuidv7(t - now())::text, 'bench.history', 'default', 100, 'COMPLETED', t, t, t, t,
        false, 'w-' || (g %% 10), 'host', 1000 + g %% 10, 0, 0, '{"ok": null}', t, t, 1
 FROM generate_series(1, %(n)s) AS g,
      LATERAL (SELECT now() - (g::float8 / %(n)s * 60) * interval '1 day' AS t) AS times
@@ -65,7 +66,7 @@ ORDER BY g DESC
 _FILL_PENDING = """
 INSERT INTO horsies_tasks (id, task_name, queue_name, priority, status, sent_at, claimed,
     retry_count, max_retries, created_at, updated_at)
-SELECT 'waiting-' || g, 'bench.noop', 'unserved', 100, 'PENDING', now(), false, 0, 0, now(), now()
+SELECT uuidv7()::text, 'bench.noop', 'unserved', 100, 'PENDING', now(), false, 0, 0, now(), now()
 FROM generate_series(1, %(n)s) AS g
 """
 # The drain's tasks, through the index of ended tasks: a probe that read the whole history (10 M

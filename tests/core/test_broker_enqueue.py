@@ -57,7 +57,7 @@ def test_enqueue_writes_the_documented_row(broker: PostgresBroker, clean_db: str
         max_retries=1,
     )
     row = _row(clean_db, task_id)
-    assert uuid.UUID(task_id).version == 4
+    assert uuid.UUID(task_id).version == 7  # time-ordered: see horsies/broker/ids.py
     assert row["task_name"] == "mod.add"
     assert row["queue_name"] == "default"
     assert row["priority"] == 7
