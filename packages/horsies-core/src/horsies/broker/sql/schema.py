@@ -420,21 +420,6 @@ _V13_WORKER_LIMITS: Final = """
 ALTER TABLE horsies_worker_states ADD COLUMN IF NOT EXISTS limits JSONB;
 """
 
-# Autovacuum of the task table by the dead rows the queue leaves, not by its size. A claim moves
-# its row out of the claim index's predicate, so every claimed task leaves a dead entry there that
-# each later claim of its queue walks over until a vacuum removes it; the default trigger (20 % of
-# the table dead) never fires on a table that holds months of finished tasks, and claims slowed
-# by a third at 10 M rows (docs/schema.md, "At size"). 2,000 rows plus 0.2 % of the table vacuums
-# a 10 M-row table every ~22,000 dead rows; index cleanup on, because with so few dead rows per
-# table page a vacuum would otherwise skip the indexes, the claim index among them.
-_V15_TASK_AUTOVACUUM: Final = """
-ALTER TABLE horsies_tasks SET (
-    autovacuum_vacuum_scale_factor = 0.002,
-    autovacuum_vacuum_threshold = 2000,
-    vacuum_index_cleanup = on
-);
-"""
-
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -454,7 +439,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(12, "attempt history of tasks", _V12_ATTEMPTS),
     Migration(13, "limits each worker enforces, in its snapshots", _V13_WORKER_LIMITS),
     Migration(14, "numbered starts of rate-limited keys", _V14_LIMIT_START_NUMBERS),
-    Migration(15, "autovacuum of the task table by the queue's dead rows", _V15_TASK_AUTOVACUUM),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
