@@ -233,9 +233,13 @@ def test_db_prune_prints_what_it_removed(app: Horsies, db: str, tmp_path: Path) 
     assert statuses(db) == {}
 
 
-def test_a_prune_rests_between_batches_as_long_as_each_took(database_url: str, db: str) -> None:
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_a_prune_rests_between_batches_as_long_as_each_took(
+    database_url: str, db: str, driver: str
+) -> None:
     """Working through a backlog, the prune pauses after each full batch for as long as the batch
-    took, so the queue beside it keeps at least half of the time; no pause after the last batch."""
+    took, so the queue beside it keeps at least half of the time; no pause after the last batch.
+    Both drivers pause (the sync one sleeps, the async one awaits)."""
     app = make_app(database_url, batch_size=10)
     try:
         jobs = ids(app.tasks["rt.job"].send_many([{"n": i} for i in range(25)]))
@@ -255,7 +259,11 @@ def test_a_prune_rests_between_batches_as_long_as_each_took(database_url: str, d
                 effects.append((kind, time.monotonic() - began))
 
         broker = app.get_broker()
-        report = broker._sync.drive(recorded(prune_program(app.config.retention)))  # pyright: ignore[reportPrivateUsage]
+        program = recorded(prune_program(app.config.retention))
+        if driver == "sync":
+            report = broker._sync.drive(program)  # pyright: ignore[reportPrivateUsage]
+        else:
+            report = await broker._async.drive(program)  # pyright: ignore[reportPrivateUsage]
         assert report.tasks == 25
         # The tasks' rule: 10, 10, then 5 rows (done, no pause); then the next rule's batch.
         kinds = [kind for kind, _ in effects]
