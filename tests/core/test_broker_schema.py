@@ -108,6 +108,21 @@ def test_ten_concurrent_migrators_apply_each_migration_once(empty_db: str) -> No
     assert _versions(empty_db) == list(range(1, LATEST_VERSION + 1))
 
 
+def test_the_task_table_is_vacuumed_by_the_queues_dead_rows(database_conninfo: str) -> None:
+    """Autovacuum of horsies_tasks fires at 2,000 dead rows plus 0.2 % of the table and cleans the
+    indexes every time: the claim index's dead entries are what each claim walks over."""
+    with psycopg.connect(database_conninfo) as conn:
+        row = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = 'horsies_tasks'::regclass"
+        ).fetchone()
+    assert row is not None
+    assert sorted(row[0]) == [
+        "autovacuum_vacuum_scale_factor=0.002",
+        "autovacuum_vacuum_threshold=2000",
+        "vacuum_index_cleanup=on",
+    ]
+
+
 def test_schema_objects_of_spec_06(database_conninfo: str) -> None:
     with psycopg.connect(database_conninfo) as conn:
         tables = {
