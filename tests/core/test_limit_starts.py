@@ -22,6 +22,7 @@ from horsies.broker.migrations import LATEST_VERSION, migrate_step_op
 from horsies.broker.sql.schema import MIGRATIONS, SCHEMA_VERSION_SELECT
 from psycopg import sql
 from schema_setup import migrate
+from thread_harness import race
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -116,25 +117,15 @@ def test_racing_claimers_never_start_more_than_the_window_allows(
     for key in ("a", "b", "c", "d"):
         _send(db, key, 12)
     started: list[str] = []
-    failures: list[BaseException] = []
     lock = threading.Lock()
 
     def claimer(index: int) -> None:
-        try:
-            for _ in range(6):
-                ids, _ = _claim(clean_db, list(range(index * 10, index * 10 + 4)))
-                with lock:
-                    started.extend(ids)
-        except BaseException as exc:  # reported below: a thread's failure must fail the test
-            failures.append(exc)
+        for _ in range(6):
+            ids, _ = _claim(clean_db, list(range(index * 10, index * 10 + 4)))
+            with lock:
+                started.extend(ids)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=40)
-    assert not any(thread.is_alive() for thread in threads)
-    assert failures == []
+    race(6, claimer, timeout_s=40)
     assert len(started) == len(set(started)) == 20
     assert _runs(db) == {key: [1, 2, 3, 4, 5] for key in "abcd"}
 

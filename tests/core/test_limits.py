@@ -24,6 +24,7 @@ from horsies.errors import (
 from horsies.results import TaskError, TaskResult
 from horsies.tasks.context import TaskContext
 from horsies.workflows.nodes import TaskNode
+from thread_harness import race
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -237,12 +238,7 @@ def test_concurrent_claimers_never_start_more_than_a_key_allows(app: Horsies, db
             with lock:
                 started.extend(ids)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
+    race(8, claimer, timeout_s=30)
     with psycopg.connect(db, autocommit=True) as conn:
         running = conn.execute(
             "SELECT limit_key, count(*) FROM horsies_tasks WHERE status = 'RUNNING' GROUP BY 1"

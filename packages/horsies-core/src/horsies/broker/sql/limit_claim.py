@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Final, LiteralString
 
+from horsies.broker.sql import fragments
+
 # A key visit: the next key after v_key, else the first (wrapping round: the second branch of the
 # UNION runs only when the first finds nothing; each keeps its index range), what the key may
 # start (its tasks in flight; its rate's newest start and first start inside the window, two
@@ -148,16 +150,8 @@ _STARTED: Final = """
 # scan of every claimable row without a limit, then a sort, rather than the claim index in order.
 # Every statement here has an index made for it.
 _CLAIM_FUNCTION: Final = (
-    """
-CREATE OR REPLACE FUNCTION horsies_claim_and_start_limited(
-    p_queue_name TEXT, p_pids INTEGER[], p_worker_id TEXT, p_hostname TEXT,
-    p_task_names TEXT[], p_limit_names TEXT[], p_lock_keys BIGINT[], p_claim_limit INTEGER,
-    p_lease_ms INTEGER)
-RETURNS TABLE (
-    id VARCHAR, task_name VARCHAR, queue_name VARCHAR, priority INTEGER, args TEXT, kwargs TEXT,
-    retry_count INTEGER, max_retries INTEGER, task_options TEXT, sent_at TIMESTAMPTZ,
-    workflow_id VARCHAR, attempt INTEGER, pid INTEGER, wake_in_ms INTEGER)
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $fn$
+    fragments.CLAIM_FUNCTION_SIGNATURE
+    + """LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     v_slots INTEGER := CASE WHEN p_pids IS NULL THEN coalesce(p_claim_limit, 0)
@@ -346,28 +340,9 @@ BEGIN
         WHERE r.newest IS NOT NULL;
     END IF;
 
-    IF p_pids IS NULL THEN
-        -- Claim only (a worker with cluster-wide caps starts its claims afterwards).
-        RETURN QUERY
-        WITH claimed AS (
-            UPDATE horsies_tasks AS t
-            SET status = 'CLAIMED',
-                claimed = true,
-                claimed_at = now(),
-                claimed_by_worker_id = p_worker_id,
-                claim_expires_at = now() + p_lease_ms * interval '1 millisecond',
-                attempt = t.attempt + 1,
-                updated_at = now()
-            WHERE t.id = ANY(v_chosen)
-            RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs,
-                      t.retry_count, t.max_retries, t.task_options, t.sent_at, t.workflow_id,
-                      t.attempt
-        )
-        SELECT c.id, c.task_name, c.queue_name, c.priority, c.args, c.kwargs, c.retry_count,
-               c.max_retries, c.task_options, c.sent_at, c.workflow_id, c.attempt,
-               NULL::INTEGER, NULL::INTEGER
-        FROM claimed AS c;
-    ELSIF cardinality(v_free) = 0 THEN
+"""
+    + fragments.CLAIM_ONLY_BRANCH
+    + """    ELSIF cardinality(v_free) = 0 THEN
         -- Limited tasks are never workflow nodes: only a task without a limit may have one.
         RETURN QUERY"""
     + _STARTED
@@ -391,16 +366,8 @@ BEGIN
                NULL::INTEGER
         FROM started AS s;
     END IF;
-    IF v_wake IS NOT NULL THEN
-        RETURN QUERY
-        SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::INTEGER, NULL::TEXT,
-               NULL::TEXT, NULL::INTEGER, NULL::INTEGER, NULL::TEXT, NULL::TIMESTAMPTZ,
-               NULL::VARCHAR, NULL::INTEGER, NULL::INTEGER,
-               greatest(1, ceil(extract(epoch FROM v_wake - clock_timestamp()) * 1000))::INTEGER;
-    END IF;
-END
-$fn$;
 """
+    + fragments.WAKE_ROW_AND_END
 )
 
 # Migration 14. The starts already logged are numbered per key in the order of their times (starts

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from horsies.broker.sql import fragments
+
 # Migration 10's claim function, as it shipped (migration 14 replaced it: sql/limit_claim.py).
 # The claim of a queue whose tasks may be limited, for the child pids in p_pids (one task each;
 # with p_pids NULL, up to p_claim_limit tasks are CLAIMED instead, with a lease of p_lease_ms when
@@ -37,16 +39,9 @@ from typing import Final
 # per claim at 2,000 queued rows, growing with them). The prune of horsies_limit_starts, a small
 # table that churns, was a hash join over a scan of all of it. Every statement here has an index
 # made for it.
-_CLAIM_FUNCTION: Final = """
-CREATE OR REPLACE FUNCTION horsies_claim_and_start_limited(
-    p_queue_name TEXT, p_pids INTEGER[], p_worker_id TEXT, p_hostname TEXT,
-    p_task_names TEXT[], p_limit_names TEXT[], p_lock_keys BIGINT[], p_claim_limit INTEGER,
-    p_lease_ms INTEGER)
-RETURNS TABLE (
-    id VARCHAR, task_name VARCHAR, queue_name VARCHAR, priority INTEGER, args TEXT, kwargs TEXT,
-    retry_count INTEGER, max_retries INTEGER, task_options TEXT, sent_at TIMESTAMPTZ,
-    workflow_id VARCHAR, attempt INTEGER, pid INTEGER, wake_in_ms INTEGER)
-LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+_CLAIM_FUNCTION: Final = (
+    fragments.CLAIM_FUNCTION_SIGNATURE
+    + """LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     v_slots INTEGER := CASE WHEN p_pids IS NULL THEN coalesce(p_claim_limit, 0)
@@ -205,28 +200,9 @@ BEGIN
     SELECT limit_name, limit_key, v_started FROM rated;
     END IF;
 
-    IF p_pids IS NULL THEN
-        -- Claim only (a worker with cluster-wide caps starts its claims afterwards).
-        RETURN QUERY
-        WITH claimed AS (
-            UPDATE horsies_tasks AS t
-            SET status = 'CLAIMED',
-                claimed = true,
-                claimed_at = now(),
-                claimed_by_worker_id = p_worker_id,
-                claim_expires_at = now() + p_lease_ms * interval '1 millisecond',
-                attempt = t.attempt + 1,
-                updated_at = now()
-            WHERE t.id = ANY(v_chosen)
-            RETURNING t.id, t.task_name, t.queue_name, t.priority, t.args, t.kwargs,
-                      t.retry_count, t.max_retries, t.task_options, t.sent_at, t.workflow_id,
-                      t.attempt
-        )
-        SELECT c.id, c.task_name, c.queue_name, c.priority, c.args, c.kwargs, c.retry_count,
-               c.max_retries, c.task_options, c.sent_at, c.workflow_id, c.attempt,
-               NULL::INTEGER, NULL::INTEGER
-        FROM claimed AS c;
-    ELSE
+"""
+    + fragments.CLAIM_ONLY_BRANCH
+    + """    ELSE
         RETURN QUERY
         WITH assigned AS (
             SELECT c.id, p.pid
@@ -263,16 +239,9 @@ BEGIN
                NULL::INTEGER
         FROM started AS s;
     END IF;
-    IF v_wake IS NOT NULL THEN
-        RETURN QUERY
-        SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::INTEGER, NULL::TEXT,
-               NULL::TEXT, NULL::INTEGER, NULL::INTEGER, NULL::TEXT, NULL::TIMESTAMPTZ,
-               NULL::VARCHAR, NULL::INTEGER, NULL::INTEGER,
-               greatest(1, ceil(extract(epoch FROM v_wake - clock_timestamp()) * 1000))::INTEGER;
-    END IF;
-END
-$fn$;
 """
+    + fragments.WAKE_ROW_AND_END
+)
 
 # Migration 10. The claim index gets `limit_name IS NULL` as its second column: ordinary claims
 # ask for it and scan only tasks without a limit, in order, while every query that counts
