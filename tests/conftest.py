@@ -161,6 +161,18 @@ def database_conninfo(pg_cluster: PgCluster, database_name: str) -> str:
 
 
 @pytest.fixture
+def empty_db(pg_cluster: PgCluster) -> Iterator[str]:
+    """A brand-new database without any horsies table (libpq URL), dropped after the test."""
+    name = f"horsies_empty_{uuid.uuid4().hex[:8]}"
+    with _admin(pg_cluster) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield pg_cluster.conninfo_for(name)
+    finally:
+        _drop_database(pg_cluster, name)
+
+
+@pytest.fixture
 def clean_db(database_conninfo: str) -> str:
     """Empty every horsies table of the module's database; returns its libpq URL."""
     with psycopg.connect(database_conninfo, autocommit=True) as conn:

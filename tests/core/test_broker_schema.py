@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -30,22 +28,7 @@ from psycopg import sql
 from schema_setup import migrate
 
 if TYPE_CHECKING:
-    from tests.conftest import PgCluster
-
-
-@pytest.fixture
-def empty_db(pg_cluster: PgCluster) -> Iterator[str]:
-    """A brand-new database without any horsies table (libpq URL)."""
-    name = f"horsies_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield pg_cluster.conninfo_for(name)
-    finally:
-        with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    pass
 
 
 def _versions(conninfo: str) -> list[int]:

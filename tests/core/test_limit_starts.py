@@ -9,7 +9,6 @@ on windows of a day or more, so no test waits for a window to pass."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, LiteralString
@@ -20,7 +19,6 @@ from horsies.broker.driver_sync import run_op
 from horsies.broker.limits import limited_claim_query
 from horsies.broker.migrations import LATEST_VERSION, migrate_step_op
 from horsies.broker.sql.schema import MIGRATIONS, SCHEMA_VERSION_SELECT
-from psycopg import sql
 from schema_setup import migrate
 from thread_harness import race
 
@@ -187,26 +185,16 @@ def test_numbers_start_again_once_every_start_of_a_key_is_gone(
 
 
 @pytest.fixture(params=[10, 13], ids=lambda v: f"from-{v}")
-def db_before_14(pg_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+def db_before_14(empty_db: str, request: pytest.FixtureRequest) -> str:
     """A new database migrated up to migration 10 (the rate log's first version) or 13 (the one
     before 14), as a libpq URL."""
     version: int = request.param
-    name = f"horsies_v{version}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conninfo = pg_cluster.conninfo_for(name)
-    try:
-        with psycopg.connect(conninfo) as conn:
-            while True:
-                with conn.transaction():
-                    if run_op(conn, migrate_step_op(MIGRATIONS[:version])) is None:
-                        break
-        yield conninfo
-    finally:
-        with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with psycopg.connect(empty_db) as conn:
+        while True:
+            with conn.transaction():
+                if run_op(conn, migrate_step_op(MIGRATIONS[:version])) is None:
+                    break
+    return empty_db
 
 
 def test_migration_14_keeps_the_windows_of_starts_logged_before_it(db_before_14: str) -> None:
