@@ -1,7 +1,8 @@
 """Measurement helpers shared by the horsies run and every peer script (``bench/peers/*.py``).
 
-It needs only the standard library, ``psutil`` and ``psycopg``, so the peer scripts can import it
-from their own virtualenvs (they put ``bench/`` on ``sys.path``). Every system is measured with the
+It needs only the standard library and ``psutil`` when imported (the database helpers import
+``psycopg`` when called), so the peer scripts can import it from their own virtualenvs, Celery's
+without psycopg (they put ``bench/`` on ``sys.path``). Every system is measured with the
 same code: the same drain timer, the same process-tree sampler, the same percentiles.
 """
 
@@ -43,6 +44,28 @@ def horsies_worker_command(app: str, processes: int, *extra: str) -> list[str]:
     command = [sys.executable, "-m", "horsies", "worker", app, "--processes", str(processes)]
     command += ["--loglevel", "WARNING", "--async-concurrency", str(ASYNC_CONCURRENCY)]
     return [*command, *extra]
+
+
+def start_horsies_worker(
+    stack: contextlib.ExitStack,
+    app: str,
+    processes: int,
+    *extra: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start :func:`horsies_worker_command` of ``app`` in the repository's root, with this
+    process's environment plus ``env`` (never suppressing sends), logging to ``log_path``;
+    :func:`worker_process` stops it when ``stack`` closes."""
+    from horsies.env import SUPPRESS_SENDS  # horsies runs only: a peer's virtualenv lacks it
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop(SUPPRESS_SENDS, None)
+    log = stack.enter_context(log_path.open("w"))
+    command = horsies_worker_command(app, processes, *extra)
+    return stack.enter_context(
+        worker_process(command, env=full_env, log=log, cwd=Path(__file__).resolve().parent.parent)
+    )
 
 
 class BenchError(RuntimeError):
@@ -236,3 +259,30 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(0.02)
+
+
+WORKER_START_TIMEOUT_S = 90.0
+"""How long a benchmark waits for a worker it started to serve."""
+
+
+def create_database(server: Any, name: str) -> str:
+    """Create the database ``name`` on the embedded ``server``; returns its conninfo."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return str(server.conninfo_for(name))
+
+
+def wait_registered(conn: Any, pid: int) -> None:
+    """Wait until the horsies worker of ``pid`` has written its first snapshot (it is serving);
+    ``conn``: a psycopg connection to its database."""
+
+    def registered() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM horsies_worker_states WHERE pid = %s", (pid,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    wait_until(registered, WORKER_START_TIMEOUT_S, "the worker to register")

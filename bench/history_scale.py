@@ -35,18 +35,17 @@ sys.path.insert(0, str(BENCH_DIR))
 from harness import (  # noqa: E402
     DATABASE_URL_ENV,
     DURABLE_SETTINGS,
+    BenchError,
+    create_database,
     finished_probe,
-    horsies_worker_command,
     latency_figures,
     measure_drain,
-    worker_process,
+    start_horsies_worker,
+    wait_registered,
 )
 from horsies.config import PostgresConfig, RetentionConfig  # noqa: E402
 from run import (  # noqa: E402
     APP_FILE,
-    ROOT,
-    _create_database,  # pyright: ignore[reportPrivateUsage]
-    _wait_registered,  # pyright: ignore[reportPrivateUsage]
     latency_samples,
     measure_single_sends,
 )
@@ -98,7 +97,7 @@ def _workloads(
         worker = _start_worker(stack, url, scratch)
         drained = measure_drain(worker, time.time(), sizes["drain"], probe)
         figures["w2_rate_after_first"] = drained["w2_rate_after_first"]
-        _wait_registered(conn, worker.pid)
+        wait_registered(conn, worker.pid)
         samples = latency_samples(noop, sizes["latency"])
         measured = latency_figures(samples)
         figures["w3_p50_ms"], figures["w3_p99_ms"] = measured["w3_p50_ms"], measured["w3_p99_ms"]
@@ -106,10 +105,10 @@ def _workloads(
 
 
 def _start_worker(stack: ExitStack, url: str, scratch: Path) -> Any:
-    log = stack.enter_context((scratch / f"worker-{time.monotonic_ns()}.log").open("w"))
-    env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-    command = horsies_worker_command(f"{APP_FILE}:app", 2)
-    return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+    log_path = scratch / f"worker-{time.monotonic_ns()}.log"
+    return start_horsies_worker(
+        stack, f"{APP_FILE}:app", 2, log_path=log_path, env={DATABASE_URL_ENV: url}
+    )
 
 
 def _prune_beside_latency(
@@ -128,7 +127,7 @@ def _prune_beside_latency(
 
     with ExitStack() as stack:
         worker = _start_worker(stack, url, scratch)
-        _wait_registered(conn, worker.pid)
+        wait_registered(conn, worker.pid)
         beside = threading.Thread(target=round_trips, daemon=True)
         beside.start()
         started = time.perf_counter()
@@ -136,6 +135,8 @@ def _prune_beside_latency(
         elapsed = time.perf_counter() - started
         done.set()
         beside.join(timeout=120)
+        if beside.is_alive():
+            raise BenchError("the round trips beside the prune did not stop within 120 s")
     measured = latency_figures(samples) if samples else {"w3_p50_ms": 0.0, "w3_p99_ms": 0.0}
     return {
         "pruned_rows": float(report.tasks),
@@ -159,7 +160,7 @@ class _Target:
 def _target(stack: ExitStack, server: Any, name: str) -> _Target:
     """A new database ``name`` with horsies' schema and a copy of the bench app bound to it (the
     app reads its URL when its module is loaded)."""
-    conninfo = _create_database(server, name)
+    conninfo = create_database(server, name)
     url = server.url_for(name)
     os.environ[DATABASE_URL_ENV] = url
     spec = importlib.util.spec_from_file_location(f"bench_app_{name}", BENCH_DIR / "bench_app.py")

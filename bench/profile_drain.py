@@ -33,9 +33,9 @@ from harness import (  # noqa: E402
     DATABASE_URL_ENV,
     DURABLE_SETTINGS,
     BenchError,
-    horsies_worker_command,
+    create_database,
+    start_horsies_worker,
     wait_until,
-    worker_process,
 )
 
 _PREFETCH_ENV = "HORSIES_BENCH_PREFETCH"  # read by bench_app (kept equal to its constant)
@@ -83,15 +83,14 @@ def main() -> None:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="horsies-prof-")))
         server = start_embedded(scratch / "pg", persistent=False, extra_settings=settings)
         stack.callback(server.stop)
-        with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE profile")
+        conninfo = create_database(server, "profile")
         url = server.url_for("profile")
         os.environ[DATABASE_URL_ENV] = url
         os.environ[_PREFETCH_ENV] = str(options.prefetch)
         import bench_app  # reads the URL and the prefetch when imported
 
         bench_app.app.get_broker().ensure_schema_initialized_sync()
-        conn = stack.enter_context(psycopg.connect(server.conninfo_for("profile"), autocommit=True))
+        conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         task: Any = getattr(bench_app, options.task)
         if not all(h.sent for h in task.send_many([{}] * options.n)):
@@ -105,10 +104,8 @@ def main() -> None:
             return row[0]
 
         batch = ["--max-claim-batch", str(2 + options.prefetch)] if options.prefetch else []
-        command = horsies_worker_command(f"{BENCH_DIR / 'bench_app.py'}:app", 2, *batch)
-        log = stack.enter_context((scratch / "worker.log").open("w"))
-        worker = stack.enter_context(
-            worker_process(command, env=dict(os.environ), log=log, cwd=BENCH_DIR.parent)
+        worker = start_horsies_worker(
+            stack, f"{BENCH_DIR / 'bench_app.py'}:app", 2, *batch, log_path=scratch / "worker.log"
         )
         print(f"worker pid {worker.pid}", flush=True)
         wait_until(lambda: bool(read(_ANY_DONE)), 90, "the first finished task")

@@ -42,7 +42,6 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -52,11 +51,11 @@ from harness import (  # noqa: E402
     DATABASE_URL_ENV,
     DURABLE_SETTINGS,
     BenchError,
-    horsies_worker_command,
+    create_database,
     latency_figures,
     measure_drain,
-    wait_until,
-    worker_process,
+    start_horsies_worker,
+    wait_registered,
 )
 from limits import measure_limits  # noqa: E402
 from peer_runner import PEERS, Peer, run_peer  # noqa: E402
@@ -75,7 +74,6 @@ IO_WAIT_MS = 50
 """W2io: how long each I/O-bound task awaits."""
 DATABASE_NAME = "horsies_bench"
 
-_WORKER_START_TIMEOUT_S = 90.0
 _RESULT_TIMEOUT_MS = 30_000
 _CONCURRENCY = 64
 _LATENCY_ROUNDS = 4
@@ -230,12 +228,6 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _create_database(server: Any, name: str) -> str:
-    with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return str(server.conninfo_for(name))
-
-
 # -- horsies ---------------------------------------------------------------------------------------
 
 
@@ -304,18 +296,6 @@ def latency_samples(task: Any, n: int) -> list[float]:
     return samples
 
 
-def _wait_registered(conn: psycopg.Connection[Any], pid: int) -> None:
-    """Wait until the worker of ``pid`` has written its first snapshot (it is serving)."""
-
-    def registered() -> bool:
-        row = conn.execute(
-            "SELECT count(*) FROM horsies_worker_states WHERE pid = %s", (pid,)
-        ).fetchone()
-        return bool(row and row[0])
-
-    wait_until(registered, _WORKER_START_TIMEOUT_S, "the worker to register")
-
-
 def measure_workflow(spec: Any, repeats: int) -> float:
     """W4: ``start()`` then ``get()`` on an idle worker; median seconds of ``repeats`` runs."""
     spec.start().get(timeout_ms=_RESULT_TIMEOUT_MS)  # warm-up
@@ -344,7 +324,7 @@ def run_horsies(
     """Every workload for the library in this workspace; returns its system entry."""
     from importlib.metadata import version
 
-    conninfo = _create_database(server, DATABASE_NAME)
+    conninfo = create_database(server, DATABASE_NAME)
     url = server.url_for(DATABASE_NAME)
     figures: dict[str, float] = {}
     w5_by_round: dict[str, list[float]] = {}
@@ -383,14 +363,19 @@ def run_horsies(
         ) -> subprocess.Popen[bytes]:
             """Start ``horsies worker`` of ``bench_app.<app_name>`` (prefetch > 0: soft-cap
             mode), ``--async-concurrency`` for async tasks; it stops when ``stack`` closes."""
-            log = stack.enter_context((scratch / f"horsies-worker-{log_name}.log").open("w"))
-            env = {**os.environ, DATABASE_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
-            env.pop("TASKLIB_SUPPRESS_SENDS", None)
-            env[PREFETCH_ENV] = str(prefetch)
-            env[IO_WAIT_ENV] = str(IO_WAIT_MS)
             batch = ["--max-claim-batch", str(processes + prefetch)] if prefetch else []
-            command = horsies_worker_command(f"{APP_FILE}:{app_name}", processes, *batch)
-            return stack.enter_context(worker_process(command, env=env, log=log, cwd=ROOT))
+            return start_horsies_worker(
+                stack,
+                f"{APP_FILE}:{app_name}",
+                processes,
+                *batch,
+                log_path=scratch / f"horsies-worker-{log_name}.log",
+                env={
+                    DATABASE_URL_ENV: url,
+                    PREFETCH_ENV: str(prefetch),
+                    IO_WAIT_ENV: str(IO_WAIT_MS),
+                },
+            )
 
         def drain(
             stack: ExitStack,
@@ -425,7 +410,7 @@ def run_horsies(
                 for key, task in tasks if round_number % 2 == 0 else tasks[::-1]:
                     with ExitStack() as serving:
                         worker = start_worker(serving, 0, f"{key}-round{round_number}")
-                        _wait_registered(conn, worker.pid)
+                        wait_registered(conn, worker.pid)
                         conn.execute("TRUNCATE horsies_tasks CASCADE")
                         samples[key] += latency_samples(task, per_round)
             for key, taken in samples.items():
@@ -508,7 +493,7 @@ def run_horsies(
         worker, drained = drain(stack, 0)
         figures.update(drained)
         echo(f"    {figures['w2_rate_after_first']:,.0f} tasks/s after the first")
-        _wait_registered(conn, worker.pid)
+        wait_registered(conn, worker.pid)
         conn.execute("TRUNCATE horsies_tasks CASCADE")
         echo("  W4: workflows fan-out 1 -> 50 -> 1, chain of 200")
         figures["w4_fan_out_s"] = measure_workflow(bench_app.fan_out, sizes.workflow_runs)
@@ -579,7 +564,7 @@ def run(
         systems["horsies"] = run_horsies(server, sizes, processes, scratch, echo)
         echo("limit (bare SQL from psycopg)")
         limit_figures = measure_limits(
-            _create_database(server, "bench_limits"),
+            create_database(server, "bench_limits"),
             sends=sizes.sends,
             bulk=sizes.bulk,
             drain=sizes.drain,
@@ -595,7 +580,7 @@ def run(
         for peer in peers:
             systems[peer.label] = run_peer(
                 peer,
-                lambda name: _create_database(server, name),
+                lambda name: create_database(server, name),
                 asdict(sizes),
                 quick=quick,
                 scratch=scratch,

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -38,10 +37,10 @@ sys.path.insert(0, str(BENCH_DIR))
 from harness import (  # noqa: E402
     DATABASE_URL_ENV,
     DURABLE_SETTINGS,
+    create_database,
     finished_probe,
-    horsies_worker_command,
     measure_drain,
-    worker_process,
+    start_horsies_worker,
 )
 
 DRAINS = {"a": ("noop", "app"), "b": ("keyed_noop", "keys_app"), "c": ("rated_noop", "rate_app")}
@@ -72,13 +71,12 @@ def drain_once(url: str, drain: str, n: int, scratch: Path) -> float:
         if not all(h.sent for h in handles):
             raise SystemExit("a send failed")
         conn.execute("VACUUM ANALYZE horsies_tasks")
-        log = stack.enter_context((scratch / f"worker-{drain}.log").open("w"))
-        app_file = BENCH_DIR / "bench_app.py"
-        command = horsies_worker_command(f"{app_file}:{app_name}", 2)
         started = time.time()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        worker = stack.enter_context(
-            worker_process(command, env=env, log=log, cwd=BENCH_DIR.parent)
+        worker = start_horsies_worker(
+            stack,
+            f"{BENCH_DIR / 'bench_app.py'}:{app_name}",
+            2,
+            log_path=scratch / f"worker-{drain}.log",
         )
         figures = measure_drain(worker, started, n, finished_probe(conn, _FINISHED))
     return figures["w2_rate_after_first"]
@@ -122,9 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="horsies-w5-")))
         server = start_embedded(scratch / "pg", persistent=False, extra_settings=DURABLE_SETTINGS)
         stack.callback(server.stop)
-        with psycopg.connect(server.conninfo_for("postgres"), autocommit=True) as admin:
-            for name in trees:
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"w5_{name}")))
+        for name in trees:
+            create_database(server, f"w5_{name}")
         order = [(tree, drain) for drain in options.drains for tree in trees]
         rates: dict[tuple[str, str], list[float]] = {key: [] for key in order}
         for number in range(options.rounds):
