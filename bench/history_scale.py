@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -78,15 +79,74 @@ FROM horsies_tasks
 WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND workflow_id IS NULL
   AND updated_at >= %(since)s AND task_name = 'bench.noop'
 """
+# What the server did for the drain: scans and blocks of the claim index (their ratio does not
+# depend on when the worker's backend last flushed its statistics), autovacuum runs of the table,
+# the WAL written (bytes and full-page images: the server's, the drain is all that writes) and
+# checkpoints started.
+_SERVER_COUNTERS = """
+SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'ix_horsies_tasks_claim'),
+       (SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes
+        WHERE indexrelname = 'ix_horsies_tasks_claim'),
+       (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'horsies_tasks'),
+       (SELECT wal_bytes FROM pg_stat_wal),
+       (SELECT wal_fpi FROM pg_stat_wal),
+       (SELECT num_timed + num_requested FROM pg_stat_checkpointer)
+"""
 _NOT_HISTORY = (
     "DELETE FROM horsies_tasks WHERE queue_name = 'default' AND task_name <> 'bench.history'"
 )
 
 
+class _ServerWatch:
+    """Counters of the server over a span: the claim index's blocks per scan, the table's autovacuum
+    runs, and the CPU the autovacuum workers took (live ones from their own counters, ended ones
+    from the postmaster's count of its reaped children)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], postmaster_pid: int) -> None:
+        self._conn = conn
+        self._postmaster = psutil.Process(postmaster_pid)
+        self._start = self._read()
+
+    def _autovacuum_cpu(self) -> dict[int, float]:
+        seen: dict[int, float] = {}
+        for child in self._postmaster.children():
+            try:
+                if "autovacuum worker" in " ".join(child.cmdline()):
+                    times = child.cpu_times()
+                    seen[child.pid] = times.user + times.system
+            except psutil.Error:
+                continue
+        return seen
+
+    def _read(self) -> tuple[tuple[Any, ...], float, dict[int, float]]:
+        row = self._conn.execute(_SERVER_COUNTERS).fetchone()
+        times = self._postmaster.cpu_times()
+        return tuple(row or ()), times.children_user + times.children_system, self._autovacuum_cpu()
+
+    def figures(self, tasks: int) -> dict[str, float]:
+        """The span's figures; WAL per task of ``tasks``."""
+        start, reaped0, live0 = self._start
+        end, reaped1, live1 = self._read()
+        scans, blocks, runs, wal_bytes, fpi, checkpoints = (
+            float(b or 0) - float(a or 0) for a, b in zip(start, end, strict=True)
+        )
+        live = sum(cpu - live0.get(pid, 0.0) for pid, cpu in live1.items())
+        return {
+            "claim_index_blocks_per_scan": blocks / scans if scans else float("nan"),
+            "autovacuum_runs": runs,
+            "autovacuum_cpu_s": reaped1 - reaped0 + live,
+            "wal_bytes_per_task": wal_bytes / tasks,
+            "wal_fpi_per_task": fpi / tasks,
+            "checkpoints": checkpoints,
+        }
+
+
 def _workloads(
-    conn: psycopg.Connection[Any], noop: Any, url: str, scratch: Path, sizes: dict[str, int]
+    target: _Target, scratch: Path, sizes: dict[str, int], postmaster_pid: int
 ) -> dict[str, float]:
-    """W1, W2 (after first finished) and W3 p50/p99 on the database as it is."""
+    """W1, W2 (after first finished) and W3 p50/p99 on the database as it is, and what the server
+    did beside the drain (:class:`_ServerWatch`)."""
+    conn, noop, url = target.conn, target.noop, target.url
     conn.execute(_NOT_HISTORY)
     figures = {"w1_rate": measure_single_sends(noop, sizes["sends"])}
     conn.execute(_NOT_HISTORY)
@@ -95,8 +155,10 @@ def _workloads(
     noop.send_many([{}] * sizes["drain"])
     with ExitStack() as stack:
         worker = _start_worker(stack, url, scratch)
+        watch = _ServerWatch(conn, postmaster_pid)
         drained = measure_drain(worker, time.time(), sizes["drain"], probe)
         figures["w2_rate_after_first"] = drained["w2_rate_after_first"]
+        figures.update({f"drain_{k}": v for k, v in watch.figures(sizes["drain"]).items()})
         wait_registered(conn, worker.pid)
         samples = latency_samples(noop, sizes["latency"])
         measured = latency_figures(samples)
@@ -218,7 +280,7 @@ def main() -> None:
             order = [("empty", empty), ("full", full)]
             for label, target in order if i % 2 == 0 else order[::-1]:
                 print(f"round {i + 1}, {label} database: W1, W2, W3", flush=True)
-                figures = _workloads(target.conn, target.noop, target.url, scratch, sizes)
+                figures = _workloads(target, scratch, sizes, server.pid)
                 rounds[label].append(figures)
                 print(f"  {figures}", flush=True)
         medians = {
@@ -240,10 +302,8 @@ def main() -> None:
     empty_p99 = empty_figures["w3_p99_ms"]
     print("\n| figure | empty | full | full / empty |\n|---|---|---|---|")
     for key in empty_figures:
-        print(
-            f"| {key} | {empty_figures[key]:,.2f} | {full_figures[key]:,.2f} "
-            f"| {full_figures[key] / empty_figures[key]:.2f} |"
-        )
+        ratio = full_figures[key] / empty_figures[key] if empty_figures[key] else float("nan")
+        print(f"| {key} | {empty_figures[key]:,.2f} | {full_figures[key]:,.2f} | {ratio:.2f} |")
     print(f"\nrows: {finished:,} ended + {args.pending:,} pending; fill {fill_s:.0f} s; "
           f"database {size_gb:.2f} GB")  # fmt: skip
     print(
