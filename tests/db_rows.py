@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -19,6 +21,29 @@ def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[st
     ):
         cur.execute(query, params)
         return cur.fetchall() if cur.description else []
+
+
+def generic_plan(conninfo: str, query: str, params: Mapping[str, Any]) -> str:
+    """The plan of ``query`` (``%(name)s`` placeholders) with ``params`` under
+    ``plan_cache_mode = force_generic_plan``, as a worker's exchange runs its statements (EXPLAIN
+    without costs; a data-modifying statement is not run)."""
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match.group(1), len(names) + 1)}"
+
+    positional = re.sub(r"%\((\w+)\)s", number, query)
+    with psycopg.connect(conninfo, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE probe AS {positional}")  # type: ignore[arg-type]
+        values = [params[name] for name in names]
+        placeholders = ", ".join("%s" for _ in values)
+        plan = conn.execute(
+            f"EXPLAIN (COSTS OFF) EXECUTE probe({placeholders})",  # type: ignore[arg-type]
+            values,
+        ).fetchall()
+        conn.rollback()
+    return "\n".join(str(r[0]) for r in plan)
 
 
 def row(conninfo: str, task_id: str) -> dict[str, Any]:

@@ -6,13 +6,12 @@ the exchange forces."""
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
-from db_rows import row, sql
+from db_rows import generic_plan, row, sql
 from horsies.broker import (
     ClaimRequest,
     EnqueueRequest,
@@ -339,28 +338,9 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
             {"ids": ["id1"], "attempts": [0], "worker_id": "w1"},
         ),
     ]
-    with psycopg.connect(database_conninfo, cursor_factory=psycopg.ClientCursor) as conn:
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        for query, params in statements:
-            names: dict[str, int] = {}
-
-            def number(match: re.Match[str], names: dict[str, int] = names) -> str:
-                return f"${names.setdefault(match.group(1), len(names) + 1)}"
-
-            positional = re.sub(r"%\((\w+)\)s", number, query)
-            conn.execute("DEALLOCATE ALL")
-            conn.execute(f"PREPARE probe AS {positional}")  # type: ignore[arg-type]
-            values = [params[name] for name in names]
-            placeholders = ", ".join("%s" for _ in values)
-            plan = "\n".join(
-                str(r[0])
-                for r in conn.execute(
-                    f"EXPLAIN (COSTS OFF) EXECUTE probe({placeholders})",  # type: ignore[arg-type]
-                    values,
-                ).fetchall()
-            )
-            assert "Seq Scan on horsies_tasks" not in plan, plan
-            conn.rollback()
+    for query, params in statements:
+        plan = generic_plan(database_conninfo, query, params)
+        assert "Seq Scan on horsies_tasks" not in plan, plan
 
 
 # -- finish ----------------------------------------------------------------------------------------

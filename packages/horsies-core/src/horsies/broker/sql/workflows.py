@@ -4,8 +4,9 @@ recovery.
 Every write to a workflow tree (a root workflow and its child workflows) happens while holding
 the root workflow row's lock (``WF_LOCK_ROOTS*``, always taken in id order), so two workers
 finishing two dependencies of one node, a pause and a completion, or a cancel and a completion are
-serialised and see each other's committed writes. Batches are JSON arrays (``json_to_recordset``):
-one statement per kind of write, however many nodes change.
+serialised and see each other's committed writes. Batches are arrays (JSON for inserts,
+``json_to_recordset``; one array per column where a batch is joined to a table, see
+``WF_NODES_UPDATE``): one statement per kind of write, however many nodes change.
 """
 
 from __future__ import annotations
@@ -154,7 +155,10 @@ RETURNING wt.workflow_id, wt.task_index, wt.status, t.id, t.status,
 # completed_at when it ends after that. A task node's start is its task row's (see WF_GET_NODES) and
 # its end is written by WF_NODES_FINISH_FROM_TASKS; a node that never ran gets neither.
 # clock_timestamp(), not now(): the dependency that made the node ready may have completed earlier
-# in this very transaction, at now(), and the node starts after it.
+# in this very transaction, at now(), and the node starts after it. The changes come as arrays, not
+# JSON: the planner takes a set-returning function over JSON for 100 rows and then prefers reading
+# every node of every workflow (a hash join) to looking a few up by (workflow_id, task_index), so
+# each advance of a workflow cost a scan of the whole table until it held thousands of nodes.
 WF_NODES_UPDATE: Final = """
 UPDATE horsies_workflow_tasks AS wt
 SET status = u.status,
@@ -167,9 +171,10 @@ SET status = u.status,
     completed_at = CASE WHEN wt.is_subworkflow AND wt.started_at IS NOT NULL
                              AND u.status IN ('COMPLETED', 'FAILED')
                         THEN clock_timestamp() ELSE wt.completed_at END
-FROM json_to_recordset(%(updates)s::json) AS u(
-    workflow_id text, task_index int, status text, task_id text, sub_workflow_id text,
-    result text, summary text)
+FROM unnest(
+    %(workflow_ids)s::text[], %(task_indexes)s::int[], %(statuses)s::text[], %(task_ids)s::text[],
+    %(sub_workflow_ids)s::text[], %(results)s::text[], %(summaries)s::text[]
+) AS u(workflow_id, task_index, status, task_id, sub_workflow_id, result, summary)
 WHERE wt.workflow_id = u.workflow_id AND wt.task_index = u.task_index
 """
 

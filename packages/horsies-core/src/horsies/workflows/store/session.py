@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from horsies.broker.hooks import NodeRef
 from horsies.broker.sql import workflows as wf_sql
@@ -86,7 +86,9 @@ class Session(Snapshot):
         """Node updates and new task rows, in one round trip."""
         queries: list[Query] = []
         if updates:
-            queries.append(Query(wf_sql.WF_NODES_UPDATE, {"updates": dumps(updates)}, rows="none"))
+            queries.append(
+                Query(wf_sql.WF_NODES_UPDATE, _nodes_update_params(updates), rows="none")
+            )
         if tasks:
             queries.append(Query(wf_sql.WF_TASKS_INSERT, {"tasks": dumps(tasks)}, rows="none"))
         if queries:
@@ -354,6 +356,23 @@ class Session(Snapshot):
         finally:
             for step in steps:
                 step.close()
+
+
+_NODE_UPDATE_COLUMNS: Final = (
+    ("workflow_ids", "workflow_id"),
+    ("task_indexes", "task_index"),
+    ("statuses", "status"),
+    ("task_ids", "task_id"),
+    ("sub_workflow_ids", "sub_workflow_id"),
+    ("results", "result"),
+    ("summaries", "summary"),
+)
+"""WF_NODES_UPDATE's array parameters and the key of a node update each takes (None when the
+update has no such key: the column keeps its value)."""
+
+
+def _nodes_update_params(updates: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    return {param: [update.get(key) for update in updates] for param, key in _NODE_UPDATE_COLUMNS}
 
 
 def lock_roots_query(workflow_ids: Iterable[str], *, skip_locked: bool = False) -> Query:
