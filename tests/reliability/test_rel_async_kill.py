@@ -24,7 +24,14 @@ from process_harness import wait_until
 
 from tests.reliability.harness import StartWorker
 from tests.reliability.ledger import compare, ledger_rows
-from tests.reliability.workload import intervals, max_overlap, send_load, task_states, wait_terminal
+from tests.reliability.workload import (
+    intervals,
+    max_overlap,
+    ran_in_child,
+    send_load,
+    task_states,
+    wait_terminal,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -85,6 +92,12 @@ def test_a_killed_child_takes_only_its_async_tasks_down_and_they_are_retried(
     on_killed = [r for r in rows if r.child_pid == pid and r.key in ids]
     ended_there = {r.key for r in on_killed if r.phase == "end"}
     victims |= {r.key for r in on_killed if r.phase == "start" and r.key not in ended_there}
+    # The tasks written to the killed child's pipe: each was running there (an async task begins
+    # when its child reads it), even one killed before its first line wrote to the ledger.
+    by_id = {task_id: key for key, task_id in ids.items()}
+    in_killed = {by_id[t] for t in ran_in_child(ledger, ids.values(), pid)}
+    assert victims <= in_killed, victims - in_killed
+    victims = in_killed
     overlap = max_overlap(intervals(rows, [k for k in ids if k.startswith("after")]))
     print(
         f"\n[rel-async-kill:child:{mode}] tasks={len(ids)} killed_child_ran={len(victims)} "

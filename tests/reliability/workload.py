@@ -116,6 +116,18 @@ def task_states(conninfo: str, task_ids: Iterable[str]) -> dict[str, TaskState]:
     return {row[0]: TaskState(*row[1:]) for row in rows}
 
 
+def ran_in_child(conninfo: str, task_ids: Iterable[str], pid: int) -> set[str]:
+    """The tasks of ``task_ids`` that had an attempt in the child process ``pid``: the worker wrote
+    them to its pipe (the attempt history records the child of every attempt that ended)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT task_id FROM horsies_task_attempts"
+            " WHERE task_id = ANY(%s) AND pid = %s",
+            (list(task_ids), pid),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 def held_by(conninfo: str, worker: str) -> dict[str, list[str]]:
     """Task ids the worker instance ``worker`` holds, by status (CLAIMED, RUNNING)."""
     held: dict[str, list[str]] = {"CLAIMED": [], "RUNNING": []}
