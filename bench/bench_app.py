@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from horsies.app import Horsies
 from horsies.config import AppConfig, PostgresConfig
@@ -71,6 +72,11 @@ keys_app = Horsies(_config())
 rate_app = Horsies(_config())
 W5_KEYS = 100
 """W5b: how many distinct keys the keyed no-ops are sent with."""
+
+
+def keyed_calls(n: int) -> list[dict[str, Any]]:
+    """W5b's ``n`` calls of the keyed no-op, spread over the W5_KEYS keys in turn."""
+    return [{"key": f"key{i % W5_KEYS}"} for i in range(n)]
 
 
 @keys_app.task("bench.keyed_noop", limit=Limit("bench-keys", concurrency=1_000_000, on=["key"]))

@@ -99,8 +99,8 @@ _NOT_HISTORY = (
 
 class _ServerWatch:
     """Counters of the server over a span: the claim index's blocks per scan, the table's autovacuum
-    runs, and the CPU the autovacuum workers took (live ones from their own counters, ended ones
-    from the postmaster's count of its reaped children)."""
+    runs, and the CPU the server's autovacuum workers took, whichever database they vacuumed (live
+    ones from their own counters, ended ones from the postmaster's count of its reaped children)."""
 
     def __init__(self, conn: psycopg.Connection[Any], postmaster_pid: int) -> None:
         self._conn = conn

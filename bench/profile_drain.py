@@ -110,9 +110,7 @@ def main() -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         task: Any = getattr(bench_app, options.task)
         calls = (
-            [{"key": f"key{i % bench_app.W5_KEYS}"} for i in range(options.n)]
-            if options.task == "keyed_noop"
-            else [{}] * options.n
+            bench_app.keyed_calls(options.n) if options.task == "keyed_noop" else [{}] * options.n
         )
         if not all(h.sent for h in task.send_many(calls)):
             raise BenchError("a send failed")

@@ -425,7 +425,7 @@ def run_horsies(
             machine noise; each ratio is taken within a round."""
             for limited in (bench_app.keys_app, bench_app.rate_app):
                 stack.callback(limited.get_broker().close)
-            keyed = [{"key": f"key{i % bench_app.W5_KEYS}"} for i in range(sizes.drain)]
+            keyed = bench_app.keyed_calls(sizes.drain)
             cases: tuple[tuple[str, Any, str, list[dict[str, Any]] | None], ...] = (
                 ("w5a", noop, "app", None),
                 ("w5b", bench_app.keyed_noop, "keys_app", keyed),

@@ -62,7 +62,7 @@ def drain_once(url: str, drain: str, n: int, scratch: Path) -> float:
 
     task_name, app_name = DRAINS[drain]
     task: Any = getattr(bench_app, task_name)
-    calls = [{"key": f"key{i % bench_app.W5_KEYS}"} for i in range(n)] if drain == "b" else None
+    calls = bench_app.keyed_calls(n) if drain == "b" else None
     conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(conninfo, autocommit=True) as conn, ExitStack() as stack:
         getattr(bench_app, app_name).get_broker().ensure_schema_initialized_sync()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -26,9 +25,6 @@ from horsies.broker.sql import (
 from horsies.config import PostgresConfig
 from psycopg import sql
 from schema_setup import migrate
-
-if TYPE_CHECKING:
-    pass
 
 
 def _versions(conninfo: str) -> list[int]:

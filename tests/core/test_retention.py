@@ -261,9 +261,9 @@ async def test_a_prune_rests_between_batches_as_long_as_each_took(
         broker = app.get_broker()
         program = recorded(prune_program(app.config.retention))
         if driver == "sync":
-            report = broker._sync.drive(program)  # pyright: ignore[reportPrivateUsage]
+            report = broker.run_program(program)
         else:
-            report = await broker._async.drive(program)  # pyright: ignore[reportPrivateUsage]
+            report = await broker.run_program_async(program)
         assert report.tasks == 25
         # The tasks' rule: 10, 10, then 5 rows (done, no pause); then the next rule's batch.
         kinds = [kind for kind, _ in effects]

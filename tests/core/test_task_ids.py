@@ -40,7 +40,8 @@ def test_ids_made_in_later_milliseconds_sort_after_earlier_ones() -> None:
         _next_millisecond(time.time_ns())
     stamps = [task_id[:13] for task_id in made]
     assert stamps == sorted(stamps)
-    assert len(set(stamps)) == 5
+    # At least the five rounds' milliseconds (one may turn between the two calls of a round).
+    assert len(set(stamps)) >= 5
 
 
 def test_ids_of_one_millisecond_differ_in_their_random_bits() -> None:

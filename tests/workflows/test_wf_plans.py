@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from db_rows import generic_plan, sql
-from horsies.broker.sql import workflows as wf_sql
+from horsies.workflows.store.session import nodes_update_query
 
 _WORKFLOWS = 12
 _NODES = 200
@@ -37,15 +37,9 @@ def _fill(conninfo: str) -> str:
 @pytest.mark.timeout(60)
 def test_a_node_update_reads_only_the_nodes_it_writes(clean_db: str) -> None:
     workflow_id = _fill(clean_db)
-    update = {
-        "workflow_ids": [workflow_id],
-        "task_indexes": [150],
-        "statuses": ["ENQUEUED"],
-        "task_ids": [None],
-        "sub_workflow_ids": [None],
-        "results": [None],
-        "summaries": [None],
-    }
-    plan = generic_plan(clean_db, wf_sql.WF_NODES_UPDATE, update)
+    query = nodes_update_query(
+        [{"workflow_id": workflow_id, "task_index": 150, "status": "ENQUEUED"}]
+    )
+    plan = generic_plan(clean_db, query.sql, query.params or {})
     assert "Seq Scan on horsies_workflow_tasks" not in plan, plan
     assert "Hash Join" not in plan, plan

@@ -47,7 +47,7 @@ from horsies.workflows.store.snapshot import (
 if TYPE_CHECKING:
     from horsies.workflows.spec import WorkflowSpec
 
-__all__ = ["Session", "finish_nodes_query", "lock_roots_query"]
+__all__ = ["Session", "finish_nodes_query", "lock_roots_query", "nodes_update_query"]
 
 _log = get_logger("workflow.engine")
 
@@ -86,9 +86,7 @@ class Session(Snapshot):
         """Node updates and new task rows, in one round trip."""
         queries: list[Query] = []
         if updates:
-            queries.append(
-                Query(wf_sql.WF_NODES_UPDATE, _nodes_update_params(updates), rows="none")
-            )
+            queries.append(nodes_update_query(updates))
         if tasks:
             queries.append(Query(wf_sql.WF_TASKS_INSERT, {"tasks": dumps(tasks)}, rows="none"))
         if queries:
@@ -371,8 +369,11 @@ _NODE_UPDATE_COLUMNS: Final = (
 update has no such key: the column keeps its value)."""
 
 
-def _nodes_update_params(updates: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    return {param: [update.get(key) for update in updates] for param, key in _NODE_UPDATE_COLUMNS}
+def nodes_update_query(updates: Sequence[Mapping[str, Any]]) -> Query:
+    """WF_NODES_UPDATE for node updates (dicts with ``workflow_id``, ``task_index``, ``status`` and
+    any of the other columns it writes)."""
+    params = {param: [update.get(key) for update in updates] for param, key in _NODE_UPDATE_COLUMNS}
+    return Query(wf_sql.WF_NODES_UPDATE, params, rows="none")
 
 
 def lock_roots_query(workflow_ids: Iterable[str], *, skip_locked: bool = False) -> Query:
