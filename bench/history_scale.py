@@ -79,15 +79,16 @@ FROM horsies_tasks
 WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND workflow_id IS NULL
   AND updated_at >= %(since)s AND task_name = 'bench.noop'
 """
-# What the server did for the drain: scans and blocks of the claim index (their ratio does not
-# depend on when the worker's backend last flushed its statistics), autovacuum runs of the table,
-# the WAL written (bytes and full-page images: the server's, the drain is all that writes) and
-# checkpoints started.
+# What the server did for the drain: scans and blocks of the index the claims read, horsies_ready's
+# (their ratio does not depend on when the worker's backend last flushed its statistics),
+# autovacuum runs of the task table and of horsies_ready, the WAL written (bytes and full-page
+# images: the server's, the drain is all that writes) and checkpoints started.
 _SERVER_COUNTERS = """
-SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'ix_horsies_tasks_claim'),
+SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'pk_horsies_ready'),
        (SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes
-        WHERE indexrelname = 'ix_horsies_tasks_claim'),
+        WHERE indexrelname = 'pk_horsies_ready'),
        (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'horsies_tasks'),
+       (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'horsies_ready'),
        (SELECT wal_bytes FROM pg_stat_wal),
        (SELECT wal_fpi FROM pg_stat_wal),
        (SELECT num_timed + num_requested FROM pg_stat_checkpointer)
@@ -98,7 +99,7 @@ _NOT_HISTORY = (
 
 
 class _ServerWatch:
-    """Counters of the server over a span: the claim index's blocks per scan, the table's autovacuum
+    """Counters of the server over a span: the claim index's blocks per scan, the tables' autovacuum
     runs, and the CPU the server's autovacuum workers took, whichever database they vacuumed (live
     ones from their own counters, ended ones from the postmaster's count of its reaped children)."""
 
@@ -127,13 +128,14 @@ class _ServerWatch:
         """The span's figures; WAL per task of ``tasks``."""
         start, reaped0, live0 = self._start
         end, reaped1, live1 = self._read()
-        scans, blocks, runs, wal_bytes, fpi, checkpoints = (
+        scans, blocks, runs, ready_runs, wal_bytes, fpi, checkpoints = (
             float(b or 0) - float(a or 0) for a, b in zip(start, end, strict=True)
         )
         live = sum(cpu - live0.get(pid, 0.0) for pid, cpu in live1.items())
         return {
             "claim_index_blocks_per_scan": blocks / scans if scans else float("nan"),
             "autovacuum_runs": runs,
+            "ready_autovacuum_runs": ready_runs,
             "autovacuum_cpu_s": reaped1 - reaped0 + live,
             "wal_bytes_per_task": wal_bytes / tasks,
             "wal_fpi_per_task": fpi / tasks,

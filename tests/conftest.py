@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from db_rows import ready_mismatches
 from hypothesis import HealthCheck, settings
 from psycopg import sql
 from schema_setup import migrate
@@ -62,6 +63,7 @@ _HORSIES_TABLES = (
     "horsies_workflows",
     "horsies_limits",
     "horsies_limit_starts",
+    "horsies_ready",
     "horsies_task_attempts",
 )
 
@@ -173,15 +175,19 @@ def empty_db(pg_cluster: PgCluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def clean_db(database_conninfo: str) -> str:
-    """Empty every horsies table of the module's database; returns its libpq URL."""
+def clean_db(database_conninfo: str) -> Iterator[str]:
+    """Empty every horsies table of the module's database; returns its libpq URL. Afterwards,
+    every task the test left claimable must still be in ``horsies_ready``, whatever way it took
+    there (a task missing from it would never be claimed)."""
     with psycopg.connect(database_conninfo, autocommit=True) as conn:
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
                 sql.SQL(", ").join(sql.Identifier(t) for t in _HORSIES_TABLES)
             )
         )
-    return database_conninfo
+    yield database_conninfo
+    missing = [m for m in ready_mismatches(database_conninfo) if m[0] == "missing"]
+    assert not missing, f"claimable tasks missing from horsies_ready: {missing[:5]}"
 
 
 @pytest.fixture

@@ -46,6 +46,27 @@ def generic_plan(conninfo: str, query: str, params: Mapping[str, Any]) -> str:
     return "\n".join(str(r[0]) for r in plan)
 
 
+# The tasks an ordinary claim may take without their horsies_ready row ("missing": a task no claim
+# would find) and the horsies_ready rows without such a task ("ghost"), compared by the whole key.
+_READY_MISMATCHES: LiteralString = """
+WITH claimable AS (
+    SELECT queue_name, priority, sent_at, id FROM horsies_tasks
+    WHERE status IN ('PENDING', 'CLAIMED') AND limit_name IS NULL AND sent_at IS NOT NULL
+)
+(SELECT 'missing' AS kind, id FROM (SELECT * FROM claimable EXCEPT ALL
+                                    SELECT * FROM horsies_ready) AS m)
+UNION ALL
+(SELECT 'ghost', id FROM (SELECT * FROM horsies_ready EXCEPT ALL SELECT * FROM claimable) AS g)
+ORDER BY 1, 2
+"""
+
+
+def ready_mismatches(conninfo: str) -> list[tuple[str, str]]:
+    """Where ``horsies_ready`` and the task table disagree: ``(kind, task id)`` pairs, kind
+    "missing" (a claimable task without its row) or "ghost" (a row without a claimable task)."""
+    return [(r["kind"], r["id"]) for r in sql(conninfo, _READY_MISMATCHES)]
+
+
 def row(conninfo: str, task_id: str) -> dict[str, Any]:
     """The whole ``horsies_tasks`` row of one task."""
     return sql(conninfo, "SELECT * FROM horsies_tasks WHERE id = %s", (task_id,))[0]

@@ -338,9 +338,14 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
             {"ids": ["id1"], "attempts": [0], "worker_id": "w1"},
         ),
     ]
+    sql(clean_db, "ANALYZE horsies_ready")
     for query, params in statements:
         plan = generic_plan(database_conninfo, query, params)
         assert "Seq Scan on horsies_tasks" not in plan, plan
+        assert "Seq Scan on horsies_ready" not in plan, plan
+        if "horsies_ready" in query:  # the claims: candidates in the ready table's order
+            assert "Index Scan using pk_horsies_ready" in plan, plan
+            assert "Sort Key: r." not in plan, plan
 
 
 # -- finish ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from horsies.broker.sql import (
     limit_claim,
     limits,
     monitoring,
+    ready,
     retention,
     schema,
     tasks,
@@ -140,9 +141,11 @@ def test_schema_objects_of_spec_06(database_conninfo: str) -> None:
         "horsies_limits",
         "horsies_limit_starts",
         "horsies_task_attempts",
+        "horsies_ready",
     }
     assert triggers["horsies_task_notify_trigger"] == "horsies_tasks"
     assert triggers["horsies_workflow_notify_trigger"] == "horsies_workflows"
+    assert triggers["horsies_ready_update_trigger"] == "horsies_tasks"
     documented = {
         "id", "task_name", "queue_name", "priority", "args", "kwargs", "status", "sent_at",
         "claimed_at", "started_at", "completed_at", "failed_at", "result", "failed_reason",
@@ -209,6 +212,7 @@ _CONSTANT_MODULES = (
     unique,
     retention,
     attempts,
+    ready,
 )
 
 
@@ -241,6 +245,7 @@ _DDL = (
     "V11_RETENTION",
     "V12_ATTEMPTS",
     "V14_LIMIT_START_NUMBERS",
+    "V16_READY",
 )
 
 

@@ -124,6 +124,9 @@ class LedgerReport:
     """Keys that *ended* more often than their task had attempts (a task finished twice)."""
     failed_never_started: list[str] = field(default_factory=list)
     """FAILED tasks whose code the ledger never saw start (failed as crashed without running)."""
+    ready_mismatches: list[tuple[str, str]] = field(default_factory=list)
+    """Where ``horsies_ready`` disagrees with the task table (any task of the database): a
+    claimable task missing there would never be claimed."""
 
     @property
     def lost(self) -> int:
@@ -138,6 +141,7 @@ class LedgerReport:
         more often than it had attempts."""
         assert self.lost == 0, self.summary()
         assert self.duplicated == 0, self.summary()
+        assert self.ready_mismatches == [], self.summary()
 
     def summary(self) -> str:
         return (
@@ -145,7 +149,8 @@ class LedgerReport:
             f"lost={self.lost} duplicated={self.duplicated} "
             f"missing={self.missing[:5]} not_terminal={self.not_terminal[:5]} "
             f"completed_without_end={self.completed_without_end[:5]} "
-            f"ran_more_than_attempts={self.ran_more_than_attempts[:5]}"
+            f"ran_more_than_attempts={self.ran_more_than_attempts[:5]} "
+            f"ready_mismatches={self.ready_mismatches[:5]}"
         )
 
 
@@ -166,6 +171,11 @@ def compare(conninfo: str, task_ids: Mapping[str, str]) -> LedgerReport:
             "SELECT key, phase, count(*) FROM reliability_ledger GROUP BY key, phase"
         ).fetchall():
             (report.starts if phase == "start" else report.ends)[key] = n
+    # Here, not at the top: the apps' worker children import this module for record(), and the
+    # test helpers' directory is on the path of the pytest process only.
+    from db_rows import ready_mismatches
+
+    report.ready_mismatches = ready_mismatches(conninfo)
     by_id = {row[0]: row for row in rows}
     for key, task_id in task_ids.items():
         row = by_id.get(task_id)

@@ -162,21 +162,24 @@ GROUP BY queue_name
 
 # Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
 # lease), due, not expired, under no limit (those are claimed by TASK_CLAIM_AND_START_LIMITED). The
-# one definition both claim statements select their candidates with.
+# candidates come in order from horsies_ready, which holds only such rows (sql/ready.py), and each
+# is checked again on its task row ``c``, the row the claim locks. The one definition both claim
+# statements select their candidates with.
 _CLAIMABLE_IN_QUEUE: Final = """
-    FROM horsies_tasks
-    WHERE queue_name = %(queue_name)s AND limit_name IS NULL
-      AND status IN ('PENDING', 'CLAIMED')
-      AND (status = 'PENDING' OR (claim_expires_at IS NOT NULL AND claim_expires_at < now()))
-      AND sent_at <= now() AND (next_retry_at IS NULL OR next_retry_at <= now())
-      AND (good_until IS NULL OR good_until > now())
-    ORDER BY priority, sent_at, id
+    FROM horsies_ready AS r
+    JOIN horsies_tasks AS c ON c.id = r.id
+    WHERE r.queue_name = %(queue_name)s AND r.sent_at <= now()
+      AND c.status IN ('PENDING', 'CLAIMED') AND c.limit_name IS NULL
+      AND (c.status = 'PENDING' OR (c.claim_expires_at IS NOT NULL AND c.claim_expires_at < now()))
+      AND c.sent_at <= now() AND (c.next_retry_at IS NULL OR c.next_retry_at <= now())
+      AND (c.good_until IS NULL OR c.good_until > now())
+    ORDER BY r.priority, r.sent_at, r.id
 """
 
 # The claimable rows of one queue whose task_name is in %(task_names)s: the free slots of children
 # that run async tasks take only async tasks.
 _CLAIMABLE_IN_QUEUE_OF_NAMES: Final = _CLAIMABLE_IN_QUEUE.replace(
-    "ORDER BY", "  AND task_name = ANY(%(task_names)s::text[])\n    ORDER BY"
+    "ORDER BY", "  AND c.task_name = ANY(%(task_names)s::text[])\n    ORDER BY"
 )
 
 # The ClaimedTask columns, in ClaimedTask field order.
@@ -220,10 +223,10 @@ def _claim(claimable: LiteralString) -> LiteralString:
     return (
         """
 WITH candidates AS (
-    SELECT id"""
+    SELECT c.id"""
         + claimable
         + """    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF c SKIP LOCKED
 )
 UPDATE horsies_tasks AS t
 SET status = 'CLAIMED',
@@ -251,10 +254,10 @@ def _claim_and_start(claimable: LiteralString) -> LiteralString:
     return (
         """
 WITH candidates AS (
-    SELECT id, priority, sent_at"""
+    SELECT c.id, c.priority, c.sent_at"""
         + claimable
         + """    LIMIT cardinality(%(pids)s::int[])
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF c SKIP LOCKED
 ),
 numbered AS (
     SELECT id, row_number() OVER (ORDER BY priority, sent_at, id) AS n FROM candidates
