@@ -272,3 +272,42 @@ async def test_a_prune_rests_between_batches_as_long_as_each_took(
             assert rested >= worked * 0.9
     finally:
         app.get_broker().close()
+
+
+def test_a_prune_stopped_by_another_pruner_reports_what_it_removed(
+    database_url: str, db: str
+) -> None:
+    """A prune that finds the lock taken between two batches stops, and its report still counts
+    the rows its earlier batches removed (they are gone: a report of none would be wrong)."""
+    app = make_app(database_url, batch_size=10)
+    try:
+        jobs = ids(app.tasks["rt.job"].send_many([{"n": i} for i in range(25)]))
+        age(db, jobs, "COMPLETED", 24 * 60)
+        with psycopg.connect(db) as other:
+
+            def taken_after_first_batch(program: Program[PruneReport]) -> Program[PruneReport]:
+                value: Any = None
+                batches = 0
+                while True:
+                    try:
+                        effect = program.send(value)
+                    except StopIteration as stop:
+                        return stop.value
+                    value = yield effect
+                    if isinstance(effect, Run) and effect.action == "prune":
+                        batches += 1
+                        if batches == 1:  # another process takes the lock before the next batch
+                            other.execute("SELECT pg_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,))
+
+            broker = app.get_broker()
+            report = broker.run_program(
+                taken_after_first_batch(prune_program(app.config.retention))
+            )
+            other.rollback()
+        assert report.busy
+        assert not report.finished
+        assert report.tasks == 10
+        assert report.by_rule == {"tasks": 10}
+        assert len(statuses(db)) == 15
+    finally:
+        app.get_broker().close()

@@ -160,9 +160,9 @@ def prune_program(
                     break
                 began = time.monotonic()
                 done = yield Run(_batch_op(rule, retention.batch_size), "prune", transaction=True)
-                if done is None:
+                if done is None:  # another process prunes: stop, counting what went before
                     report.busy, report.finished = True, False
-                    return report
+                    break
                 removed += done
                 if done < retention.batch_size:
                     break
