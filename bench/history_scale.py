@@ -194,18 +194,27 @@ def _prune_beside_latency(
         wait_registered(conn, worker.pid)
         beside = threading.Thread(target=round_trips, daemon=True)
         beside.start()
+        backlog = broker.prune(retention, dry_run=True).tasks
         started = time.perf_counter()
-        report = broker.prune(retention)
+        # The worker beside it prunes too once it has run a minute (its maintenance loop): the
+        # two share the cluster's prune lock, and the backlog is worked through when a prune of
+        # this process finds nothing left.
+        while not (report := broker.prune(retention)).finished:
+            if time.perf_counter() - started > 900:
+                raise BenchError("the backlog was not pruned within 900 s")
+            if report.busy:
+                time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        pruned = backlog - broker.prune(retention, dry_run=True).tasks
         done.set()
         beside.join(timeout=120)
         if beside.is_alive():
             raise BenchError("the round trips beside the prune did not stop within 120 s")
     measured = latency_figures(samples) if samples else {"w3_p50_ms": 0.0, "w3_p99_ms": 0.0}
     return {
-        "pruned_rows": float(report.tasks),
+        "pruned_rows": float(pruned),
         "prune_s": elapsed,
-        "prune_rows_per_s": report.tasks / elapsed if elapsed else float("nan"),
+        "prune_rows_per_s": pruned / elapsed if elapsed else float("nan"),
         "w3_p50_ms_during_prune": measured["w3_p50_ms"],
         "w3_p99_ms_during_prune": measured["w3_p99_ms"],
         "w3_samples_during_prune": float(len(samples)),

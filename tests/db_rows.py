@@ -23,10 +23,13 @@ def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[st
         return cur.fetchall() if cur.description else []
 
 
-def generic_plan(conninfo: str, query: str, params: Mapping[str, Any]) -> str:
+def generic_plan(
+    conninfo: str, query: str, params: Mapping[str, Any], costs: Mapping[str, float] | None = None
+) -> str:
     """The plan of ``query`` (``%(name)s`` placeholders) with ``params`` under
     ``plan_cache_mode = force_generic_plan``, as a worker's exchange runs its statements (EXPLAIN
-    without costs; a data-modifying statement is not run)."""
+    without costs; a data-modifying statement is not run). ``costs``: planner cost settings for
+    the session (``random_page_cost``...), to plan as on a table too big to make in a test."""
     names: dict[str, int] = {}
 
     def number(match: re.Match[str]) -> str:
@@ -35,6 +38,8 @@ def generic_plan(conninfo: str, query: str, params: Mapping[str, Any]) -> str:
     positional = re.sub(r"%\((\w+)\)s", number, query)
     with psycopg.connect(conninfo, cursor_factory=psycopg.ClientCursor) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
+        for name, value in (costs or {}).items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
         conn.execute(f"PREPARE probe AS {positional}")  # type: ignore[arg-type]
         values = [params[name] for name in names]
         placeholders = ", ".join("%s" for _ in values)

@@ -344,8 +344,47 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
         assert "Seq Scan on horsies_tasks" not in plan, plan
         assert "Seq Scan on horsies_ready" not in plan, plan
         if "horsies_ready" in query:  # the claims: candidates in the ready table's order
-            assert "Index Scan using pk_horsies_ready" in plan, plan
+            assert "Scan using pk_horsies_ready" in plan, plan
             assert "Sort Key: r." not in plan, plan
+
+
+@pytest.mark.timeout(120)
+def test_the_claims_walk_the_ready_table_in_order_beside_a_big_history(
+    database_conninfo: str, clean_db: str
+) -> None:
+    # With a history far bigger than the queue and a backlog in a queue nobody serves, the generic
+    # plan of a join hashed every pending task with the ready table and sorted them on each claim.
+    sql(
+        clean_db,
+        "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at, completed_at) "
+        "SELECT 'done' || i, 't', 'default', 'COMPLETED', now() - interval '1 day', now() "
+        "FROM generate_series(1, 300000) i",
+    )
+    sql(
+        clean_db,
+        "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
+        "SELECT 'q' || i, 't', CASE WHEN i <= 100 THEN 'default' ELSE 'unserved' END, 'PENDING',"
+        " now() - interval '1 hour' FROM generate_series(1, 100000) i",
+    )
+    sql(clean_db, "ANALYZE horsies_tasks, horsies_ready")
+    claims: list[tuple[LiteralString, dict[str, Any]]] = [
+        (
+            task_sql.TASK_CLAIM_AND_START_AVAILABLE,
+            {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"},
+        ),
+        (
+            task_sql.TASK_CLAIM_AVAILABLE,
+            {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
+        ),
+    ]
+    for query, params in claims:
+        # Random reads priced as on a table far bigger than memory, as at 10 M rows.
+        plan = generic_plan(database_conninfo, query, params, costs={"random_page_cost": 40})
+        candidates = plan.split("CTE candidates", 1)[1].split("\n  CTE ", 1)[0]
+        assert "Scan using pk_horsies_ready" in candidates, plan
+        assert "Hash" not in candidates, plan
+        assert "Sort" not in candidates, plan
+        assert "ix_horsies_tasks_claim" not in candidates, plan
 
 
 # -- finish ----------------------------------------------------------------------------------------

@@ -160,6 +160,7 @@ WHERE status IN ('CLAIMED', 'RUNNING')
 GROUP BY queue_name
 """
 
+
 # Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
 # lease), due, not expired, under no limit (those are claimed by TASK_CLAIM_AND_START_LIMITED),
 # ``also`` true, each locked unless another pass holds it. The candidates come in order from
