@@ -103,6 +103,20 @@ def test_the_task_table_is_vacuumed_by_the_queues_dead_rows(database_conninfo: s
     ]
 
 
+def test_every_claim_takes_tasks_without_a_limit_from_the_ready_table(
+    database_conninfo: str,
+) -> None:
+    # Migration 17 replaced the limited claim's function so that it reads horsies_ready as the
+    # ordinary claims do (their plans: test_broker_exchange.py).
+    with psycopg.connect(database_conninfo) as conn:
+        row = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'horsies_claim_and_start_limited'"
+        ).fetchone()
+    assert row is not None
+    assert "FROM horsies_ready AS r" in row[0]
+    assert "t.queue_name = p_queue_name AND t.limit_name IS NULL" not in row[0]
+
+
 def test_schema_objects_of_spec_06(database_conninfo: str) -> None:
     with psycopg.connect(database_conninfo) as conn:
         tables = {
@@ -246,6 +260,7 @@ _DDL = (
     "V12_ATTEMPTS",
     "V14_LIMIT_START_NUMBERS",
     "V16_READY",
+    "V17_LIMIT_CLAIM_READY",
 )
 
 

@@ -1,6 +1,7 @@
 """The claim of a queue with limited tasks, ``horsies_claim_and_start_limited``, as migration 14
-replaced it, and that migration. Migration 10's first version stays in ``sql/limits.py`` as it
-shipped.
+replaced it, and that migration; migration 17 replaced it again with the same function taking its
+tasks without a limit from ``horsies_ready``. Migration 10's first version stays in
+``sql/limits.py`` as it shipped.
 
 Migration 14 numbers the starts of each rate-limited key (``horsies_limit_starts.n``): a key's
 logged starts form one run whose numbers go up by one and whose times never go down, so the starts
@@ -117,6 +118,41 @@ _STARTED: Final = """
                       t.attempt, t.worker_pid
         )"""
 
+# The claimable tasks without a limit, into v_free: migration 14's statement, through the task
+# table's claim index.
+_FREE_CANDIDATES_V14: Final = """    v_free := ARRAY(
+        SELECT t.id FROM horsies_tasks AS t
+        WHERE t.queue_name = p_queue_name AND t.limit_name IS NULL
+          AND t.status IN ('PENDING', 'CLAIMED')
+          AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
+                                        AND t.claim_expires_at < now()))
+          AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
+          AND (t.good_until IS NULL OR t.good_until > now())
+          AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
+        ORDER BY t.priority, t.sent_at, t.id
+        LIMIT v_slots
+        FOR UPDATE SKIP LOCKED);
+"""
+# Migration 17's: the same tasks through horsies_ready in order, each checked and locked on its
+# task row as it comes (as the ordinary claims take them, sql/tasks.py).
+_FREE_CANDIDATES_READY: Final = """    v_free := ARRAY(
+        SELECT c.id FROM horsies_ready AS r
+        CROSS JOIN LATERAL (
+            SELECT t.id FROM horsies_tasks AS t
+            WHERE t.id = r.id
+              AND t.status IN ('PENDING', 'CLAIMED') AND t.limit_name IS NULL
+              AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
+                                            AND t.claim_expires_at < now()))
+              AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
+              AND (t.good_until IS NULL OR t.good_until > now())
+              AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
+            FOR UPDATE SKIP LOCKED) AS c
+        WHERE r.queue_name = p_queue_name AND r.sent_at <= now()
+        ORDER BY r.priority, r.sent_at, r.id
+        LIMIT v_slots);
+"""
+
+
 # The claim of a queue whose tasks may be limited, for the child pids in p_pids (one task each;
 # with p_pids NULL, up to p_claim_limit tasks are CLAIMED instead, with a lease of p_lease_ms when
 # it is not NULL, for a worker whose cluster-wide caps make it claim first and start after):
@@ -149,9 +185,11 @@ _STARTED: Final = """
 # candidates: with the generic plans a worker's exchange asks for, that guess made them a bitmap
 # scan of every claimable row without a limit, then a sort, rather than the claim index in order.
 # Every statement here has an index made for it.
-_CLAIM_FUNCTION: Final = (
-    fragments.CLAIM_FUNCTION_SIGNATURE
-    + """LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $fn$
+def _claim_function(free_candidates: LiteralString) -> LiteralString:
+    """The function's CREATE OR REPLACE with ``free_candidates`` (into v_free)."""
+    return (
+        fragments.CLAIM_FUNCTION_SIGNATURE
+        + """LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     v_slots INTEGER := CASE WHEN p_pids IS NULL THEN coalesce(p_claim_limit, 0)
@@ -204,19 +242,9 @@ BEGIN
     END IF;
     v_now := clock_timestamp();
 
-    v_free := ARRAY(
-        SELECT t.id FROM horsies_tasks AS t
-        WHERE t.queue_name = p_queue_name AND t.limit_name IS NULL
-          AND t.status IN ('PENDING', 'CLAIMED')
-          AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
-                                        AND t.claim_expires_at < now()))
-          AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
-          AND (t.good_until IS NULL OR t.good_until > now())
-          AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
-        ORDER BY t.priority, t.sent_at, t.id
-        LIMIT v_slots
-        FOR UPDATE SKIP LOCKED);
-    v_ids := v_free;
+"""
+        + free_candidates
+        + """    v_ids := v_free;
     v_srcs := array_fill(0, ARRAY[cardinality(v_free)]);
 
     FOR v_limit IN
@@ -233,16 +261,19 @@ BEGIN
             -- One statement per key visited, in the variant of the limit's numbers: each
             -- leaves out the counts its limit has no use for.
             IF v_limit.concurrency IS NULL THEN"""
-    + _visit(_RATE_COUNTS, "NULL::BIGINT", _RATE_ALLOWS, _RATE_JOINS)
-    + """
+        + _visit(_RATE_COUNTS, "NULL::BIGINT", _RATE_ALLOWS, _RATE_JOINS)
+        + """
             ELSIF v_limit.rate IS NULL THEN"""
-    + _visit(_NO_RUN, "NULL::BIGINT", _IN_FLIGHT_SUBSELECT_ALLOWS, "")
-    + """
+        + _visit(_NO_RUN, "NULL::BIGINT", _IN_FLIGHT_SUBSELECT_ALLOWS, "")
+        + """
             ELSE"""
-    + _visit(
-        _RATE_COUNTS, "f.n", _IN_FLIGHT_ALLOWS + ", " + _RATE_ALLOWS, _IN_FLIGHT_JOIN + _RATE_JOINS
-    )
-    + """
+        + _visit(
+            _RATE_COUNTS,
+            "f.n",
+            _IN_FLIGHT_ALLOWS + ", " + _RATE_ALLOWS,
+            _IN_FLIGHT_JOIN + _RATE_JOINS,
+        )
+        + """
             END IF;
             IF NOT FOUND THEN
                 v_exhausted := true;
@@ -341,20 +372,20 @@ BEGIN
     END IF;
 
 """
-    + fragments.CLAIM_ONLY_BRANCH
-    + """    ELSIF cardinality(v_free) = 0 THEN
+        + fragments.CLAIM_ONLY_BRANCH
+        + """    ELSIF cardinality(v_free) = 0 THEN
         -- Limited tasks are never workflow nodes: only a task without a limit may have one.
         RETURN QUERY"""
-    + _STARTED
-    + """
+        + _STARTED
+        + """
         SELECT s.id, s.task_name, s.queue_name, s.priority, s.args, s.kwargs, s.retry_count,
                s.max_retries, s.task_options, s.sent_at, s.workflow_id, s.attempt, s.worker_pid,
                NULL::INTEGER
         FROM started AS s;
     ELSE
         RETURN QUERY"""
-    + _STARTED
-    + """,
+        + _STARTED
+        + """,
         started_nodes AS (
             UPDATE horsies_workflow_tasks AS wt
             SET status = 'RUNNING'
@@ -367,8 +398,9 @@ BEGIN
         FROM started AS s;
     END IF;
 """
-    + fragments.WAKE_ROW_AND_END
-)
+        + fragments.WAKE_ROW_AND_END
+    )
+
 
 # Migration 14. The starts already logged are numbered per key in the order of their times (starts
 # of one claim share a time; their order among themselves does not matter). The run's index
@@ -376,8 +408,7 @@ BEGIN
 # prune read it. ALTER TABLE waits for the claims that already touched the log and holds back the
 # others until the new function is in place; a claim that was already running the old function
 # when this commits fails its insert (no number) and its worker tries again: nothing started.
-V14_LIMIT_START_NUMBERS: Final = (
-    """
+V14_LIMIT_START_NUMBERS: Final = """
 ALTER TABLE horsies_limit_starts ADD COLUMN IF NOT EXISTS n BIGINT;
 UPDATE horsies_limit_starts AS s SET n = r.n
 FROM (SELECT ctid, row_number() OVER (PARTITION BY limit_name, limit_key
@@ -388,6 +419,9 @@ ALTER TABLE horsies_limit_starts ALTER COLUMN n SET NOT NULL;
 DROP INDEX IF EXISTS ix_horsies_limit_starts_key;
 CREATE INDEX ix_horsies_limit_starts_key
     ON horsies_limit_starts (limit_name, limit_key, started_at, n);
-"""
-    + _CLAIM_FUNCTION
-)
+""" + _claim_function(_FREE_CANDIDATES_V14)
+
+# Migration 17. The claim of a queue with limited tasks takes its tasks without a limit from
+# horsies_ready as the ordinary claims do (migration 16), so what it reads for them does not grow
+# with the task table's history either; the rest of the function is migration 14's.
+V17_LIMIT_CLAIM_READY: Final = _claim_function(_FREE_CANDIDATES_READY)

@@ -31,6 +31,7 @@ from typing import Final, LiteralString, NamedTuple
 
 from horsies.broker.sql.attempts import V12_ATTEMPTS as _V12_ATTEMPTS
 from horsies.broker.sql.limit_claim import V14_LIMIT_START_NUMBERS as _V14_LIMIT_START_NUMBERS
+from horsies.broker.sql.limit_claim import V17_LIMIT_CLAIM_READY as _V17_LIMIT_CLAIM_READY
 from horsies.broker.sql.limits import V10_LIMITS as _V10_LIMITS
 from horsies.broker.sql.ready import V16_READY as _V16_READY
 from horsies.broker.sql.retention import V11_RETENTION as _V11_RETENTION
@@ -458,6 +459,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(14, "numbered starts of rate-limited keys", _V14_LIMIT_START_NUMBERS),
     Migration(15, "autovacuum of the task table by the queue's dead rows", _V15_TASK_AUTOVACUUM),
     Migration(16, "claimable tasks in a table of their own", _V16_READY),
+    Migration(
+        17, "limited claims take tasks without a limit from horsies_ready", _V17_LIMIT_CLAIM_READY
+    ),
 )
 """All migrations, in version order (versions are 1, 2, 3, ... without gaps)."""
 
