@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
+from horsies.broker.sql.tasks import TASK_PLANS_GENERIC_IN_TRANSACTION
 from horsies.config import PostgresConfig
 from process_harness import wait_until
 from psycopg.rows import dict_row
@@ -26,10 +27,11 @@ def sql(conninfo: str, query: LiteralString, params: Any = None) -> list[dict[st
 def generic_plan(
     conninfo: str, query: str, params: Mapping[str, Any], costs: Mapping[str, float] | None = None
 ) -> str:
-    """The plan of ``query`` (``%(name)s`` placeholders) with ``params`` under
-    ``plan_cache_mode = force_generic_plan``, as a worker's exchange runs its statements (EXPLAIN
-    without costs; a data-modifying statement is not run). ``costs``: planner cost settings for
-    the session (``random_page_cost``...), to plan as on a table too big to make in a test."""
+    """The plan of ``query`` (``%(name)s`` placeholders) with ``params`` under the settings a
+    worker's exchange runs its statements with (generic plans, no sequential or bitmap scans:
+    ``TASK_PLANS_GENERIC_IN_TRANSACTION``; EXPLAIN without costs; a data-modifying statement is
+    not run). ``costs``: planner cost settings for the session (``random_page_cost``...), to plan
+    as on a table too big to make in a test."""
     names: dict[str, int] = {}
 
     def number(match: re.Match[str]) -> str:
@@ -37,7 +39,7 @@ def generic_plan(
 
     positional = re.sub(r"%\((\w+)\)s", number, query)
     with psycopg.connect(conninfo, cursor_factory=psycopg.ClientCursor) as conn:
-        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(TASK_PLANS_GENERIC_IN_TRANSACTION)
         for name, value in (costs or {}).items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
         conn.execute(f"PREPARE probe AS {positional}")  # type: ignore[arg-type]

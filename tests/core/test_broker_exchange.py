@@ -387,6 +387,32 @@ def test_the_claims_walk_the_ready_table_in_order_beside_a_big_history(
         assert "ix_horsies_tasks_claim" not in candidates, plan
 
 
+@pytest.mark.timeout(60)
+def test_a_claim_planned_while_the_ready_table_was_nearly_empty_locks_only_what_it_takes(
+    database_conninfo: str, clean_db: str
+) -> None:
+    # A generic plan is kept until the statistics change. Planned on one pending task, the claim
+    # read the whole ready table and sorted it above its locking sub-select, locking every task of
+    # the queue on each claim; the exchange's settings leave it the index, in order, only.
+    sql(
+        clean_db,
+        "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
+        "VALUES ('one', 't', 'default', 'PENDING', now())",
+    )
+    sql(clean_db, "ANALYZE horsies_tasks, horsies_ready")
+    sql(
+        clean_db,
+        "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
+        "SELECT 'q' || i, 't', 'default', 'PENDING', now() - interval '1 hour' "
+        "FROM generate_series(1, 10000) i",
+    )
+    params = {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"}
+    plan = generic_plan(database_conninfo, task_sql.TASK_CLAIM_AND_START_AVAILABLE, params)
+    candidates = plan.split("CTE candidates", 1)[1].split("\n  CTE ", 1)[0]
+    assert "Scan using pk_horsies_ready" in candidates, plan
+    assert "Sort" not in candidates, plan
+
+
 # -- finish ----------------------------------------------------------------------------------------
 
 

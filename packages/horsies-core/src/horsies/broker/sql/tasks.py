@@ -316,22 +316,27 @@ TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES: Final = _claim_and_start(_CLAIMABLE_IN_
 # PostgreSQL's automatic choice keeps re-planning the claim statement on every execution (it cannot
 # cost a generic `LIMIT $n`, so the generic plan never looks cheaper), and planning it costs about
 # twice its execution. Only sent before statements whose generic plans stay on their indexes:
-# TASK_CLAIM_AND_START_AVAILABLE and TASK_CLAIM_AVAILABLE (claim index, in order; rows by primary
+# TASK_CLAIM_AND_START_AVAILABLE and TASK_CLAIM_AVAILABLE (horsies_ready in order; rows by primary
 # key), TASK_START_IF_CLAIMED_MANY and TASK_FINISH_IF_RUNNING_MANY (primary key),
 # TASK_REQUEUE_UNTRACKED_RUNNING (in-flight index), TASK_RELEASE_CLAIMED_MANY (primary key).
-TASK_PLANS_GENERIC_IN_TRANSACTION: Final = """
-SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
-"""
+# Sequential and bitmap scans are off too: a generic plan is kept until the statistics change, and
+# one made while horsies_ready was nearly empty read it whole and sorted it above the claim's
+# locking sub-select, so that each claim checked and locked every task of the queue; with an index
+# scan of horsies_ready the only way in, its order is the index's and the claim stops at its LIMIT.
+_GENERIC_PLANS_ON_INDEXES: Final = """
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('enable_seqscan', 'off', true),
+       set_config('enable_bitmapscan', 'off', true)"""
+TASK_PLANS_GENERIC_IN_TRANSACTION: Final = _GENERIC_PLANS_ON_INDEXES + "\n"
 
 # The same, and the transaction's commit does not wait for the WAL flush. Only for a worker
 # exchange that writes no outcome: it claims and starts tasks, and if PostgreSQL crashes before the
 # flush (at most wal_writer_delay later, or the next durable commit, whichever comes first) those
 # rows are back in the state they had: PENDING (claimable again) or CLAIMED with a lease. A restart
 # (fast or smart shutdown) flushes everything.
-TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION: Final = """
-SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-       set_config('synchronous_commit', 'off', true)
-"""
+TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION: Final = (
+    _GENERIC_PLANS_ON_INDEXES + ",\n       set_config('synchronous_commit', 'off', true)\n"
+)
 
 # -- executing -------------------------------------------------------------------------------------
 
