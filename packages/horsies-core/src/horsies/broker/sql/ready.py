@@ -14,11 +14,15 @@ it: the statement-level INSERT trigger adds the rows of new tasks, a row-level U
 moves a task in or out (its WHEN clause keeps every other update out of PL/pgSQL: finishing,
 heartbeats, prefetch claims that only move PENDING to CLAIMED), and DELETE and TRUNCATE take their
 rows with them. A row is found by its whole key, so no second index is needed.
+
+The claims' candidates are read here too (``claimable_in_queue``).
 """
 
 from __future__ import annotations
 
 from typing import Final, LiteralString
+
+__all__ = ["V16_READY", "claimable_in_queue"]
 
 
 def _claimable(row: LiteralString) -> LiteralString:
@@ -162,3 +166,36 @@ WHERE """
     + """;
 """
 )
+
+
+# Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
+# lease), due, not expired, under no limit (those are claimed by the limited claim, sql/limits.py),
+# ``also`` true, each locked unless another pass holds it. The candidates come in order from this
+# table; each is checked again and locked on its task row ``c`` as it comes, in a lateral
+# sub-select: written as a plain join, the generic plan of a big table hashed every pending row of
+# the task table's claim index with this one and sorted them (a core per claim at 10 M rows). The
+# sub-select must stay below the walk of the index, never below a sort: the claims run with
+# sequential and bitmap scans off (TASK_PLANS_GENERIC_IN_TRANSACTION in sql/tasks.py says why).
+# The one definition the claim statements of sql/tasks.py select their candidates with.
+def claimable_in_queue(also: LiteralString) -> LiteralString:
+    """The FROM ... ORDER BY of the claims' candidates ``c`` (id, priority, sent_at)."""
+    return (
+        """
+    FROM horsies_ready AS r
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.priority, c.sent_at FROM horsies_tasks AS c
+        WHERE c.id = r.id
+          AND c.status IN ('PENDING', 'CLAIMED') AND c.limit_name IS NULL
+          AND (c.status = 'PENDING'
+               OR (c.claim_expires_at IS NOT NULL AND c.claim_expires_at < now()))
+          AND c.sent_at <= now() AND (c.next_retry_at IS NULL OR c.next_retry_at <= now())
+          AND (c.good_until IS NULL OR c.good_until > now())
+          AND """
+        + also
+        + """
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE r.queue_name = %(queue_name)s AND r.sent_at <= now()
+    ORDER BY r.priority, r.sent_at, r.id
+"""
+    )

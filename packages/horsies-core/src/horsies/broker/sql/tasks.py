@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final, LiteralString
 
-from horsies.broker.sql import fragments
+from horsies.broker.sql import fragments, ready
 
 # -- producing -------------------------------------------------------------------------------------
 
@@ -161,44 +161,10 @@ GROUP BY queue_name
 """
 
 
-# Claimable rows of one queue, most urgent then oldest first: PENDING (or CLAIMED with an expired
-# lease), due, not expired, under no limit (those are claimed by TASK_CLAIM_AND_START_LIMITED),
-# ``also`` true, each locked unless another pass holds it. The candidates come in order from
-# horsies_ready, which holds only such rows (sql/ready.py); each is checked again and locked on its
-# task row ``c`` as it comes, in a lateral sub-select: written as a plain join, the generic plan of
-# a big table hashed every pending row of the task table's claim index with the ready table and
-# sorted them (a core per claim at 10 M rows), where this form can only walk the ready table in
-# order and stop at the LIMIT. The one definition both claim statements select their candidates
-# with.
-def _claimable_in_queue(also: LiteralString) -> LiteralString:
-    """The FROM ... ORDER BY of the claims' candidates ``c`` (id, priority, sent_at)."""
-    return (
-        """
-    FROM horsies_ready AS r
-    CROSS JOIN LATERAL (
-        SELECT c.id, c.priority, c.sent_at FROM horsies_tasks AS c
-        WHERE c.id = r.id
-          AND c.status IN ('PENDING', 'CLAIMED') AND c.limit_name IS NULL
-          AND (c.status = 'PENDING'
-               OR (c.claim_expires_at IS NOT NULL AND c.claim_expires_at < now()))
-          AND c.sent_at <= now() AND (c.next_retry_at IS NULL OR c.next_retry_at <= now())
-          AND (c.good_until IS NULL OR c.good_until > now())
-          AND """
-        + also
-        + """
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    WHERE r.queue_name = %(queue_name)s AND r.sent_at <= now()
-    ORDER BY r.priority, r.sent_at, r.id
-"""
-    )
-
-
-_CLAIMABLE_IN_QUEUE: Final = _claimable_in_queue("true")
-
-# The claimable rows of one queue whose task_name is in %(task_names)s: the free slots of children
-# that run async tasks take only async tasks.
-_CLAIMABLE_IN_QUEUE_OF_NAMES: Final = _claimable_in_queue(
+# The claims' candidates (sql/ready.py): of one queue, and of one queue whose task_name is in
+# %(task_names)s (the free slots of children that run async tasks take only async tasks).
+_CLAIMABLE_IN_QUEUE: Final = ready.claimable_in_queue("true")
+_CLAIMABLE_IN_QUEUE_OF_NAMES: Final = ready.claimable_in_queue(
     "c.task_name = ANY(%(task_names)s::text[])"
 )
 
