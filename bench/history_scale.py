@@ -99,9 +99,10 @@ _NOT_HISTORY = (
 
 
 class _ServerWatch:
-    """Counters of the server over a span: the claim index's blocks per scan, the tables' autovacuum
-    runs, and the CPU the server's autovacuum workers took, whichever database they vacuumed (live
-    ones from their own counters, ended ones from the postmaster's count of its reaped children)."""
+    """Counters of the server over a span: blocks per scan of the index the claims read, the
+    tables' autovacuum runs, and the CPU the server's autovacuum workers took, whichever database
+    they vacuumed (live ones from their own counters, ended ones from the postmaster's count of its
+    reaped children)."""
 
     def __init__(self, conn: psycopg.Connection[Any], postmaster_pid: int) -> None:
         self._conn = conn

@@ -290,6 +290,19 @@ async def test_exchange_forces_generic_plans_only_inside_its_transaction(
         assert await cur.fetchone() == ("auto",)
 
 
+# The two claim statements that read horsies_ready, with parameters for the plan tests.
+_CLAIMS: list[tuple[LiteralString, dict[str, Any]]] = [
+    (
+        task_sql.TASK_CLAIM_AND_START_AVAILABLE,
+        {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"},
+    ),
+    (
+        task_sql.TASK_CLAIM_AVAILABLE,
+        {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
+    ),
+]
+
+
 @pytest.mark.timeout(90)
 def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
     database_conninfo: str, clean_db: str
@@ -304,12 +317,9 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
         "CASE WHEN i % 10 = 0 THEN 'RUNNING' ELSE 'PENDING' END, now() - interval '1 hour', "
         "now(), now(), 'w' || (i % 20) FROM generate_series(1, 30000) i",
     )
-    sql(clean_db, "ANALYZE horsies_tasks")
+    sql(clean_db, "ANALYZE horsies_tasks, horsies_ready")
     statements: list[tuple[str, dict[str, Any]]] = [
-        (
-            task_sql.TASK_CLAIM_AND_START_AVAILABLE,
-            {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"},
-        ),
+        *_CLAIMS,
         (
             task_sql.TASK_FINISH_IF_RUNNING_MANY,
             {"outcomes": '[{"id": "id10", "ok": true}]', "ids": ["id10"], "worker_id": "w10"},
@@ -317,10 +327,6 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
         (
             task_sql.TASK_REQUEUE_UNTRACKED_RUNNING,
             {"worker_id": "w10", "keep_ids": ["id10"], "keep_attempts": [0]},
-        ),
-        (
-            task_sql.TASK_CLAIM_AVAILABLE,
-            {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
         ),
         (
             task_sql.TASK_START_IF_CLAIMED_MANY,
@@ -338,7 +344,6 @@ def test_generic_plans_of_the_exchange_statements_stay_on_their_indexes(
             {"ids": ["id1"], "attempts": [0], "worker_id": "w1"},
         ),
     ]
-    sql(clean_db, "ANALYZE horsies_ready")
     for query, params in statements:
         plan = generic_plan(database_conninfo, query, params)
         assert "Seq Scan on horsies_tasks" not in plan, plan
@@ -367,17 +372,7 @@ def test_the_claims_walk_the_ready_table_in_order_beside_a_big_history(
         " now() - interval '1 hour' FROM generate_series(1, 100000) i",
     )
     sql(clean_db, "ANALYZE horsies_tasks, horsies_ready")
-    claims: list[tuple[LiteralString, dict[str, Any]]] = [
-        (
-            task_sql.TASK_CLAIM_AND_START_AVAILABLE,
-            {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"},
-        ),
-        (
-            task_sql.TASK_CLAIM_AVAILABLE,
-            {"queue_name": "default", "limit": 2, "worker_id": "w", "lease_ms": 1000},
-        ),
-    ]
-    for query, params in claims:
+    for query, params in _CLAIMS:
         # Random reads priced as on a table far bigger than memory, as at 10 M rows.
         plan = generic_plan(database_conninfo, query, params, costs={"random_page_cost": 40})
         candidates = plan.split("CTE candidates", 1)[1].split("\n  CTE ", 1)[0]
@@ -388,12 +383,13 @@ def test_the_claims_walk_the_ready_table_in_order_beside_a_big_history(
 
 
 @pytest.mark.timeout(60)
-def test_a_claim_planned_while_the_ready_table_was_nearly_empty_locks_only_what_it_takes(
-    database_conninfo: str, clean_db: str
+@pytest.mark.parametrize("claim", ["exchange", "claim pass"])
+async def test_a_claim_planned_while_the_ready_table_was_nearly_empty_locks_only_what_it_takes(
+    broker: PostgresBroker, clean_db: str, claim: str
 ) -> None:
-    # A generic plan is kept until the statistics change. Planned on one pending task, the claim
-    # read the whole ready table and sorted it above its locking sub-select, locking every task of
-    # the queue on each claim; the exchange's settings leave it the index, in order, only.
+    # Planned on statistics of one pending task, the claim read the whole ready table and sorted it
+    # above its locking sub-select, locking every task of the queue on each claim; the claims'
+    # settings leave it the index, in order, only. A lock leaves the row's xmax set after commit.
     sql(
         clean_db,
         "INSERT INTO horsies_tasks (id, task_name, queue_name, status, sent_at) "
@@ -406,11 +402,16 @@ def test_a_claim_planned_while_the_ready_table_was_nearly_empty_locks_only_what_
         "SELECT 'q' || i, 't', 'default', 'PENDING', now() - interval '1 hour' "
         "FROM generate_series(1, 10000) i",
     )
-    params = {"queue_name": "default", "pids": [1, 2], "worker_id": "w", "hostname": "h"}
-    plan = generic_plan(database_conninfo, task_sql.TASK_CLAIM_AND_START_AVAILABLE, params)
-    candidates = plan.split("CTE candidates", 1)[1].split("\n  CTE ", 1)[0]
-    assert "Scan using pk_horsies_ready" in candidates, plan
-    assert "Sort" not in candidates, plan
+    if claim == "exchange":
+        done = await broker.exchange_async(W1, "h", request=req(2), pids=[1, 2])
+        assert len(done.started) == 2
+    else:
+        assert len(await broker.claim_async(W1, req(2))) == 2
+    left_locked = sql(
+        clean_db,
+        "SELECT count(*) AS n FROM horsies_tasks WHERE status = 'PENDING' AND xmax::text <> '0'",
+    )
+    assert left_locked == [{"n": 0}]
 
 
 # -- finish ----------------------------------------------------------------------------------------

@@ -54,19 +54,29 @@ class ClaimedTask:
         return (self.id, self.attempt)
 
 
+# The settings every transaction that claims runs under (TASK_PLANS_GENERIC_IN_TRANSACTION says
+# why): the claim pass's here, and the worker exchange's (broker/exchange.py).
+CLAIM_PLAN_SETTINGS: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
+
+
 def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
-    """One claim pass (in a transaction): lock + count if a cluster cap applies, plan, claim."""
+    """One claim pass (in a transaction): the claims' plan settings, lock + count if a cluster
+    cap applies, plan, claim."""
     in_flight: dict[str, InFlight] = {}
     if request.local_budget <= 0:
         return []
+    # The settings ride in the pass's first round trip, whichever statement that is.
+    first: tuple[Query, ...] = (CLAIM_PLAN_SETTINGS,)
     if needs_cluster_counts(request):
-        # One round trip for both: the count runs after the lock is granted.
-        _, counts = yield from together(
+        # One round trip for all: the count runs after the lock is granted.
+        *_, counts = yield from together(
             (
+                *first,
                 Query(task_sql.TASK_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY}),
                 Query(task_sql.TASK_COUNT_IN_FLIGHT),
             )
         )
+        first = ()
         in_flight = {q: InFlight(running=r, claimed=c) for q, r, c in counts.rows}
     plan = plan_claims(request, in_flight)
     lease_ms = request.claim_lease_ms if request.soft_cap else None
@@ -78,7 +88,10 @@ def claim_op(worker_id: str, request: ClaimRequest) -> Op[list[ClaimedTask]]:
         n = min(limit, remaining)
         if n <= 0:
             continue
-        res = yield _claim_query(worker_id, request, queue_name, n, lease_ms)
+        *_, res = yield from together(
+            (*first, _claim_query(worker_id, request, queue_name, n, lease_ms))
+        )
+        first = ()
         rows = claimed_rows(r[:12] for r in res.rows if r[0] is not None)
         claimed.extend(rows)
         remaining -= len(rows)

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from horsies.broker.channels import CAPACITY_FREED, wake_workers_query
 from horsies.broker.claim_plan import ClaimRequest, needs_cluster_counts, plan_claims
-from horsies.broker.claims import AttemptKey, ClaimedTask
+from horsies.broker.claims import CLAIM_PLAN_SETTINGS, AttemptKey, ClaimedTask
 from horsies.broker.finish import (
     Finished,
     TaskOutcome,
@@ -56,7 +56,6 @@ class TaskExchange:
     wake_in_s: float | None = None
 
 
-_PLANS_GENERIC: Final = Query(task_sql.TASK_PLANS_GENERIC_IN_TRANSACTION, rows="none")
 _PLANS_GENERIC_ASYNC_COMMIT: Final = Query(
     task_sql.TASK_PLANS_GENERIC_ASYNC_COMMIT_IN_TRANSACTION, rows="none"
 )
@@ -65,7 +64,7 @@ _PLANS_GENERIC_ASYNC_COMMIT: Final = Query(
 def _exchange_settings(*, durable: bool) -> Query:
     """The first statement of a worker exchange: generic plans, and an asynchronous commit unless
     it is ``durable`` (it writes outcomes or gives tasks back; see the SQL constant)."""
-    return _PLANS_GENERIC if durable else _PLANS_GENERIC_ASYNC_COMMIT
+    return CLAIM_PLAN_SETTINGS if durable else _PLANS_GENERIC_ASYNC_COMMIT
 
 
 def can_start_directly(request: ClaimRequest) -> bool:

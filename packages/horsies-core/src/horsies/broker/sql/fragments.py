@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, LiteralString
 
 # Tasks (``t``) with the time of the latest runner heartbeat of their current attempt
 # (``hb.last_heartbeat``; rows without an attempt were written before attempts existed).
@@ -69,3 +69,55 @@ END
 $fn$;
 """
 """The wake-up row of a rate-limited key that had to wait, and the end of the function."""
+
+
+def unlimited_candidates_by_claim_index(into: LiteralString) -> LiteralString:
+    """The claim function's statement that takes, into the array variable ``into``, the claimable
+    tasks of its queue without a limit through the task table's claim index (migration 10's
+    version with ``v_got``, migration 14's with ``v_free``; migration 17 reads horsies_ready)."""
+    return (
+        "    "
+        + into
+        + """ := ARRAY(
+        SELECT t.id FROM horsies_tasks AS t
+        WHERE t.queue_name = p_queue_name AND t.limit_name IS NULL
+          AND t.status IN ('PENDING', 'CLAIMED')
+          AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
+                                        AND t.claim_expires_at < now()))
+          AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
+          AND (t.good_until IS NULL OR t.good_until > now())
+          AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
+        ORDER BY t.priority, t.sent_at, t.id
+        LIMIT v_slots
+        FOR UPDATE SKIP LOCKED);
+"""
+    )
+
+
+def tasks_inserted_function(before_wake_ups: LiteralString) -> LiteralString:
+    """``horsies_notify_tasks_inserted()``, the statement-level INSERT trigger's function: runs
+    ``before_wake_ups`` (statements over the transition table ``horsies_inserted_tasks``, from a
+    comment line on), then sends one wake-up per queue and statement, whatever the number of rows
+    (migration 1's version, and migration 16's, which first adds the new tasks' horsies_ready
+    rows)."""
+    return (
+        """
+CREATE OR REPLACE FUNCTION horsies_notify_tasks_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    q RECORD;
+BEGIN
+"""
+        + before_wake_ups
+        + """    FOR q IN
+        SELECT queue_name, min(id) AS id FROM horsies_inserted_tasks
+        WHERE status = 'PENDING' GROUP BY queue_name
+    LOOP
+        PERFORM pg_notify('task_new', q.id);
+        PERFORM pg_notify('task_queue_' || q.queue_name, q.id);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+"""
+    )

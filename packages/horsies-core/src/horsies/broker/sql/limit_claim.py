@@ -118,22 +118,8 @@ _STARTED: Final = """
                       t.attempt, t.worker_pid
         )"""
 
-# The claimable tasks without a limit, into v_free: migration 14's statement, through the task
-# table's claim index.
-_FREE_CANDIDATES_V14: Final = """    v_free := ARRAY(
-        SELECT t.id FROM horsies_tasks AS t
-        WHERE t.queue_name = p_queue_name AND t.limit_name IS NULL
-          AND t.status IN ('PENDING', 'CLAIMED')
-          AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
-                                        AND t.claim_expires_at < now()))
-          AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
-          AND (t.good_until IS NULL OR t.good_until > now())
-          AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
-        ORDER BY t.priority, t.sent_at, t.id
-        LIMIT v_slots
-        FOR UPDATE SKIP LOCKED);
-"""
-# Migration 17's: the same tasks through horsies_ready in order, each checked and locked on its
+# The claimable tasks without a limit, into v_free, as migration 17 takes them: through
+# horsies_ready in order, each checked and locked on its
 # task row as it comes (as the ordinary claims take them, sql/tasks.py).
 _FREE_CANDIDATES_READY: Final = """    v_free := ARRAY(
         SELECT c.id FROM horsies_ready AS r
@@ -419,7 +405,7 @@ ALTER TABLE horsies_limit_starts ALTER COLUMN n SET NOT NULL;
 DROP INDEX IF EXISTS ix_horsies_limit_starts_key;
 CREATE INDEX ix_horsies_limit_starts_key
     ON horsies_limit_starts (limit_name, limit_key, started_at, n);
-""" + _claim_function(_FREE_CANDIDATES_V14)
+""" + _claim_function(fragments.unlimited_candidates_by_claim_index("v_free"))
 
 # Migration 17. The claim of a queue with limited tasks takes its tasks without a limit from
 # horsies_ready as the ordinary claims do (migration 16), so what it reads for them does not grow

@@ -73,19 +73,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(k) FROM unnest(p_lock_keys) AS k ORDER BY k;
     v_now := clock_timestamp();
 
-    v_got := ARRAY(
-        SELECT t.id FROM horsies_tasks AS t
-        WHERE t.queue_name = p_queue_name AND t.limit_name IS NULL
-          AND t.status IN ('PENDING', 'CLAIMED')
-          AND (t.status = 'PENDING' OR (t.claim_expires_at IS NOT NULL
-                                        AND t.claim_expires_at < now()))
-          AND t.sent_at <= now() AND (t.next_retry_at IS NULL OR t.next_retry_at <= now())
-          AND (t.good_until IS NULL OR t.good_until > now())
-          AND (p_task_names IS NULL OR t.task_name = ANY(p_task_names))
-        ORDER BY t.priority, t.sent_at, t.id
-        LIMIT v_slots
-        FOR UPDATE SKIP LOCKED);
-    v_ids := v_got;
+"""
+    + fragments.unlimited_candidates_by_claim_index("v_got")
+    + """    v_ids := v_got;
     v_ranks := array_fill(1, ARRAY[cardinality(v_got)]);
 
     FOR v_limit IN

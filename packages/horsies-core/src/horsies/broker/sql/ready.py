@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final, LiteralString
 
+from horsies.broker.sql import fragments
+
 __all__ = ["V16_READY", "claimable_in_queue"]
 
 
@@ -79,29 +81,13 @@ $$;
 )
 
 # The statement-level INSERT function of migration 1, with the new tasks' rows added first.
-_INSERTED_FUNCTION: Final = (
-    """
-CREATE OR REPLACE FUNCTION horsies_notify_tasks_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    q RECORD;
-BEGIN
-    INSERT INTO horsies_ready (queue_name, priority, sent_at, id)
+_INSERTED_FUNCTION: Final = fragments.tasks_inserted_function(
+    """    INSERT INTO horsies_ready (queue_name, priority, sent_at, id)
     SELECT n.queue_name, n.priority, n.sent_at, n.id FROM horsies_inserted_tasks AS n
     WHERE """
     + _claimable("n")
     + """;
     -- One wake-up per queue and statement, whatever the number of rows.
-    FOR q IN
-        SELECT queue_name, min(id) AS id FROM horsies_inserted_tasks
-        WHERE status = 'PENDING' GROUP BY queue_name
-    LOOP
-        PERFORM pg_notify('task_new', q.id);
-        PERFORM pg_notify('task_queue_' || q.queue_name, q.id);
-    END LOOP;
-    RETURN NULL;
-END
-$$;
 """
 )
 

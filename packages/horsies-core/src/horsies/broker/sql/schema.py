@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Final, LiteralString, NamedTuple
 
+from horsies.broker.sql import fragments
 from horsies.broker.sql.attempts import V12_ATTEMPTS as _V12_ATTEMPTS
 from horsies.broker.sql.limit_claim import V14_LIMIT_START_NUMBERS as _V14_LIMIT_START_NUMBERS
 from horsies.broker.sql.limit_claim import V17_LIMIT_CLAIM_READY as _V17_LIMIT_CLAIM_READY
@@ -289,25 +290,11 @@ CREATE TRIGGER horsies_task_notify_trigger
 
 _V1_TRIGGERS: Final = (
     _task_changes_function(_DONE_V1)
-    + """
-CREATE OR REPLACE FUNCTION horsies_notify_tasks_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    q RECORD;
-BEGIN
-    -- Statement-level: one wake-up per queue and statement, whatever the number of rows.
-    FOR q IN
-        SELECT queue_name, min(id) AS id FROM horsies_inserted_tasks
-        WHERE status = 'PENDING' GROUP BY queue_name
-    LOOP
-        PERFORM pg_notify('task_new', q.id);
-        PERFORM pg_notify('task_queue_' || q.queue_name, q.id);
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-"""
+    + fragments.tasks_inserted_function(
+        "    -- Statement-level: one wake-up per queue and statement, whatever the number of"
+        " rows.\n"
+    )
+    + "\n"
     + _task_changes_trigger(_DONE_V1)
     + """
 

@@ -284,11 +284,14 @@ TASK_CLAIM_AND_START_AVAILABLE_OF_NAMES: Final = _claim_and_start(_CLAIMABLE_IN_
 # twice its execution. Only sent before statements whose generic plans stay on their indexes:
 # TASK_CLAIM_AND_START_AVAILABLE and TASK_CLAIM_AVAILABLE (horsies_ready in order; rows by primary
 # key), TASK_START_IF_CLAIMED_MANY and TASK_FINISH_IF_RUNNING_MANY (primary key),
-# TASK_REQUEUE_UNTRACKED_RUNNING (in-flight index), TASK_RELEASE_CLAIMED_MANY (primary key).
-# Sequential and bitmap scans are off too: a generic plan is kept until the statistics change, and
-# one made while horsies_ready was nearly empty read it whole and sorted it above the claim's
-# locking sub-select, so that each claim checked and locked every task of the queue; with an index
-# scan of horsies_ready the only way in, its order is the index's and the claim stops at its LIMIT.
+# TASK_REQUEUE_UNTRACKED_RUNNING and TASK_COUNT_IN_FLIGHT (in-flight index),
+# TASK_RELEASE_CLAIMED_MANY (primary key), the limited claim (a function planned its own way).
+# Sequential and bitmap scans are off too: a plan made while horsies_ready was nearly empty (a
+# generic one is kept until the statistics change; a custom one reads the same statistics) read it
+# whole and sorted it above the claim's locking sub-select, so that each claim checked and locked
+# every task of the queue; with an index scan of horsies_ready the only way in, its order is the
+# index's and the claim stops at its LIMIT. Every transaction that claims starts with this
+# (broker/claims.py CLAIM_PLAN_SETTINGS).
 _GENERIC_PLANS_ON_INDEXES: Final = """
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true),
